@@ -1,0 +1,103 @@
+"""The end-of-run verdict: counts in, exit code and a few plain sentences out. Pure.
+
+Exit codes are a contract with schedulers:
+    0   every ID is accounted for and the only failures are permanent (deleted, hidden deals)
+    3   finished, but some IDs failed for reasons a retry may fix (`deal-export retry OUT`)
+    1   fatal: auth, portal or output problem; nothing more can be done until someone fixes it
+    2   usage or input error
+    130 interrupted; the same command resumes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+EXIT_RETRYABLE_FAILURES = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, slots=True)
+class RunCounts:
+    """What happened to the requested IDs; `requested` counts valid ID lines with duplicates."""
+
+    requested: int
+    unique: int
+    exported: int
+    duplicates: int = 0
+    invalid_input: int = 0
+    failed_permanent: Mapping[str, int] = field(default_factory=dict)
+    failed_retryable: Mapping[str, int] = field(default_factory=dict)
+    record_errors: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failed_permanent.values()) + sum(self.failed_retryable.values())
+
+    @property
+    def unaccounted(self) -> int:
+        """IDs with neither a data row nor a sidecar row; anything but 0 is a bug."""
+        return self.unique - self.exported - self.failed
+
+
+def exit_code_for(counts: RunCounts) -> int:
+    if counts.unaccounted != 0:
+        return EXIT_FATAL
+    if sum(counts.failed_retryable.values()) > 0:
+        return EXIT_RETRYABLE_FAILURES
+    return EXIT_OK
+
+
+def _reasons(by_reason: Mapping[str, int]) -> str:
+    ordered = sorted(by_reason.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{n} {reason}" for reason, n in ordered)
+
+
+def render_summary(counts: RunCounts, *, output: str, seconds: float) -> list[str]:
+    """Plain sentences for the operator, in the order they will be read in the morning."""
+    rate = counts.exported / seconds if seconds > 0 else 0.0
+    lines = [
+        f"exported {counts.exported:,} of {counts.unique:,} unique deal IDs "
+        f"in {seconds:,.1f} s ({rate:,.0f} deals/s) into {output}",
+    ]
+    if counts.duplicates:
+        lines.append(f"dropped {counts.duplicates:,} duplicate IDs from the input")
+    if counts.invalid_input:
+        lines.append(
+            f"{counts.invalid_input:,} input lines were not valid deal IDs "
+            "(see the sidecar, stage 'input')"
+        )
+    if counts.failed_permanent:
+        lines.append(
+            f"permanently unavailable: {_reasons(counts.failed_permanent)} "
+            "(deleted or hidden deals; no retry will change this)"
+        )
+    if counts.failed_retryable:
+        lines.append(f"failed but retryable: {_reasons(counts.failed_retryable)}")
+    if counts.record_errors:
+        lines.append(
+            f"{counts.record_errors:,} values could not be converted; their rows are in the data "
+            "with the value null (see the sidecar, stage 'normalise')"
+        )
+    if counts.failed or counts.invalid_input or counts.record_errors:
+        lines.append(f"error sidecar: {output.rstrip('/')}/_errors/")
+    if counts.failed_retryable:
+        lines.append(f"next: deal-export retry {output}")
+    if counts.unaccounted:
+        lines.append(f"BUG: {counts.unaccounted} IDs are unaccounted for; please report this run")
+    return lines
+
+
+__all__ = [
+    "EXIT_FATAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_RETRYABLE_FAILURES",
+    "EXIT_USAGE",
+    "RunCounts",
+    "exit_code_for",
+    "render_summary",
+]
