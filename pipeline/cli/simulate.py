@@ -1,16 +1,153 @@
-"""`deal-export simulate`: placeholder until the simulator lands (replaced by its owner)."""
+"""`deal-export simulate`: serve a local Bitrix24 portal until interrupted."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import sys
+
 import click
+
+from pipeline.simulator import FaultConfig, SimulatorConfig, running_simulator
+from pipeline.simulator.config import DEFAULT_SECRET, PLANS
 
 
 @click.command()
-def simulate() -> None:
-    """Serve a local Bitrix24 portal simulator.
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=0, show_default=True, help="Port (0 = any free port).")
+@click.option(
+    "--deals",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Number of deals in the portal (hidden ones included).",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of data and faults.")
+@click.option(
+    "--plan",
+    type=click.Choice(sorted(PLANS)),
+    default=None,
+    help="Rate-limit preset: standard 2 req/s burst 50, enterprise 5/250.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Leaky-bucket drain rate, requests/s (0 = no rate limit).",
+)
+@click.option("--burst", type=click.IntRange(min=1), default=None, help="Leaky-bucket size.")
+@click.option(
+    "--operating-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Operating seconds per method per 10 minutes (default: off).",
+)
+@click.option(
+    "--processing-ms",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Operating time charged per crm.deal.get.",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Run simulated time K times faster than the wall.",
+)
+@click.option("--secret", default=None, help="Webhook secret (default: a fixed test secret).")
+@click.option(
+    "--server-tz",
+    default="+03:00",
+    show_default=True,
+    help="Portal time zone: fixed offset like -05:00 or a zone like Europe/Berlin.",
+)
+@click.option(
+    "--no-deal-permission",
+    is_flag=True,
+    help="The webhook user may not read deals at all (Access denied).",
+)
+@click.option("--fault-500", type=click.FloatRange(0, 1), default=0.0, help="P(500 JSON error).")
+@click.option("--fault-502", type=click.FloatRange(0, 1), default=0.0, help="P(502 HTML page).")
+@click.option("--fault-503", type=click.FloatRange(0, 1), default=0.0, help="P(503 HTML page).")
+@click.option("--fault-504", type=click.FloatRange(0, 1), default=0.0, help="P(504 HTML page).")
+@click.option(
+    "--fault-reset", type=click.FloatRange(0, 1), default=0.0, help="P(connection reset)."
+)
+@click.option(
+    "--fault-truncated", type=click.FloatRange(0, 1), default=0.0, help="P(truncated JSON body)."
+)
+@click.option("--fault-slow", type=click.FloatRange(0, 1), default=0.0, help="P(slow answer).")
+@click.option(
+    "--fault-no-time",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="P(success without the `time` block).",
+)
+@click.option(
+    "--slow-s",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Delay of a slow answer, simulated seconds.",
+)
+def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate: float | None,
+             burst: int | None, operating_budget: float | None, processing_ms: float,
+             time_scale: float, secret: str | None, server_tz: str, no_deal_permission: bool,
+             fault_500: float, fault_502: float, fault_503: float, fault_504: float,
+             fault_reset: float, fault_truncated: float, fault_slow: float,
+             fault_no_time: float, slow_s: float) -> None:  # fmt: skip
+    """Serve a local Bitrix24 portal simulator until Ctrl-C.
+
+    The first line of output is the webhook base URL to give to `deal-export run`; the portal
+    answers `crm.deal.get`, `crm.deal.list`, `crm.deal.fields` and `batch` like a cloud portal,
+    limits and quirks included. Without --plan or --rate there is no rate limit.
 
     \b
     Example:
       deal-export simulate --deals 5000 --port 8024
+      deal-export simulate --plan standard --operating-budget 480 --time-scale 60
     """
-    raise click.ClickException("the simulator is not built yet")
+    rate_value, burst_value = PLANS[plan] if plan else (0.0, 50)
+    try:
+        faults = FaultConfig(error_500=fault_500, html_502=fault_502, html_503=fault_503,
+                             html_504=fault_504, reset=fault_reset, truncated=fault_truncated,
+                             slow=fault_slow, no_time=fault_no_time, slow_s=slow_s)  # fmt: skip
+        config = SimulatorConfig(
+            deals=deals,
+            seed=seed,
+            rate=rate if rate is not None else rate_value,
+            burst=burst if burst is not None else burst_value,
+            operating_budget_s=operating_budget,
+            processing_ms=processing_ms,
+            time_scale=time_scale,
+            server_tz=server_tz,
+            can_read_deals=not no_deal_permission,
+            faults=faults,
+            secret=secret or DEFAULT_SECRET,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        asyncio.run(_serve(config, host, port))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with running_simulator(config, host=host, port=port) as sim:
+        # First line: the webhook base URL, for scripts that start us and read it.
+        sys.stdout.write(sim.webhook_url + "\n")
+        sys.stdout.write(
+            f"serving {config.deals} deals (seed {config.seed}); stats: "
+            f"{sim.base_url}/_simulator/stats; Ctrl-C to stop\n"
+        )
+        sys.stdout.flush()
+        await stop.wait()

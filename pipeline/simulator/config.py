@@ -1,0 +1,171 @@
+"""Frozen configuration of the portal simulator: what portal to generate and how it misbehaves.
+
+Every number is in *simulated* seconds; `time_scale=K` makes the simulator's clock run K times
+faster than the wall, so a 10-minute operating window lasts 600/K real seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+FaultKind = Literal[
+    "error_500", "html_502", "html_503", "html_504", "reset", "truncated", "slow", "no_time"
+]
+
+#: Fault kinds in the fixed order used to map one uniform draw onto a kind (reproducibility
+#: depends on this order never changing).
+FAULT_KINDS: tuple[FaultKind, ...] = (
+    "error_500",
+    "html_502",
+    "html_503",
+    "html_504",
+    "reset",
+    "truncated",
+    "slow",
+    "no_time",
+)
+
+#: The webhook secret of a simulator unless one is given (tests and demos only).
+DEFAULT_SECRET = "s1mw3bh00ks3cr3t"
+
+#: Documented leaky-bucket presets: (drain rate per second, burst).
+PLANS: dict[str, tuple[float, int]] = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Faults injected into `/rest/` requests, decided by the request's sequence number.
+
+    Probabilities are per request, 0..1, and their sum must not exceed 1. The draw for request
+    number n depends only on (`seed`, n), so the same seed yields the same faults on the same
+    request numbers. `script` forces a kind on given request numbers (1-based) and wins over the
+    draw. `methods`, when set, limits injection to requests for those REST methods (request
+    numbers still count every request).
+
+    Error faults (`error_500`, `html_50x`, `reset`) answer before the portal sees the call: no
+    rate-limit or operating time is consumed. `truncated`, `slow` and `no_time` damage a real
+    answer, so the work (and its operating charge) did happen.
+    """
+
+    error_500: float = 0.0
+    html_502: float = 0.0
+    html_503: float = 0.0
+    html_504: float = 0.0
+    reset: float = 0.0
+    truncated: float = 0.0
+    slow: float = 0.0
+    no_time: float = 0.0
+    slow_s: float = 5.0
+    seed: int | None = None
+    script: Mapping[int, FaultKind] = field(default_factory=dict)
+    methods: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        probs = [getattr(self, kind) for kind in FAULT_KINDS]
+        if any(not 0.0 <= p <= 1.0 for p in probs):
+            raise ValueError("fault probabilities must be within 0..1")
+        if sum(probs) > 1.0 + 1e-9:
+            raise ValueError("fault probabilities must sum to at most 1")
+        if self.slow_s < 0:
+            raise ValueError("slow_s must be >= 0")
+        for n, kind in self.script.items():
+            if n < 1 or kind not in FAULT_KINDS:
+                raise ValueError(f"bad scripted fault {n}: {kind!r}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.script) or any(getattr(self, kind) > 0 for kind in FAULT_KINDS)
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """The simulated OAuth application and its initial token pair.
+
+    `access_ttl_s` is the documented 1 hour; `refresh_ttl_s` the documented 180 days.
+    """
+
+    client_id: str = "local.sim0000000000001"
+    client_secret: str = "sim-client-secret-0001"
+    access_token: str = "sim-access-token-0001"
+    refresh_token: str = "sim-refresh-token-0001"
+    user_id: int = 1
+    member_id: str = "a223c6b3710f85df22e9377d6c4f7553"
+    scope: str = "crm"
+    access_ttl_s: float = 3600.0
+    refresh_ttl_s: float = 180 * 86400.0
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """What portal to generate and how it behaves.
+
+    * `deals`: deals that exist (hidden ones included); IDs have gaps and deleted deals between.
+    * `rate`/`burst`: leaky bucket (requests drained per second / blocking threshold); `rate=0`
+      disables it. `plan` fills both from the documented presets unless given explicitly.
+    * `operating_budget_s`: per method per webhook/app, per 10-minute window; None = off
+      (on-premise behaviour, responses then carry no `operating` keys).
+    * `processing_ms`: operating time charged per `crm.deal.get` (per command inside `batch`);
+      `list_processing_ms` per `crm.deal.list` call (None = same as `processing_ms`).
+    * `server_tz`: fixed offset like `"+03:00"`/`"-05:00"` or an IANA zone (`"Europe/Berlin"`)
+      in which the portal renders dates (see bitrix24-api.md §5.4).
+    * `can_read_deals=False`: the webhook user has no deal read permission at all: every
+      `crm.deal.get` answers `Access denied.`, and missing deals `Access denied` (no period).
+    * `user_fields`: names of the UF kinds to expose (None = all, see `pipeline.simulator.fields`).
+    """
+
+    deals: int = 1000
+    seed: int = 1
+    secret: str = DEFAULT_SECRET
+    user_id: int = 1
+    plan: Literal["standard", "enterprise"] | None = None
+    rate: float = 0.0
+    burst: int = 50
+    operating_budget_s: float | None = None
+    processing_ms: float = 20.0
+    list_processing_ms: float | None = None
+    time_scale: float = 1.0
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    oauth: OAuthSettings = field(default_factory=OAuthSettings)
+    server_tz: str = "+03:00"
+    can_read_deals: bool = True
+    hidden_fraction: float = 0.02
+    deleted_fraction: float = 0.04
+    user_fields: tuple[str, ...] | None = None
+    cache_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.deals < 0:
+            raise ValueError("deals must be >= 0")
+        if self.plan is not None:
+            if self.plan not in PLANS:
+                raise ValueError(f"unknown plan {self.plan!r}")
+            rate, burst = PLANS[self.plan]
+            if self.rate == 0.0:
+                object.__setattr__(self, "rate", rate)
+            if self.burst == 50:
+                object.__setattr__(self, "burst", burst)
+        if self.rate < 0 or self.burst < 1:
+            raise ValueError("rate must be >= 0 and burst >= 1")
+        if self.operating_budget_s is not None and self.operating_budget_s <= 0:
+            raise ValueError("operating_budget_s must be > 0 (or None for no budget)")
+        if self.processing_ms < 0 or (self.list_processing_ms or 0) < 0:
+            raise ValueError("processing_ms must be >= 0")
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
+        if not 0 <= self.hidden_fraction < 1 or not 0 <= self.deleted_fraction < 1:
+            raise ValueError("hidden_fraction and deleted_fraction must be within [0, 1)")
+        if not self.secret or "/" in self.secret:
+            raise ValueError("secret must be a non-empty path segment")
+
+
+__all__ = [
+    "DEFAULT_SECRET",
+    "FAULT_KINDS",
+    "PLANS",
+    "FaultConfig",
+    "FaultKind",
+    "OAuthSettings",
+    "SimulatorConfig",
+]

@@ -1,0 +1,190 @@
+"""The portal's deal schema: what `crm.deal.fields` returns (bitrix24-api.md §5.1-§5.3).
+
+Standard fields follow the order of the reference's §5.2 table; `PARENT_ID_*` links to smart
+processes come next, then the user fields. Titles are Russian, as on a Russian-language portal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# (name, type, read-only, extra descriptor keys, title)
+_STANDARD: tuple[tuple[str, str, bool, dict[str, Any], str], ...] = (
+    ("ID", "integer", True, {}, "ID"),
+    ("TITLE", "string", False, {}, "Название"),
+    ("TYPE_ID", "crm_status", False, {"statusType": "DEAL_TYPE"}, "Тип"),
+    ("CATEGORY_ID", "crm_category", False, {"isImmutable": True}, "Воронка"),
+    ("STAGE_ID", "crm_status", False, {"statusType": "DEAL_STAGE"}, "Стадия сделки"),
+    ("STAGE_SEMANTIC_ID", "string", True, {}, "Группа стадии"),
+    ("IS_NEW", "char", True, {}, "Новая сделка"),
+    ("IS_RECURRING", "char", False, {}, "Регулярная сделка"),
+    ("IS_RETURN_CUSTOMER", "char", False, {}, "Повторная сделка"),
+    ("IS_REPEATED_APPROACH", "char", False, {}, "Повторное обращение"),
+    ("PROBABILITY", "integer", False, {}, "Вероятность"),
+    ("CURRENCY_ID", "crm_currency", False, {}, "Валюта"),
+    ("OPPORTUNITY", "double", False, {}, "Сумма"),
+    ("IS_MANUAL_OPPORTUNITY", "char", False, {}, "Сумма заполнена вручную"),
+    ("TAX_VALUE", "double", False, {}, "Ставка налога"),
+    ("COMPANY_ID", "crm_company", False, {"settings": {"parentEntityTypeId": 4}}, "Компания"),
+    ("CONTACT_ID", "crm_contact", False, {"isDeprecated": True}, "Контакт"),
+    ("CONTACT_IDS", "crm_contact", False, {"isMultiple": True}, "Контакты"),
+    ("QUOTE_ID", "crm_quote", True, {"settings": {"parentEntityTypeId": 7}}, "Предложение"),
+    ("LEAD_ID", "crm_lead", True, {"settings": {"parentEntityTypeId": 1}}, "Лид"),
+    ("BEGINDATE", "date", False, {}, "Дата начала"),
+    ("CLOSEDATE", "date", False, {}, "Предполагаемая дата закрытия"),
+    ("OPENED", "char", False, {}, "Доступна для всех"),
+    ("CLOSED", "char", False, {}, "Закрыта"),
+    ("COMMENTS", "string", False, {}, "Комментарий"),
+    ("ASSIGNED_BY_ID", "user", False, {}, "Ответственный"),
+    ("CREATED_BY_ID", "user", True, {}, "Кем создана"),
+    ("MODIFY_BY_ID", "user", True, {}, "Кем изменена"),
+    ("MOVED_BY_ID", "user", True, {}, "Кто изменил стадию"),
+    ("LAST_ACTIVITY_BY", "user", True, {}, "Автор последней активности"),
+    ("DATE_CREATE", "datetime", True, {}, "Дата создания"),
+    ("DATE_MODIFY", "datetime", True, {}, "Дата изменения"),
+    ("MOVED_TIME", "datetime", True, {}, "Дата изменения стадии"),
+    ("LAST_ACTIVITY_TIME", "datetime", True, {}, "Последняя активность"),
+    ("SOURCE_ID", "crm_status", False, {"statusType": "SOURCE"}, "Источник"),
+    ("SOURCE_DESCRIPTION", "string", False, {}, "Дополнительно об источнике"),
+    ("ADDITIONAL_INFO", "string", False, {}, "Дополнительная информация"),
+    ("ORIGINATOR_ID", "string", False, {}, "Внешний источник"),
+    ("ORIGIN_ID", "string", False, {}, "Идентификатор элемента во внешнем источнике"),
+    ("UTM_SOURCE", "string", False, {}, "Рекламная система"),
+    ("UTM_MEDIUM", "string", False, {}, "Тип трафика"),
+    ("UTM_CAMPAIGN", "string", False, {}, "Обозначение рекламной кампании"),
+    ("UTM_CONTENT", "string", False, {}, "Содержание кампании"),
+    ("UTM_TERM", "string", False, {}, "Условие поиска кампании"),
+    ("LOCATION_ID", "location", False, {}, "Местоположение"),
+)
+
+#: Smart-process links: (entityTypeId, title). 0x80 = 128 gives the binding prefix "T80".
+PARENT_TYPES: tuple[tuple[int, str], ...] = ((128, "Закупка"), (153, "Проект"), (1220, "Договор"))
+
+
+@dataclass(frozen=True)
+class UserField:
+    """One UF_CRM_* field: its kind (config name), Bitrix UF type, multiplicity and extras."""
+
+    kind: str
+    name: str
+    type: str
+    multiple: bool
+    label: str
+    settings: dict[str, Any]
+    items: tuple[tuple[str, str], ...] = ()
+
+
+_ENUM_ITEMS = (("79", "Элемент списка #1"), ("80", "Элемент списка #2"), ("81", "Другое 🚀"))
+
+USER_FIELDS: tuple[UserField, ...] = (
+    UserField("string", "UF_CRM_1721244482250", "string", False, "Комментарий клиента",
+              {"SIZE": 20, "ROWS": 1, "DEFAULT_VALUE": ""}),
+    UserField("string_multi", "UF_CRM_1721244482251", "string", True, "Теги",
+              {"SIZE": 20, "ROWS": 1, "DEFAULT_VALUE": ""}),
+    UserField("integer", "UF_CRM_1721244500001", "integer", False, "Количество мест",
+              {"SIZE": 20, "MIN_VALUE": 0, "MAX_VALUE": 0, "DEFAULT_VALUE": None}),
+    UserField("double", "UF_CRM_1721244500002", "double", False, "Скидка, %",
+              {"PRECISION": 2, "SIZE": 20, "MIN_VALUE": 0, "MAX_VALUE": 0, "DEFAULT_VALUE": None}),
+    UserField("boolean", "UF_CRM_1721244500003", "boolean", False, "Предоплата",
+              {"DEFAULT_VALUE": 0, "DISPLAY": "CHECKBOX", "LABEL": ["", ""]}),
+    UserField("enumeration", "UF_CRM_1721812814433", "enumeration", False,
+              "Пользовательское поле (список)",
+              {"DISPLAY": "LIST", "LIST_HEIGHT": 1, "CAPTION_NO_VALUE": "", "SHOW_NO_VALUE": "Y"},
+              _ENUM_ITEMS),
+    UserField("enumeration_multi", "UF_CRM_1721812814500", "enumeration", True, "Каналы",
+              {"DISPLAY": "LIST", "LIST_HEIGHT": 3, "CAPTION_NO_VALUE": "", "SHOW_NO_VALUE": "Y"},
+              (("91", "Почта"), ("92", "Телефон"), ("93", "Telegram ✈️"))),
+    UserField("datetime", "UF_CRM_1721244500004", "datetime", False, "Время звонка",
+              {"DEFAULT_VALUE": {"TYPE": "NONE", "VALUE": ""}, "USE_SECOND": "Y"}),
+    UserField("date", "UF_CRM_1721244500005", "date", False, "Дата договора",
+              {"DEFAULT_VALUE": {"TYPE": "NONE", "VALUE": ""}}),
+    UserField("date_multi", "UF_CRM_1721244500006", "date", True, "Даты встреч",
+              {"DEFAULT_VALUE": {"TYPE": "NONE", "VALUE": ""}}),
+    UserField("money", "UF_CRM_1721244500007", "money", False, "Бюджет клиента",
+              {"DEFAULT_VALUE": ""}),
+    UserField("url", "UF_CRM_1721244500008", "url", False, "Сайт",
+              {"POPUP": "Y", "SIZE": 20, "DEFAULT_VALUE": ""}),
+    UserField("address", "UF_CRM_1721244500009", "address", False, "Адрес доставки",
+              {"SHOW_MAP": "Y"}),
+    UserField("file", "UF_CRM_1721244500010", "file", False, "Скан договора",
+              {"SIZE": 20, "MAX_ALLOWED_SIZE": 0, "EXTENSIONS": []}),
+    UserField("file_multi", "UF_CRM_1721244500011", "file", True, "Фотографии",
+              {"SIZE": 20, "MAX_ALLOWED_SIZE": 0, "EXTENSIONS": []}),
+    UserField("employee", "UF_CRM_1721244500012", "employee", False, "Куратор", {}),
+    UserField("crm_status", "UF_CRM_1721244500013", "crm_status", False, "Источник (справочник)",
+              {"ENTITY_TYPE": "SOURCE"}),
+    UserField("iblock_section", "UF_CRM_1721244500014", "iblock_section", False, "Раздел каталога",
+              {"IBLOCK_TYPE_ID": "", "IBLOCK_ID": 14, "DISPLAY": "LIST", "ACTIVE_FILTER": "N"}),
+    UserField("iblock_element", "UF_CRM_1721244500015", "iblock_element", False, "Товар",
+              {"IBLOCK_TYPE_ID": "", "IBLOCK_ID": 14, "DISPLAY": "LIST", "ACTIVE_FILTER": "N"}),
+    UserField("crm", "UF_CRM_1721244500016", "crm", False, "Связанный элемент",
+              {"LEAD": "Y", "CONTACT": "Y", "COMPANY": "Y", "DEAL": "Y", "DYNAMIC_128": "Y"}),
+    UserField("crm_multi", "UF_CRM_1721244500017", "crm", True, "Связанные элементы",
+              {"LEAD": "N", "CONTACT": "Y", "COMPANY": "Y", "DEAL": "Y", "DYNAMIC_128": "Y"}),
+)  # fmt: skip
+
+USER_FIELD_KINDS: tuple[str, ...] = tuple(uf.kind for uf in USER_FIELDS)
+
+
+def select_user_fields(kinds: tuple[str, ...] | None) -> tuple[UserField, ...]:
+    """The UFs a portal exposes: all of them, or those whose `kind` is listed (in our order)."""
+    if kinds is None:
+        return USER_FIELDS
+    unknown = set(kinds) - set(USER_FIELD_KINDS)
+    if unknown:
+        raise ValueError(f"unknown user field kinds {sorted(unknown)}; known: {USER_FIELD_KINDS}")
+    return tuple(uf for uf in USER_FIELDS if uf.kind in kinds)
+
+
+def _descriptor(
+    type_: str, *, read_only: bool, multiple: bool, dynamic: bool, title: str
+) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "isRequired": False,
+        "isReadOnly": read_only,
+        "isImmutable": False,
+        "isMultiple": multiple,
+        "isDynamic": dynamic,
+        "title": title,
+    }
+
+
+def build_fields(user_fields: tuple[UserField, ...]) -> dict[str, dict[str, Any]]:
+    """The `result` of `crm.deal.fields` for a portal with these user fields."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, type_, read_only, extra, title in _STANDARD:
+        desc = _descriptor(type_, read_only=read_only, multiple=False, dynamic=False, title=title)
+        desc.update({k: v for k, v in extra.items() if k != "settings"})
+        if "settings" in extra:
+            desc["settings"] = extra["settings"]
+        out[name] = desc
+    for entity_type_id, title in PARENT_TYPES:
+        desc = _descriptor(
+            "crm_entity", read_only=False, multiple=False, dynamic=False, title=title
+        )
+        desc["settings"] = {"parentEntityTypeId": entity_type_id}
+        out[f"PARENT_ID_{entity_type_id}"] = desc
+    for uf in user_fields:
+        desc = _descriptor(uf.type, read_only=False, multiple=uf.multiple, dynamic=True,
+                           title=uf.name)  # fmt: skip
+        if uf.items:
+            desc["items"] = [{"ID": i, "VALUE": v} for i, v in uf.items]
+        desc.update(listLabel=uf.label, formLabel=uf.label, filterLabel=uf.label)
+        desc["settings"] = uf.settings
+        out[uf.name] = desc
+    return out
+
+
+STANDARD_FIELD_NAMES: tuple[str, ...] = tuple(row[0] for row in _STANDARD)
+
+__all__ = [
+    "PARENT_TYPES",
+    "STANDARD_FIELD_NAMES",
+    "USER_FIELDS",
+    "USER_FIELD_KINDS",
+    "UserField",
+    "build_fields",
+    "select_user_fields",
+]

@@ -1,0 +1,260 @@
+"""Deterministic deal data: one deal's wire dict is a pure function of (seed, ID, portal).
+
+Nothing is generated up front except the ID layout, so a portal of a million deals starts in
+about a second; each deal is built on demand (tens of microseconds) and cached by the caller.
+Values follow the `crm.deal.get` wire format of bitrix24-api.md §5: numbers and IDs as strings,
+`Y`/`N` chars, `null` for empty standard fields, `""` for empty date fields and empty single
+user fields, an empty single file field absent, empty multiple fields `[]`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+from pipeline.simulator.fields import PARENT_TYPES, UserField
+from pipeline.simulator.timefmt import ServerZone
+
+#: Deals were created between these instants (UTC), in ID order with jitter.
+CREATED_FROM = 1_546_300_800  # 2019-01-01
+CREATED_TO = 1_735_689_600  # 2025-01-01
+#: Generated modifications never go past this instant; `Portal.touch` moves deals beyond it.
+MODIFIED_TO = 1_751_328_000  # 2025-07-01
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix64(x: int) -> int:
+    """splitmix64 finaliser: a cheap, well-spread hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def unit(seed: int, salt: int, n: int) -> float:
+    """A uniform [0, 1) draw that depends only on (seed, salt, n)."""
+    return mix64(mix64(seed * 0x100000001B3 + salt) ^ n) / 2.0**64
+
+
+_TITLES = (
+    "Сделка #{id}",
+    "Поставка оборудования 🚚 #{id}",
+    'ООО "Ромашка" — договор №{id}',
+    "Deal #{id} (import)",
+    "Ёлки & <палки> #{id}",
+    "Продление лицензии 1С:Предприятие, {id}",
+    "Ремонт офиса 🛠️ [B]срочно[/B] #{id}",
+    "  Пробелы по краям #{id}  ",
+)
+_COMMENTS = (
+    "[B]Важный клиент[/B]\nПозвонить после 15:00 ☎️",
+    "[I]Скидка 10%[/I], согласовано с [URL=https://example.com/deal]руководителем[/URL]",
+    "Клиент просит счёт на ООО «Вектор» 👍\r\nИНН 7701234567",
+    "[LIST][*]пункт один[*]пункт два[/LIST]",
+    "<b>HTML</b> &amp; entities &lt;kept&gt; as sent",
+    "Emoji only: 🎉🎉🎉",
+    "",
+)
+_TYPES = ("SALE", "COMPLEX", "GOODS", "SERVICES", "SERVICE")
+_STAGES = ("NEW", "PREPARATION", "PREPAYMENT_INVOICE", "EXECUTING", "FINAL_INVOICE")
+_WON, _LOST = ("WON",), ("LOSE", "APOLOGY")
+_CURRENCIES = ("RUB", "RUB", "RUB", "USD", "EUR", "KZT", "BYN")
+_SOURCES = ("CALL", "EMAIL", "WEB", "ADVERTISING", "PARTNER", "RECOMMENDATION", "CALLBACK",
+            "WEBFORM", "TRADE_SHOW", "OTHER")  # fmt: skip
+_UTM_SOURCES = ("google", "yandex", "vk", "telegram")
+_STRINGS = ("Привет мир!", "VIP 👑", "[B]жирный[/B] текст", "plain ascii", "多语言 текст",
+            "строка с \"кавычками\" и \\ слешем")  # fmt: skip
+_TAGS = ("опт", "розница", "b2b", "🔥 горячий", "повторный")
+_ADDRESSES = (
+    "Москва, ул. Тверская, 1|55.757718;37.611347|1201",
+    "Санкт-Петербург, Невский пр., 28|59.935634;30.325935|1202",
+    "Berlin, Unter den Linden 77|52.516275;13.377704|1203",
+    "Алматы, пр. Абая, 10",
+)
+_CRM_PREFIXES = ("D", "C", "CO", "L", "T80")
+_STATUSES = ("CALL", "EMAIL", "WEB", "PARTNER")
+_POOL = 256
+
+
+class DealFactory:
+    """Builds the wire dict of one deal from (seed, ID)."""
+
+    def __init__(self, seed: int, zone: ServerZone, user_fields: tuple[UserField, ...],
+                 max_id: int) -> None:  # fmt: skip
+        self.seed = seed
+        self.zone = zone
+        self.user_fields = user_fields
+        self.max_id = max(1, max_id)
+        self._plans = self._user_field_plans()
+
+    def created_at(self, deal_id: int) -> int:
+        """Creation instant: grows with the ID, jittered by up to ±3 days."""
+        base = CREATED_FROM + (CREATED_TO - CREATED_FROM) * deal_id / (self.max_id + 1)
+        jitter = (unit(self.seed, 1, deal_id) - 0.5) * 6 * 86400
+        return int(min(CREATED_TO, max(CREATED_FROM, base + jitter)))
+
+    def modified_at(self, deal_id: int) -> int:
+        """Generated last-modification instant (before any `touch`)."""
+        created = self.created_at(deal_id)
+        return created + int(unit(self.seed, 2, deal_id) ** 3 * (MODIFIED_TO - created))
+
+    def build(self, deal_id: int, modified: int | None = None) -> dict[str, Any]:
+        rnd = random.Random(self.seed * 0x9E3779B1 + deal_id)
+        r = rnd.random
+        z = self.zone
+        sid = str(deal_id)
+        created = self.created_at(deal_id)
+        if modified is None:
+            modified = self.modified_at(deal_id)
+        moved = created + int(r() * (modified - created))
+        activity = created + int(r() * (modified - created)) if r() < 0.8 else None
+
+        category = 0 if r() < 0.7 else (1 if r() < 0.6 else 3)
+        roll = r()
+        if roll < 0.2:
+            stage, semantic = _WON[0], "S"
+        elif roll < 0.35:
+            stage, semantic = _LOST[int(r() * 2)], "F"
+        else:
+            stage, semantic = _STAGES[int(r() * len(_STAGES))], "P"
+        if category:
+            stage = f"C{category}:{stage}"
+        closed = "Y" if semantic != "P" else "N"
+
+        currency = _CURRENCIES[int(r() * len(_CURRENCIES))]
+        amount = 0.0 if r() < 0.05 else round(10 ** (r() * 7) * (1 + r()), 2)
+        begin = dt.datetime.fromtimestamp(created, dt.UTC).date()
+        close_day = begin + dt.timedelta(days=int(r() * 90))
+        user = str(1 + int(r() * 40))
+
+        deal: dict[str, Any] = {
+            "ID": sid,
+            "TITLE": _TITLES[int(r() * len(_TITLES))].format(id=deal_id),
+            "TYPE_ID": _TYPES[int(r() * len(_TYPES))] if r() < 0.9 else None,
+            "CATEGORY_ID": str(category),
+            "STAGE_ID": stage,
+            "STAGE_SEMANTIC_ID": semantic,
+            "IS_NEW": "Y" if stage.endswith("NEW") else "N",
+            "IS_RECURRING": "Y" if r() < 0.05 else "N",
+            "IS_RETURN_CUSTOMER": "Y" if r() < 0.2 else "N",
+            "IS_REPEATED_APPROACH": "Y" if r() < 0.1 else "N",
+            "PROBABILITY": str(int(r() * 101)) if r() < 0.7 else None,
+            "CURRENCY_ID": currency,
+            "OPPORTUNITY": f"{amount:.2f}",
+            "IS_MANUAL_OPPORTUNITY": "Y" if r() < 0.3 else "N",
+            "TAX_VALUE": f"{amount * 0.2:.2f}" if r() < 0.3 else "0.00",
+            "COMPANY_ID": str(1 + int(r() * 5000)) if r() < 0.7 else "0",
+            "CONTACT_ID": str(1 + int(r() * 20000)) if r() < 0.8 else None,
+            "QUOTE_ID": str(1 + int(r() * 900)) if r() < 0.05 else None,
+            "LEAD_ID": str(1 + int(r() * 30000)) if r() < 0.3 else None,
+            "BEGINDATE": z.date(begin),
+            "CLOSEDATE": z.date(close_day) if r() < 0.9 else "",
+            "OPENED": "Y" if r() < 0.8 else "N",
+            "CLOSED": closed,
+            "COMMENTS": _COMMENTS[int(r() * len(_COMMENTS))] if r() < 0.6 else None,
+            "ASSIGNED_BY_ID": user,
+            "CREATED_BY_ID": str(1 + int(r() * 40)),
+            "MODIFY_BY_ID": user,
+            "MOVED_BY_ID": user,
+            "LAST_ACTIVITY_BY": user if activity is not None else None,
+            "DATE_CREATE": z.datetime(created),
+            "DATE_MODIFY": z.datetime(modified),
+            "MOVED_TIME": z.datetime(moved),
+            "LAST_ACTIVITY_TIME": z.datetime(activity) if activity is not None else "",
+            "SOURCE_ID": _SOURCES[int(r() * len(_SOURCES))] if r() < 0.85 else None,
+            "SOURCE_DESCRIPTION": "Заявка с сайта 🌐" if r() < 0.2 else None,
+            "ADDITIONAL_INFO": None,
+            "ORIGINATOR_ID": "1c" if r() < 0.1 else None,
+            "ORIGIN_ID": f"{deal_id:08d}" if r() < 0.1 else None,
+        }
+        if r() < 0.3:
+            deal["UTM_SOURCE"] = _UTM_SOURCES[int(r() * len(_UTM_SOURCES))]
+            deal["UTM_MEDIUM"] = "cpc"
+            deal["UTM_CAMPAIGN"] = "осень_2024"
+            deal["UTM_CONTENT"] = None
+            deal["UTM_TERM"] = "купить сделку" if r() < 0.5 else None
+        else:
+            deal["UTM_SOURCE"] = deal["UTM_MEDIUM"] = deal["UTM_CAMPAIGN"] = None
+            deal["UTM_CONTENT"] = deal["UTM_TERM"] = None
+        deal["LOCATION_ID"] = None
+        for entity_type_id, _ in PARENT_TYPES:
+            deal[f"PARENT_ID_{entity_type_id}"] = str(1 + int(r() * 300)) if r() < 0.2 else None
+        self._user_fields(deal, rnd, deal_id)
+        return deal
+
+    def _user_field_plans(self) -> list[tuple[str, bool, bool, list[Any] | None]]:
+        """Per UF: (name, multiple, is_file, value pool). Pools are drawn once from the seed so
+        that a deal costs one index draw per value; file and url values embed the deal ID and
+        are formatted per deal (pool None)."""
+        plans: list[tuple[str, bool, bool, list[Any] | None]] = []
+        for n, uf in enumerate(self.user_fields):
+            rnd = random.Random(self.seed * 7919 + n)
+            pool = None
+            if uf.type not in ("file", "url"):
+                pool = [self._uf_value(uf, rnd, 0, i) for i in range(_POOL)]
+            plans.append((uf.name, uf.multiple, uf.type == "file", pool))
+        return plans
+
+    def _user_fields(self, deal: dict[str, Any], rnd: random.Random, deal_id: int) -> None:
+        r = rnd.random
+        for (name, multiple, is_file, pool), uf in zip(self._plans, self.user_fields, strict=True):
+            if r() < 0.25:  # empty
+                if multiple:
+                    deal[name] = []
+                elif not is_file:  # an empty single file field is absent from the answer
+                    deal[name] = ""
+                continue
+            count = 1 + int(r() * 3) if multiple else 1
+            if pool is None:
+                values = [self._uf_value(uf, rnd, deal_id, i) for i in range(count)]
+            else:
+                values = [pool[int(r() * _POOL)] for _ in range(count)]
+            deal[name] = values if multiple else values[0]
+
+    def _uf_value(self, uf: UserField, rnd: random.Random, deal_id: int, i: int) -> Any:
+        r = rnd.random
+        t = uf.type
+        if t == "string":
+            pool = _TAGS if uf.multiple else _STRINGS
+            return pool[int(r() * len(pool))]
+        if t == "integer":
+            return str(int(r() * 1000) - 100)
+        if t == "double":
+            return str(round(r() * 100, 2))
+        if t == "boolean":
+            return "1" if r() < 0.5 else "0"
+        if t == "enumeration":
+            return uf.items[int(r() * len(uf.items))][0]
+        if t == "datetime":
+            return self.zone.datetime(int(CREATED_FROM + r() * (MODIFIED_TO - CREATED_FROM)))
+        if t == "date":
+            day = dt.date(2019, 1, 1) + dt.timedelta(days=int(r() * 2400))
+            return self.zone.date(day)
+        if t == "money":
+            cur = _CURRENCIES[int(r() * len(_CURRENCIES))]
+            amount = round(r() * 100000, 2)
+            return f"{amount:g}|{cur}" if r() < 0.5 else f"{amount:.2f}|{cur}"
+        if t == "url":
+            return f"https://example.com/клиент/{deal_id}?utm=тест&i={i}"
+        if t == "address":
+            return _ADDRESSES[int(r() * len(_ADDRESSES))]
+        if t == "file":
+            file_id = 30000 + deal_id * 16 + (8 if uf.multiple else 0) + i
+            show = (f"/bitrix/components/bitrix/crm.deal.show/show_file.php?ownerId={deal_id}"
+                    f"&fieldName={uf.name}&dynamic=Y&fileId={file_id}")  # fmt: skip
+            return {"id": file_id, "showUrl": show, "downloadUrl": show + "&auth="}
+        if t == "employee":
+            return str(1 + int(r() * 40))
+        if t == "crm_status":
+            return _STATUSES[int(r() * len(_STATUSES))]
+        if t in ("iblock_section", "iblock_element"):
+            return str(1 + int(r() * (50 if t == "iblock_section" else 5000)))
+        if t == "crm":
+            prefix = _CRM_PREFIXES[int(r() * len(_CRM_PREFIXES))]
+            return f"{prefix}_{1 + int(r() * 9999)}"
+        raise ValueError(f"no generator for UF type {t!r}")
+
+
+__all__ = ["CREATED_FROM", "CREATED_TO", "MODIFIED_TO", "DealFactory", "mix64", "unit"]

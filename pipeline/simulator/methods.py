@@ -1,0 +1,376 @@
+"""The REST methods of the simulated portal, free of HTTP: params in, (status, body) out.
+
+`Api.call` runs one top-level method for one caller; `batch` runs its commands through the same
+per-method path, so limits and errors behave identically inside and outside a batch
+(bitrix24-api.md §2-§4). Deal JSON is spliced in as pre-encoded `orjson.Fragment`s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipeline.clock import ScaledClock
+from pipeline.simulator.config import SimulatorConfig
+from pipeline.simulator.limits import OperatingMeter
+from pipeline.simulator.php import (
+    PhpKey,
+    as_list,
+    parse_str,
+    php_array,
+    php_int,
+    php_key,
+    truthy,
+)
+from pipeline.simulator.portal import Portal
+from pipeline.simulator.stats import Stats
+
+BATCH_MAX_LENGTH = 50
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class MethodError(Exception):
+    """A REST error: HTTP status (400 when a method raises without one) and the envelope."""
+
+    status: int
+    error: str
+    description: str
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+@dataclass
+class Outcome:
+    """A successful method result plus list paging (`next`, `total`) when it has them."""
+
+    result: Any
+    next: int | None = None
+    total: int | None = None
+    cost_s: float = 0.0
+    deals: int = 0
+
+
+METHOD_NOT_FOUND = MethodError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+OPERATION_LIMIT = MethodError(
+    429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit"
+)
+INVALID_ID = MethodError(400, "", "ID is not defined or invalid.")
+NOT_FOUND = MethodError(400, "", "Not found")
+DENIED = MethodError(400, "", "Access denied.")
+DENIED_NO_PERMISSION = MethodError(400, "", "Access denied")
+BATCH_TOO_LONG = MethodError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
+BATCH_NOT_ALLOWED = MethodError(
+    405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
+)
+
+_LIST_ID_FIELDS = ("ID",)
+_TIME_FIELDS = {"DATE_MODIFY", "DATE_CREATE"}
+
+
+def method_name(raw: str) -> str:
+    """Bitrix method names are case-insensitive; `.json` selects the (default) format."""
+    name = raw.strip().lower()
+    return name[:-5] if name.endswith(".json") else name
+
+
+class Api:
+    """The portal's REST surface for one simulator instance."""
+
+    def __init__(self, config: SimulatorConfig, portal: Portal, clock: ScaledClock,
+                 meter: OperatingMeter, stats: Stats) -> None:  # fmt: skip
+        self.config = config
+        self.portal = portal
+        self.clock = clock
+        self.meter = meter
+        self.stats = stats
+        self._get_cost = config.processing_ms / 1000.0
+        list_ms = config.list_processing_ms
+        self._list_cost = (config.processing_ms if list_ms is None else list_ms) / 1000.0
+        self._methods: dict[str, Callable[[dict[PhpKey, Any]], Outcome]] = {
+            "crm.deal.get": self.deal_get,
+            "crm.deal.fields": self.deal_fields,
+            "crm.deal.list": self.deal_list,
+        }
+
+    # -- envelopes --------------------------------------------------------------------------
+
+    def time_block(self, start: float, operating: tuple[float, int] | None) -> dict[str, Any]:
+        finish = self.clock.now()
+        zone = self.portal.zone
+        block: dict[str, Any] = {
+            "start": round(start, 6),
+            "finish": round(finish, 6),
+            "duration": round(finish - start, 6),
+            "processing": round(finish - start, 6),
+            "date_start": zone.datetime(start),
+            "date_finish": zone.datetime(finish),
+        }
+        if operating is not None:
+            block["operating_reset_at"] = operating[1]
+            block["operating"] = operating[0]
+        return block
+
+    def _charge(self, caller: str, method: str, cost: float) -> tuple[float, int] | None:
+        operating = self.meter.charge(caller, method, cost, self.clock.now())
+        return operating if self.meter.budget_s is not None else None
+
+    def call(self, method: str, params: dict[PhpKey, Any], caller: str) -> tuple[int, Any]:
+        """Run one top-level method; returns (HTTP status, JSON-ready body)."""
+        start = self.clock.now()
+        if method == "batch":
+            # The outer batch is not charged (bitrix24-api.md §2); its own counter stays at 0.
+            result = self.batch(params, caller)
+            operating = self._charge(caller, method, 0.0)
+            return 200, {"result": result, "time": self.time_block(start, operating)}
+        handler = self._methods.get(method)
+        if handler is None:
+            return METHOD_NOT_FOUND.status, METHOD_NOT_FOUND.body()
+        try:
+            outcome, operating = self._run(handler, method, params, caller)
+        except MethodError as exc:
+            if exc is OPERATION_LIMIT:
+                self.stats.operating_limited += 1
+            return exc.status, exc.body()
+        body: dict[str, Any] = {"result": outcome.result}
+        if outcome.next is not None:
+            body["next"] = outcome.next
+        if outcome.total is not None:
+            body["total"] = outcome.total
+        body["time"] = self.time_block(start, operating)
+        return 200, body
+
+    def _run(self, handler: Callable[[dict[PhpKey, Any]], Outcome], method: str,
+             params: dict[PhpKey, Any], caller: str
+             ) -> tuple[Outcome, tuple[float, int] | None]:  # fmt: skip
+        """Check the method's operating budget, run it, charge it; (outcome, operating)."""
+        now = self.clock.now()
+        if self.meter.budget_s is not None and self.meter.blocked(caller, method, now):
+            raise OPERATION_LIMIT
+        try:
+            outcome = handler(params)
+        except MethodError as exc:
+            # The failed call still ran on the server, so it still costs operating time.
+            if exc.status == 400:
+                self._charge(caller, method, self._cost(method))
+            raise
+        operating = self._charge(caller, method, outcome.cost_s)
+        self.stats.deals_served += outcome.deals
+        return outcome, operating
+
+    def _cost(self, method: str) -> float:
+        if method == "crm.deal.get":
+            return self._get_cost
+        if method == "crm.deal.list":
+            return self._list_cost
+        return 0.0
+
+    # -- batch ------------------------------------------------------------------------------
+
+    def batch(self, params: dict[PhpKey, Any], caller: str) -> dict[str, Any]:
+        cmd = params.get("cmd")
+        if isinstance(cmd, list):
+            commands: list[tuple[PhpKey, Any]] = list(enumerate(cmd))
+        elif isinstance(cmd, dict):
+            commands = [(php_key(k), v) for k, v in cmd.items()]
+        else:
+            commands = []
+        halt = truthy(params.get("halt", False))
+        results: list[tuple[PhpKey, Any]] = []
+        errors: list[tuple[PhpKey, Any]] = []
+        totals: list[tuple[PhpKey, Any]] = []
+        nexts: list[tuple[PhpKey, Any]] = []
+        times: list[tuple[PhpKey, Any]] = []
+        for index, (key, command) in enumerate(commands):
+            self.stats.batch_commands += 1
+            start = self.clock.now()
+            try:
+                if index >= BATCH_MAX_LENGTH:
+                    raise BATCH_TOO_LONG
+                method, sub_params = self._parse_command(command)
+                if method == "batch":
+                    raise BATCH_NOT_ALLOWED
+                handler = self._methods.get(method)
+                if handler is None:
+                    raise METHOD_NOT_FOUND
+                outcome, operating = self._run(handler, method, sub_params, caller)
+            except MethodError as exc:
+                if exc is OPERATION_LIMIT:
+                    self.stats.operating_limited_commands += 1
+                errors.append((key, exc.body()))
+                if halt:
+                    break
+                continue
+            results.append((key, outcome.result))
+            if outcome.total is not None:
+                totals.append((key, outcome.total))
+            if outcome.next is not None:
+                nexts.append((key, outcome.next))
+            times.append((key, self.time_block(start, operating)))
+        return {
+            "result": php_array(results),
+            "result_error": php_array(errors),
+            "result_total": php_array(totals),
+            "result_next": php_array(nexts),
+            "result_time": php_array(times),
+        }
+
+    @staticmethod
+    def _parse_command(command: Any) -> tuple[str, dict[PhpKey, Any]]:
+        text = command if isinstance(command, str) else ""
+        path, _, query = text.partition("?")
+        return method_name(path), parse_str(query)
+
+    # -- crm.deal.* -------------------------------------------------------------------------
+
+    def deal_get(self, params: dict[PhpKey, Any]) -> Outcome:
+        # CCrmRestHelper::resolveEntityID: `ID`, else `id`, through PHP (int).
+        raw = params.get("ID")
+        if raw is None:
+            raw = params.get("id")
+        deal_id = php_int(raw)
+        self.stats.deal_gets += 1
+        if deal_id <= 0:
+            raise INVALID_ID
+        status = self.portal.status(deal_id)
+        if status in ("missing", "deleted"):
+            raise NOT_FOUND if self.config.can_read_deals else DENIED_NO_PERMISSION
+        if status == "hidden" or not self.config.can_read_deals:
+            raise DENIED
+        return Outcome(orjson.Fragment(self.portal.deal_json(deal_id)), cost_s=self._get_cost,
+                       deals=1)  # fmt: skip
+
+    def deal_fields(self, params: dict[PhpKey, Any]) -> Outcome:
+        return Outcome(orjson.Fragment(self.portal.fields_json()))
+
+    def deal_list(self, params: dict[PhpKey, Any]) -> Outcome:
+        if not self.config.can_read_deals:
+            raise DENIED
+        flt = params.get("filter")
+        predicates, lower_id = self._filters(flt if isinstance(flt, dict) else {})
+        select = [str(s) for s in as_list(params.get("select"))] or ["*"]
+        start = php_int(params.get("start", 0))
+        ids = [
+            i for i in self.portal.ids_after(lower_id)
+            if self.portal.readable(i) and all(p(i) for p in predicates)
+        ]  # fmt: skip
+        order = params.get("order")
+        self._sort(ids, order if isinstance(order, dict) else {})
+        if start < 0:
+            page, nxt, total = ids[:PAGE_SIZE], None, None
+        else:
+            page = ids[start : start + PAGE_SIZE]
+            nxt = start + PAGE_SIZE if start + PAGE_SIZE < len(ids) else None
+            total = len(ids)
+        rows = [self._list_row(i, select) for i in page]
+        return Outcome(rows, next=nxt, total=total, cost_s=self._list_cost, deals=len(rows))
+
+    def _filters(self, flt: dict[PhpKey, Any]) -> tuple[list[Callable[[int], bool]], int]:
+        predicates: list[Callable[[int], bool]] = []
+        lower_id = 0
+        for raw_key, value in flt.items():
+            key = str(raw_key)
+            op = key[: len(key) - len(key.lstrip("<>=@!"))]
+            field = key[len(op) :]
+            if field == "ID":
+                if op == "@":
+                    wanted = {php_int(v) for v in as_list(value)}
+                    predicates.append(wanted.__contains__)
+                    continue
+                bound = php_int(value)
+                if op == ">":
+                    lower_id = max(lower_id, bound)
+                    continue
+                if op == ">=":
+                    lower_id = max(lower_id, bound - 1)
+                    continue
+                predicates.append(_compare(op, bound, lambda i: i))
+            elif field in _TIME_FIELDS:
+                bound_ts = self._parse_time(value)
+                getter = (
+                    self.portal.date_modify if field == "DATE_MODIFY" else self.portal.date_create
+                )
+                predicates.append(_compare(op, bound_ts, getter))
+            # Other filter fields are accepted and ignored, as the portal ignores unknown ones.
+        return predicates, lower_id
+
+    def _parse_time(self, value: Any) -> int:
+        text = str(value).strip()
+        try:
+            parsed = dt.datetime.fromisoformat(text if "T" in text else text.replace(" ", "T", 1))
+        except ValueError:
+            try:
+                parsed = dt.datetime.strptime(text, "%d.%m.%Y %H:%M:%S")
+            except ValueError:
+                raise MethodError(400, "", f"Invalid date value: {text}") from None
+        if parsed.tzinfo is None:
+            naive_ts = int(parsed.replace(tzinfo=dt.UTC).timestamp())
+            return naive_ts - self.portal.zone.offset_at(naive_ts)
+        return int(parsed.timestamp())
+
+    def _sort(self, ids: list[int], order: dict[PhpKey, Any]) -> None:
+        keys: list[tuple[str, bool]] = [
+            (str(k).upper(), str(v).upper() == "DESC") for k, v in order.items()
+        ]
+        for field, desc in reversed(keys or [("ID", False)]):
+            if field == "ID":
+                ids.sort(reverse=desc)
+            elif field == "DATE_MODIFY":
+                ids.sort(key=self.portal.date_modify, reverse=desc)
+            elif field == "DATE_CREATE":
+                ids.sort(key=self.portal.date_create, reverse=desc)
+            else:
+                ids.sort(key=self._value_key(field), reverse=desc)
+
+    def _value_key(self, field: str) -> Callable[[int], str]:
+        def key(deal_id: int) -> str:
+            return str(self._data(deal_id).get(field) or "")
+
+        return key
+
+    def _data(self, deal_id: int) -> dict[str, Any]:
+        return self.portal.deal_data(deal_id) or {}
+
+    def _list_row(self, deal_id: int, select: list[str]) -> dict[str, Any]:
+        data = self._data(deal_id)
+        fields = self.portal.fields_meta
+        star, uf_star = "*" in select, "UF_*" in select
+        wanted = set(select)
+        row: dict[str, Any] = {}
+        for name, (is_uf, multiple, uf_type) in fields.items():
+            explicit = name in wanted
+            if not (name == "ID" or explicit or (not multiple and (uf_star if is_uf else star))):
+                continue
+            if name == "CONTACT_IDS":
+                continue  # not returned by crm.deal.get or .list (bitrix24-api.md §5.2)
+            value = data.get(name)
+            if is_uf:
+                # List methods return null for empty user fields, and booleans as JSON bools.
+                if value in ("", []):
+                    value = None
+                elif uf_type == "boolean":
+                    value = value == "1"
+            row[name] = value
+        return row
+
+
+def _compare(op: str, bound: int, getter: Callable[[int], int]) -> Callable[[int], bool]:
+    if op == ">":
+        return lambda i: getter(i) > bound
+    if op == ">=":
+        return lambda i: getter(i) >= bound
+    if op == "<":
+        return lambda i: getter(i) < bound
+    if op == "<=":
+        return lambda i: getter(i) <= bound
+    if op in ("!", "!="):
+        return lambda i: getter(i) != bound
+    return lambda i: getter(i) == bound
+
+
+__all__ = ["BATCH_MAX_LENGTH", "PAGE_SIZE", "Api", "MethodError", "Outcome", "method_name"]

@@ -1,0 +1,182 @@
+"""PHP semantics the portal's wire format inherits: `parse_str`, `(int)` casts, array keys and
+`json_encode` of arrays (bitrix24-api.md §3, §4.3, §6).
+
+PHP has one array type. A key that is a canonical decimal integer string ("123", not "0123" or
+"+1") becomes an int key; `json_encode` writes an array as a JSON list when its keys are exactly
+0..n-1 in order, and as an object otherwise. That is why batch sections are sometimes lists and
+why empty sections are `[]`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import unquote_plus
+
+PHP_INT_MAX = 2**63 - 1
+PHP_INT_MIN = -(2**63)
+
+_CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+_LEADING_NUMBER = re.compile(
+    r"[ \t\n\r\v\f]*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+)
+
+PhpKey = int | str
+
+
+def php_key(key: PhpKey) -> PhpKey:
+    """The key PHP stores for `key`: canonical integer strings become ints."""
+    if isinstance(key, str) and _CANONICAL_INT.match(key) and key != "-0":
+        value = int(key)
+        if PHP_INT_MIN <= value <= PHP_INT_MAX:
+            return value
+    return key
+
+
+def php_int(value: object) -> int:
+    """PHP `(int)$value`: leading-numeric strings are truncated ("12abc" -> 12, "12.7" -> 12,
+    "abc" -> 0), integer strings saturate at PHP_INT_MAX, arrays give 0 when empty else 1."""
+    if value is None or value is False:
+        return 0
+    if value is True:
+        return 1
+    if isinstance(value, int):
+        return max(PHP_INT_MIN, min(PHP_INT_MAX, value))
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return 0
+        return max(PHP_INT_MIN, min(PHP_INT_MAX, int(value)))
+    if isinstance(value, str):
+        m = _LEADING_NUMBER.match(value)
+        if m is None:
+            return 0
+        text = m.group(1)
+        if any(c in text for c in ".eE"):
+            return php_int(float(text))
+        return max(PHP_INT_MIN, min(PHP_INT_MAX, int(text)))
+    if isinstance(value, Mapping | list | tuple):
+        return 1 if value else 0
+    return 0
+
+
+def _split_key(raw: str) -> list[str] | None:
+    """Split `a[b][]` into ["a", "b", ""]; None when the name is empty."""
+    bracket = raw.find("[")
+    if bracket <= 0:
+        base = raw if bracket < 0 else ""
+        if not base:
+            return None
+        # PHP rewrites "." and " " in the top-level name to "_".
+        return [base.replace(".", "_").replace(" ", "_")]
+    base = raw[:bracket].replace(".", "_").replace(" ", "_")
+    parts = [base]
+    rest = raw[bracket:]
+    while rest.startswith("["):
+        close = rest.find("]")
+        if close < 0:
+            # An unclosed bracket makes PHP treat the first "[" as "_" in the name: rare enough
+            # to keep the parts parsed so far.
+            break
+        parts.append(rest[1:close])
+        rest = rest[close + 1 :]
+    return parts
+
+
+def _next_index(array: dict[PhpKey, Any]) -> int:
+    ints = [k for k in array if isinstance(k, int)]
+    return max(ints) + 1 if ints else 0
+
+
+def assign(target: dict[PhpKey, Any], parts: list[str], value: Any) -> None:
+    """Store `value` at the bracket path `parts` the way PHP's `parse_str` does."""
+    node = target
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        key: PhpKey = _next_index(node) if part == "" and i > 0 else php_key(part)
+        if last:
+            node[key] = value
+            return
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+
+
+def parse_pairs(pairs: Iterable[tuple[str, Any]]) -> dict[PhpKey, Any]:
+    """Build a PHP array from (bracketed name, value) pairs (form fields, multipart parts)."""
+    out: dict[PhpKey, Any] = {}
+    for name, value in pairs:
+        parts = _split_key(name)
+        if parts is not None:
+            assign(out, parts, value)
+    return out
+
+
+def parse_str(query: str) -> dict[PhpKey, Any]:
+    """PHP `parse_str`: `select[]=ID&filter[>ID]=5&cmd[d1]=...` into nested arrays."""
+    pairs: list[tuple[str, str]] = []
+    for chunk in query.split("&"):
+        if not chunk:
+            continue
+        name, _, value = chunk.partition("=")
+        pairs.append((unquote_plus(name), unquote_plus(value)))
+    return parse_pairs(pairs)
+
+
+def from_json(value: Any) -> Any:
+    """A decoded JSON value as PHP sees it after `json_decode($body, true)`: object keys are
+    PHP keys, lists become 0-based arrays (kept as Python lists; `as_list` reads both)."""
+    if isinstance(value, dict):
+        return {php_key(k): from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    """The values of a PHP array in order (a dict from bracket syntax or a JSON list); a scalar
+    becomes a one-element list."""
+    if isinstance(value, dict):
+        return list(value.values())
+    if isinstance(value, list):
+        return value
+    if value is None:
+        return []
+    return [value]
+
+
+def php_array(items: Mapping[PhpKey, Any] | Iterable[tuple[PhpKey, Any]]) -> Any:
+    """What `json_encode` writes for a PHP array: `[]` when empty, a list when the keys are
+    0..n-1 in order, otherwise an object with string keys."""
+    pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+    if not pairs:
+        return []
+    if all(k == i and isinstance(k, int) for i, (k, _) in enumerate(pairs)):
+        return [v for _, v in pairs]
+    return {str(k): v for k, v in pairs}
+
+
+def truthy(value: Any) -> bool:
+    """PHP truthiness for flags like `halt` ("0", "", "false"? see below)."""
+    if isinstance(value, str):
+        # Bitrix reads `halt` as a boolean flag; "false" in a query string must mean false
+        # (bitrix24-api.md §3: "halt takes 0/1 or true/false").
+        return value.strip().lower() not in ("", "0", "false", "n", "no")
+    return bool(value)
+
+
+__all__ = [
+    "PHP_INT_MAX",
+    "PhpKey",
+    "as_list",
+    "assign",
+    "from_json",
+    "parse_pairs",
+    "parse_str",
+    "php_array",
+    "php_int",
+    "php_key",
+    "truthy",
+]

@@ -1,0 +1,180 @@
+"""The simulated portal's state: which IDs exist, which are hidden or deleted, and each deal.
+
+The ID layout is drawn once from the seed (gaps of never-used IDs, a few long jumps, deleted
+deals in between); deal contents are built on demand by `DealFactory` and kept in a bounded cache
+of JSON bytes. `touch` and `delete` change the portal while it runs (incremental-load tests).
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from array import array
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import orjson
+
+from pipeline.simulator.fields import UserField, build_fields
+from pipeline.simulator.generate import DealFactory
+from pipeline.simulator.timefmt import ServerZone
+
+Status = Literal["visible", "hidden", "deleted", "missing"]
+_MISSING, _VISIBLE, _HIDDEN, _DELETED = 0, 1, 2, 3
+_NAMES: dict[int, Status] = {0: "missing", 1: "visible", 2: "hidden", 3: "deleted"}
+
+
+class Portal:
+    """The source of truth the simulator serves from.
+
+    `existing_ids` are all deals in the portal (hidden ones included), `visible_ids` those the
+    webhook user can read, `hidden_ids` those answered with `Access denied.`, `deleted_ids`
+    IDs that existed once and now answer `Not found`. All are sorted lists.
+    """
+
+    def __init__(self, *, deals: int, seed: int, zone: ServerZone,
+                 user_fields: tuple[UserField, ...], hidden_fraction: float,
+                 deleted_fraction: float, cache_size: int) -> None:  # fmt: skip
+        self.seed = seed
+        self.zone = zone
+        self.user_fields = user_fields
+        self._status = bytearray()
+        self._ids = array("q")  # existing (visible + hidden), ascending
+        self._layout(deals, seed, hidden_fraction, deleted_fraction)
+        self._factory = DealFactory(seed, zone, user_fields, len(self._status) - 1)
+        self._modified: dict[int, int] = {}
+        self._cache: dict[int, bytes] = {}
+        self._cache_size = max(0, cache_size)
+        self._fields = build_fields(user_fields)
+        self._fields_json = orjson.dumps(self._fields)
+        #: name -> (is user field, is multiple, UF type), in `crm.deal.fields` order.
+        self.fields_meta: dict[str, tuple[bool, bool, str]] = {
+            name: (bool(d["isDynamic"]), bool(d["isMultiple"]), str(d["type"]))
+            for name, d in self._fields.items()
+        }
+        self._lists: dict[str, list[int]] = {}
+
+    def _layout(self, deals: int, seed: int, hidden: float, deleted: float) -> None:
+        rnd = random.Random(seed)
+        r = rnd.random
+        status = self._status
+        status.append(_MISSING)  # ID 0 never exists
+        ids = self._ids
+        next_id = 1
+        while len(ids) < deals:
+            roll = r()
+            if roll < 0.00005:  # a long jump, like IDs reserved by an import
+                status.extend(bytes(1000))
+                next_id += 1000
+                continue
+            if roll < 0.08:  # never used (failed insert, other entity took the sequence)
+                status.append(_MISSING)
+            elif roll < 0.08 + deleted:
+                status.append(_DELETED)
+            else:
+                ids.append(next_id)
+                status.append(_HIDDEN if r() < hidden else _VISIBLE)
+            next_id += 1
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def status(self, deal_id: int) -> Status:
+        if 0 < deal_id < len(self._status):
+            return _NAMES[self._status[deal_id]]
+        return "missing"
+
+    @property
+    def max_id(self) -> int:
+        return len(self._status) - 1
+
+    def _ids_with(self, *codes: int) -> list[int]:
+        st = self._status
+        return [i for i in range(1, len(st)) if st[i] in codes]
+
+    @property
+    def existing_ids(self) -> list[int]:
+        return list(self._ids)
+
+    @property
+    def visible_ids(self) -> list[int]:
+        return self._ids_with(_VISIBLE)
+
+    @property
+    def hidden_ids(self) -> list[int]:
+        return self._ids_with(_HIDDEN)
+
+    @property
+    def deleted_ids(self) -> list[int]:
+        return self._ids_with(_DELETED)
+
+    def fields(self) -> dict[str, Any]:
+        """The `result` of `crm.deal.fields` (a fresh copy)."""
+        result: dict[str, Any] = orjson.loads(self._fields_json)
+        return result
+
+    def fields_json(self) -> bytes:
+        return self._fields_json
+
+    def deal_json(self, deal_id: int) -> bytes:
+        """Encoded wire dict of an existing deal (visible or hidden); cached."""
+        cached = self._cache.get(deal_id)
+        if cached is not None:
+            return cached
+        data = orjson.dumps(self._factory.build(deal_id, self._modified.get(deal_id)))
+        if self._cache_size:
+            if len(self._cache) >= self._cache_size:
+                del self._cache[next(iter(self._cache))]  # evict the oldest entry
+            self._cache[deal_id] = data
+        return data
+
+    def deal_data(self, deal_id: int) -> dict[str, Any] | None:
+        """The wire dict of any existing deal, hidden ones included; None otherwise."""
+        if self.status(deal_id) not in ("visible", "hidden"):
+            return None
+        result: dict[str, Any] = orjson.loads(self.deal_json(deal_id))
+        return result
+
+    def deal_wire(self, deal_id: int) -> dict[str, Any] | None:
+        """Exactly what `crm.deal.get` returns as `result` for this ID, or None when it answers
+        with an error (missing, deleted or hidden)."""
+        if self.status(deal_id) != "visible":
+            return None
+        return self.deal_data(deal_id)
+
+    def date_modify(self, deal_id: int) -> int:
+        """Unix time of the deal's DATE_MODIFY."""
+        touched = self._modified.get(deal_id)
+        return touched if touched is not None else self._factory.modified_at(deal_id)
+
+    def date_create(self, deal_id: int) -> int:
+        return self._factory.created_at(deal_id)
+
+    def ids_after(self, after_id: int) -> Iterable[int]:
+        """Existing IDs greater than `after_id`, ascending (for `crm.deal.list` scans)."""
+        start = bisect.bisect_right(self._ids, after_id)
+        for i in range(start, len(self._ids)):
+            deal_id = self._ids[i]
+            if self._status[deal_id] in (_VISIBLE, _HIDDEN):
+                yield deal_id
+
+    def readable(self, deal_id: int) -> bool:
+        return 0 < deal_id < len(self._status) and self._status[deal_id] == _VISIBLE
+
+    # -- changes while running --------------------------------------------------------------
+
+    def touch(self, ids: Iterable[int], at: float) -> None:
+        """Set DATE_MODIFY of existing deals to `at` (Unix time), as an edit in the CRM would."""
+        for deal_id in ids:
+            if self.status(deal_id) in ("visible", "hidden"):
+                self._modified[deal_id] = int(at)
+                self._cache.pop(deal_id, None)
+
+    def delete(self, ids: Iterable[int]) -> None:
+        """Delete existing deals: afterwards they answer `Not found`."""
+        for deal_id in ids:
+            if self.status(deal_id) in ("visible", "hidden"):
+                self._status[deal_id] = _DELETED
+                self._cache.pop(deal_id, None)
+
+
+__all__ = ["Portal", "Status"]

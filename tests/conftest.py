@@ -1,0 +1,41 @@
+"""Fixtures shared by every test folder: a real simulated portal on 127.0.0.1.
+
+    async def test_something(simulator):
+        sim = await simulator(deals=300, seed=7, rate=2, burst=50)
+        ...  # sim.webhook_url, sim.portal, sim.stats(), sim.set_faults(...)
+
+Each simulator started through the factory is stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from pipeline.simulator import RunningSimulator, SimulatorConfig, running_simulator
+
+SimulatorFactory = Callable[..., Awaitable[RunningSimulator]]
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[SimulatorFactory]:
+    """Start simulators: `await simulator(SimulatorConfig(...))` or `await simulator(deals=..)`."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(config: SimulatorConfig | None = None, **kwargs: Any) -> RunningSimulator:
+            if config is None:
+                config = SimulatorConfig(**kwargs)
+            elif kwargs:
+                raise TypeError("pass either a SimulatorConfig or keyword arguments, not both")
+            return await stack.enter_async_context(running_simulator(config))
+
+        yield start
+
+
+@pytest.fixture
+async def sim(simulator: SimulatorFactory) -> RunningSimulator:
+    """A small portal without limits or faults (300 deals, seed 7)."""
+    return await simulator(deals=300, seed=7)

@@ -1,0 +1,137 @@
+"""`batch` over real HTTP: per-command sections and the PHP array quirks (bitrix24-api.md §3)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import aiohttp
+
+from pipeline.simulator import RunningSimulator
+from tests.conftest import SimulatorFactory
+from tests.simulator.conftest import post_form, post_json
+
+
+async def test_mixed_batch_sections(sim: RunningSimulator, http: aiohttp.ClientSession) -> None:
+    ok = sim.portal.visible_ids[:3]
+    missing = sim.portal.deleted_ids[0]
+    cmd = {f"d{i}": f"crm.deal.get?id={i}" for i in [*ok, missing]}
+    status, body = await post_json(http, sim.webhook_url + "batch", {"halt": 0, "cmd": cmd})
+    assert status == 200
+    res = body["result"]
+    assert list(res) == ["result", "result_error", "result_total", "result_next", "result_time"]
+    assert res["result"] == {f"d{i}": sim.portal.deal_wire(i) for i in ok}
+    assert res["result_error"] == {f"d{missing}": {"error": "", "error_description": "Not found"}}
+    assert res["result_total"] == []
+    assert res["result_next"] == []
+    # A failed command has no result_time entry; the others carry operating counters.
+    assert set(res["result_time"]) == {f"d{i}" for i in ok}
+    for entry in res["result_time"].values():
+        assert {"start", "finish", "duration", "processing", "date_start", "date_finish"} <= set(
+            entry
+        )
+    assert "start" in body["time"]
+
+
+async def test_list_cmd_gives_list_sections(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    ids = sim.portal.visible_ids[:3]
+    cmd = [f"crm.deal.get?id={i}" for i in ids]
+    _, body = await post_json(http, sim.webhook_url + "batch", {"cmd": cmd})
+    res = body["result"]
+    assert res["result"] == [sim.portal.deal_wire(i) for i in ids]
+    assert res["result_error"] == []  # empty section: a JSON list, not {}
+    assert isinstance(res["result_time"], list)
+    assert len(res["result_time"]) == 3
+
+
+async def test_only_first_command_failing_makes_error_a_list(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    good = sim.portal.visible_ids[0]
+    cmd = ["crm.deal.get?id=0", f"crm.deal.get?id={good}"]
+    _, body = await post_json(http, sim.webhook_url + "batch", {"cmd": cmd})
+    res = body["result"]
+    # Keys {0} form a 0-based sequence -> list; keys {1} do not -> object with "1".
+    assert res["result_error"] == [
+        {"error": "", "error_description": "ID is not defined or invalid."}
+    ]
+    assert res["result"] == {"1": sim.portal.deal_wire(good)}
+    assert list(res["result_time"]) == ["1"]
+
+
+async def test_numeric_string_keys_are_php_ints(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    a, b = sim.portal.visible_ids[:2]
+    cmd = {"0": f"crm.deal.get?id={a}", "1": f"crm.deal.get?id={b}"}
+    _, body = await post_json(http, sim.webhook_url + "batch", {"cmd": cmd})
+    assert isinstance(body["result"]["result"], list)
+    cmd2 = {str(a): f"crm.deal.get?id={a}", "007": f"crm.deal.get?id={b}"}
+    _, body2 = await post_json(http, sim.webhook_url + "batch", {"cmd": cmd2})
+    assert list(body2["result"]["result"]) == [str(a), "007"]
+
+
+async def test_halt_stops_after_first_failure(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    a, b = sim.portal.visible_ids[:2]
+    missing = sim.portal.deleted_ids[0]
+    cmd = {
+        "a": f"crm.deal.get?id={a}",
+        "m": f"crm.deal.get?id={missing}",
+        "b": f"crm.deal.get?id={b}",
+    }
+    _, body = await post_json(http, sim.webhook_url + "batch", {"halt": 1, "cmd": cmd})
+    res = body["result"]
+    assert list(res["result"]) == ["a"]
+    assert list(res["result_error"]) == ["m"]
+    assert "b" not in res["result_time"]
+    _, body = await post_json(http, sim.webhook_url + "batch", {"halt": "false", "cmd": cmd})
+    assert set(body["result"]["result"]) == {"a", "b"}
+
+
+async def test_commands_past_fifty_fail_individually(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    sim: RunningSimulator = await simulator(deals=100, seed=3)
+    ids = sim.portal.visible_ids[:55]
+    cmd = {f"d{i}": f"crm.deal.get?id={i}" for i in ids}
+    _, body = await post_json(http, sim.webhook_url + "batch", {"cmd": cmd})
+    res = body["result"]
+    assert list(res["result"]) == [f"d{i}" for i in ids[:50]]
+    assert res["result_error"] == {
+        f"d{i}": {
+            "error": "ERROR_BATCH_LENGTH_EXCEEDED",
+            "error_description": "Max batch length exceeded",
+        }
+        for i in ids[50:]
+    }
+
+
+async def test_form_encoded_batch(sim: RunningSimulator, http: aiohttp.ClientSession) -> None:
+    a, b = sim.portal.visible_ids[:2]
+    form = "&".join(
+        [
+            f"cmd[x{a}]={quote(f'crm.deal.get?ID={a}')}",
+            f"cmd[x{b}]={quote(f'crm.deal.get?id={b}')}",
+            "halt=0",
+        ]
+    )
+    status, body = await post_form(http, sim.webhook_url + "batch.json", form)
+    assert status == 200
+    assert body["result"]["result"] == {
+        f"x{a}": sim.portal.deal_wire(a),
+        f"x{b}": sim.portal.deal_wire(b),
+    }
+
+
+async def test_nested_batch_and_unknown_method_inside(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    cmd = {"n": "batch?cmd[0]=crm.deal.fields", "u": "crm.deal.nope?id=1", "f": "crm.deal.fields"}
+    _, body = await post_json(http, sim.webhook_url + "batch", {"cmd": cmd})
+    res = body["result"]
+    assert res["result_error"]["n"]["error"] == "ERROR_BATCH_METHOD_NOT_ALLOWED"
+    assert res["result_error"]["u"]["error"] == "ERROR_METHOD_NOT_FOUND"
+    assert res["result"]["f"] == sim.portal.fields()
