@@ -1,0 +1,32 @@
+"""The fetch stage: deal IDs in, one DealFetched or DealFailed per ID out.
+
+Modules, one job each:
+
+    transport   the only aiohttp user: session, TLS, timeouts, redirects, error mapping
+    auth        webhook URL or OAuth pair (single-flight refresh, rotated tokens handed back)
+    classify    pure: an error answer -> what to do next
+    batch       pure: batch request building and answer splitting
+    retry       pure: backoff policy
+    pacing      rate limit (leaky bucket, shared 503 back-off) and operating budget per method
+    client      PortalClient: one attempt end to end; `call()` with retries
+    engine      fetch_deals / discover_modified_ids
+    stats       counters for the run summary
+"""
+
+from pipeline.fetch.client import PortalClient
+from pipeline.fetch.engine import (
+    LIMIT_RETRIES_EXHAUSTED,
+    RETRIES_EXHAUSTED,
+    discover_modified_ids,
+    fetch_deals,
+)
+from pipeline.fetch.stats import FetchStats
+
+__all__ = [
+    "LIMIT_RETRIES_EXHAUSTED",
+    "RETRIES_EXHAUSTED",
+    "FetchStats",
+    "PortalClient",
+    "discover_modified_ids",
+    "fetch_deals",
+]

@@ -1,0 +1,196 @@
+"""Credentials: where a method's URL is and how a request is signed; OAuth token refresh.
+
+Webhook: `<webhook_url><method>`, the secret is part of the path (bitrix24-api.md §6).
+OAuth: `<endpoint><method>` with `auth=<access_token>` in the body. On 401 `expired_token` the
+client calls `refresh(used_token)`: one refresh serves every request that failed with the same
+token (single flight); the others find the token already rotated and simply retry. The new pair
+is handed to `on_tokens_rotated(access, refresh)` so the caller can persist the refresh token
+(the old one stops working once the new one is issued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+
+from pipeline.config import Auth, OAuthAuth, WebhookAuth
+from pipeline.errors import FatalPortalError, TransientError, UsageError
+from pipeline.fetch.classify import Action, classify, fatal_hint
+from pipeline.fetch.transport import Transport, check_url
+from pipeline.redact import mask_url
+
+TokensRotated = Callable[[str, str], None]
+
+
+class Signer(Protocol):
+    """What the client needs from credentials."""
+
+    def url_for(self, method: str) -> str: ...
+
+    def sign(self, payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The payload to send plus the credential version used (for single-flight refresh)."""
+        ...
+
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
+
+    @property
+    def display(self) -> str:
+        """The portal address with secrets masked, for messages."""
+        ...
+
+    async def refresh(self, transport: Transport, used: str) -> None: ...
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+class WebhookSigner:
+    """An inbound webhook: the URL carries the credentials."""
+
+    def __init__(self, auth: WebhookAuth) -> None:
+        url = auth.url.strip()
+        check_url(url)
+        if "/rest/" not in url:
+            raise UsageError(
+                f"webhook URL {mask_url(url)!r} does not look like https://<portal>/rest/<user>/<secret>/"
+            )
+        self._base = _with_slash(url)
+        parts = self._base.rstrip("/").split("/")
+        self._secret = parts[-1]
+
+    def url_for(self, method: str) -> str:
+        return self._base + method
+
+    def sign(self, payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        return payload, ""
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self._secret,)
+
+    @property
+    def display(self) -> str:
+        return mask_url(self._base)
+
+    async def refresh(self, transport: Transport, used: str) -> None:
+        raise FatalPortalError(
+            f"portal {self.display} answered expired_token to a webhook call: "
+            "webhooks do not expire tokens; check the webhook URL",
+            code="expired_token",
+            http_status=401,
+        )
+
+
+class OAuthSigner:
+    """An OAuth application with a rotating access/refresh token pair."""
+
+    def __init__(self, auth: OAuthAuth, on_tokens_rotated: TokensRotated | None = None) -> None:
+        check_url(auth.endpoint)
+        check_url(auth.token_url)
+        self._endpoint = _with_slash(auth.endpoint)
+        self._token_url = auth.token_url
+        self._client_id = auth.client_id
+        self._client_secret = auth.client_secret
+        self.access_token = auth.access_token
+        self.refresh_token = auth.refresh_token
+        self._on_rotated = on_tokens_rotated
+        self._lock = asyncio.Lock()
+        self._old: list[str] = []
+        self.refreshes = 0
+
+    def url_for(self, method: str) -> str:
+        return self._endpoint + method
+
+    def sign(self, payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        token = self.access_token
+        return {**payload, "auth": token}, token
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (
+            self.access_token,
+            self.refresh_token,
+            self._client_secret,
+            *self._old,
+        )
+
+    @property
+    def display(self) -> str:
+        return mask_url(self._endpoint)
+
+    async def refresh(self, transport: Transport, used: str) -> None:
+        """Refresh the pair unless another request already did since `used` was sent."""
+        async with self._lock:
+            if self.access_token != used:
+                return
+            resp = await transport.get(
+                self._token_url,
+                {
+                    "grant_type": "refresh_token",
+                    "client_id": self._client_id,
+                    "client_secret": self._client_secret,
+                    "refresh_token": self.refresh_token,
+                },
+            )
+            try:
+                body = orjson.loads(resp.body)
+            except orjson.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                if resp.status >= 500 or resp.status == 429:
+                    raise TransientError(
+                        f"OAuth server answered HTTP {resp.status} without JSON",
+                        code="OAUTH_UNAVAILABLE",
+                        http_status=resp.status,
+                    )
+                raise FatalPortalError(
+                    f"OAuth token refresh failed: HTTP {resp.status} without JSON from "
+                    f"{mask_url(self._token_url)}; check oauth token_url",
+                    code="OAUTH_REFRESH",
+                    http_status=resp.status,
+                )
+            error = body.get("error")
+            access, refresh = body.get("access_token"), body.get("refresh_token")
+            if error or not isinstance(access, str) or not isinstance(refresh, str):
+                code = str(error or "OAUTH_REFRESH")
+                if resp.status >= 500 and classify(resp.status, code) is Action.TRANSIENT:
+                    raise TransientError(
+                        f"OAuth token refresh failed with HTTP {resp.status} ({code})",
+                        code=code,
+                        http_status=resp.status,
+                    )
+                raise FatalPortalError(
+                    f"OAuth token refresh failed ({code}): {fatal_hint(code)}",
+                    code=code,
+                    http_status=resp.status,
+                )
+            self._old.extend((self.access_token, self.refresh_token))
+            del self._old[:-8]
+            self.access_token, self.refresh_token = access, refresh
+            transport.add_secret(access)
+            transport.add_secret(refresh)
+            endpoint = body.get("client_endpoint")
+            if isinstance(endpoint, str) and endpoint:
+                try:
+                    check_url(endpoint)
+                    self._endpoint = _with_slash(endpoint)
+                except UsageError:
+                    pass  # keep the configured endpoint rather than downgrade to plain HTTP
+            self.refreshes += 1
+            if self._on_rotated is not None:
+                self._on_rotated(access, refresh)
+
+
+def make_signer(auth: Auth, on_tokens_rotated: TokensRotated | None = None) -> Signer:
+    """The signer for a configured credential."""
+    if isinstance(auth, WebhookAuth):
+        return WebhookSigner(auth)
+    return OAuthSigner(auth, on_tokens_rotated)
+
+
+__all__ = ["OAuthSigner", "Signer", "TokensRotated", "WebhookSigner", "make_signer"]

@@ -1,0 +1,341 @@
+"""`PortalClient`: one portal, one run. Signs, paces, sends, decodes and classifies.
+
+Every HTTP attempt goes through the same path: operating budget, rate-limit token, transport,
+status and content-type checks, JSON decoding, classification. What it raises:
+
+    FatalPortalError   stop the run (message says what to fix; URL masked)
+    RateLimited        503 QUERY_LIMIT_EXCEEDED (the shared gate already backs off)
+    OperatingLimited   429 OPERATION_TIME_LIMIT (the method is already paused)
+    TransientError     anything else worth another attempt
+    CommandFailed      a plain `crm.deal.get` answered a per-ID error (not found, ...)
+
+`expired_token` never escapes: the OAuth pair is refreshed (single flight) and the attempt is
+repeated without counting. `call()` adds retries for single methods (crm.deal.fields, .list);
+the batch path is retried per ID by the engine.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from pipeline.clock import Clock, ScaledClock
+from pipeline.config import Auth, FetchConfig, LimitsConfig, TransportConfig
+from pipeline.errors import FatalPortalError, OperatingLimited, RateLimited, TransientError
+from pipeline.fetch.auth import Signer, TokensRotated, make_signer
+from pipeline.fetch.batch import DEAL_GET, BatchReply, build_batch, parse_batch
+from pipeline.fetch.classify import Action, Context, classify, fatal_hint
+from pipeline.fetch.pacing import Observation, Pacer, observe
+from pipeline.fetch.retry import RetryPolicy
+from pipeline.fetch.stats import FetchStats
+from pipeline.fetch.transport import HttpResponse, Transport
+
+#: Limit answers (503/429) do not spend attempts, but an ID may meet them only this many times:
+#: every loop is bounded, even against a portal that never lets us through.
+MAX_LIMIT_RETRIES = 100
+MAX_AUTH_REFRESHES_PER_CALL = 2
+
+_JSON_TYPES = ("application/json", "text/json", "text/javascript")
+
+
+class CommandFailed(Exception):
+    """A per-ID error answer to one command (a plain `crm.deal.get`). Not a PipelineError:
+    it is data for the sidecar, never shown to the operator as a failure of the run."""
+
+    def __init__(self, code: str, description: str, http_status: int | None, action: Action):
+        super().__init__(f"{code or '(no code)'}: {description}")
+        self.code = code
+        self.description = description
+        self.http_status = http_status
+        self.action = action
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful answer: the decoded body and its HTTP status."""
+
+    body: dict[str, Any]
+    status: int
+
+
+class _AuthExpired(Exception):
+    def __init__(self, used: str) -> None:
+        self.used = used
+
+
+def _is_json(content_type: str) -> bool:
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    return ctype in _JSON_TYPES or ctype.endswith("+json")
+
+
+class PortalClient:
+    """A client of one Bitrix24 portal. Use as `async with PortalClient(auth, ...) as c:`."""
+
+    def __init__(
+        self,
+        auth: Auth,
+        *,
+        limits: LimitsConfig | None = None,
+        transport: TransportConfig | None = None,
+        fetch: FetchConfig | None = None,
+        clock: Clock | None = None,
+        rand: Callable[[], float] = random.random,
+        on_tokens_rotated: TokensRotated | None = None,
+        stats: FetchStats | None = None,
+    ) -> None:
+        self.limits = limits or LimitsConfig()
+        self.fetch = fetch or FetchConfig()
+        self.clock: Clock = clock or ScaledClock()
+        self.stats = stats or FetchStats()
+        self.signer: Signer = make_signer(auth, on_tokens_rotated)
+        self.transport = Transport(
+            transport,
+            secrets=self.signer.secrets,
+            pool_size=self.fetch.concurrency + 2,
+        )
+        self.pacer = Pacer(self.limits, self.clock, self.stats, rand)
+        self.retry = RetryPolicy.from_config(self.fetch, rand)
+
+    async def __aenter__(self) -> PortalClient:
+        self.transport.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    @property
+    def portal(self) -> str:
+        """The portal address with secrets masked."""
+        return self.signer.display
+
+    def mask(self, text: str) -> str:
+        return self.transport.mask(text)
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    async def attempt(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        budget_method: str | None = None,
+        commands: int = 1,
+        context: Context = "top",
+    ) -> Answer:
+        """One logical attempt of `method` (OAuth refreshes repeat it without counting)."""
+        for _ in range(MAX_AUTH_REFRESHES_PER_CALL + 1):
+            try:
+                return await self._send(method, params, budget_method or method, commands, context)
+            except _AuthExpired as exc:
+                await self.signer.refresh(self.transport, exc.used)
+                self.stats.token_refreshes = getattr(self.signer, "refreshes", 0)
+        raise FatalPortalError(
+            f"{self.portal}: {method} keeps answering expired_token right after a token "
+            "refresh: re-authorise the application",
+            code="expired_token",
+            http_status=401,
+        )
+
+    async def _send(
+        self,
+        method: str,
+        params: dict[str, Any],
+        budget_method: str,
+        commands: int,
+        context: Context,
+    ) -> Answer:
+        budget = self.pacer.budget(budget_method)
+        reservation = await self.pacer.acquire(budget_method, commands)
+        observation: Observation | None = None
+        try:
+            payload, used = self.signer.sign(params)
+            self.stats.requests += 1
+            self.stats.commands += commands
+            redirects_before = self.transport.redirects_followed
+            resp = await self.transport.post(self.signer.url_for(method), orjson.dumps(payload))
+            self.stats.redirects += self.transport.redirects_followed - redirects_before
+            answer = self._decode(method, resp, used, context)
+            if method == "batch":
+                result = answer.body.get("result")
+                times = result.get("result_time") if isinstance(result, dict) else None
+                if isinstance(times, dict):
+                    observation = observe(t for t in times.values() if isinstance(t, dict))
+                elif isinstance(times, list):
+                    observation = observe(t for t in times if isinstance(t, dict))
+                else:
+                    observation = Observation(None, None, None)
+            else:
+                observation = observe([answer.body["time"]])
+            self.pacer.rate.on_success()
+            return answer
+        except (RateLimited, OperatingLimited):
+            raise
+        except TransientError:
+            self.stats.transient_errors += 1
+            raise
+        finally:
+            budget.release(reservation, observation)
+
+    def _decode(self, method: str, resp: HttpResponse, used: str, context: Context) -> Answer:
+        where = f"{self.portal}{method}"
+        status = resp.status
+        if not _is_json(resp.content_type):
+            self.stats.http_errors += 1
+            kind = resp.content_type.split(";", 1)[0].strip() or "no content type"
+            if status in (401, 403, 404):
+                raise FatalPortalError(
+                    f"{where} answered HTTP {status} ({kind}), not the REST API: "
+                    "check the portal/webhook URL",
+                    code=f"HTTP_{status}",
+                    http_status=status,
+                )
+            raise TransientError(
+                f"{where} answered HTTP {status} with {kind} instead of JSON",
+                code="NON_JSON",
+                http_status=status,
+            )
+        try:
+            body = orjson.loads(resp.body)
+        except orjson.JSONDecodeError:
+            self.stats.http_errors += 1
+            raise TransientError(
+                f"{where} answered HTTP {status} with truncated or malformed JSON "
+                f"({len(resp.body)} bytes)",
+                code="BAD_JSON",
+                http_status=status,
+            ) from None
+        if not isinstance(body, dict):
+            raise TransientError(
+                f"{where} answered a JSON {type(body).__name__}, not an object",
+                code="BAD_JSON",
+                http_status=status,
+            )
+        error = body.get("error")
+        if error is not None and "result" not in body:
+            self.stats.http_errors += 1
+            code = error if isinstance(error, str) else str(error)
+            desc_raw = body.get("error_description")
+            desc = self.mask(desc_raw if isinstance(desc_raw, str) else "")
+            self._raise_for(method, code, desc, status, used, context)
+        if status != 200:
+            self.stats.http_errors += 1
+            raise TransientError(
+                f"{where} answered HTTP {status} without an error code",
+                code=f"HTTP_{status}",
+                http_status=status,
+            )
+        if "result" not in body:
+            raise TransientError(f"{where} answered JSON without `result`", code="BAD_ANSWER")
+        if not isinstance(body.get("time"), dict):
+            # bitrix24-api.md §7.13: every success of these methods carries `time`; a missing
+            # block is a damaged answer, and retrying is cheap.
+            raise TransientError(f"{where} answered without a `time` block", code="NO_TIME")
+        return Answer(body=body, status=status)
+
+    def _raise_for(
+        self, method: str, code: str, desc: str, status: int, used: str, context: Context
+    ) -> None:
+        action = classify(status, code, desc, context)
+        where = f"{self.portal}{method}"
+        if action is Action.AUTH_REFRESH:
+            raise _AuthExpired(used)
+        if action is Action.RATE_LIMIT:
+            self.stats.rate_limited += 1
+            self.pacer.rate.on_rate_limited()
+            raise RateLimited(f"{where}: {code} (HTTP {status})", code=code, http_status=status)
+        if action is Action.OPERATING_LIMIT:
+            self.stats.operating_limited += 1
+            budget_method = DEAL_GET if method == "batch" else method
+            self.pacer.budget(budget_method).on_limited()
+            raise OperatingLimited(
+                f"{where}: {code} (HTTP {status})", code=code, http_status=status
+            )
+        if action is Action.FATAL:
+            raise FatalPortalError(
+                f"{where} refused the run: {code or 'HTTP ' + str(status)}"
+                f"{' (' + desc + ')' if desc else ''}: {fatal_hint(code)}",
+                code=code,
+                http_status=status,
+            )
+        if action is Action.PERMANENT:
+            raise CommandFailed(code, desc, status, action)
+        raise TransientError(
+            f"{where}: {code or 'error'} (HTTP {status}){': ' + desc if desc else ''}",
+            code=code,
+            http_status=status,
+        )
+
+    # -- the batch path ------------------------------------------------------------------------
+
+    async def batch_get(self, ids: Sequence[int]) -> BatchReply:
+        """One attempt of `batch` with one `crm.deal.get` per ID (distinct, 1..50)."""
+        answer = await self.attempt(
+            "batch", build_batch(ids), budget_method=DEAL_GET, commands=len(ids)
+        )
+        return parse_batch(answer.body.get("result"), ids)
+
+    async def get_deal(self, deal_id: int) -> dict[str, Any]:
+        """One attempt of a plain `crm.deal.get` (portals that forbid batch).
+
+        Raises CommandFailed for a per-ID error answer, and BAD_PAYLOAD transient errors for an
+        answer that is not this deal.
+        """
+        answer = await self.attempt(DEAL_GET, {"ID": deal_id}, context="command")
+        result = answer.body.get("result")
+        if not isinstance(result, dict):
+            raise TransientError("crm.deal.get answered a non-object result", code="BAD_PAYLOAD")
+        if "ID" in result and str(result["ID"]) != str(deal_id):
+            raise TransientError(
+                f"crm.deal.get for {deal_id} answered ID {result['ID']!r}", code="BAD_PAYLOAD"
+            )
+        return result
+
+    # -- single calls with retries ---------------------------------------------------------------
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Call `method` and return its `result`, retrying transient faults with backoff.
+
+        Raises FatalPortalError, or the last TransientError once `fetch.max_attempts` are spent.
+        Limit answers wait (shared pacing) and do not spend attempts.
+        """
+        attempts = 0
+        limit_hits = 0
+        while True:
+            try:
+                answer = await self.attempt(method, dict(params or {}))
+                return answer.body["result"]
+            except (RateLimited, OperatingLimited):
+                limit_hits += 1
+                if limit_hits > MAX_LIMIT_RETRIES:
+                    raise
+            except TransientError:
+                attempts += 1
+                if attempts >= self.fetch.max_attempts:
+                    raise
+                self.stats.retries += 1
+                await self.clock.sleep(self.retry.delay(attempts))
+            except CommandFailed as exc:
+                # A per-record text for a whole call (e.g. `Access denied.` from crm.deal.list:
+                # the user cannot read the CRM at all): nothing to retry, nothing to skip.
+                raise FatalPortalError(
+                    f"{self.portal}{method} refused: {exc.code or '(no code)'}: "
+                    f"{exc.description}: check the webhook user's CRM permissions",
+                    code=exc.code,
+                    http_status=exc.http_status,
+                ) from None
+
+
+__all__ = ["MAX_LIMIT_RETRIES", "Answer", "CommandFailed", "PortalClient"]

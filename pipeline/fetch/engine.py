@@ -1,0 +1,411 @@
+"""The fetch stage: an async stream of deal IDs in, exactly one outcome per ID out.
+
+    fetch_deals(ids, client, config) -> AsyncIterator[DealFetched | DealFailed]
+
+Shape of the machinery (all bounded):
+
+    ids ─> dispatcher ─(slot: concurrency)─> batch task ─> bounded outcome queue ─> caller
+               ^                                   │
+               └── retry deque <── backoff sleep <─┘   (transient: after backoff;
+                                                         limits, not executed: at once)
+
+* The dispatcher takes a concurrency slot BEFORE spawning a batch task, fills the batch from the
+  retry deque first, then from the input; it stops pulling input while `max_active` IDs are
+  being worked on, so memory does not grow with the number of IDs.
+* Per ID: a success, a permanent error (`Not found`, ...) or a spent `max_attempts` budget ends
+  it. Transient faults spend one attempt and come back after a jittered exponential backoff.
+  Limit answers (503/429, top-level or per command) and commands the portal did not execute do
+  not spend attempts: the shared pacer already waits, and the IDs are re-queued at once (at most
+  MAX_LIMIT_RETRIES times, so no loop is unbounded).
+* A fatal answer raises FatalPortalError out of the iterator promptly; in-flight work is
+  cancelled. Closing the iterator early (or cancelling its consumer) cancels everything too;
+  use `contextlib.aclosing` when you may stop early.
+* Duplicates: an ID that arrives while the same ID is still being worked on is dropped (one
+  outcome serves both). Global de-duplication is the ID source's job: remembering every ID ever
+  seen would make memory grow with the input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pipeline.config import FetchConfig
+from pipeline.errors import (
+    FatalPortalError,
+    OperatingLimited,
+    PipelineError,
+    RateLimited,
+    TransientError,
+    UsageError,
+)
+from pipeline.fetch.batch import DEAL_GET, BatchReply, CommandError
+from pipeline.fetch.classify import Action, classify, fatal_hint
+from pipeline.fetch.client import MAX_LIMIT_RETRIES, CommandFailed, PortalClient
+from pipeline.outcomes import DealFailed, DealFetched, ErrorClass, FetchOutcome
+
+RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+LIMIT_RETRIES_EXHAUSTED = "LIMIT_RETRIES_EXHAUSTED"
+
+
+@dataclass(slots=True)
+class _Item:
+    """One requested ID on its way to its single outcome."""
+
+    id: int
+    attempts: int = 0
+    limit_hits: int = 0
+    last_code: str = ""
+    last_message: str = ""
+    last_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    error: BaseException | None
+
+
+class _Engine:
+    def __init__(
+        self,
+        ids: AsyncIterable[int],
+        client: PortalClient,
+        config: FetchConfig,
+        out: asyncio.Queue[FetchOutcome | _End],
+    ) -> None:
+        self._ids = ids
+        self._client = client
+        self._config = config
+        self._out = out
+        self._stats = client.stats
+        self._retry: deque[_Item] = deque()
+        self._active: set[int] = set()
+        self._wake = asyncio.Event()
+        self._max_active = config.batch_size * config.concurrency * 4
+
+    # -- dispatcher --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await self._dispatch(tg)
+        except BaseExceptionGroup as group:
+            raise _first_pipeline_error(group) from None
+
+    async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
+        slot = asyncio.Semaphore(self._config.concurrency)
+        source = aiter(self._ids)
+        input_done = False
+        size = self._config.batch_size
+        while True:
+            await slot.acquire()
+            batch: list[_Item] = []
+            try:
+                while len(batch) < size:
+                    if self._retry:
+                        batch.append(self._retry.popleft())
+                        continue
+                    if input_done or len(self._active) >= self._max_active:
+                        break
+                    try:
+                        deal_id = await anext(source)
+                    except StopAsyncIteration:
+                        input_done = True
+                        break
+                    if deal_id in self._active:
+                        continue
+                    if isinstance(deal_id, bool) or not isinstance(deal_id, int) or deal_id <= 0:
+                        await self._emit(self._invalid(deal_id))
+                        continue
+                    self._active.add(deal_id)
+                    batch.append(_Item(deal_id))
+            except BaseException:
+                slot.release()
+                raise
+            if batch:
+                tg.create_task(self._run_batch(batch, slot))
+                continue
+            slot.release()
+            if input_done and not self._active:
+                return
+            self._wake.clear()
+            if self._retry or (not input_done and len(self._active) < self._max_active):
+                continue
+            await self._wake.wait()
+
+    def _invalid(self, value: Any) -> DealFailed:
+        # The ID source validates; this guards the portal from PHP's (int) cast of junk.
+        self._stats.deals_failed += 1
+        return DealFailed(
+            id=value if isinstance(value, int) and not isinstance(value, bool) else 0,
+            code="INVALID_ID",
+            message=f"not a positive integer deal ID: {value!r}",
+            http_status=None,
+            attempts=0,
+            retryable=False,
+            error_class="permanent",
+        )
+
+    async def _emit(self, outcome: FetchOutcome) -> None:
+        await self._out.put(outcome)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _run_batch(self, items: list[_Item], slot: asyncio.Semaphore) -> None:
+        backoff: list[_Item] = []
+        try:
+            await self._attempt(items, backoff)
+        finally:
+            slot.release()
+            self._wake.set()
+        if backoff:
+            attempt = max(item.attempts for item in backoff)
+            self._stats.retries += len(backoff)
+            await self._client.clock.sleep(self._client.retry.delay(attempt))
+            self._retry.extend(backoff)
+            self._wake.set()
+
+    async def _attempt(self, items: list[_Item], backoff: list[_Item]) -> None:
+        client = self._client
+        ids = [item.id for item in items]
+        try:
+            if self._config.batch_size == 1:
+                reply = await self._single(ids[0])
+            else:
+                reply = await client.batch_get(ids)
+        except (RateLimited, OperatingLimited) as exc:
+            for item in items:
+                await self._limit_hit(item, exc.code, str(exc), exc.http_status)
+            return
+        except TransientError as exc:
+            for item in items:
+                await self._failed_attempt(item, exc.code, str(exc), exc.http_status, backoff)
+            return
+        by_id = {item.id: item for item in items}
+        for deal_id, payload in reply.deals.items():
+            item = by_id[deal_id]
+            await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
+            self._stats.deals_fetched += 1
+        fatal: FatalPortalError | None = None
+        for deal_id, err in reply.errors.items():
+            item = by_id[deal_id]
+            action = classify(None, err.code, err.description, "command")
+            message = client.mask(f"{err.code or '(no code)'}: {err.description}")
+            if action is Action.PERMANENT:
+                await self._fail(item, err.code, err.description, None, False, "permanent", 1)
+            elif action is Action.OPERATING_LIMIT:
+                self._stats.operating_limited_commands += 1
+                client.pacer.budget(DEAL_GET).on_limited()
+                await self._limit_hit(item, err.code, message, None)
+            elif action is Action.RATE_LIMIT:
+                client.pacer.rate.on_rate_limited()
+                await self._limit_hit(item, err.code, message, None)
+            elif action is Action.FATAL:
+                fatal = fatal or FatalPortalError(
+                    f"{client.portal}batch: {DEAL_GET} refused: {message}: {fatal_hint(err.code)}",
+                    code=err.code,
+                )
+            else:
+                await self._failed_attempt(item, err.code, message, None, backoff)
+        if fatal is not None:
+            raise fatal
+        for deal_id in reply.missing:
+            # Sent but neither answered nor refused: not executed. Counted as an attempt so a
+            # portal that keeps skipping it cannot loop us forever.
+            self._stats.missing_commands += 1
+            await self._failed_attempt(
+                by_id[deal_id],
+                "NOT_EXECUTED",
+                "command missing from the batch answer",
+                None,
+                backoff,
+            )
+
+    async def _single(self, deal_id: int) -> BatchReply:
+        reply = BatchReply()
+        try:
+            reply.deals[deal_id] = await self._client.get_deal(deal_id)
+        except CommandFailed as exc:
+            reply.errors[deal_id] = CommandError(exc.code, exc.description)
+        return reply
+
+    # -- per-ID bookkeeping ------------------------------------------------------------------
+
+    async def _done(self, item: _Item, outcome: FetchOutcome) -> None:
+        self._active.discard(item.id)
+        await self._emit(outcome)
+
+    async def _fail(
+        self,
+        item: _Item,
+        code: str,
+        message: str,
+        status: int | None,
+        retryable: bool,
+        error_class: ErrorClass,
+        spent: int,
+    ) -> None:
+        self._stats.deals_failed += 1
+        await self._done(
+            item,
+            DealFailed(
+                id=item.id,
+                code=code,
+                message=self._client.mask(message),
+                http_status=status,
+                attempts=item.attempts + spent,
+                retryable=retryable,
+                error_class=error_class,
+            ),
+        )
+
+    async def _failed_attempt(
+        self, item: _Item, code: str, message: str, status: int | None, backoff: list[_Item]
+    ) -> None:
+        item.attempts += 1
+        item.last_code, item.last_message, item.last_status = code, message, status
+        if item.attempts >= self._config.max_attempts:
+            await self._fail(
+                item,
+                RETRIES_EXHAUSTED,
+                f"gave up after {item.attempts} attempts; last error: {message}",
+                status,
+                True,
+                "transient",
+                0,
+            )
+        else:
+            backoff.append(item)
+
+    async def _limit_hit(self, item: _Item, code: str, message: str, status: int | None) -> None:
+        item.limit_hits += 1
+        if item.limit_hits > MAX_LIMIT_RETRIES:
+            await self._fail(
+                item,
+                LIMIT_RETRIES_EXHAUSTED,
+                f"still limited after {item.limit_hits} waits; last answer: {message}",
+                status,
+                True,
+                "limit",
+                0,
+            )
+            return
+        self._retry.append(item)
+        self._wake.set()
+
+
+def _first_pipeline_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to show for a failed task group: a fatal portal error wins."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kinds in ((FatalPortalError,), (PipelineError,)):
+        for leaf in leaves:
+            if isinstance(leaf, kinds):
+                return leaf
+    return leaves[0] if len(leaves) == 1 else group
+
+
+async def fetch_deals(
+    ids: AsyncIterable[int],
+    client: PortalClient,
+    config: FetchConfig | None = None,
+    *,
+    buffer: int | None = None,
+) -> AsyncIterator[FetchOutcome]:
+    """Fetch every ID in `ids`; yield exactly one DealFetched or DealFailed per distinct ID.
+
+    `client` must be open (`async with client:`). `buffer` bounds the outcomes waiting for the
+    consumer (default: one batch per concurrency slot). Raises FatalPortalError when the portal
+    refuses the run, UsageError for bad configuration.
+    """
+    config = config or client.fetch
+    queue: asyncio.Queue[FetchOutcome | _End] = asyncio.Queue(
+        maxsize=buffer or config.batch_size * config.concurrency
+    )
+    engine = _Engine(ids, client, config, queue)
+
+    async def produce() -> None:
+        try:
+            await engine.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            await queue.put(_End(exc))
+            return
+        await queue.put(_End(None))
+
+    runner = asyncio.create_task(produce(), name="fetch_deals")
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        if not runner.done():
+            runner.cancel()
+        await asyncio.wait([runner])
+
+
+async def discover_modified_ids(
+    client: PortalClient,
+    since: datetime,
+    overlap: timedelta = timedelta(minutes=5),
+) -> AsyncIterator[int]:
+    """IDs of deals modified at or after `since - overlap`, ascending, via `crm.deal.list`.
+
+    Keyset paging (`>ID` the last seen, `order ID asc`, `start=-1` so the portal skips its
+    count query; bitrix24-api.md §8): stable while deals change underneath, cheap on huge
+    portals. The timestamp is sent as ISO 8601 with its explicit offset, which the portal
+    converts into its own time zone; `since` must therefore be time-zone aware.
+    """
+    if since.tzinfo is None or since.utcoffset() is None:
+        raise UsageError("the modified-since time needs a time zone (e.g. 2024-08-30T00:00:00Z)")
+    start = (since - overlap).isoformat(timespec="seconds")
+    last = 0
+    while True:
+        result = await client.call(
+            "crm.deal.list",
+            {
+                "select": ["ID"],
+                "filter": {">=DATE_MODIFY": start, ">ID": last},
+                "order": {"ID": "ASC"},
+                "start": -1,
+            },
+        )
+        rows = result if isinstance(result, list) else []
+        progressed = False
+        for row in rows:
+            raw = row.get("ID") if isinstance(row, dict) else None
+            try:
+                deal_id = int(str(raw))
+            except ValueError:
+                continue
+            if deal_id > last:
+                last = deal_id
+                progressed = True
+                yield deal_id
+        if len(rows) < 50 or not progressed:
+            return
+
+
+__all__ = [
+    "LIMIT_RETRIES_EXHAUSTED",
+    "RETRIES_EXHAUSTED",
+    "discover_modified_ids",
+    "fetch_deals",
+]

@@ -1,0 +1,320 @@
+"""Pacing against the portal's two limits, shared by every task of one client.
+
+Rate limit (bitrix24-api.md §1): a leaky bucket per portal, burst X, drain Y/s. We model it with
+one `aiolimiter.AsyncLimiter(X, X / Y)` (aiolimiter's burst equals `max_rate`), acquired for
+EVERY HTTP attempt, retries included, so retries cannot stampede. Our X and Y keep `headroom`
+for other integrations on the same IP. The limiter runs on the event loop's wall clock, so under
+a `ScaledClock(K)` its period is divided by K. A 503 `QUERY_LIMIT_EXCEEDED` means the portal's
+bucket is fuller than ours thinks: every task stops (a shared gate), waits 1/Y s plus jitter,
+growing by 1.5x on repeated 503s, and our bucket restarts full so that we resume at the drain
+rate instead of with a burst.
+
+Operating budget (§2): per method, the portal accumulates execution time over a sliding
+10-minute window and blocks the method's next call once it passed the budget. Each answer tells
+us `operating` (seconds used) and `operating_reset_at` (when the oldest minute drops out). We
+admit a request only while `operating + in-flight reservations + its own cost` stays under
+`budget * (1 - operating_headroom)`; otherwise we wait for answers in flight, or until
+`operating_reset_at` (+ margin). After a reset, or before the first answer, exactly one request
+probes the new value. Answers without these fields (on-premise) switch pacing off for that
+method. A 429 `OPERATION_TIME_LIMIT` pauses the method until the last known reset (at least
+10 s when unknown), as the docs advise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+
+from pipeline.clock import Clock
+from pipeline.config import LimitsConfig
+from pipeline.fetch.stats import FetchStats
+
+#: Slack after `operating_reset_at` before probing again: the portal's clock and ours differ by
+#: network latency and rounding of the integer timestamp.
+RESET_MARGIN_S = 1.0
+#: JSSDK waits at least this long on OPERATION_TIME_LIMIT when no reset time is known.
+MIN_OPERATING_PAUSE_S = 10.0
+MAX_RATE_BACKOFF_S = 60.0
+
+
+class RateGate:
+    """The portal's leaky bucket as seen by this client, plus the shared 503 back-off."""
+
+    def __init__(
+        self,
+        limits: LimitsConfig,
+        clock: Clock,
+        stats: FetchStats,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._rate = limits.effective_rate
+        self._burst = limits.effective_burst
+        self._clock = clock
+        self._stats = stats
+        self._rand = rand
+        self._limiter = self._new_limiter()
+        self._fill_pending = False
+        self._generation = 0
+        self._blocked_until = 0.0
+        self._strikes = 0
+
+    def _new_limiter(self) -> AsyncLimiter | None:
+        if self._rate <= 0:
+            return None
+        return AsyncLimiter(self._burst, self._burst / (self._rate * self._clock.scale))
+
+    async def acquire(self) -> None:
+        """Wait until one more HTTP request may go out."""
+        clock = self._clock
+        while True:
+            wait = self._blocked_until - clock.monotonic()
+            if wait > 0:
+                self._stats.rate_wait_s += wait
+                await clock.sleep(wait)
+                continue
+            generation = self._generation
+            limiter = self._limiter
+            if limiter is None:
+                return
+            if self._fill_pending:
+                # A fresh bucket filled to the brim: returns at once, then drains at rate Y.
+                self._fill_pending = False
+                await limiter.acquire(self._burst)
+            started = clock.monotonic()
+            await limiter.acquire()
+            self._stats.rate_wait_s += clock.monotonic() - started
+            if generation == self._generation:
+                return
+            # A 503 arrived while we waited: our token came from a bucket that lied.
+
+    def on_rate_limited(self) -> float:
+        """Record a 503 QUERY_LIMIT_EXCEEDED; returns the pause every task now observes."""
+        self._strikes += 1
+        base = 1.0 / self._rate if self._rate > 0 else 1.0
+        ceiling = min(MAX_RATE_BACKOFF_S, base * 1.5 ** min(self._strikes - 1, 30))
+        pause = ceiling + self._rand() * base
+        self._blocked_until = max(self._blocked_until, self._clock.monotonic() + pause)
+        self._generation += 1
+        self._limiter = self._new_limiter()
+        self._fill_pending = self._limiter is not None
+        return pause
+
+    def on_success(self) -> None:
+        self._strikes = 0
+
+
+@dataclass(slots=True)
+class Observation:
+    """The operating counters one answer carried for one method (None: absent)."""
+
+    operating: float | None
+    reset_at: float | None
+    per_command_s: float | None
+
+
+def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
+    """Fold `result_time` entries (or one top-level `time`) into one observation.
+
+    The per-command cost is the largest of the reported processing/duration and the spacing of
+    cumulative `operating` values between commands of one batch: over- rather than under-
+    estimating keeps us below the budget.
+    """
+    ops: list[float] = []
+    resets: list[float] = []
+    costs: list[float] = []
+    for t in timings:
+        op = _num(t.get("operating"))
+        if op is not None:
+            ops.append(op)
+        ra = _num(t.get("operating_reset_at"))
+        if ra is not None:
+            resets.append(ra)
+        per = max(_num(t.get("processing")) or 0.0, _num(t.get("duration")) or 0.0)
+        if per > 0:
+            costs.append(per)
+    cost: float | None = sum(costs) / len(costs) if costs else None
+    if len(ops) >= 2:
+        spacing = (max(ops) - min(ops)) / (len(ops) - 1)
+        cost = max(cost or 0.0, spacing)
+    return Observation(
+        operating=max(ops) if ops else None,
+        reset_at=max(resets) if resets else None,
+        per_command_s=cost,
+    )
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(slots=True)
+class Reservation:
+    cost: float
+    counted: bool
+
+
+class OperatingBudget:
+    """Pacing of one method against its operating-time budget (see the module docstring)."""
+
+    def __init__(self, limits: LimitsConfig, clock: Clock, stats: FetchStats) -> None:
+        budget = limits.operating_budget_s
+        self._limit = None if budget is None else budget * (1 - limits.operating_headroom)
+        self._clock = clock
+        self._stats = stats
+        self.mode = "unknown" if self._limit is not None else "off"
+        self.operating: float | None = None
+        self.reset_at: float | None = None
+        self.cost = 0.0
+        self._reserved = 0.0
+        self._in_flight = 0
+        self._stale = False
+        self._blocked_until = 0.0
+        self._changed = asyncio.Event()
+
+    async def reserve(self, commands: int) -> Reservation:
+        """Wait until `commands` calls of this method fit the budget; hold their cost."""
+        clock = self._clock
+        while True:
+            now = clock.now()
+            if now < self._blocked_until:
+                await self._wait(self._blocked_until - now)
+                continue
+            if self.mode == "off":
+                return Reservation(0.0, counted=False)
+            cost = commands * self.cost
+            if self.mode == "unknown" or self._stale or self.operating is None:
+                if self._in_flight == 0:
+                    return self._hold(cost)
+                await self._wait_change()
+                continue
+            assert self._limit is not None
+            if self.operating + self._reserved + cost <= self._limit:
+                return self._hold(cost)
+            if self._in_flight > 0:
+                await self._wait_change()
+                continue
+            wake = max((self.reset_at or now) + RESET_MARGIN_S, now + RESET_MARGIN_S)
+            await self._wait(wake - now)
+            self._stale = True
+
+    def _hold(self, cost: float) -> Reservation:
+        self._in_flight += 1
+        self._reserved += cost
+        return Reservation(cost, counted=True)
+
+    async def _wait(self, seconds: float) -> None:
+        self._stats.operating_wait_s += seconds
+        await self._clock.sleep(seconds)
+
+    async def _wait_change(self) -> None:
+        # Re-check at least every few seconds: a blocked_until set meanwhile, or a clock jump.
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=5.0 / self._clock.scale)
+
+    def release(self, reservation: Reservation, observation: Observation | None) -> None:
+        """The request holding `reservation` ended; `observation` is None if it failed."""
+        if reservation.counted:
+            self._in_flight -= 1
+            self._reserved = max(0.0, self._reserved - reservation.cost)
+        if observation is not None:
+            self._learn(observation)
+        self._changed.set()
+
+    def _learn(self, obs: Observation) -> None:
+        if obs.per_command_s is not None:
+            self.cost = (
+                obs.per_command_s
+                if self.cost == 0
+                else 0.7 * self.cost + 0.3 * max(obs.per_command_s, 0.0)
+            )
+            self.cost = max(self.cost, obs.per_command_s * 0.5)
+        if obs.operating is None:
+            if self.mode == "unknown":
+                self.mode = "off"  # an on-premise portal: no counters to pace against
+            return
+        if self._limit is None:
+            return
+        self.mode = "on"
+        self._stats.operating_peak_s = max(self._stats.operating_peak_s, obs.operating)
+        if obs.reset_at is not None and (self.reset_at is None or obs.reset_at > self.reset_at):
+            # A newer window (the oldest minute dropped out): the value may have gone down.
+            self.reset_at = obs.reset_at
+            self.operating = obs.operating
+            self._stale = False
+        elif obs.reset_at is None or obs.reset_at == self.reset_at:
+            self.operating = max(self.operating or 0.0, obs.operating)
+            self._stale = False
+        # An older window's value (a slow answer from before the reset) teaches nothing.
+
+    def on_limited(self) -> float:
+        """A 429 OPERATION_TIME_LIMIT: pause the method; returns the pause in seconds."""
+        now = self._clock.now()
+        if self.reset_at is not None and self.reset_at + RESET_MARGIN_S > now:
+            until = self.reset_at + RESET_MARGIN_S
+        else:
+            until = now + MIN_OPERATING_PAUSE_S
+        self._blocked_until = max(self._blocked_until, until)
+        self._stale = True
+        self._changed.set()
+        return until - now
+
+
+class Pacer:
+    """Both limits for one portal: `async with pacer.slot(method, n) as s: ...`."""
+
+    def __init__(
+        self,
+        limits: LimitsConfig,
+        clock: Clock,
+        stats: FetchStats,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._stats = stats
+        self.rate = RateGate(limits, clock, stats, rand)
+        self._budgets: dict[str, OperatingBudget] = {}
+
+    def budget(self, method: str) -> OperatingBudget:
+        b = self._budgets.get(method)
+        if b is None:
+            b = self._budgets[method] = OperatingBudget(self._limits, self._clock, self._stats)
+        return b
+
+    async def acquire(self, method: str, commands: int) -> Reservation:
+        """Operating budget first (it may wait minutes), then one token of the rate limit."""
+        reservation = await self.budget(method).reserve(commands)
+        try:
+            await self.rate.acquire()
+        except BaseException:
+            self.budget(method).release(reservation, None)
+            raise
+        return reservation
+
+
+__all__ = [
+    "MIN_OPERATING_PAUSE_S",
+    "RESET_MARGIN_S",
+    "Observation",
+    "OperatingBudget",
+    "Pacer",
+    "RateGate",
+    "Reservation",
+    "observe",
+]

@@ -1,0 +1,39 @@
+"""Counters of one fetch run, for the run summary and the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class FetchStats:
+    """Mutable counters; one instance per client. Times are in clock (portal) seconds."""
+
+    requests: int = 0
+    commands: int = 0
+    http_errors: int = 0
+    transient_errors: int = 0
+    rate_limited: int = 0
+    operating_limited: int = 0
+    operating_limited_commands: int = 0
+    missing_commands: int = 0
+    rate_wait_s: float = 0.0
+    operating_wait_s: float = 0.0
+    operating_peak_s: float = 0.0
+    token_refreshes: int = 0
+    redirects: int = 0
+    deals_fetched: int = 0
+    deals_failed: int = 0
+    retries: int = 0
+
+    @property
+    def limit_wait_s(self) -> float:
+        return self.rate_wait_s + self.operating_wait_s
+
+    def as_dict(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = asdict(self)
+        out["limit_wait_s"] = self.limit_wait_s
+        return out
+
+
+__all__ = ["FetchStats"]

@@ -1,0 +1,253 @@
+"""The network seam: the only client-side module that imports aiohttp.
+
+One `ClientSession` per run (connection reuse), explicit timeouts, TLS verified by default (an
+on-premise CA bundle may be given), plain HTTP refused except to loopback hosts. Redirects are
+followed here, by hand: aiohttp (like most clients) turns a POST into a GET on 302, losing the
+body, which is exactly the Bitrix24 domain-move trap (bitrix24-api.md §7.9); we re-POST the same
+body to the new location and remember the move for later requests.
+
+Every aiohttp/OS failure is translated here, once, into our own errors:
+
+    connection refused/reset, timeouts, truncated body   -> TransientError
+    TLS certificate not trusted                          -> FatalPortalError (fix the CA bundle)
+    non-HTTPS or non-loopback plain HTTP URL             -> UsageError
+
+Messages carry masked URLs only (`pipeline.redact`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import aiohttp
+
+from pipeline.config import TransportConfig
+from pipeline.errors import FatalPortalError, TransientError, UsageError
+from pipeline.redact import mask_text
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """What the rest of the fetch package sees of an HTTP answer."""
+
+    status: int
+    content_type: str
+    body: bytes
+    url: str
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost`: the only hosts plain HTTP may go to."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> None:
+    """Raise UsageError unless `url` is https://, or http:// to a loopback host."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
+        return
+    raise UsageError(
+        f"refusing {mask_text(url, ())!r}: Bitrix24 accepts only https:// "
+        "(plain http:// is allowed to 127.0.0.1/localhost only, for local simulators)"
+    )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+class Transport:
+    """An HTTP client bound to one run. Use as `async with Transport(cfg) as t:`.
+
+    `secrets` are masked out of every message this class produces.
+    """
+
+    def __init__(
+        self,
+        config: TransportConfig | None = None,
+        *,
+        secrets: Iterable[str] = (),
+        pool_size: int = 16,
+    ) -> None:
+        self._config = config or TransportConfig()
+        self._secrets = tuple(secrets)
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+        #: Origins the portal told us moved (old origin -> new origin).
+        self._moved: dict[str, str] = {}
+        self.redirects_followed = 0
+
+    def add_secret(self, secret: str) -> None:
+        """Mask `secret` in messages from now on (rotated OAuth tokens)."""
+        self._secrets = (*self._secrets, secret)
+
+    def mask(self, text: str) -> str:
+        return mask_text(text, self._secrets)
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        cfg = self._config
+        if not cfg.verify_tls:
+            return False
+        ctx = ssl.create_default_context()
+        if cfg.ca_bundle:
+            try:
+                ctx.load_verify_locations(cafile=cfg.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise UsageError(
+                    f"cannot load transport.ca_bundle {cfg.ca_bundle!r}: {exc.strerror or exc}"
+                ) from None
+        return ctx
+
+    async def __aenter__(self) -> Transport:
+        self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def open(self) -> None:
+        """Create the session (idempotent); needs a running event loop."""
+        if self._session is not None:
+            return
+        cfg = self._config
+        connector = aiohttp.TCPConnector(
+            ssl=self._ssl(), limit=self._pool_size, enable_cleanup_closed=False
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=cfg.request_timeout_s,
+            connect=cfg.connect_timeout_s,
+            sock_connect=cfg.connect_timeout_s,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            raise_for_status=False,
+            auto_decompress=True,
+            headers={"Accept": "application/json"},
+        )
+
+    async def aclose(self) -> None:
+        """Close the session and every pooled connection."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None
+
+    def _rewrite(self, url: str) -> str:
+        if not self._moved:
+            return url
+        origin = _origin(url)
+        new = self._moved.get(origin)
+        return new + url[len(origin) :] if new else url
+
+    async def post(self, url: str, body: bytes) -> HttpResponse:
+        """POST a JSON body, following redirects by re-POSTing the same body."""
+        return await self._request("POST", url, body=body)
+
+    async def get(self, url: str, params: Mapping[str, str]) -> HttpResponse:
+        """GET with query parameters (OAuth token refresh)."""
+        return await self._request("GET", url, params=params)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> HttpResponse:
+        if self._session is None:
+            raise RuntimeError("Transport used outside `async with`")
+        url = self._rewrite(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(url)
+            status, ctype, data, location = await self._once(method, url, body, params)
+            if status in _REDIRECTS and location:
+                target = urljoin(url, location)
+                check_url(target)
+                old, new = _origin(url), _origin(target)
+                if old != new and urlsplit(target).path == urlsplit(url).path:
+                    # A domain move: later calls go straight to the new portal address.
+                    self._moved[old] = new
+                self.redirects_followed += 1
+                url = target
+                continue
+            return HttpResponse(status=status, content_type=ctype, body=data, url=url)
+        raise TransientError(
+            f"more than {MAX_REDIRECTS} redirects from {self.mask(url)}", code="TOO_MANY_REDIRECTS"
+        )
+
+    async def _once(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+    ) -> tuple[int, str, bytes, str | None]:
+        assert self._session is not None
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        where = self.mask(url)
+        try:
+            async with self._session.request(
+                method,
+                url,
+                data=body,
+                params=params,
+                headers=headers,
+                allow_redirects=False,
+            ) as resp:
+                data = await resp.read()
+                ctype = resp.headers.get("Content-Type", "")
+                return resp.status, ctype, data, resp.headers.get("Location")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise FatalPortalError(
+                f"TLS certificate of {where} is not trusted ({exc.certificate_error}): "
+                "for an on-premise portal set transport.ca_bundle to its CA file",
+                code="TLS_CERTIFICATE",
+            ) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise TransientError(
+                f"truncated answer from {where}: {self.mask(str(exc))}", code="TRUNCATED"
+            ) from None
+        except (aiohttp.ServerDisconnectedError, ConnectionResetError) as exc:
+            raise TransientError(
+                f"connection reset by {where}: {self.mask(type(exc).__name__)}", code="RESET"
+            ) from None
+        except TimeoutError:
+            raise TransientError(f"timeout talking to {where}", code="TIMEOUT") from None
+        except aiohttp.ClientError as exc:
+            raise TransientError(
+                f"HTTP failure talking to {where}: {self.mask(f'{type(exc).__name__}: {exc}')}",
+                code="NETWORK",
+            ) from None
+        except OSError as exc:
+            raise TransientError(
+                f"network error talking to {where}: {self.mask(str(exc))}", code="NETWORK"
+            ) from None
+
+
+__all__ = ["MAX_REDIRECTS", "HttpResponse", "Transport", "check_url", "is_loopback_host"]
