@@ -1,0 +1,613 @@
+"""Column converters: one whole column of wire values in, one typed Arrow array out.
+
+Every converter has the same contract (`Converter`): it takes the values of one column for a
+chunk of deals (None where the key was absent) and returns an Arrow array of exactly that length
+plus one `Failure` for every value it could not convert. A failed value is null in the array;
+nothing raises for bad data.
+
+How the work is split, for speed:
+
+* The hot path is vectorised. Wire values are strings in `crm.deal.get` (bitrix24-api.md §5.2),
+  so the column becomes one Arrow string array and is parsed by a strict pyarrow cast.
+* A strict cast fails the whole array on one bad value, so a failing array is retried in blocks;
+  only the values of a failing block, plus the values that are not strings at all (JSON numbers,
+  booleans, objects), go through the per-value Python converter (`scalar`). That converter
+  accepts everything the vectorised path accepts (and gives the same result) and explains
+  precisely why a value is rejected.
+
+Empties: `None`, an absent key and `""` are null for every non-text type (§5.3: `crm.deal.get`
+sends `""` for an empty user field, list methods send null). For reference IDs `"0"` is null too
+(§5.3 [I]: unset references may arrive as `"0"`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Money amounts. The server stores OPPORTUNITY as a fixed 2-decimal number; money user fields are
+# free strings. 18 integer digits and 6 decimals hold every ISO 4217 minor unit with room to
+# spare; a value with more decimals is a record error, never rounded.
+DECIMAL_PRECISION = 24
+DECIMAL_SCALE = 6
+DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
+TIMESTAMP_TYPE = pa.timestamp("us", "UTC")
+MONEY_TYPE = pa.struct([("amount", DECIMAL_TYPE), ("currency", pa.string())])
+FILE_TYPE = pa.struct([("id", pa.int64()), ("showUrl", pa.string()), ("downloadUrl", pa.string())])
+
+
+class Failure(NamedTuple):
+    """A value that could not be converted: its row index, the raw wire value, and why."""
+
+    row: int
+    raw: Any
+    reason: str
+
+
+Converted = tuple[pa.Array, list[Failure]]
+Converter = Callable[[Sequence[Any]], Converted]
+
+
+class ConversionError(ValueError):
+    """Raised by a per-value converter; the message is the record error's reason."""
+
+
+# Retry granularity when a strict vectorised cast rejects an array: only the failing blocks
+# fall back to per-value Python.
+_BLOCK = 256
+_EMPTY = pa.array([""], pa.string())
+_EMPTY_OR_ZERO = pa.array(["", "0"], pa.string())
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_PLAIN_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TRUE = frozenset({"y", "1", "true"})
+_FALSE = frozenset({"n", "0", "false"})
+_TRUE_WIRE = pa.array(["Y", "y", "1", "true", "True", "TRUE"], pa.string())
+_FALSE_WIRE = pa.array(["N", "n", "0", "false", "False", "FALSE"], pa.string())
+_DECIMAL_QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
+_DECIMAL_LIMIT = Decimal(10) ** (DECIMAL_PRECISION - DECIMAL_SCALE)
+_US_PER_DAY = 86_400_000_000
+# Shifting by a whole number of days before the integer division makes it a floor division for
+# instants before 1970 too (Arrow's integer divide truncates towards zero).
+_DAY_SHIFT = 4_000_000
+
+
+def json_text(value: Any) -> str:
+    """`value` as JSON text (strings pass through); never raises."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _fmt(value: Any) -> str:
+    text = json_text(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------- per-value (fallback) converters
+
+
+def scalar_int(raw: Any, *, zero_is_null: bool = False) -> int | None:
+    """A 64-bit integer from a wire value (numeric string or JSON number)."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise ConversionError(f"expected an integer, got boolean {_fmt(raw)}")
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, float):
+        if not (math.isfinite(raw) and raw.is_integer()):
+            raise ConversionError(f"expected an integer, got {_fmt(raw)}")
+        value = int(raw)
+    elif isinstance(raw, str) and _INT_RE.fullmatch(raw):
+        value = int(raw)
+    else:
+        raise ConversionError(f"expected an integer, got {_fmt(raw)}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ConversionError(f"integer out of 64-bit range: {_fmt(raw)}")
+    if zero_is_null and value == 0:
+        return None
+    return value
+
+
+def scalar_decimal(raw: Any) -> Decimal | None:
+    """An exact decimal amount; more decimals than the column scale is an error, not rounding."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise ConversionError(f"expected a decimal number, got boolean {_fmt(raw)}")
+    if isinstance(raw, int):
+        value = Decimal(raw)
+    elif isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise ConversionError(f"expected a finite decimal number, got {_fmt(raw)}")
+        value = Decimal(repr(raw))
+    elif isinstance(raw, str) and _NUMBER_RE.fullmatch(raw):
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:  # pragma: no cover - the regex admits only valid literals
+            raise ConversionError(f"expected a decimal number, got {_fmt(raw)}") from None
+    else:
+        raise ConversionError(f"expected a decimal number, got {_fmt(raw)}")
+    if abs(value) >= _DECIMAL_LIMIT:
+        raise ConversionError(
+            f"decimal out of range (max {DECIMAL_PRECISION - DECIMAL_SCALE} integer digits): "
+            f"{_fmt(raw)}"
+        )
+    too_fine = ConversionError(f"more than {DECIMAL_SCALE} decimal places: {_fmt(raw)}")
+    try:
+        quantised = value.quantize(_DECIMAL_QUANTUM)
+    except InvalidOperation:
+        raise too_fine from None
+    if quantised != value:
+        raise too_fine
+    return quantised
+
+
+def scalar_float(raw: Any) -> float | None:
+    """A finite float64 from a numeric string or JSON number."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise ConversionError(f"expected a number, got boolean {_fmt(raw)}")
+    if isinstance(raw, int | float) or (isinstance(raw, str) and _NUMBER_RE.fullmatch(raw)):
+        value = float(raw)
+    else:
+        raise ConversionError(f"expected a number, got {_fmt(raw)}")
+    if not math.isfinite(value):
+        raise ConversionError(f"expected a finite number, got {_fmt(raw)}")
+    return value
+
+
+def scalar_bool(raw: Any) -> bool | None:
+    """Y/N, 1/0, true/false (any case), JSON booleans and the JSON numbers 1/0."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str):
+        folded = raw.lower()
+        if folded in _TRUE:
+            return True
+        if folded in _FALSE:
+            return False
+    raise ConversionError(f"expected Y/N, 1/0 or true/false, got {_fmt(raw)}")
+
+
+def _parse_instant(raw: Any, what: str) -> datetime:
+    if not isinstance(raw, str):
+        raise ConversionError(f"expected an ISO 8601 {what} string, got {_fmt(raw)}")
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConversionError(f"not an ISO 8601 {what}: {_fmt(raw)}") from None
+
+
+def scalar_datetime(raw: Any) -> datetime | None:
+    """An aware instant, in UTC. A value without a UTC offset is an error: its zone is unknown."""
+    if raw is None or raw == "":
+        return None
+    value = _parse_instant(raw, "datetime")
+    if value.tzinfo is None:
+        raise ConversionError(f"datetime without a UTC offset: {_fmt(raw)}")
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ConversionError(f"datetime out of range: {_fmt(raw)}") from None
+
+
+def scalar_date(raw: Any) -> date | None:
+    """The calendar date of a `date` field (bitrix24-api.md §5.4).
+
+    The portal sends local midnight plus the server's *current* UTC offset, so the instant lies
+    within an hour or so of 00:00 UTC of the intended day, on either side (negative offsets show
+    the previous day; DST moves it by an hour). Rounding the UTC instant to the nearest UTC
+    midnight recovers the day. A plain `YYYY-MM-DD` is taken as is.
+    """
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str) and len(raw) == 10 and _PLAIN_DATE_RE.fullmatch(raw):
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise ConversionError(f"not a calendar date: {_fmt(raw)}") from None
+    value = _parse_instant(raw, "date")
+    try:
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return (value + timedelta(hours=12)).date()
+    except (OverflowError, ValueError):
+        raise ConversionError(f"date out of range: {_fmt(raw)}") from None
+
+
+def scalar_money(raw: Any) -> dict[str, Any] | None:
+    """`"<amount>|<CURRENCY>"` (§5.3) into amount and currency; either part may be empty."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        amount, _, currency = raw.partition("|")
+        try:
+            value = scalar_decimal(amount)
+        except ConversionError as exc:
+            raise ConversionError(f"bad money amount: {exc}") from None
+        return {"amount": value, "currency": currency or None}
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return {"amount": scalar_decimal(raw), "currency": None}
+    raise ConversionError(f'expected "<amount>|<currency>", got {_fmt(raw)}')
+
+
+def scalar_file(raw: Any) -> dict[str, Any] | None:
+    """A file object `{"id", "showUrl", "downloadUrl"}`; missing parts are null."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, dict):
+        raise ConversionError(f"expected a file object, got {_fmt(raw)}")
+    try:
+        file_id = scalar_int(raw.get("id"))
+    except ConversionError as exc:
+        raise ConversionError(f"bad file id: {exc}") from None
+    show, download = raw.get("showUrl"), raw.get("downloadUrl")
+    return {
+        "id": file_id,
+        "showUrl": None if show is None else json_text(show),
+        "downloadUrl": None if download is None else json_text(download),
+    }
+
+
+# ------------------------------------------------------------------------- vectorised helpers
+
+# A vectorised step takes a string array (empties already null) and returns the converted array
+# (null where it could not decide) and a mask of rows the per-value converter must look at
+# (None: no such rows). It may raise pa.ArrowInvalid; the caller then retries block by block.
+Vector = Callable[[pa.Array], tuple[pa.Array, pa.Array | None]]
+Scalar = Callable[[Any], Any]
+
+
+def _strings(values: Sequence[Any]) -> tuple[pa.Array, list[int]]:
+    """The column as strings; non-string values are nulled and their indexes returned."""
+    try:
+        return pa.array(values, type=pa.string()), []
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    odd: list[int] = []
+    strings: list[str | None] = []
+    for i, value in enumerate(values):
+        if value is None or isinstance(value, str):
+            strings.append(value)
+        else:
+            strings.append(None)
+            odd.append(i)
+    return pa.array(strings, type=pa.string()), odd
+
+
+def _null_where_in(strings: pa.Array, markers: pa.Array) -> pa.Array:
+    hit = pc.is_in(strings, value_set=markers)
+    if not pc.any(hit).as_py():
+        return strings
+    return pc.if_else(hit, pa.scalar(None, pa.string()), strings)
+
+
+def _run_vector(
+    strings: pa.Array, vector: Vector, arrow_type: pa.DataType
+) -> tuple[pa.Array, pa.Array | None]:
+    try:
+        return vector(strings)
+    except pa.ArrowInvalid:
+        pass
+    parts: list[pa.Array] = []
+    masks: list[pa.Array] = []
+    for start in range(0, len(strings), _BLOCK):
+        block = strings.slice(start, _BLOCK)
+        try:
+            result, recheck = vector(block)
+        except pa.ArrowInvalid:
+            result, recheck = pa.nulls(len(block), arrow_type), block.is_valid()
+        parts.append(result)
+        masks.append(pa.array([False] * len(block)) if recheck is None else recheck)
+    return pa.concat_arrays(parts), pa.concat_arrays(masks)
+
+
+def _patch(
+    result: pa.Array,
+    values: Sequence[Any],
+    indexes: list[int],
+    scalar: Scalar,
+    arrow_type: pa.DataType,
+) -> Converted:
+    """Run the per-value converter on `indexes`; patch its successes into `result`."""
+    failures: list[Failure] = []
+    fixes: dict[int, Any] = {}
+    for i in indexes:
+        try:
+            value = scalar(values[i])
+        except ConversionError as exc:
+            failures.append(Failure(i, values[i], str(exc)))
+            continue
+        if value is not None:
+            fixes[i] = value
+    if fixes:
+        patch: list[Any] = [None] * len(result)
+        for i, value in fixes.items():
+            patch[i] = value
+        mask = pa.array([i in fixes for i in range(len(result))], pa.bool_())
+        result = pc.if_else(mask, pa.array(patch, type=arrow_type), result)
+    return result, failures
+
+
+def _mask_indexes(mask: pa.Array | None) -> list[int]:
+    if mask is None:
+        return []
+    mask = pc.fill_null(mask, False)
+    if not pc.any(mask).as_py():
+        return []
+    return pc.indices_nonzero(mask).to_pylist()  # type: ignore[no-any-return]
+
+
+def string_column(
+    vector: Vector, scalar: Scalar, arrow_type: pa.DataType, empties: pa.Array = _EMPTY
+) -> Converter:
+    """A converter for a type whose wire form is a string: vectorised, then per-value repairs."""
+
+    def convert(values: Sequence[Any]) -> Converted:
+        strings, odd = _strings(values)
+        strings = _null_where_in(strings, empties)
+        result, recheck = _run_vector(strings, vector, arrow_type)
+        indexes = sorted(set(odd).union(_mask_indexes(recheck)))
+        if not indexes:
+            return result, []
+        return _patch(result, values, indexes, scalar, arrow_type)
+
+    return convert
+
+
+def _cast(arrow_type: pa.DataType) -> Vector:
+    def vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        return pc.cast(strings, arrow_type), None
+
+    return vector
+
+
+def _int_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    # Only plain ASCII digit strings take the fast cast: the cast would also accept hex ("0x1F");
+    # signs, overflow and garbage go to the per-value converter.
+    plain = pc.ascii_is_decimal(strings)
+    if pc.all(plain).as_py():
+        return pc.cast(strings, pa.int64()), None
+    candidates = pc.if_else(plain, strings, pa.scalar(None, pa.string()))
+    return pc.cast(candidates, pa.int64()), pc.invert(plain)
+
+
+def _reference_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    # "0", "00", "+0" all mean "not set", exactly as in scalar_int(zero_is_null=True).
+    result, recheck = _int_vector(strings)
+    zero = pc.equal(result, 0)
+    if pc.any(zero).as_py():
+        result = pc.if_else(zero, pa.scalar(None, pa.int64()), result)
+    return result, recheck
+
+
+def _float_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    result = pc.cast(strings, pa.float64())
+    finite = pc.is_finite(result)
+    if pc.all(finite).as_py():
+        return result, None
+    # nan/inf spellings parse but are rejected (with a reason) by the per-value converter.
+    return pc.if_else(finite, result, pa.scalar(None, pa.float64())), pc.invert(finite)
+
+
+def _bool_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    is_true = pc.is_in(strings, value_set=_TRUE_WIRE)
+    is_false = pc.is_in(strings, value_set=_FALSE_WIRE)
+    known = pc.or_(is_true, is_false)
+    result = pc.if_else(known, is_true, pa.scalar(None, pa.bool_()))
+    return result, pc.invert(known)
+
+
+# Arrow parses years 0000-9999 in any offset; Python (and most readers) handle 0001-9999 in UTC.
+_MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+_MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+_MIN_DAY = -719_162  # 0001-01-01
+_MAX_DAY = 2_932_896  # 9999-12-31
+
+
+def _outside(values: pa.Array, low: int, high: int) -> pa.Array | None:
+    outside = pc.or_(pc.less(values, low), pc.greater(values, high))
+    return outside if pc.any(outside).as_py() else None
+
+
+def _datetime_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    result = pc.cast(strings, TIMESTAMP_TYPE)
+    outside = _outside(pc.cast(result, pa.int64()), _MIN_US, _MAX_US)
+    if outside is None:
+        return result, None
+    return pc.if_else(outside, pa.scalar(None, TIMESTAMP_TYPE), result), outside
+
+
+def _date_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    plain = pc.equal(pc.binary_length(strings), 10)
+    if pc.any(plain).as_py():
+        dates = pc.cast(pc.if_else(plain, strings, pa.scalar(None, pa.string())), pa.date32())
+        strings = pc.if_else(plain, pa.scalar(None, pa.string()), strings)
+    else:
+        dates = None
+    micros = pc.cast(pc.cast(strings, TIMESTAMP_TYPE), pa.int64())
+    # Nearest UTC midnight: floor((t + 12 h) / 1 day), see scalar_date for why.
+    shifted = pc.add(micros, _US_PER_DAY // 2 + _DAY_SHIFT * _US_PER_DAY)
+    days = pc.subtract(pc.divide(shifted, _US_PER_DAY), _DAY_SHIFT)
+    if dates is not None:
+        days = pc.coalesce(pc.cast(pc.cast(dates, pa.int32()), pa.int64()), days)
+    outside = _outside(days, _MIN_DAY, _MAX_DAY)
+    if outside is not None:
+        days = pc.if_else(outside, pa.scalar(None, pa.int64()), days)
+    return pc.cast(pc.cast(days, pa.int32()), pa.date32()), outside
+
+
+_MONEY_RE = r"(?s)^(?P<amount>[^|]*)(?:\|(?P<currency>.*))?$"
+_NO_STRING = pa.scalar(None, pa.string())
+
+
+def _money_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    parts = pc.extract_regex(strings, pattern=_MONEY_RE)
+    amount_text, currency_text = parts.flatten()
+    amount_text = _null_where_in(amount_text, _EMPTY)
+    currency = _null_where_in(currency_text, _EMPTY)
+    amount = pc.cast(amount_text, DECIMAL_TYPE)
+    struct = pa.StructArray.from_arrays(
+        [amount, currency], fields=list(MONEY_TYPE), mask=pc.invert(strings.is_valid())
+    )
+    return struct, None
+
+
+# --------------------------------------------------------------------------- the converters
+
+convert_int: Converter = string_column(_int_vector, scalar_int, pa.int64())
+convert_reference: Converter = string_column(
+    _reference_vector, lambda raw: scalar_int(raw, zero_is_null=True), pa.int64(), _EMPTY_OR_ZERO
+)
+convert_decimal: Converter = string_column(_cast(DECIMAL_TYPE), scalar_decimal, DECIMAL_TYPE)
+convert_float: Converter = string_column(_float_vector, scalar_float, pa.float64())
+convert_bool: Converter = string_column(_bool_vector, scalar_bool, pa.bool_())
+convert_datetime: Converter = string_column(_datetime_vector, scalar_datetime, TIMESTAMP_TYPE)
+convert_date: Converter = string_column(_date_vector, scalar_date, pa.date32())
+convert_money: Converter = string_column(_money_vector, scalar_money, MONEY_TYPE)
+
+
+def convert_text(values: Sequence[Any]) -> Converted:
+    """Text is kept verbatim (`""` stays `""`); objects, arrays and numbers become JSON text."""
+    try:
+        return pa.array(values, type=pa.string()), []
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    texts = [None if value is None else json_text(value) for value in values]
+    return pa.array(texts, type=pa.string()), []
+
+
+def convert_file(values: Sequence[Any]) -> Converted:
+    """File objects are few per deal and already structured: one pass in Python, three columns."""
+    ids: list[int | None] = []
+    shows: list[str | None] = []
+    downloads: list[str | None] = []
+    missing: list[bool] = []
+    failures: list[Failure] = []
+    for i, value in enumerate(values):
+        if type(value) is dict:
+            file_id = value.get("id")
+            show = value.get("showUrl")
+            download = value.get("downloadUrl")
+            if type(file_id) is not int or not _INT64_MIN <= file_id <= _INT64_MAX:
+                try:
+                    file_id = scalar_int(file_id)
+                except ConversionError as exc:
+                    failures.append(Failure(i, value, f"bad file id: {exc}"))
+                    file_id = show = download = None
+            if failures and failures[-1].row == i:
+                missing.append(True)
+            else:
+                missing.append(False)
+                if show is not None and type(show) is not str:
+                    show = json_text(show)
+                if download is not None and type(download) is not str:
+                    download = json_text(download)
+            ids.append(file_id)
+            shows.append(show)
+            downloads.append(download)
+            continue
+        if not (value is None or value == ""):
+            failures.append(Failure(i, value, f"expected a file object, got {_fmt(value)}"))
+        ids.append(None)
+        shows.append(None)
+        downloads.append(None)
+        missing.append(True)
+    array = pa.StructArray.from_arrays(
+        [pa.array(ids, pa.int64()), pa.array(shows, pa.string()), pa.array(downloads, pa.string())],
+        fields=list(FILE_TYPE),
+        mask=pa.array(missing, pa.bool_()),
+    )
+    return array, failures
+
+
+def list_of(element: Converter, element_type: pa.DataType) -> Converter:
+    """A converter for an `isMultiple` field: flatten, convert the elements as one column, refold.
+
+    A JSON array is the documented form (§5.3). A JSON object is taken as a PHP array with
+    non-sequential keys (its values, in order); a bare value as a one-element list. Null, absent
+    and `""` are a null list; `[]` is an empty list. A bad element is null inside its list and
+    yields one failure that names its position.
+    """
+    list_type = pa.list_(element_type)
+
+    def convert(values: Sequence[Any]) -> Converted:
+        flat: list[Any] = []
+        offsets = [0]
+        missing: list[bool] = []
+        for value in values:
+            if value is None or value == "":
+                missing.append(True)
+            else:
+                missing.append(False)
+                if isinstance(value, list):
+                    flat.extend(value)
+                elif isinstance(value, dict):
+                    flat.extend(value.values())
+                else:
+                    flat.append(value)
+            offsets.append(len(flat))
+        elements, element_failures = element(flat)
+        result = pa.ListArray.from_arrays(
+            pa.array(offsets, pa.int32()), elements, type=list_type, mask=pa.array(missing)
+        )
+        failures: list[Failure] = []
+        if element_failures:
+            row = 0
+            for failure in element_failures:
+                while offsets[row + 1] <= failure.row:
+                    row += 1
+                position = failure.row - offsets[row]
+                failures.append(Failure(row, failure.raw, f"item {position}: {failure.reason}"))
+        return result, failures
+
+    return convert
+
+
+__all__ = [
+    "DECIMAL_TYPE",
+    "FILE_TYPE",
+    "MONEY_TYPE",
+    "TIMESTAMP_TYPE",
+    "ConversionError",
+    "Converted",
+    "Converter",
+    "Failure",
+    "convert_bool",
+    "convert_date",
+    "convert_datetime",
+    "convert_decimal",
+    "convert_file",
+    "convert_float",
+    "convert_int",
+    "convert_money",
+    "convert_reference",
+    "convert_text",
+    "json_text",
+    "list_of",
+    "scalar_bool",
+    "scalar_date",
+    "scalar_datetime",
+    "scalar_decimal",
+    "scalar_file",
+    "scalar_float",
+    "scalar_int",
+    "scalar_money",
+]

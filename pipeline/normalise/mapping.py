@@ -1,0 +1,102 @@
+"""The one table that maps a Bitrix24 field type to an Arrow type and a converter.
+
+Adding a Bitrix24 type is one row in `BITRIX24_TYPES`. Types come from `crm.deal.fields`
+(standard fields, bitrix24-api.md §5.2) and `crm.userfield.types` (user fields, §5.3). A type we
+do not know is kept losslessly as text (JSON text for objects and arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipeline.normalise.convert import (
+    DECIMAL_TYPE,
+    FILE_TYPE,
+    MONEY_TYPE,
+    TIMESTAMP_TYPE,
+    Converter,
+    convert_bool,
+    convert_date,
+    convert_datetime,
+    convert_decimal,
+    convert_file,
+    convert_float,
+    convert_int,
+    convert_money,
+    convert_reference,
+    convert_text,
+    list_of,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How one column is typed: its Arrow type and the converter that produces it."""
+
+    arrow_type: pa.DataType
+    convert: Converter
+
+
+INTEGER = Kind(pa.int64(), convert_int)
+# A reference to another object; "0" means "not set" (§5.3 [I]).
+REFERENCE = Kind(pa.int64(), convert_reference)
+DECIMAL = Kind(DECIMAL_TYPE, convert_decimal)
+FLOAT = Kind(pa.float64(), convert_float)
+BOOLEAN = Kind(pa.bool_(), convert_bool)
+DATE = Kind(pa.date32(), convert_date)
+DATETIME = Kind(TIMESTAMP_TYPE, convert_datetime)
+TEXT = Kind(pa.string(), convert_text)
+MONEY = Kind(MONEY_TYPE, convert_money)
+FILE = Kind(FILE_TYPE, convert_file)
+
+BITRIX24_TYPES: dict[str, Kind] = {
+    "integer": INTEGER,
+    # CATEGORY_ID "0" is the default pipeline, a real value: not a reference that can be unset.
+    "crm_category": INTEGER,
+    # Enumeration values are option IDs; labels live in the schema snapshot.
+    "enumeration": INTEGER,
+    "user": REFERENCE,
+    "employee": REFERENCE,
+    "crm_company": REFERENCE,
+    "crm_contact": REFERENCE,
+    "crm_lead": REFERENCE,
+    "crm_quote": REFERENCE,
+    "crm_entity": REFERENCE,
+    "double": FLOAT,
+    "char": BOOLEAN,
+    "boolean": BOOLEAN,
+    "date": DATE,
+    "datetime": DATETIME,
+    "money": MONEY,
+    "file": FILE,
+    "string": TEXT,
+    "url": TEXT,
+    "address": TEXT,
+    "location": TEXT,
+    "crm_status": TEXT,
+    "crm_currency": TEXT,
+    "crm": TEXT,  # bindings such as "D_1", "CO_3", "T80_6"
+    "iblock_section": TEXT,
+    "iblock_element": TEXT,
+}
+
+# Money amounts are typed `double` in crm.deal.fields but must sum exactly (§8 Typing).
+FIELD_KINDS: dict[str, Kind] = {
+    "OPPORTUNITY": DECIMAL,
+    "TAX_VALUE": DECIMAL,
+}
+
+FALLBACK = TEXT
+
+
+def kind_for(name: str, bitrix_type: str, is_multiple: bool) -> Kind:
+    """The column kind for one `crm.deal.fields` entry."""
+    base = FIELD_KINDS.get(name) or BITRIX24_TYPES.get(bitrix_type, FALLBACK)
+    if not is_multiple:
+        return base
+    return Kind(pa.list_(base.arrow_type), list_of(base.convert, base.arrow_type))
+
+
+__all__ = ["BITRIX24_TYPES", "FALLBACK", "FIELD_KINDS", "Kind", "kind_for"]
