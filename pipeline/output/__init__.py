@@ -1,0 +1,68 @@
+"""Durable output: Hive-partitioned Parquet, an error sidecar, a manifest, exactly-once resume.
+
+Layout of an output root (local path, `s3://bucket/prefix` or `gs://bucket/prefix`):
+
+    DATE_CREATE_month=2024-08/part-000003-0.parquet     data: chunk 3, its 1st partition file
+    DATE_CREATE_month=__HIVE_DEFAULT_PARTITION__/...    rows whose partition value is null
+    part-r<runid>-000000-0.parquet                      (unpartitioned layout, or a retry chunk)
+    _errors/chunk-000003.parquet                        sidecar rows of chunk 3 (fixed schema)
+    _checkpoints/chunk-000003.json                      commit record of chunk 3 (written last)
+    _run.json  _schema.json  _state.json                run metadata, schema snapshot, watermark
+    _manifest.json  _SUCCESS                            written last by a completed run
+    _lock                                               held while a run writes
+
+Anything whose name starts with `_` or `.` is metadata or a temp file, never data: pyarrow's
+dataset discovery skips it by default. DuckDB and Polars should read the glob
+`<root>/**/part-*.parquet` (`DATASET_GLOB`) with hive partitioning on; it excludes `_errors/`.
+
+Contract with the run (`pipeline.run`):
+
+    with OutputRoot.open(config.output, run_id, input_fingerprint=fp) as out:
+        skip = out.committed_chunks()              # resume: these chunks are already committed
+        for index, ids in enumerate(chunks):       # deterministic chunking of the unique IDs
+            if index in skip: continue
+            out.write_chunk(index, table, error_rows, stats)   # data, sidecar, then checkpoint
+        out.write_schema(schema_dict)
+        out.finalize(counts=..., config=run_config, limits=..., watermark=...)
+
+`write_chunk` is all-or-nothing per chunk: kill the process at any point and the next `open`
+deletes whatever the uncommitted chunk left, so re-writing it cannot double a row. File names
+derive from the chunk index, so a re-run overwrites instead of duplicating. `retry`:
+`OutputRoot.open_existing(root, run_id)`, `retryable_ids()`, `apply_retry(data, errors)`,
+`finalize()`.
+
+What differs on object stores: no rename (each object is uploaded whole from memory, which is
+atomic per object), no fsync (the store's durability applies), no empty directories, and the lock
+is best effort (see `pipeline.output.lock`).
+"""
+
+from __future__ import annotations
+
+from pipeline.output.manifest import mask_config, schema_fingerprint
+from pipeline.output.partition import NULL_PARTITION, PartitionSpec
+from pipeline.output.root import DATASET_GLOB, OutputRoot, dataset_glob, read_watermark
+from pipeline.output.sidecar import (
+    SIDECAR_SCHEMA,
+    failed_row,
+    invalid_input_row,
+    record_error_row,
+    sidecar_table,
+)
+from pipeline.output.store import Store
+
+__all__ = [
+    "DATASET_GLOB",
+    "NULL_PARTITION",
+    "SIDECAR_SCHEMA",
+    "OutputRoot",
+    "PartitionSpec",
+    "Store",
+    "dataset_glob",
+    "failed_row",
+    "invalid_input_row",
+    "mask_config",
+    "read_watermark",
+    "record_error_row",
+    "schema_fingerprint",
+    "sidecar_table",
+]

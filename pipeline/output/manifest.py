@@ -1,0 +1,49 @@
+"""Pieces of `_manifest.json` that are pure: secret-free configuration and schema fingerprints."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.redact import mask_url
+
+# Keys whose values are credentials, wherever they sit in the configuration tree.
+_SECRET_KEY = re.compile(r"secret|token|password|passwd|credential|api_?key|private", re.I)
+
+
+def mask_config(config: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """The configuration as it may be written down: secret-named keys dropped, URLs masked.
+
+    Accepts a mapping or a (frozen) dataclass such as `RunConfig`.
+    """
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    if not isinstance(config, Mapping):
+        raise TypeError("mask_config expects a mapping or a dataclass instance")
+    return {str(k): _mask(v) for k, v in config.items() if not _SECRET_KEY.search(str(k))}
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _mask(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    if isinstance(value, str):
+        return mask_url(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask_url(str(value))
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """A stable hash of column names, types and nullability (metadata ignored)."""
+    text = "\n".join(f"{f.name}:{f.type}:{f.nullable}" for f in schema)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+__all__ = ["mask_config", "schema_fingerprint"]

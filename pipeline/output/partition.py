@@ -1,0 +1,106 @@
+"""Hive partitioning of one chunk: which `key=value/` directory each row goes to. Pure, no I/O.
+
+Naming. The directory key is `<column>_<transform>` (`DATE_CREATE_month=2024-08`,
+`STAGE_ID_value=C1%3AWON`), never the column's own name: the data column stays in every file with
+its real type, and a reader that adds the discovered partition column would otherwise meet two
+columns of one name with different types (pyarrow refuses to merge int64 with the int32 it infers
+from a directory name). Values:
+
+    year   2024            month  2024-08            day  2024-08-15
+    value  the value as text, percent-encoded (pyarrow, DuckDB and Polars all decode it)
+
+Date parts are taken in the column's own time zone (a `timestamp[us, tz=UTC]` column is split by
+UTC months). A null or empty value goes to `__HIVE_DEFAULT_PARTITION__`, which pyarrow, DuckDB
+and Polars read back as null. Transform `none` writes files directly under the root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import OutputConfig, PartitionTransform
+from pipeline.errors import OutputError
+
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+_FORMATS = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSpec:
+    """Which column partitions the dataset, and how."""
+
+    column: str | None
+    transform: PartitionTransform
+
+    @classmethod
+    def from_config(cls, config: OutputConfig) -> PartitionSpec:
+        if config.partition_by is None or config.partition_transform == "none":
+            return cls(None, "none")
+        return cls(config.partition_by, config.partition_transform)
+
+    @property
+    def key(self) -> str | None:
+        """The directory key (`DATE_CREATE_month`), or None when unpartitioned."""
+        if self.column is None:
+            return None
+        return f"{self.column}_{self.transform}"
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"partition_by": self.column, "partition_transform": self.transform}
+
+
+def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> list[str | None]:
+    typ = column.type
+    if spec.transform in _FORMATS:
+        if not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
+            raise OutputError(
+                f"partition transform {spec.transform!r} needs a date or timestamp column, "
+                f"but {spec.column} is {typ}; use partition_transform 'value' or 'none'"
+            )
+        return list(pc.strftime(column, format=_FORMATS[spec.transform]).to_pylist())
+    if pa.types.is_boolean(typ):
+        return [None if v is None else ("true" if v else "false") for v in column.to_pylist()]
+    if pa.types.is_nested(typ):
+        raise OutputError(f"cannot partition by {spec.column}: {typ} is not a scalar type")
+    return list(pc.cast(column, pa.string()).to_pylist())
+
+
+def partition_dir(spec: PartitionSpec, value: str | None) -> str:
+    """The relative directory for one key value (`""` when unpartitioned)."""
+    if spec.key is None:
+        return ""
+    text = NULL_PARTITION if value is None or value == "" else quote(value, safe="")
+    return f"{spec.key}={text}"
+
+
+def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
+    """Rows of `table` grouped by partition directory, in directory order.
+
+    Row order inside a group is the input order, so file contents are deterministic for a given
+    chunk. Empty tables produce no groups.
+    """
+    if table.num_rows == 0:
+        return []
+    if spec.column is None:
+        return [("", table)]
+    if spec.column not in table.column_names:
+        raise OutputError(f"partition column {spec.column} is not in the data")
+    if spec.key in table.column_names:
+        raise OutputError(
+            f"partition key {spec.key} clashes with a data column of the same name; "
+            "choose another partition column or transform"
+        )
+    groups: dict[str, list[int]] = {}
+    for i, value in enumerate(_keys(table.column(spec.column), spec)):
+        groups.setdefault(partition_dir(spec, value), []).append(i)
+    if len(groups) == 1:
+        return [(next(iter(groups)), table)]
+    return [(d, table.take(pa.array(groups[d], pa.int64()))) for d in sorted(groups)]
+
+
+__all__ = ["NULL_PARTITION", "PartitionSpec", "partition_dir", "split"]

@@ -1,0 +1,146 @@
+"""The error sidecar: one row per ID (or input line, or bad value) that did not make it cleanly.
+
+Fixed schema (`SIDECAR_SCHEMA`), one Parquet file per chunk under `_errors/`:
+
+    id           int64       the deal ID; null for an input line that is not a valid ID
+    line         int64       input line number (1-based) for stage `input`; null otherwise
+    stage        string      `input` | `fetch` | `normalise`
+    code         string      portal error code or ours (`INVALID_ID`, `BAD_VALUE`, ...)
+    message      string      human-readable, never contains secrets
+    http_status  int32       HTTP status of the last attempt, if any
+    attempts     int32       fetch attempts spent on this ID so far (all runs)
+    retryable    bool        `deal-export retry` will try this ID again
+    error_class  string      `permanent` | `transient` | `limit` | `fatal` for fetch rows
+    field        string      the field that failed to convert (stage `normalise`)
+    raw_value    string      the offending value or input line, as text
+    first_seen   timestamp[us, UTC]
+    last_seen    timestamp[us, UTC]
+    run_id       string      the run that last wrote this row
+
+Accounting: every requested ID is in the data XOR in exactly one `fetch` row; every invalid input
+line is one `input` row. `normalise` rows describe values of deals whose row IS in the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.errors import OutputError
+from pipeline.outcomes import DealFailed, InvalidInput, RecordError
+
+STAGES = ("input", "fetch", "normalise")
+
+SIDECAR_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64()),
+        pa.field("line", pa.int64()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("code", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("http_status", pa.int32()),
+        pa.field("attempts", pa.int32()),
+        pa.field("retryable", pa.bool_()),
+        pa.field("error_class", pa.string()),
+        pa.field("field", pa.string()),
+        pa.field("raw_value", pa.string()),
+        pa.field("first_seen", pa.timestamp("us", tz="UTC")),
+        pa.field("last_seen", pa.timestamp("us", tz="UTC")),
+        pa.field("run_id", pa.string()),
+    ]
+)
+
+ErrorRow = dict[str, Any]
+
+
+def failed_row(failure: DealFailed, *, run_id: str, seen: datetime) -> ErrorRow:
+    """A `fetch` row for an ID the portal did not deliver."""
+    return {
+        "id": failure.id,
+        "stage": "fetch",
+        "code": failure.code,
+        "message": failure.message,
+        "http_status": failure.http_status,
+        "attempts": failure.attempts,
+        "retryable": failure.retryable,
+        "error_class": failure.error_class,
+        "first_seen": seen,
+        "last_seen": seen,
+        "run_id": run_id,
+    }
+
+
+def record_error_row(error: RecordError, *, run_id: str, seen: datetime) -> ErrorRow:
+    """A `normalise` row for one value that could not be converted (the deal row is in the data)."""
+    return {
+        "id": error.id,
+        "stage": "normalise",
+        "code": "BAD_VALUE",
+        "message": error.reason,
+        "retryable": False,
+        "field": error.field,
+        "raw_value": error.raw_value,
+        "first_seen": seen,
+        "last_seen": seen,
+        "run_id": run_id,
+    }
+
+
+def invalid_input_row(invalid: InvalidInput, *, run_id: str, seen: datetime) -> ErrorRow:
+    """An `input` row for a line that is not a valid deal ID."""
+    return {
+        "line": invalid.line,
+        "stage": "input",
+        "code": "INVALID_ID",
+        "message": invalid.reason,
+        "retryable": False,
+        "raw_value": invalid.raw,
+        "first_seen": seen,
+        "last_seen": seen,
+        "run_id": run_id,
+    }
+
+
+def sidecar_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts with any subset of the columns) as a table of exactly `SIDECAR_SCHEMA`."""
+    materialised = list(rows)
+    columns = {
+        f.name: pa.array([r.get(f.name) for r in materialised], type=f.type) for f in SIDECAR_SCHEMA
+    }
+    return conform(pa.table(columns))
+
+
+def conform(table: pa.Table | None) -> pa.Table:
+    """Cast a sidecar table to the fixed schema (missing columns become null) and validate it."""
+    if table is None:
+        return SIDECAR_SCHEMA.empty_table()
+    extra = set(table.column_names) - set(SIDECAR_SCHEMA.names)
+    if extra:
+        raise OutputError(f"error sidecar has unknown columns: {sorted(extra)}")
+    arrays = []
+    for f in SIDECAR_SCHEMA:
+        if f.name in table.column_names:
+            arrays.append(table.column(f.name).cast(f.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+    out = pa.Table.from_arrays(arrays, schema=SIDECAR_SCHEMA)
+    stages = set(out.column("stage").to_pylist())
+    if not stages <= set(STAGES):
+        bad = sorted(map(str, stages - set(STAGES)))
+        raise OutputError(f"error sidecar has unknown stages: {bad}")
+    return out
+
+
+__all__ = [
+    "SIDECAR_SCHEMA",
+    "STAGES",
+    "ErrorRow",
+    "conform",
+    "failed_row",
+    "invalid_input_row",
+    "record_error_row",
+    "sidecar_table",
+]

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from pipeline.errors import OutputError
+from pipeline.outcomes import DealFailed, InvalidInput, RecordError
+from pipeline.output import SIDECAR_SCHEMA, mask_config, schema_fingerprint
+from pipeline.output.sidecar import (
+    conform,
+    failed_row,
+    invalid_input_row,
+    record_error_row,
+    sidecar_table,
+)
+
+SEEN = datetime(2024, 9, 1, 12, tzinfo=UTC)
+
+
+def test_schema_is_fixed() -> None:
+    assert [(f.name, str(f.type)) for f in SIDECAR_SCHEMA] == [
+        ("id", "int64"),
+        ("line", "int64"),
+        ("stage", "string"),
+        ("code", "string"),
+        ("message", "string"),
+        ("http_status", "int32"),
+        ("attempts", "int32"),
+        ("retryable", "bool"),
+        ("error_class", "string"),
+        ("field", "string"),
+        ("raw_value", "string"),
+        ("first_seen", "timestamp[us, tz=UTC]"),
+        ("last_seen", "timestamp[us, tz=UTC]"),
+        ("run_id", "string"),
+    ]
+    assert sidecar_table([]).schema == SIDECAR_SCHEMA
+    assert conform(None).num_rows == 0
+
+
+def test_rows_from_outcomes() -> None:
+    rows = [
+        failed_row(
+            DealFailed(7, "ACCESS_DENIED", "Access denied", 403, 1, False, "permanent"),
+            run_id="r",
+            seen=SEEN,
+        ),
+        record_error_row(
+            RecordError(8, "OPPORTUNITY", "12,5x", "bad decimal"), run_id="r", seen=SEEN
+        ),
+        invalid_input_row(InvalidInput(3, "abc", "not an integer"), run_id="r", seen=SEEN),
+    ]
+    table = sidecar_table(rows)
+    assert table.schema == SIDECAR_SCHEMA
+    got = table.to_pylist()
+    assert got[0] | {} == {
+        "id": 7,
+        "line": None,
+        "stage": "fetch",
+        "code": "ACCESS_DENIED",
+        "message": "Access denied",
+        "http_status": 403,
+        "attempts": 1,
+        "retryable": False,
+        "error_class": "permanent",
+        "field": None,
+        "raw_value": None,
+        "first_seen": SEEN,
+        "last_seen": SEEN,
+        "run_id": "r",
+    }
+    assert (got[1]["stage"], got[1]["field"], got[1]["raw_value"]) == (
+        "normalise",
+        "OPPORTUNITY",
+        "12,5x",
+    )
+    assert (got[2]["id"], got[2]["line"], got[2]["raw_value"]) == (None, 3, "abc")
+
+
+def test_conform_rejects_unknown_columns_and_stages() -> None:
+    with pytest.raises(OutputError, match="unknown columns"):
+        conform(pa.table({"id": [1], "stage": ["fetch"], "extra": [1]}))
+    with pytest.raises(OutputError, match="unknown stages"):
+        sidecar_table([{"id": 1, "stage": "parse"}])
+    # a subset of columns with looser types is cast to the fixed schema
+    table = conform(pa.table({"id": pa.array([1], pa.int32()), "stage": ["fetch"]}))
+    assert table.schema == SIDECAR_SCHEMA
+
+
+def test_mask_config_drops_secrets_and_masks_urls() -> None:
+    from pipeline.config import OAuthAuth, OutputConfig, RunConfig, WebhookAuth
+
+    hook = RunConfig(
+        auth=WebhookAuth("https://x.bitrix24.ru/rest/1/s3cr3tvalue/"),
+        output=OutputConfig(root="out"),
+    )
+    masked = mask_config(hook)
+    assert "s3cr3tvalue" not in repr(masked)
+    assert masked["auth"]["url"] == "https://x.bitrix24.ru/rest/1/***/"
+    assert masked["output"]["root"] == "out"
+    oauth = RunConfig(
+        auth=OAuthAuth("https://x/rest/", "tok-AAAA", "ref-BBBB", "cid", "csec-CCCC"),
+        output=OutputConfig(root="out"),
+    )
+    text = repr(mask_config(oauth))
+    for secret in ("tok-AAAA", "ref-BBBB", "csec-CCCC"):
+        assert secret not in text
+    assert "client_id" in text
+    nested = mask_config({"a": [{"password": "p"}, "https://h/?auth=zzzz"], "n": 1})
+    assert nested == {"a": [{}, "https://h/?auth=***"], "n": 1}
+
+
+def test_schema_fingerprint_ignores_metadata_but_not_types() -> None:
+    a = pa.schema([pa.field("ID", pa.int64())])
+    assert schema_fingerprint(a) == schema_fingerprint(a.with_metadata({b"k": b"v"}))
+    assert schema_fingerprint(a) != schema_fingerprint(pa.schema([pa.field("ID", pa.int32())]))
