@@ -1,0 +1,129 @@
+"""The result of reading an ID source: sorted unique IDs, the rejected lines, and the counts.
+
+IDs are kept as one int64 Arrow array in ascending order without duplicates. Sorting makes the
+output deterministic whatever the input order, so a resumed run cuts the same chunks and names
+them the same way. Ten million IDs cost 80 MB here (plus a transient copy while sorting), not the
+~600 MB of a Python set of ints.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.ids.invalid import InvalidLines
+
+
+@dataclass(frozen=True, slots=True)
+class IdCounts:
+    """What an ID source held.
+
+    `lines` counts every input unit read (text lines, CSV data rows, Parquet rows, range
+    members); `skipped` the blank and comment lines among them; `valid` + `invalid` the rest.
+    """
+
+    lines: int
+    skipped: int
+    valid: int
+    invalid: int
+    unique: int
+
+    @property
+    def duplicates(self) -> int:
+        """Valid IDs dropped because they had already appeared."""
+        return self.valid - self.unique
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "lines": self.lines,
+            "skipped": self.skipped,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "unique": self.unique,
+            "duplicates": self.duplicates,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IdSet:
+    """Deal IDs ready to fetch: `ids` is an int64 array, ascending, without duplicates."""
+
+    source: str
+    ids: pa.Array
+    invalid: InvalidLines
+    counts: IdCounts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batches(self, size: int) -> Iterator[list[int]]:
+        """The IDs in order, `size` at a time, as Python ints (materialised one batch at a time)."""
+        if size < 1:
+            raise ValueError("batch size must be >= 1")
+        for start in range(0, len(self.ids), size):
+            yield self.ids.slice(start, size).to_pylist()
+
+
+class IdCollector:
+    """Gathers valid IDs and invalid lines while a source is read; `finish` sorts and dedupes."""
+
+    __slots__ = ("invalid", "lines", "probed", "skipped", "values")
+
+    def __init__(self) -> None:
+        self.probed = False
+        self.values = array("q")
+        self.invalid = InvalidLines()
+        self.lines = 0
+        self.skipped = 0
+
+    def finish(self, source: str) -> IdSet:
+        valid = len(self.values)
+        values, self.values = self.values, array("q")
+        # Hand over the only reference so the unsorted copy can be freed mid-sort.
+        ids = sorted_unique(values)
+        del values
+        counts = IdCounts(
+            lines=self.lines,
+            skipped=self.skipped,
+            valid=valid,
+            invalid=len(self.invalid),
+            unique=len(ids),
+        )
+        return IdSet(source=source, ids=ids, invalid=self.invalid, counts=counts)
+
+
+def sorted_unique(values: array[int]) -> pa.Array:
+    """`values` sorted ascending with duplicates removed, as an int64 Arrow array.
+
+    Sort-based rather than hash-based: a hash table over 10M int64 costs more than the sort's
+    index array, and the sorted order is what we want anyway. Already sorted unique input (a
+    range, a sorted file) is returned without copying.
+    """
+    n = len(values)
+    if n == 0:
+        return pa.array([], pa.int64())
+    # Zero-copy view of the array's buffer; the Arrow buffer keeps `values` alive.
+    arr = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(values)])
+    if n == 1:
+        return arr
+    if _strictly_increasing(arr):
+        return arr
+    ordered = pc.take(arr, pc.array_sort_indices(arr))
+    del arr, values
+    keep = pc.not_equal(ordered.slice(1), ordered.slice(0, n - 1))
+    if keep.true_count == n - 1:
+        return ordered
+    keep = pa.concat_arrays([pa.array([True]), keep])
+    return pc.filter(ordered, keep)
+
+
+def _strictly_increasing(arr: pa.Array) -> bool:
+    n = len(arr)
+    return bool(pc.all(pc.greater(arr.slice(1), arr.slice(0, n - 1))).as_py())
+
+
+__all__ = ["IdCollector", "IdCounts", "IdSet", "sorted_unique"]
