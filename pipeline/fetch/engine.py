@@ -20,9 +20,9 @@ Shape of the machinery (all bounded):
 * A fatal answer raises FatalPortalError out of the iterator promptly; in-flight work is
   cancelled. Closing the iterator early (or cancelling its consumer) cancels everything too;
   use `contextlib.aclosing` when you may stop early.
-* Duplicates: an ID that arrives while the same ID is still being worked on is dropped (one
-  outcome serves both). Global de-duplication is the ID source's job: remembering every ID ever
-  seen would make memory grow with the input.
+* Duplicates: an ID that arrives while the same ID is still being worked on, or among the last
+  RECENT_WINDOW finished IDs, is dropped (one outcome serves both). Global de-duplication is the
+  ID source's job: remembering every ID ever seen would make memory grow with the input.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from pipeline.fetch.client import MAX_LIMIT_RETRIES, CommandFailed, PortalClient
 from pipeline.outcomes import DealFailed, DealFetched, ErrorClass, FetchOutcome
 
 RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+#: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
+RECENT_WINDOW = 10_000
 LIMIT_RETRIES_EXHAUSTED = "LIMIT_RETRIES_EXHAUSTED"
 
 
@@ -84,6 +86,8 @@ class _Engine:
         self._stats = client.stats
         self._retry: deque[_Item] = deque()
         self._active: set[int] = set()
+        self._recent: deque[int] = deque()
+        self._recent_set: set[int] = set()
         self._wake = asyncio.Event()
         self._max_active = config.batch_size * config.concurrency * 4
 
@@ -116,7 +120,7 @@ class _Engine:
                     except StopAsyncIteration:
                         input_done = True
                         break
-                    if deal_id in self._active:
+                    if deal_id in self._active or deal_id in self._recent_set:
                         continue
                     if isinstance(deal_id, bool) or not isinstance(deal_id, int) or deal_id <= 0:
                         await self._emit(self._invalid(deal_id))
@@ -237,6 +241,10 @@ class _Engine:
 
     async def _done(self, item: _Item, outcome: FetchOutcome) -> None:
         self._active.discard(item.id)
+        self._recent.append(item.id)
+        self._recent_set.add(item.id)
+        if len(self._recent) > RECENT_WINDOW:
+            self._recent_set.discard(self._recent.popleft())
         await self._emit(outcome)
 
     async def _fail(
