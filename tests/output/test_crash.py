@@ -1,0 +1,104 @@
+"""Kill -9 a writer at random points, again and again; the resumed output is exactly-once."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipeline.output.store import is_temp_name
+
+CHUNKS = 10
+MAX_CYCLES = 40
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_child(root: Path, synth: ModuleType, crash_after: int, kill_after_s: float | None) -> int:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, str(synth.__file__), str(root), str(CHUNKS), str(crash_after)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if kill_after_s is None:
+            return proc.wait(timeout=60)
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "opened": the kill lands inside the chunk writes
+        try:
+            return proc.wait(timeout=kill_after_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert "Traceback" not in err, err
+
+
+def _visible(root: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(("_", "."))]
+        out += [Path(dirpath, f) for f in filenames if not f.startswith(("_", "."))]
+    return out
+
+
+def test_sigkill_at_random_points_then_resume_is_exactly_once(
+    tmp_path: Path, synth: ModuleType
+) -> None:
+    rng = random.Random(20241127)
+    started = time.monotonic()
+    kills = 0
+    finished = False
+    for cycle in range(MAX_CYCLES):
+        assert time.monotonic() - started < 45, "crash test took too long"
+        if cycle % 4 == 3:
+            # an external kill -9 at a random moment, from outside the process
+            code = _run_child(tmp_path, synth, 0, kill_after_s=rng.uniform(0.0, 0.3))
+        else:
+            # the child kills itself at its n-th write/fsync/rename/unlink: inside a file,
+            # between a file and its rename, between data, sidecar and checkpoint, mid-cleanup
+            code = _run_child(tmp_path, synth, rng.randint(1, 90), kill_after_s=None)
+        if code == 0:
+            finished = True
+            break
+        assert code == -9
+        kills += 1
+        # right after a crash: every file a reader can see is a complete Parquet file
+        for path in _visible(tmp_path):
+            assert path.suffix == ".parquet"
+            pq.read_metadata(path)
+    if not finished:
+        assert _run_child(tmp_path, synth, 0, kill_after_s=None) == 0
+    assert kills >= 5
+
+    all_files = [Path(d, f) for d, _, fs in os.walk(tmp_path) for f in fs]
+    assert not [p for p in all_files if is_temp_name(p.name)]
+    assert (tmp_path / "_SUCCESS").exists()
+    assert not (tmp_path / "_lock").exists()
+
+    requested = [i for c in range(CHUNKS) for i in synth.chunk_ids(c)]
+    table = ds.dataset(str(tmp_path), partitioning="hive").to_table().sort_by("ID")
+    ids = table.column("ID").to_pylist()
+    sidecar = ds.dataset(str(tmp_path / "_errors")).to_table()
+    failed = sidecar.column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "a deal was written twice"
+    assert len(failed) == len(set(failed)), "a failure was recorded twice"
+    assert not set(ids) & set(failed)
+    assert sorted(ids + failed) == requested
+    assert sorted(failed) == [i for i in requested if i % synth.FAIL_EVERY == 0]
+    # every value is what the writer meant to write
+    assert table.select(synth.SCHEMA.names).equals(synth.deals(ids))
