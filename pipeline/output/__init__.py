@@ -38,7 +38,7 @@ is best effort (see `pipeline.output.lock`).
 
 from __future__ import annotations
 
-from pipeline.output.manifest import mask_config, schema_fingerprint
+from pipeline.output.manifest import fingerprint_ids, mask_config, schema_fingerprint
 from pipeline.output.partition import NULL_PARTITION, PartitionSpec
 from pipeline.output.root import DATASET_GLOB, OutputRoot, dataset_glob, read_watermark
 from pipeline.output.sidecar import (
@@ -59,6 +59,7 @@ __all__ = [
     "Store",
     "dataset_glob",
     "failed_row",
+    "fingerprint_ids",
     "invalid_input_row",
     "mask_config",
     "read_watermark",

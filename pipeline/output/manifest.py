@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -40,10 +41,30 @@ def _mask(value: Any) -> Any:
     return mask_url(str(value))
 
 
+def fingerprint_ids(ids: Iterable[int], *, chunk_size: int | None = None) -> str:
+    """A fingerprint of the deduplicated ID stream, in order: pass it to `OutputRoot.open`.
+
+    Equal fingerprints mean equal chunks, which is what makes resuming safe. Streams in
+    constant memory; a run that cannot list its IDs up front may fingerprint its input instead
+    (file content hash, discovery filter), as long as the chunking it leads to is the same.
+    """
+    digest = hashlib.sha256()
+    if chunk_size is not None:
+        digest.update(f"chunk_size={chunk_size};".encode())
+    buf = array("q")
+    for i in ids:
+        buf.append(i)
+        if len(buf) >= 65536:
+            digest.update(buf.tobytes())
+            del buf[:]
+    digest.update(buf.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
 def schema_fingerprint(schema: pa.Schema) -> str:
     """A stable hash of column names, types and nullability (metadata ignored)."""
     text = "\n".join(f"{f.name}:{f.type}:{f.nullable}" for f in schema)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-__all__ = ["mask_config", "schema_fingerprint"]
+__all__ = ["fingerprint_ids", "mask_config", "schema_fingerprint"]

@@ -211,6 +211,7 @@ class OutputRoot:
             partition_by=layout["partition_by"],
             partition_transform=layout["partition_transform"],
             existing_data_behavior="resume",
+            chunk_size=int(layout.get("chunk_size", 10_000)),
             max_rows_per_group=int(layout.get("max_rows_per_group", 64 * 1024)),
             compression=str(layout.get("compression", "zstd")),
         )
@@ -287,6 +288,14 @@ class OutputRoot:
     def checkpoint(self, chunk_index: int) -> dict[str, Any] | None:
         """The committed record of a chunk (files, counts, stats), or None."""
         return self._checkpoints.get(f"{chunk_index:06d}")
+
+    def heartbeat(self) -> None:
+        """Keep an object-store lock fresh during long waits (no-op locally).
+
+        Writes refresh it anyway; call this from the run when a chunk can take longer than a
+        quarter of `lock_stale_after_s` (e.g. while paused on the operating-time limit).
+        """
+        self._check_open()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -683,6 +692,7 @@ def _decide(
     spec = PartitionSpec.from_config(config)
     layout = {
         **spec.as_dict(),
+        "chunk_size": config.chunk_size,
         "compression": config.compression,
         "max_rows_per_group": config.max_rows_per_group,
     }
@@ -713,9 +723,10 @@ def _decide(
     theirs = meta.get("input_fingerprint")
     same_input = fingerprint is None or theirs is None or fingerprint == theirs
     old_layout = meta.get("layout", {})
-    same_layout = all(
-        old_layout.get(k) == layout[k] for k in ("partition_by", "partition_transform")
-    )
+    # chunk_size decides which IDs a chunk index stands for: resuming with another size would
+    # skip or double IDs, so it is part of the layout.
+    checked = ("partition_by", "partition_transform", "chunk_size")
+    same_layout = all(old_layout.get(k) == layout[k] for k in checked)
     what = "a completed export" if completed else "an unfinished export"
     if completed and behavior == "error":
         raise OutputError(
@@ -730,7 +741,7 @@ def _decide(
         if behavior == "overwrite":
             _wipe(store)
             return fresh, False
-        differs = "input" if not same_input else "partition layout"
+        differs = "input" if not same_input else "layout (partitioning or chunk_size)"
         raise OutputError(
             f"output root {where} holds {what} of a different {differs} "
             f"(run {meta.get('run_id')}). Run again with the original input and settings to "

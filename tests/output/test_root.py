@@ -249,8 +249,10 @@ def test_unfinished_output_resumes_whatever_the_behavior(tmp_path: Path, synth: 
             assert out.committed_chunks() == {0}
     with pytest.raises(OutputError, match="unfinished export of a different input"):
         _open(tmp_path, input_fingerprint="changed")
-    with pytest.raises(OutputError, match="different partition layout"):
+    with pytest.raises(OutputError, match="different layout"):
         _open(tmp_path, partition_by="STAGE_ID", partition_transform="value")
+    with pytest.raises(OutputError, match="chunk_size"):
+        _open(tmp_path, chunk_size=5)
     with _open(tmp_path, existing_data_behavior="overwrite", input_fingerprint="changed") as out:
         assert out.committed_chunks() == set()
 

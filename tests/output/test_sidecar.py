@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.errors import OutputError
 from pipeline.outcomes import DealFailed, InvalidInput, RecordError
-from pipeline.output import SIDECAR_SCHEMA, mask_config, schema_fingerprint
+from pipeline.output import SIDECAR_SCHEMA, fingerprint_ids, mask_config, schema_fingerprint
 from pipeline.output.sidecar import (
     conform,
     failed_row,
@@ -116,3 +116,11 @@ def test_schema_fingerprint_ignores_metadata_but_not_types() -> None:
     a = pa.schema([pa.field("ID", pa.int64())])
     assert schema_fingerprint(a) == schema_fingerprint(a.with_metadata({b"k": b"v"}))
     assert schema_fingerprint(a) != schema_fingerprint(pa.schema([pa.field("ID", pa.int32())]))
+
+
+def test_fingerprint_ids_depends_on_order_content_and_chunk_size() -> None:
+    big = range(1, 200_000)
+    assert fingerprint_ids(big) == fingerprint_ids(list(big))
+    assert fingerprint_ids([1, 2]) != fingerprint_ids([2, 1])
+    assert fingerprint_ids([1, 2]) != fingerprint_ids([1, 2, 3])
+    assert fingerprint_ids([1], chunk_size=10) != fingerprint_ids([1], chunk_size=11)
