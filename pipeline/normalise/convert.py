@@ -22,6 +22,7 @@ sends `""` for an empty user field, list methods send null). For reference IDs `
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -86,7 +87,11 @@ def json_text(value: Any) -> str:
     """`value` as JSON text (strings pass through); never raises."""
     if isinstance(value, str):
         return value
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (and a few other oddities); the stdlib does not.
+        return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 def _fmt(value: Any) -> str:
@@ -566,7 +571,10 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
             offsets.append(len(flat))
         elements, element_failures = element(flat)
         result = pa.ListArray.from_arrays(
-            pa.array(offsets, pa.int32()), elements, type=list_type, mask=pa.array(missing)
+            pa.array(offsets, pa.int32()),
+            elements,
+            type=list_type,
+            mask=pa.array(missing, pa.bool_()),
         )
         failures: list[Failure] = []
         if element_failures:
