@@ -14,6 +14,7 @@ deletes its checkpoint, so a crash mid-rewrite also leaves only debris.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections import Counter
@@ -325,6 +326,34 @@ class OutputRoot:
         if chunk_index < 0:
             raise OutputError("chunk_index must be >= 0")
         return self._write_unit(f"{chunk_index:06d}", "chunk", data, errors, stats)
+
+    async def awrite_chunk(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        errors: Rows = None,
+        stats: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """`write_chunk` in a worker thread, so encoding and fsync never block the event loop.
+
+        Cancellation waits for the write to finish (it is bounded and all-or-nothing) and then
+        propagates, so the caller never closes the root under a write still in flight.
+        """
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self.write_chunk, chunk_index, data, errors, stats)
+        )
+        cancelled = False
+        while True:
+            try:
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                cancelled = True
+                continue
+            if cancelled:
+                raise asyncio.CancelledError
+            return result
 
     def _write_unit(
         self,

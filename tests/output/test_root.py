@@ -392,3 +392,23 @@ def test_debris_from_a_crash_is_removed_on_open(tmp_path: Path, synth: ModuleTyp
     with _open(tmp_path) as out:
         assert out.committed_chunks() == set()
     assert _visible_files(tmp_path) == []
+
+
+async def test_cancelled_async_write_finishes_before_cancellation_propagates(
+    tmp_path: Path, synth: ModuleType
+) -> None:
+    import asyncio
+
+    with _open(tmp_path) as out:
+        task = asyncio.create_task(out.awrite_chunk(0, *synth.chunk(0)))
+        await asyncio.sleep(0)  # let the worker thread start
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # the write was all-or-nothing and is over: nothing in flight, nothing half-visible
+        assert not [f for f in _all_files(tmp_path) if f.endswith(".tmp")]
+        assert out.committed_chunks() == {0}  # the write completed despite the cancel
+        record = await out.awrite_chunk(1, *synth.chunk(1))
+        assert record["key"] == "000001"
+    for f in _visible_files(tmp_path):
+        pq.read_metadata(tmp_path / f)
