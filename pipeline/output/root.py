@@ -230,6 +230,7 @@ class OutputRoot:
         store = self._store
         entries = store.list_files()
         sizes = {e.path: e.size for e in entries}
+        damaged: list[dict[str, Any]] = []
         for e in entries:
             if is_temp_name(e.path.rsplit("/", 1)[-1]):
                 store.delete(e.path)
@@ -247,13 +248,22 @@ class OutputRoot:
             )
             if intact:
                 self._checkpoints[ckpt["key"]] = ckpt
-            elif ckpt.get("kind") == "retry":
-                raise OutputError(
-                    f"output {display_uri(store.uri)} is damaged: files of retry {ckpt['key']} "
-                    "are missing or changed; restore them or overwrite the output"
-                )
             else:
-                store.delete(e.path)
+                damaged.append(ckpt)
+        if damaged:
+            # Our own writes never leave a checkpoint without its files; only outside damage
+            # does. Redoing a damaged chunk is safe unless a retry has since moved some of its
+            # IDs into a retry chunk: then redoing it would write those deals twice.
+            retries = [k for k, c in self._checkpoints.items() if c.get("kind") == "retry"]
+            retries += [c["key"] for c in damaged if c.get("kind") == "retry"]
+            if retries:
+                raise OutputError(
+                    f"output {display_uri(store.uri)} is damaged: files of chunk "
+                    f"{damaged[0]['key']} are missing or changed and retries have run since; "
+                    "restore the files or overwrite the output"
+                )
+            for ckpt in damaged:
+                store.delete(_checkpoint_path(ckpt["key"]))
         vouched = self._vouched_paths()
         for e in entries:
             if e.path in vouched:

@@ -120,3 +120,14 @@ def test_crash_between_retry_commit_and_sidecar_cleanup_rolls_forward(
     fetch_ids = [r["id"] for r in rows if r["stage"] == "fetch"]
     assert len(data_ids) == len(set(data_ids))
     assert sorted(data_ids + fetch_ids) == requested
+
+
+def test_damage_after_a_retry_is_reported_not_redone(tmp_path: Path, synth: ModuleType) -> None:
+    _export(tmp_path, synth, chunks=1)
+    with OutputRoot.open_existing(str(tmp_path), "retry-1") as out:
+        out.apply_retry(synth.deals(out.retryable_ids()), [])
+        out.finalize()
+    victim = next(tmp_path.glob("DATE_CREATE_month=*/part-000000-*.parquet"))
+    victim.unlink()
+    with pytest.raises(OutputError, match="is damaged"):
+        OutputRoot.open_existing(str(tmp_path), "retry-2")
