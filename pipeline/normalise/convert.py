@@ -543,6 +543,12 @@ def convert_file(values: Sequence[Any]) -> Converted:
     return array, failures
 
 
+def list_type(element_type: pa.DataType) -> pa.DataType:
+    """The Arrow list type of an `isMultiple` field. The item is named "element", as Parquet's
+    compliant nested layout names it, so a table read back has exactly the schema written."""
+    return pa.list_(pa.field("element", element_type))
+
+
 def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     """A converter for an `isMultiple` field: flatten, convert the elements as one column, refold.
 
@@ -551,7 +557,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     and `""` are a null list; `[]` is an empty list. A bad element is null inside its list and
     yields one failure that names its position.
     """
-    list_type = pa.list_(element_type)
+    arrow_type = list_type(element_type)
 
     def convert(values: Sequence[Any]) -> Converted:
         flat: list[Any] = []
@@ -573,7 +579,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
         result = pa.ListArray.from_arrays(
             pa.array(offsets, pa.int32()),
             elements,
-            type=list_type,
+            type=arrow_type,
             mask=pa.array(missing, pa.bool_()),
         )
         failures: list[Failure] = []
@@ -610,6 +616,7 @@ __all__ = [
     "convert_text",
     "json_text",
     "list_of",
+    "list_type",
     "scalar_bool",
     "scalar_date",
     "scalar_datetime",

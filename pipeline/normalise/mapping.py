@@ -28,6 +28,7 @@ from pipeline.normalise.convert import (
     convert_reference,
     convert_text,
     list_of,
+    list_type,
 )
 
 
@@ -96,7 +97,7 @@ def kind_for(name: str, bitrix_type: str, is_multiple: bool) -> Kind:
     base = FIELD_KINDS.get(name) or BITRIX24_TYPES.get(bitrix_type, FALLBACK)
     if not is_multiple:
         return base
-    return Kind(pa.list_(base.arrow_type), list_of(base.convert, base.arrow_type))
+    return Kind(list_type(base.arrow_type), list_of(base.convert, base.arrow_type))
 
 
 __all__ = ["BITRIX24_TYPES", "FALLBACK", "FIELD_KINDS", "Kind", "kind_for"]

@@ -56,7 +56,7 @@ def test_added_removed_and_type_changed() -> None:
         "int64",
     )
     assert changed["UF_CRM_2"].new_bitrix_type == "enumeration[]"
-    assert changed["UF_CRM_2"].new_arrow_type == "list<item: int64>"
+    assert changed["UF_CRM_2"].new_arrow_type == "list<element: int64>"
     lines = drift.describe()
     assert "field added: UF_CRM_9" in lines
     assert "field removed: PARENT_ID_153" in lines

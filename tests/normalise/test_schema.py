@@ -79,7 +79,7 @@ def test_types_and_metadata() -> None:
     assert schema.field("DATE_CREATE").type == TIMESTAMP_TYPE
     assert schema.field("UF_CRM_10").type == pa.int64()
     assert schema.field("UF_CRM_30").type == MONEY_TYPE
-    assert schema.field("UF_CRM_31").type == pa.list_(FILE_TYPE)
+    assert schema.field("UF_CRM_31").type == pa.list_(pa.field("element", FILE_TYPE))
     assert schema.field(EXTRA_COLUMN).type == pa.string()
     meta = schema.field("STAGE_ID").metadata
     assert meta[b"bitrix24.type"] == b"crm_status"
@@ -98,7 +98,8 @@ def test_every_mapped_type_has_an_arrow_type() -> None:
     schema = DealSchema.from_fields(fields).arrow_schema
     for n, bitrix_type in enumerate(sorted(BITRIX24_TYPES)):
         single = schema.field(f"UF_CRM_{n:03d}").type
-        assert schema.field(f"UF_CRM_{n:03d}M").type == pa.list_(single), bitrix_type
+        multiple = schema.field(f"UF_CRM_{n:03d}M").type
+        assert multiple == pa.list_(pa.field("element", single)), bitrix_type
 
 
 def test_snapshot_is_json_and_holds_raw_fields_columns_and_enum_labels() -> None:
