@@ -22,9 +22,11 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from pipeline.cli.plan import plan
     from pipeline.cli.simulate import simulate
 
     cli.add_command(simulate)
+    cli.add_command(plan)
 
 
 _register()

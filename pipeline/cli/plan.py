@@ -1,0 +1,191 @@
+"""`deal-export plan`: estimate a backfill's duration before starting it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+import click
+
+from pipeline.config_load import load_config
+from pipeline.errors import UsageError
+from pipeline.ids import load_ids
+from pipeline.plan import (
+    DEFAULT_LATENCY_MS,
+    DEFAULT_MS_PER_DEAL,
+    PlanEstimate,
+    PlanInputs,
+    estimate,
+)
+from pipeline.progress import format_duration
+
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000}
+
+
+def _parse_count(text: str) -> int:
+    match = re.fullmatch(r"(\d[\d_,]*)([kKmM]?)", text.strip())
+    if not match:
+        raise UsageError(f"N must be a whole number such as 250000, 250k or 2M, got {text!r}")
+    return int(re.sub(r"[_,]", "", match.group(1))) * _SUFFIX[match.group(2).lower()]
+
+
+@click.command()
+@click.argument("n", required=False)
+@click.option("--ids", "ids_path", metavar="PATH", help="Count the unique valid IDs of this input.")
+@click.option("--id-column", metavar="NAME", help="Column of a CSV/Parquet --ids input.")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="TOML",
+    help="Take limits and fetch settings from a config file.",
+)
+@click.option(
+    "--plan",
+    "plan",
+    type=click.Choice(["standard", "enterprise", "custom"]),
+    help="Portal plan (sets rate and burst).",
+)
+@click.option("--rate", type=float, help="Requests per second the portal drains.")
+@click.option("--burst", type=int, help="Requests the portal's bucket holds.")
+@click.option("--headroom", type=float, help="Fraction of rate and burst left to others (0.1).")
+@click.option("--operating-budget", metavar="SECONDS|off", help="Method time per 10 minutes (480).")
+@click.option("--batch-size", type=int, help="crm.deal.get commands per batch (50).")
+@click.option("--concurrency", type=int, help="Batch requests in flight.")
+@click.option(
+    "--ms-per-deal",
+    type=float,
+    default=DEFAULT_MS_PER_DEAL,
+    show_default=True,
+    help="Assumed server time of one crm.deal.get.",
+)
+@click.option(
+    "--latency-ms",
+    type=float,
+    default=DEFAULT_LATENCY_MS,
+    show_default=True,
+    help="Assumed round trip per request.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON object.")
+def plan(
+    n: str | None,
+    ids_path: str | None,
+    id_column: str | None,
+    config_path: str | None,
+    plan: str | None,
+    rate: float | None,
+    burst: int | None,
+    headroom: float | None,
+    operating_budget: str | None,
+    batch_size: int | None,
+    concurrency: int | None,
+    ms_per_deal: float,
+    latency_ms: float,
+    as_json: bool,
+) -> None:
+    """Estimate how long exporting N deals takes, and which portal limit binds.
+
+    Three ceilings are compared: the request rate (a batch of 50 deals is one request, so 2 req/s
+    is 100 deals/s), the operating-time budget (480 s of crm.deal.get per 10 minutes, divided by
+    the time one deal costs the portal), and the requests in flight. Limits come from the plan,
+    a config file and the environment like for `deal-export run`.
+
+    \b
+    Example:
+      deal-export plan 2M                                # standard plan defaults
+      deal-export plan --ids ids.csv --plan enterprise --concurrency 8
+      deal-export plan 500k --config configs/backfill.toml --ms-per-deal 45
+    """
+    try:
+        if (n is None) == (ids_path is None):
+            raise UsageError("give either N or --ids PATH")
+        count = (
+            _parse_count(n) if n is not None else len(load_ids(ids_path or "", column=id_column))
+        )
+        if ms_per_deal < 0 or latency_ms < 0:
+            raise UsageError("--ms-per-deal and --latency-ms must be >= 0")
+        config = load_config(
+            config_path=config_path,
+            env=os.environ,
+            overrides={
+                "limits.plan": plan,
+                "limits.rate": rate,
+                "limits.burst": burst,
+                "limits.headroom": headroom,
+                "limits.operating_budget_s": operating_budget,
+                "fetch.batch_size": batch_size,
+                "fetch.concurrency": concurrency,
+            },
+        )
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = estimate(
+        PlanInputs.from_config(
+            count, config.limits, config.fetch, ms_per_deal=ms_per_deal, latency_ms=latency_ms
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(_as_dict(result, config.plan)))
+    else:
+        for line in render_plan(result, config.plan):
+            click.echo(line)
+
+
+def render_plan(result: PlanEstimate, plan_name: str) -> list[str]:
+    """The estimate as a few aligned lines for a terminal."""
+    inputs = result.inputs
+    lines = [
+        f"{inputs.ids:,} deals, {plan_name} plan: {result.requests:,} batch requests of up to "
+        f"{inputs.batch_size} deals",
+    ]
+    for ceiling in result.ceilings:
+        speed = "unlimited" if math.isinf(ceiling.deals_per_s) else f"{ceiling.deals_per_s:.1f}/s"
+        mark = "  <- binds" if ceiling is result.binding else ""
+        lines.append(
+            f"  {ceiling.name:<12}{speed:>12}  {format_duration(ceiling.seconds):>10}  "
+            f"{ceiling.detail}{mark}"
+        )
+    limit_names = {
+        "rate": "the request-rate limit",
+        "operating": "the operating-time budget",
+        "concurrency": "the number of requests in flight",
+    }
+    lines.append(
+        f"Estimated time: {format_duration(result.seconds)} "
+        f"(~{min(result.deals_per_s, result.binding.deals_per_s):.1f} deals/s); "
+        f"{limit_names[result.binding.name]} binds."
+    )
+    lines.extend(f"note: {w}" for w in result.warnings)
+    return lines
+
+
+def _as_dict(result: PlanEstimate, plan_name: str) -> dict[str, object]:
+    def num(x: float) -> float | None:
+        return None if math.isinf(x) else round(x, 3)
+
+    return {
+        "ids": result.inputs.ids,
+        "plan": plan_name,
+        "requests": result.requests,
+        "seconds": round(result.seconds, 1),
+        "binding": result.binding.name,
+        "ceilings": {
+            c.name: {"deals_per_s": num(c.deals_per_s), "seconds": round(c.seconds, 1)}
+            for c in result.ceilings
+        },
+        "assumptions": {
+            "ms_per_deal": result.inputs.ms_per_deal,
+            "latency_ms": result.inputs.latency_ms,
+            "rate": result.inputs.rate,
+            "burst": result.inputs.burst,
+            "batch_size": result.inputs.batch_size,
+            "concurrency": result.inputs.concurrency,
+            "operating_budget_s": result.inputs.operating_budget_s,
+            "operating_window_s": result.inputs.operating_window_s,
+        },
+        "warnings": list(result.warnings),
+    }
+
+
+__all__ = ["plan", "render_plan"]

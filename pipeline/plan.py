@@ -1,0 +1,178 @@
+"""How long will N deals take? Pure arithmetic over the portal's limits, for `deal-export plan`.
+
+Three ceilings, each a deals-per-second figure and a duration for N deals [I, bitrix24-api.md §8]:
+
+    rate         the leaky bucket counts HTTP requests: a `batch` of 50 is one request, so
+                 2 req/s x 50 = 100 deals/s on a standard plan (less headroom). The bucket starts
+                 empty, so the first `burst` requests go at once.
+    operating    each nested crm.deal.get is charged to the method's operating-time budget
+                 (480 s per 600 s window): 0.8 s of method time per second / cost per deal. A fresh
+                 window can be spent at once; after that the budget refills at budget/window.
+    concurrency  nested calls of a batch run one after another on the server, so one request
+                 takes latency + batch_size x cost, and only `concurrency` are in flight.
+
+The slowest ceiling binds. The per-deal cost is an assumption (`--ms-per-deal`): the portal reports
+it as `time.operating` in each response, so measure it on a small run and plan with that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from pipeline.config import FetchConfig, LimitsConfig
+
+LimitName = Literal["rate", "operating", "concurrency"]
+
+#: The cloud cuts one REST request at 60 s, nested batch calls included (bitrix24-api.md §1).
+REQUEST_CUTOFF_S: Final = 60.0
+DEFAULT_MS_PER_DEAL: Final = 30.0
+DEFAULT_LATENCY_MS: Final = 150.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInputs:
+    """Everything the estimate depends on; rates and budgets already net of headroom."""
+
+    ids: int
+    rate: float  # requests/s; 0 = no client-side rate limit
+    burst: int
+    batch_size: int
+    concurrency: int
+    ms_per_deal: float
+    latency_ms: float
+    operating_budget_s: float | None  # per window; None = no operating limit (on-premise)
+    operating_window_s: float
+
+    @classmethod
+    def from_config(
+        cls,
+        ids: int,
+        limits: LimitsConfig,
+        fetch: FetchConfig,
+        *,
+        ms_per_deal: float = DEFAULT_MS_PER_DEAL,
+        latency_ms: float = DEFAULT_LATENCY_MS,
+    ) -> PlanInputs:
+        budget = limits.operating_budget_s
+        return cls(
+            ids=ids,
+            rate=limits.effective_rate,
+            burst=limits.effective_burst,
+            batch_size=fetch.batch_size,
+            concurrency=fetch.concurrency,
+            ms_per_deal=ms_per_deal,
+            latency_ms=latency_ms,
+            operating_budget_s=None if budget is None else budget * (1 - limits.operating_headroom),
+            operating_window_s=limits.operating_window_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    """One limit: its sustained deals/s (inf if it does not apply) and the time it needs."""
+
+    name: LimitName
+    deals_per_s: float
+    seconds: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEstimate:
+    inputs: PlanInputs
+    requests: int
+    ceilings: tuple[Ceiling, ...]
+    binding: Ceiling
+    seconds: float
+    warnings: tuple[str, ...]
+
+    @property
+    def deals_per_s(self) -> float:
+        return self.inputs.ids / self.seconds if self.seconds > 0 else math.inf
+
+
+def estimate(inputs: PlanInputs) -> PlanEstimate:
+    """The duration of exporting `inputs.ids` deals and the limit that decides it."""
+    if inputs.ids < 0:
+        raise ValueError("ids must be >= 0")
+    n, batch = inputs.ids, inputs.batch_size
+    cost = inputs.ms_per_deal / 1000
+    requests = math.ceil(n / batch)
+    per_request = inputs.latency_ms / 1000 + batch * cost
+
+    if inputs.rate > 0:
+        rate = Ceiling(
+            "rate",
+            inputs.rate * batch,
+            max(0, requests - inputs.burst) / inputs.rate,
+            f"{inputs.rate:g} req/s x {batch} deals per batch, burst {inputs.burst}",
+        )
+    else:
+        rate = Ceiling("rate", math.inf, 0.0, "no client-side rate limit")
+
+    budget, window = inputs.operating_budget_s, inputs.operating_window_s
+    if budget is not None and cost > 0:
+        spend = n * cost
+        operating = Ceiling(
+            "operating",
+            budget / window / cost,
+            max(0.0, spend - budget) * window / budget,
+            f"{budget:g} s per {window:g} s / {inputs.ms_per_deal:g} ms per deal",
+        )
+    else:
+        operating = Ceiling("operating", math.inf, 0.0, "no operating-time limit")
+
+    conc_rate = inputs.concurrency * batch / per_request
+    concurrency = Ceiling(
+        "concurrency",
+        conc_rate,
+        n / conc_rate,
+        f"{inputs.concurrency} in flight x {batch} deals / {per_request:.2f} s per request",
+    )
+
+    ceilings = (rate, operating, concurrency)
+    # Durations decide; for inputs too small to reach any limit, the lowest ceiling is named.
+    binding = max(ceilings, key=lambda c: (c.seconds, -c.deals_per_s))
+    seconds = binding.seconds + (per_request if n else 0.0)
+    return PlanEstimate(
+        inputs=inputs,
+        requests=requests,
+        ceilings=ceilings,
+        binding=binding,
+        seconds=seconds,
+        warnings=_warnings(inputs, per_request, binding),
+    )
+
+
+def _warnings(inputs: PlanInputs, per_request: float, binding: Ceiling) -> tuple[str, ...]:
+    out = []
+    if per_request > REQUEST_CUTOFF_S:
+        out.append(
+            f"one batch of {inputs.batch_size} would take {per_request:.0f} s; the portal cuts "
+            f"requests at {REQUEST_CUTOFF_S:.0f} s: lower fetch.batch_size"
+        )
+    if binding.name == "concurrency":
+        out.append(
+            "concurrency binds: more batches in flight (fetch.concurrency) would go faster, "
+            "up to the next limit"
+        )
+    if binding.name == "operating":
+        out.append(
+            "the operating-time budget binds: more concurrency will not help; the estimate is "
+            "only as good as --ms-per-deal (responses report time.operating: measure it)"
+        )
+    return tuple(out)
+
+
+__all__ = [
+    "DEFAULT_LATENCY_MS",
+    "DEFAULT_MS_PER_DEAL",
+    "REQUEST_CUTOFF_S",
+    "Ceiling",
+    "LimitName",
+    "PlanEstimate",
+    "PlanInputs",
+    "estimate",
+]
