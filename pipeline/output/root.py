@@ -15,12 +15,13 @@ deletes its checkpoint, so a crash mid-rewrite also leaves only debris.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -108,6 +109,25 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _os_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Disk full, permission denied, store unreachable: an OutputError, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            first = args[0] if args else None
+            where = first.uri if isinstance(first, OutputRoot) else "the output root"
+            raise OutputError(f"cannot write {where}: {exc}") from exc
+
+    return wrapper
+
+
 class OutputRoot:
     """An output root opened for writing by one run. Use as a context manager (releases the lock).
 
@@ -142,6 +162,7 @@ class OutputRoot:
     # -- opening --------------------------------------------------------------------------------
 
     @classmethod
+    @_os_errors
     def open(
         cls,
         config: OutputConfig,
@@ -186,6 +207,7 @@ class OutputRoot:
         return root
 
     @classmethod
+    @_os_errors
     def open_existing(
         cls,
         root: str,
@@ -321,6 +343,7 @@ class OutputRoot:
 
     # -- writing chunks -------------------------------------------------------------------------
 
+    @_os_errors
     def write_chunk(
         self,
         chunk_index: int,
@@ -496,6 +519,7 @@ class OutputRoot:
 
     # -- metadata -------------------------------------------------------------------------------
 
+    @_os_errors
     def write_schema(self, schema: Mapping[str, Any]) -> None:
         """Store the schema snapshot (`_schema.json`) the normaliser derived from the portal."""
         self._check_open()
@@ -509,6 +533,7 @@ class OutputRoot:
         state = _loads(self._store.read_bytes(STATE_FILE))
         return None if state is None else state.get("watermark")
 
+    @_os_errors
     def finalize(
         self,
         *,
@@ -616,11 +641,13 @@ class OutputRoot:
                     index[int(row["id"])] = row
         return index
 
+    @_os_errors
     def retryable_ids(self) -> list[int]:
         """IDs whose fetch failure is retryable, ascending: what `deal-export retry` re-fetches."""
         self._check_open()
         return sorted(self._retryable_index())
 
+    @_os_errors
     def apply_retry(
         self,
         data: pa.Table,

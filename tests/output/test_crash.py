@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.output.store import is_temp_name
 
@@ -56,10 +57,11 @@ def _visible(root: Path) -> list[Path]:
     return out
 
 
+@pytest.mark.parametrize("seed", [20241127, 7])
 def test_sigkill_at_random_points_then_resume_is_exactly_once(
-    tmp_path: Path, synth: ModuleType
+    tmp_path: Path, synth: ModuleType, seed: int
 ) -> None:
-    rng = random.Random(20241127)
+    rng = random.Random(seed)
     started = time.monotonic()
     kills = 0
     finished = False

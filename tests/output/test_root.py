@@ -412,3 +412,26 @@ async def test_cancelled_async_write_finishes_before_cancellation_propagates(
         assert record["key"] == "000001"
     for f in _visible_files(tmp_path):
         pq.read_metadata(tmp_path / f)
+
+
+def test_io_failures_are_output_errors(
+    tmp_path: Path, synth: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot"):
+        _open(blocker / "sub")
+    with _open(tmp_path / "out") as out:
+        real = os.write
+
+        def disk_full(fd: int, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "write", disk_full)
+        with pytest.raises(OutputError, match="No space left on device"):
+            out.write_chunk(0, *synth.chunk(0))
+        monkeypatch.setattr(os, "write", real)
+        assert out.committed_chunks() == set()
+    assert not [f for f in _all_files(tmp_path / "out") if f.endswith(".tmp")]
