@@ -171,12 +171,11 @@ class PortalClient:
             if method == "batch":
                 result = answer.body.get("result")
                 times = result.get("result_time") if isinstance(result, dict) else None
-                if isinstance(times, dict):
-                    observation = observe(t for t in times.values() if isinstance(t, dict))
-                elif isinstance(times, list):
-                    observation = observe(t for t in times if isinstance(t, dict))
-                else:
-                    observation = Observation(None, None, None)
+                values = times.values() if isinstance(times, dict) else times
+                entries = [t for t in values or () if isinstance(t, dict)]
+                # Failed commands carry no timing: an all-failed batch teaches nothing (and
+                # must not be mistaken for an on-premise portal without counters).
+                observation = observe(entries) if entries else None
             else:
                 observation = observe([answer.body["time"]])
             self.pacer.rate.on_success()

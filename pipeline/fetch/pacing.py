@@ -248,9 +248,9 @@ class OperatingBudget:
             if self.mode == "unknown":
                 self.mode = "off"  # an on-premise portal: no counters to pace against
             return
-        if self._limit is None:
-            return
-        self.mode = "on"
+        if self._limit is not None:
+            self.mode = "on"
+        # Learnt even with pacing off: a 429 then waits for the real reset, not a guess.
         self._stats.operating_peak_s = max(self._stats.operating_peak_s, obs.operating)
         if obs.reset_at is not None and (self.reset_at is None or obs.reset_at > self.reset_at):
             # A newer window (the oldest minute dropped out): the value may have gone down.

@@ -1,0 +1,82 @@
+"""Recovery when the limits are hit anyway (another integration on the same IP, a budget we
+did not know), and portals without operating counters."""
+
+from __future__ import annotations
+
+from pipeline.clock import ScaledClock
+from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
+from pipeline.fetch import PortalClient
+from pipeline.outcomes import DealFetched
+from pipeline.simulator import SimulatorConfig, running_simulator
+
+from .helpers import fetch_all
+
+
+async def test_rate_limit_503_backs_off_globally_and_recovers() -> None:
+    # The portal's bucket is much smaller than the client believes (someone else uses it).
+    scale = 20.0
+    cfg = SimulatorConfig(deals=2500, seed=8, rate=2.0, burst=10, time_scale=scale,
+                          hidden_fraction=0.0, deleted_fraction=0.0)  # fmt: skip
+    async with running_simulator(cfg) as sim:
+        ids = sim.portal.visible_ids[:2000]
+        client = PortalClient(
+            WebhookAuth(sim.webhook_url),
+            limits=LimitsConfig(rate=2.0, burst=50, headroom=0.0, operating_budget_s=None),
+            fetch=FetchConfig(concurrency=4, max_attempts=2),
+            clock=sim.clock,
+        )
+        async with client:
+            outcomes = await fetch_all(client, ids)
+        stats = sim.stats()
+    assert sorted(o.id for o in outcomes) == sorted(ids)
+    # 503s spend no attempts: with max_attempts=2 every deal still arrives.
+    assert all(isinstance(o, DealFetched) for o in outcomes)
+    assert stats["rate_limited"] > 0
+    assert client.stats.rate_limited == stats["rate_limited"]
+    # After the first refusals the whole client slows to the drain rate: the 503s stay a
+    # small share instead of one per waiting task per retry.
+    assert stats["rate_limited"] <= 5, stats
+    assert client.stats.rate_wait_s > 0
+
+
+async def test_operating_429_waits_for_reset_without_spending_attempts() -> None:
+    # The client paces nothing (budget unknown to it); the portal blocks the method per command.
+    scale = 400.0
+    cfg = SimulatorConfig(deals=200, seed=8, operating_budget_s=20.0, processing_ms=500.0,
+                          time_scale=scale, hidden_fraction=0.0, deleted_fraction=0.0)  # fmt: skip
+    async with running_simulator(cfg) as sim:
+        ids = sim.portal.visible_ids[:100]
+        client = PortalClient(
+            WebhookAuth(sim.webhook_url),
+            limits=LimitsConfig(rate=0, operating_budget_s=None),
+            fetch=FetchConfig(concurrency=2, max_attempts=1, batch_size=25),
+            clock=sim.clock,
+        )
+        async with client:
+            started = sim.clock.monotonic()
+            outcomes = await fetch_all(client, ids)
+            elapsed = sim.clock.monotonic() - started
+        stats = sim.stats()
+    assert sorted(o.id for o in outcomes) == sorted(ids)
+    assert all(isinstance(o, DealFetched) and o.attempts == 1 for o in outcomes)
+    assert stats["operating_limited_commands"] > 0
+    # ~41 deals per 10-minute window: two resets must pass, and we waited for them rather than
+    # hammering (a blind 10 s retry loop would need ~120 requests).
+    assert elapsed >= 1200
+    assert stats["requests"] <= 10, stats
+    assert client.stats.operating_wait_s > 0
+
+
+async def test_on_premise_portal_without_counters() -> None:
+    cfg = SimulatorConfig(deals=300, seed=8, operating_budget_s=None, time_scale=10.0)
+    async with running_simulator(cfg) as sim:
+        client = PortalClient(
+            WebhookAuth(sim.webhook_url),
+            limits=LimitsConfig(rate=0),  # default 480 s budget: pacing must switch itself off
+            clock=ScaledClock(10.0),
+        )
+        async with client:
+            outcomes = await fetch_all(client, sim.portal.existing_ids)
+        assert client.pacer.budget("crm.deal.get").mode == "off"
+    assert len(outcomes) == len(sim.portal.existing_ids)
+    assert client.stats.operating_peak_s == 0.0

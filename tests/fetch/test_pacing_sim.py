@@ -1,0 +1,138 @@
+"""At the portal's limits (standard plan, with an operating budget, time-compressed) the fetch
+runs within 1.1x of the fastest schedule the limits allow, without tripping them."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
+from pipeline.fetch import PortalClient
+from pipeline.outcomes import DealFetched
+from pipeline.simulator import SimulatorConfig, running_simulator
+
+from .helpers import fetch_all
+
+WINDOW_S = 600.0  # the documented 10-minute operating window
+MINUTE_S = 60.0
+
+
+def ideal_duration(
+    commands: int, *, rate: float, burst: int, budget_s: float, cost_s: float, batch: int = 50
+) -> float:
+    """When the last request of the fastest possible client goes out (in portal seconds).
+
+    The ideal client knows the portal's exact rules (bitrix24-api.md §1-2): a leaky bucket that
+    refuses a request lifting it above `burst` and drains `rate`/s; per-method operating time in
+    one-minute buckets that leave the window 10 minutes after their first call, a call being
+    refused only when the total is already over the budget. It sends each request the moment
+    both allow, with as many commands as will execute, and spends no time itself.
+    """
+    t = 0.0
+    level, level_at = 0.0, 0.0
+    buckets: list[list[float]] = []  # [minute, first_call, seconds]
+    remaining = commands
+    last = 0.0
+    for _ in range(1_000_000):
+        if remaining <= 0:
+            return last
+        current = max(0.0, level - (t - level_at) * rate)
+        if current + 1 > burst:
+            t += (current + 1 - burst) / rate
+            continue
+        buckets = [b for b in buckets if b[1] + WINDOW_S > t]
+        total = sum(b[2] for b in buckets)
+        if total > budget_s:
+            t = min(b[1] for b in buckets) + WINDOW_S
+            continue
+        sent = 0
+        minute = math.floor(t / MINUTE_S)
+        while sent < min(batch, remaining) and total <= budget_s:
+            if not buckets or buckets[-1][0] != minute:
+                buckets.append([minute, t, 0.0])
+            buckets[-1][2] += cost_s
+            total += cost_s
+            sent += 1
+        remaining -= sent
+        level, level_at, last = current + 1, t, t
+    raise AssertionError("ideal schedule did not converge")
+
+
+def test_ideal_duration_examples() -> None:
+    # 90 requests, burst 50, 2/s: the 40 after the burst go out 0.5 s apart.
+    assert ideal_duration(4500, rate=2, burst=50, budget_s=1e9, cost_s=0.0) == pytest.approx(20.0)
+    # 360 commands of 0.5 s against 100 s: 202 run at t=0 (the last call crosses the budget),
+    # the rest when the first minute leaves the window.
+    assert ideal_duration(360, rate=2, burst=50, budget_s=100, cost_s=0.5) == pytest.approx(600)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    deals: int
+    budget_s: float
+    processing_ms: float
+    time_scale: float
+
+
+SCENARIOS = [
+    # Rate-bound: 90 batches at 2/s after a burst of 50; the budget is there but roomy.
+    Scenario("rate-bound", deals=4500, budget_s=480.0, processing_ms=20.0, time_scale=5.0),
+    # Operating-bound: 1.8 budgets of work, so one 10-minute window must pass.
+    Scenario("operating-bound", deals=360, budget_s=100.0, processing_ms=500.0, time_scale=200.0),
+]
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=lambda s: s.name)
+async def test_fetch_at_the_limits_is_near_optimal_and_never_blocked(sc: Scenario) -> None:
+    cfg = SimulatorConfig(
+        deals=int(sc.deals * 1.2) + 50,
+        seed=21,
+        plan="standard",
+        operating_budget_s=sc.budget_s,
+        processing_ms=sc.processing_ms,
+        time_scale=sc.time_scale,
+        hidden_fraction=0.0,
+        deleted_fraction=0.0,
+    )
+    async with running_simulator(cfg) as sim:
+        ids = sim.portal.visible_ids[: sc.deals]
+        assert len(ids) == sc.deals
+        random.Random(1).shuffle(ids)
+        # Headroom against the simulator's real limits: one token of burst (absorbs the
+        # latency jitter between our bucket and the portal's) and no operating headroom.
+        limits = LimitsConfig(
+            rate=cfg.rate,
+            burst=cfg.burst,
+            headroom=0.02,
+            operating_budget_s=sc.budget_s,
+            operating_headroom=0.0,
+        )
+        client = PortalClient(
+            WebhookAuth(sim.webhook_url),
+            limits=limits,
+            fetch=FetchConfig(concurrency=4),
+            clock=sim.clock,  # the same time line as the portal's operating_reset_at
+        )
+        async with client:
+            started = sim.clock.monotonic()
+            outcomes = await fetch_all(client, ids)
+            elapsed = sim.clock.monotonic() - started
+        stats = sim.stats()
+    assert sorted(o.id for o in outcomes) == sorted(ids)
+    assert all(isinstance(o, DealFetched) for o in outcomes)
+    ideal = ideal_duration(
+        sc.deals,
+        rate=cfg.rate,
+        burst=cfg.burst,
+        budget_s=sc.budget_s,
+        cost_s=sc.processing_ms / 1000,
+    )
+    assert ideal > 10  # the limits really bind in this scenario
+    assert stats["operating_limited"] == 0
+    assert stats["operating_limited_commands"] == 0
+    assert stats["rate_limited"] <= 0.01 * stats["requests"], stats
+    assert elapsed <= 1.1 * ideal, f"{elapsed:.1f}s vs ideal {ideal:.1f}s ({sc.name})"
