@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.simulator.fields import PARENT_TYPES, UserField
@@ -76,6 +78,21 @@ _ADDRESSES = (
 _CRM_PREFIXES = ("D", "C", "CO", "L", "T80")
 _STATUSES = ("CALL", "EMAIL", "WEB", "PARTNER")
 _POOL = 256
+#: Distinct deal templates; a deal's non-ID-bound values come from one of them.
+_ARCHETYPES = 2048
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
+@dataclass(frozen=True)
+class _Side:
+    """What a template needs to become a deal: which ID-bound values to compute and how."""
+
+    amount: bool
+    taxed: bool
+    close_days: int | None
+    moved: float
+    activity: float | None
+    per_deal: tuple[tuple[str, bool, int, Callable[[int, int], Any]], ...]
 
 
 class DealFactory:
@@ -88,28 +105,68 @@ class DealFactory:
         self.user_fields = user_fields
         self.max_id = max(1, max_id)
         self._plans = self._user_field_plans()
+        self._archetypes: dict[int, tuple[dict[str, Any], _Side]] = {}
+        self._salt_created = mix64(seed * 0x100000001B3 + 1)
+        self._salt_modified = mix64(seed * 0x100000001B3 + 2)
 
     def created_at(self, deal_id: int) -> int:
         """Creation instant: grows with the ID, jittered by up to ±3 days."""
         base = CREATED_FROM + (CREATED_TO - CREATED_FROM) * deal_id / (self.max_id + 1)
-        jitter = (unit(self.seed, 1, deal_id) - 0.5) * 6 * 86400
+        jitter = (mix64(self._salt_created ^ deal_id) / 2.0**64 - 0.5) * 6 * 86400
         return int(min(CREATED_TO, max(CREATED_FROM, base + jitter)))
 
-    def modified_at(self, deal_id: int) -> int:
+    def modified_at(self, deal_id: int, created: int | None = None) -> int:
         """Generated last-modification instant (before any `touch`)."""
-        created = self.created_at(deal_id)
-        return created + int(unit(self.seed, 2, deal_id) ** 3 * (MODIFIED_TO - created))
+        if created is None:
+            created = self.created_at(deal_id)
+        u = mix64(self._salt_modified ^ deal_id) / 2.0**64
+        return created + int(u**3 * (MODIFIED_TO - created))
 
     def build(self, deal_id: int, modified: int | None = None) -> dict[str, Any]:
-        rnd = random.Random(self.seed * 0x9E3779B1 + deal_id)
-        r = rnd.random
+        """The wire dict of deal `deal_id`; `modified` overrides the generated DATE_MODIFY."""
+        h = mix64(self.seed * 0x9E3779B1 + deal_id)
+        template, side = self._archetype(h % _ARCHETYPES)
+        deal = template.copy()  # keeps the key order of the template
         z = self.zone
-        sid = str(deal_id)
         created = self.created_at(deal_id)
         if modified is None:
-            modified = self.modified_at(deal_id)
-        moved = created + int(r() * (modified - created))
-        activity = created + int(r() * (modified - created)) if r() < 0.8 else None
+            modified = self.modified_at(deal_id, created)
+        span = max(0, modified - created)
+        deal["ID"] = str(deal_id)
+        deal["TITLE"] = _TITLES[(h >> 12) % len(_TITLES)].format(id=deal_id)
+        if side.amount:
+            amount = ((h >> 20) % 10_000_000) / 100 * (1 + (h >> 44) % 7)
+            deal["OPPORTUNITY"] = f"{amount:.2f}"
+            if side.taxed:
+                deal["TAX_VALUE"] = f"{amount * 0.2:.2f}"
+        begin = dt.date.fromordinal(_EPOCH_ORDINAL + created // 86400)
+        deal["BEGINDATE"] = z.date(begin)
+        if side.close_days is not None:
+            deal["CLOSEDATE"] = z.date(begin + dt.timedelta(days=side.close_days))
+        deal["DATE_CREATE"] = z.datetime(created)
+        deal["DATE_MODIFY"] = z.datetime(modified)
+        deal["MOVED_TIME"] = z.datetime(created + int(side.moved * span))
+        if side.activity is not None:
+            deal["LAST_ACTIVITY_TIME"] = z.datetime(created + int(side.activity * span))
+        if deal["ORIGIN_ID"] is not None:
+            deal["ORIGIN_ID"] = f"{deal_id:08d}"
+        for name, multiple, count, make in side.per_deal:
+            deal[name] = [make(deal_id, i) for i in range(count)] if multiple else make(deal_id, 0)
+        return deal
+
+    def _archetype(self, k: int) -> tuple[dict[str, Any], _Side]:
+        """The k-th deal template: every value that does not embed the deal's ID or dates.
+
+        A deal is its template (chosen by a hash of the ID) patched with ID-bound values, so
+        building one costs a dict copy and a few formats instead of a full random draw.
+        """
+        cached = self._archetypes.get(k)
+        if cached is not None:
+            return cached
+        rnd = random.Random(self.seed * 0x9E3779B1 + k)
+        r = rnd.random
+        moved = r()
+        activity = r() if r() < 0.8 else None
 
         category = 0 if r() < 0.7 else (1 if r() < 0.6 else 3)
         roll = r()
@@ -124,14 +181,14 @@ class DealFactory:
         closed = "Y" if semantic != "P" else "N"
 
         currency = _CURRENCIES[int(r() * len(_CURRENCIES))]
-        amount = 0.0 if r() < 0.05 else round(10 ** (r() * 7) * (1 + r()), 2)
-        begin = dt.datetime.fromtimestamp(created, dt.UTC).date()
-        close_day = begin + dt.timedelta(days=int(r() * 90))
+        has_amount = r() >= 0.05
+        taxed = r() < 0.3
+        close_days = int(r() * 90) if r() < 0.9 else None
         user = str(1 + int(r() * 40))
 
         deal: dict[str, Any] = {
-            "ID": sid,
-            "TITLE": _TITLES[int(r() * len(_TITLES))].format(id=deal_id),
+            "ID": "",
+            "TITLE": "",
             "TYPE_ID": _TYPES[int(r() * len(_TYPES))] if r() < 0.9 else None,
             "CATEGORY_ID": str(category),
             "STAGE_ID": stage,
@@ -142,15 +199,15 @@ class DealFactory:
             "IS_REPEATED_APPROACH": "Y" if r() < 0.1 else "N",
             "PROBABILITY": str(int(r() * 101)) if r() < 0.7 else None,
             "CURRENCY_ID": currency,
-            "OPPORTUNITY": f"{amount:.2f}",
+            "OPPORTUNITY": "0.00",
             "IS_MANUAL_OPPORTUNITY": "Y" if r() < 0.3 else "N",
-            "TAX_VALUE": f"{amount * 0.2:.2f}" if r() < 0.3 else "0.00",
+            "TAX_VALUE": "0.00",
             "COMPANY_ID": str(1 + int(r() * 5000)) if r() < 0.7 else "0",
             "CONTACT_ID": str(1 + int(r() * 20000)) if r() < 0.8 else None,
             "QUOTE_ID": str(1 + int(r() * 900)) if r() < 0.05 else None,
             "LEAD_ID": str(1 + int(r() * 30000)) if r() < 0.3 else None,
-            "BEGINDATE": z.date(begin),
-            "CLOSEDATE": z.date(close_day) if r() < 0.9 else "",
+            "BEGINDATE": "",
+            "CLOSEDATE": "",  # an empty date field is "" (CRestUtil::ConvertDate)
             "OPENED": "Y" if r() < 0.8 else "N",
             "CLOSED": closed,
             "COMMENTS": _COMMENTS[int(r() * len(_COMMENTS))] if r() < 0.6 else None,
@@ -159,15 +216,15 @@ class DealFactory:
             "MODIFY_BY_ID": user,
             "MOVED_BY_ID": user,
             "LAST_ACTIVITY_BY": user if activity is not None else None,
-            "DATE_CREATE": z.datetime(created),
-            "DATE_MODIFY": z.datetime(modified),
-            "MOVED_TIME": z.datetime(moved),
-            "LAST_ACTIVITY_TIME": z.datetime(activity) if activity is not None else "",
+            "DATE_CREATE": "",
+            "DATE_MODIFY": "",
+            "MOVED_TIME": "",
+            "LAST_ACTIVITY_TIME": "",
             "SOURCE_ID": _SOURCES[int(r() * len(_SOURCES))] if r() < 0.85 else None,
             "SOURCE_DESCRIPTION": "Заявка с сайта 🌐" if r() < 0.2 else None,
             "ADDITIONAL_INFO": None,
             "ORIGINATOR_ID": "1c" if r() < 0.1 else None,
-            "ORIGIN_ID": f"{deal_id:08d}" if r() < 0.1 else None,
+            "ORIGIN_ID": "" if r() < 0.1 else None,
         }
         if r() < 0.3:
             deal["UTM_SOURCE"] = _UTM_SOURCES[int(r() * len(_UTM_SOURCES))]
@@ -181,8 +238,10 @@ class DealFactory:
         deal["LOCATION_ID"] = None
         for entity_type_id, _ in PARENT_TYPES:
             deal[f"PARENT_ID_{entity_type_id}"] = str(1 + int(r() * 300)) if r() < 0.2 else None
-        self._user_fields(deal, rnd, deal_id)
-        return deal
+        per_deal = self._user_fields(deal, rnd)
+        side = _Side(has_amount, taxed, close_days, moved, activity, tuple(per_deal))
+        self._archetypes[k] = (deal, side)
+        return deal, side
 
     def _user_field_plans(self) -> list[tuple[str, bool, bool, list[Any] | None]]:
         """Per UF: (name, multiple, is_file, value pool). Pools are drawn once from the seed so
@@ -193,12 +252,17 @@ class DealFactory:
             rnd = random.Random(self.seed * 7919 + n)
             pool = None
             if uf.type not in ("file", "url"):
-                pool = [self._uf_value(uf, rnd, 0, i) for i in range(_POOL)]
+                pool = [self._uf_value(uf, rnd) for _ in range(_POOL)]
             plans.append((uf.name, uf.multiple, uf.type == "file", pool))
         return plans
 
-    def _user_fields(self, deal: dict[str, Any], rnd: random.Random, deal_id: int) -> None:
+    def _user_fields(
+        self, deal: dict[str, Any], rnd: random.Random
+    ) -> list[tuple[str, bool, int, Callable[[int, int], Any]]]:
+        """Fill the template's UFs; returns (name, multiple, count, maker) of the UFs whose
+        values embed the deal ID and are made per deal."""
         r = rnd.random
+        per_deal: list[tuple[str, bool, int, Callable[[int, int], Any]]] = []
         for (name, multiple, is_file, pool), uf in zip(self._plans, self.user_fields, strict=True):
             if r() < 0.25:  # empty
                 if multiple:
@@ -208,12 +272,15 @@ class DealFactory:
                 continue
             count = 1 + int(r() * 3) if multiple else 1
             if pool is None:
-                values = [self._uf_value(uf, rnd, deal_id, i) for i in range(count)]
+                deal[name] = None  # placeholder keeps the key order; filled per deal
+                per_deal.append((name, multiple, count, _per_deal_maker(uf)))
             else:
                 values = [pool[int(r() * _POOL)] for _ in range(count)]
-            deal[name] = values if multiple else values[0]
+                deal[name] = values if multiple else values[0]
+        return per_deal
 
-    def _uf_value(self, uf: UserField, rnd: random.Random, deal_id: int, i: int) -> Any:
+    def _uf_value(self, uf: UserField, rnd: random.Random) -> Any:
+        """One value for a UF pool (types whose values do not embed the deal ID)."""
         r = rnd.random
         t = uf.type
         if t == "string":
@@ -236,15 +303,8 @@ class DealFactory:
             cur = _CURRENCIES[int(r() * len(_CURRENCIES))]
             amount = round(r() * 100000, 2)
             return f"{amount:g}|{cur}" if r() < 0.5 else f"{amount:.2f}|{cur}"
-        if t == "url":
-            return f"https://example.com/клиент/{deal_id}?utm=тест&i={i}"
         if t == "address":
             return _ADDRESSES[int(r() * len(_ADDRESSES))]
-        if t == "file":
-            file_id = 30000 + deal_id * 16 + (8 if uf.multiple else 0) + i
-            show = (f"/bitrix/components/bitrix/crm.deal.show/show_file.php?ownerId={deal_id}"
-                    f"&fieldName={uf.name}&dynamic=Y&fileId={file_id}")  # fmt: skip
-            return {"id": file_id, "showUrl": show, "downloadUrl": show + "&auth="}
         if t == "employee":
             return str(1 + int(r() * 40))
         if t == "crm_status":
@@ -255,6 +315,24 @@ class DealFactory:
             prefix = _CRM_PREFIXES[int(r() * len(_CRM_PREFIXES))]
             return f"{prefix}_{1 + int(r() * 9999)}"
         raise ValueError(f"no generator for UF type {t!r}")
+
+
+def _per_deal_maker(uf: UserField) -> Callable[[int, int], Any]:
+    """A fast formatter for a UF value that embeds the deal ID (file, url)."""
+    if uf.type == "file":
+        base = 30000 + (8 if uf.multiple else 0)
+        prefix = "/bitrix/components/bitrix/crm.deal.show/show_file.php?ownerId="
+        middle = f"&fieldName={uf.name}&dynamic=Y&fileId="
+
+        def file_value(deal_id: int, i: int) -> Any:
+            file_id = base + deal_id * 16 + i
+            show = f"{prefix}{deal_id}{middle}{file_id}"
+            return {"id": file_id, "showUrl": show, "downloadUrl": show + "&auth="}
+
+        return file_value
+    if uf.type == "url":
+        return lambda deal_id, i: f"https://example.com/клиент/{deal_id}?utm=тест&i={i}"
+    raise ValueError(f"UF type {uf.type!r} is not made per deal")
 
 
 __all__ = ["CREATED_FROM", "CREATED_TO", "MODIFIED_TO", "DealFactory", "mix64", "unit"]

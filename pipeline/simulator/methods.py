@@ -117,8 +117,12 @@ class Api:
         return block
 
     def _charge(self, caller: str, method: str, cost: float) -> tuple[float, int] | None:
-        operating = self.meter.charge(caller, method, cost, self.clock.now())
-        return operating if self.meter.budget_s is not None else None
+        """Charge operating time; the counters exist only when a budget is configured (cloud
+        portals), as on-premise responses lack them (bitrix24-api.md §7.12)."""
+        if self.meter.budget_s is None:
+            self.meter.charged_s += cost
+            return None
+        return self.meter.charge(caller, method, cost, self.clock.now())
 
     def call(self, method: str, params: dict[PhpKey, Any], caller: str) -> tuple[int, Any]:
         """Run one top-level method; returns (HTTP status, JSON-ready body)."""

@@ -22,12 +22,14 @@ _LEADING_NUMBER = re.compile(
     r"[ \t\n\r\v\f]*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
 )
 
+_INT_START = frozenset("-0123456789")
+
 PhpKey = int | str
 
 
 def php_key(key: PhpKey) -> PhpKey:
     """The key PHP stores for `key`: canonical integer strings become ints."""
-    if isinstance(key, str) and _CANONICAL_INT.match(key) and key != "-0":
+    if isinstance(key, str) and key[:1] in _INT_START and _CANONICAL_INT.match(key) and key != "-0":
         value = int(key)
         if PHP_INT_MIN <= value <= PHP_INT_MAX:
             return value
@@ -48,6 +50,8 @@ def php_int(value: object) -> int:
             return 0
         return max(PHP_INT_MIN, min(PHP_INT_MAX, int(value)))
     if isinstance(value, str):
+        if value.isascii() and value.isdigit():
+            return min(PHP_INT_MAX, int(value))
         m = _LEADING_NUMBER.match(value)
         if m is None:
             return 0
@@ -116,6 +120,15 @@ def parse_pairs(pairs: Iterable[tuple[str, Any]]) -> dict[PhpKey, Any]:
 
 def parse_str(query: str) -> dict[PhpKey, Any]:
     """PHP `parse_str`: `select[]=ID&filter[>ID]=5&cmd[d1]=...` into nested arrays."""
+    if "%" not in query and "+" not in query and "[" not in query and "." not in query:
+        # Fast path for the common `id=123` command: no decoding, no brackets.
+        simple: dict[PhpKey, Any] = {}
+        for chunk in query.split("&"):
+            if chunk:
+                name, _, value = chunk.partition("=")
+                if name:
+                    simple[php_key(name.replace(" ", "_"))] = value
+        return simple
     pairs: list[tuple[str, str]] = []
     for chunk in query.split("&"):
         if not chunk:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import random
 from array import array
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -43,7 +44,9 @@ class Portal:
         self._layout(deals, seed, hidden_fraction, deleted_fraction)
         self._factory = DealFactory(seed, zone, user_fields, len(self._status) - 1)
         self._modified: dict[int, int] = {}
-        self._cache: dict[int, bytes] = {}
+        # FIFO eviction via OrderedDict: popping the front of a plain dict rescans the holes
+        # left by earlier deletions and turns quadratic on a full cache.
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_size = max(0, cache_size)
         self._fields = build_fields(user_fields)
         self._fields_json = orjson.dumps(self._fields)
@@ -123,7 +126,7 @@ class Portal:
         data = orjson.dumps(self._factory.build(deal_id, self._modified.get(deal_id)))
         if self._cache_size:
             if len(self._cache) >= self._cache_size:
-                del self._cache[next(iter(self._cache))]  # evict the oldest entry
+                self._cache.popitem(last=False)
             self._cache[deal_id] = data
         return data
 

@@ -26,6 +26,8 @@ class ServerZone:
         self._days: dict[int, str] = {}
         self._suffixes: dict[int, str] = {}
         self._dates: dict[dt.date, str] = {}
+        self._last_ts = -1  # one-entry memo: response timestamps repeat within a second
+        self._last_text = ""
         self._fixed: int | None
         if m:
             sign = -1 if m.group(1) == "-" else 1
@@ -53,6 +55,8 @@ class ServerZone:
     def datetime(self, ts: float) -> str:
         """`date('c', ts)` in the server zone."""
         ts = int(ts)
+        if ts == self._last_ts:
+            return self._last_text
         off = self._fixed if self._fixed is not None else self.offset_at(ts)
         days, secs = divmod(ts + off, 86400)
         day = self._days.get(days)
@@ -63,7 +67,9 @@ class ServerZone:
         if suffix is None:
             suffix = self._suffixes[off] = _offset_text(off)
         hours, rem = divmod(secs, 3600)
-        return f"{day}T{hours:02d}:{rem // 60:02d}:{rem % 60:02d}{suffix}"
+        text = f"{day}T{hours:02d}:{rem // 60:02d}:{rem % 60:02d}{suffix}"
+        self._last_ts, self._last_text = ts, text
+        return text
 
     def local_midnight(self, day: dt.date) -> int:
         """Unix time of 00:00 local on `day` (PHP `MakeTimeStamp($date, FORMAT_DATE)`)."""

@@ -1,0 +1,103 @@
+"""The simulator's own surface: stats, the truth endpoint, the CLI and the interim demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pipeline.simulator import RunningSimulator
+from tests.simulator.conftest import get, post_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_stats_counters(sim: RunningSimulator, http: aiohttp.ClientSession) -> None:
+    ids = sim.portal.visible_ids[:4]
+    missing = sim.portal.deleted_ids[0]
+    await post_json(
+        http, sim.webhook_url + "batch", {"cmd": [f"crm.deal.get?id={i}" for i in [*ids, missing]]}
+    )
+    await get(http, sim.webhook_url + "crm.deal.get", id=ids[0])
+    await get(http, sim.webhook_url + "crm.nope")
+    status, stats = await get(http, sim.base_url + "/_simulator/stats")
+    assert status == 200
+    assert stats == sim.stats()
+    assert stats["requests"] == 3
+    assert stats["by_method"] == {"batch": 1, "crm.deal.get": 1, "crm.nope": 1}
+    assert stats["by_status"] == {"200": 2, "404": 1}
+    assert stats["deals_served"] == 5
+    assert stats["deal_gets"] == 6
+    assert stats["batch_commands"] == 5
+    assert stats["rate_limited"] == 0
+    assert stats["operating_limited"] == 0
+    assert stats["operating_seconds_charged"] == pytest.approx(6 * 0.02)
+
+
+async def test_truth_endpoint(sim: RunningSimulator, http: aiohttp.ClientSession) -> None:
+    visible, hidden = sim.portal.visible_ids[0], sim.portal.hidden_ids[0]
+    status, body = await get(http, f"{sim.base_url}/_simulator/deal/{visible}")
+    assert (status, body) == (200, {"status": "visible", "deal": sim.portal.deal_wire(visible)})
+    status, body = await get(http, f"{sim.base_url}/_simulator/deal/{hidden}")
+    assert (status, body["status"]) == (200, "hidden")
+    assert body["deal"]["ID"] == str(hidden)
+    status, body = await get(http, f"{sim.base_url}/_simulator/deal/{sim.portal.deleted_ids[0]}")
+    assert (status, body) == (404, {"status": "deleted"})
+    status, _ = await get(http, f"{sim.base_url}/_simulator/deal/abc")
+    assert status == 404
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+async def test_cli_prints_url_first_and_stops_cleanly(http: aiohttp.ClientSession) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--deals", "40",
+        "--seed", "3", "--plan", "standard", "--secret", "cli-secret-123",
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert url.endswith("/rest/1/cli-secret-123/")
+        assert ":0/" not in url
+        status, _ = await get(http, url + "crm.deal.fields")
+        assert status == 200
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_cli_rejects_bad_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "simulate", "--fault-500", "0.7", "--fault-reset",
+         "0.7"],
+        capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "sum to at most 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_without_leaking_the_secret() -> None:
+    from pipeline.simulator.config import DEFAULT_SECRET
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.demo"],
+        capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "HTTP 200" in result.stdout
+    assert "Not found" in result.stdout
+    assert DEFAULT_SECRET not in result.stdout + result.stderr

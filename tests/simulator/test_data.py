@@ -1,0 +1,208 @@
+"""Deal data and the field descriptors in the documented wire format (bitrix24-api.md §5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import re
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from pipeline.simulator import RunningSimulator, SimulatorConfig
+from pipeline.simulator.fields import STANDARD_FIELD_NAMES
+from pipeline.simulator.portal import Portal
+from pipeline.simulator.server import Simulator
+from tests.conftest import SimulatorFactory
+from tests.simulator.conftest import get
+
+UF_TYPES = {
+    "string", "integer", "double", "boolean", "enumeration", "datetime", "date", "money", "url",
+    "address", "file", "employee", "crm_status", "iblock_section", "iblock_element", "crm",
+}  # fmt: skip
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d\Z")
+
+
+def _portal(deals: int = 400, seed: int = 7, tz: str = "+03:00") -> Portal:
+    return Simulator(SimulatorConfig(deals=deals, seed=seed, server_tz=tz)).portal
+
+
+def _deals(portal: Portal) -> list[dict[str, Any]]:
+    return [d for i in portal.visible_ids if (d := portal.deal_wire(i)) is not None]
+
+
+async def test_fields_descriptor(sim: RunningSimulator, http: aiohttp.ClientSession) -> None:
+    status, body = await get(http, sim.webhook_url + "crm.deal.fields")
+    assert status == 200
+    fields = body["result"]
+    names = list(fields)
+    assert names[: len(STANDARD_FIELD_NAMES)] == list(STANDARD_FIELD_NAMES)
+    for desc in fields.values():
+        assert {"type", "isRequired", "isReadOnly", "isImmutable", "isMultiple", "isDynamic",
+                "title"} <= set(desc)  # fmt: skip
+    assert fields["STAGE_ID"]["statusType"] == "DEAL_STAGE"
+    assert fields["CONTACT_IDS"]["isMultiple"] is True
+    assert fields["CONTACT_ID"]["isDeprecated"] is True
+    assert fields["CATEGORY_ID"]["isImmutable"] is True
+    assert fields["ID"]["isReadOnly"] is True
+    parents = [n for n in names if n.startswith("PARENT_ID_")]
+    assert parents
+    assert fields[parents[0]]["type"] == "crm_entity"
+    assert "parentEntityTypeId" in fields[parents[0]]["settings"]
+    ufs = {n: d for n, d in fields.items() if n.startswith("UF_CRM_")}
+    assert len(ufs) >= 15
+    assert all(d["isDynamic"] for d in ufs.values())
+    assert {d["type"] for d in ufs.values()} == UF_TYPES
+    assert any(d["isMultiple"] for d in ufs.values())
+    enum = next(d for d in ufs.values() if d["type"] == "enumeration")
+    assert all(set(item) == {"ID", "VALUE"} for item in enum["items"])
+    assert all("listLabel" in d and "settings" in d for d in ufs.values())
+
+
+def test_user_field_selection() -> None:
+    portal = Simulator(SimulatorConfig(deals=5, user_fields=("money", "file"))).portal
+    assert sorted(d["type"] for n, d in portal.fields().items() if n.startswith("UF_")) == [
+        "file",
+        "money",
+    ]
+    with pytest.raises(ValueError, match="unknown user field"):
+        Simulator(SimulatorConfig(deals=5, user_fields=("nope",)))
+
+
+def test_wire_formats() -> None:
+    portal = _portal()
+    fields = portal.fields()
+    deals = _deals(portal)
+    assert len(deals) > 300
+    ufs = {n: d for n, d in fields.items() if n.startswith("UF_CRM_")}
+    seen_null_standard = seen_empty_uf = seen_absent_file = seen_empty_multi_file = False
+    for deal in deals:
+        assert "CONTACT_IDS" not in deal
+        assert isinstance(deal["ID"], str)
+        assert deal["ID"].isdigit()
+        assert re.fullmatch(r"-?\d+\.\d\d", deal["OPPORTUNITY"])
+        for char in ("OPENED", "CLOSED", "IS_NEW", "IS_RECURRING", "IS_MANUAL_OPPORTUNITY"):
+            assert deal[char] in ("Y", "N")
+        for name in ("DATE_CREATE", "DATE_MODIFY", "MOVED_TIME", "BEGINDATE"):
+            assert ISO.match(deal[name]), (name, deal[name])
+        assert deal["CLOSEDATE"] == "" or ISO.match(deal["CLOSEDATE"])
+        seen_null_standard |= deal["LEAD_ID"] is None
+        for name, desc in ufs.items():
+            value = deal.get(name, "<absent>")
+            if desc["type"] == "file" and not desc["isMultiple"]:
+                seen_absent_file |= value == "<absent>"
+                assert value == "<absent>" or set(value) == {"id", "showUrl", "downloadUrl"}
+                continue
+            assert value != "<absent>", name
+            if desc["isMultiple"]:
+                assert isinstance(value, list)
+                seen_empty_multi_file |= desc["type"] == "file" and value == []
+            else:
+                assert value is not None  # empty single UFs are "" in crm.deal.get
+                seen_empty_uf |= value == ""
+    assert seen_null_standard
+    assert seen_empty_uf
+    assert seen_absent_file
+    assert seen_empty_multi_file
+
+
+def test_value_variety() -> None:
+    """Cyrillic, emoji, BBCode, money, bindings, enumeration IDs all occur."""
+    portal = _portal()
+    text = " ".join(str(v) for d in _deals(portal) for v in d.values())
+    assert re.search("[А-Яа-яЁё]", text)
+    assert re.search("[\U0001f300-\U0001faff]", text)
+    assert "[B]" in text
+    assert re.search(r"\b\d+(\.\d+)?\|(RUB|USD|EUR|KZT|BYN)\b", text)
+    for prefix in ("D_", "CO_", "T80_"):
+        assert re.search(rf"\b{prefix}\d+", text), prefix
+    enum_name = next(n for n, d in portal.fields().items() if d["type"] == "enumeration")
+    item_ids = {i["ID"] for i in portal.fields()[enum_name]["items"]}
+    values = {d[enum_name] for d in _deals(portal)} - {""}
+    assert values <= item_ids
+
+
+def test_ids_have_gaps_and_categories() -> None:
+    portal = _portal(deals=2000)
+    existing = portal.existing_ids
+    assert len(existing) == 2000
+    assert existing == sorted(existing)
+    assert any(b - a > 1 for a, b in itertools.pairwise(existing))
+    assert portal.deleted_ids
+    assert portal.hidden_ids
+    assert set(portal.hidden_ids) <= set(existing)
+    assert not set(portal.deleted_ids) & set(existing)
+    assert set(portal.visible_ids) == set(existing) - set(portal.hidden_ids)
+
+
+def test_deterministic_by_seed() -> None:
+    a, b, c = _portal(seed=11), _portal(seed=11), _portal(seed=12)
+    assert a.existing_ids == b.existing_ids
+    assert _deals(a) == _deals(b)
+    assert _deals(a) != _deals(c)
+
+
+def test_million_deals_start_fast() -> None:
+    started = time.monotonic()
+    portal = _portal(deals=1_000_000)
+    elapsed = time.monotonic() - started
+    assert elapsed < 5.0
+    last = portal.existing_ids[-1]
+    assert portal.status(last) in ("visible", "hidden")
+    assert portal.deal_data(last) is not None
+
+
+def _utc_day(text: str) -> dt.date:
+    """The calendar date encoded by a date field: nearest UTC midnight (bitrix24-api.md §5.4)."""
+    instant = dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+    return (instant + dt.timedelta(hours=12)).date()
+
+
+def test_date_fields_use_server_offset_quirk() -> None:
+    plus = _portal(tz="+02:00")
+    minus = _portal(tz="-05:00")
+    deal_id = plus.visible_ids[0]
+    p, m = plus.deal_wire(deal_id), minus.deal_wire(deal_id)
+    assert p is not None
+    assert m is not None
+    # Same calendar date: +02:00 shows 02:00 of that day, -05:00 shows 19:00 of the day before.
+    assert p["BEGINDATE"].endswith("T02:00:00+02:00")
+    assert m["BEGINDATE"].endswith("T19:00:00-05:00")
+    assert _utc_day(p["BEGINDATE"]) == _utc_day(m["BEGINDATE"])
+    assert m["BEGINDATE"][:10] != p["BEGINDATE"][:10]  # naive [:10] is wrong on -05:00
+    assert m["DATE_CREATE"].endswith("-05:00")
+
+
+def test_dst_zone_mixes_offsets() -> None:
+    portal = _portal(tz="Europe/Berlin")
+    deals = _deals(portal)
+    offsets = {d["DATE_CREATE"][-6:] for d in deals}
+    assert offsets == {"+01:00", "+02:00"}
+    # Dates are rendered with the *current* offset, so deals on the other side of the DST
+    # change land an hour off midnight UTC; rounding to the nearest UTC midnight still
+    # recovers the calendar date (here: the UTC date of creation).
+    hours = set()
+    for deal in deals:
+        instant = dt.datetime.fromisoformat(deal["BEGINDATE"]).astimezone(dt.UTC)
+        hours.add(instant.hour)
+        created = dt.datetime.fromisoformat(deal["DATE_CREATE"]).astimezone(dt.UTC).date()
+        assert _utc_day(deal["BEGINDATE"]) == created
+    assert len(hours) == 2
+    assert hours <= {23, 0, 1}
+
+
+async def test_touch_advances_date_modify(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await simulator(deals=50, seed=3)
+    deal_id = sim.portal.visible_ids[0]
+    at = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC).timestamp()
+    sim.touch([deal_id], at=at)
+    _, body = await get(http, sim.webhook_url + "crm.deal.get", id=deal_id)
+    assert body["result"]["DATE_MODIFY"] == "2026-01-15T15:00:00+03:00"
+    sim.portal.delete([deal_id])
+    status, _ = await get(http, sim.webhook_url + "crm.deal.get", id=deal_id)
+    assert status == 400
+    assert deal_id in sim.portal.deleted_ids

@@ -1,0 +1,97 @@
+"""PHP semantics the wire format inherits (bitrix24-api.md §3, §4.3): pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.simulator.php import (
+    PHP_INT_MAX,
+    as_list,
+    parse_str,
+    php_array,
+    php_int,
+    php_key,
+    truthy,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12", 12),
+        ("12abc", 12),
+        ("abc", 0),
+        ("12.7", 12),
+        (" 42", 42),
+        ("-5", -5),
+        ("1e3", 1000),
+        ("", 0),
+        (None, 0),
+        (True, 1),
+        (12.9, 12),
+        ("99999999999999999999", PHP_INT_MAX),
+        ([], 0),
+        ([7], 1),
+        ("0x1A", 0),
+    ],
+)
+def test_php_int_cast(value: object, expected: int) -> None:
+    assert php_int(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("123", 123),
+        ("0", 0),
+        ("-7", -7),
+        ("007", "007"),
+        ("-0", "-0"),
+        ("d1", "d1"),
+        ("1.5", "1.5"),
+    ],
+)
+def test_php_array_keys(key: str, expected: int | str) -> None:
+    assert php_key(key) == expected
+
+
+def test_parse_str_brackets() -> None:
+    parsed = parse_str(
+        "select[]=ID&select[]=TITLE&filter[>ID]=5&filter[@ID][]=1&filter[@ID][]=2"
+        "&order[DATE_MODIFY]=ASC&start=-1&a.b=1&title=%D0%AF+x"
+    )
+    assert parsed["select"] == {0: "ID", 1: "TITLE"}
+    assert parsed["filter"] == {">ID": "5", "@ID": {0: "1", 1: "2"}}
+    assert parsed["order"] == {"DATE_MODIFY": "ASC"}
+    assert parsed["start"] == "-1"
+    assert parsed["a_b"] == "1"  # PHP rewrites "." in top-level names
+    assert parsed["title"] == "Я x"
+    assert as_list(parsed["select"]) == ["ID", "TITLE"]
+
+
+def test_parse_str_numeric_keys_and_last_wins() -> None:
+    assert parse_str("cmd[5]=a&cmd[]=b&id=1&id=2") == {"cmd": {5: "a", 6: "b"}, "id": "2"}
+
+
+def test_php_array_serialisation() -> None:
+    assert php_array([]) == []
+    assert php_array([(0, "a"), (1, "b")]) == ["a", "b"]
+    assert php_array([(1, "b")]) == {"1": "b"}
+    assert php_array([(1, "b"), (0, "a")]) == {"1": "b", "0": "a"}
+    assert php_array([("d1", "x")]) == {"d1": "x"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", True),
+        ("0", False),
+        ("true", True),
+        ("false", False),
+        (1, True),
+        (0, False),
+        ("", False),
+    ],
+)
+def test_halt_flag(value: object, expected: bool) -> None:
+    assert truthy(value) is expected
