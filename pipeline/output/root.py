@@ -350,15 +350,24 @@ class OutputRoot:
         data: pa.Table,
         errors: Rows = None,
         stats: Mapping[str, Any] | None = None,
+        *,
+        replace: bool = False,
     ) -> dict[str, Any]:
         """Write one chunk's data and sidecar rows, then commit it with its checkpoint.
 
-        Writing a chunk that is already committed replaces it: its old files go, also in
-        partitions the new data does not touch. Returns the checkpoint record.
+        A committed chunk is only rewritten with `replace=True` (a resuming run skips committed
+        chunks, so anything else is a bug that would drop the chunk's rows); its old files then
+        go, also in partitions the new data does not touch. Returns the checkpoint record.
         """
         if chunk_index < 0:
             raise OutputError("chunk_index must be >= 0")
-        return self._write_unit(f"{chunk_index:06d}", "chunk", data, errors, stats)
+        key = f"{chunk_index:06d}"
+        if key in self._checkpoints and not replace:
+            raise OutputError(
+                f"chunk {chunk_index} is already committed in {self.uri}; skip it "
+                "(see committed_chunks()) or pass replace=True to rewrite it"
+            )
+        return self._write_unit(key, "chunk", data, errors, stats)
 
     async def awrite_chunk(
         self,
@@ -366,6 +375,8 @@ class OutputRoot:
         data: pa.Table,
         errors: Rows = None,
         stats: Mapping[str, Any] | None = None,
+        *,
+        replace: bool = False,
     ) -> dict[str, Any]:
         """`write_chunk` in a worker thread, so encoding and fsync never block the event loop.
 
@@ -373,7 +384,7 @@ class OutputRoot:
         propagates, so the caller never closes the root under a write still in flight.
         """
         task = asyncio.ensure_future(
-            asyncio.to_thread(self.write_chunk, chunk_index, data, errors, stats)
+            asyncio.to_thread(self.write_chunk, chunk_index, data, errors, stats, replace=replace)
         )
         cancelled = False
         while True:

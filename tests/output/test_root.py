@@ -146,7 +146,9 @@ def test_rewriting_a_chunk_replaces_it_even_when_partitions_change(
             "DATE_CREATE",
             pa.array([synth.SEEN] * data.num_rows, pa.timestamp("us", tz="UTC")),
         )
-        out.write_chunk(0, moved, [])
+        with pytest.raises(OutputError, match="already committed"):
+            out.write_chunk(0, moved, [])
+        out.write_chunk(0, moved, [], replace=True)
         assert _visible_files(tmp_path) == ["DATE_CREATE_month=2024-09/part-000000-0.parquet"]
         out.write_chunk(1, *synth.chunk(1))
     table = ds.dataset(str(tmp_path), partitioning="hive").to_table()
