@@ -1,7 +1,8 @@
 """Peak memory and time to read, validate and deduplicate 10,000,000 deal IDs.
 
 Generates a text file of N IDs (random order, ~5% duplicates, one invalid line in 1,000, some CRLF
-and comment lines) in a temporary directory, then reads it in a fresh child process with
+and comment lines) in a temporary directory (or the same values as a CSV column or a Parquet int64
+column, invalid ones as 0), then reads it in a fresh child process with
 `pipeline.ids.load_ids` and reports the child's peak RSS (`ru_maxrss`) and wall time. The child is
 killed after a timeout so the benchmark is bounded.
 
@@ -14,10 +15,12 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 LIMIT_MB = 500
@@ -48,7 +51,8 @@ print(json.dumps({
 """
 
 
-def _write_text(path: Path, n: int, rng: random.Random) -> dict[str, int]:
+def _write_text(path: Path, n: int, rng: random.Random, keep: array[int] | None) -> dict[str, int]:
+    """Write the text input; when `keep` is given, also collect each line's value (0 = invalid)."""
     bad = [b"12abc", b"12.7", b"0", b"-5", b" 1 2", b"1e3", b"0x10", b"\xff\xfe", b"9" * 30]
     written = invalid = 0
     with path.open("wb") as f:
@@ -58,10 +62,13 @@ def _write_text(path: Path, n: int, rng: random.Random) -> dict[str, int]:
             if i % 1000 == 999:
                 chunk.append(bad[(i // 1000) % len(bad)])
                 invalid += 1
+                value = 0
             else:
                 # ~5% of IDs repeat one already drawn from the same small pool.
                 value = rng.randrange(1, 50_000) if i % 20 == 0 else rng.randrange(1, 2**40)
                 chunk.append(str(value).encode() + (b"\r" if i % 7 == 0 else b""))
+            if keep is not None:
+                keep.append(value)
             written += 1
             if len(chunk) >= 100_000:
                 f.write(b"\n".join(chunk) + b"\n")
@@ -71,21 +78,21 @@ def _write_text(path: Path, n: int, rng: random.Random) -> dict[str, int]:
     return {"lines": written, "invalid_lines": invalid}
 
 
-def _convert(text: Path, fmt: str) -> Path:
-    """CSV/Parquet variants of the valid lines (pyarrow reads the text back as one column)."""
+def _convert(text: Path, fmt: str, values: array[int]) -> Path:
+    """The same IDs, in the same (unsorted) order, as a CSV column or a Parquet int64 column."""
+    if fmt == "csv":
+        out = text.with_suffix(".csv")
+        with text.open("rb") as src, out.open("wb") as dst:
+            src.readline()  # the comment line; CSV has a header instead
+            dst.write(b"ID\n")
+            shutil.copyfileobj(src, dst)
+        return out
     import pyarrow as pa
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from pipeline.ids import load_ids
-
-    ids = load_ids(str(text)).ids
-    table = pa.table({"ID": ids})
-    out = text.with_suffix("." + fmt)
-    if fmt == "csv":
-        pacsv.write_csv(table, out)
-    else:
-        pq.write_table(table, out)
+    out = text.with_suffix(".parquet")
+    ids = pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+    pq.write_table(pa.table({"ID": ids}), out, row_group_size=1 << 20)
     return out
 
 
@@ -99,9 +106,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ids_") as tmp:
         path = Path(tmp) / "ids.txt"
         t0 = time.perf_counter()
-        generated = _write_text(path, args.ids, random.Random(args.seed))
+        values: array[int] | None = array("q") if args.format == "parquet" else None
+        generated = _write_text(path, args.ids, random.Random(args.seed), values)
         if args.format != "text":
-            path = _convert(path, args.format)
+            path = _convert(path, args.format, values if values is not None else array("q"))
+            del values
         gen_s = time.perf_counter() - t0
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         column = "ID" if args.format != "text" else ""
