@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
+import random
 import re
 from pathlib import Path
 
@@ -216,7 +216,7 @@ def test_all_invalid_input_is_a_usage_error_naming_the_first_line(tmp_path: Path
 
 def test_binary_garbage_stops_early(tmp_path: Path) -> None:
     path = tmp_path / "random.bin"
-    path.write_bytes(os.urandom(1 << 20))
+    path.write_bytes(random.Random(7).randbytes(1 << 20))
     with pytest.raises(UsageError, match="does not look like a list of deal IDs"):
         load_ids(str(path))
 
