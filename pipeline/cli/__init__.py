@@ -18,15 +18,23 @@ def cli() -> None:
     \b
     Example:
       deal-export simulate --deals 5000          # a local Bitrix24 portal to try it on
+      deal-export run --ids ids.txt --out ./deals
+      deal-export plan 1M                        # how long a backfill of 1M deals takes
     """
 
 
 def _register() -> None:
+    from pipeline.cli.ids import ids
     from pipeline.cli.plan import plan
+    from pipeline.cli.retry import retry
+    from pipeline.cli.run import run
     from pipeline.cli.simulate import simulate
 
     cli.add_command(simulate)
     cli.add_command(plan)
+    cli.add_command(run)
+    cli.add_command(ids)
+    cli.add_command(retry)
 
 
 _register()

@@ -1,0 +1,83 @@
+"""`deal-export ids`: print the IDs a run would export, one per line (nothing is written)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from pipeline.cli._errors import fail, run_guarded
+from pipeline.cli.run import load, portal_options
+from pipeline.clock import ScaledClock
+from pipeline.config_load import secrets_of
+from pipeline.fetch import PortalClient
+from pipeline.run import resolve_ids
+from pipeline.summary import EXIT_USAGE
+
+
+@click.command()
+@click.option("--modified-since", help="Deals modified since this ISO time (with zone).")
+@click.option(
+    "--since-last-run",
+    is_flag=True,
+    default=None,
+    help="Deals modified since the last successful run into --out.",
+)
+@click.option("--out", help="Output root whose watermark --since-last-run reads.")
+@click.option(
+    "--overlap",
+    "overlap_s",
+    type=float,
+    help="Seconds to reach back before the time, for edits made during the last run.",
+)
+@portal_options
+def ids(**kw: Any) -> None:
+    """Discover the IDs of deals modified since a time, and print them one per line.
+
+    Uses crm.deal.list (only the ID field, keyset paging), as an incremental run does.
+
+    \b
+    Example:
+      deal-export ids --modified-since 2026-11-26T00:00:00+03:00 > ids.txt
+      deal-export ids --since-last-run --out ./deals | wc -l
+    """
+    loaded = load(
+        kw,
+        {
+            "ids.modified_since": kw.get("modified_since"),
+            "ids.since_last_run": kw.get("since_last_run"),
+            "ids.overlap_s": kw.get("overlap_s"),
+            "output.root": kw.get("out"),
+        },
+    )
+    secrets = secrets_of(loaded)
+    if loaded.auth is None:
+        fail("no portal credentials: set BITRIX24_WEBHOOK_URL (or --webhook-file)", EXIT_USAGE)
+    if loaded.ids.modified_since is None and not loaded.ids.since_last_run:
+        fail("say since when: --modified-since TIME or --since-last-run --out DIR", EXIT_USAGE)
+    if loaded.ids.since_last_run and loaded.output is None:
+        fail("--since-last-run needs --out (where the last run stored its watermark)", EXIT_USAGE)
+    auth = loaded.auth
+    root = loaded.output.root if loaded.output is not None else ""
+
+    async def main() -> int:
+        async with PortalClient(
+            auth,
+            limits=loaded.limits,
+            transport=loaded.transport,
+            fetch=loaded.fetch,
+            clock=ScaledClock(kw.get("time_scale") or 1.0),
+        ) as client:
+            idset, _ = await resolve_ids(loaded.ids, client, root)
+        out = sys.stdout
+        for batch in idset.batches(10_000):
+            out.write("".join(f"{i}\n" for i in batch))
+        out.flush()
+        return len(idset)
+
+    count = run_guarded(main, lambda: secrets)
+    click.echo(f"{count} deal IDs", err=True)
+
+
+__all__ = ["ids"]

@@ -1,0 +1,57 @@
+"""`deal-export retry OUTPUT`: re-fetch only the sidecar IDs whose failure may pass."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from pipeline.cli._errors import fail, run_guarded
+from pipeline.cli.run import load, portal_options, report
+from pipeline.clock import ScaledClock
+from pipeline.config import RunConfig
+from pipeline.config_load import secrets_of
+from pipeline.errors import UsageError
+from pipeline.logs import setup_logging
+from pipeline.run import RunResult, retry_failed
+from pipeline.summary import EXIT_USAGE
+
+
+@click.command()
+@click.argument("output")
+@portal_options
+def retry(output: str, **kw: Any) -> None:
+    """Re-fetch the IDs an earlier run could not get for reasons a retry may fix.
+
+    Deals that now arrive are written into the same dataset; their sidecar rows go. IDs that
+    fail again stay in the sidecar with their attempts added up. Permanent failures (deleted
+    or hidden deals) are left alone. Exit codes are those of `deal-export run`.
+
+    \b
+    Example:
+      deal-export retry ./deals
+    """
+    loaded = load(kw, {"output.root": output})
+    secrets = secrets_of(loaded)
+    if loaded.auth is None:
+        fail(
+            "no portal credentials: set BITRIX24_WEBHOOK_URL (or --webhook-file, or --config)",
+            EXIT_USAGE,
+        )
+    try:
+        config: RunConfig = loaded.run_config()
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE, secrets)
+    setup_logging(log_format=config.log_format, secrets=secrets)
+    clock = ScaledClock(kw.get("time_scale") or 1.0)
+
+    async def main() -> RunResult:
+        return await retry_failed(config, output, clock=clock)
+
+    result = run_guarded(main, lambda: secrets)
+    report(result, json_logs=config.log_format == "json")
+    sys.exit(result.exit_code)
+
+
+__all__ = ["retry"]

@@ -1,0 +1,468 @@
+"""One export run, end to end: the only module that knows every stage.
+
+    IDs (file / ranges / stdin / discovery) ─> chunks of `output.chunk_size` sorted unique IDs
+      ─> fetch_deals (one continuous stream, so the portal stays busy across chunk borders)
+      ─> per-chunk buffers ─(bounded queue)─> writer task: normalise + write_chunk (checkpoint)
+      ─> finalize (manifest, _SUCCESS, watermark) ─> RunResult (counts, exit code)
+
+Chunks are cut from the ascending unique IDs, so the same input always yields the same chunks:
+a re-run skips the committed ones and rewrites the others under the same file names. Buffers of
+unfinished chunks are bounded by the fetch engine's in-flight window, not by the input size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+
+from pipeline.clock import Clock, ScaledClock
+from pipeline.config import RunConfig
+from pipeline.config_load import IdsConfig, effective_config_dict
+from pipeline.errors import OutputError, UsageError
+from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
+from pipeline.ids import IdSet, load_ids
+from pipeline.ids.idset import IdCollector
+from pipeline.normalise import DealSchema, SchemaDrift, compare_snapshots, normalise_deals
+from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+from pipeline.output import (
+    OutputRoot,
+    failed_row,
+    fingerprint_ids,
+    invalid_input_row,
+    read_watermark,
+    record_error_row,
+)
+from pipeline.progress import Progress
+from pipeline.summary import RunCounts, exit_code_for
+
+#: Completed chunks waiting for the writer; small, so a slow disk slows the fetch (backpressure).
+WRITE_QUEUE_SIZE = 2
+
+TokensRotated = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a finished run reports: the verdict, and the figures behind it."""
+
+    run_id: str
+    output: str
+    counts: RunCounts
+    exit_code: int
+    seconds: float
+    resumed: bool
+    chunks_written: int
+    chunks_skipped: int
+    fetch_stats: dict[str, float | int]
+    drift: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class _ChunkBuffer:
+    """Outcomes of one chunk until every one of its IDs has exactly one."""
+
+    index: int
+    expected: int
+    fetched: list[DealFetched] = field(default_factory=list)
+    failed: list[DealFailed] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.fetched) + len(self.failed) == self.expected
+
+
+class _Chunks:
+    """Chunk boundaries over the ascending unique IDs, and which chunks are still to do."""
+
+    def __init__(self, ids: pa.Array, size: int, committed: set[int]) -> None:
+        self.ids = ids
+        self.size = size
+        self.count = (len(ids) + size - 1) // size
+        self.pending = [i for i in range(self.count) if i not in committed]
+        self._starts = [ids[i * size].as_py() for i in range(self.count)]
+
+    def index_of(self, deal_id: int) -> int:
+        return bisect.bisect_right(self._starts, deal_id) - 1
+
+    def ids_of(self, index: int) -> pa.Array:
+        return self.ids.slice(index * self.size, self.size)
+
+    async def stream(self) -> AsyncIterator[int]:
+        for index in self.pending:
+            for deal_id in self.ids_of(index).to_pylist():
+                yield deal_id
+
+
+async def resolve_ids(
+    ids: IdsConfig,
+    client: PortalClient,
+    output_root: str,
+    *,
+    stdin: BinaryIO | None = None,
+) -> tuple[IdSet, str | None]:
+    """The IDs of this run and, for incremental runs, the watermark to store when it succeeds."""
+    if ids.source is not None:
+        idset = await asyncio.to_thread(
+            load_ids,
+            ids.source,
+            column=ids.column,
+            fmt=ids.format,  # type: ignore[arg-type]
+            stdin=stdin,
+        )
+        return idset, None
+    since = ids.modified_since
+    if ids.since_last_run:
+        previous = read_watermark(output_root)
+        if previous is None:
+            raise UsageError(
+                f"--since-last-run: {output_root} holds no watermark of a previous successful "
+                "run; run once with --modified-since TIMESTAMP (or --ids) first"
+            )
+        since = datetime.fromisoformat(str(previous))
+    if since is None:
+        raise UsageError(
+            "say which deals to export: --ids FILE, --modified-since or --since-last-run"
+        )
+    watermark = datetime.fromtimestamp(client.clock.now(), UTC).isoformat(timespec="seconds")
+    collector = IdCollector()
+    async for deal_id in discover_modified_ids(client, since, timedelta(seconds=ids.overlap_s)):
+        collector.values.append(deal_id)
+        collector.lines += 1
+    return collector.finish(f"modified since {since.isoformat()}"), watermark
+
+
+class _Exporter:
+    """The state of one run while it fetches and writes."""
+
+    def __init__(
+        self,
+        out: OutputRoot,
+        schema: DealSchema,
+        chunks: _Chunks,
+        idset: IdSet,
+        progress: Progress | None,
+        client: PortalClient,
+    ) -> None:
+        self.out = out
+        self.schema = schema
+        self.chunks = chunks
+        self.idset = idset
+        self.progress = progress
+        self.client = client
+        self.buffers: dict[int, _ChunkBuffer] = {}
+        self.written = 0
+        self.failed_permanent: Counter[str] = Counter()
+        self.failed_retryable: Counter[str] = Counter()
+        self._input_rows_pending = bool(idset.invalid) or chunks.count == 0
+
+    def _buffer(self, index: int) -> _ChunkBuffer:
+        buf = self.buffers.get(index)
+        if buf is None:
+            expected = len(self.chunks.ids_of(index))
+            buf = self.buffers[index] = _ChunkBuffer(index, expected)
+        return buf
+
+    async def run(self) -> None:
+        queue: asyncio.Queue[_ChunkBuffer | None] = asyncio.Queue(maxsize=WRITE_QUEUE_SIZE)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._writer(queue), name="chunk-writer")
+            try:
+                if self._input_rows_pending and not self.chunks.pending:
+                    # Only invalid lines (or nothing) to record: they still need their sidecar.
+                    await queue.put(_ChunkBuffer(0, 0))
+                await self._fetch(queue)
+            finally:
+                await queue.put(None)
+
+    async def _fetch(self, queue: asyncio.Queue[_ChunkBuffer | None]) -> None:
+        waited = self.client.stats.limit_wait_s
+        async for outcome in fetch_deals(self.chunks.stream(), self.client):
+            buf = self._buffer(self.chunks.index_of(outcome.id))
+            self._add(buf, outcome)
+            if self.progress is not None:
+                failed = 1 if isinstance(outcome, DealFailed) else 0
+                now_waited = self.client.stats.limit_wait_s
+                self.progress.add_limit_wait(now_waited - waited)
+                waited = now_waited
+                self.progress.advance(1, failed=failed)
+            if buf.complete:
+                del self.buffers[buf.index]
+                await queue.put(buf)
+
+    @staticmethod
+    def _add(buf: _ChunkBuffer, outcome: FetchOutcome) -> None:
+        if isinstance(outcome, DealFetched):
+            buf.fetched.append(outcome)
+        else:
+            buf.failed.append(outcome)
+
+    async def _writer(self, queue: asyncio.Queue[_ChunkBuffer | None]) -> None:
+        while True:
+            buf = await queue.get()
+            if buf is None:
+                return
+            table, rows = await asyncio.to_thread(self._prepare, buf)
+            await self.out.awrite_chunk(buf.index, table, rows, {"fetched": len(buf.fetched)})
+            self.written += 1
+
+    def _prepare(self, buf: _ChunkBuffer) -> tuple[pa.Table, list[dict[str, Any]]]:
+        seen = datetime.now(UTC)
+        run_id = self.out.run_id
+        ordered = sorted(buf.fetched, key=lambda f: f.id)
+        table, record_errors = normalise_deals(
+            [f.payload for f in ordered], self.schema, ids=[f.id for f in ordered]
+        )
+        rows: list[dict[str, Any]] = [
+            failed_row(f, run_id=run_id, seen=seen) for f in sorted(buf.failed, key=lambda f: f.id)
+        ]
+        rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+        if buf.index == 0 and self._input_rows_pending:
+            # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
+            # (and replaced on a rewrite) together with real work.
+            rows.extend(invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
+        for f in buf.failed:
+            reason = f.code or f.message
+            (self.failed_retryable if f.retryable else self.failed_permanent)[reason] += 1
+        return table, rows
+
+
+def _counts_from_manifest(
+    manifest: Mapping[str, Any], idset: IdSet, session: _Exporter, resumed_chunks: int
+) -> RunCounts:
+    """The verdict comes from what is committed in the output, not from this session's memory,
+    so a resumed run also counts the chunks earlier sessions wrote. Failure reasons by code are
+    exact when this session wrote every chunk; otherwise they are grouped by error class."""
+    counts = manifest.get("counts", {})
+    permanent: Counter[str] = Counter()
+    retryable: Counter[str] = Counter()
+    if resumed_chunks == 0:
+        permanent.update(session.failed_permanent)
+        retryable.update(session.failed_retryable)
+    else:
+        for error_class, n in counts.get("failed_by_class", {}).items():
+            (permanent if error_class == "permanent" else retryable)[str(error_class)] += int(n)
+    return RunCounts(
+        requested=idset.counts.valid,
+        unique=idset.counts.unique,
+        exported=int(counts.get("exported", 0)),
+        duplicates=idset.counts.duplicates,
+        invalid_input=idset.counts.invalid,
+        failed_permanent=dict(permanent),
+        failed_retryable=dict(retryable),
+        record_errors=int(counts.get("normalise_errors", 0)),
+    )
+
+
+async def export(
+    config: RunConfig,
+    ids: IdsConfig,
+    *,
+    progress_factory: Callable[[int], Progress] | None = None,
+    clock: Clock | None = None,
+    stdin: BinaryIO | None = None,
+    run_id: str | None = None,
+    on_tokens_rotated: TokensRotated | None = None,
+    on_drift: Callable[[SchemaDrift], None] | None = None,
+) -> RunResult:
+    """Run one export. Raises UsageError, FatalPortalError or OutputError for the CLI to map."""
+    started = time.monotonic()
+    run_id = run_id or new_run_id()
+    stats = FetchStats()
+    async with PortalClient(
+        config.auth,
+        limits=config.limits,
+        transport=config.transport,
+        fetch=config.fetch,
+        clock=clock or ScaledClock(),
+        on_tokens_rotated=on_tokens_rotated,
+        stats=stats,
+    ) as client:
+        idset, watermark = await resolve_ids(ids, client, config.output.root, stdin=stdin)
+        fields = await client.call("crm.deal.fields")
+        if not isinstance(fields, dict) or not fields:
+            raise OutputError("crm.deal.fields returned no field descriptions; cannot type deals")
+        schema = DealSchema.from_fields(fields)
+        fingerprint = await asyncio.to_thread(
+            fingerprint_ids, _iter_ids(idset), chunk_size=config.output.chunk_size
+        )
+        with OutputRoot.open(config.output, run_id, input_fingerprint=fingerprint) as out:
+            drift_lines = _check_drift(out, schema, on_drift)
+            out.write_schema(schema.snapshot())
+            chunks = _Chunks(idset.ids, config.output.chunk_size, out.committed_chunks())
+            skipped = chunks.count - len(chunks.pending)
+            progress = progress_factory(len(idset.ids)) if progress_factory else None
+            if progress is not None and skipped:
+                done_before = sum(len(chunks.ids_of(i)) for i in range(chunks.count)) - sum(
+                    len(chunks.ids_of(i)) for i in chunks.pending
+                )
+                progress.event("resume", chunks_committed=skipped, deals=done_before)
+                progress.advance(done_before)
+            exporter = _Exporter(out, schema, chunks, idset, progress, client)
+            try:
+                await exporter.run()
+            finally:
+                if progress is not None:
+                    progress.close()
+            manifest = out.finalize(
+                counts={
+                    "requested": idset.counts.valid,
+                    "unique": idset.counts.unique,
+                    "duplicates_dropped": idset.counts.duplicates,
+                    "invalid_input_lines": idset.counts.invalid,
+                    "input_lines": idset.counts.lines,
+                },
+                config=effective_config_dict(config),
+                limits=stats.as_dict(),
+                watermark=watermark,
+                schema_fingerprint=schema.fingerprint,
+            )
+            resumed = out.resumed
+            uri = out.uri
+    counts = _counts_from_manifest(manifest, idset, exporter, skipped)
+    return RunResult(
+        run_id=run_id,
+        output=uri,
+        counts=counts,
+        exit_code=exit_code_for(counts),
+        seconds=time.monotonic() - started,
+        resumed=resumed,
+        chunks_written=exporter.written,
+        chunks_skipped=skipped,
+        fetch_stats=stats.as_dict(),
+        drift=drift_lines,
+        manifest=manifest,
+    )
+
+
+async def retry_failed(
+    config: RunConfig,
+    root: str,
+    *,
+    clock: Clock | None = None,
+    run_id: str | None = None,
+    on_tokens_rotated: TokensRotated | None = None,
+) -> RunResult:
+    """Re-fetch the sidecar IDs whose failure is retryable and fold them into the same dataset.
+
+    Deals that now arrive become data (a new retry chunk); IDs that fail again keep one sidecar
+    row with their attempts added up. The schema is the one the export was written with, so a
+    retry never mixes column types into the dataset.
+    """
+    started = time.monotonic()
+    run_id = run_id or new_run_id()
+    stats = FetchStats()
+    with OutputRoot.open_existing(root, run_id) as out:
+        snapshot = out.read_schema()
+        if snapshot is None:
+            raise OutputError(f"{out.uri} has no schema snapshot (_schema.json); cannot retry")
+        schema = DealSchema.from_snapshot(snapshot)
+        retry_ids = out.retryable_ids()
+        fetched: list[DealFetched] = []
+        failed: list[DealFailed] = []
+        if retry_ids:
+            async with PortalClient(
+                config.auth,
+                limits=config.limits,
+                transport=config.transport,
+                fetch=config.fetch,
+                clock=clock or ScaledClock(),
+                on_tokens_rotated=on_tokens_rotated,
+                stats=stats,
+            ) as client:
+                async for outcome in fetch_deals(_aiter(retry_ids), client):
+                    if isinstance(outcome, DealFetched):
+                        fetched.append(outcome)
+                    else:
+                        failed.append(outcome)
+            # Chunk-sized slices keep memory bounded on a large replay.
+            size = out.config.chunk_size
+            fetched.sort(key=lambda f: f.id)
+            failed.sort(key=lambda f: f.id)
+            seen = datetime.now(UTC)
+            for start in range(0, max(len(fetched), len(failed)), size):
+                part = fetched[start : start + size]
+                table, record_errors = normalise_deals(
+                    [f.payload for f in part], schema, ids=[f.id for f in part]
+                )
+                rows = [
+                    failed_row(f, run_id=run_id, seen=seen) for f in failed[start : start + size]
+                ]
+                rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+                await asyncio.to_thread(out.apply_retry, table, rows, {"fetched": len(part)})
+        manifest = out.finalize(limits=stats.as_dict())
+        uri = out.uri
+    counts_section = manifest.get("counts", {})
+    permanent: Counter[str] = Counter()
+    retryable: Counter[str] = Counter()
+    for f in failed:
+        (retryable if f.retryable else permanent)[f.code or f.message] += 1
+    counts = RunCounts(
+        requested=len(retry_ids),
+        unique=len(retry_ids),
+        exported=len(fetched),
+        failed_permanent=dict(permanent),
+        failed_retryable=dict(retryable),
+        record_errors=int(counts_section.get("normalise_errors", 0)),
+    )
+    return RunResult(
+        run_id=run_id,
+        output=uri,
+        counts=counts,
+        exit_code=exit_code_for(counts),
+        seconds=time.monotonic() - started,
+        resumed=True,
+        chunks_written=0,
+        chunks_skipped=0,
+        fetch_stats=stats.as_dict(),
+        manifest=manifest,
+    )
+
+
+async def _aiter(values: list[int]) -> AsyncIterator[int]:
+    for value in values:
+        yield value
+
+
+def _iter_ids(idset: IdSet) -> Any:
+    for batch in idset.batches(65536):
+        yield from batch
+
+
+def _check_drift(
+    out: OutputRoot, schema: DealSchema, on_drift: Callable[[SchemaDrift], None] | None
+) -> list[str]:
+    previous = out.read_schema()
+    if previous is None:
+        return []
+    drift = compare_snapshots(previous, schema.snapshot())
+    if not drift:
+        return []
+    if drift.type_changed and out.resumed and out.committed_chunks():
+        # Committed chunks hold the old types; mixing would silently coerce one into the other.
+        raise OutputError(
+            "the portal changed field types since this export started: "
+            + "; ".join(drift.describe())
+            + ". Resuming would mix types in one column; re-run with "
+            "existing_data_behavior = 'overwrite' (or a new output root)"
+        )
+    if on_drift is not None:
+        on_drift(drift)
+    return drift.describe()
+
+
+__all__ = ["RunResult", "export", "new_run_id", "resolve_ids", "retry_failed"]
