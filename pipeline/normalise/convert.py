@@ -15,6 +15,9 @@ How the work is split, for speed:
   accepts everything the vectorised path accepts (and gives the same result) and explains
   precisely why a value is rejected.
 
+On the fast path (see `takes_fast_path`) pyarrow itself has already read the string values out
+of the payload dicts, and the converters start from that string array.
+
 Empties: `None`, an absent key and `""` are null for every non-text type (§5.3: `crm.deal.get`
 sends `""` for an empty user field, list methods send null). For reference IDs `"0"` is null too
 (§5.3 [I]: unset references may arrive as `"0"`).
@@ -28,7 +31,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import orjson
 import pyarrow as pa
@@ -54,7 +57,9 @@ class Failure(NamedTuple):
 
 
 Converted = tuple[pa.Array, list[Failure]]
-Converter = Callable[[Sequence[Any]], Converted]
+# A column arrives either as Python wire values or, on the fast path, as an Arrow string array.
+Column: TypeAlias = "Sequence[Any] | pa.Array"
+Converter = Callable[[Column], Converted]
 
 
 class ConversionError(ValueError):
@@ -324,9 +329,13 @@ def _run_vector(
     return pa.concat_arrays(parts), pa.concat_arrays(masks)
 
 
+def _raw(values: Column, i: int) -> Any:
+    return values[i].as_py() if isinstance(values, pa.Array) else values[i]
+
+
 def _patch(
     result: pa.Array,
-    values: Sequence[Any],
+    values: Column,
     indexes: list[int],
     scalar: Scalar,
     arrow_type: pa.DataType,
@@ -335,10 +344,11 @@ def _patch(
     failures: list[Failure] = []
     fixes: dict[int, Any] = {}
     for i in indexes:
+        raw = _raw(values, i)
         try:
-            value = scalar(values[i])
+            value = scalar(raw)
         except ConversionError as exc:
-            failures.append(Failure(i, values[i], str(exc)))
+            failures.append(Failure(i, raw, str(exc)))
             continue
         if value is not None:
             fixes[i] = value
@@ -365,8 +375,8 @@ def string_column(
 ) -> Converter:
     """A converter for a type whose wire form is a string: vectorised, then per-value repairs."""
 
-    def convert(values: Sequence[Any]) -> Converted:
-        strings, odd = _strings(values)
+    def convert(values: Column) -> Converted:
+        strings, odd = (values, []) if isinstance(values, pa.Array) else _strings(values)
         strings = _null_where_in(strings, empties)
         result, recheck = _run_vector(strings, vector, arrow_type)
         indexes = sorted(set(odd).union(_mask_indexes(recheck)))
@@ -489,8 +499,10 @@ convert_date: Converter = string_column(_date_vector, scalar_date, pa.date32())
 convert_money: Converter = string_column(_money_vector, scalar_money, MONEY_TYPE)
 
 
-def convert_text(values: Sequence[Any]) -> Converted:
+def convert_text(values: Column) -> Converted:
     """Text is kept verbatim (`""` stays `""`); objects, arrays and numbers become JSON text."""
+    if isinstance(values, pa.Array):
+        return values, []
     try:
         return pa.array(values, type=pa.string()), []
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -499,7 +511,7 @@ def convert_text(values: Sequence[Any]) -> Converted:
     return pa.array(texts, type=pa.string()), []
 
 
-def convert_file(values: Sequence[Any]) -> Converted:
+def convert_file(values: Column) -> Converted:
     """File objects are few per deal and already structured: one pass in Python, three columns."""
     ids: list[int | None] = []
     shows: list[str | None] = []
@@ -543,6 +555,17 @@ def convert_file(values: Sequence[Any]) -> Converted:
     return array, failures
 
 
+def takes_fast_path(arrow_type: pa.DataType) -> bool:
+    """Whether pyarrow may read this column's wire values straight from the payload dicts.
+
+    Only for columns whose wire values are plain strings: pyarrow converts exactly str (and
+    bytes) to `string` and refuses everything else. It must not be used for lists or file
+    objects: it reads a string as a list of characters ("91" -> ["9", "1"]) and a list as a
+    struct, so those columns always go through the Python converters.
+    """
+    return not (pa.types.is_list(arrow_type) or arrow_type == FILE_TYPE)
+
+
 def list_type(element_type: pa.DataType) -> pa.DataType:
     """The Arrow list type of an `isMultiple` field. The item is named "element", as Parquet's
     compliant nested layout names it, so a table read back has exactly the schema written."""
@@ -559,7 +582,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     """
     arrow_type = list_type(element_type)
 
-    def convert(values: Sequence[Any]) -> Converted:
+    def convert(values: Column) -> Converted:
         flat: list[Any] = []
         offsets = [0]
         missing: list[bool] = []
@@ -575,15 +598,14 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
                 else:
                     flat.append(value)
             offsets.append(len(flat))
+        return _refold(pa.array(offsets, pa.int32()), flat, pa.array(missing, pa.bool_()))
+
+    def _refold(offsets_array: pa.Array, flat: Column, missing: pa.Array) -> Converted:
         elements, element_failures = element(flat)
-        result = pa.ListArray.from_arrays(
-            pa.array(offsets, pa.int32()),
-            elements,
-            type=arrow_type,
-            mask=pa.array(missing, pa.bool_()),
-        )
+        result = pa.ListArray.from_arrays(offsets_array, elements, type=arrow_type, mask=missing)
         failures: list[Failure] = []
         if element_failures:
+            offsets = offsets_array.to_pylist()
             row = 0
             for failure in element_failures:
                 while offsets[row + 1] <= failure.row:
@@ -625,4 +647,5 @@ __all__ = [
     "scalar_float",
     "scalar_int",
     "scalar_money",
+    "takes_fast_path",
 ]

@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 
 from pipeline.errors import FatalPortalError
+from pipeline.normalise.convert import takes_fast_path
 from pipeline.normalise.mapping import Kind, kind_for
 
 EXTRA_COLUMN = "_extra"
@@ -154,13 +155,17 @@ def _enumeration(info: Mapping[str, Any]) -> dict[str, str]:
 class DealSchema:
     """The typed deal schema for one run. Build it with `from_fields` or `from_snapshot`."""
 
-    __slots__ = ("_fields", "arrow_schema", "columns", "enumerations", "fingerprint")
+    __slots__ = ("_fields", "arrow_schema", "columns", "enumerations", "fast_type", "fingerprint")
 
     def __init__(self, fields: Mapping[str, Any], columns: tuple[Column, ...]) -> None:
         self._fields = dict(fields)
         self.columns = columns
         self.arrow_schema: pa.Schema = pa.schema(
             [column.field for column in columns] + [pa.field(EXTRA_COLUMN, pa.string())]
+        )
+        # The string-valued columns, for pyarrow's own dict-to-Arrow conversion (fast path).
+        self.fast_type: pa.DataType = pa.struct(
+            [pa.field(c.name, pa.string()) for c in columns if takes_fast_path(c.kind.arrow_type)]
         )
         self.enumerations: dict[str, dict[str, str]] = {}
         for column in columns:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline.normalise import EXTRA_COLUMN, DealSchema, normalise_deals
 from pipeline.normalise.mapping import BITRIX24_TYPES, REFERENCE, TEXT
+from pipeline.normalise.table import _normalise
 
 TYPES = sorted(BITRIX24_TYPES)
 FIELDS: dict[str, Any] = {"ID": {"type": "integer", "isMultiple": False}}
@@ -132,3 +133,28 @@ def test_arbitrary_wire_values(deals: list[dict[str, Any]]) -> None:
     extra = table.column(EXTRA_COLUMN).to_pylist()
     for row, deal in enumerate(deals):
         assert (extra[row] is not None) == ("UF_CRM_NEW" in deal)
+
+
+STRING_DEALS = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ID": st.one_of(st.none(), WIRE_STRINGS),
+            **{
+                name: st.one_of(st.none(), WIRE_STRINGS, st.lists(WIRE_STRINGS, max_size=3))
+                for name in NAMES
+            },
+        },
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(STRING_DEALS)
+def test_fast_path_equals_python_path(deals: list[dict[str, Any]]) -> None:
+    """pyarrow's own reading of string values gives exactly what the Python path gives."""
+    fast = _normalise(deals, SCHEMA, None, fast=True)
+    slow = _normalise(deals, SCHEMA, None, fast=False)
+    assert fast[0].equals(slow[0])
+    assert fast[1] == slow[1]

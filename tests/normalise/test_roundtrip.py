@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.normalise import EXTRA_COLUMN, DealSchema, normalise_deals
+from pipeline.normalise.table import _arrow_columns, _normalise
 from pipeline.simulator import SimulatorConfig, running_simulator
 
 REFERENCES = {
@@ -155,3 +156,17 @@ async def test_sums_are_exact_in_duckdb(tmp_path: Path) -> None:
             "SELECT sum(OPPORTUNITY) FROM read_parquet(?)", [str(path)]
         ).fetchone()
     assert total == exact
+
+
+@pytest.mark.parametrize("server_tz", ["Europe/Berlin", "-10:00"])
+async def test_fast_path_and_python_path_agree_on_simulator_deals(server_tz: str) -> None:
+    config = SimulatorConfig(deals=400, seed=5, server_tz=server_tz)
+    async with running_simulator(config) as sim:
+        ids = list(sim.portal.visible_ids)
+        wire = [sim.portal.deal_wire(i) for i in ids]
+        schema = DealSchema.from_fields(sim.portal.fields())
+    assert _arrow_columns(wire, schema) is not None  # well-formed deals do take the fast path
+    fast_table, fast_errors = _normalise(wire, schema, ids, fast=True)
+    slow_table, slow_errors = _normalise(wire, schema, ids, fast=False)
+    assert fast_errors == slow_errors == []
+    assert fast_table.equals(slow_table)
