@@ -437,3 +437,35 @@ def test_io_failures_are_output_errors(
         monkeypatch.setattr(os, "write", real)
         assert out.committed_chunks() == set()
     assert not [f for f in _all_files(tmp_path / "out") if f.endswith(".tmp")]
+
+
+def test_racing_runs_exactly_one_gets_the_root(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from pipeline.config import OutputConfig\n"
+        "from pipeline.errors import OutputError\n"
+        "from pipeline.output import OutputRoot\n"
+        "try:\n"
+        f"    out = OutputRoot.open(OutputConfig(root={str(tmp_path)!r}), sys.argv[1])\n"
+        "except OutputError:\n"
+        "    print('refused', flush=True); sys.exit(0)\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()  # hold the lock until the test lets go\n"
+        "out.close()\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, f"racer-{n}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    try:
+        answers = sorted(p.stdout.readline().strip() for p in procs if p.stdout)
+    finally:
+        for p in procs:
+            p.communicate(timeout=60)
+    assert answers == ["locked", "refused", "refused", "refused"]
+    assert not (tmp_path / "_lock").exists()
