@@ -133,7 +133,7 @@ class SimulatorConfig:
     hidden_fraction: float = 0.02
     deleted_fraction: float = 0.04
     user_fields: tuple[str, ...] | None = None
-    cache_size: int = 100_000
+    cache_size: int = 10_000
 
     def __post_init__(self) -> None:
         if self.deals < 0:

@@ -123,8 +123,11 @@ class Portal:
         cached = self._cache.get(deal_id)
         if cached is not None:
             return cached
-        data = orjson.dumps(self._factory.build(deal_id, self._modified.get(deal_id)))
+        data = self._factory.encode(deal_id, self._modified.get(deal_id))
         if self._cache_size:
+            # orjson's result keeps its growth buffer (~16 KiB for a 2.5 KiB deal); a cached
+            # copy must be compact or a 1M-deal run holds gigabytes.
+            data = bytes(bytearray(data))
             if len(self._cache) >= self._cache_size:
                 self._cache.popitem(last=False)
             self._cache[deal_id] = data
