@@ -27,9 +27,12 @@ Contract with the run (`pipeline.run`):
 
 `write_chunk` is all-or-nothing per chunk: kill the process at any point and the next `open`
 deletes whatever the uncommitted chunk left, so re-writing it cannot double a row. File names
-derive from the chunk index, so a re-run overwrites instead of duplicating. `retry`:
+derive from the chunk index, so a re-run overwrites instead of duplicating; rewriting a chunk
+that is already committed needs `replace=True`. From async code use `awrite_chunk` (same
+arguments; runs in a thread, and a cancel waits for the write to end). `chunk_size`, the
+partitioning and the input fingerprint (`fingerprint_ids`) must match for a resume. `retry`:
 `OutputRoot.open_existing(root, run_id)`, `retryable_ids()`, `apply_retry(data, errors)`,
-`finalize()`.
+`finalize()`. Failures to write (disk full, permissions, store unreachable) raise OutputError.
 
 What differs on object stores: no rename (each object is uploaded whole from memory, which is
 atomic per object), no fsync (the store's durability applies), no empty directories, and the lock
