@@ -58,8 +58,8 @@ class Failure(NamedTuple):
 
 Converted = tuple[pa.Array, list[Failure]]
 # A column arrives either as Python wire values or, on the fast path, as an Arrow string array.
-Column: TypeAlias = "Sequence[Any] | pa.Array"
-Converter = Callable[[Column], Converted]
+ColumnValues: TypeAlias = "Sequence[Any] | pa.Array"
+Converter = Callable[[ColumnValues], Converted]
 
 
 class ConversionError(ValueError):
@@ -329,13 +329,13 @@ def _run_vector(
     return pa.concat_arrays(parts), pa.concat_arrays(masks)
 
 
-def _raw(values: Column, i: int) -> Any:
+def _raw(values: ColumnValues, i: int) -> Any:
     return values[i].as_py() if isinstance(values, pa.Array) else values[i]
 
 
 def _patch(
     result: pa.Array,
-    values: Column,
+    values: ColumnValues,
     indexes: list[int],
     scalar: Scalar,
     arrow_type: pa.DataType,
@@ -375,7 +375,7 @@ def string_column(
 ) -> Converter:
     """A converter for a type whose wire form is a string: vectorised, then per-value repairs."""
 
-    def convert(values: Column) -> Converted:
+    def convert(values: ColumnValues) -> Converted:
         strings, odd = (values, []) if isinstance(values, pa.Array) else _strings(values)
         strings = _null_where_in(strings, empties)
         result, recheck = _run_vector(strings, vector, arrow_type)
@@ -499,7 +499,7 @@ convert_date: Converter = string_column(_date_vector, scalar_date, pa.date32())
 convert_money: Converter = string_column(_money_vector, scalar_money, MONEY_TYPE)
 
 
-def convert_text(values: Column) -> Converted:
+def convert_text(values: ColumnValues) -> Converted:
     """Text is kept verbatim (`""` stays `""`); objects, arrays and numbers become JSON text."""
     if isinstance(values, pa.Array):
         return values, []
@@ -511,7 +511,7 @@ def convert_text(values: Column) -> Converted:
     return pa.array(texts, type=pa.string()), []
 
 
-def convert_file(values: Column) -> Converted:
+def convert_file(values: ColumnValues) -> Converted:
     """File objects are few per deal and already structured: one pass in Python, three columns."""
     ids: list[int | None] = []
     shows: list[str | None] = []
@@ -582,7 +582,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     """
     arrow_type = list_type(element_type)
 
-    def convert(values: Column) -> Converted:
+    def convert(values: ColumnValues) -> Converted:
         flat: list[Any] = []
         offsets = [0]
         missing: list[bool] = []
@@ -600,7 +600,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
             offsets.append(len(flat))
         return _refold(pa.array(offsets, pa.int32()), flat, pa.array(missing, pa.bool_()))
 
-    def _refold(offsets_array: pa.Array, flat: Column, missing: pa.Array) -> Converted:
+    def _refold(offsets_array: pa.Array, flat: ColumnValues, missing: pa.Array) -> Converted:
         elements, element_failures = element(flat)
         result = pa.ListArray.from_arrays(offsets_array, elements, type=arrow_type, mask=missing)
         failures: list[Failure] = []

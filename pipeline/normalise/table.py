@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.normalise.convert import Column, ConversionError, Failure, json_text, scalar_int
+from pipeline.normalise.convert import ColumnValues, ConversionError, Failure, json_text, scalar_int
 from pipeline.normalise.schema import DealSchema
 from pipeline.outcomes import RecordError
 
@@ -81,7 +81,7 @@ def _normalise(
     known = frozenset(names)
     extra = [None if p.keys() <= known else _extra(p, known) for p in payloads]
     fast_columns = _arrow_columns(payloads, schema) if fast else None
-    columns: list[Column]
+    columns: list[ColumnValues]
     if fast_columns is None:
         columns = list(_python_columns(payloads, names))
     else:

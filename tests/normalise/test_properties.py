@@ -158,3 +158,25 @@ def test_fast_path_equals_python_path(deals: list[dict[str, Any]]) -> None:
     slow = _normalise(deals, SCHEMA, None, fast=False)
     assert fast[0].equals(slow[0])
     assert fast[1] == slow[1]
+
+
+# A value that makes each strict cast reject its whole block, forcing every value of the block
+# through the per-value converter.
+POISON = {
+    "integer": "99999999999999999999",
+    "double": "x",
+    "date": "x",
+    "datetime": "x",
+    "money": "x|EUR",
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(POISON)), WIRE_STRINGS)
+def test_per_value_converter_agrees_with_the_vectorised_cast(bitrix_type: str, wire: str) -> None:
+    convert = BITRIX24_TYPES[bitrix_type].convert
+    alone, alone_failures = convert([wire])
+    poisoned, poisoned_failures = convert([wire, POISON[bitrix_type]])
+    assert poisoned.to_pylist()[0] == alone.to_pylist()[0]
+    assert [f.reason for f in poisoned_failures if f.row == 0] == [f.reason for f in alone_failures]
+    assert [f.row for f in poisoned_failures].count(1) == 1
