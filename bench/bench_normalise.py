@@ -84,23 +84,27 @@ def one_round(
     bodies: list[bytes], schema: DealSchema, chunk_bodies: int, path: Path
 ) -> dict[str, Any]:
     parse = normalise = write = 0.0
+    cpu = {"parse": 0.0, "normalise": 0.0, "write_parquet_zstd": 0.0}
     rows = errors = 0
     start = time.perf_counter()
     cpu_start = time.process_time()
     with pq.ParquetWriter(path, schema.arrow_schema, compression="zstd") as writer:
         for first in range(0, len(bodies), chunk_bodies):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             payloads: list[dict[str, Any]] = []
             ids: list[int] = []
             for body in bodies[first : first + chunk_bodies]:
                 deals, deal_ids = deals_of(body)
                 payloads += deals
                 ids += deal_ids
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             table, record_errors = normalise_deals(payloads, schema, ids=ids)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             writer.write_table(table)
-            t3 = time.perf_counter()
+            t3, c3 = time.perf_counter(), time.process_time()
+            cpu["parse"] += c1 - c0
+            cpu["normalise"] += c2 - c1
+            cpu["write_parquet_zstd"] += c3 - c2
             parse += t1 - t0
             normalise += t2 - t1
             write += t3 - t2
@@ -113,6 +117,7 @@ def one_round(
         "parse_s": parse,
         "normalise_s": normalise,
         "write_s": write,
+        "cpu_stages": cpu,
         "rows": rows,
         "errors": errors,
         "bytes": path.stat().st_size,
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = [r["rows"] / r["seconds"] for r in rounds]
     cpu_rates = [r["rows"] / r["cpu_seconds"] for r in rounds]
     best = rounds[rates.index(max(rates))]
+    cpu_best = rounds[cpu_rates.index(max(cpu_rates))]
     deals = best["rows"]
     result = {
         "bench": "bench_normalise",
@@ -164,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             "normalise": round(best["normalise_s"], 3),
             "write_parquet_zstd": round(best["write_s"], 3),
             "total": round(best["seconds"], 3),
+        },
+        "best_cpu_round_us_per_deal": {
+            stage: round(seconds / max(1, cpu_best["rows"]) * 1e6, 2)
+            for stage, seconds in cpu_best["cpu_stages"].items()
         },
         "parquet_bytes_per_deal": round(best["bytes"] / max(1, deals), 1),
         "record_errors": best["errors"],
