@@ -470,7 +470,6 @@ def _date_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
 
 
 _MONEY_RE = r"(?s)^(?P<amount>[^|]*)(?:\|(?P<currency>.*))?$"
-_NO_STRING = pa.scalar(None, pa.string())
 
 
 def _money_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
