@@ -116,6 +116,8 @@ class Observation:
     operating: float | None
     reset_at: float | None
     per_command_s: float | None
+    #: How many commands reported `operating` (>= 2: the spacing measured the cost directly).
+    entries: int = 1
 
 
 def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
@@ -146,6 +148,7 @@ def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
         operating=max(ops) if ops else None,
         reset_at=max(resets) if resets else None,
         per_command_s=cost,
+        entries=len(ops),
     )
 
 
@@ -166,6 +169,7 @@ def _num(value: Any) -> float | None:
 class Reservation:
     cost: float
     counted: bool
+    commands: int = 0
 
 
 class OperatingBudget:
@@ -185,6 +189,8 @@ class OperatingBudget:
         self._stale = False
         self._blocked_until = 0.0
         self._changed = asyncio.Event()
+        #: Commands answered since `operating` last rose: the divisor of the rise.
+        self._done_since = 0
 
     async def reserve(self, commands: int) -> Reservation:
         """Wait until `commands` calls of this method fit the budget; hold their cost."""
@@ -195,16 +201,16 @@ class OperatingBudget:
                 await self._wait(self._blocked_until - now)
                 continue
             if self.mode == "off":
-                return Reservation(0.0, counted=False)
+                return Reservation(0.0, counted=False, commands=commands)
             cost = commands * self.cost
             if self.mode == "unknown" or self._stale or self.operating is None:
                 if self._in_flight == 0:
-                    return self._hold(cost)
+                    return self._hold(cost, commands)
                 await self._wait_change()
                 continue
             assert self._limit is not None
             if self.operating + self._reserved + cost <= self._limit:
-                return self._hold(cost)
+                return self._hold(cost, commands)
             if self._in_flight > 0:
                 await self._wait_change()
                 continue
@@ -212,10 +218,10 @@ class OperatingBudget:
             await self._wait(wake - now)
             self._stale = True
 
-    def _hold(self, cost: float) -> Reservation:
+    def _hold(self, cost: float, commands: int) -> Reservation:
         self._in_flight += 1
         self._reserved += cost
-        return Reservation(cost, counted=True)
+        return Reservation(cost, counted=True, commands=commands)
 
     async def _wait(self, seconds: float) -> None:
         self._stats.operating_wait_s += seconds
@@ -233,17 +239,33 @@ class OperatingBudget:
             self._in_flight -= 1
             self._reserved = max(0.0, self._reserved - reservation.cost)
         if observation is not None:
+            self._done_since += reservation.commands
             self._learn(observation)
         self._changed.set()
 
     def _learn(self, obs: Observation) -> None:
-        if obs.per_command_s is not None:
-            self.cost = (
-                obs.per_command_s
-                if self.cost == 0
-                else 0.7 * self.cost + 0.3 * max(obs.per_command_s, 0.0)
-            )
-            self.cost = max(self.cost, obs.per_command_s * 0.5)
+        per = obs.per_command_s
+        if (
+            obs.entries < 2
+            and obs.operating is not None
+            and self.operating is not None
+            and obs.reset_at == self.reset_at
+            and obs.operating > self.operating
+            and self._done_since > 0
+        ):
+            # One command per answer (batch size 1): the reported processing time need not be
+            # what the portal charges, but the rise of `operating` per answered command is.
+            rise = (obs.operating - self.operating) / self._done_since
+            per = max(per or 0.0, rise)
+        if per is not None:
+            self.cost = per if self.cost == 0 else 0.7 * self.cost + 0.3 * per
+            self.cost = max(self.cost, per * 0.5)
+        if obs.operating is not None and (
+            self.operating is None
+            or obs.operating > self.operating
+            or (obs.reset_at is not None and obs.reset_at != self.reset_at)
+        ):
+            self._done_since = 0
         if obs.operating is None:
             if self.mode == "unknown":
                 self.mode = "off"  # an on-premise portal: no counters to pace against

@@ -80,3 +80,28 @@ async def test_on_premise_portal_without_counters() -> None:
         assert client.pacer.budget("crm.deal.get").mode == "off"
     assert len(outcomes) == len(sim.portal.existing_ids)
     assert client.stats.operating_peak_s == 0.0
+
+
+async def test_batch_size_one_learns_the_charge_and_is_never_blocked() -> None:
+    # Plain crm.deal.get: each answer reports one `operating` value, so the per-call charge is
+    # learnt from its rise (the simulator's reported processing time is not what it charges).
+    cfg = SimulatorConfig(deals=400, seed=3, operating_budget_s=20.0, processing_ms=200.0,
+                          time_scale=400.0, hidden_fraction=0.0, deleted_fraction=0.0)  # fmt: skip
+    async with running_simulator(cfg) as sim:
+        ids = sim.portal.visible_ids[:150]
+        client = PortalClient(
+            WebhookAuth(sim.webhook_url),
+            limits=LimitsConfig(rate=0, operating_budget_s=20.0, operating_headroom=0.0),
+            fetch=FetchConfig(batch_size=1, concurrency=4),
+            clock=sim.clock,
+        )
+        async with client:
+            started = sim.clock.monotonic()
+            outcomes = await fetch_all(client, ids)
+            elapsed = sim.clock.monotonic() - started
+        stats = sim.stats()
+    assert sorted(o.id for o in outcomes) == sorted(ids)
+    assert stats["operating_limited"] == 0
+    # Learnt, not the ~0.001 s the answers report; interleaved answers may overestimate it.
+    assert 0.18 <= client.pacer.budget("crm.deal.get").cost <= 0.5
+    assert 600 <= elapsed <= 660  # 30 s of work against 20 s: exactly one window passes
