@@ -4,7 +4,9 @@
         sim = await simulator(deals=300, seed=7, rate=2, burst=50)
         ...  # sim.webhook_url, sim.portal, sim.stats(), sim.set_faults(...)
 
-Each simulator started through the factory is stopped when the test ends.
+Each simulator started through the factory is stopped when the test ends. Pass
+`clock=ScaledClock(K)` (with `time_scale=K`) to share one clock between the portal and the client
+under test, so that `operating_reset_at` and the client's `now()` agree.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.clock import ScaledClock
 from pipeline.simulator import RunningSimulator, SimulatorConfig, running_simulator
 
 SimulatorFactory = Callable[..., Awaitable[RunningSimulator]]
@@ -25,12 +28,17 @@ async def simulator() -> AsyncIterator[SimulatorFactory]:
     """Start simulators: `await simulator(SimulatorConfig(...))` or `await simulator(deals=..)`."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(config: SimulatorConfig | None = None, **kwargs: Any) -> RunningSimulator:
+        async def start(
+            config: SimulatorConfig | None = None,
+            *,
+            clock: ScaledClock | None = None,
+            **kwargs: Any,
+        ) -> RunningSimulator:
             if config is None:
                 config = SimulatorConfig(**kwargs)
             elif kwargs:
                 raise TypeError("pass either a SimulatorConfig or keyword arguments, not both")
-            return await stack.enter_async_context(running_simulator(config))
+            return await stack.enter_async_context(running_simulator(config, clock=clock))
 
         yield start
 

@@ -103,11 +103,12 @@ class Api:
     def time_block(self, start: float, operating: tuple[float, int] | None) -> dict[str, Any]:
         finish = self.clock.now()
         zone = self.portal.zone
+        duration = finish - start
         block: dict[str, Any] = {
-            "start": round(start, 6),
-            "finish": round(finish, 6),
-            "duration": round(finish - start, 6),
-            "processing": round(finish - start, 6),
+            "start": start,
+            "finish": finish,
+            "duration": duration,
+            "processing": duration,
             "date_start": zone.datetime(start),
             "date_finish": zone.datetime(finish),
         }

@@ -39,9 +39,11 @@ INTERNAL = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal ser
 class Simulator:
     """One simulated portal: state, limits and the aiohttp application serving it."""
 
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(self, config: SimulatorConfig, clock: ScaledClock | None = None) -> None:
         self.config = config
-        self.clock = ScaledClock(config.time_scale)
+        if clock is not None and clock.scale != config.time_scale:
+            raise ValueError("the shared clock's scale must equal config.time_scale")
+        self.clock = clock or ScaledClock(config.time_scale)
         zone = ServerZone(config.server_tz, self.clock.now())
         self.portal = Portal(
             deals=config.deals,
@@ -94,11 +96,15 @@ class Simulator:
         app.router.add_route("*", "/oauth/token/", self._oauth_token)
         app.router.add_route("*", "/oauth/token", self._oauth_token)
         app.router.add_get("/_simulator/stats", self._stats)
+        app.router.add_get("/_simulator/clock", self._clock)
         app.router.add_get("/_simulator/deal/{id}", self._deal)
         return app
 
     async def _stats(self, request: web.Request) -> web.Response:
         return _json(200, self.stats())
+
+    async def _clock(self, request: web.Request) -> web.Response:
+        return _json(200, {"now": self.clock.now(), "scale": self.clock.scale})
 
     async def _deal(self, request: web.Request) -> web.Response:
         try:
@@ -317,10 +323,19 @@ class RunningSimulator:
 
 @contextlib.asynccontextmanager
 async def running_simulator(
-    config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    config: SimulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    clock: ScaledClock | None = None,
 ) -> AsyncIterator[RunningSimulator]:
-    """Serve a simulated portal on `host:port` (0 = a free port) for the duration of the block."""
-    sim = Simulator(config or SimulatorConfig())
+    """Serve a simulated portal on `host:port` (0 = a free port) for the duration of the block.
+
+    Two `ScaledClock(K)` objects created a moment apart disagree by (K-1) x that moment, so a
+    client that compares its clock with `operating_reset_at` should use `sim.clock` or pass its
+    own clock here (its scale must equal `config.time_scale`).
+    """
+    sim = Simulator(config or SimulatorConfig(), clock)
     app = sim.app()
     app.middlewares.append(_swallow_aborts)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

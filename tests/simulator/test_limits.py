@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
+from pipeline.clock import ScaledClock
 from pipeline.simulator import SimulatorConfig
 from tests.conftest import SimulatorFactory
 from tests.simulator.conftest import get, post_json
@@ -137,3 +139,21 @@ async def test_time_scale_compresses_reported_time(
     await sim.clock.sleep(60)  # 60 ms of wall time
     _, second = await get(http, sim.webhook_url + "crm.deal.fields")
     assert second["time"]["start"] - first["time"]["start"] >= 60
+
+
+async def test_shared_clock_agrees_with_reported_time(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    clock = ScaledClock(500.0)
+    sim = await simulator(deals=10, seed=1, time_scale=500.0, clock=clock)
+    assert sim.clock is clock
+    before = clock.now()
+    _, body = await get(http, sim.webhook_url + "crm.deal.fields")
+    after = clock.now()
+    assert before <= body["time"]["start"] <= body["time"]["finish"] <= after
+    status, now = await get(http, sim.base_url + "/_simulator/clock")
+    assert status == 200
+    assert now["scale"] == 500.0
+    assert after <= now["now"] <= clock.now()
+    with pytest.raises(ValueError, match="scale"):
+        await simulator(deals=10, time_scale=2.0, clock=clock)
