@@ -8,7 +8,8 @@ per-method path, so limits and errors behave identically inside and outside a ba
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,15 +258,26 @@ class Api:
         if not self.config.can_read_deals:
             raise DENIED
         flt = params.get("filter")
-        predicates, lower_id = self._filters(flt if isinstance(flt, dict) else {})
+        predicates, lower_id, only_ids = self._filters(flt if isinstance(flt, dict) else {})
         select = [str(s) for s in as_list(params.get("select"))] or ["*"]
         start = php_int(params.get("start", 0))
-        ids = [
-            i for i in self.portal.ids_after(lower_id)
-            if self.portal.readable(i) and all(p(i) for p in predicates)
-        ]  # fmt: skip
         order = params.get("order")
-        self._sort(ids, order if isinstance(order, dict) else {})
+        order_keys = self._order_keys(order if isinstance(order, dict) else {})
+        readable = self.portal.readable
+        candidates: Iterable[int] = (
+            self.portal.ids_after(lower_id)
+            if only_ids is None
+            else sorted(i for i in only_ids if i > lower_id)
+        )
+        matches = (i for i in candidates if readable(i) and all(p(i) for p in predicates))
+        if start < 0 and order_keys in ([], [("ID", False)]):
+            # Without the count query the portal can stop at the first page: what makes
+            # `>ID` + `start=-1` keyset paging cheap (bitrix24-api.md §8).
+            page, nxt, total = list(itertools.islice(matches, PAGE_SIZE)), None, None
+            rows = [self._list_row(i, select) for i in page]
+            return Outcome(rows, cost_s=self._list_cost, deals=len(rows))
+        ids = list(matches)
+        self._sort(ids, order_keys)
         if start < 0:
             page, nxt, total = ids[:PAGE_SIZE], None, None
         else:
@@ -275,9 +287,13 @@ class Api:
         rows = [self._list_row(i, select) for i in page]
         return Outcome(rows, next=nxt, total=total, cost_s=self._list_cost, deals=len(rows))
 
-    def _filters(self, flt: dict[PhpKey, Any]) -> tuple[list[Callable[[int], bool]], int]:
+    def _filters(
+        self, flt: dict[PhpKey, Any]
+    ) -> tuple[list[Callable[[int], bool]], int, set[int] | None]:
+        """(predicates, exclusive lower ID bound, the `@ID` set if any) of a list filter."""
         predicates: list[Callable[[int], bool]] = []
         lower_id = 0
+        only_ids: set[int] | None = None
         for raw_key, value in flt.items():
             key = str(raw_key)
             op = key[: len(key) - len(key.lstrip("<>=@!"))]
@@ -285,7 +301,7 @@ class Api:
             if field == "ID":
                 if op == "@":
                     wanted = {php_int(v) for v in as_list(value)}
-                    predicates.append(wanted.__contains__)
+                    only_ids = wanted if only_ids is None else only_ids & wanted
                     continue
                 bound = php_int(value)
                 if op == ">":
@@ -302,7 +318,7 @@ class Api:
                 )
                 predicates.append(_compare(op, bound_ts, getter))
             # Other filter fields are accepted and ignored, as the portal ignores unknown ones.
-        return predicates, lower_id
+        return predicates, lower_id, only_ids
 
     def _parse_time(self, value: Any) -> int:
         text = str(value).strip()
@@ -318,10 +334,12 @@ class Api:
             return naive_ts - self.portal.zone.offset_at(naive_ts)
         return int(parsed.timestamp())
 
-    def _sort(self, ids: list[int], order: dict[PhpKey, Any]) -> None:
-        keys: list[tuple[str, bool]] = [
-            (str(k).upper(), str(v).upper() == "DESC") for k, v in order.items()
-        ]
+    @staticmethod
+    def _order_keys(order: dict[PhpKey, Any]) -> list[tuple[str, bool]]:
+        """[(FIELD, descending)] in priority order."""
+        return [(str(k).upper(), str(v).strip().upper() == "DESC") for k, v in order.items()]
+
+    def _sort(self, ids: list[int], keys: list[tuple[str, bool]]) -> None:
         for field, desc in reversed(keys or [("ID", False)]):
             if field == "ID":
                 ids.sort(reverse=desc)

@@ -7,6 +7,7 @@ import datetime as dt
 import aiohttp
 
 from pipeline.simulator import RunningSimulator
+from tests.conftest import SimulatorFactory
 from tests.simulator.conftest import post_form, post_json
 
 
@@ -120,3 +121,24 @@ async def test_date_modify_filters_after_touch(
     )
     assert body["result"] == []
     assert body["total"] == 0
+
+
+async def test_keyset_paging_on_a_big_portal_is_cheap(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    """`>ID` + `start=-1` stops at the first page, so a 200k-deal portal answers at once."""
+    sim = await simulator(deals=200_000, seed=4)
+    last = 0
+    pages = 0
+    for _ in range(5):  # bounded: five pages
+        status, body = await post_json(
+            http,
+            sim.webhook_url + "crm.deal.list",
+            {"filter": {">ID": last}, "order": {"ID": "ASC"}, "select": ["ID"], "start": -1},
+        )
+        assert status == 200
+        ids = [int(r["ID"]) for r in body["result"]]
+        assert ids == [i for i in sim.portal.visible_ids if i > last][:50]
+        last = ids[-1]
+        pages += 1
+    assert pages == 5
