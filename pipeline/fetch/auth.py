@@ -11,6 +11,7 @@ is handed to `on_tokens_rotated(access, refresh)` so the caller can persist the 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,6 +24,8 @@ from pipeline.fetch.transport import Transport, check_url
 from pipeline.redact import mask_url
 
 TokensRotated = Callable[[str, str], None]
+
+log = logging.getLogger(__name__)
 
 
 class Signer(Protocol):
@@ -182,6 +185,7 @@ class OAuthSigner:
                 except UsageError:
                     pass  # keep the configured endpoint rather than downgrade to plain HTTP
             self.refreshes += 1
+            log.info("OAuth access token expired: refreshed; the new pair goes to the caller")
             if self._on_rotated is not None:
                 self._on_rotated(access, refresh)
 

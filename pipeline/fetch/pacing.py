@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from aiolimiter import AsyncLimiter
 from pipeline.clock import Clock
 from pipeline.config import LimitsConfig
 from pipeline.fetch.stats import FetchStats
+
+log = logging.getLogger(__name__)
 
 #: Slack after `operating_reset_at` before probing again: the portal's clock and ours differ by
 #: network latency and rounding of the integer timestamp.
@@ -103,6 +106,12 @@ class RateGate:
         self._generation += 1
         self._limiter = self._new_limiter()
         self._fill_pending = self._limiter is not None
+        log.warning(
+            "portal rate limit hit (503 QUERY_LIMIT_EXCEEDED, %d in a row): every request "
+            "pauses %.1f s, then resumes at the drain rate",
+            self._strikes,
+            pause,
+        )
         return pause
 
     def on_success(self) -> None:
@@ -175,7 +184,10 @@ class Reservation:
 class OperatingBudget:
     """Pacing of one method against its operating-time budget (see the module docstring)."""
 
-    def __init__(self, limits: LimitsConfig, clock: Clock, stats: FetchStats) -> None:
+    def __init__(
+        self, limits: LimitsConfig, clock: Clock, stats: FetchStats, method: str = ""
+    ) -> None:
+        self.method = method
         budget = limits.operating_budget_s
         self._limit = None if budget is None else budget * (1 - limits.operating_headroom)
         self._clock = clock
@@ -215,6 +227,14 @@ class OperatingBudget:
                 await self._wait_change()
                 continue
             wake = max((self.reset_at or now) + RESET_MARGIN_S, now + RESET_MARGIN_S)
+            log.info(
+                "operating budget of %s nearly spent (%.1f of %.1f s): waiting %.0f s for the "
+                "oldest minute to leave the window",
+                self.method,
+                self.operating,
+                self._limit,
+                wake - now,
+            )
             await self._wait(wake - now)
             self._stale = True
 
@@ -294,6 +314,12 @@ class OperatingBudget:
         self._blocked_until = max(self._blocked_until, until)
         self._stale = True
         self._changed.set()
+        log.warning(
+            "%s blocked by the portal (429 OPERATION_TIME_LIMIT): pausing it %.0f s; the "
+            "affected IDs are retried without spending attempts",
+            self.method,
+            until - now,
+        )
         return until - now
 
 
@@ -316,7 +342,9 @@ class Pacer:
     def budget(self, method: str) -> OperatingBudget:
         b = self._budgets.get(method)
         if b is None:
-            b = self._budgets[method] = OperatingBudget(self._limits, self._clock, self._stats)
+            b = self._budgets[method] = OperatingBudget(
+                self._limits, self._clock, self._stats, method
+            )
         return b
 
     async def acquire(self, method: str, commands: int) -> Reservation:

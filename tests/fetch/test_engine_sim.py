@@ -4,6 +4,7 @@ errors, OAuth refresh, cancellation, batch size 1, discovery."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 
@@ -51,9 +52,21 @@ hidden: set[int] = set()
 
 
 @pytest.mark.parametrize("batch_size", [50, 1])
-async def test_fault_mix_every_id_exactly_once(batch_size: int) -> None:
+async def test_fault_mix_every_id_exactly_once(
+    batch_size: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     # The mix by probability, plus a script so that every kind surely happens in a short run.
-    script = {2: "reset", 3: "truncated", 4: "html_502", 5: "error_500", 6: "slow", 9: "reset"}
+    script = {
+        2: "reset",
+        3: "truncated",
+        4: "html_502",
+        5: "error_500",
+        6: "slow",
+        7: "no_time",
+        8: "html_504",
+        9: "reset",
+    }
     faults = FaultConfig(
         error_500=0.05,
         html_502=0.02,
@@ -90,9 +103,11 @@ async def test_fault_mix_every_id_exactly_once(batch_size: int) -> None:
         assert any(isinstance(o, DealFailed) for o in outcomes)
         assert any(o.id in hidden for o in outcomes if isinstance(o, DealFailed))
         served = sim.stats()["faults"]
-        for kind in ("error_500", "html_502", "reset", "truncated", "slow"):
+        for kind in ("error_500", "html_502", "reset", "truncated", "slow", "no_time"):
             assert served.get(kind, 0) > 0, f"fault {kind} never injected: {served}"
         assert client.stats.transient_errors > 0
+        assert sim.secret not in caplog.text
+        assert all(sim.secret not in o.message for o in outcomes if isinstance(o, DealFailed))
         assert client.stats.retries > 0
 
 

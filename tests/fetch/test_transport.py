@@ -16,8 +16,10 @@ from aiohttp import web
 
 from pipeline.config import FetchConfig, LimitsConfig, TransportConfig, WebhookAuth
 from pipeline.errors import FatalPortalError, TransientError, UsageError
-from pipeline.fetch import PortalClient
+from pipeline.fetch import PortalClient, fetch_deals
 from pipeline.fetch.transport import Transport, check_url, is_loopback_host
+
+from .helpers import aiter_ids
 
 NO_LIMITS = LimitsConfig(rate=0, operating_budget_s=None)
 TIME = {"start": 1.0, "finish": 1.1, "duration": 0.1, "processing": 0.1}
@@ -204,3 +206,24 @@ async def test_missing_ca_bundle_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="ca_bundle"):
         async with Transport(TransportConfig(ca_bundle=str(tmp_path / "nope.pem"))):
             pass
+
+
+async def test_per_command_fatal_inside_batch_stops_the_fetch() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        cmd = orjson.loads(await request.read())["cmd"]
+        errors = {
+            key: {"error": "insufficient_scope", "error_description": "needs crm"} for key in cmd
+        }
+        return web.json_response(
+            {"result": {"result": [], "result_error": errors, "result_time": []}, "time": TIME}
+        )
+
+    async with (
+        serve(handler) as base,
+        PortalClient(WebhookAuth(f"{base}/rest/1/{SECRET}/"), limits=NO_LIMITS) as client,
+    ):
+        with pytest.raises(FatalPortalError) as info:
+            [o async for o in fetch_deals(aiter_ids(range(1, 500)), client)]
+    assert info.value.code == "insufficient_scope"
+    assert "crm" in str(info.value)
+    assert SECRET not in str(info.value)
