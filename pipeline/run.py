@@ -157,6 +157,7 @@ class _Exporter:
         idset: IdSet,
         progress: Progress | None,
         client: PortalClient,
+        committed: set[int],
     ) -> None:
         self.out = out
         self.schema = schema
@@ -168,7 +169,8 @@ class _Exporter:
         self.written = 0
         self.failed_permanent: Counter[str] = Counter()
         self.failed_retryable: Counter[str] = Counter()
-        self._input_rows_pending = bool(idset.invalid) or chunks.count == 0
+        # Invalid input lines ride with chunk 0; once chunk 0 is committed they are recorded.
+        self._input_rows_pending = 0 not in committed and (bool(idset.invalid) or not chunks.count)
 
     def _buffer(self, index: int) -> _ChunkBuffer:
         buf = self.buffers.get(index)
@@ -303,7 +305,8 @@ async def export(
         with OutputRoot.open(config.output, run_id, input_fingerprint=fingerprint) as out:
             drift_lines = _check_drift(out, schema, on_drift)
             out.write_schema(schema.snapshot())
-            chunks = _Chunks(idset.ids, config.output.chunk_size, out.committed_chunks())
+            committed = out.committed_chunks()
+            chunks = _Chunks(idset.ids, config.output.chunk_size, committed)
             skipped = chunks.count - len(chunks.pending)
             progress = progress_factory(len(idset.ids)) if progress_factory else None
             if progress is not None and skipped:
@@ -312,7 +315,7 @@ async def export(
                 )
                 progress.event("resume", chunks_committed=skipped, deals=done_before)
                 progress.advance(done_before)
-            exporter = _Exporter(out, schema, chunks, idset, progress, client)
+            exporter = _Exporter(out, schema, chunks, idset, progress, client, committed)
             try:
                 await exporter.run()
             finally:

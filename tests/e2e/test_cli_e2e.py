@@ -179,3 +179,18 @@ async def test_json_logs_are_json_and_secret_free(simulator, tmp_path: Path) -> 
     everything = done.stdout + done.stderr
     assert sim.secret not in everything
     assert not files_containing(tmp_path / "out", sim.secret)
+
+
+async def test_resuming_a_completed_output_with_invalid_lines_changes_nothing(
+    simulator, tmp_path
+) -> None:
+    sim = await simulator(deals=40, seed=1)
+    (tmp_path / "ids.txt").write_text("\n".join([*map(str, range(1, 41)), "x1", "7.5"]) + "\n")
+    args = ("--ids", "ids.txt", "--out", "out", "--chunk-size", "10")
+    assert (await _run(sim, tmp_path, *args)).code == 0
+    before = sorted(read_data(tmp_path / "out").column("ID").to_pylist())
+    again = await _run(sim, tmp_path, *args, "--existing-data-behavior", "resume")
+    assert again.code == 0, again.stderr
+    assert sorted(read_data(tmp_path / "out").column("ID").to_pylist()) == before
+    side = read_sidecar(tmp_path / "out")
+    assert side.column("stage").to_pylist().count("input") == 2
