@@ -839,7 +839,9 @@ def _wipe(store: Store) -> None:
             store.delete(entry.path)
     for name in (ERRORS_DIR,):
         store.delete_dir(name)
-    for name in (SCHEMA_FILE, STATE_FILE, RUN_FILE):
+    # `_state.json` (the incremental watermark) survives: a nightly run that replaces last
+    # night's delta and then dies must still know where the previous successful run ended.
+    for name in (SCHEMA_FILE, RUN_FILE):
         store.delete(name)
     store.remove_empty_dirs()
 

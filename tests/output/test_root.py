@@ -469,3 +469,16 @@ def test_racing_runs_exactly_one_gets_the_root(tmp_path: Path) -> None:
             p.communicate(timeout=60)
     assert answers == ["locked", "refused", "refused", "refused"]
     assert not (tmp_path / "_lock").exists()
+
+
+def test_overwrite_keeps_the_watermark_until_the_new_run_sets_its_own(
+    tmp_path: Path, synth: ModuleType
+) -> None:
+    with _open(tmp_path) as out:
+        out.write_chunk(0, *synth.chunk(0))
+        out.finalize(watermark="2026-11-26T00:00:00+00:00")
+    with _open(tmp_path, existing_data_behavior="overwrite", input_fingerprint="other") as out:
+        assert out.committed_chunks() == set()
+        # A run that dies here must still find where the last successful run ended.
+        assert out.read_watermark() == "2026-11-26T00:00:00+00:00"
+    assert read_watermark(str(tmp_path)) == "2026-11-26T00:00:00+00:00"
