@@ -6,6 +6,19 @@
 
 It follows `bitrix24-api.md`, quirks included: PHP array serialisation in `batch`, `(int)` casts,
 the wire formats of §5, the leaky bucket and operating-time limits, and seeded faults.
+
+The handle (`RunningSimulator`):
+
+* addresses: `webhook_url`, `base_url`, `secret`, `oauth_endpoint` (`<base>/rest/`),
+  `token_url` (`<base>/oauth/token/`), `access_token`, `refresh_token`, `config`, `clock`;
+* truth: `portal.deal_wire(id)`, `portal.deal_data(id)` (hidden deals too), `portal.fields()`,
+  `portal.existing_ids` / `visible_ids` / `hidden_ids` / `deleted_ids`, `portal.status(id)`,
+  `portal.date_modify(id)`, `stats()`;
+* control: `set_faults(FaultConfig)`, `revoke_webhook()` / `restore_webhook()`,
+  `expire_access_token()`, `touch(ids, at=None)`, `portal.delete(ids)`.
+
+Over HTTP: `GET /_simulator/stats`, `GET /_simulator/deal/{id}`, `GET /_simulator/clock`,
+`POST /_simulator/touch` and `/_simulator/delete` with `{"ids": [...], "at": ts}`.
 """
 
 from pipeline.simulator.config import (

@@ -97,11 +97,34 @@ class Simulator:
         app.router.add_route("*", "/oauth/token", self._oauth_token)
         app.router.add_get("/_simulator/stats", self._stats)
         app.router.add_get("/_simulator/clock", self._clock)
+        app.router.add_post("/_simulator/touch", self._touch)
+        app.router.add_post("/_simulator/delete", self._delete)
         app.router.add_get("/_simulator/deal/{id}", self._deal)
         return app
 
     async def _stats(self, request: web.Request) -> web.Response:
         return _json(200, self.stats())
+
+    async def _change_request(self, request: web.Request) -> tuple[list[int], float | None]:
+        try:
+            body = orjson.loads(await request.read())
+            ids = [int(i) for i in body["ids"]]
+            at = body.get("at")
+            return ids, None if at is None else float(at)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            raise web.HTTPBadRequest(text='expected {"ids": [int, ...], "at": unix_ts?}') from None
+
+    async def _touch(self, request: web.Request) -> web.Response:
+        """`{"ids": [...], "at": ts?}`: advance DATE_MODIFY, for processes that cannot call
+        `touch` directly (the CLI simulator)."""
+        ids, at = await self._change_request(request)
+        self.touch(ids, at)
+        return _json(200, {"touched": len(ids)})
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        ids, _ = await self._change_request(request)
+        self.portal.delete(ids)
+        return _json(200, {"deleted": len(ids)})
 
     async def _clock(self, request: web.Request) -> web.Response:
         return _json(200, {"now": self.clock.now(), "scale": self.clock.scale})

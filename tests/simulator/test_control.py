@@ -101,3 +101,18 @@ def test_demo_runs_without_leaking_the_secret() -> None:
     assert "HTTP 200" in result.stdout
     assert "Not found" in result.stdout
     assert DEFAULT_SECRET not in result.stdout + result.stderr
+
+
+async def test_touch_and_delete_over_http(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    a, b = sim.portal.visible_ids[:2]
+    touch = {"ids": [a], "at": 1.8e9}
+    status, body = await post_json(http, sim.base_url + "/_simulator/touch", touch)
+    assert (status, body) == (200, {"touched": 1})
+    assert sim.portal.date_modify(a) == 1_800_000_000
+    status, body = await post_json(http, sim.base_url + "/_simulator/delete", {"ids": [b]})
+    assert (status, body) == (200, {"deleted": 1})
+    assert sim.portal.status(b) == "deleted"
+    async with http.post(sim.base_url + "/_simulator/touch", data=b"nope") as resp:
+        assert resp.status == 400
