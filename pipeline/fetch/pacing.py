@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 RESET_MARGIN_S = 1.0
 #: JSSDK waits at least this long on OPERATION_TIME_LIMIT when no reset time is known.
 MIN_OPERATING_PAUSE_S = 10.0
+MAX_OPERATING_PAUSE_S = 120.0
 MAX_RATE_BACKOFF_S = 60.0
 
 
@@ -203,6 +204,7 @@ class OperatingBudget:
         self._changed = asyncio.Event()
         #: Commands answered since `operating` last rose: the divisor of the rise.
         self._done_since = 0
+        self._limited_strikes = 0
 
     async def reserve(self, commands: int) -> Reservation:
         """Wait until `commands` calls of this method fit the budget; hold their cost."""
@@ -290,6 +292,7 @@ class OperatingBudget:
             if self.mode == "unknown":
                 self.mode = "off"  # an on-premise portal: no counters to pace against
             return
+        self._limited_strikes = 0
         if self._limit is not None:
             self.mode = "on"
         # Learnt even with pacing off: a 429 then waits for the real reset, not a guess.
@@ -307,10 +310,14 @@ class OperatingBudget:
     def on_limited(self) -> float:
         """A 429 OPERATION_TIME_LIMIT: pause the method; returns the pause in seconds."""
         now = self._clock.now()
+        self._limited_strikes += 1
         if self.reset_at is not None and self.reset_at + RESET_MARGIN_S > now:
             until = self.reset_at + RESET_MARGIN_S
         else:
-            until = now + MIN_OPERATING_PAUSE_S
+            # No usable reset time (error answers carry none): 10 s, doubling while the
+            # block lasts, so a long block costs a handful of probes, not one every 10 s.
+            backoff = MIN_OPERATING_PAUSE_S * 2.0 ** min(self._limited_strikes - 1, 6)
+            until = now + min(MAX_OPERATING_PAUSE_S, backoff)
         self._blocked_until = max(self._blocked_until, until)
         self._stale = True
         self._changed.set()

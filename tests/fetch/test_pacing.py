@@ -128,6 +128,9 @@ async def test_operating_limit_pauses_until_reset() -> None:
     assert budget.on_limited() == MIN_OPERATING_PAUSE_S  # no reset known
     await budget.reserve(1)
     assert clock.t == pytest.approx(1_000 + MIN_OPERATING_PAUSE_S)
+    # Still blocked after that, still no reset known: the pause doubles.
+    assert budget.on_limited() == 2 * MIN_OPERATING_PAUSE_S
+    await budget.reserve(1)
     budget.release(
         await budget.reserve(1), Observation(operating=500, reset_at=1_400, per_command_s=0.1)
     )
