@@ -11,6 +11,16 @@ Modules, one job each:
     client      PortalClient: one attempt end to end; `call()` with retries
     engine      fetch_deals / discover_modified_ids
     stats       counters for the run summary
+
+Example:
+
+    async with PortalClient(WebhookAuth(url), limits=LimitsConfig.for_plan("standard"),
+                            on_tokens_rotated=save_tokens) as client:
+        fields = await client.call("crm.deal.fields")
+        async with aclosing(fetch_deals(ids, client)) as outcomes:
+            async for outcome in outcomes:        # DealFetched | DealFailed, one per ID
+                ...
+        client.stats.as_dict()                    # requests, 503s, 429s, waits, ...
 """
 
 from pipeline.fetch.client import PortalClient
