@@ -177,7 +177,7 @@ def _line_blocks(stream: BinaryIO, name: str, block_size: int) -> Iterator[list[
     carry = b""
     skipping = False
     first = True
-    while block := stream.read(block_size):
+    for block in _blocks(stream, block_size):
         if first:
             first = False
             _check_magic(block, name)
@@ -201,6 +201,14 @@ def _line_blocks(stream: BinaryIO, name: str, block_size: int) -> Iterator[list[
             yield lines
     if carry:
         yield [carry]
+
+
+def _blocks(stream: BinaryIO, block_size: int) -> Iterator[bytes]:
+    # The first read is large enough to see a file-type signature whatever the block size.
+    block = stream.read(max(block_size, 8))
+    while block:
+        yield block
+        block = stream.read(block_size)
 
 
 def _check_magic(head: bytes, name: str) -> None:
