@@ -175,6 +175,14 @@ class _Engine:
 
     async def _attempt(self, items: list[_Item], backoff: list[_Item]) -> None:
         client = self._client
+        if len(items) > 1:
+            fits = client.pacer.budget(DEAL_GET).affordable(len(items))
+            if 0 < fits < len(items):
+                # Spend what is left of the operating window now; the rest goes back first
+                # in line (no attempt spent) and waits for the window to move.
+                self._retry.extendleft(reversed(items[fits:]))
+                self._wake.set()
+                items = items[:fits]
         ids = [item.id for item in items]
         try:
             if self._config.batch_size == 1:

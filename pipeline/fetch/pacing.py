@@ -240,6 +240,23 @@ class OperatingBudget:
             await self._wait(wake - now)
             self._stale = True
 
+    def affordable(self, commands: int) -> int:
+        """How many of `commands` calls fit the budget right now (`commands` when unknown).
+
+        Lets the engine send a smaller batch instead of leaving the rest of a window unused.
+        Returns 0 when not even one fits (the caller then sends the whole batch, which waits).
+        """
+        if (
+            self.mode != "on"
+            or self._stale
+            or self.operating is None
+            or self._limit is None
+            or self.cost <= 0
+        ):
+            return commands
+        room = self._limit - self.operating - self._reserved
+        return max(0, min(commands, int(room / self.cost)))
+
     def _hold(self, cost: float, commands: int) -> Reservation:
         self._in_flight += 1
         self._reserved += cost

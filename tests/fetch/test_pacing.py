@@ -157,3 +157,19 @@ async def test_rate_gate_blocks_all_acquirers() -> None:
     pause = gate.on_rate_limited()
     await asyncio.gather(*(gate.acquire() for _ in range(5)))
     assert clock.t >= 1_000 + pause
+
+
+async def test_affordable_lets_a_smaller_batch_use_the_rest_of_the_window() -> None:
+    budget = OperatingBudget(limits(100.0), FakeClock(), FetchStats())
+    assert budget.affordable(50) == 50  # nothing known yet: no shrinking
+    budget.release(
+        await budget.reserve(1), Observation(operating=90.0, reset_at=1_600, per_command_s=0.5)
+    )
+    assert budget.affordable(50) == 20
+    held = await budget.reserve(10)
+    assert budget.affordable(50) == 10
+    budget.release(held, None)
+    budget.release(
+        await budget.reserve(1), Observation(operating=100.0, reset_at=1_600, per_command_s=0.5)
+    )
+    assert budget.affordable(50) == 0
