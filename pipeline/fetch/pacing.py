@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,31 @@ RESET_MARGIN_S = 1.0
 MIN_OPERATING_PAUSE_S = 10.0
 MAX_OPERATING_PAUSE_S = 120.0
 MAX_RATE_BACKOFF_S = 60.0
+
+
+class WaitMeter:
+    """Clock seconds during which at least one request was held back (not summed per task, so
+    the figure never exceeds the run's duration)."""
+
+    def __init__(self, clock: Clock, stats: FetchStats, field: str) -> None:
+        self._clock = clock
+        self._stats = stats
+        self._field = field
+        self._waiting = 0
+        self._since = 0.0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        if self._waiting == 0:
+            self._since = self._clock.monotonic()
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+            if self._waiting == 0:
+                spent = self._clock.monotonic() - self._since
+                setattr(self._stats, self._field, getattr(self._stats, self._field) + spent)
 
 
 class RateGate:
@@ -67,6 +92,7 @@ class RateGate:
         self._generation = 0
         self._blocked_until = 0.0
         self._strikes = 0
+        self._meter = WaitMeter(clock, stats, "rate_wait_s")
 
     def _new_limiter(self) -> AsyncLimiter | None:
         if self._rate <= 0:
@@ -79,8 +105,8 @@ class RateGate:
         while True:
             wait = self._blocked_until - clock.monotonic()
             if wait > 0:
-                self._stats.rate_wait_s += wait
-                await clock.sleep(wait)
+                with self._meter.waiting():
+                    await clock.sleep(wait)
                 continue
             generation = self._generation
             limiter = self._limiter
@@ -90,9 +116,11 @@ class RateGate:
                 # A fresh bucket filled to the brim: returns at once, then drains at rate Y.
                 self._fill_pending = False
                 await limiter.acquire(self._burst)
-            started = clock.monotonic()
-            await limiter.acquire()
-            self._stats.rate_wait_s += clock.monotonic() - started
+            if limiter.has_capacity():
+                await limiter.acquire()
+            else:
+                with self._meter.waiting():
+                    await limiter.acquire()
             if generation == self._generation:
                 return
             # A 503 arrived while we waited: our token came from a bucket that lied.
@@ -186,9 +214,15 @@ class OperatingBudget:
     """Pacing of one method against its operating-time budget (see the module docstring)."""
 
     def __init__(
-        self, limits: LimitsConfig, clock: Clock, stats: FetchStats, method: str = ""
+        self,
+        limits: LimitsConfig,
+        clock: Clock,
+        stats: FetchStats,
+        method: str = "",
+        meter: WaitMeter | None = None,
     ) -> None:
         self.method = method
+        self._meter = meter or WaitMeter(clock, stats, "operating_wait_s")
         budget = limits.operating_budget_s
         self._limit = None if budget is None else budget * (1 - limits.operating_headroom)
         self._clock = clock
@@ -263,13 +297,13 @@ class OperatingBudget:
         return Reservation(cost, counted=True, commands=commands)
 
     async def _wait(self, seconds: float) -> None:
-        self._stats.operating_wait_s += seconds
-        await self._clock.sleep(seconds)
+        with self._meter.waiting():
+            await self._clock.sleep(seconds)
 
     async def _wait_change(self) -> None:
         # Re-check at least every few seconds: a blocked_until set meanwhile, or a clock jump.
         self._changed.clear()
-        with contextlib.suppress(TimeoutError):
+        with self._meter.waiting(), contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout=5.0 / self._clock.scale)
 
     def release(self, reservation: Reservation, observation: Observation | None) -> None:
@@ -362,12 +396,13 @@ class Pacer:
         self._stats = stats
         self.rate = RateGate(limits, clock, stats, rand)
         self._budgets: dict[str, OperatingBudget] = {}
+        self._operating_meter = WaitMeter(clock, stats, "operating_wait_s")
 
     def budget(self, method: str) -> OperatingBudget:
         b = self._budgets.get(method)
         if b is None:
             b = self._budgets[method] = OperatingBudget(
-                self._limits, self._clock, self._stats, method
+                self._limits, self._clock, self._stats, method, self._operating_meter
             )
         return b
 
@@ -390,5 +425,6 @@ __all__ = [
     "Pacer",
     "RateGate",
     "Reservation",
+    "WaitMeter",
     "observe",
 ]

@@ -7,7 +7,12 @@ from dataclasses import asdict, dataclass
 
 @dataclass(slots=True)
 class FetchStats:
-    """Mutable counters; one instance per client. Times are in clock (portal) seconds."""
+    """Mutable counters; one instance per client. Times are in clock (portal) seconds.
+
+    `rate_wait_s` / `operating_wait_s`: time during which at least one request was held back
+    by that limit (wall time on the clock, not summed over tasks). `operating_peak_s`: the
+    highest `operating` the portal reported for any method.
+    """
 
     requests: int = 0
     commands: int = 0

@@ -135,4 +135,8 @@ async def test_fetch_at_the_limits_is_near_optimal_and_never_blocked(sc: Scenari
     assert stats["operating_limited"] == 0
     assert stats["operating_limited_commands"] == 0
     assert stats["rate_limited"] <= 0.01 * stats["requests"], stats
+    # The summary's wait figures are wall time on the clock, never more than the run took.
+    assert client.stats.limit_wait_s > 0
+    assert client.stats.rate_wait_s <= elapsed
+    assert client.stats.operating_wait_s <= elapsed
     assert elapsed <= 1.1 * ideal, f"{elapsed:.1f}s vs ideal {ideal:.1f}s ({sc.name})"
