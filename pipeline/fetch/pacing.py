@@ -156,6 +156,9 @@ class Observation:
     per_command_s: float | None
     #: How many commands reported `operating` (>= 2: the spacing measured the cost directly).
     entries: int = 1
+    #: The portal's clock when it finished the answer (`finish`), to relate its reset times
+    #: to ours: a client clock off by a minute would otherwise probe a minute early or late.
+    server_time: float | None = None
 
 
 def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
@@ -168,7 +171,11 @@ def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
     ops: list[float] = []
     resets: list[float] = []
     costs: list[float] = []
+    finishes: list[float] = []
     for t in timings:
+        fin = _num(t.get("finish"))
+        if fin is not None:
+            finishes.append(fin)
         op = _num(t.get("operating"))
         if op is not None:
             ops.append(op)
@@ -187,6 +194,7 @@ def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
         reset_at=max(resets) if resets else None,
         per_command_s=cost,
         entries=len(ops),
+        server_time=max(finishes) if finishes else None,
     )
 
 
@@ -239,12 +247,16 @@ class OperatingBudget:
         #: Commands answered since `operating` last rose: the divisor of the rise.
         self._done_since = 0
         self._limited_strikes = 0
+        #: Portal clock minus ours, learnt from answers; reset times are on the portal's clock.
+        self._offset = 0.0
+
+    def _portal_now(self) -> float:
+        return self._clock.now() + self._offset
 
     async def reserve(self, commands: int) -> Reservation:
         """Wait until `commands` calls of this method fit the budget; hold their cost."""
-        clock = self._clock
         while True:
-            now = clock.now()
+            now = self._portal_now()
             if now < self._blocked_until:
                 await self._wait(self._blocked_until - now)
                 continue
@@ -317,6 +329,10 @@ class OperatingBudget:
         self._changed.set()
 
     def _learn(self, obs: Observation) -> None:
+        if obs.server_time is not None:
+            # The answer left the portal a network latency ago, so this slightly understates
+            # the portal's lead: waits come out a little long, never short.
+            self._offset = obs.server_time - self._clock.now()
         per = obs.per_command_s
         if (
             obs.entries < 2
@@ -360,7 +376,7 @@ class OperatingBudget:
 
     def on_limited(self) -> float:
         """A 429 OPERATION_TIME_LIMIT: pause the method; returns the pause in seconds."""
-        now = self._clock.now()
+        now = self._portal_now()
         self._limited_strikes += 1
         if self.reset_at is not None and self.reset_at + RESET_MARGIN_S > now:
             until = self.reset_at + RESET_MARGIN_S

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from pipeline.clock import Clock
 from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
 from pipeline.fetch import PortalClient
 from pipeline.outcomes import DealFetched
@@ -76,6 +77,29 @@ class Scenario:
     budget_s: float
     processing_ms: float
     time_scale: float
+    #: How far the client's clock runs ahead of the portal's (machines without NTP drift).
+    skew_s: float = 0.0
+
+
+class SkewedClock:
+    """The portal's time line, read off a clock that is `skew_s` ahead of it."""
+
+    def __init__(self, base: Clock, skew_s: float) -> None:
+        self._base = base
+        self._skew = skew_s
+
+    @property
+    def scale(self) -> float:
+        return self._base.scale
+
+    def now(self) -> float:
+        return self._base.now() + self._skew
+
+    def monotonic(self) -> float:
+        return self._base.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._base.sleep(seconds)
 
 
 SCENARIOS = [
@@ -83,6 +107,16 @@ SCENARIOS = [
     Scenario("rate-bound", deals=4500, budget_s=480.0, processing_ms=20.0, time_scale=5.0),
     # Operating-bound: 1.8 budgets of work, so one 10-minute window must pass.
     Scenario("operating-bound", deals=360, budget_s=100.0, processing_ms=500.0, time_scale=200.0),
+    # The same with a client clock two minutes ahead: reset times must be read on the portal's
+    # clock (learnt from each answer's `finish`), or the client probes early and meets 429s.
+    Scenario(
+        "operating-bound-clock-ahead",
+        deals=360,
+        budget_s=100.0,
+        processing_ms=500.0,
+        time_scale=200.0,
+        skew_s=120.0,
+    ),
 ]
 
 
@@ -115,7 +149,7 @@ async def test_fetch_at_the_limits_is_near_optimal_and_never_blocked(sc: Scenari
             WebhookAuth(sim.webhook_url),
             limits=limits,
             fetch=FetchConfig(concurrency=4),
-            clock=sim.clock,  # the same time line as the portal's operating_reset_at
+            clock=SkewedClock(sim.clock, sc.skew_s),
         )
         async with client:
             started = sim.clock.monotonic()
