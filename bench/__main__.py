@@ -1,0 +1,491 @@
+"""`make bench`: run every benchmark, each in its own process, and write bench/README.md.
+
+    .venv/bin/python -m bench                 # the full suite (~10 min on 2 cores); rewrites README
+    .venv/bin/python -m bench --quick         # small sizes (< 2 min); README and results untouched
+    .venv/bin/python -m bench --only bench_ceiling [--quick]
+
+Each benchmark is a module `bench.<name>` that prints one JSON line and writes
+`bench/results/<name>.json`. The runner runs them in sequence (the machine has two cores; running
+them side by side would measure the contention), each bounded by a timeout, collects the JSON
+and renders the table of figures, the machine and the commands into bench/README.md. A failed
+benchmark is reported and the rest still run; the exit code is 1 if any failed.
+
+A `--quick` run copies its results to <tmp>/deal-export-bench-quick/ and restores the committed
+ones, so a smoke run never overwrites the figures of a full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+README = BENCH / "README.md"
+#: Where a --quick run leaves its results (outside the work tree: they are not figures to commit).
+QUICK_RESULTS = Path(tempfile.gettempdir()) / "deal-export-bench-quick"
+PEER_HINT = "fast-bitrix24 is not installed: run `.venv/bin/pip install -e '.[bench]'`"
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    full: tuple[str, ...]
+    quick: tuple[str, ...]
+    timeout_s: float
+    needs: str | None = None  # an optional module; skipped with a hint when missing
+
+
+SUITE = (
+    Bench("bench_simulator", (), ("--seconds", "3", "--deals", "100000"), 120),
+    Bench("bench_normalise", (), ("--deals", "5000", "--rounds", "2"), 180),
+    Bench("bench_fetch", (), ("--sizes", "10000,50000"), 420),
+    Bench("bench_ids", (), ("--ids", "1000000"), 240),
+    Bench("bench_e2e", (), ("--ids", "20000"), 240),
+    Bench(
+        "bench_ceiling",
+        (),
+        ("--ids", "4000", "--processing-ms", "200", "--time-scale", "100"),
+        600,
+    ),
+    Bench("bench_scale", (), ("--sizes", "50000,150000"), 900),
+    Bench(
+        "bench_peer",
+        (),
+        ("--ids", "3000", "--default-ids", "1000", "--rounds", "1"),
+        420,
+        needs="fast_bitrix24",
+    ),
+)
+
+
+def run_one(bench: Bench, quick: bool) -> dict[str, Any]:
+    """Run `python -m bench.<name>` in its own process; its JSON result, or why there is none."""
+    args = bench.quick if quick else bench.full
+    command = [sys.executable, "-m", f"bench.{bench.name}", *args]
+    shown = f"python -m bench.{bench.name} {' '.join(args)}".strip()
+    if bench.needs and importlib.util.find_spec(bench.needs) is None:
+        return {"status": "skipped", "why": PEER_HINT, "command": shown}
+    print(f"[bench] {shown}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=bench.timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {
+            "status": "failed",
+            "why": f"timed out after {bench.timeout_s:.0f} s",
+            "command": shown,
+        }
+    seconds = round(time.monotonic() - started, 1)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        why = (proc.stderr.strip() or proc.stdout.strip())[-800:]
+        return {"status": "failed", "why": f"exit {proc.returncode}: {why}", "command": shown}
+    result: dict[str, Any] = json.loads(lines[-1])
+    print(f"[bench] {bench.name}: done in {seconds} s", file=sys.stderr, flush=True)
+    return {"status": "ok", "seconds": seconds, "command": shown, "result": result}
+
+
+def machine() -> dict[str, str]:
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import pyarrow
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "cpu": model,
+        "cores": str(os.cpu_count()),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "pyarrow": pyarrow.__version__,
+        "commit": commit or "unknown",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+Row = tuple[str, str, str, str]  # benchmark, figure, value, goal
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else (" ✅" if ok else " ❌")
+
+
+def rows_simulator(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "simulator",
+            "deals/s served via batch (limits off)",
+            _fmt(r["deals_per_s"]),
+            "≥ 20,000" + _verdict(r["deals_per_s"] >= 20_000),
+        ),
+        ("simulator", "server CPU s per 10k deals", _fmt(r["server_cpu_s_per_10k_deals"], 3), ""),
+        ("simulator", "deals per server CPU-second", _fmt(r["deals_per_server_cpu_s"]), ""),
+    ]
+
+
+def rows_normalise(r: dict[str, Any]) -> list[Row]:
+    us = r.get("best_cpu_round_us_per_deal", {})
+    split = " / ".join(
+        f"{us[k]:.1f}" for k in ("parse", "normalise", "write_parquet_zstd") if k in us
+    )
+    return [
+        (
+            "normalise",
+            "JSON → Arrow → Parquet, deals/s on one core (best wall)",
+            _fmt(r["deals_per_s"]),
+            "≥ 30,000" + _verdict(r["deals_per_s"] >= 30_000),
+        ),
+        ("normalise", "same, deals per CPU-second (best)", _fmt(r["deals_per_cpu_s"]), ""),
+        ("normalise", "CPU µs per deal: parse / normalise / write", split, ""),
+    ]
+
+
+def rows_fetch(r: dict[str, Any]) -> list[Row]:
+    rss = r["peak_rss_mb"]
+    return [
+        ("fetch", "deals/s vs unlimited simulator", _fmt(r["deals_per_s"]), ""),
+        ("fetch", "client CPU s per 10k IDs", _fmt(r["client_cpu_per_10k_ids_s"], 3), ""),
+        (
+            "fetch",
+            "peak RSS MB " + " vs ".join(rss),
+            " vs ".join(_fmt(v, 1) for v in rss.values()),
+            "within 20%" + _verdict(r["peak_rss_ratio"] <= 1.2),
+        ),
+    ]
+
+
+def rows_ids(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "ids",
+            f"read + validate {r['ids']:,} IDs ({r['format']}): peak RSS MB",
+            _fmt(r["peak_rss_mb"], 1),
+            f"< {r['limit_mb']}" + _verdict(r["within_limit"]),
+        ),
+        ("ids", "same, seconds", _fmt(r["elapsed_s"], 1), ""),
+    ]
+
+
+def rows_e2e(r: dict[str, Any]) -> list[Row]:
+    n = f"{r['ids']:,} IDs"
+    return [
+        ("e2e", f"deal-export run, {n}, limits off: deals/s", _fmt(r["deals_per_s"]), ""),
+        ("e2e", "exporter CPU s per 10k deals", _fmt(r["exporter_cpu_s_per_10k_deals"], 3), ""),
+        ("e2e", "simulator CPU s per 10k deals", _fmt(r["simulator_cpu_s_per_10k_deals"], 3), ""),
+        ("e2e", "exporter CPU use (CPU s / wall s)", _fmt(r["exporter_cpu_util"], 2), ""),
+        ("e2e", "exporter peak RSS MB", _fmt(r["exporter_peak_rss_mb"], 1), ""),
+    ]
+
+
+def rows_ceiling(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for run in r["runs"]:
+        rows.append(
+            (
+                "ceiling",
+                f"{r['ids']:,} IDs at standard limits, {run['name']}: time / minimum",
+                f"{run['ratio']:.3f} ({run['elapsed_sim_s']:,.0f} s / {r['ideal_s']:,.0f} s)",
+                "≤ 1.1" + _verdict(run["ratio"] <= 1.1),
+            )
+        )
+        rows.append(
+            (
+                "ceiling",
+                f"{run['name']}: 503 / 429 responses (of {run['requests']} requests)",
+                f"{run['http_503']} / {run['http_429']}",
+                "",
+            )
+        )
+    rows.append(
+        (
+            "ceiling",
+            "fluid lower bound (see notes); ratio to it, headroom 0",
+            f"{r['fluid_s']:,.0f} s; {r['runs'][0]['ratio_vs_fluid']:.2f}",
+            "",
+        )
+    )
+    return rows
+
+
+def rows_scale(r: dict[str, Any]) -> list[Row]:
+    rss, wall = r["peak_rss_mb"], r["wall_s"]
+    sizes = " vs ".join(f"{int(k):,}" for k in rss)
+    return [
+        (
+            "scale",
+            f"exporter peak RSS MB, {sizes} IDs",
+            " vs ".join(_fmt(v, 1) for v in rss.values()),
+            "within 20%" + _verdict(r["memory_flat"]),
+        ),
+        ("scale", f"wall s, {sizes} IDs", " vs ".join(_fmt(v, 1) for v in wall.values()), ""),
+        (
+            "scale",
+            "time ~ N^b: b (1 = linear); CPU exponent",
+            f"{r['time_exponent']:.2f}; {r['cpu_exponent']:.2f}",
+            "",
+        ),
+    ]
+
+
+def rows_peer(r: dict[str, Any]) -> list[Row]:
+    fast, slow = r["raised"], r["defaults"]
+    peer_slow = slow["peer"]
+    outcome = (
+        f"{peer_slow['wall_s']:.1f} s, {peer_slow['deals']:,} deals"
+        if peer_slow.get("ok")
+        else f"failed: {peer_slow['error'][:60]}"
+    )
+    return [
+        (
+            "peer",
+            f"{r['peer']}, throttles raised, {fast['ids']:,} IDs: time peer/ours",
+            f"{fast['time_ratio_peer_over_ours']:.2f}",
+            ">1 = we are faster",
+        ),
+        (
+            "peer",
+            "same: CPU peer/ours (CPU s per 10k deals: peer; ours)",
+            f"{fast['cpu_ratio_peer_over_ours']:.2f} ({fast['peer_cpu_s_per_10k_deals']:.3f}; "
+            f"{fast['ours_cpu_s_per_10k_deals']:.3f})",
+            "",
+        ),
+        ("peer", "same: peak RSS peer/ours", f"{fast['rss_ratio_peer_over_ours']:.2f}", ""),
+        (
+            "peer",
+            f"defaults vs standard-plan portal, {slow['ids']:,} IDs: ours",
+            f"{slow['ours']['wall_s']:.1f} s, {slow['ours']['deals']:,} deals, "
+            f"503/429: {slow['ours']['http_503']}/{slow['ours']['http_429']}",
+            "",
+        ),
+        (
+            "peer",
+            "same: peer",
+            f"{outcome}, 503/429: {peer_slow['http_503']}/{peer_slow['http_429']}",
+            "",
+        ),
+        (
+            "peer",
+            "peer on 3 IDs with one deleted",
+            "ok"
+            if r["missing_id_probe"].get("ok")
+            else "raises: " + r["missing_id_probe"]["error"][:70],
+            "",
+        ),
+    ]
+
+
+ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "bench_simulator": rows_simulator,
+    "bench_normalise": rows_normalise,
+    "bench_fetch": rows_fetch,
+    "bench_ids": rows_ids,
+    "bench_e2e": rows_e2e,
+    "bench_ceiling": rows_ceiling,
+    "bench_scale": rows_scale,
+    "bench_peer": rows_peer,
+}
+
+
+def table(outcomes: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| benchmark | figure | value | goal |", "|---|---|---|---|"]
+    for bench in SUITE:
+        outcome = outcomes.get(bench.name)
+        if outcome is None:
+            continue
+        if outcome["status"] != "ok":
+            why = outcome["why"].replace("|", "\\|").replace("\n", " ")[:200]
+            lines.append(f"| {bench.name} | **{outcome['status']}** | {why} | |")
+            continue
+        try:
+            rows = ROWS[bench.name](outcome["result"])
+        except (KeyError, TypeError, ValueError) as exc:
+            rows = [(bench.name, "result not understood", repr(exc)[:120], "")]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return lines
+
+
+NOTES = """\
+## What each benchmark does
+
+Every benchmark runs the simulator (`deal-export simulate --port 0 ...`) in its own process on
+127.0.0.1, so the exporter's CPU and the portal's CPU are measured apart. The exporter is the real
+`deal-export run` process; its CPU and peak RSS come from `wait4()` on that child. The machine is
+shared and noisy: compare ratios taken within one run rather than absolute figures across runs.
+
+* **bench_simulator** (`bench/bench_simulator.py`): the simulator's own throughput, so it is never
+  the bottleneck of the others.
+* **bench_normalise**: JSON `batch` bodies → typed Arrow → zstd Parquet on one pinned core.
+* **bench_fetch**: the fetch stage alone (no normalise, no write) against the unlimited
+  simulator; peak memory of the fetch process for 100k and 1M IDs.
+* **bench_ids**: reading and validating 10M IDs from a text file (memory bound < 500 MB).
+* **bench_e2e**: `deal-export run --ids 1-200000 --ids-format range --rate 0
+  --operating-budget off` against an unlimited simulator. About 12% of the range are gaps,
+  deleted or hidden deals, which end in the sidecar; deals/s counts exported deals. The stage
+  figures above (fetch, normalise, write) are the per-stage split of this CPU.
+* **bench_ceiling**: 40,000 IDs against `--plan standard --operating-budget 480
+  --processing-ms 20 --time-scale 20`, client with the same limits and `--time-scale 20`, once
+  with `--headroom 0` and once with the default headroom (10% of rate and burst, 5% of the
+  budget). Time is the span from the first to the last `batch` the simulator saw, in simulated
+  seconds. The minimum is the schedule of a perfect client that knows the portal's exact rules
+  (leaky bucket 2/s burst 50; operating time in one-minute buckets that leave the window ten
+  minutes after their first call; a call refused only once the total is already over 480 s). The
+  fluid bound max((batches − burst)/rate, (spend − budget) × 600 / budget) is lower than
+  anything a client can reach when the work spans a few windows (the budget comes back in
+  one-minute steps ten minutes after it was spent), so it is shown but not used as the goal.
+* **bench_scale**: the exporter's peak RSS and wall time for 100,000 vs 1,000,000 IDs, limits
+  off; b is the exponent in time ~ N^b between the two sizes.
+* **bench_peer**: fast-bitrix24's `BitrixAsync.get_by_ID("crm.deal.get", ids)` then
+  `pa.Table.from_pylist(...)` and `pq.write_table`, on the same simulator, same IDs, same run, each
+  tool in its own process. The peer takes the simulator's http webhook URL as is (it only checks
+  scheme, host and path). Throttles raised = `requests_per_second=1e9,
+  request_pool_size=1e9, respect_velocity_policy=False` against ours at `--rate 0
+  --operating-budget off` (best of two alternating rounds). The peer raises on the first
+  `result_error` in a batch (one deleted or hidden deal aborts the whole call), so both tools get
+  only readable IDs. Our side does more per deal (schema from `crm.deal.fields`, typed columns,
+  partitioned zstd Parquet, sidecar, manifest); the peer's table is what `from_pylist` infers
+  (mostly strings). At the defaults each tool meets a fresh standard-plan simulator (2 req/s,
+  burst 50, 480 s budget) in real time and the simulator counts the 503/429 it had to send.
+"""
+
+
+def render(outcomes: dict[str, dict[str, Any]], info: dict[str, str], command: str) -> str:
+    head = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`.venv/bin/python -m bench`); do not edit by hand. Results "
+        "of each benchmark are in `bench/results/<name>.json`.",
+        "",
+        "```",
+        "make bench                                   # everything, ~10 min on 2 cores",
+        ".venv/bin/python -m bench --quick            # small sizes, < 2 min, README untouched",
+        ".venv/bin/python -m bench --only bench_ceiling",
+        ".venv/bin/pip install -e '.[bench]'          # the peer library for bench_peer",
+        "```",
+        "",
+        f"Run: `{command}` on {info['date']} at commit `{info['commit']}`.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        f"| CPU | {info['cpu']} |",
+        f"| cores | {info['cores']} |",
+        f"| OS | {info['os']} |",
+        f"| Python | {info['python']} |",
+        f"| pyarrow | {info['pyarrow']} |",
+        "",
+        "## Figures",
+        "",
+    ]
+    commands = ["", "## Commands", ""]
+    for bench in SUITE:
+        outcome = outcomes.get(bench.name)
+        if outcome is None:
+            continue
+        took = f" ({outcome['seconds']} s)" if "seconds" in outcome else ""
+        commands.append(f"* `.venv/bin/{outcome['command']}`{took}")
+        result = outcome.get("result", {})
+        for key in ("simulator", "command"):
+            if isinstance(result.get(key), str):
+                commands.append(f"  * {key}: `{result[key]}`")
+    return "\n".join([*head, *table(outcomes), *commands, "", NOTES])
+
+
+def _previous(name: str) -> dict[str, Any] | None:
+    """A benchmark's committed result, for a README regenerated after `--only`."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    return {
+        "status": "ok",
+        "command": f"python -m bench.{name}",
+        "result": json.loads(path.read_text()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, results kept apart")
+    parser.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark")
+    args = parser.parse_args(argv)
+    names = [b.name for b in SUITE]
+    only = [n if n.startswith("bench_") else f"bench_{n}" for n in args.only or []]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}: expected one of {', '.join(names)}")
+    chosen = [b for b in SUITE if not only or b.name in only]
+
+    saved: dict[str, bytes] = {}
+    if args.quick:
+        # The stage benchmarks write to results/<name>.json themselves: keep the committed files.
+        saved = {p.name: p.read_bytes() for p in RESULTS.glob("*.json")}
+    outcomes: dict[str, dict[str, Any]] = {}
+    try:
+        for bench in chosen:
+            outcomes[bench.name] = run_one(bench, args.quick)
+    finally:
+        if args.quick:
+            quick_dir = QUICK_RESULTS
+            quick_dir.mkdir(parents=True, exist_ok=True)
+            for path in RESULTS.glob("*.json"):
+                shutil.copyfile(path, quick_dir / path.name)
+                if path.name in saved:
+                    path.write_bytes(saved[path.name])
+                else:
+                    path.unlink()
+    info = machine()
+    print("\n".join(table(outcomes)))
+    failed = [n for n, o in outcomes.items() if o["status"] == "failed"]
+    if args.quick:
+        print(f"[bench] quick results in {QUICK_RESULTS}", file=sys.stderr)
+    else:
+        command = "python -m bench" + "".join(f" --only {n}" for n in only)
+        everything = {**{n: o for n in names if (o := _previous(n))}, **outcomes}
+        README.write_text(render(everything, info, command) + "\n", encoding="utf-8")
+        print(f"[bench] wrote {README.relative_to(REPO)}", file=sys.stderr)
+    for name in failed:
+        print(f"[bench] {name} FAILED: {outcomes[name]['why']}", file=sys.stderr)
+    skipped = [n for n, o in outcomes.items() if o["status"] == "skipped"]
+    for name in skipped:
+        print(f"[bench] {name} skipped: {outcomes[name]['why']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Scale: the exporter's peak memory and time for 100,000 vs 1,000,000 IDs, limits off.
+
+One simulator process (`deal-export simulate`, no limits) holds a portal big enough for the
+largest run; each size is one `deal-export run --ids 1-N --rate 0 --operating-budget off` in its
+own process, reaped with `wait4` for its peak RSS (`ru_maxrss`) and CPU. Memory must not grow
+with N: the largest run's peak stays within 20% of the smallest's. Time growth is reported as the
+exponent b of time ~ N^b between the two sizes (1.0 = linear). Prints one JSON line and writes
+bench/results/bench_scale.json.
+
+    .venv/bin/python -m bench.bench_scale [--sizes 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from bench.bench_e2e import LIMITS_OFF, SimulatorProcess, measure_export, write_result
+
+FLAT_WITHIN = 0.20
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--timeout", type=float, default=420.0, help="bound on each run, seconds")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+
+    runs = []
+    with SimulatorProcess(["--deals", str(max(sizes))]) as sim:
+        for n in sizes:
+            runs.append(measure_export(sim, f"1-{n}", n, LIMITS_OFF, timeout_s=args.timeout))
+    small, large = runs[0], runs[-1]
+    rss_ratio = large["exporter_peak_rss_mb"] / small["exporter_peak_rss_mb"]
+    time_ratio = large["wall_s"] / small["wall_s"]
+    cpu_ratio = large["exporter_cpu_s"] / small["exporter_cpu_s"]
+    n_ratio = large["ids"] / small["ids"]
+    result = {
+        "bench": "bench_scale",
+        "simulator": f"deal-export simulate --port 0 --deals {max(sizes)}",
+        "command": "deal-export run --ids 1-N --ids-format range --out DIR --no-progress "
+        "--rate 0 --operating-budget off",
+        "sizes": sizes,
+        "peak_rss_mb": {str(r["ids"]): r["exporter_peak_rss_mb"] for r in runs},
+        "peak_rss_ratio": round(rss_ratio, 3),
+        "memory_flat": rss_ratio <= 1 + FLAT_WITHIN,
+        "wall_s": {str(r["ids"]): r["wall_s"] for r in runs},
+        "time_ratio": round(time_ratio, 2),
+        "time_exponent": round(math.log(time_ratio) / math.log(n_ratio), 3),
+        "cpu_exponent": round(math.log(cpu_ratio) / math.log(n_ratio), 3),
+        "runs": runs,
+    }
+    write_result("bench_scale", result)
+
+
+if __name__ == "__main__":
+    main()
