@@ -38,13 +38,13 @@ async def test_503_at_burst_plus_one_and_batch_counts_once(
 async def test_bucket_drains_in_simulated_time(
     simulator: SimulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    sim = await simulator(deals=20, seed=1, rate=0.5, burst=5, time_scale=10.0)
+    sim = await simulator(deals=20, seed=1, rate=0.5, burst=5, time_scale=4.0)
     statuses = []
     for _ in range(6):
         status, _ = await get(http, sim.webhook_url + "crm.deal.fields")
         statuses.append(status)
     assert statuses[-1] == 503
-    await sim.clock.sleep(3.0)  # 3 simulated seconds = 300 ms: 1.5 requests drained
+    await sim.clock.sleep(3.0)  # 3 simulated seconds = 750 ms: 1.5 requests drained
     status, _ = await get(http, sim.webhook_url + "crm.deal.fields")
     assert status == 200
 
@@ -106,9 +106,9 @@ async def test_batch_charges_each_command_and_reports_it(
 async def test_window_expires_in_simulated_time(
     simulator: SimulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    # 600x: the 10-minute window lasts one real second.
+    # 300x: the 10-minute window lasts two real seconds.
     sim = await simulator(
-        deals=50, seed=1, operating_budget_s=0.5, processing_ms=400, time_scale=600.0
+        deals=50, seed=1, operating_budget_s=0.5, processing_ms=400, time_scale=300.0
     )
     deal_id = sim.portal.visible_ids[0]
     for _ in range(2):
