@@ -82,7 +82,6 @@ _STATUSES = ("CALL", "EMAIL", "WEB", "PARTNER")
 _POOL = 256
 #: Distinct deal templates; a deal's non-ID-bound values come from one of them.
 _ARCHETYPES = 2048
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 @dataclass(frozen=True)
@@ -161,10 +160,10 @@ class DealFactory:
             values["OPPORTUNITY"] = f"{amount:.2f}"
             if side.taxed:
                 values["TAX_VALUE"] = f"{amount * 0.2:.2f}"
-        begin = dt.date.fromordinal(_EPOCH_ORDINAL + created // 86400)
-        values["BEGINDATE"] = z.date(begin)
+        begin = created // 86400  # the deal's calendar day: its UTC date of creation
+        values["BEGINDATE"] = z.epoch_day(begin)
         if side.close_days is not None:
-            values["CLOSEDATE"] = z.date(begin + dt.timedelta(days=side.close_days))
+            values["CLOSEDATE"] = z.epoch_day(begin + side.close_days)
         values["DATE_CREATE"] = z.datetime(created)
         values["DATE_MODIFY"] = z.datetime(modified)
         values["MOVED_TIME"] = z.datetime(created + int(side.moved * span))

@@ -142,7 +142,8 @@ def from_json(value: Any) -> Any:
     """A decoded JSON value as PHP sees it after `json_decode($body, true)`: object keys are
     PHP keys, lists become 0-based arrays (kept as Python lists; `as_list` reads both)."""
     if isinstance(value, dict):
-        return {php_key(k): from_json(v) for k, v in value.items()}
+        # Strings dominate (batch commands): skip the recursive call for them.
+        return {php_key(k): v if isinstance(v, str) else from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [from_json(v) for v in value]
     return value

@@ -26,6 +26,7 @@ class ServerZone:
         self._days: dict[int, str] = {}
         self._suffixes: dict[int, str] = {}
         self._dates: dict[dt.date, str] = {}
+        self._epoch_days: dict[int, str] = {}
         self._last_ts = -1  # one-entry memo: response timestamps repeat within a second
         self._last_text = ""
         self._fixed: int | None
@@ -76,6 +77,14 @@ class ServerZone:
         if self._fixed is not None:
             return (day - _EPOCH_DATE).days * 86400 - self._fixed
         return int(dt.datetime(day.year, day.month, day.day, tzinfo=self._zone).timestamp())
+
+    def epoch_day(self, day_number: int) -> str:
+        """`date()` of the calendar day `day_number` days after 1970-01-01 (cached by int)."""
+        text = self._epoch_days.get(day_number)
+        if text is None:
+            text = self.date(_EPOCH_DATE + dt.timedelta(days=day_number))
+            self._epoch_days[day_number] = text
+        return text
 
     def date(self, day: dt.date) -> str:
         """`CRestUtil::ConvertDate`: local midnight plus the current offset, rendered locally."""
