@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,12 @@ class Outcome:
     total: int | None = None
     cost_s: float = 0.0
     deals: int = 0
+    #: The encoded result when `result` is a pre-encoded `orjson.Fragment`.
+    encoded: bytes | None = None
+
+    def value(self) -> Any:
+        """The result as plain data (for `$result[...]` references inside a batch)."""
+        return orjson.loads(self.encoded) if self.encoded is not None else self.result
 
 
 METHOD_NOT_FOUND = MethodError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -192,6 +199,7 @@ class Api:
         totals: list[tuple[PhpKey, Any]] = []
         nexts: list[tuple[PhpKey, Any]] = []
         times: list[tuple[PhpKey, Any]] = []
+        done: dict[str, Outcome] = {}
         for index, (key, command) in enumerate(commands):
             self.stats.batch_commands += 1
             start = self.clock.now()
@@ -199,6 +207,8 @@ class Api:
                 if index >= BATCH_MAX_LENGTH:
                     raise BATCH_TOO_LONG
                 method, sub_params = self._parse_command(command)
+                if done and "result" in command:  # also "%24result%5B..." (URL-encoded)
+                    sub_params = _substitute(sub_params, done)
                 if method == "batch":
                     raise BATCH_NOT_ALLOWED
                 handler = self._methods.get(method)
@@ -213,6 +223,7 @@ class Api:
                     break
                 continue
             results.append((key, outcome.result))
+            done[str(key)] = outcome
             if outcome.total is not None:
                 totals.append((key, outcome.total))
             if outcome.next is not None:
@@ -248,11 +259,12 @@ class Api:
             raise NOT_FOUND if self.config.can_read_deals else DENIED_NO_PERMISSION
         if status == "hidden" or not self.config.can_read_deals:
             raise DENIED
-        return Outcome(orjson.Fragment(self.portal.deal_json(deal_id)), cost_s=self._get_cost,
-                       deals=1)  # fmt: skip
+        data = self.portal.deal_json(deal_id)
+        return Outcome(orjson.Fragment(data), cost_s=self._get_cost, deals=1, encoded=data)
 
     def deal_fields(self, params: dict[PhpKey, Any]) -> Outcome:
-        return Outcome(orjson.Fragment(self.portal.fields_json()))
+        data = self.portal.fields_json()
+        return Outcome(orjson.Fragment(data), encoded=data)
 
     def deal_list(self, params: dict[PhpKey, Any]) -> Outcome:
         if not self.config.can_read_deals:
@@ -380,6 +392,46 @@ class Api:
                     value = value == "1"
             row[name] = value
         return row
+
+
+_REFERENCE = re.compile(r"\$result((?:\[[^\]]*\])+)")
+_SEGMENT = re.compile(r"\[([^\]]*)\]")
+
+
+def _resolve(path: str, done: dict[str, Outcome]) -> Any:
+    """Value at `[key][field]...` among earlier results; None when any step is missing."""
+    segments = _SEGMENT.findall(path)
+    outcome = done.get(segments[0])
+    if outcome is None:
+        return None
+    value = outcome.value()
+    for seg in segments[1:]:
+        if isinstance(value, dict):
+            value = value.get(seg)
+        elif isinstance(value, list) and seg.isdigit() and int(seg) < len(value):
+            value = value[int(seg)]
+        else:
+            return None
+    return value
+
+
+def _substitute(params: Any, done: dict[str, Outcome]) -> Any:
+    """Replace `$result[cmd][field]...` in command parameters with earlier results
+    (bitrix24-api.md §3): a whole-value reference takes the value itself (arrays too); a
+    reference inside text is replaced by the scalar's text."""
+    if isinstance(params, dict):
+        return {k: _substitute(v, done) for k, v in params.items()}
+    if not isinstance(params, str) or "$result" not in params:
+        return params
+    whole = _REFERENCE.fullmatch(params)
+    if whole:
+        return _resolve(whole.group(1), done)
+
+    def text(m: re.Match[str]) -> str:
+        value = _resolve(m.group(1), done)
+        return "" if value is None or isinstance(value, dict | list) else str(value)
+
+    return _REFERENCE.sub(text, params)
 
 
 def _compare(op: str, bound: int, getter: Callable[[int], int]) -> Callable[[int], bool]:

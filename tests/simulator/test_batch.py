@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -135,3 +135,20 @@ async def test_nested_batch_and_unknown_method_inside(
     assert res["result_error"]["n"]["error"] == "ERROR_BATCH_METHOD_NOT_ALLOWED"
     assert res["result_error"]["u"]["error"] == "ERROR_METHOD_NOT_FOUND"
     assert res["result"]["f"] == sim.portal.fields()
+
+
+async def test_result_references_between_commands(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    first = sim.portal.visible_ids[0]
+    cmd = {
+        "list": "crm.deal.list?filter[>ID]=0&select[]=ID&order[ID]=ASC&start=-1",
+        "get": "crm.deal.get?id=$result[list][0][ID]",
+        "again": "crm.deal.get?" + urlencode({"id": "$result[get][ID]"}),
+        "dangling": "crm.deal.get?id=$result[nothing][ID]",
+    }
+    _, body = await post_json(http, sim.webhook_url + "batch", {"cmd": cmd})
+    res = body["result"]
+    assert res["result"]["get"] == sim.portal.deal_wire(first)
+    assert res["result"]["again"]["ID"] == str(first)
+    assert res["result_error"]["dangling"]["error_description"] == "ID is not defined or invalid."
