@@ -54,10 +54,10 @@ class Simulator:
             deleted_fraction=config.deleted_fraction,
             cache_size=config.cache_size,
         )
-        self.stats_ = Stats()
+        self.counters = Stats()
         self.bucket = LeakyBucket(config.rate, config.burst)
         self.meter = OperatingMeter(config.operating_budget_s)
-        self.api = Api(config, self.portal, self.clock, self.meter, self.stats_)
+        self.api = Api(config, self.portal, self.clock, self.meter, self.counters)
         self.tokens = TokenStore(config.oauth, config.seed, self.clock.now())
         self.faults = config.faults
         self.secret = config.secret
@@ -86,7 +86,7 @@ class Simulator:
         self.portal.touch(ids, self.clock.now() if at is None else at)
 
     def stats(self) -> dict[str, Any]:
-        return self.stats_.snapshot(self.meter.charged_s)
+        return self.counters.snapshot(self.meter.charged_s)
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -144,12 +144,13 @@ class Simulator:
         params = dict(request.query)
         if request.method == "POST" and request.can_read_body:
             params.update({k: str(v) for k, v in (await request.post()).items()})
-        self.stats_.response("oauth.token", 200)
         try:
             body = self.tokens.refresh(params, self.clock.now())
         except OAuthError as exc:
+            self.counters.response("oauth.token", exc.status)
             return _json(exc.status, {"error": exc.error, "error_description": exc.description})
-        self.stats_.oauth_refreshes += 1
+        self.counters.response("oauth.token", 200)
+        self.counters.oauth_refreshes += 1
         base = f"{request.scheme}://{request.host}"
         body["domain"] = request.host
         body["client_endpoint"] = f"{base}/rest/"
@@ -159,16 +160,16 @@ class Simulator:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         self._request_no += 1
         n = self._request_no
-        self.stats_.requests += 1
+        self.counters.requests += 1
         parts = request.match_info["tail"].split("/")
         webhook = len(parts) == 3
         method = method_name(parts[-1]) if len(parts) in (1, 3) else ""
         fault = pick_fault(self.faults, self.config.seed, n, method)
         if fault is not None:
-            self.stats_.faults[fault] += 1
+            self.counters.faults[fault] += 1
             early = self._early_fault(fault, request)
             if early is not None:
-                self.stats_.response(method, early.status)
+                self.counters.response(method, early.status)
                 return early
         params = await _params(request)
         status, body = self._dispatch(parts, webhook, method, params)
@@ -176,7 +177,7 @@ class Simulator:
             await asyncio.sleep(self.faults.slow_s / self.config.time_scale)
         if fault == "no_time" and status == 200 and isinstance(body, dict):
             body.pop("time", None)
-        self.stats_.response(method, status)
+        self.counters.response(method, status)
         payload = orjson.dumps(body)
         if fault == "truncated":
             return await self._truncated(request, status, payload, n)
@@ -200,7 +201,7 @@ class Simulator:
         else:
             return 404, METHOD_NOT_FOUND.body()
         if not self.bucket.admit(self.clock.monotonic()):
-            self.stats_.rate_limited += 1
+            self.counters.rate_limited += 1
             return 503, RATE_LIMITED
         return self.api.call(method, params, caller)
 
