@@ -108,7 +108,12 @@ class Api:
 
     # -- envelopes --------------------------------------------------------------------------
 
-    def time_block(self, start: float, operating: tuple[float, int] | None) -> dict[str, Any]:
+    def time_block(
+        self, start: float, operating: tuple[float, int] | None, charged: float = 0.0
+    ) -> dict[str, Any]:
+        """The `time` object. `processing` is the method's execution time, which is what
+        `operating` accumulates: at least the charged time, though the simulator answers at
+        once (so `processing` may exceed `duration`)."""
         finish = self.clock.now()
         zone = self.portal.zone
         duration = finish - start
@@ -116,7 +121,7 @@ class Api:
             "start": start,
             "finish": finish,
             "duration": duration,
-            "processing": duration,
+            "processing": max(duration, charged),
             "date_start": zone.datetime(start),
             "date_finish": zone.datetime(finish),
         }
@@ -138,9 +143,11 @@ class Api:
         start = self.clock.now()
         if method == "batch":
             # The outer batch is not charged (bitrix24-api.md §2); its own counter stays at 0.
+            charged_before = self.meter.charged_s
             result = self.batch(params, caller)
             operating = self._charge(caller, method, 0.0)
-            return 200, {"result": result, "time": self.time_block(start, operating)}
+            nested = self.meter.charged_s - charged_before
+            return 200, {"result": result, "time": self.time_block(start, operating, nested)}
         handler = self._methods.get(method)
         if handler is None:
             return METHOD_NOT_FOUND.status, METHOD_NOT_FOUND.body()
@@ -155,7 +162,7 @@ class Api:
             body["next"] = outcome.next
         if outcome.total is not None:
             body["total"] = outcome.total
-        body["time"] = self.time_block(start, operating)
+        body["time"] = self.time_block(start, operating, outcome.cost_s)
         return 200, body
 
     def _run(self, handler: Callable[[dict[PhpKey, Any]], Outcome], method: str,
@@ -228,7 +235,7 @@ class Api:
                 totals.append((key, outcome.total))
             if outcome.next is not None:
                 nexts.append((key, outcome.next))
-            times.append((key, self.time_block(start, operating)))
+            times.append((key, self.time_block(start, operating, outcome.cost_s)))
         return {
             "result": php_array(results),
             "result_error": php_array(errors),

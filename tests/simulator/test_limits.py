@@ -157,3 +157,15 @@ async def test_shared_clock_agrees_with_reported_time(
     assert after <= now["now"] <= clock.now()
     with pytest.raises(ValueError, match="scale"):
         await simulator(deals=10, time_scale=2.0, clock=clock)
+
+
+async def test_processing_reports_the_charged_time(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await simulator(deals=50, seed=1, operating_budget_s=480, processing_ms=250)
+    ids = sim.portal.visible_ids[:3]
+    _, body = await post_json(
+        http, sim.webhook_url + "batch", {"cmd": [f"crm.deal.get?id={i}" for i in ids]}
+    )
+    assert [t["processing"] for t in body["result"]["result_time"]] == [0.25, 0.25, 0.25]
+    assert body["time"]["processing"] == pytest.approx(0.75)
