@@ -27,7 +27,7 @@ import pyarrow as pa
 from pipeline.clock import Clock, ScaledClock
 from pipeline.config import RunConfig
 from pipeline.config_load import IdsConfig, effective_config_dict
-from pipeline.errors import OutputError, UsageError
+from pipeline.errors import OutputError, PipelineError, UsageError
 from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
@@ -181,15 +181,18 @@ class _Exporter:
 
     async def run(self) -> None:
         queue: asyncio.Queue[_ChunkBuffer | None] = asyncio.Queue(maxsize=WRITE_QUEUE_SIZE)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._writer(queue), name="chunk-writer")
-            try:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._writer(queue), name="chunk-writer")
                 if self._input_rows_pending and not self.chunks.pending:
                     # Only invalid lines (or nothing) to record: they still need their sidecar.
                     await queue.put(_ChunkBuffer(0, 0))
                 await self._fetch(queue)
-            finally:
+                # Only after a clean fetch: if either side fails, the group cancels the other,
+                # and a writer that died must not leave the fetch waiting on a full queue.
                 await queue.put(None)
+        except BaseExceptionGroup as group:
+            raise _most_telling(group) from None
 
     async def _fetch(self, queue: asyncio.Queue[_ChunkBuffer | None]) -> None:
         waited = self.client.stats.limit_wait_s
@@ -439,6 +442,26 @@ async def retry_failed(
 async def _aiter(values: list[int]) -> AsyncIterator[int]:
     for value in values:
         yield value
+
+
+def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error the operator should see from a failed task group: ours before anything else,
+    an interrupt before a cancellation echo."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for wanted in (PipelineError, KeyboardInterrupt, Exception):
+        for exc in leaves:
+            if isinstance(exc, wanted):
+                return exc
+    return leaves[0] if leaves else group
 
 
 def _iter_ids(idset: IdSet) -> Any:
