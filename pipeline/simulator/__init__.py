@@ -17,7 +17,8 @@ The handle (`RunningSimulator`):
 * control: `set_faults(FaultConfig)`, `revoke_webhook()` / `restore_webhook()`,
   `expire_access_token()`, `touch(ids, at=None)`, `portal.delete(ids)`.
 
-Over HTTP: `GET /_simulator/stats`, `GET /_simulator/deal/{id}`, `GET /_simulator/clock`,
+Over HTTP: `GET /_simulator/stats`, `GET /_simulator/deal/{id}` (the wire deal; header
+`X-Deal-Status: visible|hidden`; 404 when deleted or missing), `GET /_simulator/clock`,
 `POST /_simulator/touch` and `/_simulator/delete` with `{"ids": [...], "at": ts}`.
 """
 

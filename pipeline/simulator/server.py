@@ -130,15 +130,19 @@ class Simulator:
         return _json(200, {"now": self.clock.now(), "scale": self.clock.scale})
 
     async def _deal(self, request: web.Request) -> web.Response:
+        """The exact wire deal (the bytes `crm.deal.get` would put in `result`); hidden deals
+        too, marked by the `X-Deal-Status` header; 404 for deleted or missing IDs."""
         try:
             deal_id = int(request.match_info["id"])
         except ValueError:
             return _json(404, {"status": "missing"})
         status = self.portal.status(deal_id)
-        data = self.portal.deal_data(deal_id)
-        if data is None:
+        if status not in ("visible", "hidden"):
             return _json(404, {"status": status})
-        return _json(200, {"status": status, "deal": data})
+        return web.Response(
+            body=self.portal.deal_json(deal_id),
+            headers={"Content-Type": _JSON, "X-Deal-Status": status},
+        )
 
     async def _oauth_token(self, request: web.Request) -> web.Response:
         params = dict(request.query)
