@@ -17,15 +17,10 @@ from bench.chaos.runner import SuiteResult, run_suite
 
 QUICK = all_scenarios(quick=True)
 
-#: Scenarios that fail on pipeline bugs found by this suite and reported to the lead. Strict:
-#: once a bug is fixed the test XPASSes and fails, so the entry must be removed, never kept.
-KNOWN_BUGS = {
-    "webhook-revoked": "FatalPortalError raised inside the run's TaskGroup reaches the user as "
-    "an ExceptionGroup traceback (pipeline/run.py, _Exporter.run)",
-    "disk-full": "an OutputError in the chunk writer hangs the run: the TaskGroup body's "
-    "`finally: await queue.put(None)` waits on a full queue nobody reads (pipeline/run.py, "
-    "_Exporter.run)",
-}
+#: Scenario name -> the pipeline bug it exposes, while that bug is open (strict xfail: once the
+#: bug is fixed the test XPASSes and fails, so an entry cannot outlive its bug). The first two,
+#: a traceback on a revoked webhook and a hang on a full disk, were fixed in ec22900.
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
