@@ -63,7 +63,7 @@ async def _wait_for_commit(out: Path, before: int, proc: object, limit_s: float)
 
 async def kill_and_resume(ctx: Context) -> Outcome:
     cycles = 3 if ctx.quick else 10
-    config = SimulatorConfig(deals=1500 if ctx.quick else 4000, seed=31, secret=SECRET)
+    config = SimulatorConfig(deals=1000 if ctx.quick else 4000, seed=31, secret=SECRET)
     rng = random.Random(ctx.seed + 3)
     async with running_simulator(config) as sim:
         work = ctx.dir("kill-9")

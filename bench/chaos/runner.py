@@ -151,7 +151,7 @@ async def run_suite(
             if len(batch) == 1:
                 done = [await _one(ctx, batch[0])]
             else:
-                done = await _gather_bounded(ctx, batch, limit=3)
+                done = await _gather_bounded(ctx, batch, limit=4)
             for result in done:
                 results.append(result)
                 print(result.line(), file=stream, flush=True)

@@ -33,11 +33,12 @@ async def secret_scan(ctx: Context) -> Outcome:
     hits, files = scan_tree(ctx.work, ctx.secrets)
     hits.extend(ctx.early_hits)
     files += ctx.early_files
-    lines = 0
+    lines = json_lines = 0
     for t in ctx.transcripts:
         for stream, text in (("stdout", t.stdout), ("stderr", t.stderr)):
             for n, line in enumerate(text.splitlines(), 1):
                 lines += 1
+                json_lines += line.startswith("{")
                 hits.extend(
                     f"{t.scenario} {t.args[0]} {stream} line {n}" for s in ctx.secrets if s in line
                 )
@@ -47,13 +48,14 @@ async def secret_scan(ctx: Context) -> Outcome:
     check(not hits, f"a secret leaked in {len(hits)} places, e.g. {hits[:3]}")
     detail = (
         f"{len(ctx.secrets)} secrets absent from {files} files ({parquet} Parquet) and "
-        f"{lines} output lines of {len(ctx.transcripts)} runs"
+        f"{lines} output lines ({json_lines} JSON log records) of {len(ctx.transcripts)} runs"
     )
     figures = {
         "secrets": len(ctx.secrets),
         "files": files,
         "parquet_files": parquet,
         "lines": lines,
+        "json_log_lines": json_lines,
         "runs": len(ctx.transcripts),
     }
     return Outcome(detail, figures)

@@ -10,6 +10,7 @@ silent loss.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from bench.chaos.audit import audit_output
@@ -96,7 +97,9 @@ async def rate_storm(ctx: Context) -> Outcome:
         burst=10,
         time_scale=scale,
     )
+    # JSON logs here, so the secret scan also reads the structured limit warnings.
     client = ["--headroom", "0", "--concurrency", "8", "--operating-budget", "off"]
+    client += ["--log-format", "json"]
     final, figures, first_exit, seconds = await _storm(ctx, "rate-storm", config, client, 120)
     check(figures["responses_503"] > 0, "the portal never answered 503: there was no storm")
     # Minimum the portal allows: burst, then 1 request per simulated second.
@@ -126,9 +129,15 @@ async def operating_storm(ctx: Context) -> Outcome:
     client = ["--operating-budget", "480", "--concurrency", "4"]
     final, figures, first_exit, seconds = await _storm(ctx, "operating-storm", config, client, 150)
     check(figures["responses_429"] > 0, "the portal never answered 429: there was no storm")
+    # Minimum the budget allows: every full budget's worth of work but the last waits out one
+    # 10-minute window (the call that crosses the budget still completes).
+    budget = config.operating_budget_s or 1.0
+    floor_s = max(0, math.ceil(figures["operating_seconds_charged"] / budget) - 1) * 600 / scale
+    figures["floor_seconds"] = round(floor_s, 2)
     detail = (
         f"{figures['responses_429']} x 429 and {figures['responses_503']} x 503 over "
-        f"{figures['requests']} requests, exit {first_exit}, {seconds:.1f} s; {final.describe()}"
+        f"{figures['requests']} requests, exit {first_exit}, {seconds:.1f} s (budget floor "
+        f"~{floor_s:.1f} s); {final.describe()}"
     )
     return Outcome(detail, figures)
 

@@ -19,7 +19,7 @@ from pipeline.simulator import SimulatorConfig, running_simulator
 
 
 async def revoked_webhook(ctx: Context) -> Outcome:
-    config = SimulatorConfig(deals=1200 if ctx.quick else 2000, seed=41, secret=SECRET)
+    config = SimulatorConfig(deals=800 if ctx.quick else 2000, seed=41, secret=SECRET)
     async with running_simulator(config) as sim:
         work = ctx.dir("webhook-revoked")
         wanted = ids_file(work / "ids.txt", sim.portal, seed=ctx.seed)
