@@ -288,15 +288,7 @@ async def export(
     started = time.monotonic()
     run_id = run_id or new_run_id()
     stats = FetchStats()
-    async with PortalClient(
-        config.auth,
-        limits=config.limits,
-        transport=config.transport,
-        fetch=config.fetch,
-        clock=clock or ScaledClock(),
-        on_tokens_rotated=on_tokens_rotated,
-        stats=stats,
-    ) as client:
+    async with _client(config, clock, stats, on_tokens_rotated) as client:
         idset, watermark = await resolve_ids(ids, client, config.output.root, stdin=stdin)
         fields = await client.call("crm.deal.fields")
         if not isinstance(fields, dict) or not fields:
@@ -381,15 +373,7 @@ async def retry_failed(
         fetched: list[DealFetched] = []
         failed: list[DealFailed] = []
         if retry_ids:
-            async with PortalClient(
-                config.auth,
-                limits=config.limits,
-                transport=config.transport,
-                fetch=config.fetch,
-                clock=clock or ScaledClock(),
-                on_tokens_rotated=on_tokens_rotated,
-                stats=stats,
-            ) as client:
+            async with _client(config, clock, stats, on_tokens_rotated) as client:
                 async for outcome in fetch_deals(_aiter(retry_ids), client):
                     if isinstance(outcome, DealFetched):
                         fetched.append(outcome)
@@ -442,6 +426,20 @@ async def retry_failed(
 async def _aiter(values: list[int]) -> AsyncIterator[int]:
     for value in values:
         yield value
+
+
+def _client(
+    config: RunConfig, clock: Clock | None, stats: FetchStats, rotated: TokensRotated | None
+) -> PortalClient:
+    return PortalClient(
+        config.auth,
+        limits=config.limits,
+        transport=config.transport,
+        fetch=config.fetch,
+        clock=clock or ScaledClock(),
+        on_tokens_rotated=rotated,
+        stats=stats,
+    )
 
 
 def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:
