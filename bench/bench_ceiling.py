@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         f"--operating-budget {BUDGET_S:g} --processing-ms {args.processing_ms:g} "
         f"--time-scale {args.time_scale:g}",
         "command": f"deal-export run --ids 1-{args.ids} --ids-format range --out DIR "
-        "--no-progress CLIENT_ARGS",
+        f"--no-progress --plan standard --operating-budget {BUDGET_S:g} "
+        f"--time-scale {args.time_scale:g} [--headroom 0]",
         "limits": {"rate": RATE, "burst": BURST, "budget_s": BUDGET_S, "cost_s": cost},
         "operating_spend_s": round(args.ids * cost, 1),
         "ideal_s": round(ideal, 1),

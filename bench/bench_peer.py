@@ -10,7 +10,8 @@ Two settings:
 
 * `raised`: the peer's client-side throttling lifted as far as its public options go
   (`requests_per_second` and `request_pool_size` huge, `respect_velocity_policy=False`), against
-  ours with `--rate 0 --operating-budget off`. Two rounds in alternating order; the best of each.
+  ours with `--rate 0 --operating-budget off`. Three rounds in alternating order;
+  ratios of the best run of each and of the medians.
 * `defaults`: the peer as shipped (2 req/s after a pool of 50 requests, its operating-time
   throttle on) against ours as shipped (`--plan standard`: 1.8 req/s after 45 requests, 10%
   headroom, operating-time pacing on), in real time on fewer IDs, each against a fresh
@@ -36,6 +37,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -127,7 +129,9 @@ def run_peer(sim: SimulatorProcess, ids_file: Path, mode: str, timeout_s: float)
         command = [sys.executable, "-m", "bench.bench_peer", "--peer-child", sim.webhook_url]
         command += ["--ids-file", str(ids_file), "--out", str(Path(tmp) / "deals.parquet")]
         command += ["--mode", mode]
+        sim_cpu0 = sim.cpu_seconds()
         run = run_measured(command, env=child_env(), timeout_s=timeout_s)
+        sim_cpu = sim.cpu_seconds() - sim_cpu0
     if run.code != 0:
         raise SystemExit(f"the peer's process exited {run.code}: {run.stderr[-2000:]}")
     inner: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
@@ -135,6 +139,7 @@ def run_peer(sim: SimulatorProcess, ids_file: Path, mode: str, timeout_s: float)
         "wall_s": round(run.wall_s, 2),
         "cpu_s": round(run.cpu_s, 2),
         "peak_rss_mb": round(run.peak_rss_mb, 1),
+        "simulator_cpu_s": round(sim_cpu, 2),
         **inner,
     }
 
@@ -143,17 +148,20 @@ def run_ours(
     sim: SimulatorProcess, ids_file: Path, extra: list[str], timeout_s: float
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_ours_") as tmp:
+        sim_cpu0 = sim.cpu_seconds()
         run = run_measured(
             export_command(str(ids_file), Path(tmp) / "out", extra),
             env=child_env(BITRIX24_WEBHOOK_URL=sim.webhook_url),
             timeout_s=timeout_s,
         )
+        sim_cpu = sim.cpu_seconds() - sim_cpu0
     if run.code != 0:
         raise SystemExit(f"deal-export run exited {run.code}: {run.stderr[-2000:]}")
     return {
         "wall_s": round(run.wall_s, 2),
         "cpu_s": round(run.cpu_s, 2),
         "peak_rss_mb": round(run.peak_rss_mb, 1),
+        "simulator_cpu_s": round(sim_cpu, 2),
         "deals": exported_count(run.stdout),
     }
 
@@ -165,6 +173,10 @@ def _limit_hits(sim: SimulatorProcess) -> dict[str, Any]:
         "http_503": stats["rate_limited"],
         "http_429": stats["operating_limited"],
     }
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
 
 
 def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ids", type=int, default=30_000, help="IDs for the limits-off rounds")
     parser.add_argument("--default-ids", type=int, default=5_000, help="IDs at default pacing")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=180.0, help="bound on each run, seconds")
     parser.add_argument("--peer-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ids-file", type=Path, default=None, help=argparse.SUPPRESS)
@@ -239,12 +251,21 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "bench_peer",
         "peer": "fast-bitrix24 " + _peer_version(),
         "simulator": f"deal-export simulate --port 0 --deals {portal_deals} --seed {SEED}",
+        "command": "deal-export run --ids FILE --out DIR --no-progress --rate 0 "
+        "--operating-budget off vs BitrixAsync(webhook, verbose=False, **peer_options)"
+        '.get_by_ID("crm.deal.get", ids) + pa.Table.from_pylist + pq.write_table',
         "raised": {
             "ids": args.ids,
             "ours_command": "deal-export run --ids FILE --out DIR --no-progress "
             "--rate 0 --operating-budget off",
             "peer_options": RAISED,
             **_ratios(best_peer, best_ours),
+            "median_time_ratio_peer_over_ours": round(
+                _median(peer_fast, "wall_s") / _median(ours_fast, "wall_s"), 2
+            ),
+            "median_cpu_ratio_peer_over_ours": round(
+                _median(peer_fast, "cpu_s") / _median(ours_fast, "cpu_s"), 2
+            ),
             "ours_deals_per_s": round(args.ids / best_ours["wall_s"], 1),
             "peer_deals_per_s": round(args.ids / best_peer["wall_s"], 1),
             "ours_cpu_s_per_10k_deals": round(best_ours["cpu_s"] / args.ids * 10_000, 3),
