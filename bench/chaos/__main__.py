@@ -1,4 +1,7 @@
-"""`python -m bench.chaos [--quick] [--only NAME ...] [--results PATH] [--work DIR]`"""
+"""`python -m bench.chaos [--quick] [--only NAME ...] [--results PATH] [--work DIR] [--seed N]`
+
+Exit status 0 when every scenario passed, 1 otherwise.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         "none for --quick)",
     )
     parser.add_argument("--work", type=Path, help="keep the scenarios' files in this directory")
+    parser.add_argument(
+        "--seed", type=int, help="seed of the kill moments and ID files (default: fixed)"
+    )
     ns = parser.parse_args(argv)
     work: Path | None = ns.work
     if work is not None:
@@ -34,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             quick=ns.quick,
             work=work,
             only=set(ns.only) if ns.only else None,
+            seed=ns.seed,
         )
     )
     target = ns.results or (None if ns.quick or ns.only else RESULTS)

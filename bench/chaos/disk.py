@@ -161,7 +161,13 @@ async def disk_full(ctx: Context) -> Outcome:
                 audit = audit_output(root, sim.portal, wanted)
                 ended = "hung" if failed.timed_out else f"exit {failed.code}"
                 steps.append(f"{step}: {ended} with {kept} chunks kept, then exit 0")
-                figures[step] = {"chunks_kept": kept, "exported": audit.exported}
+                message = next((line for line in failed.stderr.splitlines() if "error" in line), "")
+                figures[step] = {
+                    "exit": failed.code,
+                    "message": message[:300],
+                    "chunks_kept": kept,
+                    "exported": audit.exported,
+                }
                 if mounted:
                     hits, files = scan_tree(root, ctx.secrets)
                     ctx.early_hits.extend(hits)

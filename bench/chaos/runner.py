@@ -66,6 +66,7 @@ class SuiteResult:
     results: list[Result]
     seconds: float
     quick: bool
+    seed: int
 
     @property
     def passed(self) -> int:
@@ -79,6 +80,7 @@ class SuiteResult:
         return {
             "suite": "chaos",
             "quick": self.quick,
+            "seed": self.seed,
             "passed": self.passed,
             "failed": self.failed,
             "seconds": round(self.seconds, 1),
@@ -129,12 +131,15 @@ async def run_suite(
     work: Path | None = None,
     out: TextIO | None = None,
     only: set[str] | None = None,
+    seed: int | None = None,
 ) -> SuiteResult:
     """Run `scenarios` (or those whose name starts with one of `only`), printing one line each."""
     stream = out or sys.stdout
     own_work = work is None
     root = Path(tempfile.mkdtemp(prefix="chaos-")) if work is None else work
     ctx = Context(work=root, quick=quick)
+    if seed is not None:
+        ctx.seed = seed
     started = time.monotonic()
     results: list[Result] = []
     chosen = [s for s in scenarios if not only or any(s.name.startswith(o) for o in only)]
@@ -158,7 +163,7 @@ async def run_suite(
     finally:
         if own_work:
             shutil.rmtree(root, ignore_errors=True)
-    suite = SuiteResult(results, time.monotonic() - started, quick)
+    suite = SuiteResult(results, time.monotonic() - started, quick, ctx.seed)
     print(f"{suite.passed} passed, {suite.failed} failed", file=stream, flush=True)
     return suite
 
