@@ -164,7 +164,7 @@ async def disk_full(ctx: Context) -> Outcome:
                 message = next((line for line in failed.stderr.splitlines() if "error" in line), "")
                 figures[step] = {
                     "exit": failed.code,
-                    "message": message[:300],
+                    "message": message.replace(str(ctx.work), "<work>")[:300],
                     "chunks_kept": kept,
                     "exported": audit.exported,
                 }
