@@ -14,7 +14,7 @@ from .helpers import fetch_all
 
 async def test_rate_limit_503_backs_off_globally_and_recovers() -> None:
     # The portal's bucket is much smaller than the client believes (someone else uses it).
-    scale = 20.0
+    scale = 10.0
     cfg = SimulatorConfig(deals=2500, seed=8, rate=2.0, burst=10, time_scale=scale,
                           hidden_fraction=0.0, deleted_fraction=0.0)  # fmt: skip
     async with running_simulator(cfg) as sim:

@@ -90,19 +90,6 @@ def test_cli_rejects_bad_options() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_demo_runs_without_leaking_the_secret() -> None:
-    from pipeline.simulator.config import DEFAULT_SECRET
-
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.demo"],
-        capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "HTTP 200" in result.stdout
-    assert "Not found" in result.stdout
-    assert DEFAULT_SECRET not in result.stdout + result.stderr
-
-
 async def test_touch_and_delete_over_http(
     sim: RunningSimulator, http: aiohttp.ClientSession
 ) -> None:
