@@ -41,9 +41,10 @@ async def revoked_webhook(ctx: Context) -> Outcome:
             "NO_AUTH_FOUND" in said or "webhook" in said.lower(),
             f"the error does not say the webhook was refused: {done.tail()}",
         )
+        # With --log-format json the failure is one JSON record like every other line.
         seen.check(
-            "deal-export: error:" in said,
-            "no one-line 'deal-export: error:' message for the revoked webhook",
+            '"event": "run_failed"' in said and "NO_AUTH_FOUND" in said,
+            "no one-line run_failed JSON record naming NO_AUTH_FOUND for the revoked webhook",
         )
         check(SECRET not in said, "the webhook secret is in the error output")
         check(not (out / "_SUCCESS").exists(), "_SUCCESS after a fatal exit")

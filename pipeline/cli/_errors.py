@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable, Coroutine, Iterable
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -16,36 +18,54 @@ from pipeline.summary import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE
 T = TypeVar("T")
 
 
-def fail(message: str, code: int, secrets: Iterable[str] = ()) -> NoReturn:
-    click.echo(f"deal-export: error: {mask_text(message, secrets)}", err=True)
+def fail(
+    message: str, code: int, secrets: Iterable[str] = (), *, as_json: bool = False
+) -> NoReturn:
+    text = mask_text(message, secrets)
+    if as_json:
+        record = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "ERROR",
+            "event": "run_failed",
+            "message": text,
+            "exit_code": code,
+        }
+        click.echo(json.dumps(record, ensure_ascii=False), err=True)
+    else:
+        click.echo(f"deal-export: error: {text}", err=True)
     sys.exit(code)
 
 
 def run_guarded(
-    main: Callable[[], Coroutine[Any, Any, T]], secrets: Callable[[], Iterable[str]]
+    main: Callable[[], Coroutine[Any, Any, T]],
+    secrets: Callable[[], Iterable[str]],
+    *,
+    json_errors: bool = False,
 ) -> T:
     """Run `main` on a fresh event loop, mapping failures to exit codes with secrets masked.
 
     `secrets` is called late, so credentials learned while loading the config are masked too.
+    With `json_errors` the failure is one JSON object, like every other line a scheduler reads.
     """
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:
-        click.echo(
-            "deal-export: interrupted; committed chunks are kept, run the same command to resume",
-            err=True,
+        fail(
+            "interrupted; committed chunks are kept, run the same command to resume",
+            EXIT_INTERRUPTED,
+            as_json=json_errors,
         )
-        sys.exit(EXIT_INTERRUPTED)
     except UsageError as exc:
-        fail(str(exc), EXIT_USAGE, secrets())
+        fail(str(exc), EXIT_USAGE, secrets(), as_json=json_errors)
     except FatalPortalError as exc:
-        fail(f"the portal refused the run: {exc}", EXIT_FATAL, secrets())
+        fail(str(exc), EXIT_FATAL, secrets(), as_json=json_errors)
     except OutputError as exc:
-        fail(f"output: {exc}", EXIT_FATAL, secrets())
+        fail(f"output: {exc}", EXIT_FATAL, secrets(), as_json=json_errors)
     except PipelineError as exc:
-        fail(str(exc), EXIT_FATAL, secrets())
+        fail(str(exc), EXIT_FATAL, secrets(), as_json=json_errors)
     except OSError as exc:
-        fail(f"{exc.strerror or exc} ({exc.filename or ''})", EXIT_FATAL, secrets())
+        message = f"{exc.strerror or exc} ({exc.filename or ''})"
+        fail(message, EXIT_FATAL, secrets(), as_json=json_errors)
 
 
 __all__ = ["fail", "run_guarded"]

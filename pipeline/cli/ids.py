@@ -76,7 +76,7 @@ def ids(**kw: Any) -> None:
         out.flush()
         return len(idset)
 
-    count = run_guarded(main, lambda: secrets)
+    count = run_guarded(main, lambda: secrets, json_errors=loaded.log_format == "json")
     click.echo(f"{count} deal IDs", err=True)
 
 

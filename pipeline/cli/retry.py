@@ -49,7 +49,7 @@ def retry(output: str, **kw: Any) -> None:
     async def main() -> RunResult:
         return await retry_failed(config, output, clock=clock)
 
-    result = run_guarded(main, lambda: secrets)
+    result = run_guarded(main, lambda: secrets, json_errors=config.log_format == "json")
     report(result, json_logs=config.log_format == "json")
     sys.exit(result.exit_code)
 

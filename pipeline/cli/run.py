@@ -193,7 +193,7 @@ def run(**kw: Any) -> None:
             on_drift=on_drift,
         )
 
-    result = run_guarded(main, lambda: secrets)
+    result = run_guarded(main, lambda: secrets, json_errors=json_logs)
     report(result, json_logs=json_logs)
     sys.exit(result.exit_code)
 

@@ -203,6 +203,9 @@ class _Engine:
             await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
             self._stats.deals_fetched += 1
         fatal: FatalPortalError | None = None
+        # One answer is one signal: per-command refusals pause the method (or the client)
+        # once, or 50 refused commands would count as 50 strikes and log 50 warnings.
+        operating_limited = rate_limited = False
         for deal_id, err in reply.errors.items():
             item = by_id[deal_id]
             action = classify(None, err.code, err.description, "command")
@@ -211,10 +214,14 @@ class _Engine:
                 await self._fail(item, err.code, err.description, None, False, "permanent", 1)
             elif action is Action.OPERATING_LIMIT:
                 self._stats.operating_limited_commands += 1
-                client.pacer.budget(DEAL_GET).on_limited()
+                if not operating_limited:
+                    operating_limited = True
+                    client.pacer.budget(DEAL_GET).on_limited()
                 await self._limit_hit(item, err.code, message, None)
             elif action is Action.RATE_LIMIT:
-                client.pacer.rate.on_rate_limited()
+                if not rate_limited:
+                    rate_limited = True
+                    client.pacer.rate.on_rate_limited()
                 await self._limit_hit(item, err.code, message, None)
             elif action is Action.FATAL:
                 fatal = fatal or FatalPortalError(

@@ -194,3 +194,34 @@ async def test_resuming_a_completed_output_with_invalid_lines_changes_nothing(
     assert sorted(read_data(tmp_path / "out").column("ID").to_pylist()) == before
     side = read_sidecar(tmp_path / "out")
     assert side.column("stage").to_pylist().count("input") == 2
+
+
+async def test_fatal_error_in_json_mode_is_one_json_record(simulator, tmp_path) -> None:
+    sim = await simulator(deals=10, seed=1)
+    sim.revoke_webhook()
+    done = await run_cli(
+        [
+            "run",
+            "--ids",
+            "1-5",
+            "--ids-format",
+            "range",
+            "--out",
+            "out",
+            "--log-format",
+            "json",
+            "--rate",
+            "0",
+            "--operating-budget",
+            "off",
+        ],
+        env=cli_env(sim),
+        cwd=tmp_path,
+    )
+    assert done.code == 1
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    failure = [r for r in records if r.get("event") == "run_failed"]
+    assert len(failure) == 1
+    assert "NO_AUTH_FOUND" in failure[0]["message"]
+    assert failure[0]["message"].count("refused") <= 1
+    assert sim.secret not in done.stderr
