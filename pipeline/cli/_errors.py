@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
@@ -47,6 +48,9 @@ def run_guarded(
     `secrets` is called late, so credentials learned while loading the config are masked too.
     With `json_errors` the failure is one JSON object, like every other line a scheduler reads.
     """
+    # Schedulers stop tasks with SIGTERM: treat it as Ctrl-C, so the chunk being written is
+    # finished or discarded cleanly and the exit code says "interrupted, resumable".
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pyarrow.compute as pc
+import pytest
 
 from pipeline.normalise import DealSchema, normalise_deals
 from pipeline.simulator import FaultConfig, RunningSimulator
@@ -158,7 +159,10 @@ async def test_kill_nine_and_resume_ends_exactly_once(simulator, tmp_path: Path)
     assert not visible_junk(out)
 
 
-async def test_ctrl_c_exits_130_and_leaves_no_partial_file(simulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_interrupt_exits_130_and_leaves_no_partial_file(
+    simulator, tmp_path: Path, stop: signal.Signals
+) -> None:
     sim = await simulator(deals=2000, seed=6)
     out = tmp_path / "out"
     args = [
@@ -188,7 +192,7 @@ async def test_ctrl_c_exits_130_and_leaves_no_partial_file(simulator, tmp_path: 
         if checkpoints.exists() and any(checkpoints.glob("*.json")):
             break
         await asyncio.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130, err.decode()
     assert "resume" in err.decode()
