@@ -38,6 +38,7 @@ from pipeline.output import (
     failed_row,
     fingerprint_ids,
     invalid_input_row,
+    read_pending_input,
     read_watermark,
     record_error_row,
 )
@@ -108,14 +109,30 @@ class _Chunks:
                 yield deal_id
 
 
+@dataclass(frozen=True, slots=True)
+class ResolvedIds:
+    """The IDs of a run; for incremental runs also the watermark and how they were found."""
+
+    idset: IdSet
+    watermark: str | None = None
+    discovery: dict[str, Any] | None = None
+    #: Taken from the unfinished run being resumed instead of asking the portal again.
+    reused: bool = False
+
+
 async def resolve_ids(
     ids: IdsConfig,
     client: PortalClient,
     output_root: str,
     *,
     stdin: BinaryIO | None = None,
-) -> tuple[IdSet, str | None]:
-    """The IDs of this run and, for incremental runs, the watermark to store when it succeeds."""
+) -> ResolvedIds:
+    """The IDs of this run: read from the input, or discovered through `crm.deal.list`.
+
+    An interrupted incremental run is resumed with the IDs it discovered then (kept in the
+    output root), not with a fresh discovery: the portal's answer moves on as deals change,
+    and a different ID list would cut different chunks than the ones already committed.
+    """
     if ids.source is not None:
         idset = await asyncio.to_thread(
             load_ids,
@@ -124,7 +141,7 @@ async def resolve_ids(
             fmt=ids.format,  # type: ignore[arg-type]
             stdin=stdin,
         )
-        return idset, None
+        return ResolvedIds(idset)
     since = ids.modified_since
     if ids.since_last_run:
         previous = read_watermark(output_root)
@@ -138,12 +155,22 @@ async def resolve_ids(
         raise UsageError(
             "say which deals to export: --ids FILE, --modified-since or --since-last-run"
         )
+    discovery = {"modified_since": since.isoformat(), "overlap_s": ids.overlap_s}
+    pending = read_pending_input(output_root) if output_root else None
+    if pending is not None and pending[1].get("discovery") == discovery:
+        stored, meta = pending
+        collector = IdCollector()
+        collector.values.extend(stored.to_pylist())
+        collector.lines = len(stored)
+        idset = collector.finish(f"modified since {since.isoformat()} (as first discovered)")
+        return ResolvedIds(idset, meta.get("watermark"), discovery, reused=True)
     watermark = datetime.fromtimestamp(client.clock.now(), UTC).isoformat(timespec="seconds")
     collector = IdCollector()
     async for deal_id in discover_modified_ids(client, since, timedelta(seconds=ids.overlap_s)):
         collector.values.append(deal_id)
         collector.lines += 1
-    return collector.finish(f"modified since {since.isoformat()}"), watermark
+    idset = collector.finish(f"modified since {since.isoformat()}")
+    return ResolvedIds(idset, watermark, discovery)
 
 
 class _Exporter:
@@ -289,7 +316,8 @@ async def export(
     run_id = run_id or new_run_id()
     stats = FetchStats()
     async with _client(config, clock, stats, on_tokens_rotated) as client:
-        idset, watermark = await resolve_ids(ids, client, config.output.root, stdin=stdin)
+        resolved = await resolve_ids(ids, client, config.output.root, stdin=stdin)
+        idset, watermark = resolved.idset, resolved.watermark
         fields = await client.call("crm.deal.fields")
         if not isinstance(fields, dict) or not fields:
             raise OutputError("crm.deal.fields returned no field descriptions; cannot type deals")
@@ -298,6 +326,10 @@ async def export(
             fingerprint_ids, _iter_ids(idset), chunk_size=config.output.chunk_size
         )
         with OutputRoot.open(config.output, run_id, input_fingerprint=fingerprint) as out:
+            if resolved.discovery is not None and not resolved.reused:
+                out.write_input(
+                    idset.ids, {"discovery": resolved.discovery, "watermark": watermark}
+                )
             drift_lines = _check_drift(out, schema, on_drift)
             out.write_schema(schema.snapshot())
             committed = out.committed_chunks()
@@ -489,4 +521,4 @@ def _check_drift(
     return drift.describe()
 
 
-__all__ = ["RunResult", "export", "new_run_id", "resolve_ids", "retry_failed"]
+__all__ = ["ResolvedIds", "RunResult", "export", "new_run_id", "resolve_ids", "retry_failed"]

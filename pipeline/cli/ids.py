@@ -69,7 +69,7 @@ def ids(**kw: Any) -> None:
             fetch=loaded.fetch,
             clock=ScaledClock(kw.get("time_scale") or 1.0),
         ) as client:
-            idset, _ = await resolve_ids(loaded.ids, client, root)
+            idset = (await resolve_ids(loaded.ids, client, root)).idset
         out = sys.stdout
         for batch in idset.batches(10_000):
             out.write("".join(f"{i}\n" for i in batch))

@@ -43,7 +43,13 @@ from __future__ import annotations
 
 from pipeline.output.manifest import fingerprint_ids, mask_config, schema_fingerprint
 from pipeline.output.partition import NULL_PARTITION, PartitionSpec
-from pipeline.output.root import DATASET_GLOB, OutputRoot, dataset_glob, read_watermark
+from pipeline.output.root import (
+    DATASET_GLOB,
+    OutputRoot,
+    dataset_glob,
+    read_pending_input,
+    read_watermark,
+)
 from pipeline.output.sidecar import (
     SIDECAR_SCHEMA,
     failed_row,
@@ -65,6 +71,7 @@ __all__ = [
     "fingerprint_ids",
     "invalid_input_row",
     "mask_config",
+    "read_pending_input",
     "read_watermark",
     "record_error_row",
     "schema_fingerprint",

@@ -43,6 +43,8 @@ MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 SCHEMA_FILE = "_schema.json"
 STATE_FILE = "_state.json"
+#: The IDs an incremental run discovered, kept so that resuming it exports the same set.
+INPUT_FILE = "_input.parquet"
 CHECKPOINT_DIR = "_checkpoints"
 ERRORS_DIR = "_errors"
 
@@ -54,7 +56,15 @@ _KEY = r"(?:\d{6,}|r[0-9A-Za-z]+-\d{6,})"
 _DATA_RE = re.compile(rf"^part-(?P<key>{_KEY})-(?P<n>\d+)\.parquet$")
 _SIDECAR_RE = re.compile(rf"^chunk-(?P<key>{_KEY})\.parquet$")
 _CHECKPOINT_RE = re.compile(rf"^chunk-(?P<key>{_KEY})\.json$")
-_METADATA_FILES = {RUN_FILE, MANIFEST_FILE, SUCCESS_FILE, SCHEMA_FILE, STATE_FILE, LOCK_NAME}
+_METADATA_FILES = {
+    RUN_FILE,
+    MANIFEST_FILE,
+    SUCCESS_FILE,
+    SCHEMA_FILE,
+    STATE_FILE,
+    INPUT_FILE,
+    LOCK_NAME,
+}
 
 Rows: TypeAlias = pa.Table | Iterable[Mapping[str, Any]] | None
 
@@ -531,6 +541,18 @@ class OutputRoot:
     # -- metadata -------------------------------------------------------------------------------
 
     @_os_errors
+    def write_input(self, ids: pa.Array, meta: Mapping[str, Any]) -> None:
+        """Keep the ID list of a run whose input cannot be read again (incremental discovery
+        answers differently a minute later), with `meta` saying how it was obtained."""
+        self._check_open()
+        table = pa.table({"ID": ids.cast(pa.int64())}).replace_schema_metadata(
+            {"deal_export": _dumps(dict(meta))}
+        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        self._store.write_atomic(INPUT_FILE, sink.getvalue())
+
+    @_os_errors
     def write_schema(self, schema: Mapping[str, Any]) -> None:
         """Store the schema snapshot (`_schema.json`) the normaliser derived from the portal."""
         self._check_open()
@@ -841,7 +863,7 @@ def _wipe(store: Store) -> None:
         store.delete_dir(name)
     # `_state.json` (the incremental watermark) survives: a nightly run that replaces last
     # night's delta and then dies must still know where the previous successful run ended.
-    for name in (SCHEMA_FILE, RUN_FILE):
+    for name in (SCHEMA_FILE, INPUT_FILE, RUN_FILE):
         store.delete(name)
     store.remove_empty_dirs()
 
@@ -853,4 +875,24 @@ def read_watermark(root: str, filesystem: pafs.FileSystem | None = None) -> Any:
     return None if state is None else state.get("watermark")
 
 
-__all__ = ["DATASET_GLOB", "OutputRoot", "dataset_glob", "read_watermark"]
+def read_pending_input(
+    root: str, filesystem: pafs.FileSystem | None = None
+) -> tuple[pa.Array, dict[str, Any]] | None:
+    """The stored ID list of an UNFINISHED run into `root` (no lock needed), or None.
+
+    A completed output's list is history, not work to resume, so it is not returned.
+    """
+    store = Store.from_root(root, filesystem)
+    if store.exists(SUCCESS_FILE):
+        return None
+    raw = store.read_bytes(INPUT_FILE)
+    if raw is None:
+        return None
+    table = pq.read_table(pa.BufferReader(raw))
+    meta = _loads((table.schema.metadata or {}).get(b"deal_export"))
+    if meta is None or "ID" not in table.column_names:
+        return None
+    return table.column("ID").combine_chunks(), meta
+
+
+__all__ = ["DATASET_GLOB", "OutputRoot", "dataset_glob", "read_pending_input", "read_watermark"]

@@ -6,11 +6,13 @@ import asyncio
 import json
 import random
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.normalise import DealSchema, normalise_deals
@@ -248,3 +250,53 @@ async def test_retry_turns_retryable_failures_into_data(simulator, tmp_path: Pat
     still = side.filter(pc.equal(side.column("stage"), "fetch"))
     assert not any(still.column("retryable").to_pylist())
     assert "Not found" in still.column("message").to_pylist()
+
+
+async def test_interrupted_incremental_run_resumes_with_the_ids_it_discovered(
+    simulator, tmp_path: Path
+) -> None:
+    sim = await simulator(deals=1500, seed=14)
+    stamps = sorted(sim.portal.date_modify(i) for i in sim.portal.visible_ids)
+    since = stamps[len(stamps) // 3]
+    since_iso = datetime.fromtimestamp(since, UTC).isoformat()
+    out = tmp_path / "out"
+    args = [
+        "run", "--modified-since", since_iso, "--out", str(out), "--chunk-size", "100",
+        "--rate", "10", "--burst", "2", "--headroom", "0", "--operating-budget", "off",
+        "--no-progress",
+    ]  # fmt: skip
+    proc = await start_cli(args, env=cli_env(sim), cwd=tmp_path)
+    for _ in range(400):
+        checkpoints = out / "_checkpoints"
+        if checkpoints.exists() and any(checkpoints.glob("*.json")):
+            break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    first_set = set(pq.read_table(out / "_input.parquet").column("ID").to_pylist())
+    assert 0 < len(first_set) < len(sim.portal.existing_ids)
+    late = next(i for i in sim.portal.visible_ids if i not in first_set)
+    # The portal moves on: a fresh discovery would now also find `late`.
+    sim.touch([late])
+    done = await run_cli(args, env=cli_env(sim), cwd=tmp_path, limit_s=120)
+    assert done.code == 0, done.stderr
+    data_ids, fetch_ids = accounted(out)
+    assert len(data_ids) == len(set(data_ids))
+    assert set(data_ids) | set(fetch_ids) == first_set
+    assert late not in data_ids
+    # The next incremental run starts from the first run's watermark and picks `late` up.
+    nxt = await run_cli(
+        [
+            "run",
+            "--since-last-run",
+            "--out",
+            str(out),
+            "--existing-data-behavior",
+            "overwrite",
+            *FAST,
+        ],
+        env=cli_env(sim),
+        cwd=tmp_path,
+    )
+    assert nxt.code == 0, nxt.stderr
+    assert late in read_data(out).column("ID").to_pylist()
