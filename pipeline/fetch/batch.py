@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 DEAL_GET = "crm.deal.get"
 
@@ -27,8 +26,12 @@ def command_key(deal_id: int) -> str:
 
 
 def deal_get_command(deal_id: int) -> str:
-    """One `cmd` entry: the method plus its URL-encoded query (the server `parse_str`s it)."""
-    return f"{DEAL_GET}?{urlencode({'ID': deal_id})}"
+    """One `cmd` entry: the method plus its URL-encoded query (the server `parse_str`s it).
+
+    A validated integer ID needs no escaping, and `urlencode` per command was a seventh of the
+    exporter's CPU; `int()` keeps anything else from reaching the query unescaped.
+    """
+    return f"{DEAL_GET}?ID={int(deal_id)}"
 
 
 def build_batch(ids: Sequence[int]) -> dict[str, Any]:
