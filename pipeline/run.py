@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import secrets
 import time
 from collections import Counter
@@ -44,6 +45,8 @@ from pipeline.output import (
 )
 from pipeline.progress import Progress
 from pipeline.summary import RunCounts, exit_code_for
+
+log = logging.getLogger(__name__)
 
 #: Completed chunks waiting for the writer; small, so a slow disk slows the fetch (backpressure).
 WRITE_QUEUE_SIZE = 2
@@ -348,6 +351,23 @@ async def export(
             finally:
                 if progress is not None:
                     progress.close()
+            missing = set(range(chunks.count)) - out.committed_chunks()
+            if exporter.buffers or missing:
+                # Never mark an output complete that is not: it stays resumable instead.
+                raise OutputError(
+                    f"{len(missing)} chunk(s) ended without every ID accounted for; nothing "
+                    "was marked complete. Run the same command again to redo them, and please "
+                    "report this run"
+                )
+            if watermark is not None and resolved.discovery is not None and out.retryable_ids():
+                # Deals that failed for a passing reason must come back in the next incremental
+                # run (a nightly run replaces this root, sidecar included): keep the start point.
+                watermark = str(resolved.discovery["modified_since"])
+                log.warning(
+                    "some deals failed for reasons a retry may fix: the watermark stays at %s, "
+                    "so the next --since-last-run asks for them again",
+                    watermark,
+                )
             manifest = out.finalize(
                 counts={
                     "requested": idset.counts.valid,

@@ -43,8 +43,27 @@ class RunCounts:
         return self.unique - self.exported - self.failed
 
 
+#: `crm.deal.get` answers for a deal the webhook user may not read: with the period for an
+#: existing deal, without it for a missing deal when the user lacks general deal read
+#: permission (bitrix24-api.md §4.3).
+ACCESS_DENIED = frozenset({"Access denied", "Access denied."})
+
+
+def nothing_readable(counts: RunCounts) -> bool:
+    """Every requested deal was refused for permissions: the webhook user, not the deals, is
+    the problem, and a run that exports nothing must not look like a success."""
+    reasons = set(counts.failed_permanent)
+    return (
+        counts.unique > 0
+        and counts.exported == 0
+        and bool(reasons)
+        and reasons <= ACCESS_DENIED
+        and not counts.failed_retryable
+    )
+
+
 def exit_code_for(counts: RunCounts) -> int:
-    if counts.unaccounted != 0:
+    if counts.unaccounted != 0 or nothing_readable(counts):
         return EXIT_FATAL
     if sum(counts.failed_retryable.values()) > 0:
         return EXIT_RETRYABLE_FAILURES
@@ -84,6 +103,16 @@ def render_summary(counts: RunCounts, *, output: str, seconds: float) -> list[st
         )
     if counts.failed or counts.invalid_input or counts.record_errors:
         lines.append(f"error sidecar: {output.rstrip('/')}/_errors/")
+    if nothing_readable(counts):
+        lines.append(
+            "the webhook's user could read none of the requested deals: check its CRM "
+            "permissions (deal read access) or use a webhook of a user who can"
+        )
+    elif "Access denied" in counts.failed_permanent:
+        lines.append(
+            "'Access denied' without a period means the webhook's user lacks general deal read "
+            "permission: missing deals cannot be told apart from hidden ones"
+        )
     if counts.failed_retryable:
         lines.append(f"next: deal-export retry {output}")
     if counts.unaccounted:
@@ -92,6 +121,7 @@ def render_summary(counts: RunCounts, *, output: str, seconds: float) -> list[st
 
 
 __all__ = [
+    "ACCESS_DENIED",
     "EXIT_FATAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -99,5 +129,6 @@ __all__ = [
     "EXIT_USAGE",
     "RunCounts",
     "exit_code_for",
+    "nothing_readable",
     "render_summary",
 ]

@@ -31,6 +31,20 @@ from pipeline.summary import (
             EXIT_RETRYABLE_FAILURES,
         ),
         (RunCounts(requested=10, unique=10, exported=9), EXIT_FATAL),
+        # Nothing readable at all: the webhook user's permissions, not deleted deals.
+        (
+            RunCounts(
+                requested=3,
+                unique=3,
+                exported=0,
+                failed_permanent={"Access denied": 2, "Access denied.": 1},
+            ),
+            EXIT_FATAL,
+        ),
+        (
+            RunCounts(requested=3, unique=3, exported=0, failed_permanent={"Not found": 3}),
+            EXIT_OK,
+        ),
     ],
 )
 def test_exit_codes(counts: RunCounts, expected: int) -> None:

@@ -130,7 +130,9 @@ def classify(
     if code in TRANSIENT_CODES:
         return Action.TRANSIENT
     if code == "":
-        if is_permanent_description(description):
+        # Per-deal texts are per-deal only inside a command (or a plain crm.deal.get); as the
+        # answer to a whole batch or list call they mean the run itself is refused.
+        if is_permanent_description(description) and context == "command":
             return Action.PERMANENT
         if http_status is not None and (http_status >= 500 or http_status == 429):
             return _by_status(http_status)

@@ -225,3 +225,46 @@ async def test_fatal_error_in_json_mode_is_one_json_record(simulator, tmp_path) 
     assert "NO_AUTH_FOUND" in failure[0]["message"]
     assert failure[0]["message"].count("refused") <= 1
     assert sim.secret not in done.stderr
+
+
+async def test_a_webhook_user_who_can_read_no_deal_is_not_a_success(simulator, tmp_path) -> None:
+    sim = await simulator(deals=60, seed=1, can_read_deals=False)
+    done = await _run(sim, tmp_path, "--ids", "1-60", "--ids-format", "range", "--out", "out")
+    assert done.code == 1, done.stdout + done.stderr
+    assert "permissions" in done.stdout
+
+
+async def test_retryable_failures_hold_the_watermark_back(simulator, tmp_path) -> None:
+    from pipeline.simulator import FaultConfig
+
+    sim = await simulator(deals=150, seed=5)
+    first = await _run(sim, tmp_path, "--modified-since", "2000-01-01T00:00:00Z", "--out", "out")
+    assert first.code == 0, first.stderr
+    mark = json.loads((tmp_path / "out" / "_state.json").read_text())["watermark"]
+
+    # Night 2: some deals changed, and the portal fails every batch they are in.
+    changed = sim.portal.visible_ids[:20]
+    sim.touch(changed)
+    sim.set_faults(FaultConfig(error_500=1.0, methods=frozenset({"batch"})))
+    night2 = await _run(
+        sim,
+        tmp_path,
+        "--since-last-run",
+        "--out",
+        "out",
+        "--existing-data-behavior",
+        "overwrite",
+        "--max-attempts",
+        "1",
+    )
+    assert night2.code == 3, night2.stderr
+    kept = json.loads((tmp_path / "out" / "_state.json").read_text())["watermark"]
+    assert kept == mark, "a night with retryable failures must not move the watermark on"
+
+    # Night 3 replaces night 2's output, sidecar included, yet the changed deals come back.
+    sim.set_faults(FaultConfig())
+    night3 = await _run(
+        sim, tmp_path, "--since-last-run", "--out", "out", "--existing-data-behavior", "overwrite"
+    )
+    assert night3.code == 0, night3.stderr
+    assert set(changed) <= set(read_data(tmp_path / "out").column("ID").to_pylist())

@@ -24,7 +24,9 @@ TABLE: list[tuple[int | None, str, str, str, Action]] = [
     (None, "", "ID is not defined or invalid.", "command", P),
     (None, "", "ID is not defined or invalid", "command", P),
     (400, "", "Not found", "command", P),
-    (400, "", "Access denied.", "top", P),
+    # ...but answering a whole batch or list call they refuse the run (no per-ID meaning)
+    (400, "", "Access denied.", "top", F),
+    (400, "", "Not found", "top", F),
     # empty code, unknown text: about the record inside a batch, about the request at top level
     (None, "", "Элемент не найден", "command", P),
     (400, "", "Something else", "top", F),
