@@ -422,41 +422,48 @@ async def retry_failed(
             raise OutputError(f"{out.uri} has no schema snapshot (_schema.json); cannot retry")
         schema = DealSchema.from_snapshot(snapshot)
         retry_ids = out.retryable_ids()
+        permanent: Counter[str] = Counter()
+        retryable: Counter[str] = Counter()
+        exported = 0
         fetched: list[DealFetched] = []
         failed: list[DealFailed] = []
+
+        async def commit() -> None:
+            # Committed a chunk at a time: memory stays bounded on a large replay, and a crash
+            # or a fatal answer keeps what was already fetched.
+            seen = datetime.now(UTC)
+            fetched.sort(key=lambda f: f.id)
+            table, record_errors = normalise_deals(
+                [f.payload for f in fetched], schema, ids=[f.id for f in fetched]
+            )
+            rows = [failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)]
+            rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+            await asyncio.to_thread(out.apply_retry, table, rows, {"fetched": len(fetched)})
+            fetched.clear()
+            failed.clear()
+
         if retry_ids:
+            size = out.config.chunk_size
             async with _client(config, clock, stats, on_tokens_rotated) as client:
                 async for outcome in fetch_deals(_aiter(retry_ids), client):
                     if isinstance(outcome, DealFetched):
                         fetched.append(outcome)
+                        exported += 1
                     else:
                         failed.append(outcome)
-            # Chunk-sized slices keep memory bounded on a large replay.
-            size = out.config.chunk_size
-            fetched.sort(key=lambda f: f.id)
-            failed.sort(key=lambda f: f.id)
-            seen = datetime.now(UTC)
-            for start in range(0, max(len(fetched), len(failed)), size):
-                part = fetched[start : start + size]
-                table, record_errors = normalise_deals(
-                    [f.payload for f in part], schema, ids=[f.id for f in part]
-                )
-                rows = [
-                    failed_row(f, run_id=run_id, seen=seen) for f in failed[start : start + size]
-                ]
-                rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
-                await asyncio.to_thread(out.apply_retry, table, rows, {"fetched": len(part)})
+                        reason = outcome.code or outcome.message
+                        (retryable if outcome.retryable else permanent)[reason] += 1
+                    if len(fetched) + len(failed) >= size:
+                        await commit()
+            if fetched or failed:
+                await commit()
         manifest = out.finalize(limits=stats.as_dict())
         uri = out.uri
     counts_section = manifest.get("counts", {})
-    permanent: Counter[str] = Counter()
-    retryable: Counter[str] = Counter()
-    for f in failed:
-        (retryable if f.retryable else permanent)[f.code or f.message] += 1
     counts = RunCounts(
         requested=len(retry_ids),
         unique=len(retry_ids),
-        exported=len(fetched),
+        exported=exported,
         failed_permanent=dict(permanent),
         failed_retryable=dict(retryable),
         record_errors=int(counts_section.get("normalise_errors", 0)),
@@ -473,6 +480,10 @@ async def retry_failed(
         fetch_stats=stats.as_dict(),
         manifest=manifest,
     )
+
+
+def _id(outcome: DealFailed) -> int:
+    return outcome.id
 
 
 async def _aiter(values: list[int]) -> AsyncIterator[int]:

@@ -410,20 +410,38 @@ async def discover_modified_ids(
                 "start": -1,
             },
         )
-        rows = result if isinstance(result, list) else []
+        if isinstance(result, dict) and not result:
+            result = []  # PHP's empty array
+        if not isinstance(result, list):
+            # Stopping here would silently truncate the export: say so instead.
+            raise FatalPortalError(
+                f"{client.portal}crm.deal.list answered a {type(result).__name__}, not a list "
+                "of deals; cannot discover modified deals",
+                code="BAD_LIST",
+            )
         progressed = False
-        for row in rows:
+        for row in result:
             raw = row.get("ID") if isinstance(row, dict) else None
             try:
                 deal_id = int(str(raw))
             except ValueError:
-                continue
+                raise FatalPortalError(
+                    f"{client.portal}crm.deal.list answered a deal without a usable ID "
+                    f"({client.mask(str(raw))[:40]!r}); cannot discover modified deals",
+                    code="BAD_LIST",
+                ) from None
             if deal_id > last:
                 last = deal_id
                 progressed = True
                 yield deal_id
-        if len(rows) < 50 or not progressed:
+        if len(result) < 50:
             return
+        if not progressed:
+            raise FatalPortalError(
+                f"{client.portal}crm.deal.list ignored the >ID paging filter (a full page "
+                "without new IDs); cannot discover modified deals reliably",
+                code="BAD_LIST",
+            )
 
 
 __all__ = [

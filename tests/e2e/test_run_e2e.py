@@ -225,6 +225,8 @@ async def test_retry_turns_retryable_failures_into_data(simulator, tmp_path: Pat
             "1",
             "--batch-size",
             "10",
+            "--chunk-size",
+            "50",  # the replay then commits in several parts
             *FAST,
         ],
         env=cli_env(sim),
