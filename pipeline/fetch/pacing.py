@@ -398,7 +398,8 @@ class OperatingBudget:
 
 
 class Pacer:
-    """Both limits for one portal: `async with pacer.slot(method, n) as s: ...`."""
+    """Both limits for one portal: `reservation = await pacer.acquire(method, n)`, then
+    `pacer.budget(method).release(reservation, observation)` once the answer is in."""
 
     def __init__(
         self,
