@@ -43,6 +43,10 @@ MAX_AUTH_REFRESHES_PER_CALL = 2
 _JSON_TYPES = ("application/json", "text/json", "text/javascript")
 
 
+#: Attempts for a single whole-run call (`crm.deal.fields`, a `crm.deal.list` page).
+MIN_CALL_ATTEMPTS = 3
+
+
 class CommandFailed(Exception):
     """A per-ID error answer to one command (a plain `crm.deal.get`). Not a PipelineError:
     it is data for the sidecar, never shown to the operator as a failure of the run."""
@@ -322,7 +326,9 @@ class PortalClient:
                     raise
             except TransientError:
                 attempts += 1
-                if attempts >= self.fetch.max_attempts:
+                # One metadata or discovery call stands for the whole run: a low per-ID
+                # attempt budget (--max-attempts 1) must not let a single 500 end it.
+                if attempts >= max(self.fetch.max_attempts, MIN_CALL_ATTEMPTS):
                     raise
                 self.stats.retries += 1
                 await self.clock.sleep(self.retry.delay(attempts))

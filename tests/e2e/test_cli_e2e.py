@@ -268,3 +268,24 @@ async def test_retryable_failures_hold_the_watermark_back(simulator, tmp_path) -
     )
     assert night3.code == 0, night3.stderr
     assert set(changed) <= set(read_data(tmp_path / "out").column("ID").to_pylist())
+
+
+async def test_one_500_on_the_fields_call_does_not_end_a_run(simulator, tmp_path) -> None:
+    from pipeline.simulator import FaultConfig
+
+    # Request 1 of the run is crm.deal.fields; --max-attempts 1 is a per-deal budget.
+    sim = await simulator(deals=30, seed=1, faults=FaultConfig(script={1: "error_500"}))
+    done = await _run(
+        sim,
+        tmp_path,
+        "--ids",
+        "1-30",
+        "--ids-format",
+        "range",
+        "--out",
+        "out",
+        "--max-attempts",
+        "1",
+    )
+    assert done.code == 0, done.stderr
+    assert sim.stats()["faults"]
