@@ -31,7 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from bench import RESULTS_DIR, write_result
+
 REPO = Path(__file__).resolve().parent.parent
 #: No client-side pacing at all: the point is our CPU, not the portal's limits.
 LIMITS_OFF = ["--rate", "0", "--operating-budget", "off"]
@@ -243,13 +244,6 @@ def _load(name: str) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = json.loads(path.read_text())
     return data
-
-
-def write_result(name: str, result: dict[str, Any]) -> None:
-    line = json.dumps(result)
-    print(line)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{name}.json").write_text(line + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

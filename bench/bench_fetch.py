@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results" / "bench_fetch.json"
+from bench import write_result
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -133,10 +133,7 @@ def main() -> None:
         "peak_rss_ratio": round(max(rss) / min(rss), 3),
         "runs": runs,
     }
-    line = json.dumps(result)
-    print(line)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(line + "\n")
+    write_result("bench_fetch", result)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ import time
 from array import array
 from pathlib import Path
 
+from bench import write_result
+
 LIMIT_MB = 500
 TIMEOUT_S = 300
-_RESULT = Path(__file__).parent / "results" / "bench_ids.json"
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -137,10 +138,7 @@ def main() -> None:
             "limit_mb": LIMIT_MB,
             "within_limit": child["peak_rss_mb"] < LIMIT_MB,
         }
-    line = json.dumps(result)
-    print(line)
-    _RESULT.parent.mkdir(parents=True, exist_ok=True)
-    _RESULT.write_text(line + "\n")
+    write_result("bench_ids", result)
 
 
 if __name__ == "__main__":

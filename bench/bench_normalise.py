@@ -28,6 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench import write_result
 from pipeline.normalise import DealSchema, normalise_deals
 from pipeline.simulator import SimulatorConfig, running_simulator
 
@@ -51,7 +52,6 @@ USER_FIELDS = (
     "employee",
     "crm",
 )
-RESULT = Path(__file__).parent / "results" / "bench_normalise.json"
 
 
 async def fetch_bodies(deals: int) -> tuple[list[bytes], dict[str, Any]]:
@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "pyarrow": pa.__version__,
     }
-    line = orjson.dumps(result).decode()
-    print(line)
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(line + "\n", encoding="utf-8")
+    write_result("bench_normalise", result)
     return 0
 
 

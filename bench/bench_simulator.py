@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-RESULTS = Path(__file__).parent / "results" / "bench_simulator.json"
+from bench import write_result
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -136,10 +135,7 @@ def main() -> None:
         "server_cpu_s_per_10k_deals": round(cpu_s / deals * 10_000, 4) if deals else None,
         "deals_per_server_cpu_s": round(deals / cpu_s, 1) if cpu_s else None,
     }
-    line = json.dumps(result)
-    print(line)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(line + "\n")
+    write_result("bench_simulator", result)
 
 
 if __name__ == "__main__":
