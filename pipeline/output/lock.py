@@ -48,16 +48,6 @@ def _refusal(store: Store, info: dict[str, Any] | None) -> OutputError:
     )
 
 
-def _parse(raw: bytes | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 class RunLock:
     """The exclusive right to write one output root; release with `release()`."""
 
@@ -108,7 +98,7 @@ class RunLock:
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise _refusal(self._store, _parse(self._store.read_bytes(LOCK_NAME))) from None
+                    raise _refusal(self._store, self._store.read_json(LOCK_NAME)) from None
                 raise OutputError(
                     f"cannot lock output root {display_uri(self._store.uri)}: {exc.strerror}"
                 ) from None
@@ -128,7 +118,7 @@ class RunLock:
     # -- object stores --------------------------------------------------------------------------
 
     def _acquire_remote(self) -> None:
-        current = _parse(self._store.read_bytes(LOCK_NAME))
+        current = self._store.read_json(LOCK_NAME)
         if current is not None:
             age = time.time() - float(current.get("heartbeat", 0))
             if age < self._stale_after_s:
@@ -136,7 +126,7 @@ class RunLock:
         self._store.write_atomic(LOCK_NAME, orjson.dumps(self._info()))
         if self._settle_s > 0:
             time.sleep(self._settle_s)
-        back = _parse(self._store.read_bytes(LOCK_NAME))
+        back = self._store.read_json(LOCK_NAME)
         if not back or back.get("token") != self._token:
             raise _refusal(self._store, back)
         self._last_beat = time.time()
@@ -148,7 +138,7 @@ class RunLock:
         now = time.time()
         if now - self._last_beat < self._stale_after_s / 4:
             return
-        back = _parse(self._store.read_bytes(LOCK_NAME))
+        back = self._store.read_json(LOCK_NAME)
         if not back or back.get("token") != self._token:
             self.held = False
             raise OutputError(
@@ -168,7 +158,7 @@ class RunLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
             return
-        back = _parse(self._store.read_bytes(LOCK_NAME))
+        back = self._store.read_json(LOCK_NAME)
         if back and back.get("token") == self._token:
             self._store.delete(LOCK_NAME)
 

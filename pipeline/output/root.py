@@ -35,7 +35,7 @@ from pipeline.output.lock import LOCK_NAME, RunLock
 from pipeline.output.manifest import mask_config, schema_fingerprint
 from pipeline.output.partition import PartitionSpec, split
 from pipeline.output.sidecar import conform, sidecar_table
-from pipeline.output.store import Store, display_uri, is_temp_name
+from pipeline.output.store import Store, display_uri, is_temp_name, json_object
 
 FORMAT = 1
 RUN_FILE = "_run.json"
@@ -76,16 +76,6 @@ def dataset_glob(root: str) -> str:
 
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-
-
-def _loads(raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _is_data_path(path: str) -> bool:
@@ -229,8 +219,8 @@ class OutputRoot:
     ) -> OutputRoot:
         """Open a finished output for `retry`, with the layout it was written with."""
         store = Store.from_root(root, filesystem)
-        meta = _loads(store.read_bytes(RUN_FILE))
-        manifest = _loads(store.read_bytes(MANIFEST_FILE))
+        meta = store.read_json(RUN_FILE)
+        manifest = store.read_json(MANIFEST_FILE)
         if meta is None or manifest is None:
             raise OutputError(f"{display_uri(store.uri)} is not a finished deal-export output")
         if not manifest.get("completed"):
@@ -271,7 +261,7 @@ class OutputRoot:
             match = _CHECKPOINT_RE.match(name)
             if not e.path.startswith(CHECKPOINT_DIR + "/") or not match:
                 continue
-            ckpt = _loads(store.read_bytes(e.path))
+            ckpt = store.read_json(e.path)
             if ckpt is None or ckpt.get("key") != match["key"]:
                 store.delete(e.path)
                 continue
@@ -559,11 +549,11 @@ class OutputRoot:
         self._store.write_atomic(SCHEMA_FILE, _dumps(dict(schema)))
 
     def read_schema(self) -> dict[str, Any] | None:
-        return _loads(self._store.read_bytes(SCHEMA_FILE))
+        return self._store.read_json(SCHEMA_FILE)
 
     def read_watermark(self) -> Any:
         """The watermark of the last completed run into this root, or None."""
-        state = _loads(self._store.read_bytes(STATE_FILE))
+        state = self._store.read_json(STATE_FILE)
         return None if state is None else state.get("watermark")
 
     @_os_errors
@@ -804,7 +794,7 @@ def _decide(
             f"output root {where} holds files deal-export did not write (e.g. {foreign[0]}); "
             "choose an empty directory or a new root"
         )
-    meta = _loads(store.read_bytes(RUN_FILE))
+    meta = store.read_json(RUN_FILE)
     fresh = {
         "format": FORMAT,
         "run_id": run_id,
@@ -871,7 +861,7 @@ def _wipe(store: Store) -> None:
 def read_watermark(root: str, filesystem: pafs.FileSystem | None = None) -> Any:
     """The watermark of the last completed run into `root` (no lock needed), or None."""
     store = Store.from_root(root, filesystem)
-    state = _loads(store.read_bytes(STATE_FILE))
+    state = store.read_json(STATE_FILE)
     return None if state is None else state.get("watermark")
 
 
@@ -889,7 +879,7 @@ def read_pending_input(
     if raw is None:
         return None
     table = pq.read_table(pa.BufferReader(raw))
-    meta = _loads((table.schema.metadata or {}).get(b"deal_export"))
+    meta = json_object((table.schema.metadata or {}).get(b"deal_export"))
     if meta is None or "ID" not in table.column_names:
         return None
     return table.column("ID").combine_chunks(), meta

@@ -23,12 +23,25 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import pyarrow.fs as pafs
 
 from pipeline.errors import OutputError
 
 _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+
+def json_object(raw: bytes | None) -> dict[str, Any] | None:
+    """`raw` parsed as a JSON object; None for nothing, garbage (a torn write) or a non-object."""
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,10 @@ class Store:
             raise OutputError(
                 f"cannot use output root {_strip_userinfo(self.uri)}: {exc}"
             ) from None
+
+    def read_json(self, rel: str) -> dict[str, Any] | None:
+        """The JSON object in `rel`, or None if it is missing, empty or not an object."""
+        return json_object(self.read_bytes(rel))
 
     def write_atomic(self, rel: str, data: bytes | memoryview) -> None:
         """Make `rel` hold exactly `data`, all or nothing (see the module docstring)."""
