@@ -20,7 +20,12 @@ of the payload dicts, and the converters start from that string array.
 
 Empties: `None`, an absent key and `""` are null for every non-text type (§5.3: `crm.deal.get`
 sends `""` for an empty user field, list methods send null). For reference IDs `"0"` is null too
-(§5.3 [I]: unset references may arrive as `"0"`).
+(§5.3 [I]: unset references may arrive as `"0"`). A *multiple* field with no values is an empty
+list whichever of its three empty wire forms arrives (see `list_of`); null stays null there.
+
+Credentials: file URLs carry the caller's access token as `auth=` (crm module `restservice.php`
+`externalizeFile`), so every file URL, and every URL inside a value stored as JSON text, loses its
+`auth` query parameter before it is stored (`strip_auth`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, TypeAlias
+from urllib.parse import unquote
 
 import orjson
 import pyarrow as pa
@@ -88,10 +94,44 @@ _US_PER_DAY = 86_400_000_000
 _DAY_SHIFT = 4_000_000
 
 
-def json_text(value: Any) -> str:
-    """`value` as JSON text (strings pass through); never raises."""
+_AUTH = "auth"
+# Server-made URLs are relative ("/bitrix/...") or absolute; user text inside a structured value
+# that does not look like a URL is left alone.
+_URL_PREFIXES = ("/", "http://", "https://")
+
+
+def strip_auth(url: str) -> str:
+    """`url` without its `auth` query parameter; everything else, order included, is kept.
+
+    The portal puts the caller's access token there (crm `restservice.php` `externalizeFile`,
+    `tryExternalizeDiskFileField`), so a stored URL would hold a live credential that changes
+    every run. A download needs the reader's own authorisation anyway.
+    """
+    head, mark, rest = url.partition("?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = rest.partition("#")
+    pieces = query.split("&")
+    # PHP decodes parameter names, so `aut%68=` is `auth` to the server as well.
+    kept = [p for p in pieces if unquote(p.partition("=")[0]) != _AUTH]
+    if len(kept) == len(pieces):
+        return url
+    kept_query = "&".join(kept)
+    return head + ("?" + kept_query if kept_query else "") + hash_mark + fragment
+
+
+def scrub_urls(value: Any) -> Any:
+    """`value` with `strip_auth` applied to every URL-looking string inside it."""
     if isinstance(value, str):
-        return value
+        return strip_auth(value) if value.startswith(_URL_PREFIXES) and _AUTH in value else value
+    if isinstance(value, dict):
+        return {key: scrub_urls(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_urls(item) for item in value]
+    return value
+
+
+def _dumps(value: Any) -> str:
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
@@ -99,8 +139,22 @@ def json_text(value: Any) -> str:
         return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
+def json_text(value: Any) -> str:
+    """`value` as JSON text (strings pass through); never raises.
+
+    Structured values are server-made (file and disk objects among them), so URLs inside them
+    lose their `auth` parameter: this text ends up in data columns, `_extra` and the sidecar.
+    """
+    if isinstance(value, str):
+        return value
+    text = _dumps(value)
+    if "auth" in text:
+        text = _dumps(scrub_urls(value))
+    return text
+
+
 def _fmt(value: Any) -> str:
-    text = json_text(value)
+    text: str = scrub_urls(json_text(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -271,8 +325,8 @@ def scalar_file(raw: Any) -> dict[str, Any] | None:
     show, download = raw.get("showUrl"), raw.get("downloadUrl")
     return {
         "id": file_id,
-        "showUrl": None if show is None else json_text(show),
-        "downloadUrl": None if download is None else json_text(download),
+        "showUrl": None if show is None else strip_auth(json_text(show)),
+        "downloadUrl": None if download is None else strip_auth(json_text(download)),
     }
 
 
@@ -510,6 +564,22 @@ def convert_text(values: ColumnValues) -> Converted:
     return pa.array(texts, type=pa.string()), []
 
 
+def convert_unknown(values: ColumnValues) -> Converted:
+    """A type we do not know, kept as text; URLs in it lose `auth`, since server-made values of
+    other modules carry the token too (crm `restservice.php` `tryExternalizeDiskFileField`)."""
+    array, failures = convert_text(values)
+    hit = pc.fill_null(pc.match_substring(array, _AUTH), False)
+    if not pc.any(hit).as_py():
+        return array, failures
+    texts = [None if text is None else scrub_urls(text) for text in array.to_pylist()]
+    return pa.array(texts, type=pa.string()), failures
+
+
+def _file_url(url: Any) -> str:
+    text = url if type(url) is str else json_text(url)
+    return strip_auth(text) if _AUTH in text else text
+
+
 def convert_file(values: ColumnValues) -> Converted:
     """File objects are few per deal and already structured: one pass in Python, three columns."""
     ids: list[int | None] = []
@@ -532,10 +602,10 @@ def convert_file(values: ColumnValues) -> Converted:
                 missing.append(True)
             else:
                 missing.append(False)
-                if show is not None and type(show) is not str:
-                    show = json_text(show)
-                if download is not None and type(download) is not str:
-                    download = json_text(download)
+                if show is not None:
+                    show = _file_url(show)
+                if download is not None:
+                    download = _file_url(download)
             ids.append(file_id)
             shows.append(show)
             downloads.append(download)
@@ -575,9 +645,14 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     """A converter for an `isMultiple` field: flatten, convert the elements as one column, refold.
 
     A JSON array is the documented form (§5.3). A JSON object is taken as a PHP array with
-    non-sequential keys (its values, in order); a bare value as a one-element list. Null, absent
-    and `""` are a null list; `[]` is an empty list. A bad element is null inside its list and
-    yields one failure that names its position.
+    non-sequential keys (its values, in order); a bare value as a one-element list. A bad element
+    is null inside its list and yields one failure that names its position.
+
+    Empty: the portal sends a multiple field with no values as `false` (a NULL column that main's
+    `CUserTypeManager::GetUserFields` unserialises to false), `""` (no UF row; also every empty
+    date/datetime, `CRestUtil::ConvertDate`) or `[]` (a stored empty array; every empty file,
+    crm `tryExternalizeFileField`). All three are the same empty list, never an error. Null and an
+    absent key stay a null list: the portal did not say anything about the field.
     """
     arrow_type = list_type(element_type)
 
@@ -586,7 +661,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
         offsets = [0]
         missing: list[bool] = []
         for value in values:
-            if value is None or value == "":
+            if value is None:
                 missing.append(True)
             else:
                 missing.append(False)
@@ -594,7 +669,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
                     flat.extend(value)
                 elif isinstance(value, dict):
                     flat.extend(value.values())
-                else:
+                elif not (value is False or value == ""):
                     flat.append(value)
             offsets.append(len(flat))
         return _refold(pa.array(offsets, pa.int32()), flat, pa.array(missing, pa.bool_()))
@@ -635,6 +710,7 @@ __all__ = [
     "convert_money",
     "convert_reference",
     "convert_text",
+    "convert_unknown",
     "json_text",
     "list_of",
     "list_type",
@@ -646,5 +722,7 @@ __all__ = [
     "scalar_float",
     "scalar_int",
     "scalar_money",
+    "scrub_urls",
+    "strip_auth",
     "takes_fast_path",
 ]

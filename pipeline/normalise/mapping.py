@@ -27,6 +27,7 @@ from pipeline.normalise.convert import (
     convert_money,
     convert_reference,
     convert_text,
+    convert_unknown,
     list_of,
     list_type,
 )
@@ -51,6 +52,8 @@ DATETIME = Kind(TIMESTAMP_TYPE, convert_datetime)
 TEXT = Kind(pa.string(), convert_text)
 MONEY = Kind(MONEY_TYPE, convert_money)
 FILE = Kind(FILE_TYPE, convert_file)
+# Text too, but a type we do not know may be server-made and hold a tokenised URL.
+UNKNOWN = Kind(pa.string(), convert_unknown)
 
 BITRIX24_TYPES: dict[str, Kind] = {
     "integer": INTEGER,
@@ -89,7 +92,7 @@ FIELD_KINDS: dict[str, Kind] = {
     "TAX_VALUE": DECIMAL,
 }
 
-FALLBACK = TEXT
+FALLBACK = UNKNOWN
 
 
 def kind_for(name: str, bitrix_type: str, is_multiple: bool) -> Kind:
@@ -100,4 +103,4 @@ def kind_for(name: str, bitrix_type: str, is_multiple: bool) -> Kind:
     return Kind(list_type(base.arrow_type), list_of(base.convert, base.arrow_type))
 
 
-__all__ = ["BITRIX24_TYPES", "FALLBACK", "FIELD_KINDS", "Kind", "kind_for"]
+__all__ = ["BITRIX24_TYPES", "FALLBACK", "FIELD_KINDS", "UNKNOWN", "Kind", "kind_for"]

@@ -7,7 +7,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.normalise.convert import ColumnValues, ConversionError, Failure, json_text, scalar_int
+from pipeline.normalise.convert import (
+    ColumnValues,
+    ConversionError,
+    Failure,
+    json_text,
+    scalar_int,
+    scrub_urls,
+)
 from pipeline.normalise.schema import DealSchema
 from pipeline.outcomes import RecordError
 
@@ -108,7 +115,9 @@ def _normalise(
                 RecordError(
                     id=deal_id,
                     field=schema.columns[position].name,
-                    raw_value=json_text(failure.raw),
+                    # A bad value may be a tokenised URL (`strip_auth`); the sidecar must not
+                    # keep the token either.
+                    raw_value=scrub_urls(json_text(failure.raw)),
                     reason=failure.reason,
                 )
             )

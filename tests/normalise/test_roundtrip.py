@@ -32,6 +32,13 @@ INTEGERS = {"integer", "crm_category", "enumeration"}
 BOOLEANS = {"Y": True, "N": False, "1": True, "0": False, "true": True, "false": False}
 
 
+def without_auth(url: str) -> str:
+    """The URL as stored: no `auth` query parameter (the caller's token on OAuth calls)."""
+    path, _, query = url.partition("?")
+    kept = [part for part in query.split("&") if part and not part.startswith("auth=")]
+    return path + ("?" + "&".join(kept) if kept else "")
+
+
 def expected_value(name: str, bitrix_type: str, wire: Any) -> Any:
     """One wire value read the obvious way (the simulator sends only well-formed values)."""
     if wire is None:
@@ -39,8 +46,8 @@ def expected_value(name: str, bitrix_type: str, wire: Any) -> Any:
     if bitrix_type in {"file"}:
         return {
             "id": int(wire["id"]),
-            "showUrl": wire["showUrl"],
-            "downloadUrl": wire["downloadUrl"],
+            "showUrl": without_auth(wire["showUrl"]),
+            "downloadUrl": without_auth(wire["downloadUrl"]),
         }
     if not isinstance(wire, str):
         raise AssertionError(f"unexpected wire value {wire!r} for {name}")
@@ -75,11 +82,14 @@ def expected_row(deal: dict[str, Any], schema: DealSchema) -> dict[str, Any]:
     for column in schema.columns:
         wire = deal.get(column.name)
         if column.is_multiple:
-            row[column.name] = (
-                None
-                if wire is None
-                else [expected_value(column.name, column.bitrix_type, w) for w in wire]
-            )
+            if wire is None:
+                row[column.name] = None
+            elif wire is False or wire == "":  # the portal's empty forms, besides []
+                row[column.name] = []
+            else:
+                row[column.name] = [
+                    expected_value(column.name, column.bitrix_type, w) for w in wire
+                ]
         else:
             row[column.name] = expected_value(column.name, column.bitrix_type, wire)
     row[EXTRA_COLUMN] = None

@@ -324,13 +324,17 @@ def test_money_user_field(wire: Any, expected: Any) -> None:
 
 
 SHOW = "/bitrix/components/bitrix/crm.deal.show/show_file.php?ownerId=1&fileId=37375"
+DOWNLOAD = "/bitrix/components/bitrix/crm.deal.show/show_file.php?auth=tok3n&ownerId=1&fileId=37375"
 
 
 @pytest.mark.parametrize(
     ("wire", "expected"),
     [
+        # The caller's token is dropped from the URL (crm restservice.php externalizeFile).
+        ({"id": 37375, "showUrl": SHOW, "downloadUrl": DOWNLOAD},
+         {"id": 37375, "showUrl": SHOW, "downloadUrl": SHOW}),
         ({"id": 37375, "showUrl": SHOW, "downloadUrl": SHOW + "&auth="},
-         {"id": 37375, "showUrl": SHOW, "downloadUrl": SHOW + "&auth="}),
+         {"id": 37375, "showUrl": SHOW, "downloadUrl": SHOW}),
         ({"id": "37375", "showUrl": SHOW},
          {"id": 37375, "showUrl": SHOW, "downloadUrl": None}),  # missing URL is null
         (ABSENT, None),  # no file: the key is absent (§5.3)
@@ -358,7 +362,8 @@ FILE_B = {"id": 2, "showUrl": "/b", "downloadUrl": "/b?d"}
         ("enumeration", ["91", "x", "93"], [91, None, 93], 1),
         ("enumeration", [], [], 0),
         ("enumeration", None, None, 0),
-        ("enumeration", "", None, 0),
+        ("enumeration", "", [], 0),  # "" is one of the portal's empty forms (false, "", [])
+        ("enumeration", False, [], 0),
         ("enumeration", ABSENT, None, 0),
         ("string", ["a", "б", "🚀", ""], ["a", "б", "🚀", ""], 0),
         ("crm", ["C_123", "CO_456", "T80_6"], ["C_123", "CO_456", "T80_6"], 0),
