@@ -30,6 +30,10 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
 #: The webhook secret of a simulator unless one is given (tests and demos only).
 DEFAULT_SECRET = "s1mw3bh00ks3cr3t"
 
+#: How an empty multiple user field is sent: "mix" as on a real portal, or one form for all.
+EmptyMultiple = Literal["mix", "false", "empty_string", "empty_list"]
+EMPTY_MULTIPLE_FORMS: tuple[EmptyMultiple, ...] = ("mix", "false", "empty_string", "empty_list")
+
 #: Documented leaky-bucket presets: (drain rate per second, burst).
 PLANS: dict[str, tuple[float, int]] = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
 
@@ -112,7 +116,13 @@ class SimulatorConfig:
       in which the portal renders dates (see bitrix24-api.md §5.4).
     * `can_read_deals=False`: the webhook user has no deal read permission at all: every
       `crm.deal.get` answers `Access denied.`, and missing deals `Access denied` (no period).
-    * `user_fields`: names of the UF kinds to expose (None = all, see `pipeline.simulator.fields`).
+    * `user_fields`: names of the UF kinds to expose (None = the default set, see
+      `pipeline.simulator.fields`; extra kinds such as `integer_multi` only when named).
+    * `empty_multiple`: the wire form of an empty multiple UF. `"mix"` (default) is a real
+      portal: mostly `false` (NULL column), some `""` (no UF row) and some `[]` (stored empty
+      array), except that empty date/datetime multiples are always `""` and empty file
+      multiples always `[]`, as the server's converters make them. `"false"`, `"empty_string"`
+      or `"empty_list"` send that one form for every multiple UF, of every type (a test lever).
     """
 
     deals: int = 1000
@@ -134,6 +144,7 @@ class SimulatorConfig:
     deleted_fraction: float = 0.04
     user_fields: tuple[str, ...] | None = None
     cache_size: int = 10_000
+    empty_multiple: EmptyMultiple = "mix"
 
     def __post_init__(self) -> None:
         if self.deals < 0:
@@ -158,12 +169,19 @@ class SimulatorConfig:
             raise ValueError("hidden_fraction and deleted_fraction must be within [0, 1)")
         if not self.secret or "/" in self.secret:
             raise ValueError("secret must be a non-empty path segment")
+        if self.empty_multiple not in EMPTY_MULTIPLE_FORMS:
+            raise ValueError(
+                f"empty_multiple must be one of {', '.join(EMPTY_MULTIPLE_FORMS)}, "
+                f"not {self.empty_multiple!r}"
+            )
 
 
 __all__ = [
     "DEFAULT_SECRET",
+    "EMPTY_MULTIPLE_FORMS",
     "FAULT_KINDS",
     "PLANS",
+    "EmptyMultiple",
     "FaultConfig",
     "FaultKind",
     "OAuthSettings",

@@ -124,17 +124,50 @@ USER_FIELDS: tuple[UserField, ...] = (
               {"LEAD": "N", "CONTACT": "Y", "COMPANY": "Y", "DEAL": "Y", "DYNAMIC_128": "Y"}),
 )  # fmt: skip
 
+#: Opt-in kinds (only when named in `user_fields`): a multiple UF of every type that can be
+#: multiple, and a type of another module that the exporter does not know (`hlblock`, highload
+#: block elements). Not in the default portal, so default deals and benchmarks stay as they are.
+EXTRA_USER_FIELDS: tuple[UserField, ...] = (
+    UserField("integer_multi", "UF_CRM_1721244600001", "integer", True, "Номера заказов",
+              {"SIZE": 20, "MIN_VALUE": 0, "MAX_VALUE": 0, "DEFAULT_VALUE": None}),
+    UserField("double_multi", "UF_CRM_1721244600002", "double", True, "Коэффициенты",
+              {"PRECISION": 2, "SIZE": 20, "MIN_VALUE": 0, "MAX_VALUE": 0, "DEFAULT_VALUE": None}),
+    UserField("money_multi", "UF_CRM_1721244600003", "money", True, "Платежи",
+              {"DEFAULT_VALUE": ""}),
+    UserField("datetime_multi", "UF_CRM_1721244600004", "datetime", True, "Звонки",
+              {"DEFAULT_VALUE": {"TYPE": "NONE", "VALUE": ""}, "USE_SECOND": "Y"}),
+    UserField("url_multi", "UF_CRM_1721244600005", "url", True, "Ссылки",
+              {"POPUP": "Y", "SIZE": 20, "DEFAULT_VALUE": ""}),
+    UserField("address_multi", "UF_CRM_1721244600006", "address", True, "Адреса",
+              {"SHOW_MAP": "Y"}),
+    UserField("employee_multi", "UF_CRM_1721244600007", "employee", True, "Наблюдатели", {}),
+    UserField("crm_status_multi", "UF_CRM_1721244600008", "crm_status", True, "Источники",
+              {"ENTITY_TYPE": "SOURCE"}),
+    UserField("iblock_section_multi", "UF_CRM_1721244600009", "iblock_section", True, "Разделы",
+              {"IBLOCK_TYPE_ID": "", "IBLOCK_ID": 14, "DISPLAY": "LIST", "ACTIVE_FILTER": "N"}),
+    UserField("iblock_element_multi", "UF_CRM_1721244600010", "iblock_element", True, "Товары",
+              {"IBLOCK_TYPE_ID": "", "IBLOCK_ID": 14, "DISPLAY": "LIST", "ACTIVE_FILTER": "N"}),
+    UserField("hlblock_multi", "UF_CRM_1721244600011", "hlblock", True, "Справочник (HL)",
+              {"HLBLOCK_ID": 1, "HLFIELD_ID": 0, "DISPLAY": "LIST"}),
+)  # fmt: skip
+
 USER_FIELD_KINDS: tuple[str, ...] = tuple(uf.kind for uf in USER_FIELDS)
+ALL_USER_FIELD_KINDS: tuple[str, ...] = USER_FIELD_KINDS + tuple(
+    uf.kind for uf in EXTRA_USER_FIELDS
+)
 
 
 def select_user_fields(kinds: tuple[str, ...] | None) -> tuple[UserField, ...]:
-    """The UFs a portal exposes: all of them, or those whose `kind` is listed (in our order)."""
+    """The UFs a portal exposes: the default set, or those whose `kind` is listed (in our
+    order, extra kinds last)."""
     if kinds is None:
         return USER_FIELDS
-    unknown = set(kinds) - set(USER_FIELD_KINDS)
+    unknown = set(kinds) - set(ALL_USER_FIELD_KINDS)
     if unknown:
-        raise ValueError(f"unknown user field kinds {sorted(unknown)}; known: {USER_FIELD_KINDS}")
-    return tuple(uf for uf in USER_FIELDS if uf.kind in kinds)
+        raise ValueError(
+            f"unknown user field kinds {sorted(unknown)}; known: {ALL_USER_FIELD_KINDS}"
+        )
+    return tuple(uf for uf in USER_FIELDS + EXTRA_USER_FIELDS if uf.kind in kinds)
 
 
 def _descriptor(
@@ -180,6 +213,8 @@ def build_fields(user_fields: tuple[UserField, ...]) -> dict[str, dict[str, Any]
 STANDARD_FIELD_NAMES: tuple[str, ...] = tuple(row[0] for row in _STANDARD)
 
 __all__ = [
+    "ALL_USER_FIELD_KINDS",
+    "EXTRA_USER_FIELDS",
     "PARENT_TYPES",
     "STANDARD_FIELD_NAMES",
     "USER_FIELDS",

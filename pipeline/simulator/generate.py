@@ -4,7 +4,12 @@ Nothing is generated up front except the ID layout, so a portal of a million dea
 about a second; each deal is built on demand (tens of microseconds) and cached by the caller.
 Values follow the `crm.deal.get` wire format of bitrix24-api.md §5: numbers and IDs as strings,
 `Y`/`N` chars, `null` for empty standard fields, `""` for empty date fields and empty single
-user fields, an empty single file field absent, empty multiple fields `[]`.
+user fields, an empty single file field absent. An empty multiple field is `false`, `""` or `[]`
+(see `EMPTY_FORMS`), chosen per deal and field.
+
+File URLs are built as crm `restservice.php` `externalizeFile` builds them: `showUrl` without
+and `downloadUrl` with an `auth=` parameter. The stored bytes carry it empty, which is what a
+webhook call gets; the server puts an OAuth caller's token there at serve time (`FILE_AUTH`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.simulator.config import EmptyMultiple
 from pipeline.simulator.fields import PARENT_TYPES, UserField
 from pipeline.simulator.timefmt import ServerZone
 
@@ -80,6 +86,21 @@ _ADDRESSES = (
 _CRM_PREFIXES = ("D", "C", "CO", "L", "T80")
 _STATUSES = ("CALL", "EMAIL", "WEB", "PARTNER")
 _POOL = 256
+#: The bytes in front of the (empty) token of every downloadUrl in a deal's JSON.
+FILE_AUTH = b"/show_file.php?auth=&"
+
+#: Wire forms of an empty multiple UF, as weighted choices. A NULL column, which main's
+#: `CUserTypeManager::GetUserFields` unserialises to `false`, is the common case; `""` is a deal
+#: with no UF row, `[]` a stored empty array. The converters of the crm module turn an empty
+#: date/datetime into `""` (`CRestUtil::ConvertDate(false)`) and an empty file into `[]`
+#: (`tryExternalizeFileField`), so those types have one form on a real portal.
+_MIX: tuple[Any, ...] = (False,) * 6 + ("",) * 2 + ([],) * 2
+_MIX_BY_TYPE: dict[str, tuple[Any, ...]] = {"date": ("",), "datetime": ("",), "file": ([],)}
+EMPTY_FORMS: dict[str, tuple[Any, ...]] = {
+    "false": (False,),
+    "empty_string": ("",),
+    "empty_list": ([],),
+}
 #: Distinct deal templates; a deal's non-ID-bound values come from one of them.
 _ARCHETYPES = 2048
 
@@ -94,17 +115,20 @@ class _Side:
     moved: float
     activity: float | None
     per_deal: tuple[tuple[str, bool, int, Callable[[int, int], Any]], ...]
+    #: Empty multiple UFs: (name, per-field salt, the forms to choose from).
+    empties: tuple[tuple[str, int, tuple[Any, ...]], ...] = ()
 
 
 class DealFactory:
     """Builds the wire dict of one deal from (seed, ID)."""
 
     def __init__(self, seed: int, zone: ServerZone, user_fields: tuple[UserField, ...],
-                 max_id: int) -> None:  # fmt: skip
+                 max_id: int, empty_multiple: EmptyMultiple = "mix") -> None:  # fmt: skip
         self.seed = seed
         self.zone = zone
         self.user_fields = user_fields
         self.max_id = max(1, max_id)
+        self.empty_multiple = empty_multiple
         self._plans = self._user_field_plans()
         self._archetypes: dict[int, tuple[dict[str, Any], _Side]] = {}
         self._salt_deal = seed * 0x9E3779B1
@@ -174,7 +198,15 @@ class DealFactory:
         for name, multiple, count, make in side.per_deal:
             made = [make(deal_id, i) for i in range(count)]
             values[name] = made if multiple else made[0]
+        for name, salt, forms in side.empties:
+            values[name] = forms[mix64(salt ^ deal_id) % len(forms)] if len(forms) > 1 else forms[0]
         return values
+
+    def empty_forms(self, uf: UserField) -> tuple[Any, ...]:
+        """The wire forms an empty multiple `uf` is drawn from."""
+        if self.empty_multiple != "mix":
+            return EMPTY_FORMS[self.empty_multiple]
+        return _MIX_BY_TYPE.get(uf.type, _MIX)
 
     def _archetype(self, k: int) -> tuple[dict[str, Any], _Side]:
         """The k-th deal template: every value that does not embed the deal's ID or dates.
@@ -260,8 +292,8 @@ class DealFactory:
         deal["LOCATION_ID"] = None
         for entity_type_id, _ in PARENT_TYPES:
             deal[f"PARENT_ID_{entity_type_id}"] = str(1 + int(r() * 300)) if r() < 0.2 else None
-        per_deal = self._user_fields(deal, rnd)
-        side = _Side(has_amount, taxed, close_days, moved, activity, tuple(per_deal))
+        per_deal, empties = self._user_fields(deal, rnd)
+        side = _Side(has_amount, taxed, close_days, moved, activity, tuple(per_deal), empties)
         self._archetypes[k] = (deal, side)
         return deal, side
 
@@ -278,17 +310,24 @@ class DealFactory:
             plans.append((uf.name, uf.multiple, uf.type == "file", pool))
         return plans
 
-    def _user_fields(
-        self, deal: dict[str, Any], rnd: random.Random
-    ) -> list[tuple[str, bool, int, Callable[[int, int], Any]]]:
+    def _user_fields(self, deal: dict[str, Any], rnd: random.Random) -> tuple[
+        list[tuple[str, bool, int, Callable[[int, int], Any]]],
+        tuple[tuple[str, int, tuple[Any, ...]], ...],
+    ]:  # fmt: skip
         """Fill the template's UFs; returns (name, multiple, count, maker) of the UFs whose
-        values embed the deal ID and are made per deal."""
+        values embed the deal ID and are made per deal, and the empty multiple UFs, whose wire
+        form is drawn per deal (`_Side.empties`)."""
         r = rnd.random
         per_deal: list[tuple[str, bool, int, Callable[[int, int], Any]]] = []
-        for (name, multiple, is_file, pool), uf in zip(self._plans, self.user_fields, strict=True):
+        empties: list[tuple[str, int, tuple[Any, ...]]] = []
+        for n, ((name, multiple, is_file, pool), uf) in enumerate(
+            zip(self._plans, self.user_fields, strict=True)
+        ):
             if r() < 0.25:  # empty
                 if multiple:
-                    deal[name] = []
+                    forms = self.empty_forms(uf)
+                    deal[name] = forms[0]  # keeps the key order; drawn per deal
+                    empties.append((name, mix64(self.seed * 0x2545F491 + n), forms))
                 elif not is_file:  # an empty single file field is absent from the answer
                     deal[name] = ""
                 continue
@@ -299,7 +338,7 @@ class DealFactory:
             else:
                 values = [pool[int(r() * _POOL)] for _ in range(count)]
                 deal[name] = values if multiple else values[0]
-        return per_deal
+        return per_deal, tuple(empties)
 
     def _uf_value(self, uf: UserField, rnd: random.Random) -> Any:
         """One value for a UF pool (types whose values do not embed the deal ID)."""
@@ -336,6 +375,8 @@ class DealFactory:
         if t == "crm":
             prefix = _CRM_PREFIXES[int(r() * len(_CRM_PREFIXES))]
             return f"{prefix}_{1 + int(r() * 9999)}"
+        if t == "hlblock":
+            return str(1 + int(r() * 50))
         raise ValueError(f"no generator for UF type {t!r}")
 
 
@@ -343,13 +384,19 @@ def _per_deal_maker(uf: UserField) -> Callable[[int, int], Any]:
     """A fast formatter for a UF value that embeds the deal ID (file, url)."""
     if uf.type == "file":
         base = 30000 + (8 if uf.multiple else 0)
-        prefix = "/bitrix/components/bitrix/crm.deal.show/show_file.php?ownerId="
+        handler = "/bitrix/components/bitrix/crm.deal.show/show_file.php?"
+        show_prefix = handler + "ownerId="
+        download_prefix = handler + "auth=&ownerId="
         middle = f"&fieldName={uf.name}&dynamic=Y&fileId="
 
         def file_value(deal_id: int, i: int) -> Any:
             file_id = base + deal_id * 16 + i
-            show = f"{prefix}{deal_id}{middle}{file_id}"
-            return {"id": file_id, "showUrl": show, "downloadUrl": show + "&auth="}
+            tail = f"{deal_id}{middle}{file_id}"
+            return {
+                "id": file_id,
+                "showUrl": show_prefix + tail,
+                "downloadUrl": download_prefix + tail,
+            }
 
         return file_value
     if uf.type == "url":
@@ -357,4 +404,23 @@ def _per_deal_maker(uf: UserField) -> Callable[[int, int], Any]:
     raise ValueError(f"UF type {uf.type!r} is not made per deal")
 
 
-__all__ = ["CREATED_FROM", "CREATED_TO", "MODIFIED_TO", "DealFactory", "mix64", "unit"]
+def with_file_auth(deal_json: bytes, token: str) -> bytes:
+    """A deal's JSON with `token` as the `auth` of every downloadUrl, as the portal answers an
+    OAuth caller (crm `restservice.php` `externalizeFile` uses the request's own `auth`)."""
+    if not token or FILE_AUTH not in deal_json:
+        return deal_json
+    escaped = orjson.dumps(token)[1:-1]  # stays valid JSON whatever the token holds
+    return deal_json.replace(FILE_AUTH, FILE_AUTH[:-1] + escaped + b"&")
+
+
+__all__ = [
+    "CREATED_FROM",
+    "CREATED_TO",
+    "EMPTY_FORMS",
+    "FILE_AUTH",
+    "MODIFIED_TO",
+    "DealFactory",
+    "mix64",
+    "unit",
+    "with_file_auth",
+]

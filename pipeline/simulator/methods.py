@@ -18,6 +18,7 @@ import orjson
 
 from pipeline.clock import ScaledClock
 from pipeline.simulator.config import SimulatorConfig
+from pipeline.simulator.generate import with_file_auth
 from pipeline.simulator.limits import OperatingMeter
 from pipeline.simulator.php import (
     PhpKey,
@@ -100,6 +101,7 @@ class Api:
         self._get_cost = config.processing_ms / 1000.0
         list_ms = config.list_processing_ms
         self._list_cost = (config.processing_ms if list_ms is None else list_ms) / 1000.0
+        self._file_auth = ""
         self._methods: dict[str, Callable[[dict[PhpKey, Any]], Outcome]] = {
             "crm.deal.get": self.deal_get,
             "crm.deal.fields": self.deal_fields,
@@ -140,6 +142,7 @@ class Api:
 
     def call(self, method: str, params: dict[PhpKey, Any], caller: str) -> tuple[int, Any]:
         """Run one top-level method; returns (HTTP status, JSON-ready body)."""
+        self._file_auth = file_auth(params, caller)
         start = self.clock.now()
         if method == "batch":
             # The outer batch is not charged (bitrix24-api.md §2); its own counter stays at 0.
@@ -266,7 +269,7 @@ class Api:
             raise NOT_FOUND if self.config.can_read_deals else DENIED_NO_PERMISSION
         if status == "hidden" or not self.config.can_read_deals:
             raise DENIED
-        data = self.portal.deal_json(deal_id)
+        data = with_file_auth(self.portal.deal_json(deal_id), self._file_auth)
         return Outcome(orjson.Fragment(data), cost_s=self._get_cost, deals=1, encoded=data)
 
     def deal_fields(self, params: dict[PhpKey, Any]) -> Outcome:
@@ -393,12 +396,20 @@ class Api:
             value = data.get(name)
             if is_uf:
                 # List methods return null for empty user fields, and booleans as JSON bools.
-                if value in ("", []):
+                if value is False or value in ("", []):  # false: an empty multiple UF
                     value = None
                 elif uf_type == "boolean":
                     value = value == "1"
             row[name] = value
         return row
+
+
+def file_auth(params: dict[PhpKey, Any], caller: str) -> str:
+    """What the portal writes as `auth=` into file URLs: the request's own `auth` parameter
+    (crm `restservice.php` `externalizeFile`), the access token of an OAuth caller, and the
+    same for every command of a batch. Webhook calls carry none."""
+    token = params.get("auth")
+    return token if caller.startswith("app:") and isinstance(token, str) else ""
 
 
 _REFERENCE = re.compile(r"\$result((?:\[[^\]]*\])+)")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import orjson
 
+from pipeline.simulator.config import EmptyMultiple
 from pipeline.simulator.fields import UserField, build_fields
 from pipeline.simulator.generate import DealFactory
 from pipeline.simulator.timefmt import ServerZone
@@ -35,14 +36,15 @@ class Portal:
 
     def __init__(self, *, deals: int, seed: int, zone: ServerZone,
                  user_fields: tuple[UserField, ...], hidden_fraction: float,
-                 deleted_fraction: float, cache_size: int) -> None:  # fmt: skip
+                 deleted_fraction: float, cache_size: int,
+                 empty_multiple: EmptyMultiple = "mix") -> None:  # fmt: skip
         self.seed = seed
         self.zone = zone
         self.user_fields = user_fields
         self._status = bytearray()
         self._ids = array("q")  # existing (visible + hidden), ascending
         self._layout(deals, seed, hidden_fraction, deleted_fraction)
-        self._factory = DealFactory(seed, zone, user_fields, len(self._status) - 1)
+        self._factory = DealFactory(seed, zone, user_fields, len(self._status) - 1, empty_multiple)
         self._modified: dict[int, int] = {}
         # FIFO eviction via OrderedDict: popping the front of a plain dict rescans the holes
         # left by earlier deletions and turns quadratic on a full cache.

@@ -53,6 +53,7 @@ class Simulator:
             hidden_fraction=config.hidden_fraction,
             deleted_fraction=config.deleted_fraction,
             cache_size=config.cache_size,
+            empty_multiple=config.empty_multiple,
         )
         self.counters = Stats()
         self.bucket = LeakyBucket(config.rate, config.burst)

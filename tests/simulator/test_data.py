@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 
 from pipeline.simulator import RunningSimulator, SimulatorConfig
-from pipeline.simulator.fields import STANDARD_FIELD_NAMES
+from pipeline.simulator.fields import ALL_USER_FIELD_KINDS, STANDARD_FIELD_NAMES
 from pipeline.simulator.portal import Portal
 from pipeline.simulator.server import Simulator
 from tests.conftest import SimulatorFactory
-from tests.simulator.conftest import get
+from tests.simulator.conftest import get, post_json
 
 UF_TYPES = {
     "string", "integer", "double", "boolean", "enumeration", "datetime", "date", "money", "url",
@@ -97,7 +97,14 @@ def test_wire_formats() -> None:
                 continue
             assert value != "<absent>", name
             if desc["isMultiple"]:
-                assert isinstance(value, list)
+                # Empty multiples are false, "" or [] (a real portal's forms); dates only "",
+                # files only [] (the crm module's converters).
+                if desc["type"] == "file":
+                    assert isinstance(value, list)
+                elif desc["type"] in ("date", "datetime"):
+                    assert isinstance(value, list) or value == ""
+                else:
+                    assert isinstance(value, list) or value is False or value == ""
                 seen_empty_multi_file |= desc["type"] == "file" and value == []
             else:
                 assert value is not None  # empty single UFs are "" in crm.deal.get
@@ -206,3 +213,138 @@ async def test_touch_advances_date_modify(
     status, _ = await get(http, sim.webhook_url + "crm.deal.get", id=deal_id)
     assert status == 400
     assert deal_id in sim.portal.deleted_ids
+
+
+# -- empty multiple user fields ------------------------------------------------------------------
+
+FORMS = {"false": False, "empty_string": "", "empty_list": []}
+
+
+def _form(value: Any) -> str | None:
+    """The name of an empty form, or None for a value."""
+    if value is False:
+        return "false"
+    if value == "":
+        return "empty_string"
+    if value == []:
+        return "empty_list"
+    return None
+
+
+def _empty_forms(portal: Portal) -> dict[str, dict[str, set[int]]]:
+    """UF type -> empty form -> IDs of deals sending it, over every multiple UF."""
+    multiple = {n: d["type"] for n, d in portal.fields().items() if d["isMultiple"]}
+    multiple.pop("CONTACT_IDS")
+    seen: dict[str, dict[str, set[int]]] = {t: {} for t in multiple.values()}
+    for deal in _deals(portal):
+        for name, bitrix_type in multiple.items():
+            form = _form(deal[name])
+            if form is not None:
+                seen[bitrix_type].setdefault(form, set()).add(int(deal["ID"]))
+    return seen
+
+
+def _every_kind(empty_multiple: str = "mix", seed: int = 7) -> Portal:
+    config = SimulatorConfig(
+        deals=400, seed=seed, user_fields=ALL_USER_FIELD_KINDS, empty_multiple=empty_multiple
+    )
+    return Simulator(config).portal
+
+
+def test_mix_sends_all_three_forms_and_the_type_specific_ones() -> None:
+    seen = _empty_forms(_every_kind())
+    assert set(seen) >= {"string", "integer", "double", "money", "enumeration", "employee",
+                         "date", "datetime", "file", "crm", "url", "address", "crm_status",
+                         "iblock_section", "iblock_element", "hlblock"}  # fmt: skip
+    for bitrix_type, forms in seen.items():
+        if bitrix_type in ("date", "datetime"):
+            assert set(forms) == {"empty_string"}, bitrix_type  # CRestUtil::ConvertDate(false)
+        elif bitrix_type == "file":
+            assert set(forms) == {"empty_list"}, bitrix_type  # tryExternalizeFileField
+        else:
+            assert set(forms) == set(FORMS), (bitrix_type, set(forms))
+    # Mostly false, as a NULL column is the common way for a field to be empty.
+    counts = {form: 0 for form in FORMS}
+    for bitrix_type, forms in seen.items():
+        if bitrix_type not in ("date", "datetime", "file"):
+            for form, ids in forms.items():
+                counts[form] += len(ids)
+    assert counts["false"] > counts["empty_string"] + counts["empty_list"]
+
+
+def test_empty_forms_are_deterministic_per_deal_and_field() -> None:
+    a, b = _every_kind(), _every_kind()
+    assert _deals(a) == _deals(b)
+    assert _deals(a) != _deals(_every_kind(seed=8))
+    # Drawn per deal and per field, not per deal template: one field shows several forms,
+    # and one deal shows different forms in different fields.
+    multiple = [n for n, d in a.fields().items() if d["isMultiple"] and d["type"] == "integer"]
+    deals = _deals(a)
+    assert len({_form(d[multiple[0]]) for d in deals} - {None}) == 3
+    text_like = [
+        n for n, d in a.fields().items()
+        if d["isMultiple"] and n != "CONTACT_IDS" and d["type"] not in ("date", "datetime", "file")
+    ]  # fmt: skip
+    assert any(len({_form(d[n]) for n in text_like} - {None}) > 1 for d in deals)
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_one_form_for_every_multiple_type(form: str) -> None:
+    seen = _empty_forms(_every_kind(form))
+    assert len(seen) >= 16
+    for bitrix_type, forms in seen.items():
+        assert set(forms) == {form}, (bitrix_type, set(forms))
+
+
+def test_empty_multiple_option_is_validated() -> None:
+    with pytest.raises(ValueError, match="empty_multiple"):
+        SimulatorConfig(empty_multiple="null")  # type: ignore[arg-type]
+
+
+# -- file URLs carry the caller's token ---------------------------------------------------------
+
+
+def _file_values(deal: dict[str, Any], fields: dict[str, Any]) -> list[dict[str, Any]]:
+    files: list[dict[str, Any]] = []
+    for name, desc in fields.items():
+        if desc["type"] == "file" and name in deal:
+            value = deal[name]
+            files.extend(value if isinstance(value, list) else [value])
+    return files
+
+
+async def test_file_urls_carry_the_callers_token(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    """As crm `restservice.php` `externalizeFile`: showUrl has no auth; downloadUrl starts its
+    query with `auth=` + the request's own auth (empty for a webhook)."""
+    sim = await simulator(deals=120, seed=5)
+    fields = sim.portal.fields()
+    with_files = [
+        i for i in sim.portal.visible_ids if _file_values(sim.portal.deal_wire(i), fields)
+    ]
+    assert len(with_files) >= 3
+    ids = with_files[:3]
+    token = sim.access_token
+    cmd = {f"d{i}": f"crm.deal.get?id={i}" for i in ids}
+
+    _, hook = await post_json(http, sim.webhook_url + "batch", {"halt": 0, "cmd": cmd})
+    _, app = await post_json(
+        http, sim.oauth_endpoint + "batch", {"halt": 0, "cmd": cmd, "auth": token}
+    )
+    _, single = await get(http, sim.oauth_endpoint + "crm.deal.get", id=ids[0], auth=token)
+    for deal_id in ids:
+        truth = sim.portal.deal_wire(deal_id)
+        assert hook["result"]["result"][f"d{deal_id}"] == truth  # webhook: as stored
+        oauth_deal = app["result"]["result"][f"d{deal_id}"]
+        for plain, oauth in zip(_file_values(truth, fields), _file_values(oauth_deal, fields),
+                                strict=True):  # fmt: skip
+            assert "auth" not in plain["showUrl"]
+            assert "/show_file.php?auth=&ownerId=" in plain["downloadUrl"]
+            assert oauth["showUrl"] == plain["showUrl"]
+            assert oauth["downloadUrl"] == plain["downloadUrl"].replace(
+                "?auth=&", f"?auth={token}&"
+            )
+    assert _file_values(single["result"], fields) == _file_values(
+        app["result"]["result"][f"d{ids[0]}"], fields
+    )

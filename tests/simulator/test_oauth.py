@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
+import orjson
 
 from pipeline.simulator import RunningSimulator
+from pipeline.simulator.generate import with_file_auth
 from tests.conftest import SimulatorFactory
 from tests.simulator.conftest import get, post_json
 
@@ -25,6 +29,11 @@ async def _refresh(
     return await get(http, sim.token_url, **params)
 
 
+def _oauth_wire(sim: RunningSimulator, deal_id: int, token: str) -> Any:
+    """The deal as an OAuth caller gets it: the caller's token in file download URLs."""
+    return orjson.loads(with_file_auth(sim.portal.deal_json(deal_id), token))
+
+
 async def test_oauth_call_expiry_and_rotation(
     sim: RunningSimulator, http: aiohttp.ClientSession
 ) -> None:
@@ -32,13 +41,13 @@ async def test_oauth_call_expiry_and_rotation(
     endpoint = sim.oauth_endpoint
     first_access, first_refresh = sim.access_token, sim.refresh_token
     status, body = await get(http, endpoint + "crm.deal.get", id=deal_id, auth=first_access)
-    assert (status, body["result"]) == (200, sim.portal.deal_wire(deal_id))
+    assert (status, body["result"]) == (200, _oauth_wire(sim, deal_id, first_access))
     # auth in a JSON body, through batch
     status, body = await post_json(
         http, endpoint + "batch", {"auth": first_access, "cmd": [f"crm.deal.get?id={deal_id}"]}
     )
     assert status == 200
-    assert body["result"]["result"] == [sim.portal.deal_wire(deal_id)]
+    assert body["result"]["result"] == [_oauth_wire(sim, deal_id, first_access)]
 
     sim.expire_access_token()
     assert await get(http, endpoint + "crm.deal.get", id=deal_id, auth=first_access) == (
