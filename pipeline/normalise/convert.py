@@ -107,17 +107,31 @@ def strip_auth(url: str) -> str:
     `tryExternalizeDiskFileField`), so a stored URL would hold a live credential that changes
     every run. A download needs the reader's own authorisation anyway.
     """
-    head, mark, rest = url.partition("?")
-    if not mark:
+    start = url.find("?") + 1
+    if not start:
         return url
+    if url.startswith("auth=", start):
+        # The portal's own form puts auth first (`?auth=<token>&ownerId=...`): one cut, no
+        # split. It is a hot path: every downloadUrl of every deal, webhook calls included.
+        end = url.find("&", start)
+        if 0 < end < len(url) - 1 and "#" not in url and _AUTH not in url[end:]:
+            return url[:start] + url[end + 1 :]
+    head, rest = url[: start - 1], url[start:]
     query, hash_mark, fragment = rest.partition("#")
     pieces = query.split("&")
-    # PHP decodes parameter names, so `aut%68=` is `auth` to the server as well.
-    kept = [p for p in pieces if unquote(p.partition("=")[0]) != _AUTH]
+    kept = [p for p in pieces if not _is_auth(p)]
     if len(kept) == len(pieces):
         return url
     kept_query = "&".join(kept)
     return head + ("?" + kept_query if kept_query else "") + hash_mark + fragment
+
+
+def _is_auth(piece: str) -> bool:
+    """Whether one `name=value` piece of a query is the `auth` parameter."""
+    if piece.startswith(_AUTH):
+        return len(piece) == len(_AUTH) or piece[len(_AUTH)] == "="
+    # PHP decodes parameter names, so `aut%68=` is `auth` to the server as well.
+    return "%" in piece and unquote(piece.partition("=")[0]) == _AUTH
 
 
 def scrub_urls(value: Any) -> Any:

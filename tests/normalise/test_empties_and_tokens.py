@@ -108,6 +108,10 @@ def test_false_for_a_single_field_is_a_value_only_for_booleans() -> None:
         (f"{FILE_PATH}?{FILE_QUERY}&auth={TOKEN}", f"{FILE_PATH}?{FILE_QUERY}"),
         (f"{FILE_PATH}?ownerId=1&auth={TOKEN}&fileId=2", f"{FILE_PATH}?ownerId=1&fileId=2"),
         (f"{FILE_PATH}?auth={TOKEN}", FILE_PATH),
+        (f"{FILE_PATH}?auth={TOKEN}&", FILE_PATH),
+        (f"{FILE_PATH}?auth={TOKEN}&a=1&auth=again", f"{FILE_PATH}?a=1"),
+        (f"{FILE_PATH}?auth={TOKEN}&fileId=2#auth", f"{FILE_PATH}?fileId=2#auth"),
+        (f"{FILE_PATH}?auth", FILE_PATH),
         (f"{FILE_PATH}?auth={TOKEN}#top", f"{FILE_PATH}#top"),
         (f"{FILE_PATH}?aut%68={TOKEN}&fileId=2", f"{FILE_PATH}?fileId=2"),  # PHP decodes names
         (f"https://p.bitrix24.ru{FILE_PATH}?auth={TOKEN}&b=2&a=1",
