@@ -2,7 +2,8 @@
 
 Adding a Bitrix24 type is one row in `BITRIX24_TYPES`. Types come from `crm.deal.fields`
 (standard fields, bitrix24-api.md §5.2) and `crm.userfield.types` (user fields, §5.3). A type we
-do not know is kept losslessly as text (JSON text for objects and arrays).
+do not know is kept as text (JSON text for objects and arrays), losslessly except that URLs in it
+lose their `auth` parameter (`convert.strip_auth`).
 """
 
 from __future__ import annotations
