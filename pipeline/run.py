@@ -276,21 +276,14 @@ class _Exporter:
         return table, rows
 
 
-def _counts_from_manifest(
-    manifest: Mapping[str, Any], idset: IdSet, session: _Exporter, resumed_chunks: int
-) -> RunCounts:
+def _counts_from_manifest(manifest: Mapping[str, Any], idset: IdSet) -> RunCounts:
     """The verdict comes from what is committed in the output, not from this session's memory,
-    so a resumed run also counts the chunks earlier sessions wrote. Failure reasons by code are
-    exact when this session wrote every chunk; otherwise they are grouped by error class."""
+    so a resumed run also counts the chunks earlier sessions wrote, with the same exact reasons
+    (the portal's code or message) as a run that wrote every chunk itself."""
     counts = manifest.get("counts", {})
-    permanent: Counter[str] = Counter()
-    retryable: Counter[str] = Counter()
-    if resumed_chunks == 0:
-        permanent.update(session.failed_permanent)
-        retryable.update(session.failed_retryable)
-    else:
-        for error_class, n in counts.get("failed_by_class", {}).items():
-            (permanent if error_class == "permanent" else retryable)[str(error_class)] += int(n)
+    reasons = counts.get("failed_by_reason", {})
+    permanent = Counter({str(k): int(n) for k, n in reasons.get("permanent", {}).items()})
+    retryable = Counter({str(k): int(n) for k, n in reasons.get("retryable", {}).items()})
     return RunCounts(
         requested=idset.counts.valid,
         unique=idset.counts.unique,
@@ -333,7 +326,8 @@ async def export(
                 out.write_input(
                     idset.ids, {"discovery": resolved.discovery, "watermark": watermark}
                 )
-            drift_lines = _check_drift(out, schema, on_drift)
+            drift = _check_drift(out, schema, on_drift)
+            drift_lines = list(drift.get("changes", []))
             out.write_schema(schema.snapshot())
             committed = out.committed_chunks()
             chunks = _Chunks(idset.ids, config.output.chunk_size, committed)
@@ -379,11 +373,11 @@ async def export(
                 config=effective_config_dict(config),
                 limits=stats.as_dict(),
                 watermark=watermark,
-                schema_fingerprint=schema.fingerprint,
+                schema_drift=drift,
             )
             resumed = out.resumed
             uri = out.uri
-    counts = _counts_from_manifest(manifest, idset, exporter, skipped)
+    counts = _counts_from_manifest(manifest, idset)
     return RunResult(
         run_id=run_id,
         output=uri,
@@ -532,24 +526,44 @@ def _iter_ids(idset: IdSet) -> Any:
 
 def _check_drift(
     out: OutputRoot, schema: DealSchema, on_drift: Callable[[SchemaDrift], None] | None
-) -> list[str]:
-    previous = out.read_schema()
-    if previous is None:
-        return []
-    drift = compare_snapshots(previous, schema.snapshot())
+) -> dict[str, Any]:
+    """Compare the portal's fields with the previous completed run's (kept with the run state,
+    so `overwrite` does not lose them); report drift in the log and return it for the manifest.
+
+    A resumed session also checks against the schema its committed chunks were written with.
+    """
+    current = schema.snapshot()
+    started = out.read_schema() if out.resumed else None
+    if started is not None and out.committed_chunks():
+        changed = compare_snapshots(started, current)
+        if changed.type_changed:
+            # Committed chunks hold the old types; mixing would silently coerce one into the other.
+            raise OutputError(
+                "the portal changed field types since this export started: "
+                + "; ".join(changed.describe())
+                + ". Resuming would mix types in one column; re-run with "
+                "existing_data_behavior = 'overwrite' (or a new output root)"
+            )
+    baseline = out.previous_schema() or started
+    if baseline is None:
+        return {}
+    try:
+        drift = compare_snapshots(baseline, current)
+    except ValueError as exc:
+        log.warning("cannot compare the portal's fields with the previous run's: %s", exc)
+        return {}
     if not drift:
-        return []
-    if drift.type_changed and out.resumed and out.committed_chunks():
-        # Committed chunks hold the old types; mixing would silently coerce one into the other.
-        raise OutputError(
-            "the portal changed field types since this export started: "
-            + "; ".join(drift.describe())
-            + ". Resuming would mix types in one column; re-run with "
-            "existing_data_behavior = 'overwrite' (or a new output root)"
-        )
+        return {}
+    for line in drift.describe():
+        log.warning("schema drift since the previous run: %s", line)
     if on_drift is not None:
         on_drift(drift)
-    return drift.describe()
+    return {
+        "changes": drift.describe(),
+        "added": list(drift.added),
+        "removed": list(drift.removed),
+        "type_changed": [change.name for change in drift.type_changed],
+    }
 
 
 __all__ = ["ResolvedIds", "RunResult", "export", "new_run_id", "resolve_ids", "retry_failed"]

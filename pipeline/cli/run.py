@@ -179,10 +179,6 @@ def run(**kw: Any) -> None:
             stream = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
         return Progress(total=total, stream=stream, clock=clock, mode=mode)
 
-    def on_drift(drift: Any) -> None:
-        for line in drift.describe():
-            click.echo(f"deal-export: schema drift: {line}", err=True)
-
     async def main() -> RunResult:
         return await export(
             config,
@@ -190,7 +186,6 @@ def run(**kw: Any) -> None:
             progress_factory=progress_factory,
             clock=clock,
             stdin=sys.stdin.buffer,
-            on_drift=on_drift,
         )
 
     result = run_guarded(main, lambda: secrets, json_errors=json_logs)
@@ -199,7 +194,9 @@ def run(**kw: Any) -> None:
 
 
 def report(result: RunResult, *, json_logs: bool) -> None:
-    lines = render_summary(result.counts, output=result.output, seconds=result.seconds)
+    lines = render_summary(
+        result.counts, output=result.output, seconds=result.seconds, drift=result.drift
+    )
     if json_logs:
         import logging
 

@@ -41,7 +41,12 @@ is best effort (see `pipeline.output.lock`).
 
 from __future__ import annotations
 
-from pipeline.output.manifest import fingerprint_ids, mask_config, schema_fingerprint
+from pipeline.output.manifest import (
+    fingerprint_ids,
+    mask_config,
+    schema_fingerprint,
+    snapshot_fingerprint,
+)
 from pipeline.output.partition import NULL_PARTITION, PartitionSpec
 from pipeline.output.root import (
     DATASET_GLOB,
@@ -76,4 +81,5 @@ __all__ = [
     "record_error_row",
     "schema_fingerprint",
     "sidecar_table",
+    "snapshot_fingerprint",
 ]
