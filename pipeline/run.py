@@ -30,6 +30,7 @@ from pipeline.config import RunConfig
 from pipeline.config_load import IdsConfig, effective_config_dict
 from pipeline.errors import OutputError, PipelineError, UsageError
 from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
+from pipeline.fetch.auth import TokensRotated
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
 from pipeline.normalise import DealSchema, SchemaDrift, compare_snapshots, normalise_deals
@@ -50,8 +51,6 @@ log = logging.getLogger(__name__)
 
 #: Completed chunks waiting for the writer; small, so a slow disk slows the fetch (backpressure).
 WRITE_QUEUE_SIZE = 2
-
-TokensRotated = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,27 @@ SINCE_2000 = IdsConfig(modified_since=datetime(2000, 1, 1, tzinfo=UTC))
 SINCE_LAST = IdsConfig(since_last_run=True)
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def pipeline_logs() -> Iterator[list[logging.LogRecord]]:
+    """Records of the `pipeline` loggers (which do not propagate once the CLI set them up)."""
+    logger = logging.getLogger("pipeline")
+    handler, level = _Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
 class Crash(BaseException):
     """Stands for the process dying: nothing after it runs, no handler swallows it."""
 
@@ -48,7 +69,7 @@ def _config(
 
 
 @pytest.fixture
-def finalize_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def finalize_writes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Count the Store writes `finalize` makes, and crash before write number `crash_at`."""
     plan: dict[str, Any] = {"crash_at": None, "names": []}
     real_finalize = OutputRoot.finalize
@@ -224,7 +245,7 @@ async def test_resumed_run_has_the_fresh_runs_verdict(
 
 
 async def test_drift_is_reported_in_overwrite_mode(
-    simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    simulator, tmp_path: Path, pipeline_logs: list[logging.LogRecord]
 ) -> None:
     before = await simulator(deals=80, seed=3, user_fields=("string", "money"))
     root = tmp_path / "out"
@@ -234,14 +255,13 @@ async def test_drift_is_reported_in_overwrite_mode(
     assert first.drift == []
     # The same portal a day later, with one user field added.
     after = await simulator(deals=80, seed=3, user_fields=("string", "money", "url"))
-    with caplog.at_level(logging.WARNING, logger="pipeline"):
-        second = await export(_config(after, root), ids)
+    second = await export(_config(after, root), ids)
     assert second.exit_code == 0
     added = "field added: UF_CRM_1721244500008"
     assert second.drift == [added]
     summary = "\n".join(render_summary(second.counts, output="o", seconds=1, drift=second.drift))
     assert added in summary
-    assert any(added in r.getMessage() for r in caplog.records)
+    assert any(added in r.getMessage() for r in pipeline_logs if r.levelno == logging.WARNING)
     manifest = json.loads((root / "_manifest.json").read_text())
     assert manifest["schema_drift"]["added"] == ["UF_CRM_1721244500008"]
     assert "UF_CRM_1721244500008" in read_data(root).column_names
