@@ -160,6 +160,8 @@ class OutputRoot:
         self._checkpoints: dict[str, dict[str, Any]] = {}
         self._success_cleared = False
         self._closed = False
+        #: `_state.json` of the last run that completed before this one opened the root.
+        self._previous_state: dict[str, Any] | None = None
 
     # -- opening --------------------------------------------------------------------------------
 
@@ -194,10 +196,13 @@ class OutputRoot:
         lock = RunLock(store, run_id, stale_after_s=lock_stale_after_s, settle_s=lock_settle_s)
         lock.acquire()
         try:
+            # Read before `_decide` may wipe the markers a format-1 state is checked against.
+            previous = _completed_state(store)
             meta, resumed = _decide(store, config, run_id, input_fingerprint, now)
             root = cls(
                 store, lock, config, run_id, meta, resumed=resumed, id_column=id_column, now=now
             )
+            root._previous_state = previous
             root._recover()
             meta.setdefault("sessions", []).append(
                 {"run_id": run_id, "opened_at": now().isoformat()}
@@ -564,14 +569,14 @@ class OutputRoot:
         return self._store.read_json(SCHEMA_FILE)
 
     def read_watermark(self) -> Any:
-        """The watermark of the last completed run into this root, or None."""
-        state = _completed_state(self._store)
+        """The watermark of the last run that completed before this one opened the root."""
+        state = self._previous_state
         return None if state is None else state.get("watermark")
 
     def previous_schema(self) -> dict[str, Any] | None:
-        """The schema snapshot of the last completed run into this root (kept across
-        `overwrite`), or None: what schema drift is measured against."""
-        state = _completed_state(self._store)
+        """The schema snapshot of the last run that completed before this one opened the root
+        (kept across `overwrite`), or None: what schema drift is measured against."""
+        state = self._previous_state
         schema = None if state is None else state.get("schema")
         return schema if isinstance(schema, dict) else None
 
@@ -686,7 +691,7 @@ class OutputRoot:
         return manifest
 
     def _commit_state(self, watermark: Any, at: str) -> None:
-        previous = _completed_state(self._store) or {}
+        previous = self._previous_state or {}
         state = {
             "format": STATE_FORMAT,
             "run_id": self.run_id,
