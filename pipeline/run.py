@@ -196,8 +196,6 @@ class _Exporter:
         self.client = client
         self.buffers: dict[int, _ChunkBuffer] = {}
         self.written = 0
-        self.failed_permanent: Counter[str] = Counter()
-        self.failed_retryable: Counter[str] = Counter()
         # Invalid input lines ride with chunk 0; once chunk 0 is committed they are recorded.
         self._input_rows_pending = 0 not in committed and (bool(idset.invalid) or not chunks.count)
 
@@ -269,9 +267,6 @@ class _Exporter:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
             # (and replaced on a rewrite) together with real work.
             rows.extend(invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
-        for f in buf.failed:
-            reason = f.code or f.message
-            (self.failed_retryable if f.retryable else self.failed_permanent)[reason] += 1
         return table, rows
 
 
@@ -526,24 +521,33 @@ def _iter_ids(idset: IdSet) -> Any:
 def _check_drift(
     out: OutputRoot, schema: DealSchema, on_drift: Callable[[SchemaDrift], None] | None
 ) -> dict[str, Any]:
-    """Compare the portal's fields with the previous completed run's (kept with the run state,
-    so `overwrite` does not lose them); report drift in the log and return it for the manifest.
-
-    A resumed session also checks against the schema its committed chunks were written with.
-    """
+    """Refuse a resume over changed column types, then report drift since the previous run."""
     current = schema.snapshot()
     started = out.read_schema() if out.resumed else None
     if started is not None and out.committed_chunks():
-        changed = compare_snapshots(started, current)
-        if changed.type_changed:
-            # Committed chunks hold the old types; mixing would silently coerce one into the other.
-            raise OutputError(
-                "the portal changed field types since this export started: "
-                + "; ".join(changed.describe())
-                + ". Resuming would mix types in one column; re-run with "
-                "existing_data_behavior = 'overwrite' (or a new output root)"
-            )
-    baseline = out.previous_schema() or started
+        _refuse_type_changes(started, current)
+    return _report_drift(out.previous_schema() or started, current, on_drift)
+
+
+def _refuse_type_changes(started: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    changed = compare_snapshots(started, current)
+    if changed.type_changed:
+        # Committed chunks hold the old types; mixing would silently coerce one into the other.
+        raise OutputError(
+            "the portal changed field types since this export started: "
+            + "; ".join(changed.describe())
+            + ". Resuming would mix types in one column; re-run with "
+            "existing_data_behavior = 'overwrite' (or a new output root)"
+        )
+
+
+def _report_drift(
+    baseline: Mapping[str, Any] | None,
+    current: Mapping[str, Any],
+    on_drift: Callable[[SchemaDrift], None] | None,
+) -> dict[str, Any]:
+    """Drift from the previous completed run's fields (kept with the run state, so `overwrite`
+    does not lose them) to the portal's: logged, and returned for the manifest."""
     if baseline is None:
         return {}
     try:

@@ -98,9 +98,10 @@ class TokenSaver(TokenSink):
             if not self._warned:
                 self._warned = True
                 log.warning(
-                    "the OAuth server rotated the token pair, but the tokens were not read from "
-                    "a token file, so the new pair cannot be saved: the next run will fail with "
-                    "invalid_grant. To keep them, %s",
+                    "the OAuth server rotated the token pair, but the tokens were not given as "
+                    "a token file (they came from the environment, the config file or "
+                    "*_token_file settings), so the new pair cannot be saved: the next run will "
+                    "fail with invalid_grant. To keep them, %s",
                     HOW_TO,
                 )
             return

@@ -592,7 +592,8 @@ class OutputRoot:
         schema_fingerprint: str | None = None,
         schema_drift: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write `_manifest.json` (atomically, after everything else), then `_SUCCESS`.
+        """Write `_manifest.json` (atomically, after everything else), then `_SUCCESS`, then the
+        run state `_state.json`.
 
         `counts` are the run's own totals (requested, unique, duplicates_dropped, ...); the
         output's totals (exported, failed, failed_by_class, invalid_input_lines,
@@ -936,9 +937,8 @@ def _completed_state(store: Store) -> dict[str, Any] | None:
     fmt = state.get("format")
     if isinstance(fmt, int) and fmt >= STATE_FORMAT:
         return state
-    manifest = store.read_json(MANIFEST_FILE)
-    finished = store.exists(SUCCESS_FILE) and manifest is not None
-    if finished and manifest is not None and manifest.get("run_id") == state.get("run_id"):
+    manifest = store.read_json(MANIFEST_FILE) if store.exists(SUCCESS_FILE) else None
+    if manifest is not None and manifest.get("run_id") == state.get("run_id"):
         return state
     return None
 
