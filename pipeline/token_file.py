@@ -1,14 +1,16 @@
 """The OAuth token file: where a rotated token pair is kept between runs.
 
-Bitrix24 issues a new refresh token with every refresh and the used one stops working (docs:
-`settings/oauth/auto-renewal.md`, "store it instead of the old one"), so an exporter that does
-not write the new pair down fails the next run with `invalid_grant`. The file is one JSON object,
-the shape of the OAuth server's own answer:
+Bitrix24 answers every refresh with a new pair and tells the app to save it and use it from then
+on (docs: `settings/oauth/auto-renewal.md`, "Рекомендуемая логика работы с токенами"). An
+exporter that does not write the new pair down keeps offering the used refresh token, which an
+OAuth server that rotates refresh tokens answers with `invalid_grant`. The file is one JSON
+object, the shape of the OAuth server's own answer:
 
     {"access_token": "...", "refresh_token": "...", "expires": 1767225600}
 
-`expires` (Unix time) is informational; refreshing is driven by the portal answering
-`expired_token`, as the docs recommend. Other keys in the file are kept as they are.
+`expires` (the access token's expiry in Unix time, as in that answer) is informational:
+refreshing is driven by the portal answering `expired_token`, as the same page recommends
+(no refresh "just in case"). Other keys in the file are kept as they are.
 
 One file for the pair, because the two must change together: a crash between writing two
 separate files could leave a dead refresh token next to a live access token. The file is

@@ -202,8 +202,8 @@ class OAuthSigner:
                 except UsageError:
                     pass  # keep the configured endpoint rather than downgrade to plain HTTP
             self.refreshes += 1
-            # Before anything logs again: the caller masks the new pair and persists it (the
-            # used refresh token is dead now; docs: settings/oauth/auto-renewal.md).
+            # Before anything logs again: the caller masks the new pair and saves it, as
+            # settings/oauth/auto-renewal.md asks (the used refresh token may no longer work).
             self._hand_over(access, refresh, body.get("expires"))
             log.info("OAuth access token expired: refreshed; the new pair goes to the caller")
 
