@@ -35,7 +35,11 @@ class WebhookAuth:
 
 @dataclass(frozen=True, slots=True)
 class OAuthAuth:
-    """OAuth 2.0 application: calls go to `<endpoint><method>` with `auth=<access_token>`."""
+    """OAuth 2.0 application: calls go to `<endpoint><method>` with `auth=<access_token>`.
+
+    `token_file` is where the tokens were read from, if a token file: the rotated pair of a
+    refresh is written back there.
+    """
 
     endpoint: str
     access_token: str
@@ -43,6 +47,7 @@ class OAuthAuth:
     client_id: str
     client_secret: str
     token_url: str = "https://oauth.bitrix24.tech/oauth/token/"
+    token_file: str | None = None
 
 
 Auth = WebhookAuth | OAuthAuth

@@ -10,12 +10,15 @@ value came from ("configs/x.toml: unknown key [fetch].batchsize (did you mean ba
     [portal] webhook_url_file    BITRIX24_WEBHOOK_URL_FILE          portal.webhook_url_file
     [portal.oauth] endpoint      BITRIX24_OAUTH_ENDPOINT            portal.oauth.endpoint
     ... client_id, client_secret[_file], access_token[_file], refresh_token[_file], token_url
+    [portal.oauth] token_file    BITRIX24_OAUTH_TOKEN_FILE          portal.oauth.token_file
     [limits] plan, rate, ...     DEAL_EXPORT_LIMITS_PLAN, ...       limits.plan, ...
     [transport] / [fetch] / [output] / [ids] likewise (DEAL_EXPORT_<SECTION>_<KEY>)
 
 Rules the table cannot show:
 * Secrets (webhook URL, OAuth tokens, client secret) come from the environment, a `*_file`, or the
   config file; they are never needed on the command line and never echoed in an error.
+* `token_file` (JSON with access_token and refresh_token) replaces both token settings, and it
+  is the one place a rotated pair is written back to (`pipeline.token_file`).
 * A value and its `*_file` twin are alternatives: setting both in one source is an error, and a
   higher source setting either replaces both from lower ones. Likewise a source that configures a
   webhook drops OAuth settings of lower sources and vice versa.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import math
 import re
 import tomllib
@@ -87,6 +91,7 @@ _SCHEMA: Final[dict[str, _Key]] = {
     "portal.oauth.access_token_file": _Key("str", env="BITRIX24_OAUTH_ACCESS_TOKEN_FILE"),
     "portal.oauth.refresh_token": _Key("str", secret=True, env="BITRIX24_OAUTH_REFRESH_TOKEN"),
     "portal.oauth.refresh_token_file": _Key("str", env="BITRIX24_OAUTH_REFRESH_TOKEN_FILE"),
+    "portal.oauth.token_file": _Key("str", env="BITRIX24_OAUTH_TOKEN_FILE"),
     "portal.oauth.token_url": _Key("str", env="BITRIX24_OAUTH_TOKEN_URL"),
     "limits.plan": _Key("choice", choices=PLANS),
     "limits.rate": _Key("float", minimum=0),
@@ -133,8 +138,9 @@ _ENV_TO_KEY: Final[dict[str, str]] = {_env_name(k): k for k in _SCHEMA}
 _ALTERNATIVES: Final[tuple[tuple[str, ...], ...]] = (
     ("portal.webhook_url", "portal.webhook_url_file"),
     ("portal.oauth.client_secret", "portal.oauth.client_secret_file"),
-    ("portal.oauth.access_token", "portal.oauth.access_token_file"),
-    ("portal.oauth.refresh_token", "portal.oauth.refresh_token_file"),
+    # The token file holds both tokens, so it is an alternative to each of them.
+    ("portal.oauth.access_token", "portal.oauth.access_token_file", "portal.oauth.token_file"),
+    ("portal.oauth.refresh_token", "portal.oauth.refresh_token_file", "portal.oauth.token_file"),
     ("ids.source", "ids.modified_since", "ids.since_last_run"),
 )
 _WEBHOOK_KEYS: Final = ("portal.webhook_url", "portal.webhook_url_file")
@@ -564,17 +570,21 @@ def _build_auth(values: dict[str, object], merged: dict[str, _Value]) -> Auth | 
         name: _secret(values, merged, f"portal.oauth.{name}")
         for name in ("endpoint", "client_id", "client_secret", "access_token", "refresh_token")
     }
+    token_file = cast(str | None, values.get("portal.oauth.token_file"))
+    if token_file is not None:
+        item = merged["portal.oauth.token_file"]
+        found["access_token"], found["refresh_token"] = _read_token_file(
+            token_file, _where(item, "portal.oauth.token_file")
+        )
     missing = [name for name, v in found.items() if not v]
     if missing:
         hints = ", ".join(f"portal.oauth.{m} ({_env_name('portal.oauth.' + m)})" for m in missing)
         raise UsageError(f"OAuth is configured but incomplete; missing {hints}")
     endpoint = _validate_https(cast(str, found["endpoint"]), "portal.oauth.endpoint")
     token_url = cast(str | None, values.get("portal.oauth.token_url"))
-    extra = (
-        {}
-        if token_url is None
-        else {"token_url": _validate_https(token_url, "portal.oauth.token_url")}
-    )
+    extra: dict[str, str] = {} if token_file is None else {"token_file": token_file}
+    if token_url is not None:
+        extra["token_url"] = _validate_https(token_url, "portal.oauth.token_url")
     return OAuthAuth(
         endpoint=endpoint if endpoint.endswith("/") else endpoint + "/",
         access_token=cast(str, found["access_token"]),
@@ -605,6 +615,35 @@ def _secret(values: dict[str, object], merged: dict[str, _Value], key: str) -> s
     if not text:
         raise UsageError(f"{item.origin}: {item.label}: {path} is empty")
     return text
+
+
+def _read_token_file(path: str, where: str) -> tuple[str, str]:
+    """(access_token, refresh_token) from a token file (`pipeline.token_file` keeps it up to
+    date). Errors name the file and the key, never a value."""
+    p = Path(path).expanduser()
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{where}: token file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{where}: {path} is a directory, not a token file") from None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot read token file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{where}: {path} is not a JSON object with access_token and refresh_token"
+        )
+    pair: list[str] = []
+    for name in ("access_token", "refresh_token"):
+        value = data.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"{where}: {path} has no {name} (a non-empty string)")
+        pair.append(value.strip())
+    return pair[0], pair[1]
 
 
 def _validate_https(url: str, key: str) -> str:
@@ -656,6 +695,7 @@ def _auth_dict(auth: Auth | None) -> dict[str, Any] | None:
             "client_secret": MASK,
             "access_token": MASK,
             "refresh_token": MASK,
+            "token_file": auth.token_file,
             "token_url": mask_url(auth.token_url),
         }
     return None

@@ -30,6 +30,7 @@ from pipeline.config import RunConfig
 from pipeline.config_load import IdsConfig, effective_config_dict
 from pipeline.errors import OutputError, PipelineError, UsageError
 from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
+from pipeline.fetch.auth import TokensRotated
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
 from pipeline.normalise import DealSchema, SchemaDrift, compare_snapshots, normalise_deals
@@ -50,8 +51,6 @@ log = logging.getLogger(__name__)
 
 #: Completed chunks waiting for the writer; small, so a slow disk slows the fetch (backpressure).
 WRITE_QUEUE_SIZE = 2
-
-TokensRotated = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +196,6 @@ class _Exporter:
         self.client = client
         self.buffers: dict[int, _ChunkBuffer] = {}
         self.written = 0
-        self.failed_permanent: Counter[str] = Counter()
-        self.failed_retryable: Counter[str] = Counter()
         # Invalid input lines ride with chunk 0; once chunk 0 is committed they are recorded.
         self._input_rows_pending = 0 not in committed and (bool(idset.invalid) or not chunks.count)
 
@@ -270,27 +267,17 @@ class _Exporter:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
             # (and replaced on a rewrite) together with real work.
             rows.extend(invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
-        for f in buf.failed:
-            reason = f.code or f.message
-            (self.failed_retryable if f.retryable else self.failed_permanent)[reason] += 1
         return table, rows
 
 
-def _counts_from_manifest(
-    manifest: Mapping[str, Any], idset: IdSet, session: _Exporter, resumed_chunks: int
-) -> RunCounts:
+def _counts_from_manifest(manifest: Mapping[str, Any], idset: IdSet) -> RunCounts:
     """The verdict comes from what is committed in the output, not from this session's memory,
-    so a resumed run also counts the chunks earlier sessions wrote. Failure reasons by code are
-    exact when this session wrote every chunk; otherwise they are grouped by error class."""
+    so a resumed run also counts the chunks earlier sessions wrote, with the same exact reasons
+    (the portal's code or message) as a run that wrote every chunk itself."""
     counts = manifest.get("counts", {})
-    permanent: Counter[str] = Counter()
-    retryable: Counter[str] = Counter()
-    if resumed_chunks == 0:
-        permanent.update(session.failed_permanent)
-        retryable.update(session.failed_retryable)
-    else:
-        for error_class, n in counts.get("failed_by_class", {}).items():
-            (permanent if error_class == "permanent" else retryable)[str(error_class)] += int(n)
+    reasons = counts.get("failed_by_reason", {})
+    permanent = Counter({str(k): int(n) for k, n in reasons.get("permanent", {}).items()})
+    retryable = Counter({str(k): int(n) for k, n in reasons.get("retryable", {}).items()})
     return RunCounts(
         requested=idset.counts.valid,
         unique=idset.counts.unique,
@@ -333,7 +320,8 @@ async def export(
                 out.write_input(
                     idset.ids, {"discovery": resolved.discovery, "watermark": watermark}
                 )
-            drift_lines = _check_drift(out, schema, on_drift)
+            drift = _check_drift(out, schema, on_drift)
+            drift_lines = list(drift.get("changes", []))
             out.write_schema(schema.snapshot())
             committed = out.committed_chunks()
             chunks = _Chunks(idset.ids, config.output.chunk_size, committed)
@@ -379,11 +367,11 @@ async def export(
                 config=effective_config_dict(config),
                 limits=stats.as_dict(),
                 watermark=watermark,
-                schema_fingerprint=schema.fingerprint,
+                schema_drift=drift,
             )
             resumed = out.resumed
             uri = out.uri
-    counts = _counts_from_manifest(manifest, idset, exporter, skipped)
+    counts = _counts_from_manifest(manifest, idset)
     return RunResult(
         run_id=run_id,
         output=uri,
@@ -532,24 +520,53 @@ def _iter_ids(idset: IdSet) -> Any:
 
 def _check_drift(
     out: OutputRoot, schema: DealSchema, on_drift: Callable[[SchemaDrift], None] | None
-) -> list[str]:
-    previous = out.read_schema()
-    if previous is None:
-        return []
-    drift = compare_snapshots(previous, schema.snapshot())
-    if not drift:
-        return []
-    if drift.type_changed and out.resumed and out.committed_chunks():
+) -> dict[str, Any]:
+    """Refuse a resume over changed column types, then report drift since the previous run."""
+    current = schema.snapshot()
+    started = out.read_schema() if out.resumed else None
+    if started is not None and out.committed_chunks():
+        _refuse_type_changes(started, current)
+    return _report_drift(out.previous_schema() or started, current, on_drift)
+
+
+def _refuse_type_changes(started: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    changed = compare_snapshots(started, current)
+    if changed.type_changed:
         # Committed chunks hold the old types; mixing would silently coerce one into the other.
         raise OutputError(
             "the portal changed field types since this export started: "
-            + "; ".join(drift.describe())
+            + "; ".join(changed.describe())
             + ". Resuming would mix types in one column; re-run with "
             "existing_data_behavior = 'overwrite' (or a new output root)"
         )
+
+
+def _report_drift(
+    baseline: Mapping[str, Any] | None,
+    current: Mapping[str, Any],
+    on_drift: Callable[[SchemaDrift], None] | None,
+) -> dict[str, Any]:
+    """Drift from the previous completed run's fields (kept with the run state, so `overwrite`
+    does not lose them) to the portal's: logged, and returned for the manifest."""
+    if baseline is None:
+        return {}
+    try:
+        drift = compare_snapshots(baseline, current)
+    except ValueError as exc:
+        log.warning("cannot compare the portal's fields with the previous run's: %s", exc)
+        return {}
+    if not drift:
+        return {}
+    for line in drift.describe():
+        log.warning("schema drift since the previous run: %s", line)
     if on_drift is not None:
         on_drift(drift)
-    return drift.describe()
+    return {
+        "changes": drift.describe(),
+        "added": list(drift.added),
+        "removed": list(drift.removed),
+        "type_changed": [change.name for change in drift.type_changed],
+    }
 
 
 __all__ = ["ResolvedIds", "RunResult", "export", "new_run_id", "resolve_ids", "retry_failed"]

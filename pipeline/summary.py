@@ -10,7 +10,7 @@ Exit codes are a contract with schedulers:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 EXIT_OK = 0
@@ -75,8 +75,13 @@ def _reasons(by_reason: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in ordered)
 
 
-def render_summary(counts: RunCounts, *, output: str, seconds: float) -> list[str]:
-    """Plain sentences for the operator, in the order they will be read in the morning."""
+def render_summary(
+    counts: RunCounts, *, output: str, seconds: float, drift: Sequence[str] = ()
+) -> list[str]:
+    """Plain sentences for the operator, in the order they will be read in the morning.
+
+    `drift` lists the portal's field changes since the previous completed run, one per line.
+    """
     rate = counts.exported / seconds if seconds > 0 else 0.0
     lines = [
         f"exported {counts.exported:,} of {counts.unique:,} unique deal IDs "
@@ -101,6 +106,8 @@ def render_summary(counts: RunCounts, *, output: str, seconds: float) -> list[st
             f"{counts.record_errors:,} values could not be converted; their rows are in the data "
             "with the value null (see the sidecar, stage 'normalise')"
         )
+    if drift:
+        lines.append(f"the portal's fields changed since the previous run: {'; '.join(drift)}")
     if counts.failed or counts.invalid_input or counts.record_errors:
         lines.append(f"error sidecar: {output.rstrip('/')}/_errors/")
     if nothing_readable(counts):

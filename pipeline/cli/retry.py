@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from pipeline.cli._errors import fail, run_guarded
+from pipeline.cli._tokens import rotated_tokens
 from pipeline.cli.run import load, portal_options, report
 from pipeline.clock import ScaledClock
 from pipeline.config import RunConfig
@@ -43,11 +44,12 @@ def retry(output: str, **kw: Any) -> None:
         config: RunConfig = loaded.run_config()
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE, secrets)
-    setup_logging(log_format=config.log_format, secrets=secrets)
+    handler = setup_logging(log_format=config.log_format, secrets=secrets)
+    saver = rotated_tokens(config.auth, handler, secrets)
     clock = ScaledClock(kw.get("time_scale") or 1.0)
 
     async def main() -> RunResult:
-        return await retry_failed(config, output, clock=clock)
+        return await retry_failed(config, output, clock=clock, on_tokens_rotated=saver)
 
     result = run_guarded(main, lambda: secrets, json_errors=config.log_format == "json")
     report(result, json_logs=config.log_format == "json")

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from pipeline.cli._errors import fail, run_guarded
+from pipeline.cli._tokens import rotated_tokens
 from pipeline.clock import ScaledClock
 from pipeline.config_load import LoadedConfig, load_config, secrets_of
 from pipeline.errors import UsageError
@@ -44,6 +45,12 @@ def portal_options(fn: Any) -> Any:
                 "--webhook-file",
                 type=click.Path(dir_okay=False),
                 help="File holding the webhook URL.",
+            ),
+            click.option(
+                "--token-file",
+                type=click.Path(dir_okay=False),
+                help="OAuth: JSON file with access_token and refresh_token; "
+                "a refresh writes the new pair back to it.",
             ),
             click.option(
                 "--plan",
@@ -84,6 +91,7 @@ def portal_overrides(kw: dict[str, Any]) -> dict[str, object]:
     return {
         "portal.webhook_url": kw.get("webhook"),
         "portal.webhook_url_file": kw.get("webhook_file"),
+        "portal.oauth.token_file": kw.get("token_file"),
         "limits.plan": kw.get("plan"),
         "limits.rate": kw.get("rate"),
         "limits.burst": kw.get("burst"),
@@ -169,7 +177,7 @@ def run(**kw: Any) -> None:
     secrets = secrets_of(loaded)
     json_logs = config.log_format == "json"
     handler = setup_logging(log_format=config.log_format, secrets=secrets)
-    del handler
+    saver = rotated_tokens(config.auth, handler, secrets)
     clock = ScaledClock(kw.get("time_scale") or 1.0)
 
     def progress_factory(total: int) -> Progress:
@@ -179,10 +187,6 @@ def run(**kw: Any) -> None:
             stream = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
         return Progress(total=total, stream=stream, clock=clock, mode=mode)
 
-    def on_drift(drift: Any) -> None:
-        for line in drift.describe():
-            click.echo(f"deal-export: schema drift: {line}", err=True)
-
     async def main() -> RunResult:
         return await export(
             config,
@@ -190,7 +194,7 @@ def run(**kw: Any) -> None:
             progress_factory=progress_factory,
             clock=clock,
             stdin=sys.stdin.buffer,
-            on_drift=on_drift,
+            on_tokens_rotated=saver,
         )
 
     result = run_guarded(main, lambda: secrets, json_errors=json_logs)
@@ -199,7 +203,9 @@ def run(**kw: Any) -> None:
 
 
 def report(result: RunResult, *, json_logs: bool) -> None:
-    lines = render_summary(result.counts, output=result.output, seconds=result.seconds)
+    lines = render_summary(
+        result.counts, output=result.output, seconds=result.seconds, drift=result.drift
+    )
     if json_logs:
         import logging
 

@@ -4,8 +4,9 @@ Webhook: `<webhook_url><method>`, the secret is part of the path (bitrix24-api.m
 OAuth: `<endpoint><method>` with `auth=<access_token>` in the body. On 401 `expired_token` the
 client calls `refresh(used_token)`: one refresh serves every request that failed with the same
 token (single flight); the others find the token already rotated and simply retry. The new pair
-is handed to `on_tokens_rotated(access, refresh)` so the caller can persist the refresh token
-(the old one stops working once the new one is issued).
+is handed to `on_tokens_rotated(access, refresh)` (or a `TokenSink`'s `save`, which also gets the
+expiry) so the caller can persist the refresh token (the old one stops working once the new one
+is issued).
 """
 
 from __future__ import annotations
@@ -23,7 +24,23 @@ from pipeline.fetch.classify import Action, classify, fatal_hint
 from pipeline.fetch.transport import Transport, check_url
 from pipeline.redact import mask_url
 
-TokensRotated = Callable[[str, str], None]
+
+class TokenSink:
+    """A receiver of rotated token pairs that also wants the new access token's expiry.
+
+    Pass an instance where an `on_tokens_rotated(access, refresh)` callable is accepted; the
+    signer then calls `save(access, refresh, expires)` instead (`expires`: Unix time from the
+    OAuth answer, None when it has none).
+    """
+
+    def save(self, access: str, refresh: str, expires: int | None) -> None:
+        raise NotImplementedError
+
+    def __call__(self, access: str, refresh: str) -> None:
+        self.save(access, refresh, None)
+
+
+TokensRotated = Callable[[str, str], None] | TokenSink
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +202,18 @@ class OAuthSigner:
                 except UsageError:
                     pass  # keep the configured endpoint rather than downgrade to plain HTTP
             self.refreshes += 1
+            # Before anything logs again: the caller masks the new pair and saves it, as
+            # settings/oauth/auto-renewal.md asks (the used refresh token may no longer work).
+            self._hand_over(access, refresh, body.get("expires"))
             log.info("OAuth access token expired: refreshed; the new pair goes to the caller")
-            if self._on_rotated is not None:
-                self._on_rotated(access, refresh)
+
+    def _hand_over(self, access: str, refresh: str, expires: object) -> None:
+        sink = self._on_rotated
+        if isinstance(sink, TokenSink):
+            known = expires if isinstance(expires, int) and not isinstance(expires, bool) else None
+            sink.save(access, refresh, known)
+        elif sink is not None:
+            sink(access, refresh)
 
 
 def make_signer(auth: Auth, on_tokens_rotated: TokensRotated | None = None) -> Signer:
@@ -197,4 +223,4 @@ def make_signer(auth: Auth, on_tokens_rotated: TokensRotated | None = None) -> S
     return OAuthSigner(auth, on_tokens_rotated)
 
 
-__all__ = ["OAuthSigner", "Signer", "TokensRotated", "WebhookSigner", "make_signer"]
+__all__ = ["OAuthSigner", "Signer", "TokenSink", "TokensRotated", "WebhookSigner", "make_signer"]

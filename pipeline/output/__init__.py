@@ -7,8 +7,11 @@ Layout of an output root (local path, `s3://bucket/prefix` or `gs://bucket/prefi
     part-r<runid>-000000-0.parquet                      (unpartitioned layout, or a retry chunk)
     _errors/chunk-000003.parquet                        sidecar rows of chunk 3 (fixed schema)
     _checkpoints/chunk-000003.json                      commit record of chunk 3 (written last)
-    _run.json  _schema.json  _state.json                run metadata, schema snapshot, watermark
-    _manifest.json  _SUCCESS                            written last by a completed run
+    _run.json  _schema.json                             run metadata, schema snapshot
+    _manifest.json  _SUCCESS                            written by a completed run, then:
+    _state.json                                         its watermark and field list (last;
+                                                        kept by overwrite until the next
+                                                        run completes)
     _lock                                               held while a run writes
 
 Anything whose name starts with `_` or `.` is metadata or a temp file, never data: pyarrow's
@@ -41,7 +44,12 @@ is best effort (see `pipeline.output.lock`).
 
 from __future__ import annotations
 
-from pipeline.output.manifest import fingerprint_ids, mask_config, schema_fingerprint
+from pipeline.output.manifest import (
+    fingerprint_ids,
+    mask_config,
+    schema_fingerprint,
+    snapshot_fingerprint,
+)
 from pipeline.output.partition import NULL_PARTITION, PartitionSpec
 from pipeline.output.root import (
     DATASET_GLOB,
@@ -76,4 +84,5 @@ __all__ = [
     "record_error_row",
     "schema_fingerprint",
     "sidecar_table",
+    "snapshot_fingerprint",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 from array import array
 from collections.abc import Iterable, Mapping
@@ -67,4 +68,22 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-__all__ = ["fingerprint_ids", "mask_config", "schema_fingerprint"]
+def snapshot_fingerprint(snapshot: Mapping[str, Any]) -> str:
+    """A stable hash of a schema snapshot (`_schema.json`): per column its name, Bitrix24 type,
+    multiplicity and Arrow type, in order. Titles are left out (they follow the portal
+    language), and so is everything about the data or the run, so a `retry` or a resumed
+    session of the same schema names the same fingerprint."""
+    columns = snapshot.get("columns")
+    if not isinstance(columns, list):
+        columns = []
+    layout = [
+        [c.get("name"), c.get("bitrix_type"), bool(c.get("is_multiple")), c.get("arrow_type")]
+        for c in columns
+        if isinstance(c, Mapping)
+    ]
+    layout.append(["extra_column", snapshot.get("extra_column")])
+    text = json.dumps(layout, ensure_ascii=False, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+__all__ = ["fingerprint_ids", "mask_config", "schema_fingerprint", "snapshot_fingerprint"]

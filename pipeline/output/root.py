@@ -32,12 +32,14 @@ import pyarrow.parquet as pq
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
 from pipeline.output.lock import LOCK_NAME, RunLock
-from pipeline.output.manifest import mask_config, schema_fingerprint
+from pipeline.output.manifest import mask_config, schema_fingerprint, snapshot_fingerprint
 from pipeline.output.partition import PartitionSpec, split
 from pipeline.output.sidecar import conform, sidecar_table
 from pipeline.output.store import Store, display_uri, is_temp_name, json_object
 
 FORMAT = 1
+#: 2: `_state.json` is written after `_SUCCESS` and carries the run's schema snapshot.
+STATE_FORMAT = 2
 RUN_FILE = "_run.json"
 MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
@@ -158,6 +160,8 @@ class OutputRoot:
         self._checkpoints: dict[str, dict[str, Any]] = {}
         self._success_cleared = False
         self._closed = False
+        #: `_state.json` of the last run that completed before this one opened the root.
+        self._previous_state: dict[str, Any] | None = None
 
     # -- opening --------------------------------------------------------------------------------
 
@@ -192,10 +196,13 @@ class OutputRoot:
         lock = RunLock(store, run_id, stale_after_s=lock_stale_after_s, settle_s=lock_settle_s)
         lock.acquire()
         try:
+            # Read before `_decide` may wipe the markers a format-1 state is checked against.
+            previous = _completed_state(store)
             meta, resumed = _decide(store, config, run_id, input_fingerprint, now)
             root = cls(
                 store, lock, config, run_id, meta, resumed=resumed, id_column=id_column, now=now
             )
+            root._previous_state = previous
             root._recover()
             meta.setdefault("sessions", []).append(
                 {"run_id": run_id, "opened_at": now().isoformat()}
@@ -520,7 +527,17 @@ class OutputRoot:
             Counter(str(c) for c in fetch.column("error_class").to_pylist())
         )
         record["retryable"] = sum(1 for r in fetch.column("retryable").to_pylist() if r)
+        record["failed_by_reason"] = _reasons(fetch)
         return record
+
+    def _failure_reasons(self, err: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+        """Exact failure reasons of one sidecar file: from its record, or (checkpoints written
+        before records carried them) from the file itself."""
+        reasons = err.get("failed_by_reason")
+        if isinstance(reasons, dict):
+            return {k: dict(v) for k, v in reasons.items() if k in ("permanent", "retryable")}
+        table = self._read_sidecar(err["path"])
+        return _reasons(table.filter(pc.equal(table.column("stage"), "fetch")))
 
     def _read_sidecar(self, rel: str) -> pa.Table:
         raw = self._store.read_bytes(rel)
@@ -552,9 +569,16 @@ class OutputRoot:
         return self._store.read_json(SCHEMA_FILE)
 
     def read_watermark(self) -> Any:
-        """The watermark of the last completed run into this root, or None."""
-        state = self._store.read_json(STATE_FILE)
+        """The watermark of the last run that completed before this one opened the root."""
+        state = self._previous_state
         return None if state is None else state.get("watermark")
+
+    def previous_schema(self) -> dict[str, Any] | None:
+        """The schema snapshot of the last run that completed before this one opened the root
+        (kept across `overwrite`), or None: what schema drift is measured against."""
+        state = self._previous_state
+        schema = None if state is None else state.get("schema")
+        return schema if isinstance(schema, dict) else None
 
     @_os_errors
     def finalize(
@@ -566,16 +590,22 @@ class OutputRoot:
         completed: bool = True,
         watermark: Any = None,
         schema_fingerprint: str | None = None,
+        schema_drift: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write `_manifest.json` (atomically, after everything else), then `_SUCCESS`.
+        """Write `_manifest.json` (atomically, after everything else), then `_SUCCESS`, then the
+        run state `_state.json`.
 
         `counts` are the run's own totals (requested, unique, duplicates_dropped, ...); the
         output's totals (exported, failed, failed_by_class, invalid_input_lines,
         normalise_errors, retryable_failed) are computed from the checkpoints and win on a name
         clash. `config` is masked (`mask_config`); `limits` is what the portal's limits cost.
         With `completed=False` the manifest records progress and no `_SUCCESS` is written.
-        `watermark` (any JSON value) goes to `_state.json` only for a completed run. Values left
-        as None are carried over from the previous finalize (so `retry` keeps the run's counts).
+        `watermark` (any JSON value) goes to `_state.json` only for a completed run, and only
+        after `_SUCCESS`, together with the schema snapshot (`previous_schema()` of the next run).
+        `schema_fingerprint` defaults to a hash of the stored schema snapshot, so it names the
+        schema alone, whichever session or `retry` finalizes. `schema_drift` is what changed
+        since the previous completed run. Values left as None are carried over from the previous
+        finalize (so `retry` keeps the run's counts).
         """
         self._check_open()
         meta = self._meta
@@ -585,12 +615,15 @@ class OutputRoot:
             meta["config"] = mask_config(config)
         if limits is not None:
             meta["limits"] = dict(limits)
+        if schema_drift is not None:
+            meta["schema_drift"] = dict(schema_drift)
         self._store.write_atomic(RUN_FILE, _dumps(meta))
 
         files: list[dict[str, Any]] = []
         error_files: list[dict[str, Any]] = []
         by_stage: Counter[str] = Counter()
         by_class: Counter[str] = Counter()
+        by_reason: dict[str, Counter[str]] = {"permanent": Counter(), "retryable": Counter()}
         retryable = 0
         chunk_stats: dict[str, float] = {}
         fingerprints: set[str] = set()
@@ -607,6 +640,8 @@ class OutputRoot:
                 by_stage.update(err["by_stage"])
                 by_class.update(err["failed_by_class"])
                 retryable += int(err["retryable"])
+                for kind, reasons in self._failure_reasons(err).items():
+                    by_reason[kind].update(reasons)
             for name, value in ckpt.get("stats", {}).items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     chunk_stats[name] = chunk_stats.get(name, 0) + value
@@ -614,10 +649,14 @@ class OutputRoot:
             "exported": sum(f["rows"] for f in files),
             "failed": by_stage.get("fetch", 0),
             "failed_by_class": dict(sorted(by_class.items())),
+            "failed_by_reason": {k: dict(sorted(v.items())) for k, v in by_reason.items()},
             "invalid_input_lines": by_stage.get("input", 0),
             "normalise_errors": by_stage.get("normalise", 0),
             "retryable_failed": retryable,
         }
+        snapshot = self.read_schema()
+        if schema_fingerprint is None and snapshot is not None:
+            schema_fingerprint = snapshot_fingerprint(snapshot)
         if schema_fingerprint is None and len(fingerprints) == 1:
             schema_fingerprint = next(iter(fingerprints))
         manifest = {
@@ -634,6 +673,7 @@ class OutputRoot:
             "config": meta.get("config", {}),
             "schema_fingerprint": schema_fingerprint,
             "schema_fingerprints": sorted(fingerprints),
+            "schema_drift": meta.get("schema_drift"),
             "counts": {**meta.get("run_counts", {}), **derived},
             "chunk_stats": dict(chunk_stats),
             "limits": meta.get("limits", {}),
@@ -641,15 +681,26 @@ class OutputRoot:
             "files": files,
             "error_files": error_files,
         }
-        if completed and watermark is not None:
-            state = {"watermark": watermark, "run_id": self.run_id, "at": manifest["ended_at"]}
-            self._store.write_atomic(STATE_FILE, _dumps(state))
         self._store.write_atomic(MANIFEST_FILE, _dumps(manifest))
         if completed:
             self._store.sync_dirs({""})
             self._store.write_atomic(SUCCESS_FILE, b"")
             self._success_cleared = False
+            # Last of all: a stop before this line leaves the previous run's state in force, so
+            # the next incremental run asks again for everything this one may not have finished.
+            self._commit_state(watermark, manifest["ended_at"])
         return manifest
+
+    def _commit_state(self, watermark: Any, at: str) -> None:
+        previous = self._previous_state or {}
+        state = {
+            "format": STATE_FORMAT,
+            "run_id": self.run_id,
+            "at": at,
+            "watermark": previous.get("watermark") if watermark is None else watermark,
+            "schema": self.read_schema() or previous.get("schema"),
+        }
+        self._store.write_atomic(STATE_FILE, _dumps(state))
 
     # -- retry ----------------------------------------------------------------------------------
 
@@ -858,10 +909,43 @@ def _wipe(store: Store) -> None:
     store.remove_empty_dirs()
 
 
+def _reasons(fetch_rows: pa.Table) -> dict[str, dict[str, int]]:
+    """Fetch failures by exact reason (the portal's code, else its message), split by whether a
+    retry may pass: what the run's verdict needs, whichever session wrote the chunk."""
+    out: dict[str, Counter[str]] = {"permanent": Counter(), "retryable": Counter()}
+    rows = zip(
+        fetch_rows.column("code").to_pylist(),
+        fetch_rows.column("message").to_pylist(),
+        fetch_rows.column("retryable").to_pylist(),
+        strict=True,
+    )
+    for code, message, retryable in rows:
+        out["retryable" if retryable else "permanent"][str(code or message or "")] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+def _completed_state(store: Store) -> dict[str, Any] | None:
+    """`_state.json` if it belongs to a run that completed, else None.
+
+    From STATE_FORMAT 2 on the state is written after that run's `_SUCCESS`, so its presence is
+    the proof. Format 1 wrote it before the manifest; such a state is only trusted while the
+    root still shows that very run completed.
+    """
+    state = store.read_json(STATE_FILE)
+    if state is None:
+        return None
+    fmt = state.get("format")
+    if isinstance(fmt, int) and fmt >= STATE_FORMAT:
+        return state
+    manifest = store.read_json(MANIFEST_FILE) if store.exists(SUCCESS_FILE) else None
+    if manifest is not None and manifest.get("run_id") == state.get("run_id"):
+        return state
+    return None
+
+
 def read_watermark(root: str, filesystem: pafs.FileSystem | None = None) -> Any:
     """The watermark of the last completed run into `root` (no lock needed), or None."""
-    store = Store.from_root(root, filesystem)
-    state = store.read_json(STATE_FILE)
+    state = _completed_state(Store.from_root(root, filesystem))
     return None if state is None else state.get("watermark")
 
 

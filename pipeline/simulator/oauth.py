@@ -1,7 +1,11 @@
-"""OAuth token store: access tokens that expire, refresh tokens that rotate (bitrix24-api.md §6).
+"""OAuth token store: access tokens that expire, refresh tokens that rotate.
 
-A refresh returns a new pair and invalidates the refresh token used. Access tokens issued
-earlier stay valid until their own expiry (requests already in flight keep working).
+Lifetimes and the refresh answer follow the official docs (b24-rest-docs `settings/oauth/index.md`,
+`settings/oauth/auto-renewal.md`: access 1 hour, refresh 180 days, "save the new pair"). A refresh
+invalidates the refresh token used: the docs do not say so in words, so the simulator takes the
+strict reading, under which a client that does not save the new pair fails its next refresh
+with `invalid_grant` (an error code listed in `settings/oauth/error-codes.md`). Access tokens
+issued earlier stay valid until their own expiry (requests already in flight keep working).
 """
 
 from __future__ import annotations
@@ -63,8 +67,10 @@ class TokenStore:
         self.refresh_token = self._token(1)
         self._access[self.access_token] = now + s.access_ttl_s
         self._refresh[self.refresh_token] = now + s.refresh_ttl_s
+        # The documented answer (settings/oauth/auto-renewal.md); the server adds the endpoints.
         return {
             "access_token": self.access_token,
+            "domain": "oauth.bitrix24.tech",
             "expires": int(now + s.access_ttl_s),
             "expires_in": int(s.access_ttl_s),
             "scope": s.scope,

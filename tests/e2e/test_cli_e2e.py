@@ -289,3 +289,22 @@ async def test_one_500_on_the_fields_call_does_not_end_a_run(simulator, tmp_path
     )
     assert done.code == 0, done.stderr
     assert sim.stats()["faults"]
+
+
+async def test_nightly_overwrite_reports_a_new_field(simulator, tmp_path) -> None:
+    args = ("--ids", "1-40", "--ids-format", "range", "--out", "out")
+    night1 = await simulator(deals=40, seed=2, user_fields=("string",))
+    first = await _run(night1, tmp_path, *args)
+    assert first.code == 0, first.stderr
+    assert "changed since the previous run" not in first.stdout
+    # The same portal the next night, with a user field added by its admin.
+    night2 = await simulator(deals=40, seed=2, user_fields=("string", "url"))
+    second = await _run(night2, tmp_path, *args, "--existing-data-behavior", "overwrite")
+    assert second.code == 0, second.stderr
+    added = "field added: UF_CRM_1721244500008"
+    assert "fields changed since the previous run" in second.stdout
+    assert added in second.stdout
+    assert any("schema drift" in line and added in line for line in second.stderr.splitlines())
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["schema_drift"]["added"] == ["UF_CRM_1721244500008"]
+    assert manifest["schema_drift"]["changes"] == [added]

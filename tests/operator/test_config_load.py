@@ -323,6 +323,74 @@ def test_oauth_from_environment_and_files(tmp_path: Path) -> None:
     assert set(secrets_of(cfg)) == {"access-token-abc", "refresh-token-xyz", "client-secret-def"}
 
 
+OAUTH_ENV = {
+    "BITRIX24_OAUTH_ENDPOINT": "https://p.bitrix24.com/rest/",
+    "BITRIX24_OAUTH_CLIENT_ID": "app.1",
+    "BITRIX24_OAUTH_CLIENT_SECRET": "client-secret-def",
+}
+
+
+def test_oauth_tokens_from_a_token_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"access_token": "acc-1", "refresh_token": "ref-1", "expires": 1}))
+    path = write(tmp_path, f"[portal.oauth]\ntoken_file = '{tokens}'\n")
+    cfg = load_config(config_path=path, env=OAUTH_ENV)
+    assert isinstance(cfg.auth, OAuthAuth)
+    assert (cfg.auth.access_token, cfg.auth.refresh_token) == ("acc-1", "ref-1")
+    assert cfg.auth.token_file == str(tokens)
+    assert {"acc-1", "ref-1"} <= set(secrets_of(cfg))
+    dumped = json.dumps(effective_config_dict(cfg), default=str)
+    assert "acc-1" not in dumped
+    assert "ref-1" not in dumped
+    # the environment and the command line name it too
+    env = {**OAUTH_ENV, "BITRIX24_OAUTH_TOKEN_FILE": str(tokens)}
+    assert load_config(env=env).auth == cfg.auth
+    by_option = load_config(env=OAUTH_ENV, overrides={"portal.oauth.token_file": str(tokens)})
+    assert by_option.auth == cfg.auth
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "token file not found"),
+        ("not json", "not a JSON object"),
+        ('["acc-1"]', "not a JSON object"),
+        ('{"access_token": "acc-1"}', "has no refresh_token"),
+        ('{"access_token": "", "refresh_token": "ref-1"}', "has no access_token"),
+    ],
+    ids=["missing", "garbage", "list", "no-refresh", "empty-access"],
+)
+def test_bad_token_files_are_one_line_usage_errors(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    if content is not None:
+        tokens.write_text(content)
+    env = {**OAUTH_ENV, "BITRIX24_OAUTH_TOKEN_FILE": str(tokens)}
+    msg = usage_error(env=env)
+    assert expected in msg
+    assert "BITRIX24_OAUTH_TOKEN_FILE" in msg
+    assert "acc-1" not in msg
+    assert "\n" not in msg
+
+
+def test_a_token_file_and_a_token_in_one_source_conflict(tmp_path: Path) -> None:
+    env = {
+        **OAUTH_ENV,
+        "BITRIX24_OAUTH_TOKEN_FILE": str(tmp_path / "t.json"),
+        "BITRIX24_OAUTH_REFRESH_TOKEN": "ref-2",
+    }
+    assert "set only one of" in usage_error(env=env)
+    # A higher source's token file replaces a lower source's tokens.
+    tokens = tmp_path / "t.json"
+    tokens.write_text(json.dumps({"access_token": "acc-1", "refresh_token": "ref-1"}))
+    path = write(tmp_path, "[portal.oauth]\naccess_token = 'acc-0'\nrefresh_token = 'ref-0'\n")
+    env = {**OAUTH_ENV, "BITRIX24_OAUTH_TOKEN_FILE": str(tokens)}
+    auth = load_config(config_path=path, env=env).auth
+    assert isinstance(auth, OAuthAuth)
+    assert (auth.access_token, auth.refresh_token) == ("acc-1", "ref-1")
+
+
 def test_incomplete_oauth_names_what_is_missing() -> None:
     msg = usage_error(env={"BITRIX24_OAUTH_ENDPOINT": "https://p.bitrix24.com/rest/"})
     assert "BITRIX24_OAUTH_ACCESS_TOKEN" in msg

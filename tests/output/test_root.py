@@ -268,7 +268,7 @@ def test_foreign_files_are_never_touched(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_manifest_and_success_are_written_last(
+def test_manifest_then_success_then_state_are_written_last(
     tmp_path: Path, synth: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     order: list[str] = []
@@ -289,7 +289,7 @@ def test_manifest_and_success_are_written_last(
             watermark="w1",
         )
     chunk_order = [o for o in order if o.startswith("_checkpoints/")]
-    assert order[-3:] == ["_state.json", "_manifest.json", "_SUCCESS"]
+    assert order[-3:] == ["_manifest.json", "_SUCCESS", "_state.json"]
     assert chunk_order == ["_checkpoints/chunk-000000.json", "_checkpoints/chunk-000001.json"]
     # each checkpoint comes after its chunk's data and sidecar files
     first_ckpt = order.index(chunk_order[0])
