@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FaultKind = Literal[
-    "error_500", "html_502", "html_503", "html_504", "reset", "truncated", "slow", "no_time"
+    "error_500",
+    "html_502",
+    "html_503",
+    "html_504",
+    "reset",
+    "truncated",
+    "slow",
+    "no_time",
+    "error_429",
 ]
 
 #: Fault kinds in the fixed order used to map one uniform draw onto a kind (reproducibility
@@ -25,6 +33,7 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     "truncated",
     "slow",
     "no_time",
+    "error_429",
 )
 
 #: The webhook secret of a simulator unless one is given (tests and demos only).
@@ -44,7 +53,8 @@ class FaultConfig:
     draw. `methods`, when set, limits injection to requests for those REST methods (request
     numbers still count every request).
 
-    Error faults (`error_500`, `html_50x`, `reset`) answer before the portal sees the call: no
+    Error faults (`error_500`, `error_429`, `html_50x`, `reset`) answer before the portal sees
+    the call: no
     rate-limit or operating time is consumed. `truncated`, `slow` and `no_time` damage a real
     answer, so the work (and its operating charge) did happen.
     """
@@ -57,6 +67,8 @@ class FaultConfig:
     truncated: float = 0.0
     slow: float = 0.0
     no_time: float = 0.0
+    #: HTTP 429 with an empty `error` code (what a 429 without a known code looks like).
+    error_429: float = 0.0
     slow_s: float = 5.0
     seed: int | None = None
     script: Mapping[int, FaultKind] = field(default_factory=dict)
@@ -113,6 +125,16 @@ class SimulatorConfig:
     * `can_read_deals=False`: the webhook user has no deal read permission at all: every
       `crm.deal.get` answers `Access denied.`, and missing deals `Access denied` (no period).
     * `user_fields`: names of the UF kinds to expose (None = all, see `pipeline.simulator.fields`).
+    * `poison_ids` / `poison_fraction`: visible deals whose text the portal cannot JSON-encode:
+      any request that returns one (a plain `crm.deal.get`, or a `batch` holding its get)
+      answers as a whole `{"error":"WRONG_ENCODING","error_description":"Wrong request
+      encoding"}` with HTTP 200 (core `rest.php` `outputJson`). The fraction picks deals by a
+      draw on (seed, ID), so the same seed poisons the same deals.
+    * `denied_code` / `denied_status`: the `error` code and HTTP status of a refused read
+      (hidden deals; every deal with `can_read_deals=False`). The default is crm.deal.get's
+      empty code with 400; `denied_code="ACCESS_DENIED"` answers like `crm.item.get`, and
+      `denied_status=403` like portals that send it with 403 (the status shows on a plain
+      call; inside `batch` a command's error sits under the batch's 200).
     """
 
     deals: int = 1000
@@ -134,6 +156,10 @@ class SimulatorConfig:
     deleted_fraction: float = 0.04
     user_fields: tuple[str, ...] | None = None
     cache_size: int = 10_000
+    poison_ids: frozenset[int] = frozenset()
+    poison_fraction: float = 0.0
+    denied_code: str = ""
+    denied_status: int = 400
 
     def __post_init__(self) -> None:
         if self.deals < 0:
@@ -156,6 +182,10 @@ class SimulatorConfig:
             raise ValueError("time_scale must be > 0")
         if not 0 <= self.hidden_fraction < 1 or not 0 <= self.deleted_fraction < 1:
             raise ValueError("hidden_fraction and deleted_fraction must be within [0, 1)")
+        if not 0 <= self.poison_fraction < 1:
+            raise ValueError("poison_fraction must be within [0, 1)")
+        if not 400 <= self.denied_status < 500:
+            raise ValueError("denied_status must be a 4xx status")
         if not self.secret or "/" in self.secret:
             raise ValueError("secret must be a non-empty path segment")
 

@@ -18,6 +18,7 @@ import orjson
 
 from pipeline.clock import ScaledClock
 from pipeline.simulator.config import SimulatorConfig
+from pipeline.simulator.generate import unit
 from pipeline.simulator.limits import OperatingMeter
 from pipeline.simulator.php import (
     PhpKey,
@@ -76,6 +77,10 @@ BATCH_TOO_LONG = MethodError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch leng
 BATCH_NOT_ALLOWED = MethodError(
     405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
 )
+#: The whole answer when its JSON encoding fails, sent with no error status (core `rest.php`
+#: `outputJson`): what one deal with text that is not valid UTF-8 does to any request.
+WRONG_ENCODING = {"error": "WRONG_ENCODING", "error_description": "Wrong request encoding"}
+_SALT_POISON = 0x9015
 
 _LIST_ID_FIELDS = ("ID",)
 _TIME_FIELDS = {"DATE_MODIFY", "DATE_CREATE"}
@@ -100,11 +105,26 @@ class Api:
         self._get_cost = config.processing_ms / 1000.0
         list_ms = config.list_processing_ms
         self._list_cost = (config.processing_ms if list_ms is None else list_ms) / 1000.0
+        self.set_poison(config.poison_ids)
+        self._unencodable = False
+        code, status = config.denied_code, config.denied_status
+        self._denied = MethodError(status, code, DENIED.description)
+        self._denied_no_permission = MethodError(status, code, DENIED_NO_PERMISSION.description)
         self._methods: dict[str, Callable[[dict[PhpKey, Any]], Outcome]] = {
             "crm.deal.get": self.deal_get,
             "crm.deal.fields": self.deal_fields,
             "crm.deal.list": self.deal_list,
         }
+
+    def set_poison(self, ids: Iterable[int]) -> None:
+        """Poison exactly `ids` from now on (the configured fraction still applies)."""
+        self._poison = frozenset(ids)
+
+    def is_poison(self, deal_id: int) -> bool:
+        if deal_id in self._poison:
+            return True
+        fraction = self.config.poison_fraction
+        return fraction > 0 and unit(self.config.seed, _SALT_POISON, deal_id) < fraction
 
     # -- envelopes --------------------------------------------------------------------------
 
@@ -140,6 +160,14 @@ class Api:
 
     def call(self, method: str, params: dict[PhpKey, Any], caller: str) -> tuple[int, Any]:
         """Run one top-level method; returns (HTTP status, JSON-ready body)."""
+        self._unencodable = False
+        status, body = self._call(method, params, caller)
+        if self._unencodable:
+            # The work (and its operating charge) happened; only the encoding failed.
+            return 200, dict(WRONG_ENCODING)
+        return status, body
+
+    def _call(self, method: str, params: dict[PhpKey, Any], caller: str) -> tuple[int, Any]:
         start = self.clock.now()
         if method == "batch":
             # The outer batch is not charged (bitrix24-api.md §2); its own counter stays at 0.
@@ -263,9 +291,11 @@ class Api:
             raise INVALID_ID
         status = self.portal.status(deal_id)
         if status in ("missing", "deleted"):
-            raise NOT_FOUND if self.config.can_read_deals else DENIED_NO_PERMISSION
+            raise NOT_FOUND if self.config.can_read_deals else self._denied_no_permission
         if status == "hidden" or not self.config.can_read_deals:
-            raise DENIED
+            raise self._denied
+        if self.is_poison(deal_id):
+            self._unencodable = True
         data = self.portal.deal_json(deal_id)
         return Outcome(orjson.Fragment(data), cost_s=self._get_cost, deals=1, encoded=data)
 

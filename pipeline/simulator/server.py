@@ -34,6 +34,8 @@ NO_AUTH = {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization d
 EXPIRED = {"error": "expired_token", "error_description": "The access token provided has expired."}
 RATE_LIMITED = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
 INTERNAL = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
+#: A 429 without a known code (e.g. from a proxy or a newer limiter).
+NO_CODE_429 = {"error": "", "error_description": "Too many requests"}
 
 
 class Simulator:
@@ -69,6 +71,10 @@ class Simulator:
     def set_faults(self, faults: FaultConfig) -> None:
         """Replace the fault configuration; request numbering continues."""
         self.faults = faults
+
+    def set_poison(self, ids: list[int] | range | frozenset[int]) -> None:
+        """From now on exactly these deals are poison (see `SimulatorConfig.poison_ids`)."""
+        self.api.set_poison(ids)
 
     def revoke_webhook(self) -> None:
         """From now on webhook calls answer 401 NO_AUTH_FOUND, as after the webhook is deleted."""
@@ -212,6 +218,8 @@ class Simulator:
     def _early_fault(self, fault: FaultKind, request: web.Request) -> web.StreamResponse | None:
         if fault == "error_500":
             return _json(500, INTERNAL)
+        if fault == "error_429":
+            return _json(429, NO_CODE_429)
         if fault in ("html_502", "html_503", "html_504"):
             status = int(fault[-3:])
             return web.Response(status=status, text=html_page(status), content_type="text/html")
@@ -335,6 +343,9 @@ class RunningSimulator:
 
     def set_faults(self, faults: FaultConfig) -> None:
         self.sim.set_faults(faults)
+
+    def set_poison(self, ids: list[int] | range | frozenset[int]) -> None:
+        self.sim.set_poison(ids)
 
     def revoke_webhook(self) -> None:
         self.sim.revoke_webhook()
