@@ -199,6 +199,10 @@ def fatal_hint(code: str, description: str = "") -> str:
 
     For ACCESS_DENIED the portal's text tells the plan apart from the user's rights.
     """
+    if code == "" and description.strip().rstrip(".") == "Access denied":
+        # crm.deal.* raise it without a code when the user may not read the CRM at all
+        # (crm `restservice.php` `onRestServiceMethod`): the rights, not the plan or the URL.
+        return _PERMISSION_HINT
     if code == "ACCESS_DENIED" and description:
         text = description.lower()
         if "commercial" in text or "tariff" in text or "plan" in text:

@@ -265,7 +265,9 @@ class _Engine:
             action = classify(None, err.code, err.description, "command")
             message = client.mask(f"{err.code or '(no code)'}: {err.description}")
             if action is Action.PERMANENT:
-                await self._fail(item, err.code, err.description, None, False, "permanent", 1)
+                await self._fail(
+                    item, err.code, err.description, err.http_status, False, "permanent", 1
+                )
             elif action is Action.OPERATING_LIMIT:
                 self._stats.operating_limited_commands += 1
                 if not operating_limited:
@@ -360,7 +362,7 @@ class _Engine:
         try:
             reply.deals[deal_id] = await self._client.get_deal(deal_id)
         except CommandFailed as exc:
-            reply.errors[deal_id] = CommandError(exc.code, exc.description)
+            reply.errors[deal_id] = CommandError(exc.code, exc.description, exc.http_status)
         return reply
 
     # -- per-ID bookkeeping ------------------------------------------------------------------

@@ -230,6 +230,7 @@ class RateGate:
 
     def on_success(self) -> None:
         self._strikes = 0
+        self._quiet_check()
 
     def wait_total(self) -> float:
         return self._meter.total()
@@ -377,6 +378,12 @@ class OperatingBudget:
         self._offset = 0.0
         #: The wake-up time last logged: tasks waiting for the same reset log it once.
         self._announced_wake = 0.0
+        #: Pauses begun by the portal's refusals (each logged once).
+        self.pauses = 0
+
+    def paused_for(self) -> float:
+        """Seconds until this method may be called again (0 when it is not paused)."""
+        return max(0.0, self._blocked_until - self._portal_now())
 
     def _portal_now(self) -> float:
         return self._clock.now() + self._offset
@@ -527,6 +534,7 @@ class OperatingBudget:
             backoff = MIN_OPERATING_PAUSE_S * 2.0 ** min(self._limited_strikes - 1, 6)
             until = now + min(MAX_OPERATING_PAUSE_S, backoff)
         self._blocked_until = max(self._blocked_until, until)
+        self.pauses += 1
         self._stale = True
         self._changed.set()
         sent = (

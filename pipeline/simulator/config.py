@@ -129,7 +129,9 @@ class SimulatorConfig:
       any request that returns one (a plain `crm.deal.get`, or a `batch` holding its get)
       answers as a whole `{"error":"WRONG_ENCODING","error_description":"Wrong request
       encoding"}` with HTTP 200 (core `rest.php` `outputJson`). The fraction picks deals by a
-      draw on (seed, ID), so the same seed poisons the same deals.
+      draw on (seed, ID), so the same seed poisons the same deals. `poison_answer="error_500"`
+      answers such requests with HTTP 500 INTERNAL_SERVER_ERROR instead, as a request that
+      fails on the server every time does.
     * `denied_code` / `denied_status`: the `error` code and HTTP status of a refused read
       (hidden deals; every deal with `can_read_deals=False`). The default is crm.deal.get's
       empty code with 400; `denied_code="ACCESS_DENIED"` answers like `crm.item.get`, and
@@ -158,6 +160,7 @@ class SimulatorConfig:
     cache_size: int = 10_000
     poison_ids: frozenset[int] = frozenset()
     poison_fraction: float = 0.0
+    poison_answer: Literal["wrong_encoding", "error_500"] = "wrong_encoding"
     denied_code: str = ""
     denied_status: int = 400
 
@@ -184,6 +187,8 @@ class SimulatorConfig:
             raise ValueError("hidden_fraction and deleted_fraction must be within [0, 1)")
         if not 0 <= self.poison_fraction < 1:
             raise ValueError("poison_fraction must be within [0, 1)")
+        if self.poison_answer not in ("wrong_encoding", "error_500"):
+            raise ValueError(f"unknown poison_answer {self.poison_answer!r}")
         if not 400 <= self.denied_status < 500:
             raise ValueError("denied_status must be a 4xx status")
         if not self.secret or "/" in self.secret:

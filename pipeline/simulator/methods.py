@@ -80,6 +80,7 @@ BATCH_NOT_ALLOWED = MethodError(
 #: The whole answer when its JSON encoding fails, sent with no error status (core `rest.php`
 #: `outputJson`): what one deal with text that is not valid UTF-8 does to any request.
 WRONG_ENCODING = {"error": "WRONG_ENCODING", "error_description": "Wrong request encoding"}
+SERVER_FAULT = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
 _SALT_POISON = 0x9015
 
 _LIST_ID_FIELDS = ("ID",)
@@ -163,7 +164,9 @@ class Api:
         self._unencodable = False
         status, body = self._call(method, params, caller)
         if self._unencodable:
-            # The work (and its operating charge) happened; only the encoding failed.
+            # The work (and its operating charge) happened; only the answer failed.
+            if self.config.poison_answer == "error_500":
+                return 500, dict(SERVER_FAULT)
             return 200, dict(WRONG_ENCODING)
         return status, body
 
@@ -305,7 +308,7 @@ class Api:
 
     def deal_list(self, params: dict[PhpKey, Any]) -> Outcome:
         if not self.config.can_read_deals:
-            raise DENIED
+            raise self._denied
         flt = params.get("filter")
         predicates, lower_id, only_ids = self._filters(flt if isinstance(flt, dict) else {})
         select = [str(s) for s in as_list(params.get("select"))] or ["*"]

@@ -146,6 +146,8 @@ def test_access_denied_hint_names_the_likely_cause() -> None:
     assert "authorised" in context
     assert fatal_hint("ACCESS_DENIED") == FATAL_CODES["ACCESS_DENIED"]  # no text: both causes
     assert "plan" not in ALL_DENIED_HINT and "permission" in ALL_DENIED_HINT
+    # crm.deal.list's empty-code "Access denied." for a whole call: the user's rights
+    assert fatal_hint("", "Access denied.") == fatal_hint("ACCESS_DENIED", "Access denied!")
 
 
 def test_code_beats_status() -> None:
