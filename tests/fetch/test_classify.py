@@ -139,13 +139,16 @@ def test_split_trigger_table(code: str, status: int | None, expected: str | None
 
 def test_access_denied_hint_names_the_likely_cause() -> None:
     plan = fatal_hint("ACCESS_DENIED", "REST API is available only on commercial plans")
-    assert "plan" in plan and "permission" not in plan
+    assert "plan" in plan
+    assert "permission" not in plan
     rights = fatal_hint("ACCESS_DENIED", "Access denied!")
-    assert "permission" in rights and "plan" not in rights
+    assert "permission" in rights
+    assert "plan" not in rights
     context = fatal_hint("ACCESS_DENIED", "Current user can't be authorized in this context")
     assert "authorised" in context
     assert fatal_hint("ACCESS_DENIED") == FATAL_CODES["ACCESS_DENIED"]  # no text: both causes
-    assert "plan" not in ALL_DENIED_HINT and "permission" in ALL_DENIED_HINT
+    assert "plan" not in ALL_DENIED_HINT
+    assert "permission" in ALL_DENIED_HINT
     # crm.deal.list's empty-code "Access denied." for a whole call: the user's rights
     assert fatal_hint("", "Access denied.") == fatal_hint("ACCESS_DENIED", "Access denied!")
 

@@ -19,7 +19,7 @@ from pipeline.errors import FatalPortalError
 from pipeline.fetch import PortalClient
 from pipeline.fetch.classify import ALL_DENIED_HINT
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
-from pipeline.simulator import FaultConfig, SimulatorConfig
+from pipeline.simulator import FaultConfig
 from tests.conftest import SimulatorFactory
 from tests.e2e.helpers import FAST, accounted, cli_env, read_sidecar, run_cli
 
@@ -126,7 +126,8 @@ async def test_poison_alone_with_batch_size_one_fails_once(simulator: SimulatorF
     async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch) as c:
         outcomes = await fetch_all(c, ids)
     fetched, failed = by_kind(outcomes)
-    assert list(failed) == [ids[5]] and len(fetched) == 9
+    assert list(failed) == [ids[5]]
+    assert len(fetched) == 9
     assert failed[ids[5]].code == "WRONG_ENCODING"
     assert sim.stats()["requests"] == 10  # no retry of a deterministic encoding failure
 
@@ -222,7 +223,8 @@ async def test_per_command_access_denied_is_that_deals_outcome(
     assert denied == hidden
     for i in denied:
         assert failed[i].message == "Access denied."
-        assert failed[i].retryable is False and failed[i].error_class == "permanent"
+        assert failed[i].retryable is False
+        assert failed[i].error_class == "permanent"
 
 
 async def test_access_denied_with_403_on_plain_gets_is_per_deal(
@@ -236,7 +238,8 @@ async def test_access_denied_with_403_on_plain_gets_is_per_deal(
     async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch) as c:
         outcomes = await fetch_all(c, sim.portal.existing_ids)
     fetched, failed = by_kind(outcomes)
-    assert set(failed) == hidden and hidden
+    assert set(failed) == hidden
+    assert hidden
     assert {o.http_status for o in failed.values()} == {403}
     assert fetched == set(sim.portal.visible_ids)
 
