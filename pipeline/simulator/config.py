@@ -22,8 +22,8 @@ FaultKind = Literal[
     "error_429",
 ]
 
-#: Fault kinds in the fixed order used to map one uniform draw onto a kind (reproducibility
-#: depends on this order never changing).
+#: Transport and server fault kinds (what a fault mix covers), in the fixed order used to map
+#: one uniform draw onto a kind (reproducibility depends on this order never changing).
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "error_500",
     "html_502",
@@ -33,8 +33,12 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     "truncated",
     "slow",
     "no_time",
-    "error_429",
 )
+
+#: Limit answers a fault can fake; drawn after FAULT_KINDS, so adding them kept every earlier
+#: seed's draws.
+LIMIT_FAULT_KINDS: tuple[FaultKind, ...] = ("error_429",)
+DRAW_ORDER: tuple[FaultKind, ...] = FAULT_KINDS + LIMIT_FAULT_KINDS
 
 #: The webhook secret of a simulator unless one is given (tests and demos only).
 DEFAULT_SECRET = "s1mw3bh00ks3cr3t"
@@ -75,7 +79,7 @@ class FaultConfig:
     methods: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
-        probs = [getattr(self, kind) for kind in FAULT_KINDS]
+        probs = [getattr(self, kind) for kind in DRAW_ORDER]
         if any(not 0.0 <= p <= 1.0 for p in probs):
             raise ValueError("fault probabilities must be within 0..1")
         if sum(probs) > 1.0 + 1e-9:
@@ -83,12 +87,12 @@ class FaultConfig:
         if self.slow_s < 0:
             raise ValueError("slow_s must be >= 0")
         for n, kind in self.script.items():
-            if n < 1 or kind not in FAULT_KINDS:
+            if n < 1 or kind not in DRAW_ORDER:
                 raise ValueError(f"bad scripted fault {n}: {kind!r}")
 
     @property
     def active(self) -> bool:
-        return bool(self.script) or any(getattr(self, kind) > 0 for kind in FAULT_KINDS)
+        return bool(self.script) or any(getattr(self, kind) > 0 for kind in DRAW_ORDER)
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,9 @@ class SimulatorConfig:
 
 __all__ = [
     "DEFAULT_SECRET",
+    "DRAW_ORDER",
     "FAULT_KINDS",
+    "LIMIT_FAULT_KINDS",
     "PLANS",
     "FaultConfig",
     "FaultKind",

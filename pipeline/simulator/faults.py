@@ -6,7 +6,7 @@ concurrency, so the same seed yields the same faults on the same request numbers
 
 from __future__ import annotations
 
-from pipeline.simulator.config import FAULT_KINDS, FaultConfig, FaultKind
+from pipeline.simulator.config import DRAW_ORDER, FaultConfig, FaultKind
 from pipeline.simulator.generate import unit
 
 _SALT_KIND = 0xFA17
@@ -28,7 +28,7 @@ def pick_fault(config: FaultConfig, seed: int, n: int, method: str) -> FaultKind
         return None
     u = unit(config.seed if config.seed is not None else seed, _SALT_KIND, n)
     acc = 0.0
-    for kind in FAULT_KINDS:
+    for kind in DRAW_ORDER:
         acc += getattr(config, kind)
         if u < acc:
             return kind

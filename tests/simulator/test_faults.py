@@ -125,7 +125,7 @@ async def test_error_429_answers_without_a_code(
 
 
 def test_adding_error_429_keeps_earlier_draws() -> None:
-    # The new kind sits last in FAULT_KINDS: seeds that never set it draw the same faults.
+    # The new kind is drawn after FAULT_KINDS: seeds that never set it draw the same faults.
     with_429 = FaultConfig(error_500=0.3, reset=0.2, error_429=0.0, seed=3)
     plain = FaultConfig(error_500=0.3, reset=0.2, seed=3)
     assert [pick_fault(with_429, 1, n, "batch") for n in range(1, 200)] == [
