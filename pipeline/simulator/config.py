@@ -58,9 +58,8 @@ class FaultConfig:
     numbers still count every request).
 
     Error faults (`error_500`, `error_429`, `html_50x`, `reset`) answer before the portal sees
-    the call: no
-    rate-limit or operating time is consumed. `truncated`, `slow` and `no_time` damage a real
-    answer, so the work (and its operating charge) did happen.
+    the call: no rate-limit or operating time is consumed. `truncated`, `slow` and `no_time`
+    damage a real answer, so the work (and its operating charge) did happen.
     """
 
     error_500: float = 0.0
@@ -126,9 +125,6 @@ class SimulatorConfig:
       `list_processing_ms` per `crm.deal.list` call (None = same as `processing_ms`).
     * `server_tz`: fixed offset like `"+03:00"`/`"-05:00"` or an IANA zone (`"Europe/Berlin"`)
       in which the portal renders dates (see bitrix24-api.md §5.4).
-    * `can_read_deals=False`: the webhook user has no deal read permission at all: every
-      `crm.deal.get` answers `Access denied.`, and missing deals `Access denied` (no period).
-    * `user_fields`: names of the UF kinds to expose (None = all, see `pipeline.simulator.fields`).
     * `poison_ids` / `poison_fraction`: visible deals whose text the portal cannot JSON-encode:
       any request that returns one (a plain `crm.deal.get`, or a `batch` holding its get)
       answers as a whole `{"error":"WRONG_ENCODING","error_description":"Wrong request
@@ -141,6 +137,9 @@ class SimulatorConfig:
       empty code with 400; `denied_code="ACCESS_DENIED"` answers like `crm.item.get`, and
       `denied_status=403` like portals that send it with 403 (the status shows on a plain
       call; inside `batch` a command's error sits under the batch's 200).
+    * `can_read_deals=False`: the webhook user has no deal read permission at all: every
+      `crm.deal.get` answers `Access denied.`, and missing deals `Access denied` (no period).
+    * `user_fields`: names of the UF kinds to expose (None = all, see `pipeline.simulator.fields`).
     """
 
     deals: int = 1000
@@ -160,13 +159,13 @@ class SimulatorConfig:
     can_read_deals: bool = True
     hidden_fraction: float = 0.02
     deleted_fraction: float = 0.04
-    user_fields: tuple[str, ...] | None = None
-    cache_size: int = 10_000
     poison_ids: frozenset[int] = frozenset()
     poison_fraction: float = 0.0
     poison_answer: Literal["wrong_encoding", "error_500"] = "wrong_encoding"
     denied_code: str = ""
     denied_status: int = 400
+    user_fields: tuple[str, ...] | None = None
+    cache_size: int = 10_000
 
     def __post_init__(self) -> None:
         if self.deals < 0:
@@ -201,9 +200,7 @@ class SimulatorConfig:
 
 __all__ = [
     "DEFAULT_SECRET",
-    "DRAW_ORDER",
     "FAULT_KINDS",
-    "LIMIT_FAULT_KINDS",
     "PLANS",
     "FaultConfig",
     "FaultKind",

@@ -18,7 +18,6 @@ import orjson
 
 from pipeline.clock import ScaledClock
 from pipeline.simulator.config import SimulatorConfig
-from pipeline.simulator.generate import unit
 from pipeline.simulator.limits import OperatingMeter
 from pipeline.simulator.php import (
     PhpKey,
@@ -81,7 +80,6 @@ BATCH_NOT_ALLOWED = MethodError(
 #: `outputJson`): what one deal with text that is not valid UTF-8 does to any request.
 WRONG_ENCODING = {"error": "WRONG_ENCODING", "error_description": "Wrong request encoding"}
 SERVER_FAULT = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
-_SALT_POISON = 0x9015
 
 _LIST_ID_FIELDS = ("ID",)
 _TIME_FIELDS = {"DATE_MODIFY", "DATE_CREATE"}
@@ -106,26 +104,20 @@ class Api:
         self._get_cost = config.processing_ms / 1000.0
         list_ms = config.list_processing_ms
         self._list_cost = (config.processing_ms if list_ms is None else list_ms) / 1000.0
-        self.set_poison(config.poison_ids)
-        self._unencodable = False
-        code, status = config.denied_code, config.denied_status
-        self._denied = MethodError(status, code, DENIED.description)
-        self._denied_no_permission = MethodError(status, code, DENIED_NO_PERMISSION.description)
         self._methods: dict[str, Callable[[dict[PhpKey, Any]], Outcome]] = {
             "crm.deal.get": self.deal_get,
             "crm.deal.fields": self.deal_fields,
             "crm.deal.list": self.deal_list,
         }
-
-    def set_poison(self, ids: Iterable[int]) -> None:
-        """Poison exactly `ids` from now on (the configured fraction still applies)."""
-        self._poison = frozenset(ids)
-
-    def is_poison(self, deal_id: int) -> bool:
-        if deal_id in self._poison:
-            return True
-        fraction = self.config.poison_fraction
-        return fraction > 0 and unit(self.config.seed, _SALT_POISON, deal_id) < fraction
+        #: Set by the server: whether a deal's answer cannot be JSON-encoded (a poison deal);
+        #: `unencodable` records that the current call returned one.
+        self.poisoned: Callable[[int], bool] = _never
+        self.unencodable = False
+        code, status = config.denied_code, config.denied_status
+        self._refusals = {
+            DENIED: MethodError(status, code, DENIED.description),
+            DENIED_NO_PERMISSION: MethodError(status, code, DENIED_NO_PERMISSION.description),
+        }
 
     # -- envelopes --------------------------------------------------------------------------
 
@@ -161,16 +153,6 @@ class Api:
 
     def call(self, method: str, params: dict[PhpKey, Any], caller: str) -> tuple[int, Any]:
         """Run one top-level method; returns (HTTP status, JSON-ready body)."""
-        self._unencodable = False
-        status, body = self._call(method, params, caller)
-        if self._unencodable:
-            # The work (and its operating charge) happened; only the answer failed.
-            if self.config.poison_answer == "error_500":
-                return 500, dict(SERVER_FAULT)
-            return 200, dict(WRONG_ENCODING)
-        return status, body
-
-    def _call(self, method: str, params: dict[PhpKey, Any], caller: str) -> tuple[int, Any]:
         start = self.clock.now()
         if method == "batch":
             # The outer batch is not charged (bitrix24-api.md §2); its own counter stays at 0.
@@ -209,7 +191,12 @@ class Api:
             # The failed call still ran on the server, so it still costs operating time.
             if exc.status == 400:
                 self._charge(caller, method, self._cost(method))
-            raise
+            refusal = self._refusals.get(exc, exc)  # the configured code/status of a refusal
+            if refusal is exc:
+                raise
+            raise refusal from None
+        if outcome.deals and method == "crm.deal.get" and self.poisoned(_deal_id(params)):
+            self.unencodable = True
         operating = self._charge(caller, method, outcome.cost_s)
         self.stats.deals_served += outcome.deals
         return outcome, operating
@@ -294,11 +281,9 @@ class Api:
             raise INVALID_ID
         status = self.portal.status(deal_id)
         if status in ("missing", "deleted"):
-            raise NOT_FOUND if self.config.can_read_deals else self._denied_no_permission
+            raise NOT_FOUND if self.config.can_read_deals else DENIED_NO_PERMISSION
         if status == "hidden" or not self.config.can_read_deals:
-            raise self._denied
-        if self.is_poison(deal_id):
-            self._unencodable = True
+            raise DENIED
         data = self.portal.deal_json(deal_id)
         return Outcome(orjson.Fragment(data), cost_s=self._get_cost, deals=1, encoded=data)
 
@@ -308,7 +293,7 @@ class Api:
 
     def deal_list(self, params: dict[PhpKey, Any]) -> Outcome:
         if not self.config.can_read_deals:
-            raise self._denied
+            raise DENIED
         flt = params.get("filter")
         predicates, lower_id, only_ids = self._filters(flt if isinstance(flt, dict) else {})
         select = [str(s) for s in as_list(params.get("select"))] or ["*"]
@@ -486,6 +471,16 @@ def _compare(op: str, bound: int, getter: Callable[[int], int]) -> Callable[[int
     if op in ("!", "!="):
         return lambda i: getter(i) != bound
     return lambda i: getter(i) == bound
+
+
+def _deal_id(params: dict[PhpKey, Any]) -> int:
+    """The deal a `crm.deal.get` asks for, read as `deal_get` reads it."""
+    raw = params.get("ID")
+    return php_int(params.get("id") if raw is None else raw)
+
+
+def _never(deal_id: int) -> bool:
+    return False
 
 
 __all__ = ["BATCH_MAX_LENGTH", "PAGE_SIZE", "Api", "MethodError", "Outcome", "method_name"]

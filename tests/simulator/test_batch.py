@@ -184,13 +184,13 @@ async def test_poison_fraction_is_deterministic_and_runtime_settable(
 ) -> None:
     a = await simulator(deals=400, seed=6, poison_fraction=0.05)
     b = await simulator(deals=400, seed=6, poison_fraction=0.05)
-    picked_a = {i for i in a.portal.visible_ids if a.sim.api.is_poison(i)}
-    picked_b = {i for i in b.portal.visible_ids if b.sim.api.is_poison(i)}
+    picked_a = {i for i in a.portal.visible_ids if a.sim.api.poisoned(i)}
+    picked_b = {i for i in b.portal.visible_ids if b.sim.api.poisoned(i)}
     assert picked_a == picked_b
     assert 0 < len(picked_a) < 60
     first = a.portal.visible_ids[0]
     a.set_poison([first])
-    assert a.sim.api.is_poison(first)
+    assert a.sim.api.poisoned(first)
     status, body = await post_json(http, a.webhook_url + "crm.deal.get", {"id": first})
     assert body["error"] == "WRONG_ENCODING"
     assert status == 200
