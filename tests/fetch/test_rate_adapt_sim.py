@@ -34,7 +34,7 @@ async def test_a_portal_draining_slower_than_the_plan_costs_one_episode(
     simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=PACING)
-    scale = 40.0
+    scale = 25.0
     # The portal drains 0.5 req/s with a burst of 10 (someone else uses the rest of the
     # bucket); the client believes the standard plan (2 req/s, burst 50).
     sim = await simulator(deals=400, seed=5, rate=0.5, burst=10, time_scale=scale)
@@ -48,7 +48,7 @@ async def test_a_portal_draining_slower_than_the_plan_costs_one_episode(
         refused_in_episode = sim.stats()["rate_limited"]
         gate = client.pacer.rate
         assert gate.episodes == 1
-        assert gate.rate <= 0.5  # at or below what the portal really drains
+        assert gate.rate < limits.effective_rate / 2  # lowered in steps towards the real 0.5
         assert gate.burst < limits.effective_burst
         second = await asyncio.wait_for(fetch_all(client, ids[80:140]), 60)
     assert all(isinstance(o, DealFetched) for o in first + second)
