@@ -7,7 +7,8 @@ for other integrations on the same IP. The limiter runs on the event loop's wall
 a `ScaledClock(K)` its period is divided by K. A 503 `QUERY_LIMIT_EXCEEDED` means the portal's
 bucket is fuller than ours thinks: every task stops (a shared gate), waits 1/Y s plus jitter,
 growing by 1.5x on repeated 503s, and our bucket restarts full so that we resume at the drain
-rate instead of with a burst.
+rate instead of with a burst. Repeated refusals of requests our own model admitted mean the
+bucket is shared: our rate and burst come down, and grow back slowly (see RateGate).
 
 Operating budget (§2): per method, the portal accumulates execution time over a sliding
 10-minute window and blocks the method's next call once it passed the budget. Each answer tells
@@ -16,8 +17,9 @@ admit a request only while `operating + in-flight reservations + its own cost` s
 `budget * (1 - operating_headroom)`; otherwise we wait for answers in flight, or until
 `operating_reset_at` (+ margin). After a reset, or before the first answer, exactly one request
 probes the new value. Answers without these fields (on-premise) switch pacing off for that
-method. A 429 `OPERATION_TIME_LIMIT` pauses the method until the last known reset (at least
-10 s when unknown), as the docs advise.
+method. A 429 `OPERATION_TIME_LIMIT` (or a 429 without a known code) pauses the method until
+the last known reset (at least 10 s when unknown), as the docs advise; the refusals of requests
+in flight when a pause begins belong to that pause (one log line, no longer pause).
 """
 
 from __future__ import annotations
