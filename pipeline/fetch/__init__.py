@@ -7,7 +7,8 @@ Modules, one job each:
     classify    pure: an error answer -> what to do next
     batch       pure: batch request building and answer splitting
     retry       pure: backoff policy
-    pacing      rate limit (leaky bucket, shared 503 back-off) and operating budget per method
+    pacing      rate limit (leaky bucket, shared 503 back-off, adapts to a shared bucket) and
+                operating budget per method; live wait figures
     client      PortalClient: one attempt end to end; `call()` with retries
     engine      fetch_deals / discover_modified_ids
     stats       counters for the run summary

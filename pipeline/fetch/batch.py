@@ -59,10 +59,12 @@ def as_section(value: Any, keys: Sequence[str]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class CommandError:
-    """One command's entry in `result_error`."""
+    """One command's entry in `result_error` (or a plain get's per-ID error, with its
+    status: inside a batch a command's error has none of its own)."""
 
     code: str
     description: str
+    http_status: int | None = None
 
 
 @dataclass(slots=True)

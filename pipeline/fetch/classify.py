@@ -10,7 +10,7 @@ second, and the human `error_description` only for the four fixed English string
     PERMANENT         this deal will never come back (per ID)       DealFailed(retryable=False)
     TRANSIENT         a later attempt may succeed                   backoff, spend one attempt
     RATE_LIMIT        503 QUERY_LIMIT_EXCEEDED                      whole client backs off
-    OPERATING_LIMIT   429 OPERATION_TIME_LIMIT                      pause the method until reset
+    OPERATING_LIMIT   429 OPERATION_TIME_LIMIT (or 429, no known code)  pause the method until reset
     AUTH_REFRESH      401 expired_token                             refresh OAuth token once
     FATAL             the run cannot succeed until someone acts     raise FatalPortalError
 
@@ -28,6 +28,8 @@ from typing import Literal
 from pipeline.outcomes import ErrorClass
 
 Context = Literal["top", "command"]
+#: How a failure of a whole request relates to the commands it carried (see `split_trigger`).
+SplitTrigger = Literal["now", "repeat"]
 
 
 class Action(Enum):
@@ -69,8 +71,9 @@ FATAL_CODES: dict[str, str] = {
     "invalid_request": "the OAuth server rejected the refresh request: check the OAuth settings",
     "insufficient_scope": "the webhook/app lacks a required scope: grant it the `crm` scope",
     "invalid_scope": "the webhook/app lacks a required scope: grant it the `crm` scope",
-    "ACCESS_DENIED": "REST access was refused (REST needs a commercial plan, or the user may not "
-    "use it): check the portal's plan and the webhook user",
+    "ACCESS_DENIED": "access was refused for the webhook/app user (it may lack CRM read "
+    "permission, or REST is not available on the portal's plan): check the user's CRM "
+    "permissions and the portal's plan",
     "user_access_error": "the user has no access to the application: check its access rights",
     "WRONG_AUTH_TYPE": "this method cannot be called with this kind of credentials",
     "PAYMENT_REQUIRED": "the portal's subscription has ended: renew it",
@@ -93,6 +96,33 @@ FATAL_CODES: dict[str, str] = {
     "ALLOWED_ONLY_INTRANET_USER": "the webhook/app user is an extranet user: use an intranet user",
     "ACCESS_ERROR": "access to REST was refused for this user: check the user's rights",
 }
+
+#: Codes that name one record when they answer one command (crm.item.get documents both as
+#: per-record errors; some portals send ACCESS_DENIED per command of crm.deal.get too). At the
+#: top level ACCESS_DENIED still refuses the run (it is in FATAL_CODES).
+RECORD_CODES = frozenset({"ACCESS_DENIED", "NOT_FOUND"})
+
+#: Texts of a top-level ACCESS_DENIED, mapped to what the operator must fix. The core REST
+#: module raises ACCESS_DENIED with "REST API is available only on commercial plans" when the
+#: plan lacks REST; other texts ("Access denied!", "Current user can't be authorized in this
+#: context") come from rights checks (official Python SDK `errors/__init__.py` docstrings).
+_PLAN_HINT = (
+    "REST is not available on the portal's plan (it needs a commercial plan): upgrade the "
+    "plan or use a portal that has REST"
+)
+_CONTEXT_HINT = (
+    "the webhook/app user cannot be authorised for this call: use a webhook of an active "
+    "intranet user with CRM access"
+)
+_PERMISSION_HINT = (
+    "the webhook/app user may not read the CRM: give it deal read permission (CRM access "
+    "rights) or use a webhook of a user who has it"
+)
+#: Every command of a batch refused with ACCESS_DENIED: not the plan (REST itself answered).
+ALL_DENIED_HINT = (
+    "the webhook/app user may read none of these deals: check its CRM permissions "
+    "(deal read access)"
+)
 
 #: Server-side faults worth another attempt (bitrix24-api.md §4.4).
 TRANSIENT_CODES = frozenset(
@@ -125,6 +155,10 @@ def classify(
         return Action.OPERATING_LIMIT
     if code == "expired_token":
         return Action.AUTH_REFRESH
+    if code in RECORD_CODES and context == "command":
+        # One command's refusal names its record: that ID's outcome, not the run's (the
+        # engine still stops the run when EVERY command of a batch is refused this way).
+        return Action.PERMANENT
     if code in FATAL_CODES:
         return Action.FATAL
     if code in TRANSIENT_CODES:
@@ -137,9 +171,6 @@ def classify(
         if http_status is not None and (http_status >= 500 or http_status == 429):
             return _by_status(http_status)
         return Action.PERMANENT if context == "command" else Action.FATAL
-    if code == "NOT_FOUND" and context == "command":
-        # crm.item.get-style per-record code (bitrix24-api.md §4.3); harmless to recognise.
-        return Action.PERMANENT
     # An unknown code: the status decides. Unknown codes inside a batch (no status) may be new
     # server-side faults; retrying is bounded by max_attempts, so prefer that to aborting.
     if http_status is None:
@@ -149,8 +180,11 @@ def classify(
 
 def _by_status(http_status: int) -> Action:
     if http_status == 429:
-        # QUERY_LIMIT_EXCEEDED was documented as 429 until Dec 2024 (bitrix24-api.md §1).
-        return Action.RATE_LIMIT
+        # The current docs use 429 for OPERATION_TIME_LIMIT (one method blocked for this app
+        # or webhook; docs `limits.md`, RU `_includes/system-errors.md`) and 503 for the rate
+        # limit. A 429 with an empty or unknown code therefore pauses only the method called;
+        # a real rate-limit answer carries its code and is caught above.
+        return Action.OPERATING_LIMIT
     if http_status >= 500 or http_status == 408:
         return Action.TRANSIENT
     if http_status in (401, 403):
@@ -160,18 +194,55 @@ def _by_status(http_status: int) -> Action:
     return Action.TRANSIENT
 
 
-def fatal_hint(code: str) -> str:
-    """The operator-facing hint for a fatal code (a generic one for unknown codes)."""
+def fatal_hint(code: str, description: str = "") -> str:
+    """The operator-facing hint for a fatal code (a generic one for unknown codes).
+
+    For ACCESS_DENIED the portal's text tells the plan apart from the user's rights.
+    """
+    if code == "" and description.strip().rstrip(".") == "Access denied":
+        # crm.deal.* raise it without a code when the user may not read the CRM at all
+        # (crm `restservice.php` `onRestServiceMethod`): the rights, not the plan or the URL.
+        return _PERMISSION_HINT
+    if code == "ACCESS_DENIED" and description:
+        text = description.lower()
+        if "commercial" in text or "tariff" in text or "plan" in text:
+            return _PLAN_HINT
+        if "authorized" in text or "authorised" in text:
+            return _CONTEXT_HINT
+        return _PERMISSION_HINT
     return FATAL_CODES.get(code, "the portal refused the request; check the credentials and URL")
 
 
+def split_trigger(code: str, http_status: int | None) -> SplitTrigger | None:
+    """Whether a failure of a WHOLE request may be caused by one of the commands it carried.
+
+    "now": the failure is a property of the answer's content and recurs for the same set of
+    commands (WRONG_ENCODING: the server could not JSON-encode the answer, core `rest.php`
+    `outputJson`); split the batch at once. "repeat": it may recur (an HTTP 500, a gateway
+    timeout or our own read timeout, as a request past the cloud's 60 s cap would give); split
+    on its second occurrence for the same set. None: a one-off transient (502, 503 page,
+    connection reset, truncated body), retried as usual. Pure.
+    """
+    if code == "WRONG_ENCODING":
+        return "now"
+    if code == "TIMEOUT" or http_status in (500, 504):
+        return "repeat"
+    if code in ("INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER", "ERROR_CORE"):
+        return "repeat"
+    return None
+
+
 __all__ = [
+    "ALL_DENIED_HINT",
     "FATAL_CODES",
     "PERMANENT_DESCRIPTIONS",
+    "RECORD_CODES",
     "TRANSIENT_CODES",
     "Action",
     "Context",
+    "SplitTrigger",
     "classify",
     "fatal_hint",
     "is_permanent_description",
+    "split_trigger",
 ]

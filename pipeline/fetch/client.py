@@ -47,6 +47,15 @@ _JSON_TYPES = ("application/json", "text/json", "text/javascript")
 MIN_CALL_ATTEMPTS = 3
 
 
+class WholeRequestError(TransientError):
+    """A whole request answered an error envelope worth another attempt; keeps the portal's
+    own text so that an ID isolated by splitting ends with the portal's code and message."""
+
+    def __init__(self, message: str, *, code: str, description: str, http_status: int) -> None:
+        super().__init__(message, code=code, http_status=http_status)
+        self.description = description
+
+
 class CommandFailed(Exception):
     """A per-ID error answer to one command (a plain `crm.deal.get`). Not a PipelineError:
     it is data for the sidecar, never shown to the operator as a failure of the run."""
@@ -171,7 +180,7 @@ class PortalClient:
             redirects_before = self.transport.redirects_followed
             resp = await self.transport.post(self.signer.url_for(method), orjson.dumps(payload))
             self.stats.redirects += self.transport.redirects_followed - redirects_before
-            answer = self._decode(method, resp, used, context)
+            answer = self._decode(method, resp, used, context, reservation.generation)
             if method == "batch":
                 result = answer.body.get("result")
                 times = result.get("result_time") if isinstance(result, dict) else None
@@ -192,7 +201,9 @@ class PortalClient:
         finally:
             budget.release(reservation, observation)
 
-    def _decode(self, method: str, resp: HttpResponse, used: str, context: Context) -> Answer:
+    def _decode(
+        self, method: str, resp: HttpResponse, used: str, context: Context, generation: int
+    ) -> Answer:
         where = f"{self.portal}{method}"
         status = resp.status
         if not _is_json(resp.content_type):
@@ -232,7 +243,7 @@ class PortalClient:
             code = error if isinstance(error, str) else str(error)
             desc_raw = body.get("error_description")
             desc = self.mask(desc_raw if isinstance(desc_raw, str) else "")
-            self._raise_for(method, code, desc, status, used, context)
+            self._raise_for(method, code, desc, status, used, context, generation)
         if status != 200:
             self.stats.http_errors += 1
             raise TransientError(
@@ -249,7 +260,14 @@ class PortalClient:
         return Answer(body=body, status=status)
 
     def _raise_for(
-        self, method: str, code: str, desc: str, status: int, used: str, context: Context
+        self,
+        method: str,
+        code: str,
+        desc: str,
+        status: int,
+        used: str,
+        context: Context,
+        generation: int,
     ) -> None:
         action = classify(status, code, desc, context)
         where = f"{self.portal}{method}"
@@ -257,27 +275,28 @@ class PortalClient:
             raise _AuthExpired(used)
         if action is Action.RATE_LIMIT:
             self.stats.rate_limited += 1
-            self.pacer.rate.on_rate_limited()
+            self.pacer.rate.on_rate_limited(generation, status=status, code=code)
             raise RateLimited(f"{where}: {code} (HTTP {status})", code=code, http_status=status)
         if action is Action.OPERATING_LIMIT:
             self.stats.operating_limited += 1
             budget_method = DEAL_GET if method == "batch" else method
-            self.pacer.budget(budget_method).on_limited()
+            self.pacer.budget(budget_method).on_limited(status=status, code=code)
             raise OperatingLimited(
                 f"{where}: {code} (HTTP {status})", code=code, http_status=status
             )
         if action is Action.FATAL:
             raise FatalPortalError(
                 f"{where} refused the run: {code or 'HTTP ' + str(status)}"
-                f"{' (' + desc + ')' if desc else ''}: {fatal_hint(code)}",
+                f"{' (' + desc + ')' if desc else ''}: {fatal_hint(code, desc)}",
                 code=code,
                 http_status=status,
             )
         if action is Action.PERMANENT:
             raise CommandFailed(code, desc, status, action)
-        raise TransientError(
+        raise WholeRequestError(
             f"{where}: {code or 'error'} (HTTP {status}){': ' + desc if desc else ''}",
             code=code,
+            description=desc,
             http_status=status,
         )
 
@@ -343,4 +362,4 @@ class PortalClient:
                 ) from None
 
 
-__all__ = ["MAX_LIMIT_RETRIES", "Answer", "CommandFailed", "PortalClient"]
+__all__ = ["MAX_LIMIT_RETRIES", "Answer", "CommandFailed", "PortalClient", "WholeRequestError"]

@@ -17,6 +17,20 @@ Shape of the machinery (all bounded):
   Limit answers (503/429, top-level or per command) and commands the portal did not execute do
   not spend attempts: the shared pacer already waits, and the IDs are re-queued at once (at most
   MAX_LIMIT_RETRIES times, so no loop is unbounded).
+* Poison isolation: some failures answer the WHOLE request each time for the same set of
+  commands (WRONG_ENCODING when one deal's text cannot be JSON-encoded, core `rest.php`
+  `outputJson`; a request past the cloud's 60 s cap; a 500 that repeats). Such a batch is sent
+  again as the same group, and split in halves (each half again a group) at once for
+  WRONG_ENCODING, or on the second occurrence for a 500/timeout, down to the one ID that causes
+  it. Splits spend no attempts (the other IDs are victims) and are bounded by the halving
+  (at most 2 * ceil(log2(50)) = 12 extra requests per poison deal in a batch of 50); they go
+  through the pacer like any request. A culprit ends with the portal's code and message:
+  WRONG_ENCODING permanently (the same data encodes the same way next time; an edit moves its
+  DATE_MODIFY, so the next incremental run fetches it again), a repeating 500/timeout as
+  retryable once its attempts are spent.
+* A per-command ACCESS_DENIED or NOT_FOUND is that ID's outcome; only a batch of two or more
+  commands that are ALL refused with ACCESS_DENIED, before the run fetched any deal, refuses
+  the run (the user can read no deal at all).
 * A fatal answer raises FatalPortalError out of the iterator promptly; in-flight work is
   cancelled. Closing the iterator early (or cancelling its consumer) cancels everything too;
   use `contextlib.aclosing` when you may stop early.
@@ -44,8 +58,13 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.fetch.batch import DEAL_GET, BatchReply, CommandError
-from pipeline.fetch.classify import Action, classify, fatal_hint
-from pipeline.fetch.client import MAX_LIMIT_RETRIES, CommandFailed, PortalClient
+from pipeline.fetch.classify import ALL_DENIED_HINT, Action, classify, fatal_hint, split_trigger
+from pipeline.fetch.client import (
+    MAX_LIMIT_RETRIES,
+    CommandFailed,
+    PortalClient,
+    WholeRequestError,
+)
 from pipeline.outcomes import DealFailed, DealFetched, ErrorClass, FetchOutcome
 
 RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
@@ -64,6 +83,18 @@ class _Item:
     last_code: str = ""
     last_message: str = ""
     last_status: int | None = None
+
+
+@dataclass(slots=True)
+class _Group:
+    """IDs that failed together as one whole request and are sent together again, so that a
+    failure recurring for this very set can be told apart from a one-off one, and split.
+
+    `strikes`: recurring-kind failures this set (or the set it was split from) already met.
+    """
+
+    items: list[_Item]
+    strikes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +116,7 @@ class _Engine:
         self._out = out
         self._stats = client.stats
         self._retry: deque[_Item] = deque()
+        self._groups: deque[_Group] = deque()
         self._active: set[int] = set()
         self._recent: deque[int] = deque()
         self._recent_set: set[int] = set()
@@ -107,6 +139,10 @@ class _Engine:
         size = self._config.batch_size
         while True:
             await slot.acquire()
+            if self._groups:
+                group = self._groups.popleft()
+                tg.create_task(self._run_batch(group.items, slot, group))
+                continue
             batch: list[_Item] = []
             try:
                 while len(batch) < size:
@@ -137,7 +173,11 @@ class _Engine:
             if input_done and not self._active:
                 return
             self._wake.clear()
-            if self._retry or (not input_done and len(self._active) < self._max_active):
+            if (
+                self._retry
+                or self._groups
+                or (not input_done and len(self._active) < self._max_active)
+            ):
                 continue
             await self._wake.wait()
 
@@ -159,21 +199,32 @@ class _Engine:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    async def _run_batch(self, items: list[_Item], slot: asyncio.Semaphore) -> None:
+    async def _run_batch(
+        self, items: list[_Item], slot: asyncio.Semaphore, group: _Group | None = None
+    ) -> None:
         backoff: list[_Item] = []
+        regroup: list[_Group] = []
         try:
-            await self._attempt(items, backoff)
+            await self._attempt(items, backoff, group, regroup)
         finally:
             slot.release()
             self._wake.set()
-        if backoff:
-            attempt = max(item.attempts for item in backoff)
-            self._stats.retries += len(backoff)
+        if backoff or regroup:
+            waiting = backoff + [item for g in regroup for item in g.items]
+            attempt = max(item.attempts for item in waiting)
+            self._stats.retries += len(waiting)
             await self._client.clock.sleep(self._client.retry.delay(attempt))
             self._retry.extend(backoff)
+            self._groups.extend(regroup)
             self._wake.set()
 
-    async def _attempt(self, items: list[_Item], backoff: list[_Item]) -> None:
+    async def _attempt(
+        self,
+        items: list[_Item],
+        backoff: list[_Item],
+        group: _Group | None = None,
+        regroup: list[_Group] | None = None,
+    ) -> None:
         client = self._client
         if len(items) > 1:
             fits = client.pacer.budget(DEAL_GET).affordable(len(items))
@@ -194,10 +245,13 @@ class _Engine:
                 await self._limit_hit(item, exc.code, str(exc), exc.http_status)
             return
         except TransientError as exc:
+            if await self._isolate(items, exc, group, regroup if regroup is not None else []):
+                return
             for item in items:
                 await self._failed_attempt(item, exc.code, str(exc), exc.http_status, backoff)
             return
         by_id = {item.id: item for item in items}
+        self._refuse_if_all_denied(reply)
         for deal_id, payload in reply.deals.items():
             item = by_id[deal_id]
             await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
@@ -211,21 +265,24 @@ class _Engine:
             action = classify(None, err.code, err.description, "command")
             message = client.mask(f"{err.code or '(no code)'}: {err.description}")
             if action is Action.PERMANENT:
-                await self._fail(item, err.code, err.description, None, False, "permanent", 1)
+                await self._fail(
+                    item, err.code, err.description, err.http_status, False, "permanent", 1
+                )
             elif action is Action.OPERATING_LIMIT:
                 self._stats.operating_limited_commands += 1
                 if not operating_limited:
                     operating_limited = True
-                    client.pacer.budget(DEAL_GET).on_limited()
+                    client.pacer.budget(DEAL_GET).on_limited(status=None, code=err.code)
                 await self._limit_hit(item, err.code, message, None)
             elif action is Action.RATE_LIMIT:
                 if not rate_limited:
                     rate_limited = True
-                    client.pacer.rate.on_rate_limited()
+                    client.pacer.rate.on_rate_limited(None, status=None, code=err.code)
                 await self._limit_hit(item, err.code, message, None)
             elif action is Action.FATAL:
+                hint = fatal_hint(err.code, err.description)
                 fatal = fatal or FatalPortalError(
-                    f"{client.portal}batch: {DEAL_GET} refused: {message}: {fatal_hint(err.code)}",
+                    f"{client.portal}batch: {DEAL_GET} refused: {message}: {hint}",
                     code=err.code,
                 )
             else:
@@ -244,12 +301,68 @@ class _Engine:
                 backoff,
             )
 
+    def _refuse_if_all_denied(self, reply: BatchReply) -> None:
+        """Every command of a batch refused with ACCESS_DENIED before any deal was read: the
+        user can read no deal, and going on would only fill the sidecar."""
+        errors = reply.errors
+        if (
+            len(errors) < 2
+            or reply.deals
+            or reply.missing
+            or self._stats.deals_fetched > 0
+            or any(err.code != "ACCESS_DENIED" for err in errors.values())
+        ):
+            return
+        first = next(iter(errors.values()))
+        raise FatalPortalError(
+            f"{self._client.portal}batch: every {DEAL_GET} command was refused: ACCESS_DENIED: "
+            f"{self._client.mask(first.description)}: {ALL_DENIED_HINT}",
+            code="ACCESS_DENIED",
+        )
+
+    async def _isolate(
+        self, items: list[_Item], exc: TransientError, group: _Group | None, regroup: list[_Group]
+    ) -> bool:
+        """Handle a whole-request failure that may be caused by one command; False when it is
+        a plain transient (the caller then retries every ID as usual)."""
+        trigger = split_trigger(exc.code, exc.http_status)
+        if trigger is None:
+            return False
+        code = exc.code
+        description = exc.description if isinstance(exc, WholeRequestError) else str(exc)
+        if len(items) == 1:
+            item = items[0]
+            if trigger == "now":
+                await self._fail(item, code, description, exc.http_status, False, "permanent", 1)
+                return True
+            # Alone and failing: its own attempts, and it stays alone (back among other IDs
+            # it would fail them again).
+            if await self._spend(item, code, description, exc.http_status, real_cause=True):
+                regroup.append(_Group([item], strikes=2))
+            return True
+        strikes = (group.strikes if group is not None else 0) + 1
+        if trigger == "now" or strikes >= 2:
+            self._stats.batch_splits += 1
+            mid = (len(items) + 1) // 2
+            # The halves inherit the evidence: a half failing the same way splits at once.
+            for half in (items[:mid], items[mid:]):
+                self._groups.append(_Group(half, strikes=1 if trigger == "repeat" else 0))
+            self._wake.set()
+            return True
+        # First sight of a failure that may recur: the same set once more, after backoff.
+        survivors = [
+            item for item in items if await self._spend(item, code, str(exc), exc.http_status)
+        ]
+        if survivors:
+            regroup.append(_Group(survivors, strikes=strikes))
+        return True
+
     async def _single(self, deal_id: int) -> BatchReply:
         reply = BatchReply()
         try:
             reply.deals[deal_id] = await self._client.get_deal(deal_id)
         except CommandFailed as exc:
-            reply.errors[deal_id] = CommandError(exc.code, exc.description)
+            reply.errors[deal_id] = CommandError(exc.code, exc.description, exc.http_status)
         return reply
 
     # -- per-ID bookkeeping ------------------------------------------------------------------
@@ -289,9 +402,24 @@ class _Engine:
     async def _failed_attempt(
         self, item: _Item, code: str, message: str, status: int | None, backoff: list[_Item]
     ) -> None:
+        if await self._spend(item, code, message, status):
+            backoff.append(item)
+
+    async def _spend(
+        self, item: _Item, code: str, message: str, status: int | None, *, real_cause: bool = False
+    ) -> bool:
+        """Spend one attempt; False when that was the last (the ID then ends, retryable).
+
+        `real_cause`: the ID failed alone, so the failure is its own and its outcome carries
+        the portal's code and message rather than RETRIES_EXHAUSTED.
+        """
         item.attempts += 1
         item.last_code, item.last_message, item.last_status = code, message, status
-        if item.attempts >= self._config.max_attempts:
+        if item.attempts < self._config.max_attempts:
+            return True
+        if real_cause:
+            await self._fail(item, code, message, status, True, "transient", 0)
+        else:
             await self._fail(
                 item,
                 RETRIES_EXHAUSTED,
@@ -301,8 +429,7 @@ class _Engine:
                 "transient",
                 0,
             )
-        else:
-            backoff.append(item)
+        return False
 
     async def _limit_hit(self, item: _Item, code: str, message: str, status: int | None) -> None:
         item.limit_hits += 1

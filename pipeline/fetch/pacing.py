@@ -7,7 +7,8 @@ for other integrations on the same IP. The limiter runs on the event loop's wall
 a `ScaledClock(K)` its period is divided by K. A 503 `QUERY_LIMIT_EXCEEDED` means the portal's
 bucket is fuller than ours thinks: every task stops (a shared gate), waits 1/Y s plus jitter,
 growing by 1.5x on repeated 503s, and our bucket restarts full so that we resume at the drain
-rate instead of with a burst.
+rate instead of with a burst. Repeated refusals of requests our own model admitted mean the
+bucket is shared: our rate and burst come down, and grow back slowly (see RateGate).
 
 Operating budget (§2): per method, the portal accumulates execution time over a sliding
 10-minute window and blocks the method's next call once it passed the budget. Each answer tells
@@ -16,8 +17,9 @@ admit a request only while `operating + in-flight reservations + its own cost` s
 `budget * (1 - operating_headroom)`; otherwise we wait for answers in flight, or until
 `operating_reset_at` (+ margin). After a reset, or before the first answer, exactly one request
 probes the new value. Answers without these fields (on-premise) switch pacing off for that
-method. A 429 `OPERATION_TIME_LIMIT` pauses the method until the last known reset (at least
-10 s when unknown), as the docs advise.
+method. A 429 `OPERATION_TIME_LIMIT` (or a 429 without a known code) pauses the method until
+the last known reset (at least 10 s when unknown), as the docs advise; the refusals of requests
+in flight when a pause begins belong to that pause (one log line, no longer pause).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,11 +48,25 @@ RESET_MARGIN_S = 1.0
 MIN_OPERATING_PAUSE_S = 10.0
 MAX_OPERATING_PAUSE_S = 120.0
 MAX_RATE_BACKOFF_S = 60.0
+#: Rate adaptation to a shared bucket (see RateGate): the JS SDK's 20 % step; a refusal this
+#: long after the previous one opens a new episode (the JS SDK counts errors within 60 s).
+REDUCE_BY = 0.2
+EPISODE_QUIET_S = 60.0
+MIN_RATE_FRACTION = 0.1
+RECOVER_AFTER_S = 300.0
+RECOVER_STEP_S = 60.0
+RECOVER_FACTOR = 1.1
 
 
 class WaitMeter:
     """Clock seconds during which at least one request was held back (not summed per task, so
-    the figure never exceeds the run's duration)."""
+    the figure never exceeds the run's duration).
+
+    The figure is accrued as it goes: every start or end of a wait adds the time since the
+    previous one whenever someone was waiting, so with several tasks taking turns at waiting
+    (sustained pacing at concurrency >= 2) it still grows during the run. `total()` also adds
+    the interval still open, for a display that reads it mid-wait.
+    """
 
     def __init__(self, clock: Clock, stats: FetchStats, field: str) -> None:
         self._clock = clock
@@ -60,20 +77,42 @@ class WaitMeter:
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
-        if self._waiting == 0:
-            self._since = self._clock.monotonic()
+        self._accrue()
         self._waiting += 1
         try:
             yield
         finally:
+            self._accrue()
             self._waiting -= 1
-            if self._waiting == 0:
-                spent = self._clock.monotonic() - self._since
-                setattr(self._stats, self._field, getattr(self._stats, self._field) + spent)
+
+    def total(self) -> float:
+        """The figure up to now, the open interval included (also written to the stats)."""
+        self._accrue()
+        value: float = getattr(self._stats, self._field)
+        return value
+
+    def _accrue(self) -> None:
+        now = self._clock.monotonic()
+        if self._waiting > 0:
+            spent = max(0.0, now - self._since)
+            setattr(self._stats, self._field, getattr(self._stats, self._field) + spent)
+        self._since = now
 
 
 class RateGate:
-    """The portal's leaky bucket as seen by this client, plus the shared 503 back-off."""
+    """The portal's leaky bucket as seen by this client, plus the shared 503 back-off.
+
+    Refusals come in episodes: a refusal more than EPISODE_QUIET_S after the previous one opens
+    a new episode, which is logged once (at its start, naming what the portal sent) and
+    summarised once when the next request goes out after the quiet period. Within an episode, a
+    refusal of a request that our own bucket model admitted after the last back-off means the
+    portal's bucket drains slower than we think: someone else on the same IP shares it (the
+    docs key the limit by portal and source IP). Each such refusal lowers our rate and burst by
+    20 %, as the official JS SDK does (`rate-limiter.ts` `#reduceLimits`); the first refusal of
+    an episode does not, since a bucket left full by an earlier run explains it. Once refusals
+    have stopped for RECOVER_AFTER_S, the rate grows back by RECOVER_FACTOR every
+    RECOVER_STEP_S, up to the configured value.
+    """
 
     def __init__(
         self,
@@ -82,8 +121,8 @@ class RateGate:
         stats: FetchStats,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self._rate = limits.effective_rate
-        self._burst = limits.effective_burst
+        self.configured_rate = self._rate = limits.effective_rate
+        self.configured_burst = self._burst = limits.effective_burst
         self._clock = clock
         self._stats = stats
         self._rand = rand
@@ -93,14 +132,35 @@ class RateGate:
         self._blocked_until = 0.0
         self._strikes = 0
         self._meter = WaitMeter(clock, stats, "rate_wait_s")
+        #: Episodes of refusals so far, and the open one's refusal count (0: none open).
+        self.episodes = 0
+        self._episode_refusals = 0
+        self._episode_start = 0.0
+        self._last_refusal = -math.inf
+        self._last_adjust = -math.inf
+
+    @property
+    def rate(self) -> float:
+        """The drain rate the client paces at now (lowered while the bucket is shared)."""
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        return self._burst
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the bucket model restarts (after every refusal)."""
+        return self._generation
 
     def _new_limiter(self) -> AsyncLimiter | None:
         if self._rate <= 0:
             return None
         return AsyncLimiter(self._burst, self._burst / (self._rate * self._clock.scale))
 
-    async def acquire(self) -> None:
-        """Wait until one more HTTP request may go out."""
+    async def acquire(self) -> int:
+        """Wait until one more HTTP request may go out; returns the bucket model's generation
+        that admitted it (hand it to `on_rate_limited` if the portal refuses the request)."""
         clock = self._clock
         while True:
             wait = self._blocked_until - clock.monotonic()
@@ -108,10 +168,11 @@ class RateGate:
                 with self._meter.waiting():
                     await clock.sleep(wait)
                 continue
+            self._quiet_check()
             generation = self._generation
             limiter = self._limiter
             if limiter is None:
-                return
+                return generation
             if self._fill_pending:
                 # A fresh bucket filled to the brim: returns at once, then drains at rate Y.
                 self._fill_pending = False
@@ -122,29 +183,95 @@ class RateGate:
                 with self._meter.waiting():
                     await limiter.acquire()
             if generation == self._generation:
-                return
+                return generation
             # A 503 arrived while we waited: our token came from a bucket that lied.
 
-    def on_rate_limited(self) -> float:
-        """Record a 503 QUERY_LIMIT_EXCEEDED; returns the pause every task now observes."""
+    def on_rate_limited(
+        self,
+        generation: int | None = None,
+        *,
+        status: int | None = 503,
+        code: str = "QUERY_LIMIT_EXCEEDED",
+    ) -> float:
+        """Record a rate-limit refusal; returns the pause every task now observes.
+
+        `generation` is what `acquire` returned for the refused request (None: unknown, e.g. a
+        refused command inside a batch); only a refusal of a request admitted by the current
+        bucket model is evidence of a shared bucket.
+        """
+        now = self._clock.monotonic()
+        self._quiet_check()
+        opened = self._episode_refusals == 0
+        if opened:
+            self.episodes += 1
+            self._episode_start = now
+        self._episode_refusals += 1
+        self._last_refusal = now
+        shared = not opened and generation is not None and generation == self._generation
+        if shared and self._rate > 0:
+            self._lower()
         self._strikes += 1
         base = 1.0 / self._rate if self._rate > 0 else 1.0
         ceiling = min(MAX_RATE_BACKOFF_S, base * 1.5 ** min(self._strikes - 1, 30))
         pause = ceiling + self._rand() * base
-        self._blocked_until = max(self._blocked_until, self._clock.monotonic() + pause)
+        self._blocked_until = max(self._blocked_until, now + pause)
         self._generation += 1
         self._limiter = self._new_limiter()
         self._fill_pending = self._limiter is not None
-        log.warning(
-            "portal rate limit hit (503 QUERY_LIMIT_EXCEEDED, %d in a row): every request "
-            "pauses %.1f s, then resumes at the drain rate",
-            self._strikes,
-            pause,
-        )
+        sent = f"HTTP {status} {code}" if status is not None else f"{code} inside a batch"
+        if opened:
+            log.warning(
+                "portal rate limit hit (%s): every request pauses %.1f s, then resumes at the "
+                "drain rate; further refusals of this episode are not logged one by one",
+                sent,
+                pause,
+            )
+        else:
+            log.debug("rate limit refusal %d of this episode (%s)", self._episode_refusals, sent)
         return pause
 
     def on_success(self) -> None:
         self._strikes = 0
+        self._quiet_check()
+
+    def wait_total(self) -> float:
+        return self._meter.total()
+
+    def _lower(self) -> None:
+        floor = self.configured_rate * MIN_RATE_FRACTION
+        self._rate = max(floor, self._rate * (1 - REDUCE_BY))
+        self._burst = max(1, int(self._burst * (1 - REDUCE_BY)))
+        self._last_adjust = self._clock.monotonic()
+        log.debug("client rate lowered to %.2f/s, burst %d", self._rate, self._burst)
+
+    def _quiet_check(self) -> None:
+        """Close an episode after a quiet period; grow a lowered rate back slowly."""
+        now = self._clock.monotonic()
+        quiet = now - self._last_refusal
+        if self._episode_refusals and quiet > EPISODE_QUIET_S:
+            lowered = self._rate < self.configured_rate
+            log.info(
+                "rate limit episode over: %d refusals in %.0f s%s",
+                self._episode_refusals,
+                self._last_refusal - self._episode_start,
+                f"; pacing at {self._rate:.2f}/s, burst {self._burst} (configured "
+                f"{self.configured_rate:.2f}/s, {self.configured_burst}): the bucket is shared"
+                if lowered
+                else "",
+            )
+            self._episode_refusals = 0
+        if (
+            self._rate < self.configured_rate
+            and quiet > RECOVER_AFTER_S
+            and now - self._last_adjust >= RECOVER_STEP_S
+        ):
+            self._rate = min(self.configured_rate, self._rate * RECOVER_FACTOR)
+            self._burst = min(self.configured_burst, max(self._burst + 1, int(self._burst * 1.1)))
+            self._last_adjust = now
+            # A new bucket for the new rate, restarted full: recovery never sends a burst.
+            self._limiter = self._new_limiter()
+            self._fill_pending = self._limiter is not None
+            log.debug("client rate raised to %.2f/s, burst %d", self._rate, self._burst)
 
 
 @dataclass(slots=True)
@@ -216,6 +343,8 @@ class Reservation:
     cost: float
     counted: bool
     commands: int = 0
+    #: The rate model's generation that admitted the request (see `RateGate.acquire`).
+    generation: int = -1
 
 
 class OperatingBudget:
@@ -249,6 +378,14 @@ class OperatingBudget:
         self._limited_strikes = 0
         #: Portal clock minus ours, learnt from answers; reset times are on the portal's clock.
         self._offset = 0.0
+        #: The wake-up time last logged: tasks waiting for the same reset log it once.
+        self._announced_wake = 0.0
+        #: Pauses begun by the portal's refusals (each logged once).
+        self.pauses = 0
+
+    def paused_for(self) -> float:
+        """Seconds until this method may be called again (0 when it is not paused)."""
+        return max(0.0, self._blocked_until - self._portal_now())
 
     def _portal_now(self) -> float:
         return self._clock.now() + self._offset
@@ -275,16 +412,22 @@ class OperatingBudget:
                 await self._wait_change()
                 continue
             wake = max((self.reset_at or now) + RESET_MARGIN_S, now + RESET_MARGIN_S)
-            log.info(
-                "operating budget of %s nearly spent (%.1f of %.1f s): waiting %.0f s for the "
-                "oldest minute to leave the window",
-                self.method,
-                self.operating,
-                self._limit,
-                wake - now,
-            )
+            if wake != self._announced_wake:
+                self._announced_wake = wake
+                self._announce(wake - now)
             await self._wait(wake - now)
             self._stale = True
+
+    def _announce(self, seconds: float) -> None:
+        assert self.operating is not None
+        log.info(
+            "operating budget of %s nearly spent (%.1f of %.1f s): waiting %.0f s for the "
+            "oldest minute to leave the window",
+            self.method,
+            self.operating,
+            self._limit,
+            seconds,
+        )
 
     def affordable(self, commands: int) -> int:
         """How many of `commands` calls fit the budget right now (`commands` when unknown).
@@ -374,9 +517,16 @@ class OperatingBudget:
             self._stale = False
         # An older window's value (a slow answer from before the reset) teaches nothing.
 
-    def on_limited(self) -> float:
-        """A 429 OPERATION_TIME_LIMIT: pause the method; returns the pause in seconds."""
+    def on_limited(self, *, status: int | None = 429, code: str = "OPERATION_TIME_LIMIT") -> float:
+        """A 429 OPERATION_TIME_LIMIT (or a 429 without a known code): pause the method;
+        returns the pause in seconds (what is left of it, if the method is already paused).
+
+        Requests in flight when a pause begins are refused too; they belong to the same pause
+        and neither lengthen it nor log again (one line per pause, whatever the concurrency).
+        """
         now = self._portal_now()
+        if now < self._blocked_until:
+            return self._blocked_until - now
         self._limited_strikes += 1
         if self.reset_at is not None and self.reset_at + RESET_MARGIN_S > now:
             until = self.reset_at + RESET_MARGIN_S
@@ -386,12 +536,17 @@ class OperatingBudget:
             backoff = MIN_OPERATING_PAUSE_S * 2.0 ** min(self._limited_strikes - 1, 6)
             until = now + min(MAX_OPERATING_PAUSE_S, backoff)
         self._blocked_until = max(self._blocked_until, until)
+        self.pauses += 1
         self._stale = True
         self._changed.set()
+        sent = (
+            f"HTTP {status} {code or '(no code)'}" if status is not None else f"{code} per command"
+        )
         log.warning(
-            "%s blocked by the portal (429 OPERATION_TIME_LIMIT): pausing it %.0f s; the "
-            "affected IDs are retried without spending attempts",
+            "%s blocked by the portal (%s): pausing it %.0f s; the affected IDs are retried "
+            "without spending attempts",
             self.method,
+            sent,
             until - now,
         )
         return until - now
@@ -427,11 +582,16 @@ class Pacer:
         """Operating budget first (it may wait minutes), then one token of the rate limit."""
         reservation = await self.budget(method).reserve(commands)
         try:
-            await self.rate.acquire()
+            reservation.generation = await self.rate.acquire()
         except BaseException:
             self.budget(method).release(reservation, None)
             raise
         return reservation
+
+    def wait_totals(self) -> tuple[float, float]:
+        """(rate wait, operating wait) up to now, open waits included; also refreshes
+        `FetchStats.rate_wait_s` / `operating_wait_s`, so a live display can read either."""
+        return self.rate.wait_total(), self._operating_meter.total()
 
 
 __all__ = [

@@ -10,7 +10,8 @@ class FetchStats:
     """Mutable counters; one instance per client. Times are in clock (portal) seconds.
 
     `rate_wait_s` / `operating_wait_s`: time during which at least one request was held back
-    by that limit (wall time on the clock, not summed over tasks). `operating_peak_s`: the
+    by that limit (wall time on the clock, not summed over tasks), accrued as the run goes;
+    `PortalClient.pacer.wait_totals()` adds a wait still open. `operating_peak_s`: the
     highest `operating` the portal reported for any method.
     """
 
@@ -22,6 +23,8 @@ class FetchStats:
     operating_limited: int = 0
     operating_limited_commands: int = 0
     missing_commands: int = 0
+    #: Batches split in halves to isolate a deal that fails the whole request.
+    batch_splits: int = 0
     rate_wait_s: float = 0.0
     operating_wait_s: float = 0.0
     operating_peak_s: float = 0.0

@@ -11,11 +11,19 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FaultKind = Literal[
-    "error_500", "html_502", "html_503", "html_504", "reset", "truncated", "slow", "no_time"
+    "error_500",
+    "html_502",
+    "html_503",
+    "html_504",
+    "reset",
+    "truncated",
+    "slow",
+    "no_time",
+    "error_429",
 ]
 
-#: Fault kinds in the fixed order used to map one uniform draw onto a kind (reproducibility
-#: depends on this order never changing).
+#: Transport and server fault kinds (what a fault mix covers), in the fixed order used to map
+#: one uniform draw onto a kind (reproducibility depends on this order never changing).
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "error_500",
     "html_502",
@@ -26,6 +34,11 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     "slow",
     "no_time",
 )
+
+#: Limit answers a fault can fake; drawn after FAULT_KINDS, so adding them kept every earlier
+#: seed's draws.
+LIMIT_FAULT_KINDS: tuple[FaultKind, ...] = ("error_429",)
+DRAW_ORDER: tuple[FaultKind, ...] = FAULT_KINDS + LIMIT_FAULT_KINDS
 
 #: The webhook secret of a simulator unless one is given (tests and demos only).
 DEFAULT_SECRET = "s1mw3bh00ks3cr3t"
@@ -48,9 +61,9 @@ class FaultConfig:
     draw. `methods`, when set, limits injection to requests for those REST methods (request
     numbers still count every request).
 
-    Error faults (`error_500`, `html_50x`, `reset`) answer before the portal sees the call: no
-    rate-limit or operating time is consumed. `truncated`, `slow` and `no_time` damage a real
-    answer, so the work (and its operating charge) did happen.
+    Error faults (`error_500`, `error_429`, `html_50x`, `reset`) answer before the portal sees
+    the call: no rate-limit or operating time is consumed. `truncated`, `slow` and `no_time`
+    damage a real answer, so the work (and its operating charge) did happen.
     """
 
     error_500: float = 0.0
@@ -61,13 +74,15 @@ class FaultConfig:
     truncated: float = 0.0
     slow: float = 0.0
     no_time: float = 0.0
+    #: HTTP 429 with an empty `error` code (what a 429 without a known code looks like).
+    error_429: float = 0.0
     slow_s: float = 5.0
     seed: int | None = None
     script: Mapping[int, FaultKind] = field(default_factory=dict)
     methods: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
-        probs = [getattr(self, kind) for kind in FAULT_KINDS]
+        probs = [getattr(self, kind) for kind in DRAW_ORDER]
         if any(not 0.0 <= p <= 1.0 for p in probs):
             raise ValueError("fault probabilities must be within 0..1")
         if sum(probs) > 1.0 + 1e-9:
@@ -75,12 +90,12 @@ class FaultConfig:
         if self.slow_s < 0:
             raise ValueError("slow_s must be >= 0")
         for n, kind in self.script.items():
-            if n < 1 or kind not in FAULT_KINDS:
+            if n < 1 or kind not in DRAW_ORDER:
                 raise ValueError(f"bad scripted fault {n}: {kind!r}")
 
     @property
     def active(self) -> bool:
-        return bool(self.script) or any(getattr(self, kind) > 0 for kind in FAULT_KINDS)
+        return bool(self.script) or any(getattr(self, kind) > 0 for kind in DRAW_ORDER)
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,18 @@ class SimulatorConfig:
       `list_processing_ms` per `crm.deal.list` call (None = same as `processing_ms`).
     * `server_tz`: fixed offset like `"+03:00"`/`"-05:00"` or an IANA zone (`"Europe/Berlin"`)
       in which the portal renders dates (see bitrix24-api.md §5.4).
+    * `poison_ids` / `poison_fraction`: visible deals whose text the portal cannot JSON-encode:
+      any request that returns one (a plain `crm.deal.get`, or a `batch` holding its get)
+      answers as a whole `{"error":"WRONG_ENCODING","error_description":"Wrong request
+      encoding"}` with HTTP 200 (core `rest.php` `outputJson`). The fraction picks deals by a
+      draw on (seed, ID), so the same seed poisons the same deals. `poison_answer="error_500"`
+      answers such requests with HTTP 500 INTERNAL_SERVER_ERROR instead, as a request that
+      fails on the server every time does.
+    * `denied_code` / `denied_status`: the `error` code and HTTP status of a refused read
+      (hidden deals; every deal with `can_read_deals=False`). The default is crm.deal.get's
+      empty code with 400; `denied_code="ACCESS_DENIED"` answers like `crm.item.get`, and
+      `denied_status=403` like portals that send it with 403 (the status shows on a plain
+      call; inside `batch` a command's error sits under the batch's 200).
     * `can_read_deals=False`: the webhook user has no deal read permission at all: every
       `crm.deal.get` answers `Access denied.`, and missing deals `Access denied` (no period).
     * `user_fields`: names of the UF kinds to expose (None = the default set, see
@@ -142,6 +169,11 @@ class SimulatorConfig:
     can_read_deals: bool = True
     hidden_fraction: float = 0.02
     deleted_fraction: float = 0.04
+    poison_ids: frozenset[int] = frozenset()
+    poison_fraction: float = 0.0
+    poison_answer: Literal["wrong_encoding", "error_500"] = "wrong_encoding"
+    denied_code: str = ""
+    denied_status: int = 400
     user_fields: tuple[str, ...] | None = None
     cache_size: int = 10_000
     empty_multiple: EmptyMultiple = "mix"
@@ -167,6 +199,12 @@ class SimulatorConfig:
             raise ValueError("time_scale must be > 0")
         if not 0 <= self.hidden_fraction < 1 or not 0 <= self.deleted_fraction < 1:
             raise ValueError("hidden_fraction and deleted_fraction must be within [0, 1)")
+        if not 0 <= self.poison_fraction < 1:
+            raise ValueError("poison_fraction must be within [0, 1)")
+        if self.poison_answer not in ("wrong_encoding", "error_500"):
+            raise ValueError(f"unknown poison_answer {self.poison_answer!r}")
+        if not 400 <= self.denied_status < 500:
+            raise ValueError("denied_status must be a 4xx status")
         if not self.secret or "/" in self.secret:
             raise ValueError("secret must be a non-empty path segment")
         if self.empty_multiple not in EMPTY_MULTIPLE_FORMS:

@@ -6,11 +6,14 @@ concurrency, so the same seed yields the same faults on the same request numbers
 
 from __future__ import annotations
 
-from pipeline.simulator.config import FAULT_KINDS, FaultConfig, FaultKind
+from collections.abc import Iterable
+
+from pipeline.simulator.config import DRAW_ORDER, FaultConfig, FaultKind
 from pipeline.simulator.generate import unit
 
 _SALT_KIND = 0xFA17
 _SALT_MODE = 0xFA18
+_SALT_POISON = 0x9015
 
 HTML_PAGES: dict[int, tuple[str, str]] = {
     502: ("502 Bad Gateway", "nginx"),
@@ -28,7 +31,7 @@ def pick_fault(config: FaultConfig, seed: int, n: int, method: str) -> FaultKind
         return None
     u = unit(config.seed if config.seed is not None else seed, _SALT_KIND, n)
     acc = 0.0
-    for kind in FAULT_KINDS:
+    for kind in DRAW_ORDER:
         acc += getattr(config, kind)
         if u < acc:
             return kind
@@ -41,6 +44,21 @@ def truncate_mid_body(config: FaultConfig, seed: int, n: int) -> bool:
     return unit(config.seed if config.seed is not None else seed, _SALT_MODE, n) < 0.5
 
 
+class Poison:
+    """Which deals the portal cannot JSON-encode: the given IDs, plus a fraction drawn on
+    (seed, ID), so the same seed poisons the same deals whatever the request order."""
+
+    def __init__(self, ids: Iterable[int], fraction: float, seed: int) -> None:
+        self._ids = frozenset(ids)
+        self._fraction = fraction
+        self._seed = seed
+
+    def __call__(self, deal_id: int) -> bool:
+        if deal_id in self._ids:
+            return True
+        return self._fraction > 0 and unit(self._seed, _SALT_POISON, deal_id) < self._fraction
+
+
 def html_page(status: int) -> str:
     title, server = HTML_PAGES[status]
     return (
@@ -50,4 +68,4 @@ def html_page(status: int) -> str:
     )
 
 
-__all__ = ["HTML_PAGES", "html_page", "pick_fault", "truncate_mid_body"]
+__all__ = ["HTML_PAGES", "Poison", "html_page", "pick_fault", "truncate_mid_body"]

@@ -77,6 +77,10 @@ BATCH_TOO_LONG = MethodError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch leng
 BATCH_NOT_ALLOWED = MethodError(
     405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
 )
+#: The whole answer when its JSON encoding fails, sent with no error status (core `rest.php`
+#: `outputJson`): what one deal with text that is not valid UTF-8 does to any request.
+WRONG_ENCODING = {"error": "WRONG_ENCODING", "error_description": "Wrong request encoding"}
+SERVER_FAULT = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
 
 _LIST_ID_FIELDS = ("ID",)
 _TIME_FIELDS = {"DATE_MODIFY", "DATE_CREATE"}
@@ -106,6 +110,15 @@ class Api:
             "crm.deal.get": self.deal_get,
             "crm.deal.fields": self.deal_fields,
             "crm.deal.list": self.deal_list,
+        }
+        #: Set by the server: whether a deal's answer cannot be JSON-encoded (a poison deal);
+        #: `unencodable` records that the current call returned one.
+        self.poisoned: Callable[[int], bool] = _never
+        self.unencodable = False
+        code, status = config.denied_code, config.denied_status
+        self._refusals = {
+            DENIED: MethodError(status, code, DENIED.description),
+            DENIED_NO_PERMISSION: MethodError(status, code, DENIED_NO_PERMISSION.description),
         }
 
     # -- envelopes --------------------------------------------------------------------------
@@ -181,7 +194,12 @@ class Api:
             # The failed call still ran on the server, so it still costs operating time.
             if exc.status == 400:
                 self._charge(caller, method, self._cost(method))
-            raise
+            refusal = self._refusals.get(exc, exc)  # the configured code/status of a refusal
+            if refusal is exc:
+                raise
+            raise refusal from None
+        if outcome.deals and method == "crm.deal.get" and self.poisoned(_deal_id(params)):
+            self.unencodable = True
         operating = self._charge(caller, method, outcome.cost_s)
         self.stats.deals_served += outcome.deals
         return outcome, operating
@@ -464,6 +482,16 @@ def _compare(op: str, bound: int, getter: Callable[[int], int]) -> Callable[[int
     if op in ("!", "!="):
         return lambda i: getter(i) != bound
     return lambda i: getter(i) == bound
+
+
+def _deal_id(params: dict[PhpKey, Any]) -> int:
+    """The deal a `crm.deal.get` asks for, read as `deal_get` reads it."""
+    raw = params.get("ID")
+    return php_int(params.get("id") if raw is None else raw)
+
+
+def _never(deal_id: int) -> bool:
+    return False
 
 
 __all__ = ["BATCH_MAX_LENGTH", "PAGE_SIZE", "Api", "MethodError", "Outcome", "method_name"]

@@ -19,10 +19,16 @@ from aiohttp import web
 
 from pipeline.clock import ScaledClock
 from pipeline.simulator.config import FaultConfig, FaultKind, SimulatorConfig
-from pipeline.simulator.faults import html_page, pick_fault, truncate_mid_body
+from pipeline.simulator.faults import Poison, html_page, pick_fault, truncate_mid_body
 from pipeline.simulator.fields import select_user_fields
 from pipeline.simulator.limits import LeakyBucket, OperatingMeter
-from pipeline.simulator.methods import METHOD_NOT_FOUND, Api, method_name
+from pipeline.simulator.methods import (
+    METHOD_NOT_FOUND,
+    SERVER_FAULT,
+    WRONG_ENCODING,
+    Api,
+    method_name,
+)
 from pipeline.simulator.oauth import OAuthError, TokenStore
 from pipeline.simulator.php import PhpKey, from_json, parse_pairs, parse_str
 from pipeline.simulator.portal import Portal
@@ -34,6 +40,8 @@ NO_AUTH = {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization d
 EXPIRED = {"error": "expired_token", "error_description": "The access token provided has expired."}
 RATE_LIMITED = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
 INTERNAL = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
+#: A 429 without a known code (e.g. from a proxy or a newer limiter).
+NO_CODE_429 = {"error": "", "error_description": "Too many requests"}
 
 
 class Simulator:
@@ -59,6 +67,7 @@ class Simulator:
         self.bucket = LeakyBucket(config.rate, config.burst)
         self.meter = OperatingMeter(config.operating_budget_s)
         self.api = Api(config, self.portal, self.clock, self.meter, self.counters)
+        self.set_poison(config.poison_ids)
         self.tokens = TokenStore(config.oauth, config.seed, self.clock.now())
         self.faults = config.faults
         self.secret = config.secret
@@ -70,6 +79,12 @@ class Simulator:
     def set_faults(self, faults: FaultConfig) -> None:
         """Replace the fault configuration; request numbering continues."""
         self.faults = faults
+
+    def set_poison(self, ids: list[int] | range | frozenset[int]) -> None:
+        """From now on these deals are poison (see `SimulatorConfig.poison_ids`); the
+        configured `poison_fraction` still applies."""
+        config = self.config
+        self.api.poisoned = Poison(ids, config.poison_fraction, config.seed)
 
     def revoke_webhook(self) -> None:
         """From now on webhook calls answer 401 NO_AUTH_FOUND, as after the webhook is deleted."""
@@ -208,11 +223,20 @@ class Simulator:
         if not self.bucket.admit(self.clock.monotonic()):
             self.counters.rate_limited += 1
             return 503, RATE_LIMITED
-        return self.api.call(method, params, caller)
+        self.api.unencodable = False
+        status, body = self.api.call(method, params, caller)
+        if self.api.unencodable:
+            # The work (and its operating charge) happened; only the answer failed, whole.
+            if self.config.poison_answer == "error_500":
+                return 500, dict(SERVER_FAULT)
+            return 200, dict(WRONG_ENCODING)
+        return status, body
 
     def _early_fault(self, fault: FaultKind, request: web.Request) -> web.StreamResponse | None:
         if fault == "error_500":
             return _json(500, INTERNAL)
+        if fault == "error_429":
+            return _json(429, NO_CODE_429)
         if fault in ("html_502", "html_503", "html_504"):
             status = int(fault[-3:])
             return web.Response(status=status, text=html_page(status), content_type="text/html")
@@ -336,6 +360,9 @@ class RunningSimulator:
 
     def set_faults(self, faults: FaultConfig) -> None:
         self.sim.set_faults(faults)
+
+    def set_poison(self, ids: list[int] | range | frozenset[int]) -> None:
+        self.sim.set_poison(ids)
 
     def revoke_webhook(self) -> None:
         self.sim.revoke_webhook()

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from pipeline.config import LimitsConfig
 from pipeline.fetch.pacing import (
+    EPISODE_QUIET_S,
     MIN_OPERATING_PAUSE_S,
+    RECOVER_AFTER_S,
+    RECOVER_STEP_S,
     RESET_MARGIN_S,
     Observation,
     OperatingBudget,
+    Pacer,
     RateGate,
+    WaitMeter,
     observe,
 )
 from pipeline.fetch.stats import FetchStats
@@ -173,3 +179,121 @@ async def test_affordable_lets_a_smaller_batch_use_the_rest_of_the_window() -> N
         await budget.reserve(1), Observation(operating=100.0, reset_at=1_600, per_command_s=0.5)
     )
     assert budget.affordable(50) == 0
+
+
+# -- live wait figures, episodes, adaptation (issues 10 and 14) -------------------------------
+
+
+def test_wait_meter_accrues_while_waits_overlap() -> None:
+    # Two tasks take turns at waiting and the count never drops to 0: the figure must still
+    # grow during the run, and a reader mid-wait sees the open interval.
+    clock = FakeClock(t=0.0)
+    stats = FetchStats()
+    meter = WaitMeter(clock, stats, "rate_wait_s")
+    a, b = meter.waiting(), meter.waiting()
+    a.__enter__()
+    clock.t = 1.0
+    b.__enter__()
+    clock.t = 2.0
+    a.__exit__(None, None, None)
+    assert stats.rate_wait_s == pytest.approx(2.0)  # written as it goes, not at the end
+    clock.t = 3.5
+    assert meter.total() == pytest.approx(3.5)  # the open interval included
+    assert stats.rate_wait_s == pytest.approx(3.5)
+    clock.t = 4.0
+    b.__exit__(None, None, None)
+    clock.t = 10.0  # nobody waits: no time accrues
+    assert meter.total() == pytest.approx(4.0)
+    with meter.waiting():
+        clock.t = 11.0
+    assert stats.rate_wait_s == pytest.approx(5.0)
+    assert stats.operating_wait_s == 0.0
+
+
+async def test_pacer_wait_totals_read_mid_wait() -> None:
+    clock = FakeClock(t=0.0)
+    stats = FetchStats()
+    pacer = Pacer(LimitsConfig(rate=0, operating_budget_s=None), clock, stats)
+    budget = pacer.budget("crm.deal.get")
+    budget.on_limited()
+    task = asyncio.ensure_future(budget.reserve(1))
+    await asyncio.sleep(0)  # the task is inside its sleep; the fake clock already advanced
+    assert pacer.wait_totals()[1] == pytest.approx(MIN_OPERATING_PAUSE_S)
+    await task
+    assert stats.operating_wait_s == pytest.approx(MIN_OPERATING_PAUSE_S)
+
+
+def test_concurrent_429s_are_one_pause_and_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    budget = OperatingBudget(limits(None), clock, FetchStats(), "crm.deal.get")
+    with caplog.at_level(logging.WARNING, logger="pipeline.fetch.pacing"):
+        first = budget.on_limited(status=429, code="")
+        for _ in range(3):  # requests that were in flight when the pause began
+            assert budget.on_limited(status=429, code="") == pytest.approx(first)
+    assert budget.pauses == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert "HTTP 429 (no code)" in lines[0]
+    assert budget.paused_for() == pytest.approx(first)
+    clock.t += first
+    assert budget.paused_for() == 0.0
+    assert budget.on_limited(status=None, code="OPERATION_TIME_LIMIT") == 2 * first
+    assert "OPERATION_TIME_LIMIT per command" in caplog.records[-1].getMessage()
+
+
+def test_rate_gate_lowers_only_on_refusals_its_model_admitted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    gate = RateGate(LimitsConfig(rate=2.0, burst=50, headroom=0.0), clock, FetchStats(), rand=zero)
+    with caplog.at_level(logging.DEBUG, logger="pipeline.fetch.pacing"):
+        g0 = gate.generation
+        gate.on_rate_limited(g0)  # first of an episode: a bucket left full explains it
+        assert gate.rate == 2.0
+        gate.on_rate_limited(g0)  # in flight before the back-off: stale, no evidence
+        assert gate.rate == 2.0
+        gate.on_rate_limited(gate.generation)  # admitted after the back-off and still refused
+        assert gate.rate == pytest.approx(1.6)
+        assert gate.burst == 40
+        gate.on_rate_limited(None)  # unknown admission (a command inside a batch)
+        assert gate.rate == pytest.approx(1.6)
+        for _ in range(40):
+            gate.on_rate_limited(gate.generation)
+        assert gate.rate == pytest.approx(0.2)  # floor: a tenth of the configured rate
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # one episode, one line
+    assert gate.episodes == 1
+    assert "HTTP 503 QUERY_LIMIT_EXCEEDED" in warnings[0].getMessage()
+
+
+def test_rate_gate_episodes_end_after_quiet_and_the_rate_recovers_slowly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    gate = RateGate(LimitsConfig(rate=2.0, burst=50, headroom=0.0), clock, FetchStats(), rand=zero)
+    with caplog.at_level(logging.INFO, logger="pipeline.fetch.pacing"):
+        gate.on_rate_limited(gate.generation)
+        clock.t += 5
+        gate.on_rate_limited(gate.generation)
+        lowered = gate.rate
+        assert lowered < 2.0
+        clock.t += EPISODE_QUIET_S + 1
+        gate.on_success()
+        assert gate.rate == lowered  # the episode is over, recovery has not begun
+        clock.t += RECOVER_AFTER_S
+        gate.on_success()
+        assert lowered < gate.rate < 2.0  # one step, not all the way back
+        for _ in range(20):
+            clock.t += RECOVER_STEP_S
+            gate.on_success()
+        assert gate.rate == 2.0
+        assert gate.burst == 50
+        gate.on_rate_limited(gate.generation)  # a new episode after the quiet period
+    assert gate.episodes == 2
+    levels = [r.levelno for r in caplog.records]
+    assert levels.count(logging.WARNING) == 2
+    assert levels.count(logging.INFO) == 1  # the first episode's summary
+
+
+def zero() -> float:
+    return 0.0

@@ -152,3 +152,80 @@ async def test_result_references_between_commands(
     assert res["result"]["get"] == sim.portal.deal_wire(first)
     assert res["result"]["again"]["ID"] == str(first)
     assert res["result_error"]["dangling"]["error_description"] == "ID is not defined or invalid."
+
+
+# -- poison deals and per-command refusals (issue 10) ----------------------------------------
+
+
+async def test_poison_deal_fails_the_whole_answer_with_200(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    probe = await simulator(deals=80, seed=6, hidden_fraction=0.0)
+    ids = probe.portal.visible_ids[:4]
+    sim = await simulator(deals=80, seed=6, hidden_fraction=0.0, poison_ids=frozenset({ids[2]}))
+    wrong = {"error": "WRONG_ENCODING", "error_description": "Wrong request encoding"}
+    cmd = {f"d{i}": f"crm.deal.get?id={i}" for i in ids}
+    status, body = await post_json(http, sim.webhook_url + "batch", {"halt": 0, "cmd": cmd})
+    assert (status, body) == (200, wrong)
+    # A batch without it, and a plain get of another deal, are untouched.
+    cmd.pop(f"d{ids[2]}")
+    status, body = await post_json(http, sim.webhook_url + "batch", {"halt": 0, "cmd": cmd})
+    assert status == 200
+    assert set(body["result"]["result"]) == set(cmd)
+    status, body = await post_json(http, sim.webhook_url + "crm.deal.get", {"id": ids[2]})
+    assert (status, body) == (200, wrong)
+    status, body = await post_json(http, sim.webhook_url + "crm.deal.get", {"id": ids[1]})
+    assert status == 200
+    assert body["result"] == sim.portal.deal_wire(ids[1])
+
+
+async def test_poison_fraction_is_deterministic_and_runtime_settable(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await simulator(deals=400, seed=6, poison_fraction=0.05)
+    b = await simulator(deals=400, seed=6, poison_fraction=0.05)
+    picked_a = {i for i in a.portal.visible_ids if a.sim.api.poisoned(i)}
+    picked_b = {i for i in b.portal.visible_ids if b.sim.api.poisoned(i)}
+    assert picked_a == picked_b
+    assert 0 < len(picked_a) < 60
+    first = a.portal.visible_ids[0]
+    a.set_poison([first])
+    assert a.sim.api.poisoned(first)
+    status, body = await post_json(http, a.webhook_url + "crm.deal.get", {"id": first})
+    assert body["error"] == "WRONG_ENCODING"
+    assert status == 200
+
+
+async def test_poison_answer_500(simulator: SimulatorFactory, http: aiohttp.ClientSession) -> None:
+    probe = await simulator(deals=40, seed=6, hidden_fraction=0.0)
+    deal = probe.portal.visible_ids[0]
+    sim = await simulator(
+        deals=40,
+        seed=6,
+        hidden_fraction=0.0,
+        poison_ids=frozenset({deal}),
+        poison_answer="error_500",
+    )
+    status, body = await post_json(
+        http, sim.webhook_url + "batch", {"cmd": {f"d{deal}": f"crm.deal.get?id={deal}"}}
+    )
+    assert status == 500
+    assert body["error"] == "INTERNAL_SERVER_ERROR"
+
+
+async def test_denied_code_and_status(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await simulator(
+        deals=200, seed=6, hidden_fraction=0.1, denied_code="ACCESS_DENIED", denied_status=403
+    )
+    hidden = sim.portal.hidden_ids[0]
+    good = sim.portal.visible_ids[0]
+    denied = {"error": "ACCESS_DENIED", "error_description": "Access denied."}
+    status, body = await post_json(http, sim.webhook_url + "crm.deal.get", {"id": hidden})
+    assert (status, body) == (403, denied)
+    cmd = {f"d{hidden}": f"crm.deal.get?id={hidden}", f"d{good}": f"crm.deal.get?id={good}"}
+    status, body = await post_json(http, sim.webhook_url + "batch", {"halt": 0, "cmd": cmd})
+    assert status == 200  # inside a batch the refusal is one command's entry
+    assert body["result"]["result_error"] == {f"d{hidden}": denied}
+    assert list(body["result"]["result"]) == [f"d{good}"]

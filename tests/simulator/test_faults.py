@@ -108,3 +108,26 @@ def test_fault_config_validation() -> None:
         FaultConfig(error_500=0.6, reset=0.6)
     with pytest.raises(ValueError, match="scripted"):
         FaultConfig(script={0: "reset"})
+
+
+async def test_error_429_answers_without_a_code(
+    simulator: SimulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await simulator(deals=20, seed=5, faults=FaultConfig(script={1: "error_429"}))
+    async with http.post(sim.webhook_url + "crm.deal.fields", json={}) as resp:
+        assert resp.status == 429
+        assert orjson.loads(await resp.read()) == {
+            "error": "",
+            "error_description": "Too many requests",
+        }
+    assert await _outcome(http, sim) == "ok"  # the next request is served
+    assert sim.stats()["faults"] == {"error_429": 1}
+
+
+def test_adding_error_429_keeps_earlier_draws() -> None:
+    # The new kind is drawn after FAULT_KINDS: seeds that never set it draw the same faults.
+    with_429 = FaultConfig(error_500=0.3, reset=0.2, error_429=0.0, seed=3)
+    plain = FaultConfig(error_500=0.3, reset=0.2, seed=3)
+    assert [pick_fault(with_429, 1, n, "batch") for n in range(1, 200)] == [
+        pick_fault(plain, 1, n, "batch") for n in range(1, 200)
+    ]

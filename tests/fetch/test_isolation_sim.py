@@ -1,0 +1,280 @@
+"""Poison isolation and per-record refusals over real HTTP against the simulator (issue 10).
+
+A deal whose answer the portal cannot encode fails every request that holds it; the engine
+splits the batch down to that deal, with a bounded number of extra requests. A per-command
+ACCESS_DENIED is one deal's outcome; the run stops only when every command is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from pipeline.clock import ScaledClock
+from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
+from pipeline.errors import FatalPortalError
+from pipeline.fetch import PortalClient
+from pipeline.fetch.classify import ALL_DENIED_HINT
+from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+from pipeline.simulator import FaultConfig
+from tests.conftest import SimulatorFactory
+from tests.e2e.helpers import FAST, accounted, cli_env, read_sidecar, run_cli
+
+from .helpers import fetch_all
+
+UNLIMITED = LimitsConfig(rate=0, operating_budget_s=None)
+SCALE = 20.0
+
+
+def one_batch(**kw: object) -> FetchConfig:
+    """One batch in flight, so the request count is a pure function of the poison's place."""
+    values: dict[str, object] = {
+        "concurrency": 1,
+        "max_attempts": 3,
+        "backoff_base_s": 0.2,
+        "backoff_max_s": 1.0,
+    }
+    values.update(kw)
+    return FetchConfig(**values)  # type: ignore[arg-type]
+
+
+def splits_to_isolate(size: int, index: int) -> int:
+    """How many times the batch is halved (bigger half first) before `index` stands alone."""
+    splits = 0
+    while size > 1:
+        mid = (size + 1) // 2
+        if index < mid:
+            size = mid
+        else:
+            index -= mid
+            size -= mid
+        splits += 1
+    return splits
+
+
+def test_splits_to_isolate_is_bounded_by_log2() -> None:
+    assert max(splits_to_isolate(50, i) for i in range(50)) == 6
+    assert min(splits_to_isolate(50, i) for i in range(50)) == 5
+    assert splits_to_isolate(1, 0) == 0
+
+
+def by_kind(outcomes: list[FetchOutcome]) -> tuple[set[int], dict[int, DealFailed]]:
+    ids = [o.id for o in outcomes]
+    assert len(ids) == len(set(ids)), "an ID got two outcomes"
+    fetched = {o.id for o in outcomes if isinstance(o, DealFetched)}
+    failed = {o.id: o for o in outcomes if isinstance(o, DealFailed)}
+    return fetched, failed
+
+
+@pytest.mark.parametrize("index", [0, 24, 37, 49])
+async def test_one_poison_deal_costs_two_requests_per_split(
+    simulator: SimulatorFactory, index: int
+) -> None:
+    probe = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+    ids = list(probe.portal.visible_ids[:50])
+    poison = ids[index]
+    sim = await simulator(
+        deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE, poison_ids=frozenset({poison})
+    )
+    client = PortalClient(
+        WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=one_batch(), clock=ScaledClock(SCALE)
+    )
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
+    fetched, failed = by_kind(outcomes)
+    assert fetched == set(ids) - {poison}
+    assert list(failed) == [poison]
+    culprit = failed[poison]
+    assert (culprit.code, culprit.message) == ("WRONG_ENCODING", "Wrong request encoding")
+    assert culprit.http_status == 200
+    assert culprit.retryable is False
+    assert culprit.error_class == "permanent"
+    for o in outcomes:
+        if isinstance(o, DealFetched):
+            assert o.payload == sim.portal.deal_wire(o.id)
+    splits = splits_to_isolate(50, index)
+    extra = sim.stats()["requests"] - 1
+    assert extra == 2 * splits  # both halves of every split, nothing else
+    assert extra <= 12
+    assert client.stats.batch_splits == splits
+    assert client.stats.requests == 1 + extra
+
+
+async def test_two_poison_deals_in_one_batch_are_both_isolated(
+    simulator: SimulatorFactory,
+) -> None:
+    probe = await simulator(deals=120, seed=4, hidden_fraction=0.0)
+    ids = list(probe.portal.visible_ids[:50])
+    poison = {ids[3], ids[40]}
+    sim = await simulator(deals=120, seed=4, hidden_fraction=0.0, poison_ids=frozenset(poison))
+    async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=one_batch()) as c:
+        outcomes = await asyncio.wait_for(fetch_all(c, ids), 30)
+    fetched, failed = by_kind(outcomes)
+    assert set(failed) == poison
+    assert fetched == set(ids) - poison
+    assert sim.stats()["requests"] - 1 <= 2 * 12
+
+
+async def test_poison_alone_with_batch_size_one_fails_once(simulator: SimulatorFactory) -> None:
+    sim = await simulator(deals=60, seed=4, hidden_fraction=0.0)
+    ids = list(sim.portal.visible_ids[:10])
+    sim.set_poison([ids[5]])
+    fetch = one_batch(batch_size=1)
+    async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch) as c:
+        outcomes = await fetch_all(c, ids)
+    fetched, failed = by_kind(outcomes)
+    assert list(failed) == [ids[5]]
+    assert len(fetched) == 9
+    assert failed[ids[5]].code == "WRONG_ENCODING"
+    assert sim.stats()["requests"] == 10  # no retry of a deterministic encoding failure
+
+
+async def test_repeating_500_splits_on_its_second_occurrence(simulator: SimulatorFactory) -> None:
+    probe = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+    ids = list(probe.portal.visible_ids[:50])
+    index = 30
+    sim = await simulator(
+        deals=120,
+        seed=4,
+        hidden_fraction=0.0,
+        time_scale=SCALE,
+        poison_ids=frozenset({ids[index]}),
+        poison_answer="error_500",
+    )
+    fetch = one_batch(max_attempts=3)
+    client = PortalClient(
+        WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE)
+    )
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
+    fetched, failed = by_kind(outcomes)
+    assert fetched == set(ids) - {ids[index]}
+    culprit = failed[ids[index]]
+    # Alone and still failing: the portal's own code and text, retryable (a 500 may pass).
+    assert (culprit.code, culprit.message) == ("INTERNAL_SERVER_ERROR", "Internal server error")
+    assert culprit.http_status == 500
+    assert culprit.retryable is True
+    assert culprit.attempts == fetch.max_attempts
+    # The first 500 is retried as the same set; its repeat splits; halves that fail split at
+    # once; alone, the culprit spends the rest of its attempts.
+    splits = splits_to_isolate(50, index)
+    total = 2 + 2 * splits + (fetch.max_attempts - 2)
+    assert sim.stats()["requests"] == total
+    good = [o for o in outcomes if isinstance(o, DealFetched)]
+    assert max(o.attempts for o in good) <= 2  # victims spent one attempt, never more
+
+
+async def test_one_off_500_does_not_split(simulator: SimulatorFactory) -> None:
+    sim = await simulator(deals=120, seed=4, faults=FaultConfig(script={1: "error_500"}))
+    ids = list(sim.portal.visible_ids[:50])
+    async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=one_batch()) as c:
+        outcomes = await fetch_all(c, ids)
+    assert all(isinstance(o, DealFetched) for o in outcomes)
+    assert sim.stats()["requests"] == 2
+    assert c.stats.batch_splits == 0
+
+
+async def test_retry_isolates_the_poison_deal(simulator: SimulatorFactory, tmp_path: Path) -> None:
+    # Run 1: every batch fails (and one attempt is all it may spend), so every ID is retryable.
+    sim = await simulator(
+        deals=150, seed=9, faults=FaultConfig(error_500=1.0, methods=frozenset({"batch"}))
+    )
+    out = tmp_path / "out"
+    args = ["--ids", "1-150", "--ids-format", "range", "--out", str(out), "--max-attempts", "1"]
+    first = await run_cli(["run", *args, *FAST], env=cli_env(sim), cwd=tmp_path)
+    assert first.code == 3, first.stderr
+    poison = sim.portal.visible_ids[17]
+    sim.set_faults(FaultConfig())
+    sim.set_poison([poison])
+    before = sim.stats()["requests"]
+    again = await run_cli(["retry", str(out), *FAST[:4]], env=cli_env(sim), cwd=tmp_path)
+    assert again.code == 0, again.stderr
+    data_ids, fetch_ids = accounted(out)
+    assert set(data_ids) == {i for i in sim.portal.visible_ids if i <= 150} - {poison}
+    side = read_sidecar(out)
+    row = side.filter(pc.equal(side.column("id"), poison)).to_pylist()
+    assert len(row) == 1
+    assert row[0]["code"] == "WRONG_ENCODING"
+    assert row[0]["message"] == "Wrong request encoding"
+    assert row[0]["retryable"] is False
+    # 150 IDs are 3 batches of 50 (or fewer after the first run's permanent failures, which
+    # are not retried); the one holding the poison costs at most 12 more.
+    batches = -(-len(set(fetch_ids) | set(data_ids)) // 50)
+    assert sim.stats()["requests"] - before <= batches + 12
+
+
+# -- per-record refusals ---------------------------------------------------------------------
+
+
+async def test_per_command_access_denied_is_that_deals_outcome(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = await simulator(deals=300, seed=3, hidden_fraction=0.05, denied_code="ACCESS_DENIED")
+    hidden = set(sim.portal.hidden_ids)
+    assert hidden
+    async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED) as client:
+        outcomes = await fetch_all(client, range(1, sim.portal.max_id + 1))
+    fetched, failed = by_kind(outcomes)
+    assert fetched == set(sim.portal.visible_ids)
+    denied = {i for i, o in failed.items() if o.code == "ACCESS_DENIED"}
+    assert denied == hidden
+    for i in denied:
+        assert failed[i].message == "Access denied."
+        assert failed[i].retryable is False
+        assert failed[i].error_class == "permanent"
+
+
+async def test_access_denied_with_403_on_plain_gets_is_per_deal(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = await simulator(
+        deals=80, seed=3, hidden_fraction=0.1, denied_code="ACCESS_DENIED", denied_status=403
+    )
+    hidden = set(sim.portal.hidden_ids)
+    fetch = FetchConfig(batch_size=1)
+    async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch) as c:
+        outcomes = await fetch_all(c, sim.portal.existing_ids)
+    fetched, failed = by_kind(outcomes)
+    assert set(failed) == hidden
+    assert hidden
+    assert {o.http_status for o in failed.values()} == {403}
+    assert fetched == set(sim.portal.visible_ids)
+
+
+async def test_every_command_denied_refuses_the_run(simulator: SimulatorFactory) -> None:
+    sim = await simulator(deals=200, seed=3, can_read_deals=False, denied_code="ACCESS_DENIED")
+    async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED) as client:
+        with pytest.raises(FatalPortalError) as info:
+            await fetch_all(client, range(1, 150))
+        assert info.value.code == "ACCESS_DENIED"
+        assert ALL_DENIED_HINT in str(info.value)
+        assert sim.secret not in str(info.value)
+        # The same refusal for a whole request (crm.deal.list) is fatal too, with the hint
+        # about the user's rights, not the plan.
+        with pytest.raises(FatalPortalError) as whole:
+            await client.call("crm.deal.list", {"select": ["ID"]})
+        assert "CRM read" in str(whole.value) or "deal read" in str(whole.value)
+        assert "commercial plan" not in str(whole.value)
+
+
+async def test_cli_run_with_one_denied_deal_exits_0(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator(deals=200, seed=3, hidden_fraction=0.02, denied_code="ACCESS_DENIED")
+    hidden = sim.portal.hidden_ids[0]
+    wanted = [*sim.portal.visible_ids[:60], hidden]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(map(str, wanted)) + "\n")
+    out = tmp_path / "out"
+    done = await run_cli(
+        ["run", "--ids", str(ids), "--out", str(out), *FAST], env=cli_env(sim), cwd=tmp_path
+    )
+    assert done.code == 0, done.stderr
+    data_ids, fetch_ids = accounted(out)
+    assert sorted(data_ids) == sorted(sim.portal.visible_ids[:60])
+    assert fetch_ids == [hidden]
+    side = read_sidecar(out)
+    assert side.column("code").to_pylist() == ["ACCESS_DENIED"]
