@@ -43,10 +43,12 @@ class RunCounts:
         return self.unique - self.exported - self.failed
 
 
-#: `crm.deal.get` answers for a deal the webhook user may not read: with the period for an
-#: existing deal, without it for a missing deal when the user lacks general deal read
-#: permission (bitrix24-api.md §4.3).
-ACCESS_DENIED = frozenset({"Access denied", "Access denied."})
+#: Answers for a deal the webhook user may not read. `crm.deal.get` sends an empty code with the
+#: text: with the period for an existing deal, without it for a missing deal when the user lacks
+#: general deal read permission (crm `restservice.php`, `CCrmDealRestProxy::innerGet`). Portals
+#: that answer like `crm.item.get` send the code `ACCESS_DENIED` instead
+#: (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-get.html).
+ACCESS_DENIED = frozenset({"Access denied", "Access denied.", "ACCESS_DENIED"})
 
 
 def nothing_readable(counts: RunCounts) -> bool:

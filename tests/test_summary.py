@@ -41,6 +41,11 @@ from pipeline.summary import (
             ),
             EXIT_FATAL,
         ),
+        # The same refusal as a code (crm.item.* style), e.g. with one deal per request.
+        (
+            RunCounts(requested=3, unique=3, exported=0, failed_permanent={"ACCESS_DENIED": 3}),
+            EXIT_FATAL,
+        ),
         (
             RunCounts(requested=3, unique=3, exported=0, failed_permanent={"Not found": 3}),
             EXIT_OK,
