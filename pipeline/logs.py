@@ -22,6 +22,8 @@ from pipeline.redact import mask_text
 
 LOGGER_NAME: Final = "pipeline"
 _HANDLER_MARK: Final = "_deal_export_handler"
+#: The run this process works for, once known: every JSON record names it.
+_run_id: str | None = None
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
 _STANDARD_ATTRS: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
@@ -74,29 +76,72 @@ def _mask_value(value: Any, secrets: SecretFilter) -> Any:
     return value
 
 
+def set_run_id(run_id: str | None) -> None:
+    """The run every later record belongs to (None: not known yet, or no run at all)."""
+    global _run_id
+    _run_id = run_id
+
+
+def current_run_id() -> str | None:
+    return _run_id
+
+
+def utc_stamp(created: float) -> str:
+    """`2026-11-27T01:53:18.123Z`: the one timestamp format of every JSON line we write."""
+    stamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def json_record(
+    *,
+    created: float,
+    level: str,
+    logger: str,
+    event: str,
+    message: str,
+    run_id: str | None = None,
+    fields: dict[str, Any] | None = None,
+) -> str:
+    """One JSON line in the shape every JSON-mode line shares: ts, level (lower case), logger,
+    run_id, event, message, then the event's own fields (which never replace those six)."""
+    payload: dict[str, Any] = {
+        "ts": utc_stamp(created),
+        "level": level.lower(),
+        "logger": logger,
+        "run_id": run_id,
+        "event": event,
+        "message": message,
+    }
+    for key, value in (fields or {}).items():
+        payload.setdefault(key, value)
+    return json.dumps(payload, default=str, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts (UTC, ISO 8601), level, logger, event, message, fields."""
+    """One JSON object per line (see `json_record`); extra fields become top-level keys."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        payload: dict[str, Any] = {
-            "ts": stamp.replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": getattr(record, "event", None) or "log",
-            "message": record.getMessage(),
-        }
+        extra: dict[str, Any] = {}
         for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and key not in ("event", "fields"):
-                payload[key] = value
+            if key not in _STANDARD_ATTRS and key not in ("event", "fields", "run_id"):
+                extra[key] = value
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            payload.update(fields)
+            extra.update(fields)
+        run_id = extra.pop("run_id", None) or getattr(record, "run_id", None) or _run_id
         if record.exc_text:
-            payload["exception"] = record.exc_text
+            extra["exception"] = record.exc_text
         if record.stack_info:
-            payload["stack"] = record.stack_info
-        return json.dumps(payload, default=str, ensure_ascii=False)
+            extra["stack"] = record.stack_info
+        return json_record(
+            created=record.created,
+            level=record.levelname,
+            logger=record.name,
+            event=getattr(record, "event", None) or "log",
+            message=record.getMessage(),
+            run_id=run_id,
+            fields=extra,
+        )
 
 
 class TextFormatter(logging.Formatter):
@@ -148,6 +193,15 @@ def secret_filter(handler: logging.Handler) -> SecretFilter:
     raise ValueError("handler has no SecretFilter")
 
 
+#: What --log-level accepts, quietest last.
+LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def parse_level(name: str | None) -> int:
+    """`"warning"` -> logging.WARNING; None -> INFO."""
+    return int(getattr(logging, (name or "info").upper()))
+
+
 def log_event(
     logger: logging.Logger,
     event: str,
@@ -161,11 +215,17 @@ def log_event(
 
 
 __all__ = [
+    "LEVELS",
     "LOGGER_NAME",
     "JsonFormatter",
     "SecretFilter",
     "TextFormatter",
+    "current_run_id",
+    "json_record",
     "log_event",
+    "parse_level",
     "secret_filter",
+    "set_run_id",
     "setup_logging",
+    "utc_stamp",
 ]

@@ -222,16 +222,14 @@ class _Exporter:
             raise _most_telling(group) from None
 
     async def _fetch(self, queue: asyncio.Queue[_ChunkBuffer | None]) -> None:
-        waited = self.client.stats.limit_wait_s
         async for outcome in fetch_deals(self.chunks.stream(), self.client):
             buf = self._buffer(self.chunks.index_of(outcome.id))
             self._add(buf, outcome)
             if self.progress is not None:
-                failed = 1 if isinstance(outcome, DealFailed) else 0
-                now_waited = self.client.stats.limit_wait_s
-                self.progress.add_limit_wait(now_waited - waited)
-                waited = now_waited
-                self.progress.advance(1, failed=failed)
+                lost = outcome if isinstance(outcome, DealFailed) else None
+                retryable = int(lost is not None and lost.retryable)
+                permanent = int(lost is not None and not lost.retryable)
+                self.progress.advance(1, failed=retryable, unavailable=permanent)
             if buf.complete:
                 del self.buffers[buf.index]
                 await queue.put(buf)
@@ -327,12 +325,14 @@ async def export(
             chunks = _Chunks(idset.ids, config.output.chunk_size, committed)
             skipped = chunks.count - len(chunks.pending)
             progress = progress_factory(len(idset.ids)) if progress_factory else None
+            if progress is not None:
+                progress.follow_waits(client.pacer.wait_totals)
             if progress is not None and skipped:
                 done_before = sum(len(chunks.ids_of(i)) for i in range(chunks.count)) - sum(
                     len(chunks.ids_of(i)) for i in chunks.pending
                 )
                 progress.event("resume", chunks_committed=skipped, deals=done_before)
-                progress.advance(done_before)
+                progress.resume(done_before)
             exporter = _Exporter(out, schema, chunks, idset, progress, client, committed)
             try:
                 await exporter.run()

@@ -78,16 +78,27 @@ def _reasons(by_reason: Mapping[str, int]) -> str:
 
 
 def render_summary(
-    counts: RunCounts, *, output: str, seconds: float, drift: Sequence[str] = ()
+    counts: RunCounts,
+    *,
+    output: str,
+    seconds: float,
+    drift: Sequence[str] = (),
+    exported_now: int | None = None,
 ) -> list[str]:
     """Plain sentences for the operator, in the order they will be read in the morning.
 
     `drift` lists the portal's field changes since the previous completed run, one per line.
+    `exported_now`: deals this attempt exported, when earlier attempts did part of the work; the
+    rate is this attempt's own, not earlier attempts' deals over this attempt's time.
     """
-    rate = counts.exported / seconds if seconds > 0 else 0.0
+    now = counts.exported if exported_now is None else exported_now
+    rate = now / seconds if seconds > 0 else 0.0
+    speed = f"{rate:,.0f} deals/s"
+    if exported_now is not None:
+        speed = f"{exported_now:,} in this attempt at {speed}"
     lines = [
         f"exported {counts.exported:,} of {counts.unique:,} unique deal IDs "
-        f"in {seconds:,.1f} s ({rate:,.0f} deals/s) into {output}",
+        f"in {seconds:,.1f} s ({speed}) into {output}",
     ]
     if counts.duplicates:
         lines.append(f"dropped {counts.duplicates:,} duplicate IDs from the input")

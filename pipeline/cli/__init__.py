@@ -5,9 +5,14 @@ Each sub-command lives in its own module of this package and is registered here.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from pipeline import __version__
+from pipeline.cli._errors import fail, json_wanted
+from pipeline.summary import EXIT_INTERRUPTED
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,7 +46,18 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="deal-export")
+    if not json_wanted(sys.argv[1:], os.environ):
+        cli(prog_name="deal-export")
+        return
+    # In JSON mode even click's own usage errors (unknown option, bad choice) must be a JSON
+    # record like every other line, so click must not print them itself.
+    try:
+        code = cli.main(prog_name="deal-export", standalone_mode=False)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code, as_json=True)
+    except click.Abort:
+        fail("interrupted", EXIT_INTERRUPTED, as_json=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["cli", "main"]

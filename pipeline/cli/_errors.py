@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 from pipeline.errors import FatalPortalError, OutputError, PipelineError, UsageError
+from pipeline.logs import current_run_id, json_record
 from pipeline.redact import mask_text
 from pipeline.summary import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE
 
@@ -24,17 +24,31 @@ def fail(
 ) -> NoReturn:
     text = mask_text(message, secrets)
     if as_json:
-        record = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "level": "ERROR",
-            "event": "run_failed",
-            "message": text,
-            "exit_code": code,
-        }
-        click.echo(json.dumps(record, ensure_ascii=False), err=True)
+        record = json_record(
+            created=time.time(),
+            level="error",
+            logger="pipeline.cli",
+            event="run_failed",
+            message=text,
+            run_id=current_run_id(),
+            fields={"exit_code": code},
+        )
+        click.echo(record, err=True)
     else:
         click.echo(f"deal-export: error: {text}", err=True)
     sys.exit(code)
+
+
+def json_wanted(args: Sequence[str], env: Mapping[str, str]) -> bool:
+    """Whether the user asked for JSON logs, judged before (or without) a parsed config, so that
+    even an unknown option or a broken config file is reported as a JSON record."""
+    wanted = env.get("DEAL_EXPORT_LOG_FORMAT", "").strip().lower() == "json"
+    for i, arg in enumerate(args):
+        if arg == "--log-format" and i + 1 < len(args):
+            wanted = args[i + 1] == "json"
+        elif arg.startswith("--log-format="):
+            wanted = arg.split("=", 1)[1] == "json"
+    return wanted
 
 
 def run_guarded(
@@ -72,4 +86,4 @@ def run_guarded(
         fail(message, EXIT_FATAL, secrets(), as_json=json_errors)
 
 
-__all__ = ["fail", "run_guarded"]
+__all__ = ["fail", "json_wanted", "run_guarded"]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
 import click
 
 from pipeline.cli._errors import fail, run_guarded
-from pipeline.cli.run import load, portal_options
+from pipeline.cli.run import load, portal_options, start_logging
 from pipeline.clock import ScaledClock
 from pipeline.config_load import secrets_of
 from pipeline.fetch import PortalClient
+from pipeline.logs import log_event
 from pipeline.run import resolve_ids
 from pipeline.summary import EXIT_USAGE
 
@@ -52,12 +54,26 @@ def ids(**kw: Any) -> None:
         },
     )
     secrets = secrets_of(loaded)
+    as_json = loaded.log_format == "json"
     if loaded.auth is None:
-        fail("no portal credentials: set BITRIX24_WEBHOOK_URL (or --webhook-file)", EXIT_USAGE)
+        fail(
+            "no portal credentials: set BITRIX24_WEBHOOK_URL (or --webhook-file)",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
     if loaded.ids.modified_since is None and not loaded.ids.since_last_run:
-        fail("say since when: --modified-since TIME or --since-last-run --out DIR", EXIT_USAGE)
+        fail(
+            "say since when: --modified-since TIME or --since-last-run --out DIR",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
     if loaded.ids.since_last_run and loaded.output is None:
-        fail("--since-last-run needs --out (where the last run stored its watermark)", EXIT_USAGE)
+        fail(
+            "--since-last-run needs --out (where the last run stored its watermark)",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
+    start_logging(kw, loaded.log_format, secrets)
     auth = loaded.auth
     root = loaded.output.root if loaded.output is not None else ""
 
@@ -76,8 +92,11 @@ def ids(**kw: Any) -> None:
         out.flush()
         return len(idset)
 
-    count = run_guarded(main, lambda: secrets, json_errors=loaded.log_format == "json")
-    click.echo(f"{count} deal IDs", err=True)
+    count = run_guarded(main, lambda: secrets, json_errors=as_json)
+    if as_json:
+        log_event(logging.getLogger("pipeline.cli"), "ids_found", f"{count} deal IDs", count=count)
+    else:
+        click.echo(f"{count} deal IDs", err=True)
 
 
 __all__ = ["ids"]

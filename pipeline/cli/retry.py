@@ -9,13 +9,13 @@ import click
 
 from pipeline.cli._errors import fail, run_guarded
 from pipeline.cli._tokens import rotated_tokens
-from pipeline.cli.run import load, portal_options, report
+from pipeline.cli.run import load, portal_options, report, start_logging, wants_json
 from pipeline.clock import ScaledClock
 from pipeline.config import RunConfig
 from pipeline.config_load import secrets_of
 from pipeline.errors import UsageError
-from pipeline.logs import setup_logging
-from pipeline.run import RunResult, retry_failed
+from pipeline.logs import set_run_id
+from pipeline.run import RunResult, new_run_id, retry_failed
 from pipeline.summary import EXIT_USAGE
 
 
@@ -39,20 +39,26 @@ def retry(output: str, **kw: Any) -> None:
         fail(
             "no portal credentials: set BITRIX24_WEBHOOK_URL (or --webhook-file, or --config)",
             EXIT_USAGE,
+            as_json=wants_json(kw),
         )
     try:
         config: RunConfig = loaded.run_config()
     except UsageError as exc:
-        fail(str(exc), EXIT_USAGE, secrets)
-    handler = setup_logging(log_format=config.log_format, secrets=secrets)
+        fail(str(exc), EXIT_USAGE, secrets, as_json=wants_json(kw))
+    run_id = new_run_id()
+    set_run_id(run_id)
+    _, handler = start_logging(kw, config.log_format, secrets)
     saver = rotated_tokens(config.auth, handler, secrets)
     clock = ScaledClock(kw.get("time_scale") or 1.0)
 
     async def main() -> RunResult:
-        return await retry_failed(config, output, clock=clock, on_tokens_rotated=saver)
+        return await retry_failed(
+            config, output, clock=clock, run_id=run_id, on_tokens_rotated=saver
+        )
 
-    result = run_guarded(main, lambda: secrets, json_errors=config.log_format == "json")
-    report(result, json_logs=config.log_format == "json")
+    json_logs = config.log_format == "json"
+    result = run_guarded(main, lambda: secrets, json_errors=json_logs)
+    report(result, json_logs=json_logs, secrets=secrets)
     sys.exit(result.exit_code)
 
 

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import click
 
-from pipeline.cli._errors import fail, run_guarded
+from pipeline.cli._errors import fail, json_wanted, run_guarded
 from pipeline.cli._tokens import rotated_tokens
 from pipeline.clock import ScaledClock
 from pipeline.config_load import LoadedConfig, load_config, secrets_of
 from pipeline.errors import UsageError
-from pipeline.logs import log_event, setup_logging
-from pipeline.progress import Mode, Progress
-from pipeline.run import RunResult, export
+from pipeline.logs import LEVELS, json_record, parse_level, set_run_id, setup_logging
+from pipeline.progress import DisplayStream, Mode, Progress
+from pipeline.redact import mask_text
+from pipeline.run import RunResult, export, new_run_id
 from pipeline.summary import EXIT_USAGE, render_summary
 
 _EPILOG = """\b
@@ -72,7 +76,17 @@ def portal_options(fn: Any) -> Any:
             click.option("--concurrency", type=int, help="Batch requests in flight."),
             click.option("--batch-size", type=int, help="crm.deal.get commands per batch (1-50)."),
             click.option("--max-attempts", type=int, help="Attempts per ID on transient faults."),
-            click.option("--log-format", type=click.Choice(["text", "json"])),
+            click.option(
+                "--log-format",
+                type=click.Choice(["text", "json"]),
+                help="text (default) or one JSON object per line; in JSON the summary is one "
+                "JSON object on stdout.",
+            ),
+            click.option(
+                "--log-level",
+                type=click.Choice(LEVELS),
+                help="Least severe log lines shown (default info).",
+            ),
             click.option(
                 "--time-scale",
                 type=float,
@@ -104,6 +118,12 @@ def portal_overrides(kw: dict[str, Any]) -> dict[str, object]:
     }
 
 
+def wants_json(kw: dict[str, Any]) -> bool:
+    """JSON errors before the config is loaded: the flag, else the environment variable."""
+    flag = kw.get("log_format")
+    return flag == "json" if flag else json_wanted((), os.environ)
+
+
 def load(kw: dict[str, Any], extra: dict[str, object]) -> LoadedConfig:
     try:
         return load_config(
@@ -112,7 +132,19 @@ def load(kw: dict[str, Any], extra: dict[str, object]) -> LoadedConfig:
             overrides={**portal_overrides(kw), **extra},
         )
     except UsageError as exc:
-        fail(str(exc), EXIT_USAGE)
+        fail(str(exc), EXIT_USAGE, as_json=wants_json(kw))
+
+
+def start_logging(
+    kw: dict[str, Any], log_format: Any, secrets: Iterable[str]
+) -> tuple[DisplayStream, logging.Handler]:
+    """Log to stderr through a stream a progress display can take over later (its bar then
+    stays below every log line); every JSON record names this process's run id."""
+    display = DisplayStream(sys.stderr)
+    handler = setup_logging(
+        log_format=log_format, secrets=secrets, stream=display, level=parse_level(kw["log_level"])
+    )
+    return display, handler
 
 
 @click.command(epilog=_EPILOG)
@@ -173,10 +205,12 @@ def run(**kw: Any) -> None:
     try:
         config = loaded.run_config()
     except UsageError as exc:
-        fail(str(exc), EXIT_USAGE, secrets_of(loaded))
+        fail(str(exc), EXIT_USAGE, secrets_of(loaded), as_json=wants_json(kw))
     secrets = secrets_of(loaded)
     json_logs = config.log_format == "json"
-    handler = setup_logging(log_format=config.log_format, secrets=secrets)
+    run_id = new_run_id()
+    set_run_id(run_id)
+    display, handler = start_logging(kw, config.log_format, secrets)
     saver = rotated_tokens(config.auth, handler, secrets)
     clock = ScaledClock(kw.get("time_scale") or 1.0)
 
@@ -185,7 +219,11 @@ def run(**kw: Any) -> None:
         stream = sys.stderr
         if not kw.get("progress"):
             stream = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
-        return Progress(total=total, stream=stream, clock=clock, mode=mode)
+        progress = Progress(total=total, stream=stream, clock=clock, mode=mode)
+        if progress.mode == "tty":
+            display.attach(progress)
+        progress.start()
+        return progress
 
     async def main() -> RunResult:
         return await export(
@@ -195,38 +233,61 @@ def run(**kw: Any) -> None:
             clock=clock,
             stdin=sys.stdin.buffer,
             on_tokens_rotated=saver,
+            run_id=run_id,
         )
 
     result = run_guarded(main, lambda: secrets, json_errors=json_logs)
-    report(result, json_logs=json_logs)
+    report(result, json_logs=json_logs, secrets=secrets)
     sys.exit(result.exit_code)
 
 
-def report(result: RunResult, *, json_logs: bool) -> None:
+def report(result: RunResult, *, json_logs: bool, secrets: Iterable[str] = ()) -> None:
+    """The summary on stdout: sentences, or in JSON mode one object (Airflow's XCom reads the
+    last line of stdout)."""
+    this_attempt = int(result.fetch_stats.get("deals_fetched", result.counts.exported))
     lines = render_summary(
-        result.counts, output=result.output, seconds=result.seconds, drift=result.drift
+        result.counts,
+        output=result.output,
+        seconds=result.seconds,
+        drift=result.drift,
+        exported_now=this_attempt if result.resumed else None,
     )
-    if json_logs:
-        import logging
-
-        log_event(
-            logging.getLogger("pipeline.run"),
-            "run_finished",
-            " ".join(lines),
-            run_id=result.run_id,
-            output=result.output,
-            exit_code=result.exit_code,
-            exported=result.counts.exported,
-            failed=result.counts.failed,
-            invalid_input=result.counts.invalid_input,
-            duplicates=result.counts.duplicates,
-            seconds=round(result.seconds, 3),
-            resumed=result.resumed,
-            finished_at=datetime.now().astimezone().isoformat(timespec="seconds"),
-        )
+    if not json_logs:
+        for line in lines:
+            click.echo(line)
         return
-    for line in lines:
-        click.echo(line)
+    record = json_record(
+        created=time.time(),
+        level="info",
+        logger="pipeline.cli",
+        event="run_finished",
+        message=mask_text(" ".join(lines), secrets),
+        run_id=result.run_id,
+        fields={
+            "output": mask_text(result.output, secrets),
+            "exit_code": result.exit_code,
+            "exported": result.counts.exported,
+            "exported_this_attempt": this_attempt,
+            "failed": result.counts.failed,
+            "unavailable": sum(result.counts.failed_permanent.values()),
+            "failed_retryable": sum(result.counts.failed_retryable.values()),
+            "invalid_input": result.counts.invalid_input,
+            "duplicates": result.counts.duplicates,
+            "seconds": round(result.seconds, 3),
+            "resumed": result.resumed,
+            "drift": result.drift,
+            "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        },
+    )
+    click.echo(record)
 
 
-__all__ = ["load", "portal_options", "portal_overrides", "report", "run"]
+__all__ = [
+    "load",
+    "portal_options",
+    "portal_overrides",
+    "report",
+    "run",
+    "start_logging",
+    "wants_json",
+]

@@ -175,7 +175,11 @@ async def test_json_logs_are_json_and_secret_free(simulator, tmp_path: Path) -> 
     assert done.code == 0, done.stderr
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     assert records
-    assert any(r.get("event") == "run_finished" for r in records)
+    # The summary is one JSON object, the last line of stdout (what Airflow's XCom reads).
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["event"] == "run_finished"
+    assert summary["exit_code"] == 0
+    assert summary["exported"] + summary["failed"] == 50
     everything = done.stdout + done.stderr
     assert sim.secret not in everything
     assert not files_containing(tmp_path / "out", sim.secret)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -39,6 +41,17 @@ class TtyStream(io.StringIO):
         return True
 
 
+@dataclass
+class ScriptedStats:
+    """Stands in for the fetch statistics: the script moves the limit waits."""
+
+    rate_wait_s: float = 0.0
+    operating_wait_s: float = 0.0
+
+    def totals(self) -> tuple[float, float]:
+        return self.rate_wait_s, self.operating_wait_s
+
+
 def test_mode_follows_the_stream() -> None:
     assert Progress(total=1, stream=TtyStream(), clock=FakeClock()).mode == "tty"
     assert Progress(total=1, stream=io.StringIO(), clock=FakeClock()).mode == "plain"
@@ -62,7 +75,45 @@ def test_plain_lines_every_interval_with_rate_eta_and_limit_waits() -> None:
     assert lines[-1].startswith("progress: 200/1,000 deals (20.0%)")
 
 
-def test_tty_bar_redraws_one_line_and_ends_with_newline() -> None:
+def screen(raw: str) -> tuple[list[str], list[str]]:
+    """Replay what a terminal would show: (bar frames that were redrawn in place, lines that
+    scrolled up for good). Colours are dropped; the bar is a single line."""
+    text = ANSI.sub("", raw.replace("\r\x1b[2K", "\x00"))
+    frames: list[str] = []
+    lines: list[str] = []
+    current = ""
+    for char in text:
+        if char == "\x00":
+            frames.append(current)
+            current = ""
+        elif char == "\n":
+            lines.append(current)
+            current = ""
+        else:
+            current += char
+    if current:
+        frames.append(current)
+    return frames, lines
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+BAR = re.compile(
+    r"^[━╸╺ ]{24} +(?P<pct>[\d.]+)% (?P<done>[\d,]+)/(?P<total>[\d,]+) deals"
+    r"  (?P<rate>[\d.,]+)/s  ETA (?P<eta>\S+)  limits (?P<limits>\S+)(?P<rest>.*)$"
+)
+
+
+def seconds_of(text: str) -> float | None:
+    """Inverse of format_duration."""
+    if text == "--":
+        return None
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(\d+)s", text)
+    assert match, text
+    hours, minutes, secs = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + secs
+
+
+def test_tty_bar_redraws_in_place_and_ends_with_newline() -> None:
     clock, out = FakeClock(), TtyStream()
     progress = Progress(total=200, stream=out, clock=clock, width=120)
     for _ in range(10):
@@ -70,43 +121,41 @@ def test_tty_bar_redraws_one_line_and_ends_with_newline() -> None:
         progress.advance(20)
     progress.add_limit_wait(65)
     progress.close()
-    text = out.getvalue()
-    assert text.count("\n") == 1
-    assert text.endswith("\n")
-    frames = [f.removesuffix("\x1b[K") for f in text.rstrip("\n").split("\r") if f]
-    assert len(frames) == 11  # each advance (0.5 s >= 0.2 s interval) plus the final frame
-    assert frames[-1] == (
-        "[########################] 100.0% 200/200 deals  40.0/s  ETA 0s  limits 1m05s"
-    )
-    assert frames[3].startswith("[#########...............]  40.0% 80/200 deals  40.0/s  ETA 3s")
+    frames, lines = screen(out.getvalue())
+    assert len(frames) == 11  # each advance (0.5 s >= 0.2 s interval), close; then it stays
+    assert lines == ["━" * 24 + " 100.0% 200/200 deals  40.0/s  ETA 0s  limits 1m05s"]
+    assert frames[3] == "━" * 9 + "╸" + "━" * 14 + "  40.0% 80/200 deals  40.0/s  ETA 3s  limits 0s"
 
 
-def test_tty_write_line_keeps_the_bar_intact() -> None:
+def test_tty_write_line_prints_above_the_bar() -> None:
     clock, out = FakeClock(), TtyStream()
     progress = Progress(total=10, stream=out, clock=clock, width=80)
     progress.advance(5)
     progress.write_line("a warning")
-    text = out.getvalue()
-    # clear the bar, print the line, redraw the bar below it
-    assert "\r\x1b[Ka warning\n\r[" in text
+    progress.close()
+    frames, lines = screen(out.getvalue())
+    assert lines[0] == "a warning"
+    assert BAR.match(lines[1])
+    assert all(BAR.match(f) for f in frames)
 
 
 def test_tty_bar_fits_the_terminal_width() -> None:
     clock, out = FakeClock(), TtyStream()
     progress = Progress(total=10**9, stream=out, clock=clock, width=40)
     progress.advance(5, failed=3)
-    frame = out.getvalue().split("\r")[-1].removesuffix("\x1b[K")
-    assert len(frame) == 39
+    progress.close()
+    frames, lines = screen(out.getvalue())
+    assert all(len(line) <= 40 for line in frames + lines)
 
 
-def test_json_events_for_schedulers() -> None:
+def test_json_events_are_log_records_for_schedulers() -> None:
     clock, out = FakeClock(), io.StringIO()
     progress = Progress(total=100, stream=out, clock=clock, mode="json", interval_s=10)
     progress.event("run_started", total=100, output="./deals")
     progress.advance(0)
     clock.t = 10
     progress.add_limit_wait(2.5)
-    progress.advance(40, failed=2)
+    progress.advance(40, failed=2, unavailable=1)
     clock.t = 12
     progress.advance(60)
     progress.close()
@@ -117,31 +166,44 @@ def test_json_events_for_schedulers() -> None:
     mid = records[2]
     assert mid == {
         "ts": "2026-09-21T14:13:30.000Z",
+        "level": "info",
+        "logger": "pipeline.progress",
+        "run_id": None,
         "event": "progress",
+        "message": "40/100 deals (40.0%), 4.0/s, ETA 15s, elapsed 10s, waited on limits 2s, "
+        "unavailable 1, failed 2",
         "final": False,
         "done": 40,
         "total": 100,
         "failed": 2,
+        "unavailable": 1,
+        "resumed": 0,
         "percent": 40.0,
         "rate_per_s": 4.0,
         "eta_s": 15.0,
         "elapsed_s": 10.0,
         "limit_wait_s": 2.5,
+        "rate_wait_s": 2.5,
+        "operating_wait_s": 0.0,
     }
     assert records[-1]["final"] is True
     assert records[-1]["done"] == 100
 
 
-def test_rate_uses_a_sliding_window_and_eta_the_run_average() -> None:
+def test_rate_and_eta_leave_out_the_burst_before_the_first_limit_wait() -> None:
     clock, out = FakeClock(), io.StringIO()
+    stats = ScriptedStats()
     progress = Progress(total=10_000, stream=out, clock=clock, mode="plain", interval_s=1)
-    progress.advance(2500)  # the initial burst
+    progress.follow_waits(stats.totals)
+    progress.advance(2500)  # the initial burst: a full bucket, nothing held back yet
     for _ in range(60):
         clock.t += 1
+        stats.rate_wait_s += 0.9  # from now on the bucket holds requests back
         progress.advance(10)
     snap = progress.snapshot()
-    assert snap.rate == pytest.approx(10.0)
-    assert snap.eta_s == pytest.approx((10_000 - 3100) / (3100 / 60))
+    assert snap.rate == pytest.approx(10.0, rel=0.02)
+    assert snap.eta_s == pytest.approx((10_000 - 3100) / 10.0, rel=0.02)
+    assert snap.rate_wait_s == pytest.approx(54.0)
 
 
 def test_unknown_eta_and_durations() -> None:
@@ -225,6 +287,9 @@ def test_logs_through_progress_do_not_tear_the_bar(logger: logging.Logger) -> No
     setup_logging(log_format="text", secrets=[SECRET], stream=progress.log_stream())
     progress.advance(3)
     logger.warning("slow portal %s", SECRET)
+    progress.close()
     text = out.getvalue()
     assert SECRET not in text
-    assert "WARNING slow portal ***\n\r[" in text
+    frames, lines = screen(text)
+    assert lines[0].endswith("WARNING slow portal ***")
+    assert all(BAR.match(f) for f in frames)
