@@ -12,8 +12,19 @@ import click
 from pipeline.simulator import FaultConfig, SimulatorConfig, running_simulator
 from pipeline.simulator.config import DEFAULT_SECRET, PLANS
 
+_CONTROL_ROUTES = """\b
+Control routes (for scripts and tests; not part of the Bitrix24 API):
+  GET  /_simulator/stats      request, command and limit counters, as JSON
+  GET  /_simulator/clock      the portal's now and time scale: {"now": ts, "scale": k}
+  POST /_simulator/touch      {"ids": [1, 2], "at": ts?}: set DATE_MODIFY of those deals to
+                              `at` (default now), so an incremental run finds them
+  POST /_simulator/delete     {"ids": [1, 2]}: delete those deals ("Not found" from then on)
+  GET  /_simulator/deal/ID    the exact wire deal crm.deal.get would return (hidden ones too,
+                              marked by the X-Deal-Status header); 404 if deleted or missing
+"""
 
-@click.command()
+
+@click.command(epilog=_CONTROL_ROUTES)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=int, default=0, show_default=True, help="Port (0 = any free port).")
 @click.option(
@@ -65,6 +76,22 @@ from pipeline.simulator.config import DEFAULT_SECRET, PLANS
     help="Portal time zone: fixed offset like -05:00 or a zone like Europe/Berlin.",
 )
 @click.option(
+    "--missing-fraction",
+    "--deleted-fraction",
+    "deleted_fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=SimulatorConfig.deleted_fraction,
+    show_default=True,
+    help="Share of IDs up to the highest that are missing (deleted deals: 'Not found').",
+)
+@click.option(
+    "--hidden-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=SimulatorConfig.hidden_fraction,
+    show_default=True,
+    help="Share of deals the webhook user may not read ('Access denied.').",
+)
+@click.option(
     "--no-deal-permission",
     is_flag=True,
     help="The webhook user may not read deals at all (Access denied).",
@@ -95,7 +122,8 @@ from pipeline.simulator.config import DEFAULT_SECRET, PLANS
 )
 def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate: float | None,
              burst: int | None, operating_budget: float | None, processing_ms: float,
-             time_scale: float, secret: str | None, server_tz: str, no_deal_permission: bool,
+             time_scale: float, secret: str | None, server_tz: str, deleted_fraction: float,
+             hidden_fraction: float, no_deal_permission: bool,
              fault_500: float, fault_502: float, fault_503: float, fault_504: float,
              fault_reset: float, fault_truncated: float, fault_slow: float,
              fault_no_time: float, slow_s: float) -> None:  # fmt: skip
@@ -125,6 +153,8 @@ def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate
             time_scale=time_scale,
             server_tz=server_tz,
             can_read_deals=not no_deal_permission,
+            deleted_fraction=deleted_fraction,
+            hidden_fraction=hidden_fraction,
             faults=faults,
             secret=secret or DEFAULT_SECRET,
         )

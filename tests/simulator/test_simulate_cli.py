@@ -1,0 +1,58 @@
+"""`deal-export simulate`: the missing/hidden fractions are options, the control routes are in
+its help."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import aiohttp
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from tests.simulator.test_control import ROOT, _env
+
+
+async def test_missing_and_hidden_fractions_are_options(http: aiohttp.ClientSession) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--deals", "40",
+        "--missing-fraction", "0", "--hidden-fraction", "0.5",
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
+        base = url.split("/rest/", 1)[0]
+        statuses = []
+        for deal_id in range(1, 61):
+            async with http.get(f"{base}/_simulator/deal/{deal_id}") as resp:
+                if resp.status == 200:
+                    statuses.append(resp.headers["X-Deal-Status"])
+                else:
+                    statuses.append((await resp.json())["status"])
+        # IDs never used (gaps in the layout) stay; deleted deals are what the fraction sets.
+        assert "deleted" not in statuses, statuses
+        hidden = statuses.count("hidden")
+        assert 8 <= hidden <= 32, statuses
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_help_documents_the_control_routes() -> None:
+    result = CliRunner().invoke(cli, ["simulate", "--help"])
+    assert result.exit_code == 0
+    for route in ("stats", "clock", "touch", "delete", "deal/ID"):
+        assert f"/_simulator/{route}" in result.output
+    for option in ("--missing-fraction", "--hidden-fraction"):
+        assert option in result.output
+
+
+def test_bad_fraction_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["simulate", "--hidden-fraction", "1.5"])
+    assert result.exit_code == 2
+    assert "--hidden-fraction" in result.output
