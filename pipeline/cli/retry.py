@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -9,18 +10,27 @@ import click
 
 from pipeline.cli._errors import fail, run_guarded
 from pipeline.cli._tokens import rotated_tokens
-from pipeline.cli.run import load, portal_options, report, start_logging, wants_json
+from pipeline.cli.run import (
+    break_lock_option,
+    load,
+    portal_options,
+    report,
+    start_logging,
+    wants_json,
+)
 from pipeline.clock import ScaledClock
 from pipeline.config import RunConfig
 from pipeline.config_load import secrets_of
 from pipeline.errors import UsageError
 from pipeline.logs import set_run_id
+from pipeline.output.lock import break_lock
 from pipeline.run import RunResult, new_run_id, retry_failed
 from pipeline.summary import EXIT_USAGE
 
 
 @click.command()
 @click.argument("output")
+@break_lock_option
 @portal_options
 def retry(output: str, **kw: Any) -> None:
     """Re-fetch the IDs an earlier run could not get for reasons a retry may fix.
@@ -52,6 +62,8 @@ def retry(output: str, **kw: Any) -> None:
     clock = ScaledClock(kw.get("time_scale") or 1.0)
 
     async def main() -> RunResult:
+        if kw.get("break_lock"):
+            await asyncio.to_thread(break_lock, output)
         return await retry_failed(
             config, output, clock=clock, run_id=run_id, on_tokens_rotated=saver
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from pipeline.clock import ScaledClock
 from pipeline.config_load import LoadedConfig, load_config, secrets_of
 from pipeline.errors import UsageError
 from pipeline.logs import LEVELS, json_record, parse_level, set_run_id, setup_logging
+from pipeline.output.lock import break_lock
 from pipeline.progress import DisplayStream, Mode, Progress
 from pipeline.redact import mask_text
 from pipeline.run import RunResult, export, new_run_id
@@ -124,6 +126,14 @@ def wants_json(kw: dict[str, Any]) -> bool:
     return flag == "json" if flag else json_wanted((), os.environ)
 
 
+break_lock_option = click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Take over an object-store root's lock even if its holder may be alive (a warning "
+    "names it). A dead holder on this host, or one silent past its lease, is taken over anyway.",
+)
+
+
 def load(kw: dict[str, Any], extra: dict[str, object]) -> LoadedConfig:
     try:
         return load_config(
@@ -173,6 +183,7 @@ def start_logging(
 )
 @click.option("--chunk-size", type=int, help="IDs per committed chunk (resume granularity).")
 @click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
+@break_lock_option
 @portal_options
 def run(**kw: Any) -> None:
     """Export deals into typed, partitioned Parquet with an error sidecar.
@@ -226,6 +237,8 @@ def run(**kw: Any) -> None:
         return progress
 
     async def main() -> RunResult:
+        if kw.get("break_lock"):
+            await asyncio.to_thread(break_lock, config.output.root)
         return await export(
             config,
             loaded.ids,
@@ -283,6 +296,7 @@ def report(result: RunResult, *, json_logs: bool, secrets: Iterable[str] = ()) -
 
 
 __all__ = [
+    "break_lock_option",
     "load",
     "portal_options",
     "portal_overrides",

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from types import ModuleType
@@ -16,7 +22,10 @@ from moto.server import ThreadedMotoServer
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
 from pipeline.output import OutputRoot
-from pipeline.output.store import display_uri
+from pipeline.output.lock import RunLock, break_lock
+from pipeline.output.store import Store, display_uri
+from tests.e2e.helpers import FAST as FAST_ARGS
+from tests.e2e.helpers import cli_env, run_cli, start_cli
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +153,148 @@ def test_display_uri_hides_credentials() -> None:
     assert "verysecret" not in shown
     assert "abc" not in shown
     assert "region=x" in shown
+
+
+# ------------------------------------------------------------------------- after a kill -9
+
+
+def _write_lock(fs: pafs.S3FileSystem, uri: str, **info: object) -> None:
+    base = uri.split("://", 1)[1].split("?", 1)[0]
+    fs.create_dir(base)
+    with fs.open_output_stream(f"{base}/_lock") as f:
+        f.write(json.dumps(info).encode())
+
+
+def test_s3_lock_of_a_dead_pid_on_this_host_is_taken_over_at_once(
+    s3: tuple[str, pafs.S3FileSystem],
+) -> None:
+    uri, fs = s3
+    config = OutputConfig(root=uri)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _write_lock(fs, uri, run_id="killed", pid=dead.pid, host=socket.gethostname(),
+                heartbeat=time.time(), lease_s=60)  # fmt: skip
+    with OutputRoot.open(config, "run-2", lock_settle_s=0) as out:
+        assert out.committed_chunks() == set()
+
+
+def test_s3_lock_of_a_reused_pid_is_not_its_owner(s3: tuple[str, pafs.S3FileSystem]) -> None:
+    uri, fs = s3
+    config = OutputConfig(root=uri)
+    # Our own pid is alive, but the recorded start time is not ours: the pid was reused.
+    _write_lock(fs, uri, run_id="old", pid=os.getpid(), pid_start="1", host=socket.gethostname(),
+                heartbeat=time.time(), lease_s=60)  # fmt: skip
+    with OutputRoot.open(config, "run-2", lock_settle_s=0):
+        pass
+    # The same pid with its true start time is a live owner: refused.
+    own = RunLock(Store.from_root(uri), "mine", settle_s=0)
+    info = own._info()
+    _write_lock(fs, uri, **info)
+    with pytest.raises(OutputError, match=r"is locked by run mine.*--break-lock"):
+        OutputRoot.open(config, "run-3", lock_settle_s=0)
+
+
+def test_s3_lock_silent_past_its_lease_is_taken_over(s3: tuple[str, pafs.S3FileSystem]) -> None:
+    uri, fs = s3
+    config = OutputConfig(root=uri)
+    # Another host, so nothing can be known about the process; its lease ran out.
+    _write_lock(fs, uri, run_id="far", pid=1, host="elsewhere", heartbeat=time.time() - 61,
+                lease_s=60)  # fmt: skip
+    with OutputRoot.open(config, "run-2", lock_settle_s=0):
+        pass
+    _write_lock(fs, uri, run_id="far", pid=1, host="elsewhere", heartbeat=time.time() - 5,
+                lease_s=60)  # fmt: skip
+    with pytest.raises(OutputError, match="is locked by run far"):
+        OutputRoot.open(config, "run-3", lock_settle_s=0)
+    assert break_lock(uri)["run_id"] == "far"
+    with OutputRoot.open(config, "run-4", lock_settle_s=0):
+        pass
+
+
+def test_s3_holder_refreshes_its_heartbeat_and_notices_a_takeover(
+    s3: tuple[str, pafs.S3FileSystem],
+) -> None:
+    uri, fs = s3
+    store = Store.from_root(uri)
+    store.ensure_root()
+    lock = RunLock(store, "holder", settle_s=0, lease_s=0.4)
+    lock.acquire()
+    try:
+        first = store.read_json("_lock")
+        assert first is not None
+        for _ in range(100):  # bounded: the thread beats every 0.1 s
+            time.sleep(0.05)
+            now = store.read_json("_lock")
+            if now is not None and now["heartbeat"] > first["heartbeat"]:
+                break
+        else:
+            pytest.fail("the heartbeat was never refreshed")
+        # Another run takes over (as --break-lock then acquire would, in one step here so that
+        # the beat cannot fall between the two and find no lock at all).
+        _write_lock(fs, uri, run_id="breaker", heartbeat=time.time(), token="theirs")
+        for _ in range(100):  # bounded: the next beat sees the foreign token
+            time.sleep(0.05)
+            if lock._lost is not None:
+                break
+        with pytest.raises(OutputError, match=r"lost the lock .* breaker"):
+            lock.heartbeat()
+    finally:
+        lock.release()
+    assert store.read_json("_lock")["run_id"] == "breaker"  # not ours to delete
+
+
+async def test_kill_9_then_the_same_command_succeeds_at_once_exactly_once(
+    s3: tuple[str, pafs.S3FileSystem], simulator, tmp_path
+) -> None:
+    uri, fs = s3
+    sim = await simulator(deals=300, seed=4)
+    args = [
+        "run", "--ids", "1-300", "--ids-format", "range", "--out", uri, "--chunk-size", "20",
+        "--batch-size", "5", "--concurrency", "1", "--rate", "10", "--burst", "1",
+        "--operating-budget", "off", "--no-progress",
+    ]  # fmt: skip
+    proc = await start_cli(args, env=cli_env(sim), cwd=tmp_path)
+    try:
+        for _ in range(400):  # bounded: until the first chunk is committed
+            if any(k.startswith("_checkpoints/") for k in _keys(fs, uri)):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("no chunk was committed")
+    finally:
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert "_lock" in _keys(fs, uri)
+    assert "_SUCCESS" not in _keys(fs, uri)
+
+    done = await run_cli(args, env=cli_env(sim), cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    assert "taking over the lock" in done.stderr
+    assert "is no longer running" in done.stderr
+    keys = _keys(fs, uri)
+    assert "_SUCCESS" in keys
+    assert "_lock" not in keys
+    base = uri.split("://", 1)[1].split("?", 1)[0]
+    ids = ds.dataset(base, filesystem=fs, partitioning="hive").to_table().column("ID").to_pylist()
+    failed = pq.read_table(f"{base}/_errors", filesystem=fs).column("id").to_pylist()
+    assert len(ids) == len(set(ids))
+    assert sorted(ids + failed) == list(range(1, 301))
+
+
+async def test_break_lock_takes_over_a_live_looking_lock_with_a_warning(
+    s3: tuple[str, pafs.S3FileSystem], simulator, tmp_path
+) -> None:
+    uri, fs = s3
+    sim = await simulator(deals=40, seed=4)
+    _write_lock(fs, uri, run_id="elsewhere-run", pid=7, host="another-pod",
+                heartbeat=time.time(), lease_s=60)  # fmt: skip
+    args = ["run", "--ids", "1-40", "--ids-format", "range", "--out", uri, *FAST_ARGS]
+    refused = await run_cli(args, env=cli_env(sim), cwd=tmp_path)
+    assert refused.code == 1
+    assert "--break-lock" in refused.stderr
+    done = await run_cli([*args, "--break-lock"], env=cli_env(sim), cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    assert "--break-lock: removing the lock" in done.stderr
+    assert "elsewhere-run" in done.stderr
+    assert "_SUCCESS" in _keys(fs, uri)
