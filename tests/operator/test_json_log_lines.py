@@ -94,3 +94,17 @@ async def test_a_fatal_portal_error_is_one_record_with_the_run_id(
     assert failure["run_id"]
     assert "NO_AUTH_FOUND" in str(failure["message"])
     assert sim.secret not in done.stderr
+
+
+async def test_log_level_hides_the_less_severe_lines(simulator, tmp_path: Path) -> None:
+    sim = await simulator(deals=60, seed=2, operating_budget_s=1.0, time_scale=300)
+    args = ["run", "--ids", "1-60", "--ids-format", "range", "--out", "out", "--rate", "0"]
+    budget = ["--operating-budget", "1", "--time-scale", "300", "--log-format", "json"]
+    chatty = await run_cli([*args, *budget], env=cli_env(sim), cwd=tmp_path)
+    assert any(r["level"] == "info" and r["event"] != "progress"
+               for r in records_of(chatty.stderr))  # fmt: skip
+    again = [*args, "--existing-data-behavior", "overwrite", *budget, "--log-level", "warning"]
+    done = await run_cli(again, env=cli_env(sim), cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    logged = [r for r in records_of(done.stderr) if r["event"] != "progress"]
+    assert all(r["level"] in ("warning", "error") for r in logged), logged
