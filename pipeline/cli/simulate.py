@@ -10,7 +10,12 @@ import sys
 import click
 
 from pipeline.simulator import FaultConfig, SimulatorConfig, running_simulator
-from pipeline.simulator.config import DEFAULT_SECRET, PLANS
+from pipeline.simulator.config import (
+    DEFAULT_SECRET,
+    EMPTY_MULTIPLE_FORMS,
+    PLANS,
+    EmptyMultiple,
+)
 
 _CONTROL_ROUTES = """\b
 Control routes (for scripts and tests; not part of the Bitrix24 API):
@@ -92,6 +97,14 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
     help="Share of deals the webhook user may not read ('Access denied.').",
 )
 @click.option(
+    "--empty-multiple",
+    type=click.Choice(EMPTY_MULTIPLE_FORMS),
+    default=SimulatorConfig.empty_multiple,
+    show_default=True,
+    help="How an empty multiple user field comes over the wire: mix (as a real portal: mostly "
+    "false, some '' and []), or false, empty_string or empty_list for every one.",
+)
+@click.option(
     "--no-deal-permission",
     is_flag=True,
     help="The webhook user may not read deals at all (Access denied).",
@@ -123,7 +136,7 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
 def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate: float | None,
              burst: int | None, operating_budget: float | None, processing_ms: float,
              time_scale: float, secret: str | None, server_tz: str, deleted_fraction: float,
-             hidden_fraction: float, no_deal_permission: bool,
+             hidden_fraction: float, empty_multiple: EmptyMultiple, no_deal_permission: bool,
              fault_500: float, fault_502: float, fault_503: float, fault_504: float,
              fault_reset: float, fault_truncated: float, fault_slow: float,
              fault_no_time: float, slow_s: float) -> None:  # fmt: skip
@@ -155,6 +168,7 @@ def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate
             can_read_deals=not no_deal_permission,
             deleted_fraction=deleted_fraction,
             hidden_fraction=hidden_fraction,
+            empty_multiple=empty_multiple,
             faults=faults,
             secret=secret or DEFAULT_SECRET,
         )

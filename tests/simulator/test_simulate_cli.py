@@ -48,8 +48,38 @@ def test_help_documents_the_control_routes() -> None:
     assert result.exit_code == 0
     for route in ("stats", "clock", "touch", "delete", "deal/ID"):
         assert f"/_simulator/{route}" in result.output
-    for option in ("--missing-fraction", "--hidden-fraction"):
+    for option in ("--missing-fraction", "--hidden-fraction", "--empty-multiple"):
         assert option in result.output
+
+
+async def test_empty_multiple_form_is_an_option(http: aiohttp.ClientSession) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--deals", "30",
+        "--hidden-fraction", "0", "--empty-multiple", "empty_list",
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
+        async with http.get(url + "crm.deal.fields") as resp:
+            fields = (await resp.json())["result"]
+        multiple = [k for k, v in fields.items() if k.startswith("UF_") and v.get("isMultiple")]
+        assert multiple
+        base = url.split("/rest/", 1)[0]
+        empties = []
+        for deal_id in range(1, 31):
+            async with http.get(f"{base}/_simulator/deal/{deal_id}") as resp:
+                if resp.status == 200:
+                    deal = await resp.json()
+                    empties += [deal[k] for k in multiple if k in deal and not deal[k]]
+        assert empties
+        assert all(value == [] for value in empties), empties
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 def test_bad_fraction_is_a_usage_error() -> None:
