@@ -10,8 +10,8 @@ them side by side would measure the contention), each bounded by a timeout, coll
 and renders the table of figures, the machine and the commands into bench/README.md. A failed
 benchmark is reported and the rest still run; the exit code is 1 if any failed.
 
-A `--quick` run copies its results to <tmp>/deal-export-bench-quick/ and restores the committed
-ones, so a smoke run never overwrites the figures of a full run.
+A `--quick` run writes its results to `--results DIR` (default <tmp>/deal-export-bench-quick/),
+never to bench/results/, so a smoke run never touches the figures of a full run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import importlib.util
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,11 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import RESULTS_ENV
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
 README = BENCH / "README.md"
-#: Where a --quick run leaves its results (outside the work tree: they are not figures to commit).
+#: Where a --quick run leaves its results by default (outside the work tree: they are not
+#: figures to commit); `--results DIR` puts them elsewhere.
 QUICK_RESULTS = Path(tempfile.gettempdir()) / "deal-export-bench-quick"
 PEER_HINT = "fast-bitrix24 is not installed: run `.venv/bin/pip install -e '.[bench]'`"
 
@@ -73,7 +75,7 @@ SUITE = (
 )
 
 
-def run_one(bench: Bench, quick: bool) -> dict[str, Any]:
+def run_one(bench: Bench, quick: bool, results: Path) -> dict[str, Any]:
     """Run `python -m bench.<name>` in its own process; its JSON result, or why there is none."""
     args = bench.quick if quick else bench.full
     command = [sys.executable, "-m", f"bench.{bench.name}", *args]
@@ -84,7 +86,13 @@ def run_one(bench: Bench, quick: bool) -> dict[str, Any]:
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            command, cwd=REPO, capture_output=True, text=True, timeout=bench.timeout_s, check=False
+            command,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=bench.timeout_s,
+            check=False,
+            env={**os.environ, RESULTS_ENV: str(results)},
         )
     except subprocess.TimeoutExpired:
         return {
@@ -468,7 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, results kept apart")
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        metavar="DIR",
+        help=f"where a --quick run writes its results (default: {QUICK_RESULTS})",
+    )
     args = parser.parse_args(argv)
+    if args.results is not None and not args.quick:
+        parser.error("--results goes with --quick (a full run records bench/results/)")
     names = [b.name for b in SUITE]
     only = [n if n.startswith("bench_") else f"bench_{n}" for n in args.only or []]
     unknown = [n for n in only if n not in names]
@@ -476,29 +492,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {unknown[0]!r}: expected one of {', '.join(names)}")
     chosen = [b for b in SUITE if not only or b.name in only]
 
-    saved: dict[str, bytes] = {}
-    if args.quick:
-        # The stage benchmarks write to results/<name>.json themselves: keep the committed files.
-        saved = {p.name: p.read_bytes() for p in RESULTS.glob("*.json")}
+    # A quick run's figures go to their own directory (the benchmarks are told through the
+    # environment), so the committed results are never touched, not even for a moment.
+    results = (args.results or QUICK_RESULTS) if args.quick else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
     outcomes: dict[str, dict[str, Any]] = {}
-    try:
-        for bench in chosen:
-            outcomes[bench.name] = run_one(bench, args.quick)
-    finally:
-        if args.quick:
-            quick_dir = QUICK_RESULTS
-            quick_dir.mkdir(parents=True, exist_ok=True)
-            for path in RESULTS.glob("*.json"):
-                shutil.copyfile(path, quick_dir / path.name)
-                if path.name in saved:
-                    path.write_bytes(saved[path.name])
-                else:
-                    path.unlink()
+    for bench in chosen:
+        outcomes[bench.name] = run_one(bench, args.quick, results)
     info = machine()
     print("\n".join(table(outcomes)))
     failed = [n for n, o in outcomes.items() if o["status"] == "failed"]
     if args.quick:
-        print(f"[bench] quick results in {QUICK_RESULTS}", file=sys.stderr)
+        print(f"[bench] quick results in {results}", file=sys.stderr)
     else:
         command = "python -m bench" + "".join(f" --only {n}" for n in only)
         everything = {**{n: o for n in names if (o := _previous(n))}, **outcomes}
