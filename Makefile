@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck check demo bench chaos clean
+# `test-fast`: unit tests and small simulator tests (tests/conftest.py SLOW_PATHS), for the
+# edit-test loop; `test` is the full suite, which CI runs.
+.PHONY: install test test-fast lint typecheck check demo bench chaos clean
 
 # `make install` is what running needs (what a real portal's user installs); the test and lint
 # tools come with the first `make test`/`make check` (DEV_STAMP).
@@ -25,6 +27,9 @@ $(DEV_STAMP): $(STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/pytest -q
+
+test-fast: $(DEV_STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check pipeline tests bench

@@ -47,3 +47,25 @@ async def simulator() -> AsyncIterator[SimulatorFactory]:
 async def sim(simulator: SimulatorFactory) -> RunningSimulator:
     """A small portal without limits or faults (300 deals, seed 7)."""
     return await simulator(deals=300, seed=7)
+
+
+#: Folders and modules of the full lane only: real processes started and killed, CLI subprocess
+#: runs, benchmarks, the chaos subset and the property tests. `make test-fast` (`-m "not slow"`)
+#: runs everything else: unit tests and small simulator tests.
+SLOW_PATHS = (
+    "tests/e2e/",
+    "tests/chaos/",
+    "tests/bench/",
+    "tests/output/test_crash.py",
+    "tests/output/test_s3.py",
+    "tests/normalise/test_properties.py",
+    "tests/operator/test_json_log_lines.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        if where.startswith(SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)
