@@ -686,6 +686,9 @@ class OutputRoot:
             self._store.sync_dirs({""})
             self._store.write_atomic(SUCCESS_FILE, b"")
             self._success_cleared = False
+            # `_SUCCESS`'s rename must be durable before the state that trusts it exists: a
+            # power loss must never keep the new `_state.json` and lose `_SUCCESS`.
+            self._store.sync_dirs({""})
             # Last of all: a stop before this line leaves the previous run's state in force, so
             # the next incremental run asks again for everything this one may not have finished.
             self._commit_state(watermark, manifest["ended_at"])
