@@ -21,7 +21,8 @@ import orjson
 from pipeline.config import Auth, OAuthAuth, WebhookAuth
 from pipeline.errors import FatalPortalError, TransientError, UsageError
 from pipeline.fetch.classify import Action, classify, fatal_hint
-from pipeline.fetch.transport import Transport, check_url
+from pipeline.fetch.transport import check_url
+from pipeline.fetch.wire import HttpTransport
 from pipeline.redact import mask_url
 
 
@@ -62,7 +63,7 @@ class Signer(Protocol):
         """The portal address with secrets masked, for messages."""
         ...
 
-    async def refresh(self, transport: Transport, used: str) -> None: ...
+    async def refresh(self, transport: HttpTransport, used: str) -> None: ...
 
 
 def _with_slash(url: str) -> str:
@@ -97,7 +98,7 @@ class WebhookSigner:
     def display(self) -> str:
         return mask_url(self._base)
 
-    async def refresh(self, transport: Transport, used: str) -> None:
+    async def refresh(self, transport: HttpTransport, used: str) -> None:
         raise FatalPortalError(
             f"portal {self.display} answered expired_token to a webhook call: "
             "webhooks do not expire tokens; check the webhook URL",
@@ -143,7 +144,7 @@ class OAuthSigner:
     def display(self) -> str:
         return mask_url(self._endpoint)
 
-    async def refresh(self, transport: Transport, used: str) -> None:
+    async def refresh(self, transport: HttpTransport, used: str) -> None:
         """Refresh the pair unless another request already did since `used` was sent."""
         async with self._lock:
             if self.access_token != used:

@@ -33,7 +33,8 @@ from pipeline.fetch.classify import Action, Context, classify, fatal_hint
 from pipeline.fetch.pacing import Observation, Pacer, observe
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.stats import FetchStats
-from pipeline.fetch.transport import HttpResponse, Transport
+from pipeline.fetch.transport import Transport
+from pipeline.fetch.wire import HttpResponse, HttpTransport
 
 #: Limit answers (503/429) do not spend attempts, but an ID may meet them only this many times:
 #: every loop is bounded, even against a portal that never lets us through.
@@ -100,17 +101,23 @@ class PortalClient:
         rand: Callable[[], float] = random.random,
         on_tokens_rotated: TokensRotated | None = None,
         stats: FetchStats | None = None,
+        http: HttpTransport | None = None,
     ) -> None:
+        """`transport` configures the default aiohttp transport; `http` replaces it (a
+        `pipeline.fetch.wire.MockTransport` in tests), and is told the credentials' secrets."""
         self.limits = limits or LimitsConfig()
         self.fetch = fetch or FetchConfig()
         self.clock: Clock = clock or ScaledClock()
         self.stats = stats or FetchStats()
         self.signer: Signer = make_signer(auth, on_tokens_rotated)
-        self.transport = Transport(
-            transport,
-            secrets=self.signer.secrets,
-            pool_size=self.fetch.concurrency + 2,
-        )
+        if http is None:
+            http = Transport(
+                transport, secrets=self.signer.secrets, pool_size=self.fetch.concurrency + 2
+            )
+        else:
+            for secret in self.signer.secrets:
+                http.add_secret(secret)
+        self.transport: HttpTransport = http
         self.pacer = Pacer(self.limits, self.clock, self.stats, rand)
         self.retry = RetryPolicy.from_config(self.fetch, rand)
 
