@@ -1,6 +1,7 @@
 """Credentials: where a method's URL is and how a request is signed; OAuth token refresh.
 
-Webhook: `<webhook_url><method>`, the secret is part of the path (bitrix24-api.md §6).
+Webhook: `<webhook_url><method>`, the secret is part of the path (docs
+`local-integrations/local-webhooks.md`).
 OAuth: `<endpoint><method>` with `auth=<access_token>` in the body. On 401 `expired_token` the
 client calls `refresh(used_token)`: one refresh serves every request that failed with the same
 token (single flight); the others find the token already rotated and simply retry. The new pair

@@ -1,7 +1,8 @@
 """Building `batch` requests of `crm.deal.get` commands and splitting the answers per ID. Pure.
 
 Keys are `d<ID>`: PHP turns sequential integer keys (and numeric strings) into a JSON list, so a
-non-numeric key keeps `result` an object keyed by the key we sent (bitrix24-api.md §3). Shapes we
+non-numeric key keeps `result` an object keyed by the key we sent (docs `batch.md`; b24pysdk
+`call_batches.py` `_force_dict` handles both shapes). Shapes we
 accept anyway, because the portal produces them:
 
 * a section that is `[]` (PHP's empty array) or missing -> empty;

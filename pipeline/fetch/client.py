@@ -259,7 +259,8 @@ class PortalClient:
         if "result" not in body:
             raise TransientError(f"{where} answered JSON without `result`", code="BAD_ANSWER")
         if not isinstance(body.get("time"), dict):
-            # bitrix24-api.md §7.13: every success of these methods carries `time`; a missing
+            # Docs `api-reference/data-types.md#time`: every success of these methods carries
+            # `time`; a missing
             # block is a damaged answer, and retrying is cheap.
             raise TransientError(f"{where} answered without a `time` block", code="NO_TIME")
         return Answer(body=body, status=status)

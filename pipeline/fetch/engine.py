@@ -472,9 +472,10 @@ async def discover_modified_ids(
     """IDs of deals modified at or after `since - overlap`, ascending, via `crm.deal.list`.
 
     Keyset paging (`>ID` the last seen, `order ID asc`, `start=-1` so the portal skips its
-    count query; bitrix24-api.md §8): stable while deals change underneath, cheap on huge
-    portals. The timestamp is sent as ISO 8601 with its explicit offset, which the portal
-    converts into its own time zone; `since` must therefore be time-zone aware.
+    count query; docs `settings/performance/huge-data.md`): stable while deals change
+    underneath, cheap on huge portals. The timestamp is sent as ISO 8601 with its explicit
+    offset, which the portal converts into its own time zone; `since` must therefore be
+    time-zone aware.
     """
     if since.tzinfo is None or since.utcoffset() is None:
         raise UsageError("the modified-since time needs a time zone (e.g. 2024-08-30T00:00:00Z)")

@@ -3,7 +3,7 @@
 One `ClientSession` per run (connection reuse), explicit timeouts, TLS verified by default (an
 on-premise CA bundle may be given), plain HTTP refused except to loopback hosts. Redirects are
 followed here, by hand: aiohttp (like most clients) turns a POST into a GET on 302, losing the
-body, which is exactly the Bitrix24 domain-move trap (bitrix24-api.md §7.9); we re-POST the same
+body, which is exactly the Bitrix24 domain-move trap (docs `change-domen.md`); we re-POST the same
 body to the new location and remember the move for later requests.
 
 Every aiohttp/OS failure is translated here, once, into our own errors:

@@ -1,4 +1,4 @@
-"""Batch building and the answer shapes PHP produces (bitrix24-api.md §3)."""
+"""Batch building and the answer shapes PHP produces (docs `batch.md`)."""
 
 from __future__ import annotations
 

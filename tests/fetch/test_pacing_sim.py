@@ -27,7 +27,7 @@ def ideal_duration(
 ) -> float:
     """When the last request of the fastest possible client goes out (in portal seconds).
 
-    The ideal client knows the portal's exact rules (bitrix24-api.md §1-2): a leaky bucket that
+    The ideal client knows the portal's exact rules (docs `limits.md`): a leaky bucket that
     refuses a request lifting it above `burst` and drains `rate`/s; per-method operating time in
     one-minute buckets that leave the window 10 minutes after their first call, a call being
     refused only when the total is already over the budget. It sends each request the moment
