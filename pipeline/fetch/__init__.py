@@ -2,14 +2,16 @@
 
 Modules, one job each:
 
+    wire        the transport seam: HttpTransport protocol, HttpResponse, MockTransport
     transport   the only aiohttp user: session, TLS, timeouts, redirects, error mapping
     auth        webhook URL or OAuth pair (single-flight refresh, rotated tokens handed back)
     classify    pure: an error answer -> what to do next
     batch       pure: batch request building and answer splitting
     retry       pure: backoff policy
     pacing      rate limit (leaky bucket, shared 503 back-off, adapts to a shared bucket) and
-                operating budget per method; live wait figures
-    client      PortalClient: one attempt end to end; `call()` with retries
+                operating budget per method; live wait figures; all on the injected clock
+    client      PortalClient: one attempt end to end; `call()` with retries; takes any
+                HttpTransport (`http=`, the aiohttp one by default)
     engine      fetch_deals / discover_modified_ids
     stats       counters for the run summary
 

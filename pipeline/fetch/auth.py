@@ -1,6 +1,7 @@
 """Credentials: where a method's URL is and how a request is signed; OAuth token refresh.
 
-Webhook: `<webhook_url><method>`, the secret is part of the path (bitrix24-api.md §6).
+Webhook: `<webhook_url><method>`, the secret is part of the path (docs
+`local-integrations/local-webhooks.md`).
 OAuth: `<endpoint><method>` with `auth=<access_token>` in the body. On 401 `expired_token` the
 client calls `refresh(used_token)`: one refresh serves every request that failed with the same
 token (single flight); the others find the token already rotated and simply retry. The new pair
@@ -21,7 +22,8 @@ import orjson
 from pipeline.config import Auth, OAuthAuth, WebhookAuth
 from pipeline.errors import FatalPortalError, TransientError, UsageError
 from pipeline.fetch.classify import Action, classify, fatal_hint
-from pipeline.fetch.transport import Transport, check_url
+from pipeline.fetch.transport import check_url
+from pipeline.fetch.wire import HttpTransport
 from pipeline.redact import mask_url
 
 
@@ -62,7 +64,7 @@ class Signer(Protocol):
         """The portal address with secrets masked, for messages."""
         ...
 
-    async def refresh(self, transport: Transport, used: str) -> None: ...
+    async def refresh(self, transport: HttpTransport, used: str) -> None: ...
 
 
 def _with_slash(url: str) -> str:
@@ -97,7 +99,7 @@ class WebhookSigner:
     def display(self) -> str:
         return mask_url(self._base)
 
-    async def refresh(self, transport: Transport, used: str) -> None:
+    async def refresh(self, transport: HttpTransport, used: str) -> None:
         raise FatalPortalError(
             f"portal {self.display} answered expired_token to a webhook call: "
             "webhooks do not expire tokens; check the webhook URL",
@@ -143,7 +145,7 @@ class OAuthSigner:
     def display(self) -> str:
         return mask_url(self._endpoint)
 
-    async def refresh(self, transport: Transport, used: str) -> None:
+    async def refresh(self, transport: HttpTransport, used: str) -> None:
         """Refresh the pair unless another request already did since `used` was sent."""
         async with self._lock:
             if self.access_token != used:

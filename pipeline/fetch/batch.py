@@ -1,7 +1,8 @@
 """Building `batch` requests of `crm.deal.get` commands and splitting the answers per ID. Pure.
 
 Keys are `d<ID>`: PHP turns sequential integer keys (and numeric strings) into a JSON list, so a
-non-numeric key keeps `result` an object keyed by the key we sent (bitrix24-api.md §3). Shapes we
+non-numeric key keeps `result` an object keyed by the key we sent (docs `batch.md`; b24pysdk
+`call_batches.py` `_force_dict` handles both shapes). Shapes we
 accept anyway, because the portal produces them:
 
 * a section that is `[]` (PHP's empty array) or missing -> empty;
@@ -74,7 +75,6 @@ class BatchReply:
     deals: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: dict[int, CommandError] = field(default_factory=dict)
     missing: list[int] = field(default_factory=list)
-    timings: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 def parse_batch(result: Any, ids: Sequence[int]) -> BatchReply:
@@ -87,7 +87,6 @@ def parse_batch(result: Any, ids: Sequence[int]) -> BatchReply:
     body = result if isinstance(result, dict) else {}
     results = as_section(body.get("result"), keys)
     errors = as_section(body.get("result_error"), keys)
-    times = as_section(body.get("result_time"), keys)
     reply = BatchReply()
     for deal_id, key in zip(ids, keys, strict=True):
         if key in results and results[key] is not None:
@@ -104,10 +103,16 @@ def parse_batch(result: Any, ids: Sequence[int]) -> BatchReply:
             reply.errors[deal_id] = parse_error(errors[key])
         else:
             reply.missing.append(deal_id)
-        timing = times.get(key)
-        if isinstance(timing, dict):
-            reply.timings.append(timing)
     return reply
+
+
+def batch_timings(result: Any) -> list[Mapping[str, Any]]:
+    """The `result_time` entries of a batch answer's `result` (a dict or a PHP list), for the
+    pacer. Failed commands carry none, so an all-failed batch yields [] (which teaches nothing,
+    and must not be mistaken for an on-premise portal without counters)."""
+    times = result.get("result_time") if isinstance(result, dict) else None
+    values = times.values() if isinstance(times, dict) else times
+    return [t for t in values or () if isinstance(t, dict)]
 
 
 def parse_error(entry: Any) -> CommandError:
@@ -127,6 +132,7 @@ __all__ = [
     "BatchReply",
     "CommandError",
     "as_section",
+    "batch_timings",
     "build_batch",
     "command_key",
     "deal_get_command",

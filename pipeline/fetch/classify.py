@@ -2,9 +2,12 @@
 
     classify(http_status, code, description, context) -> Action
 
-Order of evidence, as bitrix24-api.md §7.2 advises: the `error` code first, the HTTP status
-second, and the human `error_description` only for the four fixed English strings that
-`crm.deal.get` raises with an empty code (§4.3; descriptions are otherwise localised).
+Order of evidence: the `error` code first (statuses have moved: the official docs, repository
+bitrix-tools/b24-rest-docs `_includes/system-errors.md`, listed QUERY_LIMIT_EXCEEDED as 429 until
+2024-12 and as 503 since), the HTTP status second, and the human `error_description` only for
+the fixed English strings that `crm.deal.get` raises with an empty code (docs
+`api-reference/crm/deals/crm-deal-get.md`; server code: crm module `restservice.php`
+`CCrmDealRestProxy::innerGet`; descriptions are otherwise localised).
 
     Action            meaning                                      caller's reaction
     PERMANENT         this deal will never come back (per ID)       DealFailed(retryable=False)
@@ -59,7 +62,8 @@ PERMANENT_DESCRIPTIONS = frozenset(
     {"Not found", "Access denied", "ID is not defined or invalid"},
 )
 
-#: Codes that stop the run, with the hint the operator needs (bitrix24-api.md §4.2, §4.4, §6).
+#: Codes that stop the run, with the hint the operator needs (docs `_includes/system-errors.md`,
+#: `settings/oauth/error-codes.md`; official Python SDK b24pysdk `errors/__init__.py`).
 FATAL_CODES: dict[str, str] = {
     "NO_AUTH_FOUND": "the webhook URL or token is wrong or was deleted: check the webhook URL",
     "INVALID_CREDENTIALS": "the credentials were rejected or the user lacks rights: "
@@ -124,7 +128,8 @@ ALL_DENIED_HINT = (
     "(deal read access)"
 )
 
-#: Server-side faults worth another attempt (bitrix24-api.md §4.4).
+#: Server-side faults worth another attempt (docs `_includes/system-errors.md`; ERROR_CORE and
+#: WRONG_ENCODING: core `rest` module `restexception.php`, `rest.php` `outputJson`).
 TRANSIENT_CODES = frozenset(
     {"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER", "ERROR_CORE", "WRONG_ENCODING"},
 )

@@ -10,8 +10,9 @@ status and content-type checks, JSON decoding, classification. What it raises:
     CommandFailed      a plain `crm.deal.get` answered a per-ID error (not found, ...)
 
 `expired_token` never escapes: the OAuth pair is refreshed (single flight) and the attempt is
-repeated without counting. `call()` adds retries for single methods (crm.deal.fields, .list);
-the batch path is retried per ID by the engine.
+repeated without counting. `call()` adds retries for single methods (crm.deal.fields, .list),
+as the pure core `pipeline.fetch.decide` decides with the client's one `RetryBudget`; the batch
+path is retried per ID by the engine (the same core).
 """
 
 from __future__ import annotations
@@ -28,23 +29,24 @@ from pipeline.clock import Clock, ScaledClock
 from pipeline.config import Auth, FetchConfig, LimitsConfig, TransportConfig
 from pipeline.errors import FatalPortalError, OperatingLimited, RateLimited, TransientError
 from pipeline.fetch.auth import Signer, TokensRotated, make_signer
-from pipeline.fetch.batch import DEAL_GET, BatchReply, build_batch, parse_batch
+from pipeline.fetch.batch import DEAL_GET, BatchReply, batch_timings, build_batch, parse_batch
 from pipeline.fetch.classify import Action, Context, classify, fatal_hint
+from pipeline.fetch.decide import (
+    AnswerClass,
+    IdState,
+    Learn,
+    Next,
+    RetryBudget,
+    decide_call,
+    learn_for,
+)
 from pipeline.fetch.pacing import Observation, Pacer, observe
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.stats import FetchStats
-from pipeline.fetch.transport import HttpResponse, Transport
-
-#: Limit answers (503/429) do not spend attempts, but an ID may meet them only this many times:
-#: every loop is bounded, even against a portal that never lets us through.
-MAX_LIMIT_RETRIES = 100
-MAX_AUTH_REFRESHES_PER_CALL = 2
+from pipeline.fetch.transport import Transport
+from pipeline.fetch.wire import HttpResponse, HttpTransport
 
 _JSON_TYPES = ("application/json", "text/json", "text/javascript")
-
-
-#: Attempts for a single whole-run call (`crm.deal.fields`, a `crm.deal.list` page).
-MIN_CALL_ATTEMPTS = 3
 
 
 class WholeRequestError(TransientError):
@@ -100,19 +102,27 @@ class PortalClient:
         rand: Callable[[], float] = random.random,
         on_tokens_rotated: TokensRotated | None = None,
         stats: FetchStats | None = None,
+        http: HttpTransport | None = None,
     ) -> None:
+        """`transport` configures the default aiohttp transport; `http` replaces it (a
+        `pipeline.fetch.wire.MockTransport` in tests), and is told the credentials' secrets."""
         self.limits = limits or LimitsConfig()
         self.fetch = fetch or FetchConfig()
         self.clock: Clock = clock or ScaledClock()
         self.stats = stats or FetchStats()
         self.signer: Signer = make_signer(auth, on_tokens_rotated)
-        self.transport = Transport(
-            transport,
-            secrets=self.signer.secrets,
-            pool_size=self.fetch.concurrency + 2,
-        )
+        if http is None:
+            http = Transport(
+                transport, secrets=self.signer.secrets, pool_size=self.fetch.concurrency + 2
+            )
+        else:
+            for secret in self.signer.secrets:
+                http.add_secret(secret)
+        self.transport: HttpTransport = http
         self.pacer = Pacer(self.limits, self.clock, self.stats, rand)
         self.retry = RetryPolicy.from_config(self.fetch, rand)
+        #: Every bound on trying again (attempts, limit waits, OAuth refreshes), in one value.
+        self.retry_budget = RetryBudget.from_config(self.fetch)
 
     async def __aenter__(self) -> PortalClient:
         self.transport.open()
@@ -149,7 +159,7 @@ class PortalClient:
         context: Context = "top",
     ) -> Answer:
         """One logical attempt of `method` (OAuth refreshes repeat it without counting)."""
-        for _ in range(MAX_AUTH_REFRESHES_PER_CALL + 1):
+        for _ in range(self.retry_budget.auth_refreshes + 1):
             try:
                 return await self._send(method, params, budget_method or method, commands, context)
             except _AuthExpired as exc:
@@ -182,12 +192,7 @@ class PortalClient:
             self.stats.redirects += self.transport.redirects_followed - redirects_before
             answer = self._decode(method, resp, used, context, reservation.generation)
             if method == "batch":
-                result = answer.body.get("result")
-                times = result.get("result_time") if isinstance(result, dict) else None
-                values = times.values() if isinstance(times, dict) else times
-                entries = [t for t in values or () if isinstance(t, dict)]
-                # Failed commands carry no timing: an all-failed batch teaches nothing (and
-                # must not be mistaken for an on-premise portal without counters).
+                entries = batch_timings(answer.body.get("result"))
                 observation = observe(entries) if entries else None
             else:
                 observation = observe([answer.body["time"]])
@@ -254,7 +259,8 @@ class PortalClient:
         if "result" not in body:
             raise TransientError(f"{where} answered JSON without `result`", code="BAD_ANSWER")
         if not isinstance(body.get("time"), dict):
-            # bitrix24-api.md §7.13: every success of these methods carries `time`; a missing
+            # Docs `api-reference/data-types.md#time`: every success of these methods carries
+            # `time`; a missing
             # block is a damaged answer, and retrying is cheap.
             raise TransientError(f"{where} answered without a `time` block", code="NO_TIME")
         return Answer(body=body, status=status)
@@ -271,16 +277,12 @@ class PortalClient:
     ) -> None:
         action = classify(status, code, desc, context)
         where = f"{self.portal}{method}"
+        self._learn(learn_for(action), method, status, code, generation)
         if action is Action.AUTH_REFRESH:
             raise _AuthExpired(used)
         if action is Action.RATE_LIMIT:
-            self.stats.rate_limited += 1
-            self.pacer.rate.on_rate_limited(generation, status=status, code=code)
             raise RateLimited(f"{where}: {code} (HTTP {status})", code=code, http_status=status)
         if action is Action.OPERATING_LIMIT:
-            self.stats.operating_limited += 1
-            budget_method = DEAL_GET if method == "batch" else method
-            self.pacer.budget(budget_method).on_limited(status=status, code=code)
             raise OperatingLimited(
                 f"{where}: {code} (HTTP {status})", code=code, http_status=status
             )
@@ -299,6 +301,16 @@ class PortalClient:
             description=desc,
             http_status=status,
         )
+
+    def _learn(self, learn: Learn, method: str, status: int, code: str, generation: int) -> None:
+        """Tell the pacer what a refused whole request taught."""
+        if learn is Learn.RATE_LIMITED:
+            self.stats.rate_limited += 1
+            self.pacer.rate.on_rate_limited(generation, status=status, code=code)
+        elif learn is Learn.OPERATING_LIMITED:
+            self.stats.operating_limited += 1
+            budget_method = DEAL_GET if method == "batch" else method
+            self.pacer.budget(budget_method).on_limited(status=status, code=code)
 
     # -- the batch path ------------------------------------------------------------------------
 
@@ -333,24 +345,19 @@ class PortalClient:
         Raises FatalPortalError, or the last TransientError once `fetch.max_attempts` are spent.
         Limit answers wait (shared pacing) and do not spend attempts.
         """
-        attempts = 0
-        limit_hits = 0
+        state = IdState()
         while True:
             try:
                 answer = await self.attempt(method, dict(params or {}))
                 return answer.body["result"]
-            except (RateLimited, OperatingLimited):
-                limit_hits += 1
-                if limit_hits > MAX_LIMIT_RETRIES:
+            except TransientError as exc:
+                decision = decide_call(state, answer_of(exc), self.retry_budget)
+                if decision.next is Next.FAIL:
                     raise
-            except TransientError:
-                attempts += 1
-                # One metadata or discovery call stands for the whole run: a low per-ID
-                # attempt budget (--max-attempts 1) must not let a single 500 end it.
-                if attempts >= max(self.fetch.max_attempts, MIN_CALL_ATTEMPTS):
-                    raise
-                self.stats.retries += 1
-                await self.clock.sleep(self.retry.delay(attempts))
+                state = decision.state
+                if decision.next is Next.RETRY:
+                    self.stats.retries += 1
+                    await self.clock.sleep(self.retry.delay(state.attempts))
             except CommandFailed as exc:
                 # A per-record text for a whole call (e.g. `Access denied.` from crm.deal.list:
                 # the user cannot read the CRM at all): nothing to retry, nothing to skip.
@@ -362,4 +369,17 @@ class PortalClient:
                 ) from None
 
 
-__all__ = ["MAX_LIMIT_RETRIES", "Answer", "CommandFailed", "PortalClient", "WholeRequestError"]
+def answer_of(exc: TransientError) -> AnswerClass:
+    """A failed whole request as an answer class for the decision core (the exception's type
+    already says how it was classified); keeps the portal's own text if it had one."""
+    if isinstance(exc, RateLimited):
+        action = Action.RATE_LIMIT
+    elif isinstance(exc, OperatingLimited):
+        action = Action.OPERATING_LIMIT
+    else:
+        action = Action.TRANSIENT
+    description = exc.description if isinstance(exc, WholeRequestError) else str(exc)
+    return AnswerClass("top", exc.code, description, exc.http_status, str(exc), action)
+
+
+__all__ = ["Answer", "CommandFailed", "PortalClient", "WholeRequestError", "answer_of"]

@@ -12,11 +12,13 @@ Shape of the machinery (all bounded):
 * The dispatcher takes a concurrency slot BEFORE spawning a batch task, fills the batch from the
   retry deque first, then from the input; it stops pulling input while `max_active` IDs are
   being worked on, so memory does not grow with the number of IDs.
-* Per ID: a success, a permanent error (`Not found`, ...) or a spent `max_attempts` budget ends
-  it. Transient faults spend one attempt and come back after a jittered exponential backoff.
-  Limit answers (503/429, top-level or per command) and commands the portal did not execute do
-  not spend attempts: the shared pacer already waits, and the IDs are re-queued at once (at most
-  MAX_LIMIT_RETRIES times, so no loop is unbounded).
+* What happens to an ID after each answer is decided by the pure core `pipeline.fetch.decide`;
+  this module drives it (queues, backoff sleeps, pacer signals, outcomes). Per ID: a success, a
+  permanent error (`Not found`, ...) or a spent attempt budget (`RetryBudget`) ends it.
+  Transient faults, and commands the portal did not execute, spend one attempt and come back
+  after a jittered exponential backoff. Limit answers (503/429, top-level or per command) do
+  not spend attempts: the shared pacer already waits, and the IDs are re-queued at once (at
+  most `RetryBudget.limit_waits` times, so no loop is unbounded).
 * Poison isolation: some failures answer the WHOLE request each time for the same set of
   commands (WRONG_ENCODING when one deal's text cannot be JSON-encoded, core `rest.php`
   `outputJson`; a request past the cloud's 60 s cap; a 500 that repeats). Such a batch is sent
@@ -44,7 +46,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,19 +60,25 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.fetch.batch import DEAL_GET, BatchReply, CommandError
-from pipeline.fetch.classify import ALL_DENIED_HINT, Action, classify, fatal_hint, split_trigger
-from pipeline.fetch.client import (
-    MAX_LIMIT_RETRIES,
-    CommandFailed,
-    PortalClient,
-    WholeRequestError,
+from pipeline.fetch.classify import ALL_DENIED_HINT, fatal_hint
+from pipeline.fetch.client import CommandFailed, PortalClient, answer_of
+from pipeline.fetch.decide import (
+    LIMIT_RETRIES_EXHAUSTED,
+    NOT_EXECUTED,
+    RETRIES_EXHAUSTED,
+    AnswerClass,
+    Decision,
+    IdState,
+    Learn,
+    Next,
+    RetryBudget,
+    decide,
+    decide_group,
 )
-from pipeline.outcomes import DealFailed, DealFetched, ErrorClass, FetchOutcome
+from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 
-RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
 #: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
 RECENT_WINDOW = 10_000
-LIMIT_RETRIES_EXHAUSTED = "LIMIT_RETRIES_EXHAUSTED"
 
 
 @dataclass(slots=True)
@@ -78,11 +86,11 @@ class _Item:
     """One requested ID on its way to its single outcome."""
 
     id: int
-    attempts: int = 0
-    limit_hits: int = 0
-    last_code: str = ""
-    last_message: str = ""
-    last_status: int | None = None
+    state: IdState = field(default_factory=IdState)
+
+    @property
+    def attempts(self) -> int:
+        return self.state.attempts
 
 
 @dataclass(slots=True)
@@ -115,6 +123,7 @@ class _Engine:
         self._config = config
         self._out = out
         self._stats = client.stats
+        self._budget = RetryBudget.from_config(config)
         self._retry: deque[_Item] = deque()
         self._groups: deque[_Group] = deque()
         self._active: set[int] = set()
@@ -222,8 +231,8 @@ class _Engine:
         self,
         items: list[_Item],
         backoff: list[_Item],
-        group: _Group | None = None,
-        regroup: list[_Group] | None = None,
+        group: _Group | None,
+        regroup: list[_Group],
     ) -> None:
         client = self._client
         if len(items) > 1:
@@ -241,14 +250,13 @@ class _Engine:
             else:
                 reply = await client.batch_get(ids)
         except (RateLimited, OperatingLimited) as exc:
+            # The client already told the pacer; each ID waits without spending an attempt.
+            answer = answer_of(exc)
             for item in items:
-                await self._limit_hit(item, exc.code, str(exc), exc.http_status)
+                await self._apply(item, decide(item.state, answer, self._budget), backoff)
             return
         except TransientError as exc:
-            if await self._isolate(items, exc, group, regroup if regroup is not None else []):
-                return
-            for item in items:
-                await self._failed_attempt(item, exc.code, str(exc), exc.http_status, backoff)
+            await self._whole_fault(items, answer_of(exc), group, backoff, regroup)
             return
         by_id = {item.id: item for item in items}
         self._refuse_if_all_denied(reply)
@@ -259,47 +267,43 @@ class _Engine:
         fatal: FatalPortalError | None = None
         # One answer is one signal: per-command refusals pause the method (or the client)
         # once, or 50 refused commands would count as 50 strikes and log 50 warnings.
-        operating_limited = rate_limited = False
+        learnt: set[Learn] = set()
         for deal_id, err in reply.errors.items():
-            item = by_id[deal_id]
-            action = classify(None, err.code, err.description, "command")
-            message = client.mask(f"{err.code or '(no code)'}: {err.description}")
-            if action is Action.PERMANENT:
-                await self._fail(
-                    item, err.code, err.description, err.http_status, False, "permanent", 1
-                )
-            elif action is Action.OPERATING_LIMIT:
+            answer = self._command_answer(err)
+            decision = decide(by_id[deal_id].state, answer, self._budget)
+            if decision.learn is Learn.OPERATING_LIMITED:
                 self._stats.operating_limited_commands += 1
-                if not operating_limited:
-                    operating_limited = True
-                    client.pacer.budget(DEAL_GET).on_limited(status=None, code=err.code)
-                await self._limit_hit(item, err.code, message, None)
-            elif action is Action.RATE_LIMIT:
-                if not rate_limited:
-                    rate_limited = True
-                    client.pacer.rate.on_rate_limited(None, status=None, code=err.code)
-                await self._limit_hit(item, err.code, message, None)
-            elif action is Action.FATAL:
+            if decision.learn not in learnt:
+                learnt.add(decision.learn)
+                self._learn(decision.learn, err.code)
+            if decision.next is Next.ABORT:
                 hint = fatal_hint(err.code, err.description)
                 fatal = fatal or FatalPortalError(
-                    f"{client.portal}batch: {DEAL_GET} refused: {message}: {hint}",
+                    f"{client.portal}batch: {DEAL_GET} refused: {answer.message}: {hint}",
                     code=err.code,
                 )
-            else:
-                await self._failed_attempt(item, err.code, message, None, backoff)
+                continue
+            await self._apply(by_id[deal_id], decision, backoff)
         if fatal is not None:
             raise fatal
         for deal_id in reply.missing:
             # Sent but neither answered nor refused: not executed. Counted as an attempt so a
             # portal that keeps skipping it cannot loop us forever.
             self._stats.missing_commands += 1
-            await self._failed_attempt(
-                by_id[deal_id],
-                "NOT_EXECUTED",
-                "command missing from the batch answer",
-                None,
-                backoff,
-            )
+            item = by_id[deal_id]
+            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
+
+    def _command_answer(self, err: CommandError) -> AnswerClass:
+        message = self._client.mask(f"{err.code or '(no code)'}: {err.description}")
+        return AnswerClass("command", err.code, err.description, err.http_status, message)
+
+    def _learn(self, learn: Learn, code: str) -> None:
+        """Tell the pacer what a per-command refusal taught (once per answer)."""
+        pacer = self._client.pacer
+        if learn is Learn.OPERATING_LIMITED:
+            pacer.budget(DEAL_GET).on_limited(status=None, code=code)
+        elif learn is Learn.RATE_LIMITED:
+            pacer.rate.on_rate_limited(None, status=None, code=code)
 
     def _refuse_if_all_denied(self, reply: BatchReply) -> None:
         """Every command of a batch refused with ACCESS_DENIED before any deal was read: the
@@ -320,42 +324,35 @@ class _Engine:
             code="ACCESS_DENIED",
         )
 
-    async def _isolate(
-        self, items: list[_Item], exc: TransientError, group: _Group | None, regroup: list[_Group]
-    ) -> bool:
-        """Handle a whole-request failure that may be caused by one command; False when it is
-        a plain transient (the caller then retries every ID as usual)."""
-        trigger = split_trigger(exc.code, exc.http_status)
-        if trigger is None:
-            return False
-        code = exc.code
-        description = exc.description if isinstance(exc, WholeRequestError) else str(exc)
-        if len(items) == 1:
-            item = items[0]
-            if trigger == "now":
-                await self._fail(item, code, description, exc.http_status, False, "permanent", 1)
-                return True
-            # Alone and failing: its own attempts, and it stays alone (back among other IDs
-            # it would fail them again).
-            if await self._spend(item, code, description, exc.http_status, real_cause=True):
-                regroup.append(_Group([item], strikes=2))
-            return True
-        strikes = (group.strikes if group is not None else 0) + 1
-        if trigger == "now" or strikes >= 2:
+    async def _whole_fault(
+        self,
+        items: list[_Item],
+        answer: AnswerClass,
+        group: _Group | None,
+        backoff: list[_Item],
+        regroup: list[_Group],
+    ) -> None:
+        """A whole request failed with a fault: retry each ID, or (when one command may be the
+        cause) send the same set again or split it, as the core decides."""
+        strikes = group.strikes if group is not None else 0
+        states = [item.state for item in items]
+        verdict, decisions, strikes = decide_group(states, answer, self._budget, strikes)
+        if verdict is Next.SPLIT:
             self._stats.batch_splits += 1
             mid = (len(items) + 1) // 2
-            # The halves inherit the evidence: a half failing the same way splits at once.
+            for item, decision in zip(items, decisions, strict=True):
+                item.state = decision.state
             for half in (items[:mid], items[mid:]):
-                self._groups.append(_Group(half, strikes=1 if trigger == "repeat" else 0))
+                self._groups.append(_Group(half, strikes=strikes))
             self._wake.set()
-            return True
-        # First sight of a failure that may recur: the same set once more, after backoff.
-        survivors = [
-            item for item in items if await self._spend(item, code, str(exc), exc.http_status)
-        ]
-        if survivors:
+            return
+        survivors: list[_Item] = []
+        for item, decision in zip(items, decisions, strict=True):
+            await self._apply(item, decision, survivors)
+        if verdict is Next.REGROUP and survivors:
             regroup.append(_Group(survivors, strikes=strikes))
-        return True
+        else:
+            backoff.extend(survivors)
 
     async def _single(self, deal_id: int) -> BatchReply:
         reply = BatchReply()
@@ -375,77 +372,33 @@ class _Engine:
             self._recent_set.discard(self._recent.popleft())
         await self._emit(outcome)
 
-    async def _fail(
-        self,
-        item: _Item,
-        code: str,
-        message: str,
-        status: int | None,
-        retryable: bool,
-        error_class: ErrorClass,
-        spent: int,
-    ) -> None:
-        self._stats.deals_failed += 1
-        await self._done(
-            item,
-            DealFailed(
-                id=item.id,
-                code=code,
-                message=self._client.mask(message),
-                http_status=status,
-                attempts=item.attempts + spent,
-                retryable=retryable,
-                error_class=error_class,
-            ),
-        )
-
-    async def _failed_attempt(
-        self, item: _Item, code: str, message: str, status: int | None, backoff: list[_Item]
-    ) -> None:
-        if await self._spend(item, code, message, status):
+    async def _apply(self, item: _Item, decision: Decision, backoff: list[_Item]) -> None:
+        """Carry out the core's decision for one ID (ABORT and SPLIT are the caller's)."""
+        item.state = decision.state
+        if decision.next is Next.RETRY:
             backoff.append(item)
-
-    async def _spend(
-        self, item: _Item, code: str, message: str, status: int | None, *, real_cause: bool = False
-    ) -> bool:
-        """Spend one attempt; False when that was the last (the ID then ends, retryable).
-
-        `real_cause`: the ID failed alone, so the failure is its own and its outcome carries
-        the portal's code and message rather than RETRIES_EXHAUSTED.
-        """
-        item.attempts += 1
-        item.last_code, item.last_message, item.last_status = code, message, status
-        if item.attempts < self._config.max_attempts:
-            return True
-        if real_cause:
-            await self._fail(item, code, message, status, True, "transient", 0)
-        else:
-            await self._fail(
+        elif decision.next is Next.REQUEUE:
+            self._retry.append(item)
+            self._wake.set()
+        elif decision.next is Next.FAIL:
+            assert decision.failure is not None
+            failure = decision.failure
+            self._stats.deals_failed += 1
+            await self._done(
                 item,
-                RETRIES_EXHAUSTED,
-                f"gave up after {item.attempts} attempts; last error: {message}",
-                status,
-                True,
-                "transient",
-                0,
+                DealFailed(
+                    id=item.id,
+                    code=failure.code,
+                    message=self._client.mask(failure.message),
+                    http_status=failure.status,
+                    attempts=item.attempts,
+                    retryable=failure.retryable,
+                    error_class=failure.error_class,
+                ),
             )
-        return False
 
-    async def _limit_hit(self, item: _Item, code: str, message: str, status: int | None) -> None:
-        item.limit_hits += 1
-        if item.limit_hits > MAX_LIMIT_RETRIES:
-            await self._fail(
-                item,
-                LIMIT_RETRIES_EXHAUSTED,
-                f"still limited after {item.limit_hits} waits; last answer: {message}",
-                status,
-                True,
-                "limit",
-                0,
-            )
-            return
-        self._retry.append(item)
-        self._wake.set()
+
+_MISSING = AnswerClass("missing", NOT_EXECUTED, message="command missing from the batch answer")
 
 
 def _first_pipeline_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -519,9 +472,10 @@ async def discover_modified_ids(
     """IDs of deals modified at or after `since - overlap`, ascending, via `crm.deal.list`.
 
     Keyset paging (`>ID` the last seen, `order ID asc`, `start=-1` so the portal skips its
-    count query; bitrix24-api.md §8): stable while deals change underneath, cheap on huge
-    portals. The timestamp is sent as ISO 8601 with its explicit offset, which the portal
-    converts into its own time zone; `since` must therefore be time-zone aware.
+    count query; docs `settings/performance/huge-data.md`): stable while deals change
+    underneath, cheap on huge portals. The timestamp is sent as ISO 8601 with its explicit
+    offset, which the portal converts into its own time zone; `since` must therefore be
+    time-zone aware.
     """
     if since.tzinfo is None or since.utcoffset() is None:
         raise UsageError("the modified-since time needs a time zone (e.g. 2024-08-30T00:00:00Z)")

@@ -1,10 +1,10 @@
 """Pacing against the portal's two limits, shared by every task of one client.
 
-Rate limit (bitrix24-api.md §1): a leaky bucket per portal, burst X, drain Y/s. We model it with
-one `aiolimiter.AsyncLimiter(X, X / Y)` (aiolimiter's burst equals `max_rate`), acquired for
-EVERY HTTP attempt, retries included, so retries cannot stampede. Our X and Y keep `headroom`
-for other integrations on the same IP. The limiter runs on the event loop's wall clock, so under
-a `ScaledClock(K)` its period is divided by K. A 503 `QUERY_LIMIT_EXCEEDED` means the portal's
+Rate limit (docs `limits.md`: a leaky bucket per portal and IP, burst X, drain Y/s). We model it
+with one `LeakyBucket(X, Y)`, acquired for EVERY HTTP attempt, retries included, so retries
+cannot stampede. Our X and Y keep `headroom` for other integrations on the same IP. The bucket,
+like every other wait here, reads and sleeps on the injected clock (`pipeline.clock`), so a
+virtual clock drives the whole pacer. A 503 `QUERY_LIMIT_EXCEEDED` means the portal's
 bucket is fuller than ours thinks: every task stops (a shared gate), waits 1/Y s plus jitter,
 growing by 1.5x on repeated 503s, and our bucket restarts full so that we resume at the drain
 rate instead of with a burst. Repeated refusals of requests our own model admitted mean the
@@ -33,9 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiolimiter import AsyncLimiter
-
-from pipeline.clock import Clock
+from pipeline.clock import Clock, wait_event
 from pipeline.config import LimitsConfig
 from pipeline.fetch.stats import FetchStats
 
@@ -56,6 +54,56 @@ MIN_RATE_FRACTION = 0.1
 RECOVER_AFTER_S = 300.0
 RECOVER_STEP_S = 60.0
 RECOVER_FACTOR = 1.1
+#: How often a task waiting for answers in flight re-checks the budget anyway (clock seconds):
+#: a pause set meanwhile, or a clock jump, must not leave it waiting for an event.
+RECHECK_S = 5.0
+#: Float slack of the bucket: a sleep of exactly the computed time must find room.
+_EPSILON = 1e-9
+
+
+class LeakyBucket:
+    """A leaky bucket on a `Clock`: holds up to `capacity`, drains `rate` per clock second.
+
+    `acquire` adds one unit once it fits, waiting for the drain otherwise; waiters are served
+    in arrival order (one waits at a time, the others queue behind a lock). Replaces
+    aiolimiter, whose bucket drains on the event loop's time, which a virtual clock cannot move.
+    """
+
+    def __init__(self, capacity: int, rate: float, clock: Clock) -> None:
+        if capacity < 1 or rate <= 0:
+            raise ValueError("a leaky bucket needs capacity >= 1 and a positive rate")
+        self.capacity = capacity
+        self.rate = rate
+        self._clock = clock
+        self._level = 0.0
+        self._last = clock.monotonic()
+        self._queue = asyncio.Lock()
+
+    def level(self) -> float:
+        """The bucket's content now."""
+        now = self._clock.monotonic()
+        self._level = max(0.0, self._level - (now - self._last) * self.rate)
+        self._last = now
+        return self._level
+
+    def has_capacity(self) -> bool:
+        """One more unit fits now, and nobody is queued for one."""
+        return not self._queue.locked() and self.level() + 1 <= self.capacity + _EPSILON
+
+    def fill(self) -> None:
+        """Fill to the brim: the next unit waits one drain interval (a restart without burst)."""
+        self.level()
+        self._level = float(self.capacity)
+
+    async def acquire(self) -> None:
+        """Add one unit, waiting (in arrival order) until it fits."""
+        async with self._queue:
+            while True:
+                excess = self.level() + 1 - self.capacity
+                if excess <= _EPSILON:
+                    self._level += 1
+                    return
+                await self._clock.sleep(excess / self.rate)
 
 
 class WaitMeter:
@@ -153,10 +201,10 @@ class RateGate:
         """Changes whenever the bucket model restarts (after every refusal)."""
         return self._generation
 
-    def _new_limiter(self) -> AsyncLimiter | None:
+    def _new_limiter(self) -> LeakyBucket | None:
         if self._rate <= 0:
             return None
-        return AsyncLimiter(self._burst, self._burst / (self._rate * self._clock.scale))
+        return LeakyBucket(self._burst, self._rate, self._clock)
 
     async def acquire(self) -> int:
         """Wait until one more HTTP request may go out; returns the bucket model's generation
@@ -176,7 +224,7 @@ class RateGate:
             if self._fill_pending:
                 # A fresh bucket filled to the brim: returns at once, then drains at rate Y.
                 self._fill_pending = False
-                await limiter.acquire(self._burst)
+                limiter.fill()
             if limiter.has_capacity():
                 await limiter.acquire()
             else:
@@ -458,8 +506,8 @@ class OperatingBudget:
     async def _wait_change(self) -> None:
         # Re-check at least every few seconds: a blocked_until set meanwhile, or a clock jump.
         self._changed.clear()
-        with self._meter.waiting(), contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout=5.0 / self._clock.scale)
+        with self._meter.waiting():
+            await wait_event(self._clock, self._changed, RECHECK_S)
 
     def release(self, reservation: Reservation, observation: Observation | None) -> None:
         """The request holding `reservation` ended; `observation` is None if it failed."""
@@ -596,7 +644,9 @@ class Pacer:
 
 __all__ = [
     "MIN_OPERATING_PAUSE_S",
+    "RECHECK_S",
     "RESET_MARGIN_S",
+    "LeakyBucket",
     "Observation",
     "OperatingBudget",
     "Pacer",

@@ -3,7 +3,7 @@
 One `ClientSession` per run (connection reuse), explicit timeouts, TLS verified by default (an
 on-premise CA bundle may be given), plain HTTP refused except to loopback hosts. Redirects are
 followed here, by hand: aiohttp (like most clients) turns a POST into a GET on 302, losing the
-body, which is exactly the Bitrix24 domain-move trap (bitrix24-api.md §7.9); we re-POST the same
+body, which is exactly the Bitrix24 domain-move trap (docs `change-domen.md`); we re-POST the same
 body to the new location and remember the move for later requests.
 
 Every aiohttp/OS failure is translated here, once, into our own errors:
@@ -20,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -28,20 +27,11 @@ import aiohttp
 
 from pipeline.config import TransportConfig
 from pipeline.errors import FatalPortalError, TransientError, UsageError
+from pipeline.fetch.wire import HttpResponse
 from pipeline.redact import mask_text
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """What the rest of the fetch package sees of an HTTP answer."""
-
-    status: int
-    content_type: str
-    body: bytes
-    url: str
 
 
 def is_loopback_host(host: str) -> bool:
@@ -73,7 +63,8 @@ def _origin(url: str) -> str:
 
 
 class Transport:
-    """An HTTP client bound to one run. Use as `async with Transport(cfg) as t:`.
+    """The aiohttp `HttpTransport` (`pipeline.fetch.wire`), bound to one run. Use as
+    `async with Transport(cfg) as t:`.
 
     `secrets` are masked out of every message this class produces.
     """

@@ -1,4 +1,4 @@
-"""Batch building and the answer shapes PHP produces (bitrix24-api.md §3)."""
+"""Batch building and the answer shapes PHP produces (docs `batch.md`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from pipeline.fetch.batch import (
     CommandError,
     as_section,
+    batch_timings,
     build_batch,
     command_key,
     parse_batch,
@@ -51,7 +52,7 @@ def test_dict_shapes_split_per_id() -> None:
     assert reply.deals == {1: {"ID": "1", "TITLE": "a"}, 2: {"ID": "2"}}
     assert reply.errors == {3: CommandError("", "Not found")}
     assert reply.missing == []
-    assert [t["operating"] for t in reply.timings] == [1.0, 1.2]
+    assert [t["operating"] for t in batch_timings(result)] == [1.0, 1.2]
 
 
 def test_empty_sections_as_php_lists() -> None:
@@ -64,7 +65,7 @@ def test_empty_sections_as_php_lists() -> None:
     reply = parse_batch(result, [7])
     assert reply.deals == {}
     assert reply.errors == {7: CommandError("", "Access denied.")}
-    assert reply.timings == []
+    assert batch_timings(result) == []
 
 
 def test_list_sections_are_keyed_by_position() -> None:

@@ -1,4 +1,5 @@
-"""Truth table of `classify`: every documented row (bitrix24-api.md §4) and the fallbacks."""
+"""Truth table of `classify`: every documented row (docs `_includes/system-errors.md`,
+`crm-deal-get.md`) and the fallbacks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Pacing logic with a fake clock (no waiting): operating budget and the shared 503 gate."""
+"""Pacing logic on virtual time (no waiting): operating budget, the shared 503 gate and the
+leaky bucket, with exact times."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import logging
 
 import pytest
 
+from pipeline.clock import VirtualClock
 from pipeline.config import LimitsConfig
 from pipeline.fetch.pacing import (
     EPISODE_QUIET_S,
     MIN_OPERATING_PAUSE_S,
+    RECHECK_S,
     RECOVER_AFTER_S,
     RECOVER_STEP_S,
     RESET_MARGIN_S,
+    LeakyBucket,
     Observation,
     OperatingBudget,
     Pacer,
@@ -24,25 +28,21 @@ from pipeline.fetch.pacing import (
 from pipeline.fetch.stats import FetchStats
 
 
-class FakeClock:
-    """Virtual time: sleeping advances it at once."""
-
-    scale = 1.0
+class FakeClock(VirtualClock):
+    """Virtual time read as `t` (Unix time); setting `t` moves it forward, waking sleepers.
+    Inside `async with clock.autojump():` time jumps to the next wake-up whenever every task
+    waits."""
 
     def __init__(self, t: float = 1_000.0) -> None:
-        self.t = t
-        self.sleeps: list[float] = []
+        super().__init__(start=t)
 
-    def now(self) -> float:
-        return self.t
+    @property
+    def t(self) -> float:
+        return self.now()
 
-    def monotonic(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
+    @t.setter
+    def t(self, value: float) -> None:
+        self.advance(value - self.now())
 
 
 def test_observe_folds_a_batch() -> None:
@@ -68,49 +68,53 @@ def limits(budget: float | None = 100.0, headroom: float = 0.0) -> LimitsConfig:
 
 async def test_budget_probes_first_then_paces_then_waits_for_reset() -> None:
     clock = FakeClock()
-    budget = OperatingBudget(limits(100.0), clock, FetchStats())
-    probe = await budget.reserve(50)
-    # While the probe is out nobody else goes: we do not know the budget state yet.
-    second = asyncio.create_task(budget.reserve(50))
-    await asyncio.sleep(0)
-    assert not second.done()
-    budget.release(probe, Observation(operating=25.0, reset_at=1_600.0, per_command_s=0.5))
-    held = [await second]
-    # 25 used, 25 per batch held: two more fit under 100, the next must wait.
-    held.append(await budget.reserve(50))
-    held.append(await budget.reserve(50))
-    blocked = asyncio.create_task(budget.reserve(50))
-    await asyncio.sleep(0)
-    assert not blocked.done()
-    for r in held:
-        budget.release(r, Observation(operating=100.0, reset_at=1_600.0, per_command_s=0.5))
-    # Nothing in flight and the budget is spent: wait for the oldest minute to leave.
-    reservation = await asyncio.wait_for(blocked, 1)
-    assert clock.t == pytest.approx(1_600.0 + RESET_MARGIN_S)
-    # After the reset exactly one request probes the new value.
-    other = asyncio.create_task(budget.reserve(50))
-    await asyncio.sleep(0)
-    assert not other.done()
-    budget.release(reservation, Observation(operating=25.0, reset_at=1_660.0, per_command_s=0.5))
-    budget.release(await asyncio.wait_for(other, 1), None)
+    async with clock.autojump():
+        budget = OperatingBudget(limits(100.0), clock, FetchStats())
+        probe = await budget.reserve(50)
+        # While the probe is out nobody else goes: we do not know the budget state yet.
+        second = asyncio.create_task(budget.reserve(50))
+        await asyncio.sleep(0)
+        assert not second.done()
+        budget.release(probe, Observation(operating=25.0, reset_at=1_600.0, per_command_s=0.5))
+        held = [await second]
+        # 25 used, 25 per batch held: two more fit under 100, the next must wait.
+        held.append(await budget.reserve(50))
+        held.append(await budget.reserve(50))
+        blocked = asyncio.create_task(budget.reserve(50))
+        await asyncio.sleep(0)
+        assert not blocked.done()
+        for r in held:
+            budget.release(r, Observation(operating=100.0, reset_at=1_600.0, per_command_s=0.5))
+        # Nothing in flight and the budget is spent: wait for the oldest minute to leave.
+        reservation = await asyncio.wait_for(blocked, 1)
+        assert clock.t == pytest.approx(1_600.0 + RESET_MARGIN_S)
+        # After the reset exactly one request probes the new value.
+        other = asyncio.create_task(budget.reserve(50))
+        await asyncio.sleep(0)
+        assert not other.done()
+        budget.release(
+            reservation, Observation(operating=25.0, reset_at=1_660.0, per_command_s=0.5)
+        )
+        budget.release(await asyncio.wait_for(other, 1), None)
 
 
 async def test_headroom_lowers_the_ceiling() -> None:
     clock = FakeClock()
-    budget = OperatingBudget(limits(100.0, headroom=0.2), clock, FetchStats())
-    budget.release(
-        await budget.reserve(1), Observation(operating=70.0, reset_at=1_300, per_command_s=0.2)
-    )
-    assert budget.mode == "on"
-    r = await budget.reserve(50)  # 70 + 10 = 80 <= 80
-    waiting = asyncio.create_task(budget.reserve(1))
-    await asyncio.sleep(0)
-    assert not waiting.done()
-    budget.release(r, None)  # the held 10 s come back: the small request now fits
-    budget.release(await asyncio.wait_for(waiting, 1), None)
-    assert clock.t == 1_000
-    await budget.reserve(60)  # 70 + 12 > 80: only after the reset
-    assert clock.t == pytest.approx(1_300 + RESET_MARGIN_S)
+    async with clock.autojump():
+        budget = OperatingBudget(limits(100.0, headroom=0.2), clock, FetchStats())
+        budget.release(
+            await budget.reserve(1), Observation(operating=70.0, reset_at=1_300, per_command_s=0.2)
+        )
+        assert budget.mode == "on"
+        r = await budget.reserve(50)  # 70 + 10 = 80 <= 80
+        waiting = asyncio.create_task(budget.reserve(1))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        budget.release(r, None)  # the held 10 s come back: the small request now fits
+        budget.release(await asyncio.wait_for(waiting, 1), None)
+        assert clock.t == 1_000
+        await budget.reserve(60)  # 70 + 12 > 80: only after the reset
+        assert clock.t == pytest.approx(1_300 + RESET_MARGIN_S)
 
 
 async def test_on_premise_answers_turn_pacing_off() -> None:
@@ -129,21 +133,22 @@ async def test_failed_probe_keeps_probing() -> None:
 
 async def test_operating_limit_pauses_until_reset() -> None:
     clock = FakeClock()
-    stats = FetchStats()
-    budget = OperatingBudget(limits(None), clock, stats)  # pacing off, 429 still honoured
-    assert budget.on_limited() == MIN_OPERATING_PAUSE_S  # no reset known
-    await budget.reserve(1)
-    assert clock.t == pytest.approx(1_000 + MIN_OPERATING_PAUSE_S)
-    # Still blocked after that, still no reset known: the pause doubles.
-    assert budget.on_limited() == 2 * MIN_OPERATING_PAUSE_S
-    await budget.reserve(1)
-    budget.release(
-        await budget.reserve(1), Observation(operating=500, reset_at=1_400, per_command_s=0.1)
-    )
-    budget.on_limited()
-    await budget.reserve(1)
-    assert clock.t == pytest.approx(1_400 + RESET_MARGIN_S)
-    assert stats.operating_wait_s > 0
+    async with clock.autojump():
+        stats = FetchStats()
+        budget = OperatingBudget(limits(None), clock, stats)  # pacing off, 429 still honoured
+        assert budget.on_limited() == MIN_OPERATING_PAUSE_S  # no reset known
+        await budget.reserve(1)
+        assert clock.t == pytest.approx(1_000 + MIN_OPERATING_PAUSE_S)
+        # Still blocked after that, still no reset known: the pause doubles.
+        assert budget.on_limited() == 2 * MIN_OPERATING_PAUSE_S
+        await budget.reserve(1)
+        budget.release(
+            await budget.reserve(1), Observation(operating=500, reset_at=1_400, per_command_s=0.1)
+        )
+        budget.on_limited()
+        await budget.reserve(1)
+        assert clock.t == pytest.approx(1_400 + RESET_MARGIN_S)
+        assert stats.operating_wait_s > 0
 
 
 async def test_rate_gate_backs_off_everyone_and_grows_on_repeats() -> None:
@@ -159,10 +164,11 @@ async def test_rate_gate_backs_off_everyone_and_grows_on_repeats() -> None:
 
 async def test_rate_gate_blocks_all_acquirers() -> None:
     clock = FakeClock()
-    gate = RateGate(LimitsConfig(rate=0), clock, FetchStats(), rand=lambda: 0.0)
-    pause = gate.on_rate_limited()
-    await asyncio.gather(*(gate.acquire() for _ in range(5)))
-    assert clock.t >= 1_000 + pause
+    async with clock.autojump():
+        gate = RateGate(LimitsConfig(rate=0), clock, FetchStats(), rand=lambda: 0.0)
+        pause = gate.on_rate_limited()
+        await asyncio.gather(*(gate.acquire() for _ in range(5)))
+        assert clock.t == pytest.approx(1_000 + pause)  # all five go together once it ends
 
 
 async def test_affordable_lets_a_smaller_batch_use_the_rest_of_the_window() -> None:
@@ -217,8 +223,11 @@ async def test_pacer_wait_totals_read_mid_wait() -> None:
     budget = pacer.budget("crm.deal.get")
     budget.on_limited()
     task = asyncio.ensure_future(budget.reserve(1))
-    await asyncio.sleep(0)  # the task is inside its sleep; the fake clock already advanced
-    assert pacer.wait_totals()[1] == pytest.approx(MIN_OPERATING_PAUSE_S)
+    await asyncio.sleep(0)  # the task is inside its sleep
+    clock.advance(4.0)
+    assert pacer.wait_totals()[1] == pytest.approx(4.0)  # the open wait, read mid-wait
+    assert stats.operating_wait_s == pytest.approx(4.0)
+    clock.advance(MIN_OPERATING_PAUSE_S - 4.0)
     await task
     assert stats.operating_wait_s == pytest.approx(MIN_OPERATING_PAUSE_S)
 
@@ -297,3 +306,73 @@ def test_rate_gate_episodes_end_after_quiet_and_the_rate_recovers_slowly(
 
 def zero() -> float:
     return 0.0
+
+
+# -- one clock: the bucket, the gate and the re-check on virtual time, exact schedules ---------
+
+
+async def stamp_acquires(clock: VirtualClock, acquire: object, n: int) -> list[float]:
+    """When each of `n` concurrent acquirers got through (clock seconds, in arrival order)."""
+    times: list[float] = []
+
+    async def one() -> None:
+        await acquire()  # type: ignore[operator]
+        times.append(clock.monotonic())
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return times
+
+
+async def test_leaky_bucket_bursts_then_drains_at_its_rate() -> None:
+    clock = VirtualClock()
+    bucket = LeakyBucket(3, 2.0, clock)
+    async with clock.autojump():
+        times = await stamp_acquires(clock, bucket.acquire, 7)
+        assert times == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 1.5, 2.0])
+        clock.advance(10.0)  # drained empty: a full burst again
+        assert bucket.has_capacity()
+        later = await stamp_acquires(clock, bucket.acquire, 4)
+    assert later == pytest.approx([12.0, 12.0, 12.0, 12.5])
+
+
+async def test_leaky_bucket_filled_restarts_at_the_drain_rate() -> None:
+    clock = VirtualClock()
+    bucket = LeakyBucket(50, 4.0, clock)
+    bucket.fill()
+    assert not bucket.has_capacity()
+    async with clock.autojump():
+        times = await stamp_acquires(clock, bucket.acquire, 4)
+    assert times == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+async def test_rate_gate_schedule_after_a_refusal_is_exact() -> None:
+    # A burst of 3 at 2/s; a refusal at t=0.5 pauses everyone 1/Y (jitter 0), then the bucket
+    # restarts full: one request per 1/Y after the pause, never a burst.
+    clock = VirtualClock()
+    gate = RateGate(LimitsConfig(rate=2.0, burst=3, headroom=0.0), clock, FetchStats(), zero)
+    async with clock.autojump():
+        assert await stamp_acquires(clock, gate.acquire, 3) == [0.0, 0.0, 0.0]
+        clock.advance(0.5)
+        pause = gate.on_rate_limited(gate.generation)
+        assert pause == pytest.approx(0.5)
+        times = await stamp_acquires(clock, gate.acquire, 3)
+    assert times == pytest.approx([1.5, 2.0, 2.5])
+    assert gate.wait_total() == pytest.approx(2.0)  # from 0.5 to 2.5 someone was held back
+
+
+async def test_budget_rechecks_on_the_clock_while_answers_are_in_flight() -> None:
+    # A probe is out and unanswered: the next request re-checks every RECHECK_S of clock time
+    # (the virtual clock moves only for those re-checks) and stays held; once the probe's
+    # answer is in, it goes at once.
+    clock = VirtualClock()
+    budget = OperatingBudget(limits(100.0), clock, FetchStats(), "crm.deal.get")
+    async with clock.autojump():
+        probe = await budget.reserve(1)
+        waiting = asyncio.create_task(budget.reserve(1))
+        while clock.monotonic() < 3 * RECHECK_S:
+            await clock.sleep(RECHECK_S)
+        assert not waiting.done()
+        assert clock.jumps == 3  # t = 5, 10, 15: the re-checks coincide with the test's sleeps
+        budget.release(probe, Observation(operating=10.0, reset_at=2_000.0, per_command_s=0.5))
+        await waiting
+    assert clock.monotonic() == 3 * RECHECK_S  # released at once: no wait for the re-check
