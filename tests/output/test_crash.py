@@ -6,7 +6,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -62,10 +61,10 @@ def test_sigkill_at_random_points_then_resume_is_exactly_once(
     tmp_path: Path, synth: ModuleType, seed: int
 ) -> None:
     rng = random.Random(seed)
-    started = time.monotonic()
     kills = 0
+    # Bounded by KILL_CYCLES in count and by pytest-timeout in time; no wall-clock assertion,
+    # which would fail on a busy machine rather than on a defect.
     for cycle in range(KILL_CYCLES):
-        assert time.monotonic() - started < 40, "crash test took too long"
         if cycle == 2:
             # an external kill -9 at a random moment, from outside the process
             code = _run_child(tmp_path, synth, 0, kill_after_s=rng.uniform(0.0, 0.02))
