@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from bench.chaos.audit import audit_output, read_data
-from bench.chaos.harness import SECRET, Completed, Context, check, no_traceback
+from bench.chaos.harness import SECRET, Context, check, no_traceback
 from bench.chaos.kills import PACED, _wait_for_commit
 from bench.chaos.runner import Outcome, Scenario
 from bench.chaos.secret_scan import scan_scenario
@@ -117,7 +118,9 @@ def _file_urls(out: Path) -> int:
 
 
 async def _night(ctx: Context, args: list[str], env: dict[str, str], work: Path,
-                 night: int, expire_mid_run: RunningSimulator | None) -> Completed:  # fmt: skip
+                 night: int, expire_mid_run: RunningSimulator | None) -> float:  # fmt: skip
+    """Run one night to exit 0; its wall seconds."""
+    started = time.monotonic()
     proc = await ctx.start(args, env=env, cwd=work)
     if expire_mid_run is not None:
         committed = await _wait_for_commit(work / "out", 0, proc, limit_s=30)
@@ -126,12 +129,12 @@ async def _night(ctx: Context, args: list[str], env: dict[str, str], work: Path,
     done = await ctx.finish(proc, args, limit_s=150)
     no_traceback(done)
     check(done.code == 0, f"night {night} exited {done.code}: {done.tail()}")
-    return done
+    return time.monotonic() - started
 
 
 async def oauth_two_nights(ctx: Context) -> Outcome:
     config = SimulatorConfig(
-        deals=800 if ctx.quick else 2000,
+        deals=500 if ctx.quick else 2000,
         seed=91,
         secret=SECRET,
         oauth=SETTINGS,
@@ -150,7 +153,7 @@ async def oauth_two_nights(ctx: Context) -> Outcome:
         common = ["--out", "out", "--token-file", "tokens.json", "--log-format", "json", *PACED]
 
         night1 = ["run", "--modified-since", "2000-01-01T00:00:00+00:00", *common]
-        await _night(ctx, night1, env, work, 1, expire_mid_run=sim)
+        seconds1 = await _night(ctx, night1, env, work, 1, expire_mid_run=sim)
         refreshes1 = int(sim.stats()["oauth_refreshes"])
         check(refreshes1 >= 1, "night 1: the forced expiry caused no refresh")
         check(
@@ -170,7 +173,7 @@ async def oauth_two_nights(ctx: Context) -> Outcome:
         sim.touch(touched)
         sim.expire_access_token()  # the night passes: the access token's hour is long over
         night2 = ["run", "--since-last-run", "--existing-data-behavior", "overwrite", *common]
-        await _night(ctx, night2, env, work, 2, expire_mid_run=None)
+        seconds2 = await _night(ctx, night2, env, work, 2, expire_mid_run=None)
         refreshes2 = int(sim.stats()["oauth_refreshes"]) - refreshes1
         check(refreshes2 >= 1, "night 2 did not refresh the expired access token")
         _check_token_file(tokens, sim, 2)
@@ -200,6 +203,7 @@ async def oauth_two_nights(ctx: Context) -> Outcome:
             {
                 "deals": config.deals,
                 "refreshes": [refreshes1, refreshes2],
+                "night_seconds": [round(seconds1, 2), round(seconds2, 2)],
                 "tokens_issued": len(issued.values),
                 "night1": {
                     "exported": audit1.exported,

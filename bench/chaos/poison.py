@@ -68,6 +68,23 @@ def _check_culprits(root: Path, poison: list[int], answer: str) -> None:
         check(got == want, f"poison deal {row['id']}: sidecar says {got}, expected {want}")
 
 
+def _unresolved(root: Path, poison: list[int], answer: str) -> list[int]:
+    """Poison deals a run under faults left retryable. A 500 culprit always is; a
+    WRONG_ENCODING one only when faults of the mix used up its attempts before it stood
+    alone (RETRIES_EXHAUSTED), and the fault-free retry then isolates it."""
+    side = read_sidecar(root)
+    assert side is not None  # the audit has found every poison deal in it
+    rows = side.filter(pc.is_in(side.column("id"), pa.array(poison, pa.int64()))).to_pylist()
+    pending = sorted(row["id"] for row in rows if row["retryable"])
+    if ANSWERS[answer][3]:
+        check(len(pending) == len(poison), f"500 culprits not retryable after the run: {rows}")
+    for row in rows:
+        if row["retryable"] and not ANSWERS[answer][3]:
+            check(row["code"] == "RETRIES_EXHAUSTED",
+                  f"poison deal {row['id']} retryable with {row['code']!r}")  # fmt: skip
+    return pending
+
+
 async def _run(ctx: Context, args: list[str], env: dict[str, str], work: Path,
                codes: tuple[int, ...], step: str) -> Completed:  # fmt: skip
     done = await ctx.cli(args, env=env, cwd=work, limit_s=150)
@@ -109,17 +126,14 @@ async def _poison_portal(
         # Under faults a retryable culprit's last attempt may have met a fault of the mix
         # instead of its own 500, so its code is checked after the fault-free retry.
         mid = audit_output(
-            out, sim.portal, wanted, allow_retryable=True, expected_failures=dict.fromkeys(poison)
+            out,
+            sim.portal,
+            wanted,
+            allow_retryable=True,
+            expected_failures=dict.fromkeys(poison),
+            values=False,
         )
-        side = read_sidecar(out)
-        assert side is not None
-        failed = dict(zip(side.column("id").to_pylist(), side.column("retryable").to_pylist(),
-                          strict=True))  # fmt: skip
-        missing = [p for p in poison if p not in failed]
-        check(not missing, f"poison deals not in the sidecar after the run: {missing}")
-        check(all(failed[p] is retryable for p in poison),
-              f"poison deals' retryable flags {[failed[p] for p in poison]}, "
-              f"expected {retryable}")  # fmt: skip
+        pending = _unresolved(out, poison, answer)
         retry_limits: dict[str, Any] = {}
         if first.code == 3:
             check("deal-export retry" in first.stdout, "exit 3 without saying what to run next")
@@ -165,6 +179,7 @@ async def _poison_portal(
             "split_bound": bound,
             "split_requests_per_poison": round(extra / count, 1),
             "retryable_after_run": mid.failed_retryable,
+            "poison_unresolved_after_run": len(pending),
             "retry": {
                 k: retry_limits[k]
                 for k in ("requests", "batch_splits", "portal_requests")
@@ -179,7 +194,7 @@ async def _poison_portal(
 
 
 async def poison_deals(ctx: Context) -> Outcome:
-    deals, count = (2000, 3) if ctx.quick else (6000, 6)
+    deals, count = (1500, 3) if ctx.quick else (6000, 6)
     lines: list[str] = []
     figures: dict[str, Any] = {}
     for n, answer in enumerate(ANSWERS):
