@@ -10,7 +10,8 @@ night 1 saved. Both nights must exit 0 and pass the exactly-once audit.
 The portal puts the caller's access token into every file URL it sends (crm `restservice.php`
 `externalizeFile`), and a light fault mix adds error lines to the JSON logs. Every token the
 portal issued (the first pair and every rotated one) and the client secret must be absent from
-every output file (Parquet values decoded), the sidecar, every log line and every message;
+every output file (Parquet values decoded), the sidecar (two poison deals make sure there is
+one each night), every log line and every message;
 they join the suite's final scan too. The token file is where the tokens belong: it is skipped
 by the scans and checked instead (the current pair, mode 0600, nothing else secret).
 """
@@ -101,6 +102,10 @@ def _listed_since(sim: RunningSimulator, since: float) -> set[int]:
     return {i for i in portal.visible_ids if portal.date_modify(i) >= since}
 
 
+def _poison(poison: list[int], wanted: set[int]) -> dict[int, str | None]:
+    return {p: "WRONG_ENCODING" for p in poison if p in wanted}
+
+
 def _file_urls(out: Path) -> int:
     """File URLs in the data (so the scan has something to prove); none may carry `auth`."""
     data = read_data(out)
@@ -142,6 +147,10 @@ async def oauth_two_nights(ctx: Context) -> Outcome:
     )
     async with serve(config) as sim:
         issued = IssuedTokens(sim)
+        rng = random.Random(ctx.seed + 91)
+        # Two deals the portal cannot encode, so both nights write sidecar rows for the scan.
+        poison = rng.sample(sim.portal.visible_ids, 2)
+        sim.set_poison(poison)
         work = ctx.dir("oauth-two-nights")
         tokens = work / "tokens.json"
         pair = {"access_token": sim.access_token, "refresh_token": sim.refresh_token}
@@ -162,14 +171,15 @@ async def oauth_two_nights(ctx: Context) -> Outcome:
         _check_token_file(tokens, sim, 1)
         wanted1 = _listed_since(sim, datetime(2000, 1, 1, tzinfo=UTC).timestamp())
         check(_discovered(out) == wanted1, "night 1 discovered other deals than the portal lists")
-        audit1 = audit_output(out, sim.portal, wanted1)
+        audit1 = audit_output(out, sim.portal, wanted1, expected_failures=_poison(poison, wanted1))
+        check(audit1.unanswerable == len(poison), "night 1 wrote no sidecar row to scan")
         urls1 = _file_urls(out)
         check(urls1, "night 1 exported no file URL: the token-in-URL path went untested")
         mark1 = read_watermark(str(out))
         check(mark1 is not None, "night 1 left no watermark")
 
-        rng = random.Random(ctx.seed + 91)
         touched = rng.sample(sim.portal.visible_ids, 30) + rng.sample(sim.portal.hidden_ids, 2)
+        touched.append(poison[0])
         sim.touch(touched)
         sim.expire_access_token()  # the night passes: the access token's hour is long over
         night2 = ["run", "--since-last-run", "--existing-data-behavior", "overwrite", *common]
@@ -182,7 +192,8 @@ async def oauth_two_nights(ctx: Context) -> Outcome:
         readable = set(touched) - set(sim.portal.hidden_ids)
         check(readable <= wanted2, "the touched deals are not all modified since night 1")
         check(_discovered(out) == wanted2, "night 2 discovered other deals than the portal lists")
-        audit2 = audit_output(out, sim.portal, wanted2)
+        audit2 = audit_output(out, sim.portal, wanted2, expected_failures=_poison(poison, wanted2))
+        check(audit2.unanswerable >= 1, "night 2 wrote no sidecar row to scan")
         mark2 = read_watermark(str(out))
         check(mark2 is not None and str(mark2) > str(mark1), "night 2 did not move the watermark")
 
