@@ -2,7 +2,7 @@
 simulated portal, each scenario ending in an audit of its output.
 
     .venv/bin/python -m bench.chaos            # the full suite -> bench/results/chaos.json
-    .venv/bin/python -m bench.chaos --quick    # the CI subset (tests/chaos), under a minute
+    .venv/bin/python -m bench.chaos --quick    # the CI subset (tests/chaos), about 75 s on 2 cores
 
 Scenarios, in order (one module each):
     faults      1. the fault mix: 500, HTML 502/503/504, resets, truncated, slow, no `time`
