@@ -2,7 +2,7 @@
 simulated portal, each scenario ending in an audit of its output.
 
     .venv/bin/python -m bench.chaos            # the full suite -> bench/results/chaos.json
-    .venv/bin/python -m bench.chaos --quick    # the CI subset (tests/chaos), under a minute
+    .venv/bin/python -m bench.chaos --quick    # the CI subset (tests/chaos), about 75 s on 2 cores
 
 Scenarios, in order (one module each):
     faults      1. the fault mix: 500, HTML 502/503/504, resets, truncated, slow, no `time`
@@ -11,7 +11,11 @@ Scenarios, in order (one module each):
     webhook     4. the webhook revoked mid-run, then restored and resumed
     disk        5. the disk filling up under the output root, then space coming back
     inputs      6. a table of bad inputs, each with its exit code and message
-    secret_scan 7. the webhook secret in no file, no output line, no log
+    empties     8. real empties: every empty multiple form over every multiple UF type
+    poison      9. poison deals (WRONG_ENCODING, repeating 500) isolated among thousands
+    oauth      10. OAuth over two nights: an expiry mid-run, the rotated pair saved
+    secret_scan 7. no webhook secret, OAuth token or client secret in any file, line or log
+                   (runs last)
 """
 
 from __future__ import annotations
@@ -20,7 +24,18 @@ from bench.chaos.runner import Scenario
 
 
 def all_scenarios(quick: bool) -> list[Scenario]:
-    from bench.chaos import disk, faults, inputs, kills, secret_scan, storms, webhook
+    from bench.chaos import (
+        disk,
+        empties,
+        faults,
+        inputs,
+        kills,
+        oauth,
+        poison,
+        secret_scan,
+        storms,
+        webhook,
+    )
 
     return [
         *faults.scenarios(quick),
@@ -29,6 +44,9 @@ def all_scenarios(quick: bool) -> list[Scenario]:
         *webhook.scenarios(quick),
         *disk.scenarios(quick),
         *inputs.scenarios(quick),
+        *empties.scenarios(quick),
+        *poison.scenarios(quick),
+        *oauth.scenarios(quick),
         *secret_scan.scenarios(quick),
     ]
 

@@ -9,6 +9,8 @@ shows up as a mismatch naming the deal and the column.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,9 @@ class Audit:
     failed_retryable: int
     invalid_input: int
     values_checked: int
+    #: Deals the portal cannot answer (poison), each in the sidecar with its expected code;
+    #: counted here and not in `failed_permanent` / `failed_retryable`.
+    unanswerable: int = 0
 
     def describe(self) -> str:
         parts = [f"{self.exported} exported"]
@@ -38,6 +43,8 @@ class Audit:
             parts.append(f"{self.failed_permanent} permanent")
         if self.failed_retryable:
             parts.append(f"{self.failed_retryable} retryable")
+        if self.unanswerable:
+            parts.append(f"{self.unanswerable} unanswerable with their portal code")
         if self.invalid_input:
             parts.append(f"{self.invalid_input} invalid lines")
         return ", ".join(parts) + f"; {self.values_checked} rows equal the portal"
@@ -111,6 +118,8 @@ def audit_output(
     invalid_lines: int | None = None,
     allow_retryable: bool = False,
     completed: bool = True,
+    expected_failures: Mapping[int, str | None] | None = None,
+    values: bool = True,
 ) -> Audit:
     """Check an output root against the portal; raise ScenarioFailed naming the first breach.
 
@@ -118,7 +127,10 @@ def audit_output(
       twice; no other ID appears;
     * the data holds exactly the readable deals, unless a retryable failure explains a missing
       one (only when `allow_retryable`); deleted/hidden deals are never data;
-    * every exported row equals the portal's deal typed by the pipeline's own schema mapping;
+    * `expected_failures` (deal ID -> sidecar code, None for any): readable deals the portal
+      cannot answer (poison); each must be a fetch row with that code, retryable or not;
+    * every exported row equals the portal's deal typed by the pipeline's own schema mapping
+      (unless `values` is False: for a check half-way whose rows the final audit compares);
     * `invalid_lines` input rows (when given); a completed run has `_SUCCESS`, a manifest whose
       counts agree, no lock and no temp files.
     """
@@ -130,17 +142,20 @@ def audit_output(
     data_ids: list[int] = [] if data is None else data.column("ID").to_pylist()
     side = read_sidecar(root)
     fetch_rows: dict[int, bool] = {}
+    fetch_codes: dict[int, str] = {}
     inputs = 0
     if side is not None:
-        for i, stage, retryable in zip(
+        for i, stage, retryable, code in zip(
             side.column("id").to_pylist(),
             side.column("stage").to_pylist(),
             side.column("retryable").to_pylist(),
+            side.column("code").to_pylist(),
             strict=True,
         ):
             if stage == "fetch":
                 check(i not in fetch_rows, f"deal {i} has two fetch rows in the sidecar")
                 fetch_rows[i] = bool(retryable)
+                fetch_codes[i] = str(code or "")
             elif stage == "input":
                 inputs += 1
     data_set = set(data_ids)
@@ -157,11 +172,19 @@ def audit_output(
             inputs == invalid_lines, f"{inputs} input rows in the sidecar, expected {invalid_lines}"
         )
 
-    visible = set(portal.visible_ids) & wanted
+    expected = dict(expected_failures or {})
+    for deal_id, code in sorted(expected.items()):
+        check(deal_id in fetch_rows, f"deal {deal_id}, which the portal cannot answer, is not a "
+              "sidecar fetch row")  # fmt: skip
+        got = fetch_codes[deal_id]
+        check(
+            code in (None, got), f"deal {deal_id} is in the sidecar with code {got!r}, not {code!r}"
+        )
+    visible = (set(portal.visible_ids) & wanted) - expected.keys()
     not_readable = data_set - visible
     check(not not_readable, f"deleted/hidden deals exported: {sorted(not_readable)[:5]}")
     lost = visible - data_set
-    retryable = {i for i, r in fetch_rows.items() if r}
+    retryable = {i for i, r in fetch_rows.items() if r} - expected.keys()
     if allow_retryable:
         unexplained = lost - retryable
         check(not unexplained, f"readable deals failed permanently: {sorted(unexplained)[:5]}")
@@ -170,7 +193,7 @@ def audit_output(
         check(not retryable, f"{len(retryable)} retryable failures left: {sorted(retryable)[:5]}")
 
     checked = 0
-    if data is not None and data.num_rows:
+    if values and data is not None and data.num_rows:
         schema = DealSchema.from_fields(portal.fields())
         ordered = sorted(data_ids)
         wires = [portal.deal_wire(i) for i in ordered]
@@ -194,11 +217,99 @@ def audit_output(
         )
     return Audit(
         exported=len(data_ids),
-        failed_permanent=sum(1 for r in fetch_rows.values() if not r),
+        failed_permanent=sum(1 for i, r in fetch_rows.items() if not r and i not in expected),
         failed_retryable=len(retryable),
         invalid_input=inputs,
         values_checked=checked,
+        unanswerable=len(expected),
     )
+
+
+#: The element type of each multiple field's list, by Bitrix24 type, as the README documents
+#: the columns (IDs and references int64, datetimes timestamp UTC, dates date32, money and
+#: files structs); anything else, a type unknown to the exporter included, is text.
+LIST_ELEMENTS: dict[str, Callable[[pa.DataType], bool]] = {
+    "integer": pa.types.is_int64,
+    "enumeration": pa.types.is_int64,
+    "employee": pa.types.is_int64,
+    "double": pa.types.is_float64,
+    "date": pa.types.is_date32,
+    "datetime": lambda t: pa.types.is_timestamp(t) and t.tz == "UTC",
+    "money": pa.types.is_struct,
+    "file": pa.types.is_struct,
+}
+
+
+def empty_form(value: Any) -> str | None:
+    """The wire form of an empty multiple field (`false`, `""` or `[]`), or None."""
+    if value is False:
+        return "false"
+    if value == "":
+        return "empty_string"
+    if isinstance(value, list) and not value:
+        return "empty_list"
+    return None
+
+
+@dataclass(frozen=True)
+class MultiplesAudit:
+    """What the multiple fields of an output hold: per field, its Bitrix24 type and how often
+    each empty wire form arrived (all of them exported as `[]`)."""
+
+    types: dict[str, str]
+    forms: dict[str, Counter[str]]
+    values_checked: int
+    normalise_rows: int
+
+    @property
+    def empties(self) -> int:
+        return sum(sum(c.values()) for c in self.forms.values())
+
+
+def audit_multiples(root: Path, portal: Portal) -> MultiplesAudit:
+    """Check every multiple field of every exported deal against the wire, independently of
+    the pipeline's own conversion: the column is a list of the documented element type; an
+    empty form (`false`, `""`, `[]`) is exported as `[]`; a non-empty list keeps its length with
+    no null element; and the sidecar has no `normalise` row (no value failed conversion)."""
+    data = read_data(root)
+    side = read_sidecar(root)
+    normalise_rows = 0
+    if side is not None:
+        normalise_rows = side.column("stage").to_pylist().count("normalise")
+    check(normalise_rows == 0, f"{normalise_rows} normalise rows in the sidecar")
+    # CONTACT_IDS is multiple, but crm.deal.get does not send it (REST docs, crm-deal-get.md;
+    # contacts come from crm.deal.contact.items.get).
+    types = {
+        name: str(desc["type"])
+        for name, desc in portal.fields().items()
+        if desc.get("isMultiple") and name != "CONTACT_IDS"
+    }
+    ids: list[int] = data.column("ID").to_pylist()
+    wires = [portal.deal_wire(i) or {} for i in ids]
+    forms: dict[str, Counter[str]] = {name: Counter() for name in types}
+    checked = 0
+    for name, bitrix_type in types.items():
+        check(name in data.column_names, f"multiple field {name} is not a column")
+        arrow_type = data.schema.field(name).type
+        check(pa.types.is_list(arrow_type), f"{name} ({bitrix_type}) is {arrow_type}, not a list")
+        element = arrow_type.value_type
+        typed = LIST_ELEMENTS.get(bitrix_type, pa.types.is_string)
+        check(typed(element), f"{name} ({bitrix_type}) is a list of {element}")
+        for deal_id, wire, value in zip(ids, wires, data.column(name).to_pylist(), strict=True):
+            if name not in wire:
+                continue
+            sent = wire[name]
+            form = empty_form(sent)
+            if form is not None:
+                forms[name][form] += 1
+                check(value == [], f"deal {deal_id} {name}: empty {form} exported as {value!r}")
+            elif isinstance(sent, list):
+                check(
+                    isinstance(value, list) and len(value) == len(sent) and None not in value,
+                    f"deal {deal_id} {name}: {len(sent)} values sent, exported {value!r}",
+                )
+            checked += 1
+    return MultiplesAudit(types, forms, checked, normalise_rows)
 
 
 def ids_file(path: Path, portal: Portal, *, seed: int, extra: tuple[str, ...] = ()) -> set[int]:
@@ -215,9 +326,13 @@ def ids_file(path: Path, portal: Portal, *, seed: int, extra: tuple[str, ...] = 
 
 
 __all__ = [
+    "LIST_ELEMENTS",
     "Audit",
+    "MultiplesAudit",
+    "audit_multiples",
     "audit_output",
     "check_readable",
+    "empty_form",
     "ids_file",
     "read_data",
     "read_sidecar",

@@ -72,9 +72,12 @@ class Context:
     seed: int = 20261127
     scenario: str = ""
     transcripts: list[Transcript] = field(default_factory=list)
-    #: Strings that must never appear anywhere: the simulator's secret plus the fake secrets of
-    #: the bad-input URLs.
+    #: Strings that must never appear anywhere: the simulator's secret, the fake secrets of the
+    #: bad-input URLs, every OAuth token issued and the OAuth client secret.
     secrets: set[str] = field(default_factory=lambda: {SECRET})
+    #: Files that hold a credential by design (an OAuth token file): the scans skip them, and
+    #: their scenario checks what they hold instead.
+    credential_files: set[Path] = field(default_factory=set)
     #: Trees that vanish before the scan (a tmpfs that is unmounted) are scanned early; hits and
     #: file counts land here.
     early_hits: list[str] = field(default_factory=list)

@@ -182,6 +182,7 @@ async def _gather_bounded(ctx: Context, batch: list[Scenario], limit: int) -> li
                 transcripts=ctx.transcripts,
                 secrets=ctx.secrets,
                 early_hits=ctx.early_hits,
+                credential_files=ctx.credential_files,
             )
             sub.procs = []
             return await _one(sub, s)

@@ -1,7 +1,7 @@
 """The reliability suite's CI subset (`python -m bench.chaos --quick`), one test per scenario.
 
-The suite runs once per module (about a minute); each scenario's verdict is then its own test,
-so a failure names the scenario and carries its one-line reason.
+The suite runs once per module (about 75 s on 2 cores); each scenario's verdict is then its own
+test, so a failure names the scenario and carries its one-line reason.
 """
 
 from __future__ import annotations
