@@ -414,6 +414,18 @@ shared and noisy: compare ratios taken within one run rather than absolute figur
   partitioned zstd Parquet, sidecar, manifest); the peer's table is what `from_pylist` infers
   (mostly strings). At the defaults each tool meets a fresh standard-plan simulator (2 req/s,
   burst 50, 480 s budget) in real time and the simulator counts the 503/429 it had to send.
+
+## The reliability suite (`python -m bench.chaos`, `make chaos`)
+
+Not a speed benchmark: scenarios that end in an exactly-once audit against the portal's own data
+and a credential scan (the webhook secret, every OAuth access and refresh token issued, rotated
+ones included, and the client secret, in every output file with Parquet values decoded, every log
+line and message). Besides the fault mix, rate and operating storms, `kill -9` and resume, a
+revoked webhook, a full disk and the bad-input table: `real-empties` (every multiple user-field
+type, empties in each form a real portal sends, all exported as `[]` with no sidecar row),
+`poison` (`WRONG_ENCODING` and repeating-500 deals among thousands, isolated by splitting) and
+`oauth-two-nights` (a token expiry and a refresh-token rotation per night, both nights exit 0).
+Results in `bench/results/chaos.json`; `--quick` is what `tests/chaos` runs in CI.
 """
 
 
