@@ -46,9 +46,9 @@ from bench.bench_e2e import (
     write_result,
 )
 
-RATE = 2.0  # standard plan, bitrix24-api.md §1
+RATE = 2.0  # standard plan (Bitrix24 REST docs, `limits.md`)
 BURST = 50
-BUDGET_S = 480.0  # §2
+BUDGET_S = 480.0  # REST docs `limits.md` worked example; b24jssdk `params-factory.ts`
 WINDOW_S = 600.0
 MINUTE_S = 60.0
 BATCH = 50

@@ -1,6 +1,8 @@
 """How long will N deals take? Pure arithmetic over the portal's limits, for `deal-export plan`.
 
-Three ceilings, each a deals-per-second figure and a duration for N deals [I, bitrix24-api.md §8]:
+Three ceilings, each a deals-per-second figure and a duration for N deals (inferred from
+Bitrix24 REST docs `limits.md` and `settings/how-to-call-rest-api/batch.md`, which says nested
+calls run sequentially):
 
     rate         the leaky bucket counts HTTP requests: a `batch` of 50 is one request, so
                  2 req/s x 50 = 100 deals/s on a standard plan (less headroom). The bucket starts
@@ -25,7 +27,8 @@ from pipeline.config import FetchConfig, LimitsConfig
 
 LimitName = Literal["rate", "operating", "concurrency"]
 
-#: The cloud cuts one REST request at 60 s, nested batch calls included (bitrix24-api.md §1).
+#: The cloud cuts one REST request at 60 s, nested batch calls included (Bitrix24 REST docs,
+#: `limits.md`).
 REQUEST_CUTOFF_S: Final = 60.0
 DEFAULT_MS_PER_DEAL: Final = 30.0
 DEFAULT_LATENCY_MS: Final = 150.0

@@ -7,8 +7,9 @@ nothing raises for bad data.
 
 How the work is split, for speed:
 
-* The hot path is vectorised. Wire values are strings in `crm.deal.get` (bitrix24-api.md §5.2),
-  so the column becomes one Arrow string array and is parsed by a strict pyarrow cast.
+* The hot path is vectorised. Wire values are strings in `crm.deal.get` (REST docs
+  `api-reference/crm/deals/crm-deal-get.md` example), so the column becomes one Arrow string
+  array and is parsed by a strict pyarrow cast.
 * A strict cast fails the whole array on one bad value, so a failing array is retried in blocks;
   only the values of a failing block, plus the values that are not strings at all (JSON numbers,
   booleans, objects), go through the per-value Python converter (`scalar`). That converter
@@ -18,10 +19,12 @@ How the work is split, for speed:
 On the fast path (see `takes_fast_path`) pyarrow itself has already read the string values out
 of the payload dicts, and the converters start from that string array.
 
-Empties: `None`, an absent key and `""` are null for every non-text type (§5.3: `crm.deal.get`
-sends `""` for an empty user field, list methods send null). For reference IDs `"0"` is null too
-(§5.3 [I]: unset references may arrive as `"0"`). A *multiple* field with no values is an empty
-list whichever of its three empty wire forms arrives (see `list_of`); null stays null there.
+Empties: `None`, an absent key and `""` are null for every non-text type (`crm.deal.get` sends
+`""` for an empty user field, crm module `restservice.php`, `CCrmDealRestProxy::innerGet`; list
+methods send null, REST docs `crm-lead-list.md`). For reference IDs `"0"` is null too (inferred
+from the `crm-lead-list.md` example `"COMPANY_ID": "0"`: unset references may arrive as `"0"`).
+A *multiple* field with no values is an empty list whichever of its three empty wire forms
+arrives (see `list_of`); null stays null there.
 
 Credentials: file URLs carry the caller's access token as `auth=` (crm module `restservice.php`
 `externalizeFile`), so every file URL, and every URL inside a value stored as JSON text, loses its
@@ -287,7 +290,7 @@ def scalar_datetime(raw: Any) -> datetime | None:
 
 
 def scalar_date(raw: Any) -> date | None:
-    """The calendar date of a `date` field (bitrix24-api.md §5.4).
+    """The calendar date of a `date` field (rest module `rest_util.php`, `CRestUtil::ConvertDate`).
 
     The portal sends local midnight plus the server's *current* UTC offset, so the instant lies
     within an hour or so of 00:00 UTC of the intended day, on either side (negative offsets show
@@ -311,7 +314,11 @@ def scalar_date(raw: Any) -> date | None:
 
 
 def scalar_money(raw: Any) -> dict[str, Any] | None:
-    """`"<amount>|<CURRENCY>"` (§5.3) into amount and currency; either part may be empty."""
+    """`"<amount>|<CURRENCY>"` into amount and currency; either part may be empty.
+
+    That is the write format (REST docs `api-reference/crm/currency/index.md`); that
+    `crm.deal.get` returns the same string is inferred, not documented.
+    """
     if raw is None or raw == "":
         return None
     if isinstance(raw, str):
@@ -658,9 +665,10 @@ def list_type(element_type: pa.DataType) -> pa.DataType:
 def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     """A converter for an `isMultiple` field: flatten, convert the elements as one column, refold.
 
-    A JSON array is the documented form (§5.3). A JSON object is taken as a PHP array with
-    non-sequential keys (its values, in order); a bare value as a one-element list. A bad element
-    is null inside its list and yields one failure that names its position.
+    A JSON array is the documented form (REST docs `api-reference/crm/data-types.md`,
+    `isMultiple`: "values in the field are passed as an array"). A JSON object is taken as a PHP
+    array with non-sequential keys (its values, in order); a bare value as a one-element list. A
+    bad element is null inside its list and yields one failure that names its position.
 
     Empty: the portal sends a multiple field with no values as `false` (a NULL column that main's
     `CUserTypeManager::GetUserFields` unserialises to false), `""` (no UF row; also every empty

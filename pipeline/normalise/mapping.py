@@ -1,9 +1,11 @@
 """The one table that maps a Bitrix24 field type to an Arrow type and a converter.
 
 Adding a Bitrix24 type is one row in `BITRIX24_TYPES`. Types come from `crm.deal.fields`
-(standard fields, bitrix24-api.md §5.2) and `crm.userfield.types` (user fields, §5.3). A type we
-do not know is kept as text (JSON text for objects and arrays), losslessly except that URLs in it
-lose their `auth` parameter (`convert.strip_auth`).
+(standard fields, REST docs `api-reference/crm/deals/crm-deal-fields.md`) and
+`crm.userfield.types` (user fields, REST docs
+`api-reference/crm/universal/user-defined-fields/crm-userfield-types.md`). A type we do not know
+is kept as text (JSON text for objects and arrays), losslessly except that URLs in it lose their
+`auth` parameter (`convert.strip_auth`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class Kind:
 
 
 INTEGER = Kind(pa.int64(), convert_int)
-# A reference to another object; "0" means "not set" (§5.3 [I]).
+# A reference to another object; "0" means "not set" (inferred from the REST docs example in
+# `api-reference/crm/leads/crm-lead-list.md`, `"COMPANY_ID": "0"`).
 REFERENCE = Kind(pa.int64(), convert_reference)
 DECIMAL = Kind(DECIMAL_TYPE, convert_decimal)
 FLOAT = Kind(pa.float64(), convert_float)
@@ -87,7 +90,8 @@ BITRIX24_TYPES: dict[str, Kind] = {
     "iblock_element": TEXT,
 }
 
-# Money amounts are typed `double` in crm.deal.fields but must sum exactly (§8 Typing).
+# Money amounts are typed `double` in crm.deal.fields but arrive as decimal strings (REST docs
+# `crm-deal-get.md` example, `"OPPORTUNITY": "1000000.00"`) and must sum exactly.
 FIELD_KINDS: dict[str, Kind] = {
     "OPPORTUNITY": DECIMAL,
     "TAX_VALUE": DECIMAL,

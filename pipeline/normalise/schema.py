@@ -1,13 +1,14 @@
 """The deal schema, derived from the portal's own metadata (the `result` of `crm.deal.fields`).
 
-Columns keep the Bitrix24 names. Order is stable: the standard fields in the documented order
-(bitrix24-api.md §5.2), other standard fields by name, `PARENT_ID_*` by entity type id, user fields
-(`UF_*`) by name, and last `_extra` (JSON text of keys a deal carried that the schema lacks).
-Each Arrow field carries the Bitrix24 type and title in its metadata.
+Columns keep the Bitrix24 names. Order is stable: the standard fields in a fixed order (those of
+REST docs `api-reference/crm/deals/crm-deal-fields.md`, related fields grouped), other standard
+fields by name, `PARENT_ID_*` by entity type id, user fields (`UF_*`) by name, and last `_extra`
+(JSON text of keys a deal carried that the schema lacks). Each Arrow field carries the Bitrix24
+type and title in its metadata.
 
-`CONTACT_IDS` is listed by the portal but never returned by `crm.deal.get` (§5.2), so it gets no
-column (an always-null column would read as "no contacts"); if a payload ever carries it, it
-lands in `_extra`.
+`CONTACT_IDS` is listed by the portal but never returned by `crm.deal.get` (REST docs
+`crm-deal-fields.md`, note under the response), so it gets no column (an always-null column would
+read as "no contacts"); if a payload ever carries it, it lands in `_extra`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pipeline.normalise.mapping import Kind, kind_for
 EXTRA_COLUMN = "_extra"
 SNAPSHOT_FORMAT = "deal-export.schema/1"
 
-# §5.2, in the documented order.
+# The fields of REST docs `crm-deal-fields.md`, related fields grouped.
 STANDARD_ORDER: tuple[str, ...] = (
     "ID",
     "TITLE",
@@ -77,7 +78,7 @@ STANDARD_ORDER: tuple[str, ...] = (
 )
 _STANDARD_RANK = {name: rank for rank, name in enumerate(STANDARD_ORDER)}
 
-# Listed by crm.deal.fields, never sent by crm.deal.get (§5.2).
+# Listed by crm.deal.fields, never sent by crm.deal.get (REST docs `crm-deal-fields.md`).
 OMITTED: Mapping[str, str] = {
     "CONTACT_IDS": "not returned by crm.deal.get (use crm.deal.contact.items.get)",
 }
@@ -133,7 +134,8 @@ class Column:
 
 
 def _title(name: str, info: Mapping[str, Any]) -> str:
-    # User fields often have their code as `title` and the human name in the labels (§5.1).
+    # User fields often have their code as `title` and the human name in the labels (REST docs
+    # `api-reference/crm/companies/crm-company-fields.md` example).
     for key in ("title", "listLabel", "formLabel", "filterLabel"):
         label = info.get(key)
         if isinstance(label, str) and label and label != name:

@@ -4,8 +4,10 @@
         sim.webhook_url      # "http://127.0.0.1:<port>/rest/1/<secret>/"
         sim.portal.deal_wire(410)
 
-It follows `bitrix24-api.md`, quirks included: PHP array serialisation in `batch`, `(int)` casts,
-the wire formats of §5, the leaky bucket and operating-time limits, and seeded faults.
+It follows the real server, quirks included: PHP array serialisation in `batch`, `(int)` casts,
+the `crm.deal.get` wire formats, the leaky bucket and operating-time limits, and seeded faults.
+Sources: REST docs (`limits.md`, `settings/how-to-call-rest-api/batch.md`, `crm-deal-get.md`),
+rest module `rest_provider.php` / `rest_util.php`, crm module `restservice.php`.
 
 The handle (`RunningSimulator`):
 

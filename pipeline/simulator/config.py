@@ -128,7 +128,7 @@ class SimulatorConfig:
     * `processing_ms`: operating time charged per `crm.deal.get` (per command inside `batch`);
       `list_processing_ms` per `crm.deal.list` call (None = same as `processing_ms`).
     * `server_tz`: fixed offset like `"+03:00"`/`"-05:00"` or an IANA zone (`"Europe/Berlin"`)
-      in which the portal renders dates (see bitrix24-api.md §5.4).
+      in which the portal renders dates (rest module `rest_util.php`, `CRestUtil::ConvertDate`).
     * `poison_ids` / `poison_fraction`: visible deals whose text the portal cannot JSON-encode:
       any request that returns one (a plain `crm.deal.get`, or a `batch` holding its get)
       answers as a whole `{"error":"WRONG_ENCODING","error_description":"Wrong request

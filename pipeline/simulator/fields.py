@@ -1,7 +1,10 @@
-"""The portal's deal schema: what `crm.deal.fields` returns (bitrix24-api.md §5.1-§5.3).
+"""The portal's deal schema: what `crm.deal.fields` returns.
 
-Standard fields follow the order of the reference's §5.2 table; `PARENT_ID_*` links to smart
-processes come next, then the user fields. Titles are Russian, as on a Russian-language portal.
+Standard fields are those of REST docs `api-reference/crm/deals/crm-deal-fields.md`, related
+fields grouped; `PARENT_ID_*` links to smart processes come next, then the user fields (descriptor
+keys and value formats: REST docs `api-reference/crm/data-types.md`,
+`universal/user-defined-fields/crm-userfield-types.md`). Titles are Russian, as on a
+Russian-language portal.
 """
 
 from __future__ import annotations

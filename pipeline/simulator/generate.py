@@ -2,10 +2,12 @@
 
 Nothing is generated up front except the ID layout, so a portal of a million deals starts in
 about a second; each deal is built on demand (tens of microseconds) and cached by the caller.
-Values follow the `crm.deal.get` wire format of bitrix24-api.md §5: numbers and IDs as strings,
-`Y`/`N` chars, `null` for empty standard fields, `""` for empty date fields and empty single
-user fields, an empty single file field absent. An empty multiple field is `false`, `""` or `[]`
-(see `EMPTY_FORMS`), chosen per deal and field.
+Values follow the `crm.deal.get` wire format: numbers and IDs as strings, `Y`/`N` chars, `null`
+for empty standard fields (REST docs `api-reference/crm/deals/crm-deal-get.md` example), `""` for
+empty date fields and empty single user fields (rest `rest_util.php` `CRestUtil::ConvertDate`;
+crm `restservice.php` `CCrmDealRestProxy::innerGet`), an empty single file field absent (crm
+`tryExternalizeFileField`). An empty multiple field is `false`, `""` or `[]` (main module
+`usertype.php`, `CUserTypeManager::GetUserFields`; see `EMPTY_FORMS`), chosen per deal and field.
 
 File URLs are built as crm `restservice.php` `externalizeFile` builds them: `showUrl` without
 and `downloadUrl` with an `auth=` parameter. The stored bytes carry it empty, which is what a

@@ -1,4 +1,4 @@
-"""The portal's two limits (bitrix24-api.md §1, §2), driven by simulated time.
+"""The portal's two limits (Bitrix24 REST docs, `limits.md`), driven by simulated time.
 
 * `LeakyBucket`: one counter per portal, +1 per HTTP request (a `batch` is one request), drained
   at `rate` per second; a request that would lift it above `burst` is refused (503

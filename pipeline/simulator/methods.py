@@ -1,8 +1,9 @@
 """The REST methods of the simulated portal, free of HTTP: params in, (status, body) out.
 
 `Api.call` runs one top-level method for one caller; `batch` runs its commands through the same
-per-method path, so limits and errors behave identically inside and outside a batch
-(bitrix24-api.md §2-§4). Deal JSON is spliced in as pre-encoded `orjson.Fragment`s.
+per-method path, so limits and errors behave identically inside and outside a batch (REST docs
+`limits.md`, `settings/how-to-call-rest-api/batch.md`; rest module `rest_provider.php`,
+`methodsBatch`). Deal JSON is spliced in as pre-encoded `orjson.Fragment`s.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ class Api:
 
     def _charge(self, caller: str, method: str, cost: float) -> tuple[float, int] | None:
         """Charge operating time; the counters exist only when a budget is configured (cloud
-        portals), as on-premise responses lack them (bitrix24-api.md §7.12)."""
+        portals), as on-premise responses lack them (REST docs `limits.md`: the limiter is off
+        on-premise by default; b24jssdk `operating-limiter.ts`, `load_limiter_active`)."""
         if self.meter.budget_s is None:
             self.meter.charged_s += cost
             return None
@@ -158,7 +160,8 @@ class Api:
         self._file_auth = file_auth(params, caller)
         start = self.clock.now()
         if method == "batch":
-            # The outer batch is not charged (bitrix24-api.md §2); its own counter stays at 0.
+            # The outer batch is not charged (Bitrix24 REST docs, `limits.md`); its own counter
+            # stays at 0.
             charged_before = self.meter.charged_s
             result = self.batch(params, caller)
             operating = self._charge(caller, method, 0.0)
@@ -311,8 +314,8 @@ class Api:
         )
         matches = (i for i in candidates if readable(i) and all(p(i) for p in predicates))
         if start < 0 and order_keys in ([], [("ID", False)]):
-            # Without the count query the portal can stop at the first page: what makes
-            # `>ID` + `start=-1` keyset paging cheap (bitrix24-api.md §8).
+            # Without the count query the portal can stop at the first page: what makes `>ID` +
+            # `start=-1` keyset paging cheap (REST docs `settings/performance/huge-data.md`).
             page, nxt, total = list(itertools.islice(matches, PAGE_SIZE)), None, None
             rows = [self._list_row(i, select) for i in page]
             return Outcome(rows, cost_s=self._list_cost, deals=len(rows))
@@ -410,7 +413,7 @@ class Api:
             if not (name == "ID" or explicit or (not multiple and (uf_star if is_uf else star))):
                 continue
             if name == "CONTACT_IDS":
-                continue  # not returned by crm.deal.get or .list (bitrix24-api.md §5.2)
+                continue  # not returned by crm.deal.get or .list (REST docs `crm-deal-fields.md`)
             value = data.get(name)
             if is_uf:
                 # List methods return null for empty user fields, and booleans as JSON bools.
@@ -453,8 +456,8 @@ def _resolve(path: str, done: dict[str, Outcome]) -> Any:
 
 def _substitute(params: Any, done: dict[str, Outcome]) -> Any:
     """Replace `$result[cmd][field]...` in command parameters with earlier results
-    (bitrix24-api.md §3): a whole-value reference takes the value itself (arrays too); a
-    reference inside text is replaced by the scalar's text."""
+    (REST docs `settings/how-to-call-rest-api/batch.md`): a whole-value reference takes the value
+    itself (arrays too); a reference inside text is replaced by the scalar's text."""
     if isinstance(params, dict):
         return {k: _substitute(v, done) for k, v in params.items()}
     if not isinstance(params, str) or "$result" not in params:

@@ -1,5 +1,10 @@
 """PHP semantics the portal's wire format inherits: `parse_str`, `(int)` casts, array keys and
-`json_encode` of arrays (bitrix24-api.md §3, §4.3, §6).
+`json_encode` of arrays.
+
+Sources: rest module `rest_util.php` (`CRestUtil::ParseBatchQuery`, `getRequestData`: `parse_str`);
+crm module `restservice.php` (`CCrmRestHelper::resolveEntityID`: `(int)`); REST docs
+`settings/how-to-call-rest-api/batch.md` (`[]` sections); b24pysdk `call_batches.py` `_force_dict`
+(lists instead of objects).
 
 PHP has one array type. A key that is a canonical decimal integer string ("123", not "0123" or
 "+1") becomes an int key; `json_encode` writes an array as a JSON list when its keys are exactly
@@ -176,7 +181,7 @@ def truthy(value: Any) -> bool:
     """PHP truthiness for flags like `halt` ("0", "", "false"? see below)."""
     if isinstance(value, str):
         # Bitrix reads `halt` as a boolean flag; "false" in a query string must mean false
-        # (bitrix24-api.md §3: "halt takes 0/1 or true/false").
+        # (REST docs `settings/how-to-call-rest-api/batch.md`: `halt` takes 0/1 or true/false).
         return value.strip().lower() not in ("", "0", "false", "n", "no")
     return bool(value)
 

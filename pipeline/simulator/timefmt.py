@@ -1,4 +1,7 @@
-"""How the portal renders instants and calendar dates (bitrix24-api.md §5.4).
+"""How the portal renders instants and calendar dates.
+
+Sources: rest module `rest_util.php` (`CRestUtil::ConvertDateTime`, `CRestUtil::ConvertDate`);
+REST docs `api-reference/crm/deals/crm-deal-get.md` (example response).
 
 * datetime: `date('c', ts)` in the **server** zone, e.g. `2024-08-30T14:29:00+02:00`.
 * date: `date('c', MakeTimeStamp(date) + date("Z"))`: local midnight of the date plus the server's

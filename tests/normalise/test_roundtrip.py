@@ -133,8 +133,9 @@ async def test_simulator_deals_round_trip_through_parquet(server_tz: str, tmp_pa
     assert back.schema.equals(schema.arrow_schema, check_metadata=True)
     assert back.to_pylist() == expected
 
-    # The §5.4 rule recovers the true calendar day: the simulator derives BEGINDATE from the UTC
-    # day of DATE_CREATE, whatever zone it renders both in.
+    # Rounding to the nearest UTC midnight (inferred from rest module `rest_util.php`,
+    # `CRestUtil::ConvertDate`) recovers the true calendar day: the simulator derives BEGINDATE
+    # from the UTC day of DATE_CREATE, whatever zone it renders both in.
     for row in expected:
         assert row["BEGINDATE"] == row["DATE_CREATE"].date()
 

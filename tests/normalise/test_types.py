@@ -1,4 +1,7 @@
-"""Every Bitrix24 type of the mapping, with the wire variants of bitrix24-api.md §5.
+"""Every Bitrix24 type of the mapping, with the wire variants of `crm.deal.get`.
+
+Sources: REST docs `api-reference/crm/deals/crm-deal-get.md`, `api-reference/crm/data-types.md`;
+crm module `restservice.php` (`innerGet`, `externalizeFields`); rest module `rest_util.php`.
 
 Each case is one value of one field in one deal: (type, multiple, wire value, expected Python
 value read back from Arrow, whether a record error is expected). `ABSENT` means the key is missing.
@@ -205,11 +208,12 @@ def test_booleans(bitrix_type: str, wire: Any, expected: Any) -> None:
 
 
 DATE_CASES = [
-    # The documented example (§5.2): local midnight + server offset.
+    # The documented example (REST docs `crm-deal-get.md`): local midnight + server offset.
     ("2024-08-30T02:00:00+02:00", date(2024, 8, 30)),
     ("2024-08-30T00:00:00+00:00", date(2024, 8, 30)),
     ("2024-08-30T03:00:00+03:00", date(2024, 8, 30)),
-    # Negative offset: the string shows the previous day (§5.4).
+    # Negative offset: the string shows the previous day (inferred from rest module
+    # `rest_util.php`, `CRestUtil::ConvertDate`).
     ("2024-08-29T19:00:00-05:00", date(2024, 8, 30)),
     ("2024-08-29T14:00:00-10:00", date(2024, 8, 30)),
     # DST, server in New York: a summer date rendered while the server is on winter time ...
@@ -337,7 +341,7 @@ DOWNLOAD = "/bitrix/components/bitrix/crm.deal.show/show_file.php?auth=tok3n&own
          {"id": 37375, "showUrl": SHOW, "downloadUrl": SHOW}),
         ({"id": "37375", "showUrl": SHOW},
          {"id": 37375, "showUrl": SHOW, "downloadUrl": None}),  # missing URL is null
-        (ABSENT, None),  # no file: the key is absent (§5.3)
+        (ABSENT, None),  # no file: the key is absent (crm `tryExternalizeFileField`)
         ("", None),
         (None, None),
         ({"id": "x", "showUrl": SHOW}, ERR),
@@ -374,7 +378,7 @@ FILE_B = {"id": 2, "showUrl": "/b", "downloadUrl": "/b?d"}
         ("double", ["1.5", "2"], [1.5, 2.0], 0),
         ("employee", ["1", "0", "7"], [1, None, 7], 0),
         ("money", ["1|EUR", "2.5|USD"], [money("1", "EUR"), money("2.5", "USD")], 0),
-        ("file", [], [], 0),  # multiple file with no files is [] (§5.3)
+        ("file", [], [], 0),  # multiple file with no files is [] (crm `tryExternalizeFileField`)
         ("file", [FILE_A, FILE_B], [FILE_A, FILE_B], 0),
         ("file", [FILE_A, "bad"], [FILE_A, None], 1),
         ("url", ["https://example.com/клиент?a=1"], ["https://example.com/клиент?a=1"], 0),

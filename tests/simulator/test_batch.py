@@ -1,4 +1,7 @@
-"""`batch` over real HTTP: per-command sections and the PHP array quirks (bitrix24-api.md §3)."""
+"""`batch` over real HTTP: per-command sections and the PHP array quirks.
+
+Sources: REST docs `settings/how-to-call-rest-api/batch.md`; rest module `rest_provider.php`,
+`methodsBatch`."""
 
 from __future__ import annotations
 

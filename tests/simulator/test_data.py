@@ -1,4 +1,5 @@
-"""Deal data and the field descriptors in the documented wire format (bitrix24-api.md §5)."""
+"""Deal data and the field descriptors in the documented wire format (REST docs
+`crm-deal-get.md`, `crm-deal-fields.md`)."""
 
 from __future__ import annotations
 
@@ -162,7 +163,8 @@ def test_million_deals_start_fast() -> None:
 
 
 def _utc_day(text: str) -> dt.date:
-    """The calendar date encoded by a date field: nearest UTC midnight (bitrix24-api.md §5.4)."""
+    """The calendar date encoded by a date field: nearest UTC midnight (inferred from rest
+    module `rest_util.php`, `CRestUtil::ConvertDate`)."""
     instant = dt.datetime.fromisoformat(text).astimezone(dt.UTC)
     return (instant + dt.timedelta(hours=12)).date()
 

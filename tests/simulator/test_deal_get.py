@@ -1,4 +1,7 @@
-"""`crm.deal.get` and the URL/auth surface over real HTTP (bitrix24-api.md §4, §6)."""
+"""`crm.deal.get` and the URL/auth surface over real HTTP.
+
+Sources: REST docs `crm-deal-get.md`, `local-integrations/local-webhooks.md`,
+`settings/oauth/index.md`; crm module `restservice.php`, `CCrmDealRestProxy::innerGet`."""
 
 from __future__ import annotations
 

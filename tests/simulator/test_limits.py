@@ -1,4 +1,4 @@
-"""Leaky bucket and operating budget (bitrix24-api.md §1, §2), with compressed time."""
+"""Leaky bucket and operating budget (Bitrix24 REST docs, `limits.md`), with compressed time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`crm.deal.list`: filters, select, order and paging (bitrix24-api.md §8 alternative)."""
+"""`crm.deal.list`: filters, select, order and paging (REST docs `crm-deal-list.md`,
+`settings/performance/huge-data.md`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""OAuth calls, expiry and refresh-token rotation (bitrix24-api.md §6)."""
+"""OAuth calls, expiry and refresh-token rotation (REST docs `settings/oauth/index.md`,
+`settings/oauth/auto-renewal.md`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""PHP semantics the wire format inherits (bitrix24-api.md §3, §4.3): pure functions."""
+"""PHP semantics the wire format inherits: pure functions.
+
+Sources: rest module `rest_util.php`, `CRestUtil::ParseBatchQuery`; crm module `restservice.php`,
+`CCrmRestHelper::resolveEntityID`; REST docs `settings/how-to-call-rest-api/batch.md`."""
 
 from __future__ import annotations
 
