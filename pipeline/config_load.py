@@ -23,6 +23,12 @@ Rules the table cannot show:
   higher source setting either replaces both from lower ones. Likewise a source that configures a
   webhook drops OAuth settings of lower sources and vice versa.
 * `[ids]` selection (`source`, `modified_since`, `since_last_run`) is one choice, replaced whole.
+  `start_from` is where a `since_last_run` starts while the output holds no watermark yet.
+* Timestamps are ISO 8601 with an offset; a bare date is midnight UTC.
+* TLS: `[transport] ca_bundle` (a PEM file) and `verify_tls` (DEAL_EXPORT_TRANSPORT_CA_BUNDLE,
+  DEAL_EXPORT_TRANSPORT_VERIFY_TLS; --ca-bundle, --no-verify-tls).
+* Errors name a setting as its source spells it: the option typed (`--headroom`, given
+  `flags`), the file and key, or the environment variable.
 * Empty environment variables count as unset. Unknown `DEAL_EXPORT_*` variables are errors (a typo
   must not silently fall back to a default); other variables are ignored.
 * `DEAL_EXPORT_CONFIG` names the config file when `config_path` is not given.

@@ -41,7 +41,8 @@ def retry(output: str, **kw: Any) -> None:
 
     Deals that now arrive are written into the same dataset; their sidecar rows go. IDs that
     fail again stay in the sidecar with their attempts added up. Permanent failures (deleted
-    or hidden deals) are left alone. Exit codes are those of `deal-export run`.
+    or hidden deals) are left alone. Exit codes are those of `deal-export run`. Running the
+    same `deal-export run` command again does the same.
 
     \b
     Example:

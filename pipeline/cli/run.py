@@ -27,7 +27,8 @@ from pipeline.summary import EXIT_USAGE, render_summary
 
 _EPILOG = """\b
 Exit codes: 0 every ID accounted for (only permanent failures such as deleted deals);
-3 some IDs failed for reasons a retry may fix; 1 fatal (auth, portal, output);
+3 some IDs failed for reasons a retry may fix (run the same command again, or
+deal-export retry, to retry exactly those); 1 fatal (auth, portal, output);
 2 usage or input error; 130 interrupted (run the same command again to resume).
 """
 
@@ -202,7 +203,10 @@ def load(
         )
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE, as_json=wants_json(kw))
-    if loaded.ids.start_from is not None and not loaded.ids.since_last_run:
+    # Only a --start-from typed with another selection is a mistake: a config file's start_from
+    # stays harmlessly unused when the command line picks IDs another way for one run.
+    typed = loaded.name_of("ids.start_from").startswith("-")
+    if typed and loaded.ids.start_from is not None and not loaded.ids.since_last_run:
         fail(
             f"{loaded.name_of('ids.start_from')} applies only with --since-last-run "
             "(it is where the first incremental run starts)",
@@ -275,7 +279,9 @@ def progress_stream(kw: dict[str, Any]) -> TextIO:
 @click.option(
     "--existing-data-behavior",
     type=click.Choice(["error", "overwrite", "resume"]),
-    help="What to do when --out holds a completed export (default error).",
+    help="What to do when --out holds a completed export (default error). One that ended "
+    "with failures a retry may fix (exit 3) is not replaced or refused but retried, unless "
+    "overwrite.",
 )
 @click.option("--chunk-size", type=int, help="IDs per committed chunk (resume granularity).")
 @progress_option

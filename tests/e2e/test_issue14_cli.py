@@ -266,3 +266,15 @@ async def test_state_bad_input_is_one_line(tmp_path: Path, args: list[str], mess
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+async def test_a_config_files_start_from_is_unused_when_the_command_line_picks_ids(
+    simulator, tmp_path: Path
+) -> None:
+    sim = await simulator(deals=10, seed=1)
+    (tmp_path / "nightly.toml").write_text(
+        '[ids]\nsince_last_run = true\nstart_from = "2026-01-01"\n'
+    )
+    done = await _run(sim, tmp_path, "--config", "nightly.toml", "--ids", "1-10",
+                      "--ids-format", "range", "--out", "out")  # fmt: skip
+    assert done.code == 0, done.stderr
