@@ -994,6 +994,8 @@ def read_state(root: str, filesystem: pafs.FileSystem | None = None) -> dict[str
     """The run state (`_state.json`) of the last completed run into `root`, or None."""
     store = Store.from_root(root, filesystem)
     store.refuse_a_file()
+    if store.local and not os.path.isdir(store.base):
+        raise OutputError(f"output root {display_uri(store.uri)} does not exist")
     return _completed_state(store)
 
 

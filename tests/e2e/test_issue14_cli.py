@@ -257,6 +257,8 @@ async def test_state_set_is_refused_while_a_run_holds_the_lock(tmp_path: Path) -
         (["state", "set", "out", "June"], "TIME must be an ISO 8601 timestamp"),
         (["state", "set", "out", "2026-01-01T00:00"], "2026-01-01T00:00:00+00:00"),
         (["state", "set", "missing", "2026-01-01"], "does not exist"),
+        (["state", "show", "missing"], "does not exist"),
+        (["state", "reset", "missing"], "does not exist"),
     ],
 )
 async def test_state_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
