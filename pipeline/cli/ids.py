@@ -12,7 +12,7 @@ from pipeline.cli._errors import fail, run_guarded
 from pipeline.cli.run import (
     load,
     portal_options,
-    progress_option,
+    quiet_progress_option,
     start_from_option,
     start_logging,
     warn_if_insecure,
@@ -43,7 +43,7 @@ from pipeline.summary import EXIT_USAGE
     type=float,
     help="Seconds to reach back before the time, for edits made during the last run.",
 )
-@progress_option
+@quiet_progress_option
 @portal_options
 def ids(**kw: Any) -> None:
     """Discover the IDs of deals modified since a time, and print them one per line.

@@ -15,7 +15,7 @@ from pipeline.cli.run import (
     break_lock_option,
     load,
     portal_options,
-    progress_option,
+    quiet_progress_option,
     report,
     start_logging,
     wants_json,
@@ -33,7 +33,7 @@ from pipeline.summary import EXIT_USAGE
 
 @click.command()
 @click.argument("output")
-@progress_option
+@quiet_progress_option
 @break_lock_option
 @portal_options
 def retry(output: str, **kw: Any) -> None:

@@ -166,9 +166,17 @@ FLAGS: dict[str, str] = {
     "output.chunk_size": "--chunk-size",
 }
 
-progress_option = click.option(
-    "--progress/--no-progress", default=True, help="Show progress on stderr."
-)
+
+def progress_option(fn: Any, *, shown: bool = True) -> Any:
+    """`--progress/--no-progress` on every command, so a scheduler can pass it to each one."""
+    help_text = "Show progress on stderr." if shown else "Accepted as for run; nothing to show."
+    return click.option("--progress/--no-progress", default=True, help=help_text)(fn)
+
+
+def quiet_progress_option(fn: Any) -> Any:
+    """The same flag on a command without a progress display (it is accepted, not an error)."""
+    return progress_option(fn, shown=False)
+
 
 start_from_option = click.option(
     "--start-from",
@@ -414,6 +422,7 @@ __all__ = [
     "portal_overrides",
     "progress_option",
     "progress_stream",
+    "quiet_progress_option",
     "report",
     "run",
     "start_from_option",
