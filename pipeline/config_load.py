@@ -23,6 +23,12 @@ Rules the table cannot show:
   higher source setting either replaces both from lower ones. Likewise a source that configures a
   webhook drops OAuth settings of lower sources and vice versa.
 * `[ids]` selection (`source`, `modified_since`, `since_last_run`) is one choice, replaced whole.
+  `start_from` is where a `since_last_run` starts while the output holds no watermark yet.
+* Timestamps are ISO 8601 with an offset; a bare date is midnight UTC.
+* TLS: `[transport] ca_bundle` (a PEM file) and `verify_tls` (DEAL_EXPORT_TRANSPORT_CA_BUNDLE,
+  DEAL_EXPORT_TRANSPORT_VERIFY_TLS; --ca-bundle, --no-verify-tls).
+* Errors name a setting as its source spells it: the option typed (`--headroom`, given
+  `flags`), the file and key, or the environment variable.
 * Empty environment variables count as unset. Unknown `DEAL_EXPORT_*` variables are errors (a typo
   must not silently fall back to a default); other variables are ignored.
 * `DEAL_EXPORT_CONFIG` names the config file when `config_path` is not given.
@@ -32,6 +38,7 @@ Rules the table cannot show:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -40,7 +47,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
@@ -65,6 +72,7 @@ PLANS: Final = ("standard", "enterprise", "custom")
 COMPRESSIONS: Final = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 CONFIG_ENV: Final = "DEAL_EXPORT_CONFIG"
 _ENV_PREFIX: Final = "DEAL_EXPORT_"
+_COMMAND_LINE: Final = "command line"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +130,7 @@ _SCHEMA: Final[dict[str, _Key]] = {
     "ids.modified_since": _Key("timestamp"),
     "ids.since_last_run": _Key("bool"),
     "ids.overlap_s": _Key("float", minimum=0),
+    "ids.start_from": _Key("timestamp"),
 }
 
 _SECTIONS: Final = ("portal", "portal.oauth", "limits", "transport", "fetch", "output", "ids")
@@ -162,6 +171,8 @@ class IdsConfig:
     modified_since: datetime | None = None
     since_last_run: bool = False
     overlap_s: float = 300.0
+    #: Where the first `since_last_run` starts when the root holds no watermark yet.
+    start_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +188,12 @@ class LoadedConfig:
     ids: IdsConfig = field(default_factory=IdsConfig)
     plan: str = "standard"
     config_path: str | None = None
+    #: How the user gave each setting that was set ("--partition-by", "x.toml: [output].y").
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def name_of(self, key: str) -> str:
+        """The setting `key` as the user gave it, for an error found after loading."""
+        return self.names.get(key, key)
 
     def run_config(self) -> RunConfig:
         """The `RunConfig` for `deal-export run`, or a UsageError naming what is missing."""
@@ -222,12 +239,15 @@ def load_config(
     config_path: str | None = None,
     env: Mapping[str, str],
     overrides: Mapping[str, object] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> LoadedConfig:
     """Merge defaults < config file < environment < `overrides` into validated config objects.
 
     `overrides` use dotted keys (`"fetch.concurrency"`, `"portal.webhook_url"`, `"log_format"`);
-    a `None` value means "not given" so click options can be passed straight through.
-    Raises `UsageError` naming the key and its source for anything unknown or invalid.
+    a `None` value means "not given" so click options can be passed straight through. `flags`
+    names the command-line option of an override key (`"limits.headroom": "--headroom"`), so an
+    error names what the user typed. Raises `UsageError` naming the key and its source for
+    anything unknown or invalid.
     """
     if config_path is None and env.get(CONFIG_ENV):
         config_path = env[CONFIG_ENV]
@@ -235,10 +255,12 @@ def load_config(
     if config_path is not None:
         layers.append(_file_layer(config_path))
     layers.append(_env_layer(env))
-    layers.append(_override_layer(overrides or {}))
+    layers.append(_override_layer(overrides or {}, flags or {}))
     merged = _merge(layers)
     values = {key: _coerce(key, item) for key, item in merged.items()}
-    return _build(values, merged, config_path)
+    loaded = _build(values, merged, config_path)
+    names = {key: _where(item, key) for key, item in merged.items()}
+    return dataclasses.replace(loaded, names=names)
 
 
 def validate_webhook_url(url: str, *, origin: str = "webhook URL") -> str:
@@ -369,14 +391,14 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, _Value]:
     return layer
 
 
-def _override_layer(overrides: Mapping[str, object]) -> dict[str, _Value]:
+def _override_layer(overrides: Mapping[str, object], flags: Mapping[str, str]) -> dict[str, _Value]:
     layer: dict[str, _Value] = {}
     for key, value in overrides.items():
         if key not in _SCHEMA:
             raise UsageError(f"unknown setting {key!r}{_did_you_mean(key, list(_SCHEMA))}")
         if value is None:
             continue
-        layer[key] = _Value(value, "command line", key)
+        layer[key] = _Value(value, _COMMAND_LINE, flags.get(key, key))
     return layer
 
 
@@ -423,7 +445,7 @@ def _coerce(key: str, item: _Value) -> object:
                 raise UsageError(f"{where} must be one of {', '.join(spec.choices)}{shown}")
             return value
         if kind == "timestamp":
-            return _parse_timestamp(raw, where)
+            return parse_timestamp(raw, where)
         return raw
     if kind == "bool":
         return _to_bool(raw, where, shown)
@@ -431,7 +453,7 @@ def _coerce(key: str, item: _Value) -> object:
         raw is False or (isinstance(raw, str) and raw.strip().lower() in ("off", "none", "false"))
     ):
         return None
-    typed = not (item.origin.startswith("environment") or item.origin == "command line")
+    typed = not (item.origin.startswith("environment") or item.origin == _COMMAND_LINE)
     number = _to_number(raw, int if kind == "int" else float, where, shown, typed=typed)
     _check_range(number, spec, where, shown)
     return number
@@ -441,6 +463,8 @@ def _where(item: _Value, key: str) -> str:
     """How to name a setting in an error: file and key, environment variable, or option."""
     if item.origin.startswith("environment"):
         return f"{item.origin}: {key}"
+    if item.origin == _COMMAND_LINE and item.label.startswith("-"):
+        return item.label  # the option the user typed says it all
     return f"{item.origin}: {item.label}"
 
 
@@ -493,21 +517,32 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def _parse_timestamp(raw: str, where: str) -> datetime:
+_BARE_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_timestamp(raw: str, where: str) -> datetime:
+    """An ISO 8601 time with offset; a bare date (`2025-06-01`) is midnight UTC of that day.
+
+    A time without an offset is refused (portal time zones differ) with a suggestion that this
+    very function accepts.
+    """
     text = raw.strip()
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
         raise UsageError(
             f"{where} must be an ISO 8601 timestamp with offset, e.g. 2026-01-31T00:00:00+03:00, "
-            f"got {raw!r}"
+            f"or a date (midnight UTC), got {raw!r}"
         ) from None
-    if value.tzinfo is None:
-        raise UsageError(
-            f"{where} needs an explicit UTC offset (portal time zones differ), e.g. "
-            f"{text}+00:00, got {raw!r}"
-        )
-    return value
+    if value.tzinfo is not None:
+        return value
+    if _BARE_DATE.fullmatch(text):
+        return value.replace(tzinfo=UTC)
+    suggestion = value.replace(tzinfo=UTC).isoformat()
+    raise UsageError(
+        f"{where} needs an explicit UTC offset (portal time zones differ), e.g. "
+        f"{suggestion}, got {raw!r}"
+    )
 
 
 # -------------------------------------------------------------------------------------- building
@@ -713,6 +748,7 @@ __all__ = [
     "effective_config_dict",
     "load_config",
     "load_run_config",
+    "parse_timestamp",
     "secrets_of",
     "validate_webhook_url",
 ]

@@ -8,6 +8,7 @@ summary on stdout), peeks at the Parquet it wrote, and stops the simulator.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -69,31 +70,31 @@ def _peek(root: Path) -> None:
             print(f"    id={row['id']} stage={row['stage']} message={row['message']!r}")
 
 
+def run_args() -> list[str]:
+    """The `deal-export` arguments the demo runs, and prints: one list, so they cannot differ.
+    (`overwrite`: running the demo twice replaces its output instead of refusing.)"""
+    return [
+        "run",
+        "--ids",
+        f"1-{DEALS + 100}",
+        "--ids-format",
+        "range",
+        "--out",
+        str(OUT),
+        "--existing-data-behavior",
+        "overwrite",
+    ]
+
+
 def main() -> None:
     sim, url = _start_simulator()
     try:
         print(f"Simulated portal with {DEALS:,} deals at {mask_url(url)}")
         print("(standard plan: 2 requests/s, burst 50, 480 s operating budget per 10 minutes)\n")
-        print(f"$ deal-export run --ids 1-{DEALS + 100} --ids-format range --out {OUT}\n")
+        args = run_args()
+        print(f"$ {shlex.join(['deal-export', *args])}\n")
         env = {**os.environ, "BITRIX24_WEBHOOK_URL": url}
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "run",
-                "--ids",
-                f"1-{DEALS + 100}",
-                "--ids-format",
-                "range",
-                "--out",
-                str(OUT),
-                "--existing-data-behavior",
-                "overwrite",
-            ],
-            env=env,
-            check=False,
-        )
+        done = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, check=False)
         if done.returncode not in (0, 3):
             raise SystemExit(done.returncode)
         _peek(OUT)

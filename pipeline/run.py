@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import logging
 import secrets
 import time
@@ -26,7 +27,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from pipeline.clock import Clock, ScaledClock
-from pipeline.config import RunConfig
+from pipeline.config import OutputConfig, RunConfig
 from pipeline.config_load import IdsConfig, effective_config_dict
 from pipeline.errors import OutputError, PipelineError, UsageError
 from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
@@ -37,13 +38,16 @@ from pipeline.normalise import DealSchema, SchemaDrift, compare_snapshots, norma
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.output import (
     OutputRoot,
+    PartitionSpec,
     failed_row,
     fingerprint_ids,
+    holds_retryable_failures,
     invalid_input_row,
     read_pending_input,
     read_watermark,
     record_error_row,
 )
+from pipeline.output.partition import partition_problem
 from pipeline.progress import Progress
 from pipeline.summary import RunCounts, exit_code_for
 
@@ -122,6 +126,29 @@ class ResolvedIds:
     reused: bool = False
 
 
+def discovery_start(ids: IdsConfig, output_root: str) -> datetime:
+    """Since when an incremental selection asks the portal (no request made); UsageError if
+    the settings cannot say."""
+    since = ids.modified_since
+    if ids.since_last_run:
+        previous = read_watermark(output_root)
+        if previous is not None:
+            since = datetime.fromisoformat(str(previous))
+        elif ids.start_from is not None:
+            since = ids.start_from  # the first incremental run: nothing to continue from yet
+        else:
+            raise UsageError(
+                f"--since-last-run: {output_root} holds no watermark of a previous successful "
+                "run; add --start-from TIME for the first run (or run once with "
+                "--modified-since TIME or --ids)"
+            )
+    if since is None:
+        raise UsageError(
+            "say which deals to export: --ids FILE, --modified-since or --since-last-run"
+        )
+    return since
+
+
 async def resolve_ids(
     ids: IdsConfig,
     client: PortalClient,
@@ -144,19 +171,7 @@ async def resolve_ids(
             stdin=stdin,
         )
         return ResolvedIds(idset)
-    since = ids.modified_since
-    if ids.since_last_run:
-        previous = read_watermark(output_root)
-        if previous is None:
-            raise UsageError(
-                f"--since-last-run: {output_root} holds no watermark of a previous successful "
-                "run; run once with --modified-since TIMESTAMP (or --ids) first"
-            )
-        since = datetime.fromisoformat(str(previous))
-    if since is None:
-        raise UsageError(
-            "say which deals to export: --ids FILE, --modified-since or --since-last-run"
-        )
+    since = discovery_start(ids, output_root)
     discovery = {"modified_since": since.isoformat(), "overlap_s": ids.overlap_s}
     pending = read_pending_input(output_root) if output_root else None
     if pending is not None and pending[1].get("discovery") == discovery:
@@ -298,79 +313,156 @@ async def export(
     run_id: str | None = None,
     on_tokens_rotated: TokensRotated | None = None,
     on_drift: Callable[[SchemaDrift], None] | None = None,
+    setting_names: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Run one export. Raises UsageError, FatalPortalError or OutputError for the CLI to map."""
+    """Run one export. Raises UsageError, FatalPortalError or OutputError for the CLI to map.
+
+    The partition settings are checked against `crm.deal.fields` before any deal (or ID) is
+    asked for, and before anything is written. `setting_names` says how the user gave each
+    setting (`"output.partition_by": "--partition-by"`), for that error. An output that already
+    holds a completed export of this input with retryable failures is not refused: those IDs
+    are retried, as `retry_failed` does, and the verdict is the whole export's after that.
+    """
     started = time.monotonic()
     run_id = run_id or new_run_id()
     stats = FetchStats()
     async with _client(config, clock, stats, on_tokens_rotated) as client:
-        resolved = await resolve_ids(ids, client, config.output.root, stdin=stdin)
-        idset, watermark = resolved.idset, resolved.watermark
-        fields = await client.call("crm.deal.fields")
-        if not isinstance(fields, dict) or not fields:
-            raise OutputError("crm.deal.fields returned no field descriptions; cannot type deals")
-        schema = DealSchema.from_fields(fields)
-        fingerprint = await asyncio.to_thread(
-            fingerprint_ids, _iter_ids(idset), chunk_size=config.output.chunk_size
+        # A local ID input is checked before the first request; discovery, which spends the
+        # portal's budget, waits until the partition settings are known to fit the fields.
+        local = ids.source is not None
+        resolved = (
+            await resolve_ids(ids, client, config.output.root, stdin=stdin) if local else None
         )
-        with OutputRoot.open(config.output, run_id, input_fingerprint=fingerprint) as out:
-            if resolved.discovery is not None and not resolved.reused:
-                out.write_input(
-                    idset.ids, {"discovery": resolved.discovery, "watermark": watermark}
-                )
-            drift = _check_drift(out, schema, on_drift)
-            drift_lines = list(drift.get("changes", []))
-            out.write_schema(schema.snapshot())
-            committed = out.committed_chunks()
-            chunks = _Chunks(idset.ids, config.output.chunk_size, committed)
-            skipped = chunks.count - len(chunks.pending)
-            progress = progress_factory(len(idset.ids)) if progress_factory else None
-            if progress is not None:
-                progress.follow_waits(client.pacer.wait_totals)
-            if progress is not None and skipped:
-                done_before = sum(len(chunks.ids_of(i)) for i in range(chunks.count)) - sum(
-                    len(chunks.ids_of(i)) for i in chunks.pending
-                )
-                progress.event("resume", chunks_committed=skipped, deals=done_before)
-                progress.resume(done_before)
-            exporter = _Exporter(out, schema, chunks, idset, progress, client, committed)
-            try:
-                await exporter.run()
-            finally:
-                if progress is not None:
-                    progress.close()
-            missing = set(range(chunks.count)) - out.committed_chunks()
-            if exporter.buffers or missing:
-                # Never mark an output complete that is not: it stays resumable instead.
-                raise OutputError(
-                    f"{len(missing)} chunk(s) ended without every ID accounted for; nothing "
-                    "was marked complete. Run the same command again to redo them, and please "
-                    "report this run"
-                )
-            if watermark is not None and resolved.discovery is not None and out.retryable_ids():
-                # Deals that failed for a passing reason must come back in the next incremental
-                # run (a nightly run replaces this root, sidecar included): keep the start point.
-                watermark = str(resolved.discovery["modified_since"])
-                log.warning(
-                    "some deals failed for reasons a retry may fix: the watermark stays at %s, "
-                    "so the next --since-last-run asks for them again",
-                    watermark,
-                )
-            manifest = out.finalize(
-                counts={
-                    "requested": idset.counts.valid,
-                    "unique": idset.counts.unique,
-                    "duplicates_dropped": idset.counts.duplicates,
-                    "invalid_input_lines": idset.counts.invalid,
-                    "input_lines": idset.counts.lines,
-                },
-                config=effective_config_dict(config),
-                limits=stats.as_dict(),
-                watermark=watermark,
-                schema_drift=drift,
+        if not local:
+            discovery_start(ids, config.output.root)  # a bad selection fails before any request
+        schema = await _portal_schema(client)
+        _check_partitioning(config.output, schema, setting_names or {})
+        if resolved is None:
+            resolved = await resolve_ids(ids, client, config.output.root, stdin=stdin)
+        fingerprint = await asyncio.to_thread(
+            fingerprint_ids, _iter_ids(resolved.idset), chunk_size=config.output.chunk_size
+        )
+        converge = config.output.existing_data_behavior != "overwrite" and (
+            await asyncio.to_thread(holds_retryable_failures, config.output, fingerprint)
+        )
+        if not converge:
+            return await _write_export(
+                config,
+                client,
+                stats,
+                schema,
+                resolved,
+                fingerprint,
+                run_id,
+                started,
+                on_drift,
+                progress_factory,
             )
-            resumed = out.resumed
-            uri = out.uri
+    log.info(
+        "%s already holds this export with failures a retry may fix: retrying exactly those "
+        "(as deal-export retry does)",
+        config.output.root,
+    )
+    result = await retry_failed(
+        config, config.output.root, clock=clock, run_id=run_id, on_tokens_rotated=on_tokens_rotated
+    )
+    counts = _counts_from_manifest(result.manifest, resolved.idset)
+    return dataclasses.replace(
+        result, counts=counts, exit_code=exit_code_for(counts), seconds=time.monotonic() - started
+    )
+
+
+async def _portal_schema(client: PortalClient) -> DealSchema:
+    fields = await client.call("crm.deal.fields")
+    if not isinstance(fields, dict) or not fields:
+        raise OutputError("crm.deal.fields returned no field descriptions; cannot type deals")
+    return DealSchema.from_fields(fields)
+
+
+def _check_partitioning(output: OutputConfig, schema: DealSchema, names: Mapping[str, str]) -> None:
+    spec = PartitionSpec.from_config(output)
+    problem = partition_problem(spec, {c.name: c.kind.arrow_type for c in schema.columns})
+    if problem is None:
+        return
+    setting = names.get("output.partition_by", "output.partition_by")
+    transform = names.get("output.partition_transform")
+    if transform is not None:
+        setting += f" with {transform} {spec.transform}"
+    raise UsageError(
+        f"{setting}: {problem} (checked against crm.deal.fields; no deal was fetched and "
+        "nothing was written)"
+    )
+
+
+async def _write_export(
+    config: RunConfig,
+    client: PortalClient,
+    stats: FetchStats,
+    schema: DealSchema,
+    resolved: ResolvedIds,
+    fingerprint: str,
+    run_id: str,
+    started: float,
+    on_drift: Callable[[SchemaDrift], None] | None,
+    progress_factory: Callable[[int], Progress] | None = None,
+) -> RunResult:
+    idset, watermark = resolved.idset, resolved.watermark
+    with OutputRoot.open(config.output, run_id, input_fingerprint=fingerprint) as out:
+        if resolved.discovery is not None and not resolved.reused:
+            out.write_input(idset.ids, {"discovery": resolved.discovery, "watermark": watermark})
+        drift = _check_drift(out, schema, on_drift)
+        drift_lines = list(drift.get("changes", []))
+        out.write_schema(schema.snapshot())
+        committed = out.committed_chunks()
+        chunks = _Chunks(idset.ids, config.output.chunk_size, committed)
+        skipped = chunks.count - len(chunks.pending)
+        progress = progress_factory(len(idset.ids)) if progress_factory else None
+        if progress is not None:
+            progress.follow_waits(client.pacer.wait_totals)
+        if progress is not None and skipped:
+            done_before = sum(len(chunks.ids_of(i)) for i in range(chunks.count)) - sum(
+                len(chunks.ids_of(i)) for i in chunks.pending
+            )
+            progress.event("resume", chunks_committed=skipped, deals=done_before)
+            progress.resume(done_before)
+        exporter = _Exporter(out, schema, chunks, idset, progress, client, committed)
+        try:
+            await exporter.run()
+        finally:
+            if progress is not None:
+                progress.close()
+        missing = set(range(chunks.count)) - out.committed_chunks()
+        if exporter.buffers or missing:
+            # Never mark an output complete that is not: it stays resumable instead.
+            raise OutputError(
+                f"{len(missing)} chunk(s) ended without every ID accounted for; nothing "
+                "was marked complete. Run the same command again to redo them, and please "
+                "report this run"
+            )
+        if watermark is not None and resolved.discovery is not None and out.retryable_ids():
+            # Deals that failed for a passing reason must come back in the next incremental
+            # run (a nightly run replaces this root, sidecar included): keep the start point.
+            watermark = str(resolved.discovery["modified_since"])
+            log.warning(
+                "some deals failed for reasons a retry may fix: the watermark stays at %s, "
+                "so the next --since-last-run asks for them again",
+                watermark,
+            )
+        manifest = out.finalize(
+            counts={
+                "requested": idset.counts.valid,
+                "unique": idset.counts.unique,
+                "duplicates_dropped": idset.counts.duplicates,
+                "invalid_input_lines": idset.counts.invalid,
+                "input_lines": idset.counts.lines,
+            },
+            config=effective_config_dict(config),
+            limits=stats.as_dict(),
+            watermark=watermark,
+            schema_drift=drift,
+        )
+        resumed = out.resumed
+        uri = out.uri
     counts = _counts_from_manifest(manifest, idset)
     return RunResult(
         run_id=run_id,
@@ -569,4 +661,12 @@ def _report_drift(
     }
 
 
-__all__ = ["ResolvedIds", "RunResult", "export", "new_run_id", "resolve_ids", "retry_failed"]
+__all__ = [
+    "ResolvedIds",
+    "RunResult",
+    "discovery_start",
+    "export",
+    "new_run_id",
+    "resolve_ids",
+    "retry_failed",
+]

@@ -45,7 +45,7 @@ def test_bad_option_value_is_a_usage_error(runner: CliRunner, tmp_path: Path) ->
         env=_env(),
     )
     assert result.exit_code == 2
-    assert "batch_size" in result.output
+    assert "--batch-size" in result.output  # the option typed, not the config key (B11)
     assert "s3cretvalue42" not in result.output
 
 

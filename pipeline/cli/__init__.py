@@ -34,12 +34,14 @@ def _register() -> None:
     from pipeline.cli.retry import retry
     from pipeline.cli.run import run
     from pipeline.cli.simulate import simulate
+    from pipeline.cli.state import state
 
     cli.add_command(simulate)
     cli.add_command(plan)
     cli.add_command(run)
     cli.add_command(ids)
     cli.add_command(retry)
+    cli.add_command(state)
 
 
 _register()

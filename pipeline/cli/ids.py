@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from pipeline.cli._errors import fail, run_guarded
-from pipeline.cli.run import load, portal_options, start_logging
+from pipeline.cli.run import (
+    load,
+    portal_options,
+    quiet_progress_option,
+    start_from_option,
+    start_logging,
+    warn_if_insecure,
+)
 from pipeline.clock import ScaledClock
 from pipeline.config_load import secrets_of
 from pipeline.fetch import PortalClient
@@ -19,13 +26,16 @@ from pipeline.summary import EXIT_USAGE
 
 
 @click.command()
-@click.option("--modified-since", help="Deals modified since this ISO time (with zone).")
+@click.option(
+    "--modified-since", help="Deals modified since this ISO time with zone, or a date (UTC)."
+)
 @click.option(
     "--since-last-run",
     is_flag=True,
     default=None,
     help="Deals modified since the last successful run into --out.",
 )
+@start_from_option
 @click.option("--out", help="Output root whose watermark --since-last-run reads.")
 @click.option(
     "--overlap",
@@ -33,6 +43,7 @@ from pipeline.summary import EXIT_USAGE
     type=float,
     help="Seconds to reach back before the time, for edits made during the last run.",
 )
+@quiet_progress_option
 @portal_options
 def ids(**kw: Any) -> None:
     """Discover the IDs of deals modified since a time, and print them one per line.
@@ -49,6 +60,7 @@ def ids(**kw: Any) -> None:
         {
             "ids.modified_since": kw.get("modified_since"),
             "ids.since_last_run": kw.get("since_last_run"),
+            "ids.start_from": kw.get("start_from"),
             "ids.overlap_s": kw.get("overlap_s"),
             "output.root": kw.get("out"),
         },
@@ -74,6 +86,7 @@ def ids(**kw: Any) -> None:
             as_json=as_json,
         )
     start_logging(kw, loaded.log_format, secrets)
+    warn_if_insecure(loaded)
     auth = loaded.auth
     root = loaded.output.root if loaded.output is not None else ""
 

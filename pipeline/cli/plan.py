@@ -9,9 +9,11 @@ import re
 
 import click
 
+from pipeline.cli._errors import fail, json_wanted
+from pipeline.cli.run import FLAGS
 from pipeline.config_load import load_config
 from pipeline.errors import UsageError
-from pipeline.ids import load_ids
+from pipeline.ids import ID_FORMATS, IdFormat, load_ids
 from pipeline.plan import (
     DEFAULT_LATENCY_MS,
     DEFAULT_MS_PER_DEAL,
@@ -20,6 +22,7 @@ from pipeline.plan import (
     estimate,
 )
 from pipeline.progress import format_duration
+from pipeline.summary import EXIT_USAGE
 
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000}
 
@@ -33,8 +36,15 @@ def _parse_count(text: str) -> int:
 
 @click.command()
 @click.argument("n", required=False)
-@click.option("--ids", "ids_path", metavar="PATH", help="Count the unique valid IDs of this input.")
-@click.option("--id-column", metavar="NAME", help="Column of a CSV/Parquet --ids input.")
+@click.option(
+    "--ids",
+    "ids_path",
+    metavar="PATH|RANGES",
+    help="Count the unique valid IDs of this input (a file, or ranges with --ids-format range).",
+)
+@click.option("--ids-column", "id_column", metavar="NAME", help="Column of a CSV/Parquet --ids.")
+@click.option("--id-column", "id_column_alias", hidden=True)
+@click.option("--ids-format", type=click.Choice(ID_FORMATS), default="auto", help="As for run.")
 @click.option(
     "--config",
     "config_path",
@@ -72,6 +82,8 @@ def plan(
     n: str | None,
     ids_path: str | None,
     id_column: str | None,
+    id_column_alias: str | None,
+    ids_format: IdFormat,
     config_path: str | None,
     plan: str | None,
     rate: float | None,
@@ -100,8 +112,11 @@ def plan(
     try:
         if (n is None) == (ids_path is None):
             raise UsageError("give either N or --ids PATH")
+        column = id_column or id_column_alias
         count = (
-            _parse_count(n) if n is not None else len(load_ids(ids_path or "", column=id_column))
+            _parse_count(n)
+            if n is not None
+            else len(load_ids(ids_path or "", column=column, fmt=ids_format))
         )
         if ms_per_deal < 0 or latency_ms < 0:
             raise UsageError("--ms-per-deal and --latency-ms must be >= 0")
@@ -117,9 +132,10 @@ def plan(
                 "fetch.batch_size": batch_size,
                 "fetch.concurrency": concurrency,
             },
+            flags=FLAGS,
         )
     except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
+        fail(str(exc), EXIT_USAGE, as_json=json_wanted((), os.environ))
     result = estimate(
         PlanInputs.from_config(
             count, config.limits, config.fetch, ms_per_deal=ms_per_deal, latency_ms=latency_ms

@@ -11,12 +11,15 @@ import click
 from pipeline.cli._errors import fail, run_guarded
 from pipeline.cli._tokens import rotated_tokens
 from pipeline.cli.run import (
+    FLAGS,
     break_lock_option,
     load,
     portal_options,
+    quiet_progress_option,
     report,
     start_logging,
     wants_json,
+    warn_if_insecure,
 )
 from pipeline.clock import ScaledClock
 from pipeline.config import RunConfig
@@ -30,6 +33,7 @@ from pipeline.summary import EXIT_USAGE
 
 @click.command()
 @click.argument("output")
+@quiet_progress_option
 @break_lock_option
 @portal_options
 def retry(output: str, **kw: Any) -> None:
@@ -37,13 +41,14 @@ def retry(output: str, **kw: Any) -> None:
 
     Deals that now arrive are written into the same dataset; their sidecar rows go. IDs that
     fail again stay in the sidecar with their attempts added up. Permanent failures (deleted
-    or hidden deals) are left alone. Exit codes are those of `deal-export run`.
+    or hidden deals) are left alone. Exit codes are those of `deal-export run`. Running the
+    same `deal-export run` command again does the same.
 
     \b
     Example:
       deal-export retry ./deals
     """
-    loaded = load(kw, {"output.root": output})
+    loaded = load(kw, {"output.root": output}, {**FLAGS, "output.root": "OUTPUT"})
     secrets = secrets_of(loaded)
     if loaded.auth is None:
         fail(
@@ -58,6 +63,7 @@ def retry(output: str, **kw: Any) -> None:
     run_id = new_run_id()
     set_run_id(run_id)
     _, handler = start_logging(kw, config.log_format, secrets)
+    warn_if_insecure(loaded)
     saver = rotated_tokens(config.auth, handler, secrets)
     clock = ScaledClock(kw.get("time_scale") or 1.0)
 
@@ -70,7 +76,7 @@ def retry(output: str, **kw: Any) -> None:
 
     json_logs = config.log_format == "json"
     result = run_guarded(main, lambda: secrets, json_errors=json_logs)
-    report(result, json_logs=json_logs, secrets=secrets)
+    report(result, json_logs=json_logs, secrets=secrets, retry=True)
     sys.exit(result.exit_code)
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -18,7 +18,7 @@ from pipeline.cli._tokens import rotated_tokens
 from pipeline.clock import ScaledClock
 from pipeline.config_load import LoadedConfig, load_config, secrets_of
 from pipeline.errors import UsageError
-from pipeline.logs import LEVELS, json_record, parse_level, set_run_id, setup_logging
+from pipeline.logs import LEVELS, json_record, log_event, parse_level, set_run_id, setup_logging
 from pipeline.output.lock import break_lock
 from pipeline.progress import DisplayStream, Mode, Progress
 from pipeline.redact import mask_text
@@ -27,7 +27,8 @@ from pipeline.summary import EXIT_USAGE, render_summary
 
 _EPILOG = """\b
 Exit codes: 0 every ID accounted for (only permanent failures such as deleted deals);
-3 some IDs failed for reasons a retry may fix; 1 fatal (auth, portal, output);
+3 some IDs failed for reasons a retry may fix (run the same command again, or
+deal-export retry, to retry exactly those); 1 fatal (auth, portal, output);
 2 usage or input error; 130 interrupted (run the same command again to resume).
 """
 
@@ -79,6 +80,19 @@ def portal_options(fn: Any) -> Any:
             click.option("--batch-size", type=int, help="crm.deal.get commands per batch (1-50)."),
             click.option("--max-attempts", type=int, help="Attempts per ID on transient faults."),
             click.option(
+                "--ca-bundle",
+                type=click.Path(dir_okay=False),
+                help="PEM file of the CA that signed an on-premise portal's certificate.",
+            ),
+            click.option(
+                "--no-verify-tls",
+                "no_verify_tls",
+                is_flag=True,
+                default=None,
+                help="Do not check the portal's TLS certificate (a warning says so; prefer "
+                "--ca-bundle).",
+            ),
+            click.option(
                 "--log-format",
                 type=click.Choice(["text", "json"]),
                 help="text (default) or one JSON object per line; in JSON the summary is one "
@@ -116,8 +130,59 @@ def portal_overrides(kw: dict[str, Any]) -> dict[str, object]:
         "fetch.concurrency": kw.get("concurrency"),
         "fetch.batch_size": kw.get("batch_size"),
         "fetch.max_attempts": kw.get("max_attempts"),
+        "transport.ca_bundle": kw.get("ca_bundle"),
+        "transport.verify_tls": False if kw.get("no_verify_tls") else None,
         "log_format": kw.get("log_format"),
     }
+
+
+#: The option that sets each setting, so an error names what the user typed.
+FLAGS: dict[str, str] = {
+    "portal.webhook_url": "--webhook",
+    "portal.webhook_url_file": "--webhook-file",
+    "portal.oauth.token_file": "--token-file",
+    "limits.plan": "--plan",
+    "limits.rate": "--rate",
+    "limits.burst": "--burst",
+    "limits.headroom": "--headroom",
+    "limits.operating_budget_s": "--operating-budget",
+    "fetch.concurrency": "--concurrency",
+    "fetch.batch_size": "--batch-size",
+    "fetch.max_attempts": "--max-attempts",
+    "transport.ca_bundle": "--ca-bundle",
+    "transport.verify_tls": "--no-verify-tls",
+    "log_format": "--log-format",
+    "ids.source": "--ids",
+    "ids.column": "--ids-column",
+    "ids.format": "--ids-format",
+    "ids.modified_since": "--modified-since",
+    "ids.since_last_run": "--since-last-run",
+    "ids.start_from": "--start-from",
+    "ids.overlap_s": "--overlap",
+    "output.root": "--out",
+    "output.partition_by": "--partition-by",
+    "output.partition_transform": "--partition-transform",
+    "output.existing_data_behavior": "--existing-data-behavior",
+    "output.chunk_size": "--chunk-size",
+}
+
+
+def progress_option(fn: Any, *, shown: bool = True) -> Any:
+    """`--progress/--no-progress` on every command, so a scheduler can pass it to each one."""
+    help_text = "Show progress on stderr." if shown else "Accepted as for run; nothing to show."
+    return click.option("--progress/--no-progress", default=True, help=help_text)(fn)
+
+
+def quiet_progress_option(fn: Any) -> Any:
+    """The same flag on a command without a progress display (it is accepted, not an error)."""
+    return progress_option(fn, shown=False)
+
+
+start_from_option = click.option(
+    "--start-from",
+    help="With --since-last-run: where the first run starts, while --out holds no watermark "
+    "yet (ISO time with zone, or a date: midnight UTC). Ignored once a run has completed.",
+)
 
 
 def wants_json(kw: dict[str, Any]) -> bool:
@@ -134,15 +199,42 @@ break_lock_option = click.option(
 )
 
 
-def load(kw: dict[str, Any], extra: dict[str, object]) -> LoadedConfig:
+def load(
+    kw: dict[str, Any], extra: dict[str, object], flags: dict[str, str] | None = None
+) -> LoadedConfig:
     try:
-        return load_config(
+        loaded = load_config(
             config_path=kw.get("config_path"),
             env=os.environ,
             overrides={**portal_overrides(kw), **extra},
+            flags=FLAGS if flags is None else flags,
         )
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE, as_json=wants_json(kw))
+    # Only a --start-from typed with another selection is a mistake: a config file's start_from
+    # stays harmlessly unused when the command line picks IDs another way for one run.
+    typed = loaded.name_of("ids.start_from").startswith("-")
+    if typed and loaded.ids.start_from is not None and not loaded.ids.since_last_run:
+        fail(
+            f"{loaded.name_of('ids.start_from')} applies only with --since-last-run "
+            "(it is where the first incremental run starts)",
+            EXIT_USAGE,
+            as_json=wants_json(kw),
+        )
+    return loaded
+
+
+def warn_if_insecure(loaded: LoadedConfig) -> None:
+    """One warning line per run when certificates are not checked: anyone on the path could
+    then read the webhook secret."""
+    if not loaded.transport.verify_tls:
+        log_event(
+            logging.getLogger("pipeline.cli"),
+            "tls_unverified",
+            f"TLS certificate verification is off ({loaded.name_of('transport.verify_tls')}): "
+            "the portal's identity is not checked; prefer --ca-bundle with the portal's CA",
+            level=logging.WARNING,
+        )
 
 
 def start_logging(
@@ -157,6 +249,13 @@ def start_logging(
     return display, handler
 
 
+def progress_stream(kw: dict[str, Any]) -> TextIO:
+    """Where progress goes: stderr, or nowhere with --no-progress."""
+    if kw.get("progress", True):
+        return sys.stderr
+    return open(os.devnull, "w")  # closed with the process
+
+
 @click.command(epilog=_EPILOG)
 @click.option(
     "--ids",
@@ -164,25 +263,36 @@ def start_logging(
     help="ID file (text, .csv, .parquet), '-' for stdin, "
     "or ranges like 1-5000 with --ids-format range.",
 )
-@click.option("--ids-column", help="Column holding the IDs in a CSV or Parquet file (default ID).")
+@click.option(
+    "--ids-column",
+    help="Column holding the IDs in a CSV or Parquet file (default ID; text and ranges have "
+    "no columns, so it is ignored for them).",
+)
+@click.option("--id-column", "id_column_alias", hidden=True)
 @click.option("--ids-format", type=click.Choice(["auto", "text", "csv", "parquet", "range"]))
-@click.option("--modified-since", help="Export deals modified since this ISO time (with zone).")
+@click.option(
+    "--modified-since",
+    help="Export deals modified since this ISO time with zone, or a date (midnight UTC).",
+)
 @click.option(
     "--since-last-run",
     is_flag=True,
     default=None,
     help="Export deals modified since the previous successful run into --out.",
 )
+@start_from_option
 @click.option("--out", "out", help="Output root: a directory, s3://bucket/prefix or gs://...")
 @click.option("--partition-by", help="Partition column (default DATE_CREATE); 'none' for none.")
 @click.option("--partition-transform", type=click.Choice(["none", "value", "year", "month", "day"]))
 @click.option(
     "--existing-data-behavior",
     type=click.Choice(["error", "overwrite", "resume"]),
-    help="What to do when --out holds a completed export (default error).",
+    help="What to do when --out holds a completed export (default error). One that ended "
+    "with failures a retry may fix (exit 3) is not replaced or refused but retried, unless "
+    "overwrite.",
 )
 @click.option("--chunk-size", type=int, help="IDs per committed chunk (resume granularity).")
-@click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
+@progress_option
 @break_lock_option
 @portal_options
 def run(**kw: Any) -> None:
@@ -199,10 +309,11 @@ def run(**kw: Any) -> None:
     partition_by = kw.get("partition_by")
     extra: dict[str, object] = {
         "ids.source": kw.get("ids_source"),
-        "ids.column": kw.get("ids_column"),
+        "ids.column": kw.get("ids_column") or kw.get("id_column_alias"),
         "ids.format": kw.get("ids_format"),
         "ids.modified_since": kw.get("modified_since"),
         "ids.since_last_run": kw.get("since_last_run"),
+        "ids.start_from": kw.get("start_from"),
         "output.root": kw.get("out"),
         "output.partition_by": partition_by,
         "output.partition_transform": kw.get("partition_transform"),
@@ -222,14 +333,13 @@ def run(**kw: Any) -> None:
     run_id = new_run_id()
     set_run_id(run_id)
     display, handler = start_logging(kw, config.log_format, secrets)
+    warn_if_insecure(loaded)
     saver = rotated_tokens(config.auth, handler, secrets)
     clock = ScaledClock(kw.get("time_scale") or 1.0)
 
     def progress_factory(total: int) -> Progress:
         mode: Mode | None = "json" if json_logs else None
-        stream = sys.stderr
-        if not kw.get("progress"):
-            stream = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+        stream = progress_stream(kw)
         progress = Progress(total=total, stream=stream, clock=clock, mode=mode)
         if progress.mode == "tty":
             display.attach(progress)
@@ -247,6 +357,7 @@ def run(**kw: Any) -> None:
             stdin=sys.stdin.buffer,
             on_tokens_rotated=saver,
             run_id=run_id,
+            setting_names=loaded.names,
         )
 
     result = run_guarded(main, lambda: secrets, json_errors=json_logs)
@@ -254,17 +365,25 @@ def run(**kw: Any) -> None:
     sys.exit(result.exit_code)
 
 
-def report(result: RunResult, *, json_logs: bool, secrets: Iterable[str] = ()) -> None:
+def report(
+    result: RunResult, *, json_logs: bool, secrets: Iterable[str] = (), retry: bool = False
+) -> None:
     """The summary on stdout: sentences, or in JSON mode one object (Airflow's XCom reads the
-    last line of stdout)."""
+    last line of stdout). A retry that found nothing to retry says so instead of counting 0."""
     this_attempt = int(result.fetch_stats.get("deals_fetched", result.counts.exported))
-    lines = render_summary(
-        result.counts,
-        output=result.output,
-        seconds=result.seconds,
-        drift=result.drift,
-        exported_now=this_attempt if result.resumed else None,
-    )
+    if retry and result.counts.requested == 0:
+        lines = [
+            f"nothing to retry: {result.output} holds no failures a retry may fix "
+            "(deleted or hidden deals stay in the sidecar as permanent failures)"
+        ]
+    else:
+        lines = render_summary(
+            result.counts,
+            output=result.output,
+            seconds=result.seconds,
+            drift=result.drift,
+            exported_now=this_attempt if result.resumed else None,
+        )
     if not json_logs:
         for line in lines:
             click.echo(line)
@@ -296,12 +415,18 @@ def report(result: RunResult, *, json_logs: bool, secrets: Iterable[str] = ()) -
 
 
 __all__ = [
+    "FLAGS",
     "break_lock_option",
     "load",
     "portal_options",
     "portal_overrides",
+    "progress_option",
+    "progress_stream",
+    "quiet_progress_option",
     "report",
     "run",
+    "start_from_option",
     "start_logging",
     "wants_json",
+    "warn_if_insecure",
 ]

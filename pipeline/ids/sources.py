@@ -76,11 +76,11 @@ def load_ids(
 
     `fmt="auto"` picks by name: `-` is stdin (text), `*.csv` CSV, `*.parquet`/`*.pq` Parquet,
     anything else a text file. Ranges are never guessed from a name: pass `fmt="range"`.
-    `column` names the CSV/Parquet column (default `ID`) and is an error for text and ranges.
+    `column` names the CSV/Parquet column (default `ID`). Text, stdin and ranges have no
+    columns, so there it is ignored, whatever its value: a config file that spells out the
+    column for its usual CSV input must still work with a text file given for one run.
     """
     kind = _resolve_format(source, fmt)
-    if column is not None and kind in ("text", "range"):
-        raise UsageError(f"an ID column ({column!r}) only applies to CSV or Parquet input")
     if kind == "range":
         return read_ranges(source)
     if kind == "text":
@@ -424,7 +424,18 @@ def _check_file(path: str) -> None:
     if os.path.isdir(path):
         raise UsageError(f"ID input {path} is a directory; expected a file")
     if not os.path.exists(path):
-        raise UsageError(f"ID file not found: {path}")
+        hint = ""
+        if _looks_like_ranges(path):
+            hint = (
+                "; it looks like ID ranges: add --ids-format range "
+                '(or format = "range" in [ids] of the config file)'
+            )
+        raise UsageError(f"ID file not found: {path}{hint}")
+
+
+def _looks_like_ranges(text: str) -> bool:
+    parts = text.split(",")
+    return any("-" in p for p in parts) and all(_RANGE_PART.match(p) for p in parts)
 
 
 def _probe_garbage(collector: IdCollector, name: str) -> None:

@@ -16,6 +16,8 @@ and Polars read back as null. Transform `none` writes files directly under the r
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -70,6 +72,31 @@ def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> list[str | None]:
     return list(pc.cast(column, pa.string()).to_pylist())
 
 
+def partition_problem(spec: PartitionSpec, columns: Mapping[str, pa.DataType]) -> str | None:
+    """Why `spec` cannot partition deals of these column types, or None if it can.
+
+    The same rules `split` applies to each chunk, judged from the schema alone, so a bad
+    setting is reported before any deal is fetched rather than after the first chunk.
+    """
+    if spec.column is None:
+        return None
+    typ = columns.get(spec.column)
+    if typ is None:
+        close = difflib.get_close_matches(spec.column, list(columns), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{spec.column!r} is not a deal field of this portal{hint}"
+    if spec.transform in _FORMATS and not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
+        return (
+            f"transform {spec.transform!r} needs a date or time field, but {spec.column} is "
+            f"{typ}; use the transform 'value' (or 'none')"
+        )
+    if pa.types.is_nested(typ):
+        return f"{spec.column} holds {typ}, not one scalar value per deal"
+    if spec.key in columns:
+        return f"the partition key {spec.key} clashes with a deal field of that name"
+    return None
+
+
 def partition_dir(spec: PartitionSpec, value: str | None) -> str:
     """The relative directory for one key value (`""` when unpartitioned)."""
     if spec.key is None:
@@ -103,4 +130,4 @@ def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
     return [(d, table.take(pa.array(groups[d], pa.int64()))) for d in sorted(groups)]
 
 
-__all__ = ["NULL_PARTITION", "PartitionSpec", "partition_dir", "split"]
+__all__ = ["NULL_PARTITION", "PartitionSpec", "partition_dir", "partition_problem", "split"]

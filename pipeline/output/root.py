@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -226,8 +227,12 @@ class OutputRoot:
     ) -> OutputRoot:
         """Open a finished output for `retry`, with the layout it was written with."""
         store = Store.from_root(root, filesystem)
+        store.refuse_a_file()
         meta = store.read_json(RUN_FILE)
         manifest = store.read_json(MANIFEST_FILE)
+        if meta is None or manifest is None or not manifest.get("completed"):
+            # A run still writing has no (completed) manifest yet: say "locked", not "no export".
+            _refuse_if_locked(store, run_id)
         if meta is None or manifest is None:
             raise OutputError(f"{display_uri(store.uri)} is not a finished deal-export output")
         if not manifest.get("completed"):
@@ -824,6 +829,54 @@ class OutputRoot:
         self.close()
 
 
+def _refuse_if_locked(store: Store, run_id: str) -> None:
+    """Raise the lock's refusal if a run holds `store`'s lock; otherwise change nothing."""
+    if not store.exists(LOCK_NAME):
+        return
+    probe = RunLock(store, run_id)
+    probe.acquire()
+    probe.release()
+
+
+def _layout(config: OutputConfig) -> dict[str, Any]:
+    return {
+        **PartitionSpec.from_config(config).as_dict(),
+        "chunk_size": config.chunk_size,
+        "compression": config.compression,
+        "max_rows_per_group": config.max_rows_per_group,
+    }
+
+
+def _same_input_and_layout(
+    meta: Mapping[str, Any], layout: Mapping[str, Any], fingerprint: str | None
+) -> tuple[bool, bool]:
+    theirs = meta.get("input_fingerprint")
+    same_input = fingerprint is None or theirs is None or fingerprint == theirs
+    old_layout = meta.get("layout", {})
+    # chunk_size decides which IDs a chunk index stands for: resuming with another size would
+    # skip or double IDs, so it is part of the layout.
+    checked = ("partition_by", "partition_transform", "chunk_size")
+    return same_input, all(old_layout.get(k) == layout[k] for k in checked)
+
+
+def holds_retryable_failures(
+    config: OutputConfig, input_fingerprint: str | None, filesystem: pafs.FileSystem | None = None
+) -> bool:
+    """True when `config.root` holds a completed export of this very input and layout whose
+    sidecar lists failures a retry may fix: running the same command again then retries
+    exactly those, as `deal-export retry` does (no lock needed; retry takes it)."""
+    store = Store.from_root(config.root, filesystem)
+    if (store.local and not os.path.isdir(store.base)) or not store.exists(SUCCESS_FILE):
+        return False
+    meta = store.read_json(RUN_FILE)
+    manifest = store.read_json(MANIFEST_FILE)
+    if meta is None or manifest is None or not manifest.get("completed"):
+        return False
+    same_input, same_layout = _same_input_and_layout(meta, _layout(config), input_fingerprint)
+    retryable = manifest.get("counts", {}).get("retryable_failed", 0)
+    return same_input and same_layout and isinstance(retryable, int) and retryable > 0
+
+
 def _decide(
     store: Store,
     config: OutputConfig,
@@ -832,13 +885,7 @@ def _decide(
     now: Callable[[], datetime],
 ) -> tuple[dict[str, Any], bool]:
     """Apply `existing_data_behavior` to what the root holds; returns (run metadata, resumed)."""
-    spec = PartitionSpec.from_config(config)
-    layout = {
-        **spec.as_dict(),
-        "chunk_size": config.chunk_size,
-        "compression": config.compression,
-        "max_rows_per_group": config.max_rows_per_group,
-    }
+    layout = _layout(config)
     where = display_uri(store.uri)
     behavior = config.existing_data_behavior
     entries = [e.path for e in store.list_files() if e.path != LOCK_NAME]
@@ -863,13 +910,7 @@ def _decide(
         return fresh, False
 
     completed = store.exists(SUCCESS_FILE)
-    theirs = meta.get("input_fingerprint")
-    same_input = fingerprint is None or theirs is None or fingerprint == theirs
-    old_layout = meta.get("layout", {})
-    # chunk_size decides which IDs a chunk index stands for: resuming with another size would
-    # skip or double IDs, so it is part of the layout.
-    checked = ("partition_by", "partition_transform", "chunk_size")
-    same_layout = all(old_layout.get(k) == layout[k] for k in checked)
+    same_input, same_layout = _same_input_and_layout(meta, layout, fingerprint)
     what = "a completed export" if completed else "an unfinished export"
     if completed and behavior == "error":
         raise OutputError(
@@ -952,6 +993,59 @@ def read_watermark(root: str, filesystem: pafs.FileSystem | None = None) -> Any:
     return None if state is None else state.get("watermark")
 
 
+def read_state(root: str, filesystem: pafs.FileSystem | None = None) -> dict[str, Any] | None:
+    """The run state (`_state.json`) of the last completed run into `root`, or None."""
+    store = Store.from_root(root, filesystem)
+    store.refuse_a_file()
+    if store.local and not os.path.isdir(store.base):
+        raise OutputError(f"output root {display_uri(store.uri)} does not exist")
+    return _completed_state(store)
+
+
+@_os_errors
+def set_watermark(
+    root: str,
+    watermark: str | None,
+    *,
+    by: str,
+    filesystem: pafs.FileSystem | None = None,
+    now: Callable[[], datetime] = _utc_now,
+) -> dict[str, Any]:
+    """Move (or, with None, clear) the watermark the next `--since-last-run` starts from.
+
+    Takes the root's lock, so it is refused while a run writes there, and replaces the state in
+    one atomic write; the field list kept for drift reports stays. `by` names who moved it (a
+    pseudo run id) in the state and the lock. Returns the new state.
+    """
+    store = Store.from_root(root, filesystem)
+    store.refuse_a_file()
+    if not store.exists(""):
+        raise OutputError(f"output root {display_uri(store.uri)} does not exist")
+    foreign = [e.path for e in store.list_files() if not _is_ours(e.path)]
+    if foreign:
+        raise OutputError(
+            f"output root {display_uri(store.uri)} holds files deal-export did not write "
+            f"(e.g. {foreign[0]}); not touching its state"
+        )
+    lock = RunLock(store, by)
+    lock.acquire()
+    try:
+        previous = _completed_state(store) or {}
+        state = {
+            "format": STATE_FORMAT,
+            "run_id": previous.get("run_id"),
+            "at": previous.get("at"),
+            "watermark": watermark,
+            "schema": previous.get("schema"),
+            "moved_by": by,
+            "moved_at": now().isoformat(),
+        }
+        store.write_atomic(STATE_FILE, _dumps(state))
+        return state
+    finally:
+        lock.release()
+
+
 def read_pending_input(
     root: str, filesystem: pafs.FileSystem | None = None
 ) -> tuple[pa.Array, dict[str, Any]] | None:
@@ -972,4 +1066,13 @@ def read_pending_input(
     return table.column("ID").combine_chunks(), meta
 
 
-__all__ = ["DATASET_GLOB", "OutputRoot", "dataset_glob", "read_pending_input", "read_watermark"]
+__all__ = [
+    "DATASET_GLOB",
+    "OutputRoot",
+    "dataset_glob",
+    "holds_retryable_failures",
+    "read_pending_input",
+    "read_state",
+    "read_watermark",
+    "set_watermark",
+]

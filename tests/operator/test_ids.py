@@ -364,8 +364,6 @@ def test_bad_ranges(spec: str, message: str) -> None:
 
 
 def test_format_selection_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="only applies to CSV or Parquet"):
-        load_ids("ids.txt", column="ID")
     with pytest.raises(UsageError, match="unknown ID format"):
         load_ids("ids.txt", fmt="xml")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="stdin"):
@@ -391,3 +389,30 @@ def test_invalid_lines_store_round_trips_compactly() -> None:
     assert store.nbytes() < 10_000 * 40
     with pytest.raises(IndexError):
         store[10_000]
+
+
+# ------------------------------------------------------------------------- issue 14 cases
+
+
+def test_b5_an_id_column_is_ignored_for_text_and_ranges(tmp_path: Path) -> None:
+    # A config that spells out the column of its usual CSV input must work with a text file.
+    path = tmp_path / "all_ids.txt"
+    path.write_text("3\n1\n")
+    assert load_ids(str(path), column="ID").ids.to_pylist() == [1, 3]
+    assert load_ids(str(path), column="DEAL").ids.to_pylist() == [1, 3]
+    assert load_ids("1-3", column="ID", fmt="range").ids.to_pylist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("spec", ["1-100", "1-5,9", "7, 10-12"])
+def test_b11_a_missing_file_that_looks_like_ranges_says_how_to_pass_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=re.escape("looks like ID ranges: add --ids-format range")):
+        load_ids(spec)
+
+
+def test_b11_a_missing_file_that_is_no_range_gets_no_range_hint(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as caught:
+        load_ids(str(tmp_path / "ids-2024.txt"))
+    assert "ranges" not in str(caught.value)

@@ -165,9 +165,10 @@ def test_plan_command_counts_an_id_file(tmp_path: Path) -> None:
         ([], "give either N or --ids"),
         (["10", "--ids", "x"], "give either N or --ids"),
         (["ten"], "N must be a whole number"),
-        (["10", "--rate", "-1"], "limits.rate must be >= 0"),
-        (["10", "--batch-size", "60"], "fetch.batch_size must be <= 50"),
-        (["10", "--operating-budget", "soon"], "limits.operating_budget_s must be a number"),
+        # Issue 14 B11: errors name the option the user typed, not the config key.
+        (["10", "--rate", "-1"], "--rate must be >= 0"),
+        (["10", "--batch-size", "60"], "--batch-size must be <= 50"),
+        (["10", "--operating-budget", "soon"], "--operating-budget must be a number"),
         (["--ids", "/nonexistent/ids.txt"], "ID file not found"),
     ],
 )

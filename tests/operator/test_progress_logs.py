@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline.logs import log_event, secret_filter, setup_logging
+from pipeline.logs import log_event, secret_filter, set_run_id, setup_logging
 from pipeline.progress import Progress, format_duration
 
 SECRET = "w3bh00ks3cr3t"
@@ -149,6 +149,7 @@ def test_tty_bar_fits_the_terminal_width() -> None:
 
 
 def test_json_events_are_log_records_for_schedulers() -> None:
+    set_run_id(None)  # an in-process CLI test run earlier must not leak its run id here
     clock, out = FakeClock(), io.StringIO()
     progress = Progress(total=100, stream=out, clock=clock, mode="json", interval_s=10)
     progress.event("run_started", total=100, output="./deals")
