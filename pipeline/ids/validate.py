@@ -1,10 +1,11 @@
 """Strict validation of one input token as a Bitrix24 deal ID. Pure: bytes in, int or reason out.
 
-The portal casts the `id` parameter with PHP `(int)`, so `12abc` and `12.7` would silently become
-deal 12 (bitrix24-api.md §4.3). We therefore accept only a plain run of ASCII decimal digits whose
-value is in 1..2^63-1 (deal IDs are stored as int64), optionally surrounded by ASCII whitespace
-(which also swallows the `\\r` of CRLF files). Leading zeros are accepted (`007` is 7): the
-value is still unambiguous. Everything else is rejected with a short, stable reason.
+The portal casts the `id` parameter with PHP `(int)` (crm module `restservice.php`,
+`CCrmRestHelper::resolveEntityID`), so `12abc` and `12.7` would silently become deal 12. We
+therefore accept only a plain run of ASCII decimal digits whose value is in 1..2^63-1 (deal IDs
+are stored as int64), optionally surrounded by ASCII whitespace (which also swallows the `\\r`
+of CRLF files). Leading zeros are accepted (`007` is 7): the value is still unambiguous.
+Everything else is rejected with a short, stable reason.
 """
 
 from __future__ import annotations
