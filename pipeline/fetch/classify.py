@@ -135,6 +135,11 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+#: The code of a failed OAuth token refresh worth another attempt (the OAuth server answered
+#: 5xx/429): its own code, so that its HTTP 500 is never mistaken for a poison deal's.
+OAUTH_UNAVAILABLE = "OAUTH_UNAVAILABLE"
+
+
 def is_permanent_description(description: str) -> bool:
     """True for the fixed English per-record texts of `crm.deal.get`, period or not."""
     text = description.strip()
@@ -226,8 +231,11 @@ def split_trigger(code: str, http_status: int | None) -> SplitTrigger | None:
     `outputJson`); split the batch at once. "repeat": it may recur (an HTTP 500, a gateway
     timeout or our own read timeout, as a request past the cloud's 60 s cap would give); split
     on its second occurrence for the same set. None: a one-off transient (502, 503 page,
-    connection reset, truncated body), retried as usual. Pure.
+    connection reset, truncated body), retried as usual; so is a failure of the OAuth token
+    refresh (`OAUTH_UNAVAILABLE`), which no command of the request caused. Pure.
     """
+    if code == OAUTH_UNAVAILABLE:
+        return None
     if code == "WRONG_ENCODING":
         return "now"
     if code == "TIMEOUT" or http_status in (500, 504):
@@ -240,6 +248,7 @@ def split_trigger(code: str, http_status: int | None) -> SplitTrigger | None:
 __all__ = [
     "ALL_DENIED_HINT",
     "FATAL_CODES",
+    "OAUTH_UNAVAILABLE",
     "PERMANENT_DESCRIPTIONS",
     "RECORD_CODES",
     "TRANSIENT_CODES",
