@@ -30,7 +30,7 @@ from pipeline.config import RunConfig
 from pipeline.config_load import IdsConfig, effective_config_dict
 from pipeline.errors import OutputError, PipelineError, UsageError
 from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
-from pipeline.fetch.auth import TokensRotated
+from pipeline.fetch.auth import TokenSink, TokensRotated
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
 from pipeline.normalise import DealSchema, SchemaDrift, compare_snapshots, normalise_deals
@@ -371,6 +371,7 @@ async def export(
             )
             resumed = out.resumed
             uri = out.uri
+    await _settle_tokens(on_tokens_rotated)
     counts = _counts_from_manifest(manifest, idset)
     return RunResult(
         run_id=run_id,
@@ -447,6 +448,7 @@ async def retry_failed(
                 await commit()
         manifest = out.finalize(limits=stats.as_dict())
         uri = out.uri
+    await _settle_tokens(on_tokens_rotated)
     counts_section = manifest.get("counts", {})
     counts = RunCounts(
         requested=len(retry_ids),
@@ -468,6 +470,15 @@ async def retry_failed(
         fetch_stats=stats.as_dict(),
         manifest=manifest,
     )
+
+
+async def _settle_tokens(rotated: TokensRotated | None) -> None:
+    """After the data is committed: a rotated pair that could not be saved is tried once more;
+    if it still cannot be, the run fails, since the next one is certain to be refused."""
+    if isinstance(rotated, TokenSink):
+        problem = await asyncio.to_thread(rotated.settle)
+        if problem is not None:
+            raise PipelineError(problem)
 
 
 def _id(outcome: DealFailed) -> int:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 import pytest
 
 from pipeline.clock import ScaledClock
-from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
+from pipeline.config import FetchConfig, LimitsConfig, OAuthAuth, WebhookAuth
 from pipeline.errors import FatalPortalError
 from pipeline.fetch import PortalClient
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.simulator import FaultConfig
+from pipeline.simulator.oauth import OAuthError
 from tests.conftest import SimulatorFactory
 from tests.e2e.helpers import FAST, accounted, cli_env, read_sidecar, run_cli
 
@@ -236,6 +238,38 @@ async def test_an_outage_starting_inside_a_split_stops_the_splitting(
     requests = sim.stats()["requests"]
     assert 3 + 2 + 2 + 2 <= requests <= 3 + 2 + 2 + 3 * (fetch.max_attempts - 1)
     assert {o.attempts for o in failed.values()} == {fetch.max_attempts}
+
+
+async def test_a_failing_token_refresh_is_never_split(
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The OAuth server answers 500 to every refresh: no command of the batch causes that.
+    sim = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+
+    def refresh_fails(params: dict[str, str], now: float) -> dict[str, Any]:
+        raise OAuthError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+    monkeypatch.setattr(sim.sim.tokens, "refresh", refresh_fails)
+    auth = OAuthAuth(
+        endpoint=sim.oauth_endpoint,
+        access_token=sim.access_token,
+        refresh_token=sim.refresh_token,
+        client_id=sim.config.oauth.client_id,
+        client_secret=sim.config.oauth.client_secret,
+        token_url=sim.token_url,
+    )
+    sim.expire_access_token()
+    ids = list(sim.portal.visible_ids[:100])
+    fetch = one_batch(max_attempts=3)
+    client = PortalClient(auth, limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE))
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
+    _, failed = by_kind(outcomes)
+    assert set(failed) == set(ids)
+    assert {(o.code, o.attempts) for o in failed.values()} == {("RETRIES_EXHAUSTED", 3)}
+    assert "OAuth token refresh failed" in next(iter(failed.values())).message
+    assert client.stats.batch_splits == 0
+    assert client.stats.requests == 2 * fetch.max_attempts  # each batch, its attempts
 
 
 async def test_one_off_500_does_not_split(simulator: SimulatorFactory) -> None:
