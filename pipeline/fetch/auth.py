@@ -5,9 +5,10 @@ Webhook: `<webhook_url><method>`, the secret is part of the path (docs
 OAuth: `<endpoint><method>` with `auth=<access_token>` in the body. On 401 `expired_token` the
 client calls `refresh(used_token)`: one refresh serves every request that failed with the same
 token (single flight); the others find the token already rotated and simply retry. The new pair
-is handed to `on_tokens_rotated(access, refresh)` (or a `TokenSink`'s `save`, which also gets the
-expiry) so the caller can persist the refresh token (the old one stops working once the new one
-is issued).
+is handed to `on_tokens_rotated(access, refresh)` (or awaited as a `TokenSink`'s `rotated`, which
+also gets the expiry and saves off the event loop) so the caller can persist the refresh token
+(the old one stops working once the new one is issued). A refresh the OAuth server could not
+serve just now (5xx, 429) is a `RefreshUnavailable` with code OAUTH_UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -240,4 +241,12 @@ def make_signer(auth: Auth, on_tokens_rotated: TokensRotated | None = None) -> S
     return OAuthSigner(auth, on_tokens_rotated)
 
 
-__all__ = ["OAuthSigner", "Signer", "TokenSink", "TokensRotated", "WebhookSigner", "make_signer"]
+__all__ = [
+    "OAuthSigner",
+    "RefreshUnavailable",
+    "Signer",
+    "TokenSink",
+    "TokensRotated",
+    "WebhookSigner",
+    "make_signer",
+]

@@ -122,7 +122,7 @@ _PERMISSION_HINT = (
     "the webhook/app user may not read the CRM: give it deal read permission (CRM access "
     "rights) or use a webhook of a user who has it"
 )
-#: Every command of a batch refused with ACCESS_DENIED: not the plan (REST itself answered).
+#: Every requested deal refused with ACCESS_DENIED: not the plan (REST itself answered).
 ALL_DENIED_HINT = (
     "the webhook/app user may read none of these deals: check its CRM permissions "
     "(deal read access)"
@@ -166,8 +166,8 @@ def classify(
     if code == "expired_token":
         return Action.AUTH_REFRESH
     if code in RECORD_CODES and context == "command":
-        # One command's refusal names its record: that ID's outcome, not the run's (the
-        # engine still stops the run when EVERY command of a batch is refused this way).
+        # One command's refusal names its record: that ID's outcome, not the run's, however
+        # many commands answer it (the run's verdict judges a run that could read nothing).
         return Action.PERMANENT
     if code in FATAL_CODES:
         return Action.FATAL
