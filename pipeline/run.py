@@ -31,7 +31,7 @@ from pipeline.config import OutputConfig, RunConfig
 from pipeline.config_load import IdsConfig, effective_config_dict
 from pipeline.errors import OutputError, PipelineError, UsageError
 from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
-from pipeline.fetch.auth import TokensRotated
+from pipeline.fetch.auth import TokenSink, TokensRotated
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
 from pipeline.normalise import DealSchema, SchemaDrift, compare_snapshots, normalise_deals
@@ -346,7 +346,7 @@ async def export(
             await asyncio.to_thread(holds_retryable_failures, config.output, fingerprint)
         )
         if not converge:
-            return await _write_export(
+            written = await _write_export(
                 config,
                 client,
                 stats,
@@ -358,6 +358,8 @@ async def export(
                 on_drift,
                 progress_factory,
             )
+            await _settle_tokens(on_tokens_rotated)
+            return written
     log.info(
         "%s already holds this export with failures a retry may fix: retrying exactly those "
         "(as deal-export retry does)",
@@ -539,6 +541,7 @@ async def retry_failed(
                 await commit()
         manifest = out.finalize(limits=stats.as_dict())
         uri = out.uri
+    await _settle_tokens(on_tokens_rotated)
     counts_section = manifest.get("counts", {})
     counts = RunCounts(
         requested=len(retry_ids),
@@ -560,6 +563,15 @@ async def retry_failed(
         fetch_stats=stats.as_dict(),
         manifest=manifest,
     )
+
+
+async def _settle_tokens(rotated: TokensRotated | None) -> None:
+    """After the data is committed: a rotated pair that could not be saved is tried once more;
+    if it still cannot be, the run fails, since the next one is certain to be refused."""
+    if isinstance(rotated, TokenSink):
+        problem = await asyncio.to_thread(rotated.settle)
+        if problem is not None:
+            raise PipelineError(problem)
 
 
 def _id(outcome: DealFailed) -> int:

@@ -14,11 +14,15 @@ refreshing is driven by the portal answering `expired_token`, as the same page r
 
 One file for the pair, because the two must change together: a crash between writing two
 separate files could leave a dead refresh token next to a live access token. The file is
-replaced atomically (temp file in the same directory, fsync, rename) with mode 0600.
+replaced atomically (temp file in the same directory, fsync, rename) with mode 0600, on a
+worker thread (the refresh lock is held meanwhile). A pair that could not be saved is tried
+once more at the end of the run (`TokenSaver.settle`); if that fails too the run must not end
+as a success: the next one is then certain to be refused (the used refresh token is dead).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -92,10 +96,37 @@ class TokenSaver(TokenSink):
         self._mask = mask
         self._warned = False
         self.saved = 0
+        #: The newest pair that could not be written yet, and why (for `settle`).
+        self._unsaved: tuple[str, str, int | None] | None = None
+        self._reason = ""
 
     def save(self, access: str, refresh: str, expires: int | None) -> None:
+        self._masked(access, refresh)
+        self._store(access, refresh, expires)
+
+    async def rotated(self, access: str, refresh: str, expires: int | None) -> None:
+        # Masked on the loop before the lock is released, so no log line can carry them.
+        self._masked(access, refresh)
+        await asyncio.to_thread(self._store, access, refresh, expires)
+
+    def settle(self) -> str | None:
+        if self._unsaved is None or self.path is None:
+            return None
+        self._store(*self._unsaved)
+        if self._unsaved is None:
+            return None
+        return (
+            f"the export finished and its data is complete, but the rotated OAuth tokens "
+            f"could not be saved to {self.path} ({self._reason}): the refresh token in that "
+            "file no longer works, so the next run needs re-authorisation (a new token pair "
+            "in that file)"
+        )
+
+    def _masked(self, access: str, refresh: str) -> None:
         self._mask(access)
         self._mask(refresh)
+
+    def _store(self, access: str, refresh: str, expires: int | None) -> None:
         if self.path is None:
             if not self._warned:
                 self._warned = True
@@ -110,13 +141,16 @@ class TokenSaver(TokenSink):
         try:
             write_private(self.path, _updated(self.path, access, refresh, expires))
         except OSError as exc:
+            self._unsaved = (access, refresh, expires)
+            self._reason = str(exc.strerror or type(exc).__name__)
             log.error(
-                "could not save the rotated OAuth tokens to %s: %s; the next run will fail "
-                "with invalid_grant unless the file is writable",
+                "could not save the rotated OAuth tokens to %s: %s; trying again at the end of "
+                "the run",
                 self.path,
-                exc.strerror or exc,
+                self._reason,
             )
             return
+        self._unsaved = None
         self.saved += 1
         log.info("saved the rotated OAuth token pair to %s", self.path)
 

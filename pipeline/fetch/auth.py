@@ -5,9 +5,10 @@ Webhook: `<webhook_url><method>`, the secret is part of the path (docs
 OAuth: `<endpoint><method>` with `auth=<access_token>` in the body. On 401 `expired_token` the
 client calls `refresh(used_token)`: one refresh serves every request that failed with the same
 token (single flight); the others find the token already rotated and simply retry. The new pair
-is handed to `on_tokens_rotated(access, refresh)` (or a `TokenSink`'s `save`, which also gets the
-expiry) so the caller can persist the refresh token (the old one stops working once the new one
-is issued).
+is handed to `on_tokens_rotated(access, refresh)` (or awaited as a `TokenSink`'s `rotated`, which
+also gets the expiry and saves off the event loop) so the caller can persist the refresh token
+(the old one stops working once the new one is issued). A refresh the OAuth server could not
+serve just now (5xx, 429) is a `RefreshUnavailable` with code OAUTH_UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ import orjson
 
 from pipeline.config import Auth, OAuthAuth, WebhookAuth
 from pipeline.errors import FatalPortalError, TransientError, UsageError
-from pipeline.fetch.classify import Action, classify, fatal_hint
+from pipeline.fetch.classify import OAUTH_UNAVAILABLE, Action, classify, fatal_hint
 from pipeline.fetch.transport import check_url
 from pipeline.fetch.wire import HttpTransport
 from pipeline.redact import mask_url
+
+
+class RefreshUnavailable(TransientError):
+    """The OAuth server could not refresh the token just now (5xx, 429). Its own code: the
+    failure is the token server's, never a command's, so it must not split a batch."""
+
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message, code=OAUTH_UNAVAILABLE, http_status=http_status)
 
 
 class TokenSink:
@@ -37,6 +46,16 @@ class TokenSink:
 
     def save(self, access: str, refresh: str, expires: int | None) -> None:
         raise NotImplementedError
+
+    async def rotated(self, access: str, refresh: str, expires: int | None) -> None:
+        """What the signer awaits inside its refresh lock. Saving touches the disk (fsync), so
+        it runs on a worker thread: every other request of the run waits for this lock."""
+        await asyncio.to_thread(self.save, access, refresh, expires)
+
+    def settle(self) -> str | None:
+        """At the end of a run (blocking I/O allowed): None when every rotated pair is kept,
+        else one line saying why not, for the run to end with."""
+        return None
 
     def __call__(self, access: str, refresh: str) -> None:
         self.save(access, refresh, None)
@@ -165,10 +184,8 @@ class OAuthSigner:
                 body = None
             if not isinstance(body, dict):
                 if resp.status >= 500 or resp.status == 429:
-                    raise TransientError(
-                        f"OAuth server answered HTTP {resp.status} without JSON",
-                        code="OAUTH_UNAVAILABLE",
-                        http_status=resp.status,
+                    raise RefreshUnavailable(
+                        f"OAuth server answered HTTP {resp.status} without JSON", resp.status
                     )
                 raise FatalPortalError(
                     f"OAuth token refresh failed: HTTP {resp.status} without JSON from "
@@ -181,10 +198,9 @@ class OAuthSigner:
             if error or not isinstance(access, str) or not isinstance(refresh, str):
                 code = str(error or "OAUTH_REFRESH")
                 if resp.status >= 500 and classify(resp.status, code) is Action.TRANSIENT:
-                    raise TransientError(
+                    raise RefreshUnavailable(
                         f"OAuth token refresh failed with HTTP {resp.status} ({code})",
-                        code=code,
-                        http_status=resp.status,
+                        resp.status,
                     )
                 raise FatalPortalError(
                     f"OAuth token refresh failed ({code}): {fatal_hint(code)}",
@@ -206,14 +222,14 @@ class OAuthSigner:
             self.refreshes += 1
             # Before anything logs again: the caller masks the new pair and saves it, as
             # settings/oauth/auto-renewal.md asks (the used refresh token may no longer work).
-            self._hand_over(access, refresh, body.get("expires"))
+            await self._hand_over(access, refresh, body.get("expires"))
             log.info("OAuth access token expired: refreshed; the new pair goes to the caller")
 
-    def _hand_over(self, access: str, refresh: str, expires: object) -> None:
+    async def _hand_over(self, access: str, refresh: str, expires: object) -> None:
         sink = self._on_rotated
         if isinstance(sink, TokenSink):
             known = expires if isinstance(expires, int) and not isinstance(expires, bool) else None
-            sink.save(access, refresh, known)
+            await sink.rotated(access, refresh, known)
         elif sink is not None:
             sink(access, refresh)
 
@@ -225,4 +241,12 @@ def make_signer(auth: Auth, on_tokens_rotated: TokensRotated | None = None) -> S
     return OAuthSigner(auth, on_tokens_rotated)
 
 
-__all__ = ["OAuthSigner", "Signer", "TokenSink", "TokensRotated", "WebhookSigner", "make_signer"]
+__all__ = [
+    "OAuthSigner",
+    "RefreshUnavailable",
+    "Signer",
+    "TokenSink",
+    "TokensRotated",
+    "WebhookSigner",
+    "make_signer",
+]

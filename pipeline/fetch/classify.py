@@ -122,7 +122,7 @@ _PERMISSION_HINT = (
     "the webhook/app user may not read the CRM: give it deal read permission (CRM access "
     "rights) or use a webhook of a user who has it"
 )
-#: Every command of a batch refused with ACCESS_DENIED: not the plan (REST itself answered).
+#: Every requested deal refused with ACCESS_DENIED: not the plan (REST itself answered).
 ALL_DENIED_HINT = (
     "the webhook/app user may read none of these deals: check its CRM permissions "
     "(deal read access)"
@@ -133,6 +133,11 @@ ALL_DENIED_HINT = (
 TRANSIENT_CODES = frozenset(
     {"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER", "ERROR_CORE", "WRONG_ENCODING"},
 )
+
+
+#: The code of a failed OAuth token refresh worth another attempt (the OAuth server answered
+#: 5xx/429): its own code, so that its HTTP 500 is never mistaken for a poison deal's.
+OAUTH_UNAVAILABLE = "OAUTH_UNAVAILABLE"
 
 
 def is_permanent_description(description: str) -> bool:
@@ -161,8 +166,8 @@ def classify(
     if code == "expired_token":
         return Action.AUTH_REFRESH
     if code in RECORD_CODES and context == "command":
-        # One command's refusal names its record: that ID's outcome, not the run's (the
-        # engine still stops the run when EVERY command of a batch is refused this way).
+        # One command's refusal names its record: that ID's outcome, not the run's, however
+        # many commands answer it (the run's verdict judges a run that could read nothing).
         return Action.PERMANENT
     if code in FATAL_CODES:
         return Action.FATAL
@@ -226,8 +231,11 @@ def split_trigger(code: str, http_status: int | None) -> SplitTrigger | None:
     `outputJson`); split the batch at once. "repeat": it may recur (an HTTP 500, a gateway
     timeout or our own read timeout, as a request past the cloud's 60 s cap would give); split
     on its second occurrence for the same set. None: a one-off transient (502, 503 page,
-    connection reset, truncated body), retried as usual. Pure.
+    connection reset, truncated body), retried as usual; so is a failure of the OAuth token
+    refresh (`OAUTH_UNAVAILABLE`), which no command of the request caused. Pure.
     """
+    if code == OAUTH_UNAVAILABLE:
+        return None
     if code == "WRONG_ENCODING":
         return "now"
     if code == "TIMEOUT" or http_status in (500, 504):
@@ -240,6 +248,7 @@ def split_trigger(code: str, http_status: int | None) -> SplitTrigger | None:
 __all__ = [
     "ALL_DENIED_HINT",
     "FATAL_CODES",
+    "OAUTH_UNAVAILABLE",
     "PERMANENT_DESCRIPTIONS",
     "RECORD_CODES",
     "TRANSIENT_CODES",

@@ -123,6 +123,9 @@ class PortalClient:
         self.retry = RetryPolicy.from_config(self.fetch, rand)
         #: Every bound on trying again (attempts, limit waits, OAuth refreshes), in one value.
         self.retry_budget = RetryBudget.from_config(self.fetch)
+        #: Requests the portal answered with a usable answer: the engine's evidence that the
+        #: portal is up, so that a repeating failure is one set's doing, not an outage.
+        self.answered = 0
 
     async def __aenter__(self) -> PortalClient:
         self.transport.open()
@@ -196,6 +199,7 @@ class PortalClient:
                 observation = observe(entries) if entries else None
             else:
                 observation = observe([answer.body["time"]])
+            self.answered += 1
             self.pacer.rate.on_success()
             return answer
         except (RateLimited, OperatingLimited):

@@ -14,8 +14,16 @@ of the run. The decision says what comes next for the ID:
     SPLIT      the whole request may be failing because     halve the group, re-queue both
                of one command: isolate it                   halves (no attempt spent)
     REGROUP    a failure that may recur for this very set:  sleep, send the same set again
-               attempt spent, same group again
+               a strike on the group (members spend no
+               attempt), or an isolated ID's own attempt
     ABORT      the run cannot succeed                       raise FatalPortalError
+
+A failure that may recur ("repeat": a 500, a gateway or read timeout) is told apart from an
+outage before anything is split: the first sight is a strike on the group; the set is split on
+a repeat only when the portal has answered some request since the set's first failure
+(`GroupView.healthy`), and splitting stops when both halves of a split fail the same way (one
+culprit can only be in one half: `GroupView.outage`). Without that evidence the members fall
+back to plain per-ID backoff and rejoin normal batches.
 
 and `learn` what the pacer must be told (once per answer, however many IDs it refused). The
 engine (`fetch_deals`) and the whole-run calls (`PortalClient.call`) are thin drivers of it; a
@@ -68,10 +76,12 @@ class RetryBudget:
 
 @dataclass(frozen=True, slots=True)
 class IdState:
-    """What one ID has spent: attempts (faults) and waits (limit answers)."""
+    """What one ID has spent: attempts (faults), waits (limit answers), and whether it already
+    had its one free strike (`struck`: the first repeat-kind failure of a group it was in)."""
 
     attempts: int = 0
     limit_hits: int = 0
+    struck: bool = False
 
 
 class Next(Enum):
@@ -215,34 +225,66 @@ def decide_call(state: IdState, answer: AnswerClass, budget: RetryBudget) -> Dec
     return decide(state, answer, budget.for_whole_call())
 
 
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """What the driver knows about the set a failed whole request carried.
+
+    `strikes`: repeat-kind failures this set (or the set it was split from) already met.
+    `healthy`: the portal answered some request (any batch) since this set's first failure, so
+    a repeat is this set's doing rather than an outage. `outage`: both halves of a split in this
+    set's lineage failed the same repeat-kind way: stop splitting.
+    """
+
+    strikes: int = 0
+    healthy: bool = False
+    outage: bool = False
+
+
 def decide_group(
-    states: list[IdState], answer: AnswerClass, budget: RetryBudget, strikes: int
+    states: list[IdState], answer: AnswerClass, budget: RetryBudget, view: GroupView
 ) -> tuple[Next, list[Decision], int]:
     """A whole request carrying `states` failed with a fault that may be one command's doing.
 
-    Returns what happens to the group (SPLIT, REGROUP, or RETRY: a plain transient, each ID on
-    its own), the per-ID decisions, and the group's strikes after this answer. `strikes`:
-    recurring-kind failures this set (or the set it was split from) already met.
+    Returns what happens to the group (SPLIT, REGROUP, FAIL for a culprit alone, or RETRY:
+    each ID on its own, back among normal batches), the per-ID decisions, and the group's
+    strikes after this answer.
     """
     trigger = split_trigger(answer.code, answer.status)
     if trigger is None:
-        return Next.RETRY, [spend(s, answer, budget) for s in states], strikes
-    if len(states) == 1:
-        (state,) = states
-        if trigger == "now":
+        return Next.RETRY, [spend(s, answer, budget) for s in states], view.strikes
+    if trigger == "now":
+        # The server answered (WRONG_ENCODING is the answer's content): never an outage.
+        if len(states) == 1:
+            (state,) = states
             spent = replace(state, attempts=state.attempts + 1)
             failure = _failure(answer, False, Action.PERMANENT)
-            return Next.FAIL, [Decision(Next.FAIL, spent, failure=failure)], strikes
+            return Next.FAIL, [Decision(Next.FAIL, spent, failure=failure)], view.strikes
+        return Next.SPLIT, [Decision(Next.REQUEUE, s) for s in states], 0
+    if view.outage:
+        return Next.RETRY, [spend(s, answer, budget) for s in states], 0
+    if len(states) == 1:
+        (state,) = states
         # Alone and failing: its own attempts, and it stays alone (back among other IDs it
         # would fail them again).
-        return Next.REGROUP, [spend(state, answer, budget, real_cause=True)], 2
-    strikes += 1
-    if trigger == "now" or strikes >= 2:
+        return Next.REGROUP, [spend(state, answer, budget, real_cause=True)], max(view.strikes, 1)
+    if view.strikes == 0:
+        return Next.REGROUP, [strike(s, answer, budget) for s in states], 1
+    if view.healthy:
         # The halves inherit the evidence: a half failing the same way splits at once.
-        halves_strikes = 1 if trigger == "repeat" else 0
-        return Next.SPLIT, [Decision(Next.REQUEUE, s) for s in states], halves_strikes
-    # First sight of a failure that may recur: the same set once more, after backoff.
-    return Next.REGROUP, [spend(s, answer, budget) for s in states], strikes
+        return Next.SPLIT, [Decision(Next.REQUEUE, s) for s in states], 1
+    # No answer from the portal since this set first failed: an outage looks exactly like
+    # this, and splitting it would multiply the requests against a portal that is down.
+    return Next.RETRY, [spend(s, answer, budget) for s in states], 0
+
+
+def strike(state: IdState, answer: AnswerClass, budget: RetryBudget) -> Decision:
+    """The first sight of a repeat-kind failure: a strike on the group, free for an ID that has
+    not had one yet (a victim of one poison deal must not pay for it); an ID that already had
+    its free strike spends an attempt, so an outage costs each ID at most one extra request."""
+    if state.struck:
+        spent = spend(state, answer, budget)
+        return replace(spent, next=Next.REGROUP) if spent.next is Next.RETRY else spent
+    return Decision(Next.REGROUP, replace(state, struck=True))
 
 
 def _failure(answer: AnswerClass, retryable: bool, action: Action) -> Failure:
@@ -258,6 +300,7 @@ __all__ = [
     "AnswerClass",
     "Decision",
     "Failure",
+    "GroupView",
     "IdState",
     "Learn",
     "Next",
@@ -268,5 +311,6 @@ __all__ = [
     "decide_group",
     "learn_for",
     "spend",
+    "strike",
     "wait",
 ]

@@ -24,15 +24,19 @@ Shape of the machinery (all bounded):
   `outputJson`; a request past the cloud's 60 s cap; a 500 that repeats). Such a batch is sent
   again as the same group, and split in halves (each half again a group) at once for
   WRONG_ENCODING, or on the second occurrence for a 500/timeout, down to the one ID that causes
-  it. Splits spend no attempts (the other IDs are victims) and are bounded by the halving
-  (at most 2 * ceil(log2(50)) = 12 extra requests per poison deal in a batch of 50); they go
-  through the pacer like any request. A culprit ends with the portal's code and message:
-  WRONG_ENCODING permanently (the same data encodes the same way next time; an edit moves its
-  DATE_MODIFY, so the next incremental run fetches it again), a repeating 500/timeout as
-  retryable once its attempts are spent.
-* A per-command ACCESS_DENIED or NOT_FOUND is that ID's outcome; only a batch of two or more
-  commands that are ALL refused with ACCESS_DENIED, before the run fetched any deal, refuses
-  the run (the user can read no deal at all).
+  it. A 500/timeout is split only when the portal answered some request since the set's first
+  failure, and no longer once both halves of a split failed the same way: an outage fails
+  every batch, and splitting it would multiply the requests against a portal that is down; its
+  IDs fall back to plain per-ID backoff and rejoin normal batches. The first sight of a
+  500/timeout is a strike on the group, so splits spend no attempts (the other IDs are
+  victims) and are bounded by the halving (at most 2 * ceil(log2(50)) = 12 extra requests per
+  poison deal in a batch of 50); they go through the pacer like any request. A culprit ends
+  with the portal's code and message: WRONG_ENCODING permanently (the same data encodes the
+  same way next time; an edit moves its DATE_MODIFY, so the next incremental run fetches it
+  again), a repeating 500/timeout as retryable once its attempts are spent alone.
+* A per-command ACCESS_DENIED or NOT_FOUND is that ID's outcome, however many commands of a
+  batch answer it: only a refusal of a whole request is fatal at once. A run in which the user
+  could read no deal is failed by the run's verdict at the end (`pipeline.summary`).
 * A fatal answer raises FatalPortalError out of the iterator promptly; in-flight work is
   cancelled. Closing the iterator early (or cancelling its consumer) cancels everything too;
   use `contextlib.aclosing` when you may stop early.
@@ -60,7 +64,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.fetch.batch import DEAL_GET, BatchReply, CommandError
-from pipeline.fetch.classify import ALL_DENIED_HINT, fatal_hint
+from pipeline.fetch.classify import fatal_hint, split_trigger
 from pipeline.fetch.client import CommandFailed, PortalClient, answer_of
 from pipeline.fetch.decide import (
     LIMIT_RETRIES_EXHAUSTED,
@@ -68,6 +72,7 @@ from pipeline.fetch.decide import (
     RETRIES_EXHAUSTED,
     AnswerClass,
     Decision,
+    GroupView,
     IdState,
     Learn,
     Next,
@@ -94,15 +99,37 @@ class _Item:
 
 
 @dataclass(slots=True)
+class _Split:
+    """One split of a set in halves: which halves failed the same repeat-kind way since. Both
+    failing means an outage (one culprit can only be in one half); it is recorded on the root
+    of the lineage, which every later half of the same set consults."""
+
+    parent: _Split | None = None
+    failed: set[int] = field(default_factory=set)
+    outage: bool = False
+
+    def root(self) -> _Split:
+        node = self
+        while node.parent is not None:
+            node = node.parent
+        return node
+
+
+@dataclass(slots=True)
 class _Group:
     """IDs that failed together as one whole request and are sent together again, so that a
     failure recurring for this very set can be told apart from a one-off one, and split.
 
     `strikes`: recurring-kind failures this set (or the set it was split from) already met.
+    `mark`: the client's count of answered requests at the set's first failure. `split`, `half`:
+    the split this set is a half of (None for a batch sent again whole).
     """
 
     items: list[_Item]
     strikes: int = 0
+    mark: int = 0
+    split: _Split | None = None
+    half: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +247,8 @@ class _Engine:
             self._wake.set()
         if backoff or regroup:
             waiting = backoff + [item for g in regroup for item in g.items]
-            attempt = max(item.attempts for item in waiting)
+            # A strike spends no attempt, yet the same set must not be sent again at once.
+            attempt = max(1, *(item.attempts for item in waiting))
             self._stats.retries += len(waiting)
             await self._client.clock.sleep(self._client.retry.delay(attempt))
             self._retry.extend(backoff)
@@ -259,7 +287,6 @@ class _Engine:
             await self._whole_fault(items, answer_of(exc), group, backoff, regroup)
             return
         by_id = {item.id: item for item in items}
-        self._refuse_if_all_denied(reply)
         for deal_id, payload in reply.deals.items():
             item = by_id[deal_id]
             await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
@@ -305,25 +332,6 @@ class _Engine:
         elif learn is Learn.RATE_LIMITED:
             pacer.rate.on_rate_limited(None, status=None, code=code)
 
-    def _refuse_if_all_denied(self, reply: BatchReply) -> None:
-        """Every command of a batch refused with ACCESS_DENIED before any deal was read: the
-        user can read no deal, and going on would only fill the sidecar."""
-        errors = reply.errors
-        if (
-            len(errors) < 2
-            or reply.deals
-            or reply.missing
-            or self._stats.deals_fetched > 0
-            or any(err.code != "ACCESS_DENIED" for err in errors.values())
-        ):
-            return
-        first = next(iter(errors.values()))
-        raise FatalPortalError(
-            f"{self._client.portal}batch: every {DEAL_GET} command was refused: ACCESS_DENIED: "
-            f"{self._client.mask(first.description)}: {ALL_DENIED_HINT}",
-            code="ACCESS_DENIED",
-        )
-
     async def _whole_fault(
         self,
         items: list[_Item],
@@ -334,25 +342,41 @@ class _Engine:
     ) -> None:
         """A whole request failed with a fault: retry each ID, or (when one command may be the
         cause) send the same set again or split it, as the core decides."""
-        strikes = group.strikes if group is not None else 0
+        group = group or _Group(items, mark=self._client.answered)
+        view = self._view(group, answer)
         states = [item.state for item in items]
-        verdict, decisions, strikes = decide_group(states, answer, self._budget, strikes)
+        verdict, decisions, strikes = decide_group(states, answer, self._budget, view)
         if verdict is Next.SPLIT:
             self._stats.batch_splits += 1
             mid = (len(items) + 1) // 2
             for item, decision in zip(items, decisions, strict=True):
                 item.state = decision.state
-            for half in (items[:mid], items[mid:]):
-                self._groups.append(_Group(half, strikes=strikes))
+            split = _Split(parent=group.split)
+            for half, part in enumerate((items[:mid], items[mid:])):
+                self._groups.append(_Group(part, strikes, group.mark, split, half))
             self._wake.set()
             return
         survivors: list[_Item] = []
         for item, decision in zip(items, decisions, strict=True):
             await self._apply(item, decision, survivors)
         if verdict is Next.REGROUP and survivors:
-            regroup.append(_Group(survivors, strikes=strikes))
+            regroup.append(_Group(survivors, strikes, group.mark, group.split, group.half))
         else:
             backoff.extend(survivors)
+
+    def _view(self, group: _Group, answer: AnswerClass) -> GroupView:
+        """What the core needs to know about `group`, after recording this failure on its
+        split: the second half failing the same repeat-kind way marks the lineage an outage."""
+        split = group.split
+        if split is not None and split_trigger(answer.code, answer.status) == "repeat":
+            split.failed.add(group.half)
+            if len(split.failed) == 2:
+                split.root().outage = True
+        return GroupView(
+            strikes=group.strikes,
+            healthy=self._client.answered > group.mark,
+            outage=split is not None and split.root().outage,
+        )
 
     async def _single(self, deal_id: int) -> BatchReply:
         reply = BatchReply()
@@ -375,7 +399,7 @@ class _Engine:
     async def _apply(self, item: _Item, decision: Decision, backoff: list[_Item]) -> None:
         """Carry out the core's decision for one ID (ABORT and SPLIT are the caller's)."""
         item.state = decision.state
-        if decision.next is Next.RETRY:
+        if decision.next in (Next.RETRY, Next.REGROUP):
             backoff.append(item)
         elif decision.next is Next.REQUEUE:
             self._retry.append(item)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from pipeline.simulator import FaultConfig, RunningSimulator
 from tests.e2e.helpers import FAST, Completed, cli_env, files_containing, read_data, run_cli
@@ -130,3 +136,60 @@ async def test_tokens_from_the_environment_warn_once_that_they_cannot_be_saved(
     assert night2.code == 1
     assert "invalid_grant" in night2.stderr
     _no_token_anywhere(tokens, [night2], tmp_path / "out2")
+
+
+def _unwritable_after_refresh(
+    sim: RunningSimulator, directory: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the moment the OAuth server rotates the pair (the exporter read the token file
+    long before), nothing can be written in `directory`: it is made read-only, or (what
+    works as root too) replaced by a plain file, so the token file's parent is not a
+    directory any more."""
+    tokens = sim.sim.tokens
+    refresh: Callable[..., dict[str, Any]] = tokens.refresh
+
+    def refresh_then_break(params: dict[str, str], now: float) -> dict[str, Any]:
+        if how == "read-only":
+            directory.chmod(0o500)
+        else:
+            shutil.move(directory, directory.with_name(directory.name + ".moved"))
+            directory.write_text("not a directory any more\n")
+        return refresh(params, now)
+
+    monkeypatch.setattr(tokens, "refresh", refresh_then_break)
+
+
+@pytest.mark.parametrize("how", ["read-only", "parent-is-a-file"])
+async def test_rotated_tokens_that_cannot_be_saved_fail_the_run_after_the_data(
+    simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    if how == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only directory; the parent-is-a-file case covers it")
+    sim = await simulator(deals=80, seed=6)
+    directory = tmp_path / "secrets"
+    directory.mkdir()
+    path = _token_file(directory, sim)
+    tokens = {sim.access_token, sim.refresh_token, sim.config.oauth.client_secret}
+    env = _oauth_env(sim, BITRIX24_OAUTH_TOKEN_FILE=str(path))
+    _unwritable_after_refresh(sim, directory, how, monkeypatch)
+    sim.expire_access_token()
+    try:
+        done = await run_cli(["run", *IDS, "--out", "out", *FAST], env=env, cwd=tmp_path)
+    finally:
+        if how == "read-only":
+            directory.chmod(0o700)
+    tokens |= {sim.access_token, sim.refresh_token}
+    assert sim.stats()["oauth_refreshes"] == 1
+    assert done.code == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("deal-export: error:")]
+    assert len(errors) == 1, done.stderr
+    assert "data is complete" in errors[0]
+    assert f"could not be saved to {path}" in errors[0]
+    assert "re-authorisation" in errors[0]
+    assert "Traceback" not in done.stderr
+    # The data was finished before the run failed.
+    assert (tmp_path / "out" / "_SUCCESS").exists()
+    assert read_data(tmp_path / "out").num_rows == len(
+        [i for i in sim.portal.visible_ids if i <= 80]
+    )
+    _no_token_anywhere(tokens, [done], tmp_path / "out")

@@ -20,6 +20,7 @@ from pipeline.fetch.decide import (
     decide_call,
     decide_group,
 )
+from pipeline.fetch.decide import GroupView as G
 
 BUDGET = RetryBudget(attempts=3, limit_waits=4)
 FRESH = IdState()
@@ -138,27 +139,56 @@ def test_truth_table(answer: str, state: str) -> None:
 
 WRONG_ENCODING = top(Action.TRANSIENT, "WRONG_ENCODING", 200)
 HTTP_500 = top(Action.TRANSIENT, "INTERNAL_SERVER_ERROR", 500)
+HTML_504 = top(Action.TRANSIENT, "NON_JSON", 504)
+TIMEOUT = top(Action.TRANSIENT, "TIMEOUT", None)
+OAUTH_500 = top(Action.TRANSIENT, "OAUTH_UNAVAILABLE", 500)
 RESET = ANSWERS["reset whole request"]
+STRUCK = IdState(struck=True)
+HEALTHY, SICK, DOWN = G(1, healthy=True), G(1, healthy=False), G(1, healthy=True, outage=True)
 
-#: (answer, group size, strikes before) -> (group's next, strikes after, attempts after each)
+#: (answer, state of each, group size, view) -> (group's next, strikes after, attempts after
+#: each, struck after each)
 GROUPS = [
-    (RESET, 3, 0, Next.RETRY, 0, 1),  # one-off fault: each ID on its own
-    (WRONG_ENCODING, 3, 0, Next.SPLIT, 0, 0),  # the answer's content: split at once
-    (HTTP_500, 3, 0, Next.REGROUP, 1, 1),  # may recur: the same set once more
-    (HTTP_500, 3, 1, Next.SPLIT, 1, 0),  # it did: split, the halves keep the evidence
-    (WRONG_ENCODING, 1, 0, Next.FAIL, 0, 1),  # the culprit alone: permanent
-    (HTTP_500, 1, 1, Next.REGROUP, 2, 1),  # alone and failing: its own attempts, alone
+    (RESET, FRESH, 3, G(), Next.RETRY, 0, 1, False),  # one-off fault: each ID on its own
+    (OAUTH_500, FRESH, 3, G(), Next.RETRY, 0, 1, False),  # the token server's: never split
+    (OAUTH_500, FRESH, 3, HEALTHY, Next.RETRY, 1, 1, False),
+    (WRONG_ENCODING, FRESH, 3, G(), Next.SPLIT, 0, 0, False),  # the answer's content: at once
+    (WRONG_ENCODING, FRESH, 3, DOWN, Next.SPLIT, 0, 0, False),  # the server answered: no outage
+    (HTTP_500, FRESH, 3, G(), Next.REGROUP, 1, 0, True),  # first sight: a strike, no attempt
+    (HTML_504, FRESH, 3, G(), Next.REGROUP, 1, 0, True),
+    (TIMEOUT, FRESH, 3, G(), Next.REGROUP, 1, 0, True),
+    (HTTP_500, STRUCK, 3, G(), Next.REGROUP, 1, 1, True),  # had its free strike: an attempt
+    (HTTP_500, FRESH, 3, HEALTHY, Next.SPLIT, 1, 0, False),  # it recurred, portal up: split
+    (HTML_504, STRUCK, 3, HEALTHY, Next.SPLIT, 1, 0, True),
+    (HTTP_500, STRUCK, 3, SICK, Next.RETRY, 0, 1, True),  # nothing answered since: an outage
+    (HTML_504, STRUCK, 3, SICK, Next.RETRY, 0, 1, True),
+    (HTTP_500, STRUCK, 3, DOWN, Next.RETRY, 0, 1, True),  # both halves failed: stop splitting
+    (WRONG_ENCODING, FRESH, 1, G(), Next.FAIL, 0, 1, False),  # the culprit alone: permanent
+    (HTTP_500, STRUCK, 1, HEALTHY, Next.REGROUP, 1, 1, True),  # alone: its own attempts, alone
+    (HTTP_500, FRESH, 1, G(), Next.REGROUP, 1, 1, False),  # alone from the start (batch of 1)
+    (HTTP_500, STRUCK, 1, DOWN, Next.RETRY, 0, 1, True),  # alone in an outage: rejoins batches
 ]
 
 
-@pytest.mark.parametrize(("answer", "size", "strikes", "verdict", "after", "attempts"), GROUPS)
+@pytest.mark.parametrize(
+    ("answer", "state", "size", "view", "verdict", "after", "attempts", "struck"), GROUPS
+)
 def test_group_table(
-    answer: AnswerClass, size: int, strikes: int, verdict: Next, after: int, attempts: int
+    answer: AnswerClass,
+    state: IdState,
+    size: int,
+    view: G,
+    verdict: Next,
+    after: int,
+    attempts: int,
+    struck: bool,
 ) -> None:
-    got, decisions, strikes_after = decide_group([FRESH] * size, answer, BUDGET, strikes)
+    got, decisions, strikes_after = decide_group([state] * size, answer, BUDGET, view)
     assert got is verdict
     assert strikes_after == after
     assert [d.state.attempts for d in decisions] == [attempts] * size
+    assert [d.state.struck for d in decisions] == [struck] * size
+    assert [d.state.limit_hits for d in decisions] == [0] * size
     if verdict is Next.FAIL:
         (failure,) = [d.failure for d in decisions]
         assert failure is not None
@@ -170,8 +200,36 @@ def test_group_table(
         assert failure.message == "portal text"
 
 
+@pytest.mark.parametrize("attempts", [1, 2])
+def test_a_strike_never_ends_a_victim_even_with_one_attempt(attempts: int) -> None:
+    budget = RetryBudget(attempts=attempts)
+    verdict, decisions, _ = decide_group([FRESH] * 50, HTTP_500, budget, G())
+    assert verdict is Next.REGROUP
+    assert all(d.next is Next.REGROUP and d.failure is None for d in decisions)
+    verdict, decisions, _ = decide_group([d.state for d in decisions], HTTP_500, budget, HEALTHY)
+    assert verdict is Next.SPLIT
+    assert all(d.state.attempts == 0 for d in decisions)
+
+
+def test_an_outage_costs_each_id_one_free_request_at_most() -> None:
+    budget = RetryBudget(attempts=3)
+    state, view, requests = FRESH, G(), 0
+    while True:  # bounded: the asserted count below
+        requests += 1
+        assert requests <= 10
+        verdict, [decision, _], strikes = decide_group([state] * 2, HTTP_500, budget, view)
+        state = decision.state
+        if decision.next is Next.FAIL:
+            break
+        # A regrouped set keeps its strikes; IDs back on their own come as a fresh batch.
+        view = G(strikes) if verdict is Next.REGROUP else G()
+    assert requests == budget.attempts + 1
+    assert decision.failure is not None
+    assert decision.failure.code == RETRIES_EXHAUSTED
+
+
 def test_a_culprit_alone_ends_with_the_portals_code_once_its_attempts_are_spent() -> None:
-    _, [decision], _ = decide_group([LAST], HTTP_500, BUDGET, 2)
+    _, [decision], _ = decide_group([LAST], HTTP_500, BUDGET, HEALTHY)
     assert decision.next is Next.FAIL
     assert decision.failure is not None
     assert decision.failure.code == "INTERNAL_SERVER_ERROR"  # not RETRIES_EXHAUSTED

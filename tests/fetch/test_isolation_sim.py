@@ -1,25 +1,28 @@
 """Poison isolation and per-record refusals over real HTTP against the simulator (issue 10).
 
 A deal whose answer the portal cannot encode fails every request that holds it; the engine
-splits the batch down to that deal, with a bounded number of extra requests. A per-command
-ACCESS_DENIED is one deal's outcome; the run stops only when every command is refused.
+splits the batch down to that deal, with a bounded number of extra requests. An outage (every
+batch failing) is not a poison deal: nothing is split. A per-command ACCESS_DENIED is one
+deal's outcome however many commands answer it; a run in which the user could read no deal is
+failed by the run's verdict at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 import pytest
 
 from pipeline.clock import ScaledClock
-from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
+from pipeline.config import FetchConfig, LimitsConfig, OAuthAuth, WebhookAuth
 from pipeline.errors import FatalPortalError
 from pipeline.fetch import PortalClient
-from pipeline.fetch.classify import ALL_DENIED_HINT
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.simulator import FaultConfig
+from pipeline.simulator.oauth import OAuthError
 from tests.conftest import SimulatorFactory
 from tests.e2e.helpers import FAST, accounted, cli_env, read_sidecar, run_cli
 
@@ -132,9 +135,16 @@ async def test_poison_alone_with_batch_size_one_fails_once(simulator: SimulatorF
     assert sim.stats()["requests"] == 10  # no retry of a deterministic encoding failure
 
 
-async def test_repeating_500_splits_on_its_second_occurrence(simulator: SimulatorFactory) -> None:
+@pytest.mark.parametrize("max_attempts", [1, 2, 3])
+async def test_repeating_500_splits_on_its_second_occurrence(
+    simulator: SimulatorFactory, max_attempts: int
+) -> None:
+    # Changed with the review of issue 10: a 500 is split only once the portal has shown it is
+    # up (here: the second batch answers while the first waits), and its first sight costs
+    # the group a strike, not each member an attempt, so even --max-attempts 1 isolates it.
     probe = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
     ids = list(probe.portal.visible_ids[:50])
+    healthy = list(probe.portal.visible_ids[50:100])
     index = 30
     sim = await simulator(
         deals=120,
@@ -144,6 +154,37 @@ async def test_repeating_500_splits_on_its_second_occurrence(simulator: Simulato
         poison_ids=frozenset({ids[index]}),
         poison_answer="error_500",
     )
+    fetch = one_batch(max_attempts=max_attempts)
+    client = PortalClient(
+        WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE)
+    )
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids + healthy), 30)
+    fetched, failed = by_kind(outcomes)
+    assert fetched == set(ids + healthy) - {ids[index]}
+    assert list(failed) == [ids[index]]
+    culprit = failed[ids[index]]
+    # Alone and still failing: the portal's own code and text, retryable (a 500 may pass).
+    assert (culprit.code, culprit.message) == ("INTERNAL_SERVER_ERROR", "Internal server error")
+    assert culprit.http_status == 500
+    assert culprit.retryable is True
+    assert culprit.attempts == max_attempts
+    # The healthy batch; the first 500 (a strike) and its repeat (split); halves that fail
+    # split at once; alone, the culprit spends all of its attempts (the first of them is the
+    # last split's half).
+    splits = splits_to_isolate(50, index)
+    total = 1 + 2 + 2 * splits + (max_attempts - 1)
+    assert sim.stats()["requests"] == total
+    assert client.stats.batch_splits == splits
+    good = [o for o in outcomes if isinstance(o, DealFetched)]
+    assert {o.attempts for o in good} == {1}  # victims spent no attempt on the poison
+
+
+@pytest.mark.parametrize("fault", ["error_500", "html_504"])
+async def test_an_outage_is_not_split(simulator: SimulatorFactory, fault: str) -> None:
+    faults = FaultConfig(**{fault: 1.0}, methods=frozenset({"batch"}))  # type: ignore[arg-type]
+    sim = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE, faults=faults)
+    ids = list(sim.portal.visible_ids[:100])
     fetch = one_batch(max_attempts=3)
     client = PortalClient(
         WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE)
@@ -151,20 +192,84 @@ async def test_repeating_500_splits_on_its_second_occurrence(simulator: Simulato
     async with client:
         outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
     fetched, failed = by_kind(outcomes)
-    assert fetched == set(ids) - {ids[index]}
-    culprit = failed[ids[index]]
-    # Alone and still failing: the portal's own code and text, retryable (a 500 may pass).
-    assert (culprit.code, culprit.message) == ("INTERNAL_SERVER_ERROR", "Internal server error")
-    assert culprit.http_status == 500
-    assert culprit.retryable is True
-    assert culprit.attempts == fetch.max_attempts
-    # The first 500 is retried as the same set; its repeat splits; halves that fail split at
-    # once; alone, the culprit spends the rest of its attempts.
-    splits = splits_to_isolate(50, index)
-    total = 2 + 2 * splits + (fetch.max_attempts - 2)
-    assert sim.stats()["requests"] == total
-    good = [o for o in outcomes if isinstance(o, DealFetched)]
-    assert max(o.attempts for o in good) <= 2  # victims spent one attempt, never more
+    assert not fetched
+    assert set(failed) == set(ids)
+    assert {(o.code, o.attempts, o.retryable) for o in failed.values()} == {
+        ("RETRIES_EXHAUSTED", 3, True)
+    }
+    assert client.stats.batch_splits == 0
+    # Two batches, each: the strike, then its attempts (the strike is the one free request).
+    assert sim.stats()["requests"] == 2 * (fetch.max_attempts + 1)
+
+
+async def test_an_outage_starting_inside_a_split_stops_the_splitting(
+    simulator: SimulatorFactory,
+) -> None:
+    # The portal answers the healthy batch, so the poisoned one is split; then the portal goes
+    # down: both halves fail the same way, and nothing below them is split any more.
+    probe = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+    ids = list(probe.portal.visible_ids[:50])
+    healthy = list(probe.portal.visible_ids[50:100])
+    # requests: 1 poisoned batch (500), 2 healthy, 3 poisoned again (500: split), then down.
+    down = {n: "error_500" for n in range(4, 200)}
+    sim = await simulator(
+        deals=120,
+        seed=4,
+        hidden_fraction=0.0,
+        time_scale=SCALE,
+        poison_ids=frozenset({ids[30]}),
+        poison_answer="error_500",
+        faults=FaultConfig(script=down),  # type: ignore[arg-type]
+    )
+    fetch = one_batch(max_attempts=3)
+    client = PortalClient(
+        WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE)
+    )
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids + healthy), 30)
+    fetched, failed = by_kind(outcomes)
+    assert fetched == set(healthy)
+    assert set(failed) == set(ids)
+    assert client.stats.batch_splits == 2  # the first split, and the half that failed first
+    # 3 requests before the outage; the two halves (the first to fail is split again, before
+    # its sibling shows the outage); its two quarters; then the 50 IDs, one attempt spent
+    # each, back among normal batches (1 to 3 of them, as the backoffs end) for their other
+    # two attempts.
+    requests = sim.stats()["requests"]
+    assert 3 + 2 + 2 + 2 <= requests <= 3 + 2 + 2 + 3 * (fetch.max_attempts - 1)
+    assert {o.attempts for o in failed.values()} == {fetch.max_attempts}
+
+
+async def test_a_failing_token_refresh_is_never_split(
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The OAuth server answers 500 to every refresh: no command of the batch causes that.
+    sim = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+
+    def refresh_fails(params: dict[str, str], now: float) -> dict[str, Any]:
+        raise OAuthError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+    monkeypatch.setattr(sim.sim.tokens, "refresh", refresh_fails)
+    auth = OAuthAuth(
+        endpoint=sim.oauth_endpoint,
+        access_token=sim.access_token,
+        refresh_token=sim.refresh_token,
+        client_id=sim.config.oauth.client_id,
+        client_secret=sim.config.oauth.client_secret,
+        token_url=sim.token_url,
+    )
+    sim.expire_access_token()
+    ids = list(sim.portal.visible_ids[:100])
+    fetch = one_batch(max_attempts=3)
+    client = PortalClient(auth, limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE))
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
+    _, failed = by_kind(outcomes)
+    assert set(failed) == set(ids)
+    assert {(o.code, o.attempts) for o in failed.values()} == {("RETRIES_EXHAUSTED", 3)}
+    assert "OAuth token refresh failed" in next(iter(failed.values())).message
+    assert client.stats.batch_splits == 0
+    assert client.stats.requests == 2 * fetch.max_attempts  # each batch, its attempts
 
 
 async def test_one_off_500_does_not_split(simulator: SimulatorFactory) -> None:
@@ -244,20 +349,75 @@ async def test_access_denied_with_403_on_plain_gets_is_per_deal(
     assert fetched == set(sim.portal.visible_ids)
 
 
-async def test_every_command_denied_refuses_the_run(simulator: SimulatorFactory) -> None:
+async def test_every_command_denied_is_every_deals_outcome(simulator: SimulatorFactory) -> None:
+    # Changed with the review of issue 10: per-command refusals never stop the fetch (the run's
+    # verdict fails a run that could read nothing, see the CLI test below); only a refusal of
+    # a whole request does.
     sim = await simulator(deals=200, seed=3, can_read_deals=False, denied_code="ACCESS_DENIED")
     async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED) as client:
-        with pytest.raises(FatalPortalError) as info:
-            await fetch_all(client, range(1, 150))
-        assert info.value.code == "ACCESS_DENIED"
-        assert ALL_DENIED_HINT in str(info.value)
-        assert sim.secret not in str(info.value)
-        # The same refusal for a whole request (crm.deal.list) is fatal too, with the hint
+        outcomes = await fetch_all(client, range(1, 150))
+        fetched, failed = by_kind(outcomes)
+        assert not fetched
+        assert set(failed) == set(range(1, 150))
+        assert {o.code for o in failed.values()} == {"ACCESS_DENIED"}
+        assert sim.stats()["requests"] == 3
+        # The same refusal for a whole request (crm.deal.list) is fatal at once, with the hint
         # about the user's rights, not the plan.
         with pytest.raises(FatalPortalError) as whole:
             await client.call("crm.deal.list", {"select": ["ID"]})
+        assert whole.value.code == "ACCESS_DENIED"
         assert "CRM read" in str(whole.value) or "deal read" in str(whole.value)
         assert "commercial plan" not in str(whole.value)
+        assert sim.secret not in str(whole.value)
+
+
+async def test_a_first_batch_of_only_hidden_deals_does_not_stop_the_run(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = await simulator(deals=300, seed=3, hidden_fraction=0.3, denied_code="ACCESS_DENIED")
+    hidden = list(sim.portal.hidden_ids)[:50]
+    visible = list(sim.portal.visible_ids)
+    assert len(hidden) == 50
+    fetch = one_batch()
+    async with PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch) as c:
+        outcomes = await asyncio.wait_for(fetch_all(c, hidden + visible), 30)
+    fetched, failed = by_kind(outcomes)
+    assert fetched == set(visible)
+    assert set(failed) == set(hidden)
+    assert {o.code for o in failed.values()} == {"ACCESS_DENIED"}
+
+
+async def test_cli_run_whose_first_batch_is_all_hidden_exits_0(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    # The ID set is sorted, so the first batch is all hidden when the 50 lowest IDs are.
+    sim = await simulator(deals=300, seed=3, hidden_fraction=0.3, denied_code="ACCESS_DENIED")
+    hidden = sorted(sim.portal.hidden_ids)[:50]
+    visible = [i for i in sim.portal.visible_ids if i > hidden[-1]]
+    assert len(hidden) == 50
+    assert visible
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(map(str, hidden + visible)) + "\n")
+    out = tmp_path / "out"
+    args = ["run", "--ids", str(ids), "--out", str(out), "--concurrency", "1", *FAST]
+    done = await run_cli(args, env=cli_env(sim), cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    data_ids, fetch_ids = accounted(out)
+    assert sorted(data_ids) == sorted(visible)
+    assert sorted(fetch_ids) == sorted(hidden)
+
+
+async def test_cli_run_that_can_read_no_deal_exits_1(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator(deals=200, seed=3, can_read_deals=False, denied_code="ACCESS_DENIED")
+    out = tmp_path / "out"
+    args = ["run", "--ids", "1-149", "--ids-format", "range", "--out", str(out), *FAST]
+    done = await run_cli(args, env=cli_env(sim), cwd=tmp_path)
+    assert done.code == 1, done.stdout + done.stderr
+    assert "could read none of the requested deals" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert sim.secret not in done.stdout + done.stderr
 
 
 async def test_cli_run_with_one_denied_deal_exits_0(
