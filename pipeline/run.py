@@ -298,13 +298,21 @@ async def export(
     run_id: str | None = None,
     on_tokens_rotated: TokensRotated | None = None,
     on_drift: Callable[[SchemaDrift], None] | None = None,
+    idset: IdSet | None = None,
 ) -> RunResult:
-    """Run one export. Raises UsageError, FatalPortalError or OutputError for the CLI to map."""
+    """Run one export. Raises UsageError, FatalPortalError or OutputError for the CLI to map.
+
+    `idset`, when given, is the run's IDs already read (the Python API's iterable source) and
+    replaces the `ids` selection.
+    """
     started = time.monotonic()
     run_id = run_id or new_run_id()
     stats = FetchStats()
     async with _client(config, clock, stats, on_tokens_rotated) as client:
-        resolved = await resolve_ids(ids, client, config.output.root, stdin=stdin)
+        if idset is not None:
+            resolved = ResolvedIds(idset)
+        else:
+            resolved = await resolve_ids(ids, client, config.output.root, stdin=stdin)
         idset, watermark = resolved.idset, resolved.watermark
         fields = await client.call("crm.deal.fields")
         if not isinstance(fields, dict) or not fields:
