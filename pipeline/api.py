@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 
 from pipeline.errors import UsageError
 
@@ -117,7 +117,7 @@ class ExportResult:
 async def export_async(
     *,
     out: PathLike,
-    ids: Iterable[int] | None = None,
+    ids: Iterable[SupportsIndex] | None = None,
     ids_file: PathLike | None = None,
     ids_column: str | None = None,
     ids_format: Literal["auto", "text", "csv", "parquet"] | None = None,
@@ -189,7 +189,7 @@ async def export_async(
 def export(
     *,
     out: PathLike,
-    ids: Iterable[int] | None = None,
+    ids: Iterable[SupportsIndex] | None = None,
     ids_file: PathLike | None = None,
     ids_column: str | None = None,
     ids_format: Literal["auto", "text", "csv", "parquet"] | None = None,
@@ -482,7 +482,7 @@ def _require_id_source(loaded: LoadedConfig) -> None:
         )
 
 
-def _read_iterable(values: Iterable[int]) -> IdSet:
+def _read_iterable(values: Iterable[SupportsIndex]) -> IdSet:
     """The IDs of an iterable, validated like file lines, streamed into the ID set's array."""
     from pipeline.ids.idset import IdCollector
     from pipeline.ids.validate import MAX_ID
