@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from pipeline.progress import Progress
     from pipeline.run import RunResult
 
+_log = logging.getLogger(__name__)
+
 PathLike = str | os.PathLike[str]
 Budget = float | Literal["off"]
 
@@ -59,7 +61,10 @@ class ExportResult:
     trusted (an ID unaccounted for, or every deal refused for permissions). `requested` counts
     valid IDs with duplicates, `unique` without; `invalid` counts rejected input values (they are
     rows of the error sidecar, never sent). `failures_by_reason` maps "permanent" and
-    "retryable" to {reason: count}. `watermark` is where the next `since_last_run` starts.
+    "retryable" to {reason: count}. `sidecar` is the `_errors` folder of `output` when the run
+    recorded any failure or invalid input (else None), `manifest` the run's `_manifest.json`.
+    `watermark` is where the next `since_last_run` into `output` starts (None before the first
+    incremental run).
     """
 
     exit_code: int
@@ -554,6 +559,7 @@ async def _result(run: RunResult, root: str) -> ExportResult:
     from pipeline.output import read_watermark
 
     watermark = await asyncio.to_thread(read_watermark, root)
+    _log_summary(run)
     counts = run.counts
     error_files = run.manifest.get("error_files") or []
     return ExportResult(
@@ -581,6 +587,22 @@ async def _result(run: RunResult, root: str) -> ExportResult:
         resumed=run.resumed,
         drift=tuple(run.drift),
     )
+
+
+def _log_summary(run: RunResult) -> None:
+    """The CLI's closing sentences as one record, so a scheduler's task log ends with them."""
+    from pipeline.logs import log_event
+    from pipeline.summary import render_summary
+
+    this_attempt = int(run.fetch_stats.get("deals_fetched", run.counts.exported))
+    lines = render_summary(
+        run.counts,
+        output=run.output,
+        seconds=run.seconds,
+        drift=run.drift,
+        exported_now=this_attempt if run.resumed else None,
+    )
+    log_event(_log, "run_finished", "; ".join(lines), run_id=run.run_id, exit_code=run.exit_code)
 
 
 class _Secrets:
@@ -685,6 +707,7 @@ def _mask_chain(exc: BaseException, secrets: list[str]) -> None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        # An OSError prints its strerror and filename attributes, not its args: leave it.
         if any(isinstance(a, str) for a in current.args) and not isinstance(current, OSError):
             current.args = tuple(
                 mask_text(a, secrets) if isinstance(a, str) else a for a in current.args

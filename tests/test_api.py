@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from tests.e2e.helpers import accounted, read_sidecar
 FAST: dict[str, Any] = {"rate": 0, "operating_budget": "off"}
 SINCE_2000 = datetime(2000, 1, 1, tzinfo=UTC)
 FAKE_WEBHOOK = "https://portal.example.com/rest/1/s3cretvalue42/"
+OTHER_WEBHOOK = "https://portal.example.com/rest/7/an0thersecret99/"
 
 
 @pytest.fixture(autouse=True)
@@ -435,8 +437,6 @@ async def test_the_result_is_frozen_and_json_ready(sim: RunningSimulator, tmp_pa
 async def test_no_handler_is_added_and_the_root_logger_is_untouched(
     sim: RunningSimulator, tmp_path: Path
 ) -> None:
-    import logging
-
     ours, root = logging.getLogger("pipeline"), logging.getLogger()
     before = (list(ours.handlers), ours.level, list(root.handlers), root.level)
     filters_before = list(ours.filters)
@@ -473,5 +473,87 @@ def test_unknown_attributes_still_raise_attribute_error() -> None:
 
 
 def test_retry_of_a_root_without_an_export_is_an_output_error(tmp_path: Path) -> None:
-    with pytest.raises((OutputError, UsageError)):
+    with pytest.raises(OutputError, match="is not a finished deal-export output"):
         retry(out=tmp_path / "nothing", webhook_url=FAKE_WEBHOOK)
+
+
+async def test_oauth_from_a_token_file_saves_the_rotated_pair(
+    simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = await simulator(deals=40, seed=6)
+    oauth = sim.config.oauth
+    for name, value in {
+        "BITRIX24_OAUTH_ENDPOINT": sim.oauth_endpoint,
+        "BITRIX24_OAUTH_CLIENT_ID": oauth.client_id,
+        "BITRIX24_OAUTH_CLIENT_SECRET": oauth.client_secret,
+        "BITRIX24_OAUTH_TOKEN_URL": sim.token_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    tokens = tmp_path / "tokens.json"
+    old = {"access_token": sim.access_token, "refresh_token": sim.refresh_token}
+    tokens.write_text(json.dumps(old))
+    sim.expire_access_token()
+    result = await asyncio.to_thread(
+        export, out=tmp_path / "out", id_range="1-40", token_file=tokens, **FAST
+    )
+    assert result.ok
+    assert sim.stats()["oauth_refreshes"] == 1
+    saved = _read_json(str(tokens))
+    assert (saved["access_token"], saved["refresh_token"]) == (
+        sim.access_token,
+        sim.refresh_token,
+    )
+    assert saved["refresh_token"] != old["refresh_token"]
+
+
+def test_records_of_pipeline_loggers_are_masked_during_a_call() -> None:
+    from pipeline.api import _Secrets
+
+    # A secret no other test uses: a CLI test's handler (left on the `pipeline` logger, as the
+    # CLI never removes it) masks the secrets of its own run.
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    ours = logging.getLogger("pipeline")
+    keep = Keep(logging.DEBUG)
+    ours.addHandler(keep)
+    level = ours.level
+    ours.setLevel(logging.INFO)
+    child = logging.getLogger("pipeline.fetch.client")
+    try:
+        with _Secrets(OTHER_WEBHOOK).active(log=False):
+            child.warning("calling %s", OTHER_WEBHOOK + "batch")
+            child.warning("bare secret: an0thersecret99")
+        child.warning("after the call: an0thersecret99")
+    finally:
+        ours.removeHandler(keep)
+        ours.setLevel(level)
+    assert seen[:2] == [
+        "calling https://portal.example.com/rest/7/***/batch",
+        "bare secret: ***",
+    ]
+    assert seen[2] == "after the call: an0thersecret99", "the filter is gone after the call"
+
+
+async def test_progress_and_log_lines_only_when_asked(
+    sim: RunningSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common: dict[str, Any] = {"id_range": "1-60", "webhook_url": sim.webhook_url, **FAST}
+    await asyncio.to_thread(export, out=tmp_path / "quiet", **common)
+    quiet = capsys.readouterr()
+    assert "progress:" not in quiet.err
+    assert "exported 5" not in quiet.err
+    ours = logging.getLogger("pipeline")
+    level = ours.level
+    ours.setLevel(logging.NOTSET)  # as in a fresh process (a CLI test may have set it)
+    try:
+        await asyncio.to_thread(export, out=tmp_path / "loud", progress=True, log=True, **common)
+    finally:
+        ours.setLevel(level)
+    loud = capsys.readouterr()
+    assert "progress: 60/60 deals" in loud.err
+    assert "INFO exported" in loud.err
+    assert sim.secret not in loud.err + loud.out
