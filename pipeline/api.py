@@ -40,11 +40,13 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
+    from pipeline.config import Auth
     from pipeline.config_load import LoadedConfig
     from pipeline.ids import IdSet
     from pipeline.logs import SecretFilter
     from pipeline.progress import Progress
     from pipeline.run import RunResult
+    from pipeline.token_file import TokenSaver
 
 _log = logging.getLogger(__name__)
 
@@ -158,7 +160,6 @@ async def export_async(
     """
     secrets = _Secrets(webhook_url)
     with secrets.active(log):
-        idset = _read_iterable(ids) if ids is not None else None
         overrides = {
             **_id_overrides(
                 ids is not None, ids_file, ids_column, ids_format, id_range, modified_since,
@@ -173,6 +174,8 @@ async def export_async(
             ),
         }  # fmt: skip
         loaded = secrets.load(config, overrides)
+        # Read only once every argument and setting is known good: a generator can be read once.
+        idset = _read_iterable(ids) if ids is not None else None
         if idset is None:
             _require_id_source(loaded)
         from pipeline import run
@@ -637,7 +640,7 @@ class _Secrets:
             self.add(secret)
         return loaded
 
-    def token_saver(self, auth: Any) -> Any:
+    def token_saver(self, auth: Auth) -> TokenSaver | None:
         from pipeline.token_file import token_saver
 
         return token_saver(auth, self.add)

@@ -557,3 +557,11 @@ async def test_progress_and_log_lines_only_when_asked(
     assert "progress: 60/60 deals" in loud.err
     assert "INFO exported" in loud.err
     assert sim.secret not in loud.err + loud.out
+
+
+@pytest.mark.parametrize("bad", [{"id_range": "1-3"}, {"concurrency": 300}])
+def test_a_generator_is_not_read_when_the_call_is_refused(bad: dict[str, Any]) -> None:
+    generator = (i for i in range(1, 4))
+    with pytest.raises(UsageError):
+        export(out="unused", ids=generator, webhook_url=FAKE_WEBHOOK, **bad)
+    assert next(generator) == 1, "a generator can be read only once: refuse before reading"
