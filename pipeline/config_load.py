@@ -463,8 +463,8 @@ def _where(item: _Value, key: str) -> str:
     """How to name a setting in an error: file and key, environment variable, or option."""
     if item.origin.startswith("environment"):
         return f"{item.origin}: {key}"
-    if item.origin == _COMMAND_LINE and item.label.startswith("-"):
-        return item.label  # the option the user typed says it all
+    if item.origin == _COMMAND_LINE and item.label != key:
+        return item.label  # the option typed (or the API argument passed) says it all
     return f"{item.origin}: {item.label}"
 
 

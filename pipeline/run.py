@@ -314,6 +314,7 @@ async def export(
     on_tokens_rotated: TokensRotated | None = None,
     on_drift: Callable[[SchemaDrift], None] | None = None,
     setting_names: Mapping[str, str] | None = None,
+    idset: IdSet | None = None,
 ) -> RunResult:
     """Run one export. Raises UsageError, FatalPortalError or OutputError for the CLI to map.
 
@@ -322,6 +323,9 @@ async def export(
     setting (`"output.partition_by": "--partition-by"`), for that error. An output that already
     holds a completed export of this input with retryable failures is not refused: those IDs
     are retried, as `retry_failed` does, and the verdict is the whole export's after that.
+
+    `idset`, when given, is the run's IDs already read (the Python API's iterable source) and
+    replaces the `ids` selection.
     """
     started = time.monotonic()
     run_id = run_id or new_run_id()
@@ -329,9 +333,15 @@ async def export(
     async with _client(config, clock, stats, on_tokens_rotated) as client:
         # A local ID input is checked before the first request; discovery, which spends the
         # portal's budget, waits until the partition settings are known to fit the fields.
-        local = ids.source is not None
+        local = ids.source is not None or idset is not None
         resolved = (
-            await resolve_ids(ids, client, config.output.root, stdin=stdin) if local else None
+            (
+                ResolvedIds(idset)
+                if idset is not None
+                else await resolve_ids(ids, client, config.output.root, stdin=stdin)
+            )
+            if local
+            else None
         )
         if not local:
             discovery_start(ids, config.output.root)  # a bad selection fails before any request
