@@ -67,6 +67,19 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
     help="Operating time charged per crm.deal.get.",
 )
 @click.option(
+    "--list-processing-ms",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Operating time charged per crm.deal.list call (default: as --processing-ms).",
+)
+@click.option(
+    "--list-row-processing-ms",
+    type=click.FloatRange(min=0),
+    default=SimulatorConfig.list_row_processing_ms,
+    show_default=True,
+    help="Added per crm.deal.list row that carries more than its ID.",
+)
+@click.option(
     "--time-scale",
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
@@ -135,6 +148,7 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
 )
 def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate: float | None,
              burst: int | None, operating_budget: float | None, processing_ms: float,
+             list_processing_ms: float | None, list_row_processing_ms: float,
              time_scale: float, secret: str | None, server_tz: str, deleted_fraction: float,
              hidden_fraction: float, empty_multiple: EmptyMultiple, no_deal_permission: bool,
              fault_500: float, fault_502: float, fault_503: float, fault_504: float,
@@ -163,6 +177,8 @@ def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate
             burst=burst if burst is not None else burst_value,
             operating_budget_s=operating_budget,
             processing_ms=processing_ms,
+            list_processing_ms=list_processing_ms,
+            list_row_processing_ms=list_row_processing_ms,
             time_scale=time_scale,
             server_tz=server_tz,
             can_read_deals=not no_deal_permission,

@@ -125,12 +125,18 @@ class SimulatorConfig:
       disables it. `plan` fills both from the documented presets unless given explicitly.
     * `operating_budget_s`: per method per webhook/app, per 10-minute window; None = off
       (on-premise behaviour, responses then carry no `operating` keys).
-    * `processing_ms`: operating time charged per `crm.deal.get` (per command inside `batch`);
-      `list_processing_ms` per `crm.deal.list` call (None = same as `processing_ms`).
+    * `processing_ms`: operating time charged per `crm.deal.get` (per command inside `batch`).
+    * `list_processing_ms` + `list_row_processing_ms`: operating time of one `crm.deal.list`
+      call, a base (None = same as `processing_ms`) plus a part per returned row that carries
+      more than its ID (a select of `ID` alone joins no field tables, so ID-only discovery pages
+      cost the base alone). Charged to `crm.deal.list`'s own budget, apart from
+      `crm.deal.get`'s (REST docs `limits.md`: each method is counted on its own). No public
+      figure compares the two; the defaults are issue 13's model, 20 ms + 2 ms per row.
     * `server_tz`: fixed offset like `"+03:00"`/`"-05:00"` or an IANA zone (`"Europe/Berlin"`)
       in which the portal renders dates (rest module `rest_util.php`, `CRestUtil::ConvertDate`).
     * `poison_ids` / `poison_fraction`: visible deals whose text the portal cannot JSON-encode:
-      any request that returns one (a plain `crm.deal.get`, or a `batch` holding its get)
+      any request that returns one (a plain `crm.deal.get`, a `batch` holding its get, or a
+      `crm.deal.list` page holding its row with more than the ID, plain or in a `batch`)
       answers as a whole `{"error":"WRONG_ENCODING","error_description":"Wrong request
       encoding"}` with HTTP 200 (core `rest.php` `outputJson`). The fraction picks deals by a
       draw on (seed, ID), so the same seed poisons the same deals. `poison_answer="error_500"`
@@ -162,6 +168,7 @@ class SimulatorConfig:
     operating_budget_s: float | None = None
     processing_ms: float = 20.0
     list_processing_ms: float | None = None
+    list_row_processing_ms: float = 2.0
     time_scale: float = 1.0
     faults: FaultConfig = field(default_factory=FaultConfig)
     oauth: OAuthSettings = field(default_factory=OAuthSettings)
@@ -195,6 +202,8 @@ class SimulatorConfig:
             raise ValueError("operating_budget_s must be > 0 (or None for no budget)")
         if self.processing_ms < 0 or (self.list_processing_ms or 0) < 0:
             raise ValueError("processing_ms must be >= 0")
+        if self.list_row_processing_ms < 0:
+            raise ValueError("list_row_processing_ms must be >= 0")
         if self.time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         if not 0 <= self.hidden_fraction < 1 or not 0 <= self.deleted_fraction < 1:

@@ -60,6 +60,8 @@ class Outcome:
     deals: int = 0
     #: The encoded result when `result` is a pre-encoded `orjson.Fragment`.
     encoded: bytes | None = None
+    #: Deals whose data (not only their ID) is in the answer: what a poison deal spoils.
+    spoils: tuple[int, ...] = ()
 
     def value(self) -> Any:
         """The result as plain data (for `$result[...]` references inside a batch)."""
@@ -106,6 +108,10 @@ class Api:
         self._get_cost = config.processing_ms / 1000.0
         list_ms = config.list_processing_ms
         self._list_cost = (config.processing_ms if list_ms is None else list_ms) / 1000.0
+        self._list_row_cost = config.list_row_processing_ms / 1000.0
+        # A stored empty array (`a:0:{}`) is what `empty_multiple="empty_list"` stands for;
+        # otherwise an empty multiple file UF's `[]` is the crm converter's view of a NULL column.
+        self._stored_empty_lists = config.empty_multiple == "empty_list"
         self._file_auth = ""
         self._methods: dict[str, Callable[[dict[PhpKey, Any]], Outcome]] = {
             "crm.deal.get": self.deal_get,
@@ -201,11 +207,17 @@ class Api:
             if refusal is exc:
                 raise
             raise refusal from None
-        if outcome.deals and method == "crm.deal.get" and self.poisoned(_deal_id(params)):
+        if outcome.deals and self._spoiled(method, params, outcome):
             self.unencodable = True
         operating = self._charge(caller, method, outcome.cost_s)
         self.stats.deals_served += outcome.deals
         return outcome, operating
+
+    def _spoiled(self, method: str, params: dict[PhpKey, Any], outcome: Outcome) -> bool:
+        """Whether the answer holds a poison deal's data, so its JSON encoding fails whole."""
+        if method == "crm.deal.get":
+            return self.poisoned(_deal_id(params))
+        return any(self.poisoned(i) for i in outcome.spoils)
 
     def _cost(self, method: str) -> float:
         if method == "crm.deal.get":
@@ -300,11 +312,16 @@ class Api:
     def deal_list(self, params: dict[PhpKey, Any]) -> Outcome:
         if not self.config.can_read_deals:
             raise DENIED
-        flt = params.get("filter")
+        self.stats.deal_lists += 1
+        flt = _array_param(params, "filter")
+        order = _array_param(params, "order")
+        if not isinstance(flt, dict | list | None) or not isinstance(order, dict | list | None):
+            name = "filter" if not isinstance(flt, dict | list | None) else "order"
+            raise MethodError(400, "", f"Parameter '{name}' must be array.")
         predicates, lower_id, only_ids = self._filters(flt if isinstance(flt, dict) else {})
-        select = [str(s) for s in as_list(params.get("select"))] or ["*"]
+        # No select means `*` + `UF_*` (REST docs `crm-deal-list.md`, parameter `select`).
+        select = [str(s) for s in as_list(_array_param(params, "select"))] or ["*", "UF_*"]
         start = php_int(params.get("start", 0))
-        order = params.get("order")
         order_keys = self._order_keys(order if isinstance(order, dict) else {})
         readable = self.portal.readable
         candidates: Iterable[int] = (
@@ -312,23 +329,31 @@ class Api:
             if only_ids is None
             else sorted(i for i in only_ids if i > lower_id)
         )
+        # Deleted and hidden deals drop out silently: list methods filter by row permissions and
+        # name no reason (crm `restservice.php` `innerGetList`; REST docs `crm-deal-list.md`).
         matches = (i for i in candidates if readable(i) and all(p(i) for p in predicates))
         if start < 0 and order_keys in ([], [("ID", False)]):
             # Without the count query the portal can stop at the first page: what makes `>ID` +
             # `start=-1` keyset paging cheap (REST docs `settings/performance/huge-data.md`).
-            page, nxt, total = list(itertools.islice(matches, PAGE_SIZE)), None, None
-            rows = [self._list_row(i, select) for i in page]
-            return Outcome(rows, cost_s=self._list_cost, deals=len(rows))
+            return self._list_page(list(itertools.islice(matches, PAGE_SIZE)), select, None, 0)
         ids = list(matches)
         self._sort(ids, order_keys)
         if start < 0:
-            page, nxt, total = ids[:PAGE_SIZE], None, None
-        else:
-            page = ids[start : start + PAGE_SIZE]
-            nxt = start + PAGE_SIZE if start + PAGE_SIZE < len(ids) else None
-            total = len(ids)
-        rows = [self._list_row(i, select) for i in page]
-        return Outcome(rows, next=nxt, total=total, cost_s=self._list_cost, deals=len(rows))
+            return self._list_page(ids[:PAGE_SIZE], select, None, 0)
+        page = ids[start : start + PAGE_SIZE]
+        nxt = start + PAGE_SIZE if start + PAGE_SIZE < len(ids) else None
+        return self._list_page(page, select, nxt, len(ids))
+
+    def _list_page(self, page: list[int], select: list[str], nxt: int | None,
+                   total: int) -> Outcome:  # fmt: skip
+        """One page of list rows. `start=-1` answers `"total": 0` and no `next` (REST docs
+        `settings/performance/huge-data.md`, the example answer without the count query)."""
+        plan = self._list_plan(select)
+        rows = [self._list_row(i, plan) for i in page]
+        full = any(name != "ID" for name, _ in plan)
+        spoils = tuple(page) if full else ()
+        cost = self._list_cost + (self._list_row_cost * len(rows) if full else 0.0)
+        return Outcome(rows, next=nxt, total=total, cost_s=cost, deals=len(rows), spoils=spoils)
 
     def _filters(
         self, flt: dict[PhpKey, Any]
@@ -402,27 +427,77 @@ class Api:
     def _data(self, deal_id: int) -> dict[str, Any]:
         return self.portal.deal_data(deal_id) or {}
 
-    def _list_row(self, deal_id: int, select: list[str]) -> dict[str, Any]:
-        data = self._data(deal_id)
-        fields = self.portal.fields_meta
+    def _list_plan(self, select: list[str]) -> list[tuple[str, tuple[bool, bool, str]]]:
+        """The fields a list row carries, in `crm.deal.fields` order: `*` is every standard field
+        and `UF_*` every user field, both without multiple ones, which come only when named
+        (REST docs `crm-deal-list.md`, `select`); `CONTACT_IDS` never (REST docs
+        `crm-deal-fields.md`); the ID always; unknown names add nothing (crm `restservice.php`
+        `externalizeFields` drops fields it does not describe)."""
         star, uf_star = "*" in select, "UF_*" in select
         wanted = set(select)
-        row: dict[str, Any] = {}
-        for name, (is_uf, multiple, uf_type) in fields.items():
-            explicit = name in wanted
-            if not (name == "ID" or explicit or (not multiple and (uf_star if is_uf else star))):
-                continue
+        plan: list[tuple[str, tuple[bool, bool, str]]] = []
+        for name, meta in self.portal.fields_meta.items():
+            is_uf, multiple, _ = meta
             if name == "CONTACT_IDS":
-                continue  # not returned by crm.deal.get or .list (REST docs `crm-deal-fields.md`)
-            value = data.get(name)
-            if is_uf:
-                # List methods return null for empty user fields, and booleans as JSON bools.
-                if value is False or value in ("", []):  # false: an empty multiple UF
-                    value = None
-                elif uf_type == "boolean":
-                    value = value == "1"
-            row[name] = value
+                continue
+            if name == "ID" or name in wanted or (not multiple and (uf_star if is_uf else star)):
+                plan.append((name, meta))
+        return plan
+
+    def _list_row(self, deal_id: int, plan: list[tuple[str, tuple[bool, bool, str]]]
+                  ) -> dict[str, Any]:  # fmt: skip
+        """A deal as list methods show it. Both list and get run crm `restservice.php`
+        `externalizeFields`, so dates, datetimes and file objects (token in the URLs included)
+        look the same; what differs is how user field values reach it (`list_form`)."""
+        data: dict[str, Any] = orjson.loads(
+            with_file_auth(self.portal.deal_json(deal_id), self._file_auth)
+        )
+        row: dict[str, Any] = {}
+        for name, (is_uf, multiple, uf_type) in plan:
+            if not is_uf:
+                row[name] = data.get(name)
+            elif name not in data:  # an empty single file UF: absent from get, null in list
+                row[name] = None
+            else:
+                row[name] = list_form(data[name], uf_type, multiple, self._stored_empty_lists)
         return row
+
+
+def list_form(value: Any, uf_type: str, multiple: bool, stored_empty_lists: bool) -> Any:
+    """A user field's list value from its `crm.deal.get` value.
+
+    get reads UFs through main's `CUserTypeManager::GetUserFields` (a NULL multiple column
+    unserialises to `false`) and crm `innerGet` turns a missing value into `""`; list reads the
+    joined columns through main's `CDBResult::Fetch`, which unserialises a multiple column only
+    when it is set, and adds no `?? ''`: an empty value stays NULL, JSON `null` (REST docs
+    `crm-lead-list.md` example). Then `externalizeFields` runs for both: `CRestUtil::ConvertDate`
+    and `ConvertDateTime` give `""` for any empty date/datetime (the `crm-lead-list.md`
+    example shows `"BIRTHDATE": ""`), and `tryExternalizeFileField` leaves a NULL file column
+    alone. Booleans are stored as integers and list methods show them as JSON `true`/`false`
+    (REST docs `crm-lead-list.md` example; main `booleantype.php`).
+    """
+    if uf_type in ("date", "datetime"):
+        return "" if value is False else value
+    if multiple:
+        if value is False or value == "":
+            return None
+        if value == [] and uf_type == "file" and not stored_empty_lists:
+            return None
+        return value
+    if value == "":
+        return None
+    if uf_type == "boolean":
+        return value == "1"
+    return value
+
+
+def _array_param(params: dict[PhpKey, Any], name: str) -> Any:
+    """A list method's array parameter as crm `restservice.php`
+    `CCrmRestHelper::resolveArrayParam` finds it: `FILTER`, `filter`, `Filter` or `arFilter`."""
+    for key in (name.upper(), name, name.capitalize(), "ar" + name.capitalize()):
+        if params.get(key) is not None:
+            return params[key]
+    return None
 
 
 def file_auth(params: dict[PhpKey, Any], caller: str) -> str:

@@ -19,6 +19,7 @@ class Stats:
         self.operating_limited_commands = 0  # per-command 429s inside batch
         self.deals_served = 0  # deal records returned (get results and list rows)
         self.deal_gets = 0  # crm.deal.get executions, top level and inside batch
+        self.deal_lists = 0  # crm.deal.list executions, likewise
         self.batch_commands = 0
         self.faults: Counter[str] = Counter()
         self.oauth_refreshes = 0
@@ -41,6 +42,7 @@ class Stats:
             "operating_limited_commands": self.operating_limited_commands,
             "deals_served": self.deals_served,
             "deal_gets": self.deal_gets,
+            "deal_lists": self.deal_lists,
             "batch_commands": self.batch_commands,
             "operating_seconds_charged": round(operating_charged_s, 6),
             "faults": dict(self.faults),

@@ -8,6 +8,7 @@ import signal
 import sys
 
 import aiohttp
+import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
@@ -86,3 +87,34 @@ def test_bad_fraction_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["simulate", "--hidden-fraction", "1.5"])
     assert result.exit_code == 2
     assert "--hidden-fraction" in result.output
+
+
+async def test_list_cost_options_reach_the_portal(http: aiohttp.ClientSession) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--deals", "30",
+        "--hidden-fraction", "0", "--operating-budget", "480",
+        "--list-processing-ms", "5", "--list-row-processing-ms", "1",
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
+        body = {"select": ["*"], "start": -1}
+        async with http.post(url + "crm.deal.list", json=body) as resp:
+            answer = await resp.json()
+        rows = len(answer["result"])
+        assert rows > 0
+        assert answer["time"]["operating"] == pytest.approx(0.005 + 0.001 * rows)
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_help_lists_the_list_cost_options() -> None:
+    result = CliRunner().invoke(cli, ["simulate", "--help"])
+    assert result.exit_code == 0
+    for option in ("--list-processing-ms", "--list-row-processing-ms"):
+        assert option in result.output
