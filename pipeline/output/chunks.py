@@ -22,6 +22,7 @@ from pipeline.output.layout import (
     CHECKPOINT_DIR,
     ERRORS_DIR,
     checkpoint_path,
+    chunk_key,
     data_name,
     dumps,
     sidecar_path,
@@ -29,8 +30,8 @@ from pipeline.output.layout import (
 from pipeline.output.manifest import schema_fingerprint
 from pipeline.output.partition import PartitionSpec, split
 from pipeline.output.records import Checkpoint, ErrorRecord, FileRecord
-from pipeline.output.sidecar import conform, summarise
-from pipeline.output.store import Store
+from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, summarise
+from pipeline.output.store import Store, display_uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,26 @@ class Chunks:
 
     def committed_keys(self) -> list[str]:
         return sorted(self._by_key)
+
+    def run_unit(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        stats: Mapping[str, Any] | None,
+        *,
+        replace: bool,
+    ) -> ChunkUnit:
+        """A run's chunk, refused when already committed unless `replace`: a resuming run
+        skips committed chunks, so anything else is a bug that would drop the chunk's rows."""
+        if chunk_index < 0:
+            raise OutputError("chunk_index must be >= 0")
+        key = chunk_key(chunk_index)
+        if key in self._by_key and not replace:
+            raise OutputError(
+                f"chunk {chunk_index} is already committed in {display_uri(self.store.uri)}; "
+                "skip it (see committed_chunks()) or pass replace=True to rewrite it"
+            )
+        return ChunkUnit(key, "chunk", data, SIDECAR_SCHEMA.empty_table(), dict(stats or {}))
 
     def adopt(self, ckpt: Checkpoint) -> None:
         """Take a checkpoint found on disk (by `recovery`) as committed."""

@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.output.chunks import Chunks
 from pipeline.output.layout import DATASET_GLOB, MANIFEST_FILE, SUCCESS_FILE, dumps
 from pipeline.output.manifest import snapshot_fingerprint
 from pipeline.output.records import Checkpoint, ErrorRecord, Manifest, RunMeta
+from pipeline.output.sidecar import failure_reasons, fetch_rows
 from pipeline.output.store import Store
 
 #: A sidecar's exact failure reasons (from its record, or read back from its file).
@@ -59,6 +61,18 @@ class _Totals:
             "normalise_errors": self.by_stage.get("normalise", 0),
             "retryable_failed": self.retryable,
         }
+
+
+def reasons_from(chunks: Chunks) -> ReasonsOf:
+    """Exact failure reasons of one sidecar file: from its record, or (checkpoints written
+    before records carried them) from the file itself."""
+
+    def reasons(err: ErrorRecord) -> Mapping[str, Mapping[str, int]]:
+        if err.failed_by_reason is not None:
+            return err.failed_by_reason
+        return failure_reasons(fetch_rows(chunks.read_sidecar(err.path)))
+
+    return reasons
 
 
 def build_manifest(

@@ -36,6 +36,21 @@ def _need(raw: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what
     return value
 
 
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain_fields(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _plain_fields(record: Any) -> Json:
+    """A record as JSON values: tuples become lists, nested records objects."""
+    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
 def _types(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
@@ -51,7 +66,7 @@ class FileRecord:
     partition: str
 
     def to_json(self) -> Json:
-        return dataclasses.asdict(self)
+        return _plain_fields(self)
 
     @classmethod
     def from_json(cls, raw: Any, what: str) -> FileRecord:
@@ -81,17 +96,9 @@ class ErrorRecord:
     failed_by_reason: Mapping[str, Mapping[str, int]] | None = None
 
     def to_json(self) -> Json:
-        out: Json = {
-            "path": self.path,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-            "by_stage": dict(self.by_stage),
-            "failed_by_class": dict(self.failed_by_class),
-            "retryable": self.retryable,
-        }
-        if self.failed_by_reason is not None:
-            out["failed_by_reason"] = {k: dict(v) for k, v in self.failed_by_reason.items()}
+        out = _plain_fields(self)
+        if self.failed_by_reason is None:
+            del out["failed_by_reason"]
         return out
 
     @classmethod
@@ -138,21 +145,9 @@ class Checkpoint:
         return self.kind == "retry"
 
     def to_json(self) -> Json:
-        out: Json = {
-            "format": self.format,
-            "key": self.key,
-            "kind": self.kind,
-            "run_id": self.run_id,
-            "written_at": self.written_at,
-            "rows": self.rows,
-            "files": [f.to_json() for f in self.files],
-            "errors": None if self.errors is None else self.errors.to_json(),
-            "schema_fingerprint": self.schema_fingerprint,
-            "stats": dict(self.stats),
-        }
-        if self.retried_ids is not None:
-            out["retried_ids"] = list(self.retried_ids)
-            out["sidecar_cleaned"] = self.sidecar_cleaned
+        out = _plain_fields(self)
+        if self.retried_ids is None:  # only retry chunks carry these two
+            del out["retried_ids"], out["sidecar_cleaned"]
         return out
 
     @classmethod
@@ -194,19 +189,28 @@ class RunMeta:
     schema_drift: Mapping[str, Any] | None = None
     format: int = FORMAT
 
+    def finalized(
+        self,
+        *,
+        run_counts: Mapping[str, Any] | None,
+        config: Mapping[str, Any] | None,
+        limits: Mapping[str, Any] | None,
+        schema_drift: Mapping[str, Any] | None,
+    ) -> RunMeta:
+        """With what a finalize was given; None keeps the previous finalize's (`retry`)."""
+        return dataclasses.replace(
+            self,
+            run_counts=self.run_counts if run_counts is None else run_counts,
+            config=self.config if config is None else config,
+            limits=self.limits if limits is None else limits,
+            schema_drift=self.schema_drift if schema_drift is None else schema_drift,
+        )
+
     def to_json(self) -> Json:
-        out: Json = {
-            "format": self.format,
-            "run_id": self.run_id,
-            "started_at": self.started_at,
-            "input_fingerprint": self.input_fingerprint,
-            "layout": dict(self.layout),
-            "sessions": [dict(s) for s in self.sessions],
-        }
+        out = _plain_fields(self)
         for name in ("run_counts", "config", "limits", "schema_drift"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = dict(value)
+            if out[name] is None:  # absent until the first finalize
+                del out[name]
         return out
 
     @classmethod
@@ -259,28 +263,7 @@ class Manifest:
     format: int = FORMAT
 
     def to_json(self) -> Json:
-        return {
-            "format": self.format,
-            "run_id": self.run_id,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "completed": self.completed,
-            "sessions": [dict(s) for s in self.sessions],
-            "root": self.root,
-            "input_fingerprint": self.input_fingerprint,
-            "layout": dict(self.layout),
-            "dataset_glob": self.dataset_glob,
-            "config": dict(self.config),
-            "schema_fingerprint": self.schema_fingerprint,
-            "schema_fingerprints": list(self.schema_fingerprints),
-            "schema_drift": None if self.schema_drift is None else dict(self.schema_drift),
-            "counts": dict(self.counts),
-            "chunk_stats": dict(self.chunk_stats),
-            "limits": dict(self.limits),
-            "chunks": self.chunks,
-            "files": [dict(f) for f in self.files],
-            "error_files": [dict(f) for f in self.error_files],
-        }
+        return _plain_fields(self)
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], what: str) -> Manifest:

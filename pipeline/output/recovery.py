@@ -52,6 +52,31 @@ def layout_of(config: OutputConfig) -> dict[str, object]:
     }
 
 
+def finished_config(store: Store, root: str) -> tuple[OutputConfig, str | None]:
+    """The layout and input fingerprint a finished output was written with (for `retry`)."""
+    raw_meta = store.read_json(RUN_FILE)
+    manifest = store.read_json(MANIFEST_FILE)
+    if raw_meta is None or manifest is None:
+        raise OutputError(f"{display_uri(store.uri)} is not a finished deal-export output")
+    if not manifest.get("completed"):
+        raise OutputError(
+            f"the export in {display_uri(store.uri)} did not complete; run the same export "
+            "command again to resume it before retrying failed IDs"
+        )
+    meta = RunMeta.from_json(raw_meta, f"{display_uri(store.uri)}/{RUN_FILE}")
+    layout = meta.layout
+    config = OutputConfig(
+        root=root,
+        partition_by=layout.get("partition_by"),
+        partition_transform=layout.get("partition_transform", "none"),
+        existing_data_behavior="resume",
+        chunk_size=int(layout.get("chunk_size", 10_000)),
+        max_rows_per_group=int(layout.get("max_rows_per_group", 64 * 1024)),
+        compression=str(layout.get("compression", "zstd")),
+    )
+    return config, meta.input_fingerprint
+
+
 def decide(
     store: Store,
     config: OutputConfig,
@@ -59,7 +84,18 @@ def decide(
     fingerprint: str | None,
     now: Callable[[], datetime],
 ) -> tuple[RunMeta, bool]:
-    """Apply `existing_data_behavior` to what the root holds; returns (run metadata, resumed)."""
+    """Apply `existing_data_behavior` to what the root holds; returns (run metadata, resumed).
+
+    * empty or missing root: a fresh output.
+    * an unfinished output (checkpoints, no `_SUCCESS`) of the same input (equal
+      `input_fingerprint`, or either is None) and the same partition layout: resumed, whatever
+      `existing_data_behavior` says; `committed_chunks()` lists what to skip.
+    * an unfinished output of a different input or layout: OutputError, unless "overwrite".
+    * a completed output (`_SUCCESS`): "error" refuses, "overwrite" deletes our files and
+      starts fresh, "resume" continues it (same input and layout only).
+    * a root holding files deal-export did not write: always refused.
+    (A root locked by a live run never gets here: the lock refuses it first.)
+    """
     layout = layout_of(config)
     where = display_uri(store.uri)
     behavior = config.existing_data_behavior

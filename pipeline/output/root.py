@@ -7,22 +7,20 @@ commit path), `retry_merge`, `finalize` (manifest and `_SUCCESS`) and `state` (`
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
+from pipeline.output import recovery
 from pipeline.output.chunks import Chunks, ChunkUnit
 from pipeline.output.encode import Encoding
-from pipeline.output.finalize import build_manifest, write_manifest
+from pipeline.output.finalize import build_manifest, reasons_from, write_manifest
 from pipeline.output.layout import (
     DATASET_GLOB,
-    MANIFEST_FILE,
     RUN_FILE,
     SCHEMA_FILE,
     STATE_FILE,
@@ -33,11 +31,11 @@ from pipeline.output.layout import (
 )
 from pipeline.output.lock import RunLock
 from pipeline.output.manifest import mask_config
+from pipeline.output.opening import open_finished, open_root
 from pipeline.output.partition import PartitionSpec
-from pipeline.output.records import ErrorRecord, RunMeta
-from pipeline.output.recovery import decide, recover
+from pipeline.output.records import RunMeta
 from pipeline.output.retry_merge import cleanup_after_retry, retry_unit, retryable_index
-from pipeline.output.sidecar import conform, failure_reasons, fetch_rows, sidecar_table
+from pipeline.output.sidecar import as_sidecar
 from pipeline.output.sink import Rows, in_thread
 from pipeline.output.state import (
     STATE_FORMAT,
@@ -46,30 +44,7 @@ from pipeline.output.state import (
     read_pending_input,
     read_watermark,
 )
-from pipeline.output.store import Store, display_uri
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _os_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Disk full, permission denied, store unreachable: an OutputError, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(*args, **kwargs)
-        except OSError as exc:
-            first = args[0] if args else None
-            where = first.uri if isinstance(first, OutputRoot) else "the output root"
-            raise OutputError(f"cannot write {where}: {exc}") from exc
-
-    return wrapper
+from pipeline.output.store import Store, display_uri, os_errors
 
 
 class OutputRoot:
@@ -113,106 +88,14 @@ class OutputRoot:
         self._success_cleared = False
         self._closed = False
 
-    # -- opening --------------------------------------------------------------------------------
+    # -- opening (`opening.py`) ------------------------------------------------------------------
 
-    @classmethod
-    @_os_errors
-    def open(
-        cls,
-        config: OutputConfig,
-        run_id: str,
-        *,
-        input_fingerprint: str | None = None,
-        filesystem: pafs.FileSystem | None = None,
-        id_column: str = "ID",
-        now: Callable[[], datetime] = _utc_now,
-        lock_stale_after_s: float = 600.0,
-        lock_settle_s: float = 0.2,
-    ) -> OutputRoot:
-        """Lock `config.root` for `run_id`, decide what to do with what is there, clean up debris.
-
-        * empty or missing root: a fresh output.
-        * an unfinished output (checkpoints, no `_SUCCESS`) of the same input (equal
-          `input_fingerprint`, or either is None) and the same partition layout: resumed, whatever
-          `existing_data_behavior` says; `committed_chunks()` lists what to skip.
-        * an unfinished output of a different input or layout: OutputError, unless "overwrite".
-        * a completed output (`_SUCCESS`): "error" refuses, "overwrite" deletes our files and
-          starts fresh, "resume" continues it (same input and layout only).
-        * a root holding files deal-export did not write: always refused.
-        * a root locked by a live run: refused (OutputError).
-        """
-        store = Store.from_root(config.root, filesystem)
-        store.ensure_root()
-        lock = RunLock(store, run_id, stale_after_s=lock_stale_after_s, settle_s=lock_settle_s)
-        lock.acquire()
-        try:
-            # Read before `decide` may wipe the markers a format-1 state is checked against.
-            previous = FolderState(store).read_completed()
-            meta, resumed = decide(store, config, run_id, input_fingerprint, now)
-            root = cls(
-                store,
-                lock,
-                config,
-                run_id,
-                meta,
-                resumed=resumed,
-                id_column=id_column,
-                now=now,
-                previous_state=previous,
-            )
-            root.recover()
-            session = {"run_id": run_id, "opened_at": now().isoformat()}
-            root._save_meta(dataclasses.replace(meta, sessions=(*meta.sessions, session)))
-        except BaseException:
-            lock.release()
-            raise
-        return root
-
-    @classmethod
-    @_os_errors
-    def open_existing(
-        cls,
-        root: str,
-        run_id: str,
-        *,
-        filesystem: pafs.FileSystem | None = None,
-        id_column: str = "ID",
-        now: Callable[[], datetime] = _utc_now,
-    ) -> OutputRoot:
-        """Open a finished output for `retry`, with the layout it was written with."""
-        store = Store.from_root(root, filesystem)
-        raw_meta = store.read_json(RUN_FILE)
-        manifest = store.read_json(MANIFEST_FILE)
-        if raw_meta is None or manifest is None:
-            raise OutputError(f"{display_uri(store.uri)} is not a finished deal-export output")
-        if not manifest.get("completed"):
-            raise OutputError(
-                f"the export in {display_uri(store.uri)} did not complete; run the same export "
-                "command again to resume it before retrying failed IDs"
-            )
-        meta = RunMeta.from_json(raw_meta, f"{display_uri(store.uri)}/{RUN_FILE}")
-        layout = meta.layout
-        config = OutputConfig(
-            root=root,
-            partition_by=layout.get("partition_by"),
-            partition_transform=layout.get("partition_transform", "none"),
-            existing_data_behavior="resume",
-            chunk_size=int(layout.get("chunk_size", 10_000)),
-            max_rows_per_group=int(layout.get("max_rows_per_group", 64 * 1024)),
-            compression=str(layout.get("compression", "zstd")),
-        )
-        return cls.open(
-            config,
-            run_id,
-            input_fingerprint=meta.input_fingerprint,
-            filesystem=filesystem,
-            id_column=id_column,
-            now=now,
-        )
+    open = classmethod(open_root)
+    open_existing = classmethod(open_finished)
 
     def recover(self) -> None:
         """Load the checkpoints, delete what none vouches for, finish cut-short retry merges."""
-        for key in recover(self._chunks):
+        for key in recovery.recover(self._chunks):
             self._cleanup_after_retry(key)
         self._store.remove_empty_dirs()
 
@@ -256,7 +139,7 @@ class OutputRoot:
 
     # -- writing chunks -------------------------------------------------------------------------
 
-    @_os_errors
+    @os_errors
     def write_chunk(
         self,
         chunk_index: int,
@@ -266,23 +149,10 @@ class OutputRoot:
         *,
         replace: bool = False,
     ) -> dict[str, Any]:
-        """Write one chunk's data and sidecar rows, then commit it with its checkpoint.
-
-        A committed chunk is only rewritten with `replace=True` (a resuming run skips committed
-        chunks, so anything else is a bug that would drop the chunk's rows); its old files then
-        go, also in partitions the new data does not touch. Returns the checkpoint record.
-        """
-        if chunk_index < 0:
-            raise OutputError("chunk_index must be >= 0")
-        key = chunk_key(chunk_index)
-        if key in self._chunks and not replace:
-            raise OutputError(
-                f"chunk {chunk_index} is already committed in {self.uri}; skip it "
-                "(see committed_chunks()) or pass replace=True to rewrite it"
-            )
+        """Commit one chunk (see `Sink.write_chunk`); returns its checkpoint record."""
+        unit = self._chunks.run_unit(chunk_index, data, stats, replace=replace)
         self._check_open()
-        errors_t = _sidecar(errors)
-        return self._commit(ChunkUnit(key, "chunk", data, errors_t, dict(stats or {})))
+        return self._commit(dataclasses.replace(unit, errors=as_sidecar(errors)))
 
     async def awrite_chunk(
         self,
@@ -302,29 +172,22 @@ class OutputRoot:
 
     # -- retry ----------------------------------------------------------------------------------
 
-    @_os_errors
+    @os_errors
     def retryable_ids(self) -> list[int]:
         """IDs whose fetch failure is retryable, ascending: what `deal-export retry` re-fetches."""
         self._check_open()
         return sorted(retryable_index(self._chunks))
 
-    @_os_errors
+    @os_errors
     def apply_retry(
         self,
         data: pa.Table,
         errors: Rows = None,
         stats: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Commit re-fetched deals as a new chunk and take their IDs out of the old sidecars.
-
-        `data` holds the deals that now succeeded, `errors` the fetch rows of IDs that failed
-        again (their `attempts` are added to the earlier ones, `first_seen` is kept) plus any
-        normalise rows. Every ID in either must be a retryable sidecar entry. May be called
-        several times per session; call `finalize()` afterwards. The new chunk is named
-        `r<run id>-<seq>` so it never collides with run chunks or earlier retries.
-        """
+        """Commit a retry's results as a new chunk (see `Sink.apply_retry`)."""
         self._check_open()
-        unit = retry_unit(self._chunks, data, _sidecar(errors), stats)
+        unit = retry_unit(self._chunks, data, as_sidecar(errors), stats)
         ckpt = self._commit(unit)
         self._cleanup_after_retry(unit.key)
         latest = self._chunks.get(unit.key)
@@ -344,14 +207,14 @@ class OutputRoot:
 
     # -- metadata -------------------------------------------------------------------------------
 
-    @_os_errors
+    @os_errors
     def write_input(self, ids: pa.Array, meta: Mapping[str, Any]) -> None:
         """Keep the ID list of a run whose input cannot be read again (incremental discovery
         answers differently a minute later), with `meta` saying how it was obtained."""
         self._check_open()
         self._state.write_pending_input(ids, meta)
 
-    @_os_errors
+    @os_errors
     def write_schema(self, schema: Mapping[str, Any]) -> None:
         """Store the schema snapshot (`_schema.json`) the normaliser derived from the portal."""
         self._check_open()
@@ -371,7 +234,7 @@ class OutputRoot:
         state = self._previous_state
         return None if state is None or state.schema is None else dict(state.schema)
 
-    @_os_errors
+    @os_errors
     def finalize(
         self,
         *,
@@ -383,36 +246,20 @@ class OutputRoot:
         schema_fingerprint: str | None = None,
         schema_drift: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write `_manifest.json` (atomically, after everything else), then `_SUCCESS`, then the
-        run state `_state.json`.
-
-        `counts` are the run's own totals (requested, unique, duplicates_dropped, ...); the
-        output's totals (exported, failed, failed_by_class, invalid_input_lines,
-        normalise_errors, retryable_failed) are computed from the checkpoints and win on a name
-        clash. `config` is masked (`mask_config`); `limits` is what the portal's limits cost.
-        With `completed=False` the manifest records progress and no `_SUCCESS` is written.
-        `watermark` (any JSON value) goes to `_state.json` only for a completed run, and only
-        after `_SUCCESS`, together with the schema snapshot (`previous_schema()` of the next run).
-        `schema_fingerprint` defaults to a hash of the stored schema snapshot, so it names the
-        schema alone, whichever session or `retry` finalizes. `schema_drift` is what changed
-        since the previous completed run. Values left as None are carried over from the previous
-        finalize (so `retry` keeps the run's counts).
-        """
+        """`_manifest.json`, `_SUCCESS`, then `_state.json` (see `Sink.finalize`)."""
         self._check_open()
-        meta = self._meta
-        changes: dict[str, Any] = {
-            "run_counts": None if counts is None else dict(counts),
-            "config": None if config is None else mask_config(config),
-            "limits": None if limits is None else dict(limits),
-            "schema_drift": None if schema_drift is None else dict(schema_drift),
-        }
-        meta = dataclasses.replace(meta, **{k: v for k, v in changes.items() if v is not None})
+        meta = self._meta.finalized(
+            run_counts=None if counts is None else dict(counts),
+            config=None if config is None else mask_config(config),
+            limits=None if limits is None else dict(limits),
+            schema_drift=None if schema_drift is None else dict(schema_drift),
+        )
         self._save_meta(meta)
         snapshot = self.read_schema()
         manifest = build_manifest(
             meta,
             self._chunks,
-            self._failure_reasons,
+            reasons_from(self._chunks),
             run_id=self.run_id,
             root=self.uri,
             partition_key=self.spec.key,
@@ -428,13 +275,6 @@ class OutputRoot:
                 self.run_id, manifest.ended_at, watermark, snapshot, self._previous_state
             )
         return manifest.to_json()
-
-    def _failure_reasons(self, err: ErrorRecord) -> Mapping[str, Mapping[str, int]]:
-        """Exact failure reasons of one sidecar file: from its record, or (checkpoints written
-        before records carried them) from the file itself."""
-        if err.failed_by_reason is not None:
-            return err.failed_by_reason
-        return failure_reasons(fetch_rows(self._chunks.read_sidecar(err.path)))
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -453,10 +293,6 @@ class OutputRoot:
 
 #: The name of the one `Sink` implementation so far.
 FolderSink = OutputRoot
-
-
-def _sidecar(errors: Rows) -> pa.Table:
-    return conform(errors if isinstance(errors, pa.Table) else sidecar_table(errors or []))
 
 
 __all__ = [

@@ -115,6 +115,11 @@ def sidecar_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return conform(pa.table(columns))
 
 
+def as_sidecar(rows: pa.Table | Iterable[Mapping[str, Any]] | None) -> pa.Table:
+    """Sidecar rows as given to a commit (a table, dicts, or nothing) as a conformed table."""
+    return conform(rows if isinstance(rows, pa.Table) else sidecar_table(rows or []))
+
+
 def conform(table: pa.Table | None) -> pa.Table:
     """Cast a sidecar table to the fixed schema (missing columns become null) and validate it."""
     if table is None:
@@ -172,6 +177,7 @@ __all__ = [
     "SIDECAR_SCHEMA",
     "STAGES",
     "ErrorRow",
+    "as_sidecar",
     "conform",
     "failed_row",
     "failure_reasons",

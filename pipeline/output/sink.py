@@ -58,7 +58,12 @@ class Sink(Protocol):
         *,
         replace: bool = False,
     ) -> dict[str, Any]:
-        """Commit one chunk's data and its failures (sidecar rows) atomically."""
+        """Commit one chunk's data and its failures (sidecar rows), all-or-nothing.
+
+        A committed chunk is only rewritten with `replace=True` (a resuming run skips committed
+        chunks, so anything else is a bug that would drop the chunk's rows); its old files then
+        go, also in partitions the new data does not touch. Returns the checkpoint record.
+        """
         ...
 
     async def awrite_chunk(
@@ -80,7 +85,14 @@ class Sink(Protocol):
     def apply_retry(
         self, data: pa.Table, errors: Rows = None, stats: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Merge a retry's results: new data in, the retried IDs' old failures out."""
+        """Commit re-fetched deals as a new chunk and take their IDs out of the old sidecars.
+
+        `data` holds the deals that now succeeded, `errors` the fetch rows of IDs that failed
+        again (their `attempts` are added to the earlier ones, `first_seen` is kept) plus any
+        normalise rows. Every ID in either must be a retryable sidecar entry. May be called
+        several times per session; call `finalize()` afterwards. The new chunk is named
+        `r<run id>-<seq>` so it never collides with run chunks or earlier retries.
+        """
         ...
 
     async def aapply_retry(
@@ -120,7 +132,21 @@ class Sink(Protocol):
         schema_fingerprint: str | None = None,
         schema_drift: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Manifest, then completion marker, then run state; returns the manifest."""
+        """Write the manifest (after everything else), then the completion marker, then the
+        run state; returns the manifest.
+
+        `counts` are the run's own totals (requested, unique, duplicates_dropped, ...); the
+        output's totals (exported, failed, failed_by_class, invalid_input_lines,
+        normalise_errors, retryable_failed) are computed from the checkpoints and win on a name
+        clash. `config` is masked (`mask_config`); `limits` is what the portal's limits cost.
+        With `completed=False` the manifest records progress and no `_SUCCESS` is written.
+        `watermark` (any JSON value) goes to `_state.json` only for a completed run, and only
+        after `_SUCCESS`, together with the schema snapshot (`previous_schema()` of the next run).
+        `schema_fingerprint` defaults to a hash of the stored schema snapshot, so it names the
+        schema alone, whichever session or `retry` finalizes. `schema_drift` is what changed
+        since the previous completed run. Values left as None are carried over from the previous
+        finalize (so `retry` keeps the run's counts).
+        """
         ...
 
     def close(self) -> None:

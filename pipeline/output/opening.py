@@ -1,0 +1,93 @@
+"""Opening a folder root: lock it, read the previous run's state, apply the existing-data
+policy, recover from a crash, and record the session."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pyarrow.fs as pafs
+
+from pipeline.config import OutputConfig
+from pipeline.output.layout import RUN_FILE, dumps
+from pipeline.output.lock import RunLock
+from pipeline.output.recovery import decide, finished_config
+from pipeline.output.state import FolderState
+from pipeline.output.store import Store, os_errors
+
+if TYPE_CHECKING:
+    from pipeline.output.root import OutputRoot
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@os_errors
+def open_root(
+    cls: type[OutputRoot],
+    config: OutputConfig,
+    run_id: str,
+    *,
+    input_fingerprint: str | None = None,
+    filesystem: pafs.FileSystem | None = None,
+    id_column: str = "ID",
+    now: Callable[[], datetime] = _utc_now,
+    lock_stale_after_s: float = 600.0,
+    lock_settle_s: float = 0.2,
+) -> OutputRoot:
+    """`OutputRoot.open`: lock `config.root` for `run_id`, decide what to do with what is
+    there (`recovery.decide`: fresh, resumed, wiped or refused), clean up debris."""
+    store = Store.from_root(config.root, filesystem)
+    store.ensure_root()
+    lock = RunLock(store, run_id, stale_after_s=lock_stale_after_s, settle_s=lock_settle_s)
+    lock.acquire()
+    try:
+        # Read before `decide` may wipe the markers a format-1 state is checked against.
+        previous = FolderState(store).read_completed()
+        meta, resumed = decide(store, config, run_id, input_fingerprint, now)
+        session = {"run_id": run_id, "opened_at": now().isoformat()}
+        meta = dataclasses.replace(meta, sessions=(*meta.sessions, session))
+        root = cls(
+            store,
+            lock,
+            config,
+            run_id,
+            meta,
+            resumed=resumed,
+            id_column=id_column,
+            now=now,
+            previous_state=previous,
+        )
+        root.recover()
+        store.write_atomic(RUN_FILE, dumps(meta.to_json()))
+    except BaseException:
+        lock.release()
+        raise
+    return root
+
+
+@os_errors
+def open_finished(
+    cls: type[OutputRoot],
+    root: str,
+    run_id: str,
+    *,
+    filesystem: pafs.FileSystem | None = None,
+    id_column: str = "ID",
+    now: Callable[[], datetime] = _utc_now,
+) -> OutputRoot:
+    """`OutputRoot.open_existing`: open a finished output for `retry`, with the layout it was
+    written with."""
+    config, fingerprint = finished_config(Store.from_root(root, filesystem), root)
+    return open_root(
+        cls,
+        config,
+        run_id,
+        input_fingerprint=fingerprint,
+        filesystem=filesystem,
+        id_column=id_column,
+        now=now,
+    )
