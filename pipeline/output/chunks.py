@@ -1,5 +1,6 @@
-"""Chunk commit and accounting: the one path that writes a chunk (export or retry) and its
-checkpoint, and the in-memory ledger of committed checkpoints.
+"""Chunk commit and accounting: the one path that writes an export or retry chunk.
+
+Also the in-memory ledger of the committed checkpoints of an open root.
 
 A chunk is committed when its checkpoint exists; it is written LAST, after the chunk's data
 files and sidecar file are in place (and, locally, fsynced). Rewriting a chunk first deletes

@@ -1,5 +1,6 @@
-"""Opening a folder root: lock it, read the previous run's state, apply the existing-data
-policy, recover from a crash, and record the session."""
+"""Opening a folder root: lock, previous state, existing-data policy, recovery, session.
+
+The steps run in this order, and a failure in any of them releases the lock."""
 
 from __future__ import annotations
 

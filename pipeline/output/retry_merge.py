@@ -1,5 +1,4 @@
-"""Retry merge: which IDs a retry may re-fetch, its results as a new chunk, and the removal of
-the retried IDs' old rows from every other sidecar."""
+"""Retry merge: retryable IDs, a retry's results as a new chunk, old sidecar rows removed."""
 
 from __future__ import annotations
 

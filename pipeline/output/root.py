@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -36,7 +36,7 @@ from pipeline.output.partition import PartitionSpec
 from pipeline.output.records import RunMeta
 from pipeline.output.retry_merge import cleanup_after_retry, retry_unit, retryable_index
 from pipeline.output.sidecar import as_sidecar
-from pipeline.output.sink import Rows, in_thread
+from pipeline.output.sink import Rows, Sink, in_thread
 from pipeline.output.state import (
     STATE_FORMAT,
     FolderState,
@@ -293,6 +293,9 @@ class OutputRoot:
 
 #: The name of the one `Sink` implementation so far.
 FolderSink = OutputRoot
+
+if TYPE_CHECKING:  # mypy proves the folder sink keeps to the protocol
+    _CONFORMS: type[Sink] = OutputRoot
 
 
 __all__ = [

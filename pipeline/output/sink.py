@@ -1,5 +1,6 @@
-"""The sink protocol: what a run and a retry need from a destination, and the one thread bridge
-through which async code commits a chunk to any sink.
+"""The sink protocol: what a run and a retry need from a destination (plus one thread bridge).
+
+`in_thread` is how async code commits a chunk to any sink.
 
 `OutputRoot` (partitioned Parquet in a folder or bucket) is the implementation today. A sink
 opens locked for one run, recovering crash debris and applying the existing-data policy first;
