@@ -269,7 +269,7 @@ def _chunk_tables(
     seen: datetime,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """A chunk's data table and sidecar rows, in ID order: export and retry build them alike."""
-    ordered = sorted(fetched, key=_id)
+    ordered = sorted(fetched, key=lambda f: f.id)
     table, record_errors = normalise_deals(
         [f.payload for f in ordered], schema, ids=[f.id for f in ordered]
     )
@@ -479,7 +479,7 @@ async def retry_failed(
     )
 
 
-def _id(outcome: FetchOutcome) -> int:
+def _id(outcome: DealFailed) -> int:
     return outcome.id
 
 

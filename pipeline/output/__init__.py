@@ -36,7 +36,8 @@ that is already committed needs `replace=True`. From async code use `awrite_chun
 waits for the commit to end). `chunk_size`, the
 partitioning and the input fingerprint (`fingerprint_ids`) must match for a resume. `retry`:
 `OutputRoot.open_existing(root, run_id)`, `retryable_ids()`, `apply_retry(data, errors)`,
-`finalize()`. Failures to write (disk full, permissions, store unreachable) raise OutputError.
+`finalize()`. Run state: `read_state(root)`, `set_watermark(root, value, by=...)` (locked,
+atomic). Failures to write (disk full, permissions, store unreachable) raise OutputError.
 
 `OutputRoot` (alias `FolderSink`) is the one implementation of the `Sink` protocol
 (`pipeline.output.sink`); run state sits behind `StateStore` (`pipeline.output.state`). Module
@@ -65,8 +66,11 @@ from pipeline.output.root import (
     FolderSink,
     OutputRoot,
     dataset_glob,
+    holds_retryable_failures,
     read_pending_input,
+    read_state,
     read_watermark,
+    set_watermark,
 )
 from pipeline.output.sidecar import (
     SIDECAR_SCHEMA,
@@ -92,12 +96,15 @@ __all__ = [
     "dataset_glob",
     "failed_row",
     "fingerprint_ids",
+    "holds_retryable_failures",
     "invalid_input_row",
     "mask_config",
     "read_pending_input",
+    "read_state",
     "read_watermark",
     "record_error_row",
     "schema_fingerprint",
+    "set_watermark",
     "sidecar_table",
     "snapshot_fingerprint",
 ]

@@ -13,8 +13,8 @@ import pyarrow.fs as pafs
 
 from pipeline.config import OutputConfig
 from pipeline.output.layout import RUN_FILE, dumps
-from pipeline.output.lock import RunLock
-from pipeline.output.recovery import decide, finished_config
+from pipeline.output.lock import LOCK_NAME, RunLock
+from pipeline.output.recovery import decide, finished_config, is_finished
 from pipeline.output.state import FolderState
 from pipeline.output.store import Store, os_errors
 
@@ -82,7 +82,12 @@ def open_finished(
 ) -> OutputRoot:
     """`OutputRoot.open_existing`: open a finished output for `retry`, with the layout it was
     written with."""
-    config, fingerprint = finished_config(Store.from_root(root, filesystem), root)
+    store = Store.from_root(root, filesystem)
+    store.refuse_a_file()
+    if not is_finished(store):
+        # A run still writing has no (completed) manifest yet: say "locked", not "no export".
+        _refuse_if_locked(store, run_id)
+    config, fingerprint = finished_config(store, root)
     return open_root(
         cls,
         config,
@@ -92,3 +97,12 @@ def open_finished(
         id_column=id_column,
         now=now,
     )
+
+
+def _refuse_if_locked(store: Store, run_id: str) -> None:
+    """Raise the lock's refusal if a run holds `store`'s lock; otherwise change nothing."""
+    if not store.exists(LOCK_NAME):
+        return
+    probe = RunLock(store, run_id)
+    probe.acquire()
+    probe.release()

@@ -13,8 +13,12 @@ before any new write.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
+
+import pyarrow.fs as pafs
 
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
@@ -35,7 +39,7 @@ from pipeline.output.layout import (
 )
 from pipeline.output.lock import LOCK_NAME
 from pipeline.output.partition import PartitionSpec
-from pipeline.output.records import Checkpoint, RunMeta
+from pipeline.output.records import Checkpoint, Manifest, RunMeta
 from pipeline.output.store import Store, display_uri, is_temp_name
 
 #: What a resume must share with the run it continues. chunk_size decides which IDs a chunk
@@ -43,13 +47,49 @@ from pipeline.output.store import Store, display_uri, is_temp_name
 _CHECKED_LAYOUT = ("partition_by", "partition_transform", "chunk_size")
 
 
-def layout_of(config: OutputConfig) -> dict[str, object]:
+def layout_of(config: OutputConfig) -> dict[str, Any]:
     return {
         **PartitionSpec.from_config(config).as_dict(),
         "chunk_size": config.chunk_size,
         "compression": config.compression,
         "max_rows_per_group": config.max_rows_per_group,
     }
+
+
+def same_input_and_layout(
+    meta: RunMeta, layout: Mapping[str, Any], fingerprint: str | None
+) -> tuple[bool, bool]:
+    """Whether a run of `fingerprint` with `layout` may continue the one `meta` describes."""
+    theirs = meta.input_fingerprint
+    same_input = fingerprint is None or theirs is None or fingerprint == theirs
+    return same_input, all(meta.layout.get(k) == layout[k] for k in _CHECKED_LAYOUT)
+
+
+def is_finished(store: Store) -> bool:
+    """The root holds run metadata and a manifest of a completed run."""
+    manifest = store.read_json(MANIFEST_FILE)
+    return store.read_json(RUN_FILE) is not None and bool(manifest and manifest.get("completed"))
+
+
+def holds_retryable_failures(
+    config: OutputConfig, input_fingerprint: str | None, filesystem: pafs.FileSystem | None = None
+) -> bool:
+    """True when `config.root` holds a completed export of this very input and layout whose
+    sidecar lists failures a retry may fix: running the same command again then retries
+    exactly those, as `deal-export retry` does (no lock needed; retry takes it)."""
+    store = Store.from_root(config.root, filesystem)
+    if (store.local and not os.path.isdir(store.base)) or not store.exists(SUCCESS_FILE):
+        return False
+    raw_meta = store.read_json(RUN_FILE)
+    raw_manifest = store.read_json(MANIFEST_FILE)
+    if raw_meta is None or raw_manifest is None or not raw_manifest.get("completed"):
+        return False
+    where = display_uri(store.uri)
+    meta = RunMeta.from_json(raw_meta, f"{where}/{RUN_FILE}")
+    manifest = Manifest.from_json(raw_manifest, f"{where}/{MANIFEST_FILE}")
+    same_input, same_layout = same_input_and_layout(meta, layout_of(config), input_fingerprint)
+    retryable = manifest.counts.get("retryable_failed", 0)
+    return same_input and same_layout and isinstance(retryable, int) and retryable > 0
 
 
 def finished_config(store: Store, root: str) -> tuple[OutputConfig, str | None]:
@@ -115,9 +155,7 @@ def decide(
     meta = RunMeta.from_json(raw, f"{where}/{RUN_FILE}")
 
     completed = store.exists(SUCCESS_FILE)
-    theirs = meta.input_fingerprint
-    same_input = fingerprint is None or theirs is None or fingerprint == theirs
-    same_layout = all(meta.layout.get(k) == layout[k] for k in _CHECKED_LAYOUT)
+    same_input, same_layout = same_input_and_layout(meta, layout, fingerprint)
     what = "a completed export" if completed else "an unfinished export"
     if completed and behavior == "error":
         raise OutputError(

@@ -34,6 +34,7 @@ from pipeline.output.manifest import mask_config
 from pipeline.output.opening import open_finished, open_root
 from pipeline.output.partition import PartitionSpec
 from pipeline.output.records import RunMeta
+from pipeline.output.recovery import holds_retryable_failures
 from pipeline.output.retry_merge import cleanup_after_retry, retry_unit, retryable_index
 from pipeline.output.sidecar import as_sidecar
 from pipeline.output.sink import Rows, Sink, in_thread
@@ -42,7 +43,9 @@ from pipeline.output.state import (
     FolderState,
     RunState,
     read_pending_input,
+    read_state,
     read_watermark,
+    set_watermark,
 )
 from pipeline.output.store import Store, display_uri, os_errors
 
@@ -305,6 +308,9 @@ __all__ = [
     "FolderSink",
     "OutputRoot",
     "dataset_glob",
+    "holds_retryable_failures",
     "read_pending_input",
+    "read_state",
     "read_watermark",
+    "set_watermark",
 ]

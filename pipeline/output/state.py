@@ -7,19 +7,34 @@ what a run needs of it, so a table-format sink can keep the state in its commit 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipeline.errors import OutputError
 from pipeline.output.encode import INPUT_META_KEY, decode, encode_input
-from pipeline.output.layout import INPUT_FILE, MANIFEST_FILE, STATE_FILE, SUCCESS_FILE, dumps
-from pipeline.output.store import Store, json_object
+from pipeline.output.layout import (
+    INPUT_FILE,
+    MANIFEST_FILE,
+    STATE_FILE,
+    SUCCESS_FILE,
+    dumps,
+    is_ours,
+)
+from pipeline.output.lock import RunLock
+from pipeline.output.store import Store, display_uri, json_object, os_errors
 
 #: 2: `_state.json` is written after `_SUCCESS` and carries the run's schema snapshot.
 STATE_FORMAT = 2
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +46,21 @@ class RunState:
     watermark: Any
     schema: Mapping[str, Any] | None
     format: int = STATE_FORMAT
+    #: Set when `set_watermark` moved the watermark by hand: who (a pseudo run id) and when.
+    moved_by: str | None = None
+    moved_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": self.format,
             "run_id": self.run_id,
             "at": self.at,
             "watermark": self.watermark,
             "schema": None if self.schema is None else dict(self.schema),
         }
+        if self.moved_by is not None or self.moved_at is not None:
+            out |= {"moved_by": self.moved_by, "moved_at": self.moved_at}
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> RunState:
@@ -51,6 +72,8 @@ class RunState:
             watermark=raw.get("watermark"),
             schema=dict(schema) if isinstance(schema, dict) else None,
             format=fmt if isinstance(fmt, int) and not isinstance(fmt, bool) else 1,
+            moved_by=raw.get("moved_by"),
+            moved_at=raw.get("moved_at"),
         )
 
 
@@ -144,6 +167,59 @@ def read_watermark(root: str, filesystem: pafs.FileSystem | None = None) -> Any:
     """The watermark of the last completed run into `root` (no lock needed), or None."""
     state = FolderState(Store.from_root(root, filesystem)).read_completed()
     return None if state is None else state.watermark
+
+
+def read_state(root: str, filesystem: pafs.FileSystem | None = None) -> dict[str, Any] | None:
+    """The run state (`_state.json`) of the last completed run into `root`, or None."""
+    store = Store.from_root(root, filesystem)
+    store.refuse_a_file()
+    if store.local and not os.path.isdir(store.base):
+        raise OutputError(f"output root {display_uri(store.uri)} does not exist")
+    state = FolderState(store).read_completed()
+    return None if state is None else state.to_json()
+
+
+@os_errors
+def set_watermark(
+    root: str,
+    watermark: str | None,
+    *,
+    by: str,
+    filesystem: pafs.FileSystem | None = None,
+    now: Callable[[], datetime] = _utc_now,
+) -> dict[str, Any]:
+    """Move (or, with None, clear) the watermark the next `--since-last-run` starts from.
+
+    Takes the root's lock, so it is refused while a run writes there, and replaces the state in
+    one atomic write; the field list kept for drift reports stays. `by` names who moved it (a
+    pseudo run id) in the state and the lock. Returns the new state.
+    """
+    store = Store.from_root(root, filesystem)
+    store.refuse_a_file()
+    if not store.exists(""):
+        raise OutputError(f"output root {display_uri(store.uri)} does not exist")
+    foreign = [e.path for e in store.list_files() if not is_ours(e.path)]
+    if foreign:
+        raise OutputError(
+            f"output root {display_uri(store.uri)} holds files deal-export did not write "
+            f"(e.g. {foreign[0]}); not touching its state"
+        )
+    lock = RunLock(store, by)
+    lock.acquire()
+    try:
+        previous = FolderState(store).read_completed()
+        state = RunState(
+            run_id=None if previous is None else previous.run_id,
+            at=None if previous is None else previous.at,
+            watermark=watermark,
+            schema=None if previous is None else previous.schema,
+            moved_by=by,
+            moved_at=now().isoformat(),
+        )
+        store.write_atomic(STATE_FILE, dumps(state.to_json()))
+        return state.to_json()
+    finally:
+        lock.release()
 
 
 def read_pending_input(

@@ -164,6 +164,7 @@ class Store:
 
     def ensure_root(self) -> None:
         """Create the root directory (local) or check the bucket is reachable (object stores)."""
+        self.refuse_a_file()
         try:
             if self.local:
                 os.makedirs(self.abs(""), exist_ok=True)
@@ -173,6 +174,15 @@ class Store:
             raise OutputError(
                 f"cannot use output root {_strip_userinfo(self.uri)}: {exc}"
             ) from None
+
+    def refuse_a_file(self) -> None:
+        """A local root that names an existing file is a mistake worth one clear line (the
+        alternative is the operating system's `[Errno 17] File exists`)."""
+        if self.local and os.path.lexists(self.base) and not os.path.isdir(self.base):
+            raise OutputError(
+                f"output root {self.uri} is an existing file, not a directory; name a directory "
+                "(it is created if missing)"
+            )
 
     def read_json(self, rel: str) -> dict[str, Any] | None:
         """The JSON object in `rel`, or None if it is missing, empty or not an object."""
