@@ -268,19 +268,31 @@ class _Exporter:
     def _prepare(self, buf: _ChunkBuffer) -> tuple[pa.Table, list[dict[str, Any]]]:
         seen = datetime.now(UTC)
         run_id = self.out.run_id
-        ordered = sorted(buf.fetched, key=lambda f: f.id)
-        table, record_errors = normalise_deals(
-            [f.payload for f in ordered], self.schema, ids=[f.id for f in ordered]
-        )
-        rows: list[dict[str, Any]] = [
-            failed_row(f, run_id=run_id, seen=seen) for f in sorted(buf.failed, key=lambda f: f.id)
-        ]
-        rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+        table, rows = _chunk_tables(buf.fetched, buf.failed, self.schema, run_id, seen)
         if buf.index == 0 and self._input_rows_pending:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
             # (and replaced on a rewrite) together with real work.
             rows.extend(invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
         return table, rows
+
+
+def _chunk_tables(
+    fetched: list[DealFetched],
+    failed: list[DealFailed],
+    schema: DealSchema,
+    run_id: str,
+    seen: datetime,
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """A chunk's data table and sidecar rows, in ID order: export and retry build them alike."""
+    ordered = sorted(fetched, key=lambda f: f.id)
+    table, record_errors = normalise_deals(
+        [f.payload for f in ordered], schema, ids=[f.id for f in ordered]
+    )
+    rows: list[dict[str, Any]] = [
+        failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)
+    ]
+    rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+    return table, rows
 
 
 def _counts_from_manifest(manifest: Mapping[str, Any], idset: IdSet) -> RunCounts:
@@ -524,13 +536,10 @@ async def retry_failed(
             # Committed a chunk at a time: memory stays bounded on a large replay, and a crash
             # or a fatal answer keeps what was already fetched.
             seen = datetime.now(UTC)
-            fetched.sort(key=lambda f: f.id)
-            table, record_errors = normalise_deals(
-                [f.payload for f in fetched], schema, ids=[f.id for f in fetched]
+            table, rows = await asyncio.to_thread(
+                _chunk_tables, fetched, failed, schema, run_id, seen
             )
-            rows = [failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)]
-            rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
-            await asyncio.to_thread(out.apply_retry, table, rows, {"fetched": len(fetched)})
+            await out.aapply_retry(table, rows, {"fetched": len(fetched)})
             fetched.clear()
             failed.clear()
 

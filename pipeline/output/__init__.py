@@ -31,12 +31,21 @@ Contract with the run (`pipeline.run`):
 `write_chunk` is all-or-nothing per chunk: kill the process at any point and the next `open`
 deletes whatever the uncommitted chunk left, so re-writing it cannot double a row. File names
 derive from the chunk index, so a re-run overwrites instead of duplicating; rewriting a chunk
-that is already committed needs `replace=True`. From async code use `awrite_chunk` (same
-arguments; runs in a thread, and a cancel waits for the write to end). `chunk_size`, the
+that is already committed needs `replace=True`. From async code use `awrite_chunk` and
+`aapply_retry` (same arguments; both run in a thread through `sink.in_thread`, and a cancel
+waits for the commit to end). `chunk_size`, the
 partitioning and the input fingerprint (`fingerprint_ids`) must match for a resume. `retry`:
 `OutputRoot.open_existing(root, run_id)`, `retryable_ids()`, `apply_retry(data, errors)`,
 `finalize()`. Run state: `read_state(root)`, `set_watermark(root, value, by=...)` (locked,
 atomic). Failures to write (disk full, permissions, store unreachable) raise OutputError.
+
+`OutputRoot` (alias `FolderSink`) is the one implementation of the `Sink` protocol
+(`pipeline.output.sink`); run state sits behind `StateStore` (`pipeline.output.state`). Module
+map: `opening` (lock, policy, recovery, session), `recovery` (existing-data policy, crash
+debris), `chunks` (the one chunk-commit path and accounting), `encode` (Parquet bytes),
+`records` (typed, versioned checkpoint, run metadata and manifest), `finalize` (manifest and
+`_SUCCESS`), `retry_merge`, `state` (`_state.json`, `_input.parquet`), `layout` (file names),
+`store` (the filesystem seam), `lock`, `partition`, `sidecar`, `manifest` (fingerprints, masking).
 
 What differs on object stores: no rename (each object is uploaded whole from memory, which is
 atomic per object), no fsync (the store's durability applies), no empty directories, and the lock
@@ -54,6 +63,7 @@ from pipeline.output.manifest import (
 from pipeline.output.partition import NULL_PARTITION, PartitionSpec
 from pipeline.output.root import (
     DATASET_GLOB,
+    FolderSink,
     OutputRoot,
     dataset_glob,
     holds_retryable_failures,
@@ -69,14 +79,19 @@ from pipeline.output.sidecar import (
     record_error_row,
     sidecar_table,
 )
+from pipeline.output.sink import Sink
+from pipeline.output.state import StateStore
 from pipeline.output.store import Store
 
 __all__ = [
     "DATASET_GLOB",
     "NULL_PARTITION",
     "SIDECAR_SCHEMA",
+    "FolderSink",
     "OutputRoot",
     "PartitionSpec",
+    "Sink",
+    "StateStore",
     "Store",
     "dataset_glob",
     "failed_row",

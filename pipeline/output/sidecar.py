@@ -23,11 +23,13 @@ line is one `input` row. `normalise` rows describe values of deals whose row IS 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import OutputError
 from pipeline.outcomes import DealFailed, InvalidInput, RecordError
@@ -113,6 +115,11 @@ def sidecar_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return conform(pa.table(columns))
 
 
+def as_sidecar(rows: pa.Table | Iterable[Mapping[str, Any]] | None) -> pa.Table:
+    """Sidecar rows as given to a commit (a table, dicts, or nothing) as a conformed table."""
+    return conform(rows if isinstance(rows, pa.Table) else sidecar_table(rows or []))
+
+
 def conform(table: pa.Table | None) -> pa.Table:
     """Cast a sidecar table to the fixed schema (missing columns become null) and validate it."""
     if table is None:
@@ -134,13 +141,49 @@ def conform(table: pa.Table | None) -> pa.Table:
     return out
 
 
+def fetch_rows(table: pa.Table) -> pa.Table:
+    """The `fetch` rows of a sidecar table: the IDs the portal did not deliver."""
+    return table.filter(pc.equal(table.column("stage"), "fetch"))
+
+
+def failure_reasons(fetch: pa.Table) -> dict[str, dict[str, int]]:
+    """Fetch failures by exact reason (the portal's code, else its message), split by whether a
+    retry may pass: what the run's verdict needs, whichever session wrote the chunk."""
+    out: dict[str, Counter[str]] = {"permanent": Counter(), "retryable": Counter()}
+    rows = zip(
+        fetch.column("code").to_pylist(),
+        fetch.column("message").to_pylist(),
+        fetch.column("retryable").to_pylist(),
+        strict=True,
+    )
+    for code, message, retryable in rows:
+        out["retryable" if retryable else "permanent"][str(code or message or "")] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+def summarise(table: pa.Table) -> dict[str, Any]:
+    """What a checkpoint records about its sidecar: rows by stage, failures by class and by
+    exact reason, and how many a retry may fix."""
+    fetch = fetch_rows(table)
+    return {
+        "by_stage": dict(Counter(table.column("stage").to_pylist())),
+        "failed_by_class": dict(Counter(str(c) for c in fetch.column("error_class").to_pylist())),
+        "retryable": sum(1 for r in fetch.column("retryable").to_pylist() if r),
+        "failed_by_reason": failure_reasons(fetch),
+    }
+
+
 __all__ = [
     "SIDECAR_SCHEMA",
     "STAGES",
     "ErrorRow",
+    "as_sidecar",
     "conform",
     "failed_row",
+    "failure_reasons",
+    "fetch_rows",
     "invalid_input_row",
     "record_error_row",
     "sidecar_table",
+    "summarise",
 ]

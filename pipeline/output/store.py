@@ -19,11 +19,13 @@ Atomicity, as each store allows it:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import pyarrow.fs as pafs
@@ -31,6 +33,26 @@ import pyarrow.fs as pafs
 from pipeline.errors import OutputError
 
 _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def os_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Disk full, permission denied, store unreachable: an OutputError, never a traceback.
+
+    The message names the first argument's `uri` when it has one (an open sink)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            uri = getattr(args[0], "uri", None) if args else None
+            where = uri if isinstance(uri, str) else "the output root"
+            raise OutputError(f"cannot write {where}: {exc}") from exc
+
+    return wrapper
 
 
 def json_object(raw: bytes | None) -> dict[str, Any] | None:

@@ -1,0 +1,227 @@
+"""Chunk commit and accounting: the one path that writes an export or retry chunk.
+
+Also the in-memory ledger of the committed checkpoints of an open root.
+
+A chunk is committed when its checkpoint exists; it is written LAST, after the chunk's data
+files and sidecar file are in place (and, locally, fsynced). Rewriting a chunk first deletes
+its checkpoint, so a crash mid-rewrite leaves only debris for `recovery` to delete.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.errors import OutputError
+from pipeline.output.encode import Encoding, decode, sha256
+from pipeline.output.layout import (
+    CHECKPOINT_DIR,
+    ERRORS_DIR,
+    checkpoint_path,
+    chunk_key,
+    data_name,
+    dumps,
+    sidecar_path,
+)
+from pipeline.output.manifest import schema_fingerprint
+from pipeline.output.partition import PartitionSpec, split
+from pipeline.output.records import Checkpoint, ErrorRecord, FileRecord
+from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, summarise
+from pipeline.output.store import Store, display_uri
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkUnit:
+    """What one commit writes: a chunk's data and sidecar rows, under its key."""
+
+    key: str
+    kind: str  # "chunk" or "retry"
+    data: pa.Table
+    errors: pa.Table  # already `conform`ed to SIDECAR_SCHEMA
+    stats: Mapping[str, Any]
+    retried_ids: tuple[int, ...] | None = None
+
+
+class Chunks:
+    """The committed checkpoints of one open root, and the writes that change them."""
+
+    def __init__(
+        self,
+        store: Store,
+        spec: PartitionSpec,
+        encoding: Encoding,
+        *,
+        run_id: str,
+        id_column: str,
+        now: Callable[[], datetime],
+        before_change: Callable[[], None],
+    ) -> None:
+        self.store = store
+        #: Called once the unit is known to be sound and before anything on disk changes.
+        self._before_change = before_change
+        self.spec = spec
+        self.encoding = encoding
+        self.run_id = run_id
+        self.id_column = id_column
+        self._now = now
+        self._by_key: dict[str, Checkpoint] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        """Checkpoints in key order (run chunks, then retry chunks)."""
+        return iter([self._by_key[k] for k in sorted(self._by_key)])
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, key: str) -> Checkpoint | None:
+        return self._by_key.get(key)
+
+    def committed_keys(self) -> list[str]:
+        return sorted(self._by_key)
+
+    def run_unit(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        stats: Mapping[str, Any] | None,
+        *,
+        replace: bool,
+    ) -> ChunkUnit:
+        """A run's chunk, refused when already committed unless `replace`: a resuming run
+        skips committed chunks, so anything else is a bug that would drop the chunk's rows."""
+        if chunk_index < 0:
+            raise OutputError("chunk_index must be >= 0")
+        key = chunk_key(chunk_index)
+        if key in self._by_key and not replace:
+            raise OutputError(
+                f"chunk {chunk_index} is already committed in {display_uri(self.store.uri)}; "
+                "skip it (see committed_chunks()) or pass replace=True to rewrite it"
+            )
+        return ChunkUnit(key, "chunk", data, SIDECAR_SCHEMA.empty_table(), dict(stats or {}))
+
+    def adopt(self, ckpt: Checkpoint) -> None:
+        """Take a checkpoint found on disk (by `recovery`) as committed."""
+        self._by_key[ckpt.key] = ckpt
+
+    def save(self, ckpt: Checkpoint) -> None:
+        """Rewrite a committed checkpoint (atomically) and remember it."""
+        self.store.write_atomic(checkpoint_path(ckpt.key), dumps(ckpt.to_json()))
+        self._by_key[ckpt.key] = ckpt
+
+    def vouched_paths(self) -> set[str]:
+        paths: set[str] = set()
+        for ckpt in self._by_key.values():
+            paths.update(f.path for f in ckpt.files)
+            if ckpt.errors is not None:
+                paths.add(ckpt.errors.path)
+        return paths
+
+    # -- the commit path ------------------------------------------------------------------------
+
+    def commit(self, unit: ChunkUnit) -> Checkpoint:
+        """Write the unit's data files and sidecar, then its checkpoint. All-or-nothing."""
+        check_accounting(unit.key, unit.data, unit.errors, self.id_column)
+        self._before_change()
+        old = self._by_key.pop(unit.key, None)
+        if old is not None:
+            self.store.delete(checkpoint_path(unit.key))
+
+        files: list[FileRecord] = []
+        dirs: set[str] = {""}
+        for n, (directory, part) in enumerate(split(unit.data, self.spec)):
+            name = data_name(unit.key, n)
+            rel = f"{directory}/{name}" if directory else name
+            files.append(self._write_data(rel, part, directory))
+            dirs.add(directory)
+
+        error_record: ErrorRecord | None = None
+        if unit.errors.num_rows:
+            error_record = self.write_sidecar(sidecar_path(unit.key), unit.errors)
+            dirs.add(ERRORS_DIR)
+
+        if old is not None:
+            self._delete_replaced(old, files, error_record)
+
+        self.store.sync_dirs(dirs)
+        data = unit.data
+        ckpt = Checkpoint(
+            key=unit.key,
+            kind=unit.kind,
+            run_id=self.run_id,
+            written_at=self._now().isoformat(),
+            rows=sum(f.rows for f in files),
+            files=tuple(files),
+            errors=error_record,
+            schema_fingerprint=schema_fingerprint(data.schema) if data.num_rows else None,
+            stats=dict(unit.stats),
+            retried_ids=unit.retried_ids,
+            sidecar_cleaned=False,
+        )
+        self.save(ckpt)
+        self.store.sync_dirs({CHECKPOINT_DIR})
+        return ckpt
+
+    def _delete_replaced(
+        self, old: Checkpoint, files: list[FileRecord], error_record: ErrorRecord | None
+    ) -> None:
+        # A rewrite's old files go too, also in partitions the new data does not touch.
+        keep = {f.path for f in files}
+        for f in old.files:
+            if f.path not in keep:
+                self.store.delete(f.path)
+        if old.errors is not None and error_record is None:
+            self.store.delete(old.errors.path)
+
+    def _write_data(self, rel: str, table: pa.Table, partition: str) -> FileRecord:
+        buf = self.encoding.encode(table)
+        self.store.write_atomic(rel, buf)
+        return FileRecord(rel, table.num_rows, buf.size, sha256(buf), partition)
+
+    def write_sidecar(self, rel: str, table: pa.Table) -> ErrorRecord:
+        buf = self.encoding.encode(table)
+        self.store.write_atomic(rel, buf)
+        return ErrorRecord(
+            path=rel, rows=table.num_rows, bytes=buf.size, sha256=sha256(buf), **summarise(table)
+        )
+
+    def read_sidecar(self, rel: str) -> pa.Table:
+        raw = self.store.read_bytes(rel)
+        if raw is None:
+            raise OutputError(f"sidecar file {rel} is missing from {self.store.uri}")
+        return conform(decode(raw))
+
+
+def check_accounting(key: str, data: pa.Table, errors: pa.Table, id_column: str) -> None:
+    """Within one chunk, every ID is in the data or in one fetch row, never both or twice."""
+    data_ids: set[int] = set()
+    if id_column in data.column_names:
+        ids = data.column(id_column).to_pylist()
+        data_ids = set(ids)
+        if None in data_ids:
+            raise OutputError(f"chunk {key}: the data has rows without {id_column}")
+        if len(data_ids) != len(ids):
+            dup = next(i for i, c in Counter(ids).items() if c > 1)
+            raise OutputError(f"chunk {key}: deal {dup} appears twice in the data")
+    stage = errors.column("stage").to_pylist()
+    err_ids = errors.column("id").to_pylist()
+    lines = errors.column("line").to_pylist()
+    fetch_ids: set[int] = set()
+    for s, i, line in zip(stage, err_ids, lines, strict=True):
+        if s == "fetch":
+            if i is None:
+                raise OutputError(f"chunk {key}: a fetch error row has no id")
+            if i in fetch_ids or i in data_ids:
+                raise OutputError(f"chunk {key}: deal {i} is accounted for twice")
+            fetch_ids.add(i)
+        elif s == "input" and line is None:
+            raise OutputError(f"chunk {key}: an input error row has no line number")
+        elif s == "normalise" and data_ids and i not in data_ids:
+            raise OutputError(f"chunk {key}: normalise error for deal {i} not in the data")

@@ -1,0 +1,51 @@
+"""Parquet bytes: tables to whole in-memory files and back, with the digest a checkpoint keeps."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.output.layout import dumps
+
+#: The schema-metadata key of `_input.parquet` that says how its IDs were obtained.
+INPUT_META_KEY = b"deal_export"
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """How data and sidecar files are encoded (from `OutputConfig`)."""
+
+    compression: str
+    row_group_size: int
+
+    def encode(self, table: pa.Table) -> pa.Buffer:
+        # Built in memory: one chunk is bounded (chunk_size rows), and a whole buffer is what
+        # makes an object-store upload all-or-nothing.
+        sink = pa.BufferOutputStream()
+        pq.write_table(
+            table, sink, compression=self.compression, row_group_size=self.row_group_size
+        )
+        return sink.getvalue()
+
+
+def sha256(buf: pa.Buffer) -> str:
+    return hashlib.sha256(buf).hexdigest()
+
+
+def decode(raw: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(raw))
+
+
+def encode_input(ids: pa.Array, meta: Mapping[str, Any]) -> pa.Buffer:
+    """`_input.parquet`: the discovered IDs, with how they were obtained in the schema metadata."""
+    table = pa.table({"ID": ids.cast(pa.int64())}).replace_schema_metadata(
+        {INPUT_META_KEY: dumps(dict(meta))}
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
