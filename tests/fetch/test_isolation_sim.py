@@ -1,8 +1,10 @@
 """Poison isolation and per-record refusals over real HTTP against the simulator (issue 10).
 
 A deal whose answer the portal cannot encode fails every request that holds it; the engine
-splits the batch down to that deal, with a bounded number of extra requests. An outage (every
-batch failing) is not a poison deal: nothing is split. A per-command ACCESS_DENIED is one
+splits the batch down to that deal, with a bounded number of extra requests. For a repeating
+500 or timeout, a split needs evidence that the portal is up: an answer since the set was formed,
+or one health probe (`crm.deal.fields`). An outage (every request failing, the probe too) is not a
+poison deal: nothing is split, and it costs one probe in total. A per-command ACCESS_DENIED is one
 deal's outcome however many commands answer it; a run in which the user could read no deal is
 failed by the run's verdict at the end.
 """
@@ -10,6 +12,8 @@ failed by the run's verdict at the end.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,50 @@ def test_splits_to_isolate_is_bounded_by_log2() -> None:
     assert splits_to_isolate(1, 0) == 0
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """The engine's requests for one repeat-kind poisoned set, with one batch in flight."""
+
+    requests: int  # every request of the set and its halves, from its split decision on
+    probes: int
+    splits: int
+
+
+def isolation(size: int, culprits: set[int], *, evidence: bool) -> Isolation:
+    """A model of the engine with concurrency 1 against a healthy portal: halves are queued in
+    order (bigger half first); a set is split when something was answered since it was formed,
+    else after a successful probe. `evidence`: something was answered since the root set first
+    failed. Counts each culprit's first request alone, not its later attempts."""
+    answered = 1 if evidence else 0
+    queue: deque[tuple[int, int, int]] = deque([(0, size, 0)])
+    requests = probes = splits = 0
+    while queue:
+        lo, hi, mark = queue.popleft()
+        requests += 1
+        if not culprits & set(range(lo, hi)):
+            answered += 1
+            continue
+        if hi - lo == 1:
+            continue
+        if answered == mark:
+            probes += 1
+            answered += 1
+        splits += 1
+        mid = lo + (hi - lo + 1) // 2
+        queue.extend([(lo, mid, answered), (mid, hi, answered)])
+    return Isolation(requests, probes, splits)
+
+
+def test_the_isolation_model() -> None:
+    # A lone batch of three culprits: a probe for the set, one for its bigger half.
+    assert isolation(3, {0, 1, 2}, evidence=False) == Isolation(5, 2, 2)
+    # After a healthy batch: the culprit's half is probed only where it runs before its sibling
+    # and nothing answered since its split.
+    lone = isolation(50, {30}, evidence=True)
+    assert (lone.splits, lone.probes) == (splits_to_isolate(50, 30), 2)
+    assert isolation(50, {30}, evidence=True).requests == 1 + 2 * lone.splits
+
+
 def by_kind(outcomes: list[FetchOutcome]) -> tuple[set[int], dict[int, DealFailed]]:
     ids = [o.id for o in outcomes]
     assert len(ids) == len(set(ids)), "an ID got two outcomes"
@@ -103,6 +151,7 @@ async def test_one_poison_deal_costs_two_requests_per_split(
     assert extra == 2 * splits  # both halves of every split, nothing else
     assert extra <= 12
     assert client.stats.batch_splits == splits
+    assert client.stats.health_probes == 0  # the server answered: never a probe
     assert client.stats.requests == 1 + extra
 
 
@@ -170,19 +219,27 @@ async def test_repeating_500_splits_on_its_second_occurrence(
     assert culprit.retryable is True
     assert culprit.attempts == max_attempts
     # The healthy batch; the first 500 (a strike) and its repeat (split); halves that fail
-    # split at once; alone, the culprit spends all of its attempts (the first of them is the
-    # last split's half).
+    # split at once when something was answered since their split, else after one probe
+    # (changed with the health probe: 2 probes here, at the culprit's 13 and 2 halves, which
+    # run before their siblings); alone, the culprit spends all of its attempts (the first of
+    # them is the last split's half). 17, 18, 19 requests for 1, 2, 3 attempts.
+    model = isolation(50, {index}, evidence=True)
     splits = splits_to_isolate(50, index)
-    total = 1 + 2 + 2 * splits + (max_attempts - 1)
+    assert (model.splits, model.probes) == (splits, 2)
+    total = 1 + 1 + model.requests + model.probes + (max_attempts - 1)
+    assert total == 16 + max_attempts
     assert sim.stats()["requests"] == total
     assert client.stats.batch_splits == splits
+    assert client.stats.health_probes == model.probes
     good = [o for o in outcomes if isinstance(o, DealFetched)]
     assert {o.attempts for o in good} == {1}  # victims spent no attempt on the poison
 
 
 @pytest.mark.parametrize("fault", ["error_500", "html_504"])
 async def test_an_outage_is_not_split(simulator: SimulatorFactory, fault: str) -> None:
-    faults = FaultConfig(**{fault: 1.0}, methods=frozenset({"batch"}))  # type: ignore[arg-type]
+    # Changed with the health probe: the outage hits every method (a portal that is down),
+    # since a portal that answers the probe is up, and a set failing there is split.
+    faults = FaultConfig(**{fault: 1.0})  # type: ignore[arg-type]
     sim = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE, faults=faults)
     ids = list(sim.portal.visible_ids[:100])
     fetch = one_batch(max_attempts=3)
@@ -198,15 +255,19 @@ async def test_an_outage_is_not_split(simulator: SimulatorFactory, fault: str) -
         ("RETRIES_EXHAUSTED", 3, True)
     }
     assert client.stats.batch_splits == 0
-    # Two batches, each: the strike, then its attempts (the strike is the one free request).
-    assert sim.stats()["requests"] == 2 * (fetch.max_attempts + 1)
+    assert client.stats.health_probes == 1
+    # Two batches, each: the strike, then its attempts (the strike is the one free request);
+    # one probe in total (none after it failed, as nothing was answered since): 9 requests.
+    assert sim.stats()["requests"] == 2 * (fetch.max_attempts + 1) + 1 == 9
 
 
 async def test_an_outage_starting_inside_a_split_stops_the_splitting(
     simulator: SimulatorFactory,
 ) -> None:
     # The portal answers the healthy batch, so the poisoned one is split; then the portal goes
-    # down: both halves fail the same way, and nothing below them is split any more.
+    # down: the first half fails with nothing answered since the split, its probe fails, and
+    # nothing is split any more (changed with the health probe: before, the second half had
+    # to fail too, and the first was split again meanwhile).
     probe = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
     ids = list(probe.portal.visible_ids[:50])
     healthy = list(probe.portal.visible_ids[50:100])
@@ -230,14 +291,15 @@ async def test_an_outage_starting_inside_a_split_stops_the_splitting(
     fetched, failed = by_kind(outcomes)
     assert fetched == set(healthy)
     assert set(failed) == set(ids)
-    assert client.stats.batch_splits == 2  # the first split, and the half that failed first
-    # 3 requests before the outage; the two halves (the first to fail is split again, before
-    # its sibling shows the outage); its two quarters; then the 50 IDs, one attempt spent
-    # each, back among normal batches (1 to 3 of them, as the backoffs end) for their other
-    # two attempts.
+    assert client.stats.batch_splits == 1
+    assert client.stats.health_probes == 1
+    # 3 requests before the outage; the first half, the probe, the second half (one attempt
+    # spent by each ID); then the 50 IDs back among normal batches for their other two
+    # attempts: the halves' IDs come back from their backoffs in one batch or in two.
     requests = sim.stats()["requests"]
-    assert 3 + 2 + 2 + 2 <= requests <= 3 + 2 + 2 + 3 * (fetch.max_attempts - 1)
+    assert requests in (3 + 3 + 2 * 1, 3 + 3 + 2 * 2)
     assert {o.attempts for o in failed.values()} == {fetch.max_attempts}
+    assert {o.code for o in failed.values()} == {"RETRIES_EXHAUSTED"}
 
 
 async def test_a_failing_token_refresh_is_never_split(
@@ -269,6 +331,7 @@ async def test_a_failing_token_refresh_is_never_split(
     assert {(o.code, o.attempts) for o in failed.values()} == {("RETRIES_EXHAUSTED", 3)}
     assert "OAuth token refresh failed" in next(iter(failed.values())).message
     assert client.stats.batch_splits == 0
+    assert client.stats.health_probes == 0
     assert client.stats.requests == 2 * fetch.max_attempts  # each batch, its attempts
 
 
