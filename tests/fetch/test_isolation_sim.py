@@ -12,11 +12,13 @@ failed by the run's verdict at the end.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -300,6 +302,126 @@ async def test_an_outage_starting_inside_a_split_stops_the_splitting(
     assert requests in (3 + 3 + 2 * 1, 3 + 3 + 2 * 2)
     assert {o.attempts for o in failed.values()} == {fetch.max_attempts}
     assert {o.code for o in failed.values()} == {"RETRIES_EXHAUSTED"}
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+async def test_a_lone_batch_of_poison_deals_is_isolated(
+    simulator: SimulatorFactory, max_attempts: int
+) -> None:
+    # Nothing else is requested (a `retry` of three poison IDs): no answer can show that the
+    # portal is up, so each split level that needs it asks the portal once.
+    probe = await simulator(deals=60, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+    ids = list(probe.portal.visible_ids[:3])
+    sim = await simulator(
+        deals=60,
+        seed=4,
+        hidden_fraction=0.0,
+        time_scale=SCALE,
+        poison_ids=frozenset(ids),
+        poison_answer="error_500",
+    )
+    fetch = one_batch(max_attempts=max_attempts)
+    client = PortalClient(
+        WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE)
+    )
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
+    fetched, failed = by_kind(outcomes)
+    assert not fetched
+    assert set(failed) == set(ids)
+    for culprit in failed.values():
+        assert (culprit.code, culprit.message) == ("INTERNAL_SERVER_ERROR", "Internal server error")
+        assert culprit.http_status == 500
+        assert culprit.retryable is True
+        assert culprit.attempts == max_attempts
+    # The strike; the repeat, a probe, split in [2] and [1]; the [2] half, a probe, split;
+    # each culprit's attempts alone (the first is its half): 8 requests, 14 with 3 attempts.
+    model = isolation(3, {0, 1, 2}, evidence=False)
+    assert model == Isolation(requests=5, probes=2, splits=2)
+    total = 1 + model.requests + model.probes + 3 * (max_attempts - 1)
+    assert total == {1: 8, 3: 14}[max_attempts]
+    assert sim.stats()["requests"] == total
+    assert client.stats.health_probes == 2
+    assert client.stats.batch_splits == 2
+
+
+async def test_two_500_culprits_in_opposite_halves_are_both_isolated(
+    simulator: SimulatorFactory,
+) -> None:
+    # Both halves of the first split fail the same way: two culprits, not an outage.
+    probe = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+    ids = list(probe.portal.visible_ids[:50])
+    culprits = {3, 40}
+    poison = {ids[i] for i in culprits}
+    sim = await simulator(
+        deals=120,
+        seed=4,
+        hidden_fraction=0.0,
+        time_scale=SCALE,
+        poison_ids=frozenset(poison),
+        poison_answer="error_500",
+    )
+    fetch = one_batch(max_attempts=3)
+    client = PortalClient(
+        WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE)
+    )
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
+    fetched, failed = by_kind(outcomes)
+    assert fetched == set(ids) - poison
+    assert set(failed) == poison
+    assert {(o.code, o.http_status, o.attempts) for o in failed.values()} == {
+        ("INTERNAL_SERVER_ERROR", 500, 3)
+    }
+    for o in outcomes:
+        if isinstance(o, DealFetched):
+            assert o.payload == sim.portal.deal_wire(o.id)
+            assert o.attempts == 1
+    model = isolation(50, culprits, evidence=False)
+    assert model.splits == splits_to_isolate(50, 3) + splits_to_isolate(50, 40) - 1
+    total = 1 + model.requests + model.probes + len(culprits) * (fetch.max_attempts - 1)
+    assert (model.requests, model.probes, total) == (21, 3, 29)
+    assert sim.stats()["requests"] == total
+    assert client.stats.batch_splits == model.splits
+    assert client.stats.health_probes == model.probes
+
+
+async def test_retry_of_only_500_poison_deals_isolates_them(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    # Run 1 isolates the three culprits (retryable: a 500 may pass); the retry sends only
+    # them, a lone batch, and must end each with the portal's code, not RETRIES_EXHAUSTED.
+    sim = await simulator(deals=150, seed=9, hidden_fraction=0.0, poison_answer="error_500")
+    poison = sorted(sim.portal.visible_ids[i] for i in (5, 17, 70))
+    assert poison[-1] <= 150
+    sim.set_poison(poison)
+    out = tmp_path / "out"
+    args = ["--ids", "1-150", "--ids-format", "range", "--out", str(out), "--max-attempts", "2"]
+    first = await run_cli(["run", *args, *FAST], env=cli_env(sim), cwd=tmp_path)
+    assert first.code == 3, first.stderr
+    before = sim.stats()["by_method"]
+    again = await run_cli(
+        ["retry", str(out), "--max-attempts", "2", *FAST[:4]], env=cli_env(sim), cwd=tmp_path
+    )
+    assert again.code == 3, again.stderr
+    assert "Traceback" not in again.stderr
+    data_ids, fetch_ids = accounted(out)
+    assert set(data_ids) == {i for i in sim.portal.visible_ids if i <= 150} - set(poison)
+    side = read_sidecar(out)
+    assert sorted(r["id"] for r in side.to_pylist() if r["retryable"]) == poison
+    assert set(fetch_ids) - set(poison) == set(range(1, 151)) - set(sim.portal.visible_ids)
+    rows = side.filter(pc.is_in(side.column("id"), pa.array(poison))).to_pylist()
+    assert {(r["code"], r["message"], r["http_status"], r["retryable"]) for r in rows} == {
+        ("INTERNAL_SERVER_ERROR", "Internal server error", 500, True)
+    }
+    after = sim.stats()["by_method"]
+    spent = {m: after[m] - before.get(m, 0) for m in after if after[m] != before.get(m, 0)}
+    # The lone batch: the strike, the repeat, the [2] and [1] halves, the [2] half's quarters,
+    # one more attempt alone for each culprit (9 batches), and two probes: 11 requests, and
+    # no other request of the retry reaches the portal.
+    assert spent == {"batch": 1 + 5 + 3 * (2 - 1), "crm.deal.fields": 2}
+    limits = json.loads((out / "_manifest.json").read_text())["limits"]
+    assert (limits["health_probes"], limits["batch_splits"]) == (2, 2)
 
 
 async def test_a_failing_token_refresh_is_never_split(
