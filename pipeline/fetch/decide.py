@@ -282,7 +282,8 @@ def decide_group(
         # would fail them again).
         return Next.REGROUP, [spend(state, answer, budget, real_cause=True)], max(view.strikes, 1)
     if view.healthy:
-        # The halves inherit the evidence: a half failing the same way splits at once.
+        # The halves inherit the strike: a half failing the same way splits at once (given
+        # fresh evidence that the portal is up).
         return Next.SPLIT, [Decision(Next.REQUEUE, s) for s in states], 1
     # No evidence that the portal is up (no probe could be sent): an outage looks exactly
     # like this, and splitting it would multiply the requests against a portal that is down.

@@ -34,10 +34,10 @@ Shape of the machinery (all bounded):
   500/timeout is a strike on the group, so splits spend no attempts (the other IDs are
   victims) and are bounded by the halving (at most 2 * ceil(log2(50)) = 12 extra requests per
   poison deal in a batch of 50, plus at most one probe per split level); they go through the
-  pacer like any request. A culprit ends
-  with the portal's code and message: WRONG_ENCODING permanently (the same data encodes the
-  same way next time; an edit moves its DATE_MODIFY, so the next incremental run fetches it
-  again), a repeating 500/timeout as retryable once its attempts are spent alone.
+  pacer like any request. A culprit ends with the portal's code and message: WRONG_ENCODING
+  permanently (the same data encodes the same way next time; an edit moves its DATE_MODIFY, so
+  the next incremental run fetches it again), a repeating 500/timeout as retryable once its
+  attempts are spent alone.
 * A per-command ACCESS_DENIED or NOT_FOUND is that ID's outcome, however many commands of a
   batch answer it: only a refusal of a whole request is fatal at once. A run in which the user
   could read no deal is failed by the run's verdict at the end (`pipeline.summary`).
@@ -87,8 +87,8 @@ from pipeline.fetch.decide import (
 )
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 
-#: The health probe: cheap (no deal data, one small answer), allowed for every user who can read
-#: deals, and unaffected by any one deal's content.
+#: The health probe: the call a run already makes for its schema (REST docs
+#: `crm-deal-fields.md`); it carries no deal data, so no poison deal can fail it.
 PROBE_METHOD = "crm.deal.fields"
 
 #: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
@@ -339,7 +339,7 @@ class _Engine:
         """A whole request failed with a fault: retry each ID, or (when one command may be the
         cause) send the same set again or split it, as the core decides."""
         group = group or _Group(items, mark=self._client.answered)
-        view = await self._view(group, answer)
+        view = await self._view(group, len(items), answer)
         states = [item.state for item in items]
         verdict, decisions, strikes = decide_group(states, answer, self._budget, view)
         if verdict is Next.SPLIT:
@@ -360,15 +360,15 @@ class _Engine:
         else:
             backoff.extend(survivors)
 
-    async def _view(self, group: _Group, answer: AnswerClass) -> GroupView:
-        """What the core needs to know about `group`; probes the portal's health first when
-        the core would split but has no evidence either way."""
+    async def _view(self, group: _Group, size: int, answer: AnswerClass) -> GroupView:
+        """What the core needs to know about `group` (`size` IDs sent); probes the portal's
+        health first when the core would split but has no evidence either way."""
         view = self._facts(group)
-        if needs_probe(len(group.items), answer, view):
+        if needs_probe(size, answer, view):
             async with self._probe_lock:
                 # Another group's probe may have settled it while this one waited.
                 view = self._facts(group)
-                if needs_probe(len(group.items), answer, view):
+                if needs_probe(size, answer, view):
                     await self._probe()
                     view = self._facts(group)
         return view
