@@ -20,10 +20,11 @@ of the run. The decision says what comes next for the ID:
 
 A failure that may recur ("repeat": a 500, a gateway or read timeout) is told apart from an
 outage before anything is split: the first sight is a strike on the group; the set is split on
-a repeat only when the portal has answered some request since the set's first failure
-(`GroupView.healthy`), and splitting stops when both halves of a split fail the same way (one
-culprit can only be in one half: `GroupView.outage`). Without that evidence the members fall
-back to plain per-ID backoff and rejoin normal batches.
+a repeat only when the portal has answered some request since the set was formed
+(`GroupView.healthy`). When nothing was answered since, the driver asks the portal once with a
+cheap health probe (`needs_probe`); a failed probe is an outage (`GroupView.outage`) until the
+portal answers again, and the members fall back to plain per-ID backoff and rejoin normal
+batches.
 
 and `learn` what the pacer must be told (once per answer, however many IDs it refused). The
 engine (`fetch_deals`) and the whole-run calls (`PortalClient.call`) are thin drivers of it; a
@@ -230,14 +231,23 @@ class GroupView:
     """What the driver knows about the set a failed whole request carried.
 
     `strikes`: repeat-kind failures this set (or the set it was split from) already met.
-    `healthy`: the portal answered some request (any batch) since this set's first failure, so
-    a repeat is this set's doing rather than an outage. `outage`: both halves of a split in this
-    set's lineage failed the same repeat-kind way: stop splitting.
+    `healthy`: the portal answered some request (any batch, or a health probe) since this set
+    was formed, so a repeat is this set's doing rather than an outage. `outage`: the last
+    health probe failed and the portal has answered nothing since: stop splitting.
     """
 
     strikes: int = 0
     healthy: bool = False
     outage: bool = False
+
+
+def needs_probe(size: int, answer: AnswerClass, view: GroupView) -> bool:
+    """Whether `decide_group` would split this set if only the portal were known to be up: a
+    repeat-kind failure of a struck set of two or more IDs, with no evidence either way. A
+    WRONG_ENCODING is the server's own answer and never needs one."""
+    if split_trigger(answer.code, answer.status) != "repeat":
+        return False
+    return size > 1 and view.strikes > 0 and not view.healthy and not view.outage
 
 
 def decide_group(
@@ -260,6 +270,10 @@ def decide_group(
             failure = _failure(answer, False, Action.PERMANENT)
             return Next.FAIL, [Decision(Next.FAIL, spent, failure=failure)], view.strikes
         return Next.SPLIT, [Decision(Next.REQUEUE, s) for s in states], 0
+    if len(states) > 1 and view.strikes == 0:
+        # The free strike comes first even in an outage: an ID that already had its strike
+        # pays an attempt for it, so the outage costs each ID one extra request at most.
+        return Next.REGROUP, [strike(s, answer, budget) for s in states], 1
     if view.outage:
         return Next.RETRY, [spend(s, answer, budget) for s in states], 0
     if len(states) == 1:
@@ -267,13 +281,12 @@ def decide_group(
         # Alone and failing: its own attempts, and it stays alone (back among other IDs it
         # would fail them again).
         return Next.REGROUP, [spend(state, answer, budget, real_cause=True)], max(view.strikes, 1)
-    if view.strikes == 0:
-        return Next.REGROUP, [strike(s, answer, budget) for s in states], 1
     if view.healthy:
-        # The halves inherit the evidence: a half failing the same way splits at once.
+        # The halves inherit the strike: a half failing the same way splits at once (given
+        # fresh evidence that the portal is up).
         return Next.SPLIT, [Decision(Next.REQUEUE, s) for s in states], 1
-    # No answer from the portal since this set first failed: an outage looks exactly like
-    # this, and splitting it would multiply the requests against a portal that is down.
+    # No evidence that the portal is up (no probe could be sent): an outage looks exactly
+    # like this, and splitting it would multiply the requests against a portal that is down.
     return Next.RETRY, [spend(s, answer, budget) for s in states], 0
 
 
@@ -310,6 +323,7 @@ __all__ = [
     "decide_call",
     "decide_group",
     "learn_for",
+    "needs_probe",
     "spend",
     "strike",
     "wait",

@@ -24,16 +24,20 @@ Shape of the machinery (all bounded):
   `outputJson`; a request past the cloud's 60 s cap; a 500 that repeats). Such a batch is sent
   again as the same group, and split in halves (each half again a group) at once for
   WRONG_ENCODING, or on the second occurrence for a 500/timeout, down to the one ID that causes
-  it. A 500/timeout is split only when the portal answered some request since the set's first
-  failure, and no longer once both halves of a split failed the same way: an outage fails
-  every batch, and splitting it would multiply the requests against a portal that is down; its
+  it. A 500/timeout is split only when the portal answered some request since the set was
+  formed (a batch sent again whole, or a half of a split); when nothing was answered since, the
+  engine sends one cheap health probe (`crm.deal.fields`, one attempt, through the pacer), so a
+  lone batch (a `retry` of a few IDs, a small delta) is isolated too. A failed probe means an
+  outage: an outage fails every batch, and splitting it would multiply the requests against a
+  portal that is down; no further probe is sent until the portal answers another request, its
   IDs fall back to plain per-ID backoff and rejoin normal batches. The first sight of a
   500/timeout is a strike on the group, so splits spend no attempts (the other IDs are
   victims) and are bounded by the halving (at most 2 * ceil(log2(50)) = 12 extra requests per
-  poison deal in a batch of 50); they go through the pacer like any request. A culprit ends
-  with the portal's code and message: WRONG_ENCODING permanently (the same data encodes the
-  same way next time; an edit moves its DATE_MODIFY, so the next incremental run fetches it
-  again), a repeating 500/timeout as retryable once its attempts are spent alone.
+  poison deal in a batch of 50, plus at most one probe per split level); they go through the
+  pacer like any request. A culprit ends with the portal's code and message: WRONG_ENCODING
+  permanently (the same data encodes the same way next time; an edit moves its DATE_MODIFY, so
+  the next incremental run fetches it again), a repeating 500/timeout as retryable once its
+  attempts are spent alone.
 * A per-command ACCESS_DENIED or NOT_FOUND is that ID's outcome, however many commands of a
   batch answer it: only a refusal of a whole request is fatal at once. A run in which the user
   could read no deal is failed by the run's verdict at the end (`pipeline.summary`).
@@ -64,7 +68,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.fetch.batch import DEAL_GET, BatchReply, CommandError
-from pipeline.fetch.classify import fatal_hint, split_trigger
+from pipeline.fetch.classify import fatal_hint
 from pipeline.fetch.client import CommandFailed, PortalClient, answer_of
 from pipeline.fetch.decide import (
     LIMIT_RETRIES_EXHAUSTED,
@@ -79,8 +83,13 @@ from pipeline.fetch.decide import (
     RetryBudget,
     decide,
     decide_group,
+    needs_probe,
 )
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+
+#: The health probe: the call a run already makes for its schema (REST docs
+#: `crm-deal-fields.md`); it carries no deal data, so no poison deal can fail it.
+PROBE_METHOD = "crm.deal.fields"
 
 #: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
 RECENT_WINDOW = 10_000
@@ -99,37 +108,19 @@ class _Item:
 
 
 @dataclass(slots=True)
-class _Split:
-    """One split of a set in halves: which halves failed the same repeat-kind way since. Both
-    failing means an outage (one culprit can only be in one half); it is recorded on the root
-    of the lineage, which every later half of the same set consults."""
-
-    parent: _Split | None = None
-    failed: set[int] = field(default_factory=set)
-    outage: bool = False
-
-    def root(self) -> _Split:
-        node = self
-        while node.parent is not None:
-            node = node.parent
-        return node
-
-
-@dataclass(slots=True)
 class _Group:
     """IDs that failed together as one whole request and are sent together again, so that a
     failure recurring for this very set can be told apart from a one-off one, and split.
 
     `strikes`: recurring-kind failures this set (or the set it was split from) already met.
-    `mark`: the client's count of answered requests at the set's first failure. `split`, `half`:
-    the split this set is a half of (None for a batch sent again whole).
+    `mark`: the client's count of answered requests when the set was formed (its first failure,
+    or the split it is a half of): each split level needs its own evidence that the portal is
+    up, or an outage starting inside a split would be split down to single IDs.
     """
 
     items: list[_Item]
     strikes: int = 0
     mark: int = 0
-    split: _Split | None = None
-    half: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +149,11 @@ class _Engine:
         self._recent_set: set[int] = set()
         self._wake = asyncio.Event()
         self._max_active = config.batch_size * config.concurrency * 4
+        #: `client.answered` when the last health probe failed (None: none failed yet). While
+        #: the client has answered nothing since, the portal is taken as down.
+        self._probe_failed_at: int | None = None
+        #: One probe at a time: groups that need one at once share its result.
+        self._probe_lock = asyncio.Lock()
 
     # -- dispatcher --------------------------------------------------------------------------
 
@@ -343,7 +339,7 @@ class _Engine:
         """A whole request failed with a fault: retry each ID, or (when one command may be the
         cause) send the same set again or split it, as the core decides."""
         group = group or _Group(items, mark=self._client.answered)
-        view = self._view(group, answer)
+        view = await self._view(group, len(items), answer)
         states = [item.state for item in items]
         verdict, decisions, strikes = decide_group(states, answer, self._budget, view)
         if verdict is Next.SPLIT:
@@ -351,32 +347,49 @@ class _Engine:
             mid = (len(items) + 1) // 2
             for item, decision in zip(items, decisions, strict=True):
                 item.state = decision.state
-            split = _Split(parent=group.split)
-            for half, part in enumerate((items[:mid], items[mid:])):
-                self._groups.append(_Group(part, strikes, group.mark, split, half))
+            mark = self._client.answered
+            for part in (items[:mid], items[mid:]):
+                self._groups.append(_Group(part, strikes, mark))
             self._wake.set()
             return
         survivors: list[_Item] = []
         for item, decision in zip(items, decisions, strict=True):
             await self._apply(item, decision, survivors)
         if verdict is Next.REGROUP and survivors:
-            regroup.append(_Group(survivors, strikes, group.mark, group.split, group.half))
+            regroup.append(_Group(survivors, strikes, group.mark))
         else:
             backoff.extend(survivors)
 
-    def _view(self, group: _Group, answer: AnswerClass) -> GroupView:
-        """What the core needs to know about `group`, after recording this failure on its
-        split: the second half failing the same repeat-kind way marks the lineage an outage."""
-        split = group.split
-        if split is not None and split_trigger(answer.code, answer.status) == "repeat":
-            split.failed.add(group.half)
-            if len(split.failed) == 2:
-                split.root().outage = True
+    async def _view(self, group: _Group, size: int, answer: AnswerClass) -> GroupView:
+        """What the core needs to know about `group` (`size` IDs sent); probes the portal's
+        health first when the core would split but has no evidence either way."""
+        view = self._facts(group)
+        if needs_probe(size, answer, view):
+            async with self._probe_lock:
+                # Another group's probe may have settled it while this one waited.
+                view = self._facts(group)
+                if needs_probe(size, answer, view):
+                    await self._probe()
+                    view = self._facts(group)
+        return view
+
+    def _facts(self, group: _Group) -> GroupView:
+        answered = self._client.answered
         return GroupView(
             strikes=group.strikes,
-            healthy=self._client.answered > group.mark,
-            outage=split is not None and split.root().outage,
+            healthy=answered > group.mark,
+            outage=self._probe_failed_at == answered,
         )
+
+    async def _probe(self) -> None:
+        """One attempt of a cheap call, no retries: an answer counts in `client.answered`; a
+        failure marks the portal down until it answers another request. A fatal answer
+        propagates like any other."""
+        self._stats.health_probes += 1
+        try:
+            await self._client.attempt(PROBE_METHOD, {})
+        except (TransientError, CommandFailed):
+            self._probe_failed_at = self._client.answered
 
     async def _single(self, deal_id: int) -> BatchReply:
         reply = BatchReply()

@@ -25,6 +25,8 @@ class FetchStats:
     missing_commands: int = 0
     #: Batches split in halves to isolate a deal that fails the whole request.
     batch_splits: int = 0
+    #: Health probes sent to tell a poison deal from an outage before a split.
+    health_probes: int = 0
     rate_wait_s: float = 0.0
     operating_wait_s: float = 0.0
     operating_peak_s: float = 0.0

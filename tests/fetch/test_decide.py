@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline.config import FetchConfig
@@ -19,6 +21,7 @@ from pipeline.fetch.decide import (
     decide,
     decide_call,
     decide_group,
+    needs_probe,
 )
 from pipeline.fetch.decide import GroupView as G
 
@@ -144,7 +147,10 @@ TIMEOUT = top(Action.TRANSIENT, "TIMEOUT", None)
 OAUTH_500 = top(Action.TRANSIENT, "OAUTH_UNAVAILABLE", 500)
 RESET = ANSWERS["reset whole request"]
 STRUCK = IdState(struck=True)
-HEALTHY, SICK, DOWN = G(1, healthy=True), G(1, healthy=False), G(1, healthy=True, outage=True)
+HEALTHY, SICK = G(1, healthy=True), G(1, healthy=False)
+#: The last health probe failed and nothing was answered since (an answer before that probe
+#: makes the set look healthy, but the failed probe is the newer fact).
+DOWN, DOWN_ONLY = G(1, healthy=True, outage=True), G(1, outage=True)
 
 #: (answer, state of each, group size, view) -> (group's next, strikes after, attempts after
 #: each, struck after each)
@@ -160,14 +166,46 @@ GROUPS = [
     (HTTP_500, STRUCK, 3, G(), Next.REGROUP, 1, 1, True),  # had its free strike: an attempt
     (HTTP_500, FRESH, 3, HEALTHY, Next.SPLIT, 1, 0, False),  # it recurred, portal up: split
     (HTML_504, STRUCK, 3, HEALTHY, Next.SPLIT, 1, 0, True),
-    (HTTP_500, STRUCK, 3, SICK, Next.RETRY, 0, 1, True),  # nothing answered since: an outage
+    (HTTP_500, STRUCK, 3, SICK, Next.RETRY, 0, 1, True),  # no evidence at all: do not split
     (HTML_504, STRUCK, 3, SICK, Next.RETRY, 0, 1, True),
-    (HTTP_500, STRUCK, 3, DOWN, Next.RETRY, 0, 1, True),  # both halves failed: stop splitting
+    (HTTP_500, STRUCK, 3, DOWN, Next.RETRY, 0, 1, True),  # the probe failed: stop splitting
+    (HTML_504, STRUCK, 3, DOWN_ONLY, Next.RETRY, 0, 1, True),
+    (HTTP_500, FRESH, 3, G(0, outage=True), Next.REGROUP, 1, 0, True),  # the strike stays free
     (WRONG_ENCODING, FRESH, 1, G(), Next.FAIL, 0, 1, False),  # the culprit alone: permanent
     (HTTP_500, STRUCK, 1, HEALTHY, Next.REGROUP, 1, 1, True),  # alone: its own attempts, alone
     (HTTP_500, FRESH, 1, G(), Next.REGROUP, 1, 1, False),  # alone from the start (batch of 1)
     (HTTP_500, STRUCK, 1, DOWN, Next.RETRY, 0, 1, True),  # alone in an outage: rejoins batches
 ]
+
+#: (answer, group size, view) -> whether the driver must probe the portal's health first
+PROBES = [
+    (HTTP_500, 3, SICK, True),  # a split is due and nothing says the portal is up or down
+    (HTML_504, 2, SICK, True),
+    (TIMEOUT, 50, SICK, True),
+    (HTTP_500, 3, G(), False),  # first sight: the strike needs no evidence
+    (HTTP_500, 3, HEALTHY, False),  # something was answered since: split without one
+    (HTTP_500, 3, DOWN, False),  # the last probe failed and nothing answered since
+    (HTTP_500, 3, DOWN_ONLY, False),
+    (HTTP_500, 1, SICK, False),  # alone: its own attempts, nothing to split
+    (WRONG_ENCODING, 3, SICK, False),  # the server answered: never an outage
+    (OAUTH_500, 3, SICK, False),  # never split
+    (RESET, 3, SICK, False),  # a one-off fault: never split
+]
+
+
+@pytest.mark.parametrize(("answer", "size", "view", "probe"), PROBES)
+def test_probe_table(answer: AnswerClass, size: int, view: G, probe: bool) -> None:
+    assert needs_probe(size, answer, view) is probe
+
+
+def test_after_a_probe_the_group_is_decided_without_another() -> None:
+    # A probe always settles the view: it answered (healthy) or failed (outage).
+    for view in (replace(SICK, healthy=True), replace(SICK, outage=True)):
+        assert not needs_probe(3, HTTP_500, view)
+    verdict, _, _ = decide_group([STRUCK] * 3, HTTP_500, BUDGET, replace(SICK, healthy=True))
+    assert verdict is Next.SPLIT
+    verdict, _, _ = decide_group([STRUCK] * 3, HTTP_500, BUDGET, replace(SICK, outage=True))
+    assert verdict is Next.RETRY
 
 
 @pytest.mark.parametrize(

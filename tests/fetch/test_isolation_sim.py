@@ -1,8 +1,10 @@
 """Poison isolation and per-record refusals over real HTTP against the simulator (issue 10).
 
 A deal whose answer the portal cannot encode fails every request that holds it; the engine
-splits the batch down to that deal, with a bounded number of extra requests. An outage (every
-batch failing) is not a poison deal: nothing is split. A per-command ACCESS_DENIED is one
+splits the batch down to that deal, with a bounded number of extra requests. For a repeating
+500 or timeout, a split needs evidence that the portal is up: an answer since the set was formed,
+or one health probe (`crm.deal.fields`). An outage (every request failing, the probe too) is not a
+poison deal: nothing is split, and it costs one probe in total. A per-command ACCESS_DENIED is one
 deal's outcome however many commands answer it; a run in which the user could read no deal is
 failed by the run's verdict at the end.
 """
@@ -10,9 +12,13 @@ failed by the run's verdict at the end.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -64,6 +70,50 @@ def test_splits_to_isolate_is_bounded_by_log2() -> None:
     assert splits_to_isolate(1, 0) == 0
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """The engine's requests for one repeat-kind poisoned set, with one batch in flight."""
+
+    requests: int  # every request of the set and its halves, from its split decision on
+    probes: int
+    splits: int
+
+
+def isolation(size: int, culprits: set[int], *, evidence: bool) -> Isolation:
+    """A model of the engine with concurrency 1 against a healthy portal: halves are queued in
+    order (bigger half first); a set is split when something was answered since it was formed,
+    else after a successful probe. `evidence`: something was answered since the root set first
+    failed. Counts each culprit's first request alone, not its later attempts."""
+    answered = 1 if evidence else 0
+    queue: deque[tuple[int, int, int]] = deque([(0, size, 0)])
+    requests = probes = splits = 0
+    while queue:
+        lo, hi, mark = queue.popleft()
+        requests += 1
+        if not culprits & set(range(lo, hi)):
+            answered += 1
+            continue
+        if hi - lo == 1:
+            continue
+        if answered == mark:
+            probes += 1
+            answered += 1
+        splits += 1
+        mid = lo + (hi - lo + 1) // 2
+        queue.extend([(lo, mid, answered), (mid, hi, answered)])
+    return Isolation(requests, probes, splits)
+
+
+def test_the_isolation_model() -> None:
+    # A lone batch of three culprits: a probe for the set, one for its bigger half.
+    assert isolation(3, {0, 1, 2}, evidence=False) == Isolation(5, 2, 2)
+    # After a healthy batch: the culprit's half is probed only where it runs before its sibling
+    # and nothing answered since its split.
+    lone = isolation(50, {30}, evidence=True)
+    assert (lone.splits, lone.probes) == (splits_to_isolate(50, 30), 2)
+    assert isolation(50, {30}, evidence=True).requests == 1 + 2 * lone.splits
+
+
 def by_kind(outcomes: list[FetchOutcome]) -> tuple[set[int], dict[int, DealFailed]]:
     ids = [o.id for o in outcomes]
     assert len(ids) == len(set(ids)), "an ID got two outcomes"
@@ -103,6 +153,7 @@ async def test_one_poison_deal_costs_two_requests_per_split(
     assert extra == 2 * splits  # both halves of every split, nothing else
     assert extra <= 12
     assert client.stats.batch_splits == splits
+    assert client.stats.health_probes == 0  # the server answered: never a probe
     assert client.stats.requests == 1 + extra
 
 
@@ -170,19 +221,27 @@ async def test_repeating_500_splits_on_its_second_occurrence(
     assert culprit.retryable is True
     assert culprit.attempts == max_attempts
     # The healthy batch; the first 500 (a strike) and its repeat (split); halves that fail
-    # split at once; alone, the culprit spends all of its attempts (the first of them is the
-    # last split's half).
+    # split at once when something was answered since their split, else after one probe
+    # (changed with the health probe: 2 probes here, at the culprit's 13 and 2 halves, which
+    # run before their siblings); alone, the culprit spends all of its attempts (the first of
+    # them is the last split's half). 17, 18, 19 requests for 1, 2, 3 attempts.
+    model = isolation(50, {index}, evidence=True)
     splits = splits_to_isolate(50, index)
-    total = 1 + 2 + 2 * splits + (max_attempts - 1)
+    assert (model.splits, model.probes) == (splits, 2)
+    total = 1 + 1 + model.requests + model.probes + (max_attempts - 1)
+    assert total == 16 + max_attempts
     assert sim.stats()["requests"] == total
     assert client.stats.batch_splits == splits
+    assert client.stats.health_probes == model.probes
     good = [o for o in outcomes if isinstance(o, DealFetched)]
     assert {o.attempts for o in good} == {1}  # victims spent no attempt on the poison
 
 
 @pytest.mark.parametrize("fault", ["error_500", "html_504"])
 async def test_an_outage_is_not_split(simulator: SimulatorFactory, fault: str) -> None:
-    faults = FaultConfig(**{fault: 1.0}, methods=frozenset({"batch"}))  # type: ignore[arg-type]
+    # Changed with the health probe: the outage hits every method (a portal that is down),
+    # since a portal that answers the probe is up, and a set failing there is split.
+    faults = FaultConfig(**{fault: 1.0})  # type: ignore[arg-type]
     sim = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE, faults=faults)
     ids = list(sim.portal.visible_ids[:100])
     fetch = one_batch(max_attempts=3)
@@ -198,15 +257,19 @@ async def test_an_outage_is_not_split(simulator: SimulatorFactory, fault: str) -
         ("RETRIES_EXHAUSTED", 3, True)
     }
     assert client.stats.batch_splits == 0
-    # Two batches, each: the strike, then its attempts (the strike is the one free request).
-    assert sim.stats()["requests"] == 2 * (fetch.max_attempts + 1)
+    assert client.stats.health_probes == 1
+    # Two batches, each: the strike, then its attempts (the strike is the one free request);
+    # one probe in total (none after it failed, as nothing was answered since): 9 requests.
+    assert sim.stats()["requests"] == 2 * (fetch.max_attempts + 1) + 1 == 9
 
 
 async def test_an_outage_starting_inside_a_split_stops_the_splitting(
     simulator: SimulatorFactory,
 ) -> None:
     # The portal answers the healthy batch, so the poisoned one is split; then the portal goes
-    # down: both halves fail the same way, and nothing below them is split any more.
+    # down: the first half fails with nothing answered since the split, its probe fails, and
+    # nothing is split any more (changed with the health probe: before, the second half had
+    # to fail too, and the first was split again meanwhile).
     probe = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
     ids = list(probe.portal.visible_ids[:50])
     healthy = list(probe.portal.visible_ids[50:100])
@@ -230,14 +293,135 @@ async def test_an_outage_starting_inside_a_split_stops_the_splitting(
     fetched, failed = by_kind(outcomes)
     assert fetched == set(healthy)
     assert set(failed) == set(ids)
-    assert client.stats.batch_splits == 2  # the first split, and the half that failed first
-    # 3 requests before the outage; the two halves (the first to fail is split again, before
-    # its sibling shows the outage); its two quarters; then the 50 IDs, one attempt spent
-    # each, back among normal batches (1 to 3 of them, as the backoffs end) for their other
-    # two attempts.
+    assert client.stats.batch_splits == 1
+    assert client.stats.health_probes == 1
+    # 3 requests before the outage; the first half, the probe, the second half (one attempt
+    # spent by each ID); then the 50 IDs back among normal batches for their other two
+    # attempts: the halves' IDs come back from their backoffs in one batch or in two.
     requests = sim.stats()["requests"]
-    assert 3 + 2 + 2 + 2 <= requests <= 3 + 2 + 2 + 3 * (fetch.max_attempts - 1)
+    assert requests in (3 + 3 + 2 * 1, 3 + 3 + 2 * 2)
     assert {o.attempts for o in failed.values()} == {fetch.max_attempts}
+    assert {o.code for o in failed.values()} == {"RETRIES_EXHAUSTED"}
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+async def test_a_lone_batch_of_poison_deals_is_isolated(
+    simulator: SimulatorFactory, max_attempts: int
+) -> None:
+    # Nothing else is requested (a `retry` of three poison IDs): no answer can show that the
+    # portal is up, so each split level that needs it asks the portal once.
+    probe = await simulator(deals=60, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+    ids = list(probe.portal.visible_ids[:3])
+    sim = await simulator(
+        deals=60,
+        seed=4,
+        hidden_fraction=0.0,
+        time_scale=SCALE,
+        poison_ids=frozenset(ids),
+        poison_answer="error_500",
+    )
+    fetch = one_batch(max_attempts=max_attempts)
+    client = PortalClient(
+        WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE)
+    )
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
+    fetched, failed = by_kind(outcomes)
+    assert not fetched
+    assert set(failed) == set(ids)
+    for culprit in failed.values():
+        assert (culprit.code, culprit.message) == ("INTERNAL_SERVER_ERROR", "Internal server error")
+        assert culprit.http_status == 500
+        assert culprit.retryable is True
+        assert culprit.attempts == max_attempts
+    # The strike; the repeat, a probe, split in [2] and [1]; the [2] half, a probe, split;
+    # each culprit's attempts alone (the first is its half): 8 requests, 14 with 3 attempts.
+    model = isolation(3, {0, 1, 2}, evidence=False)
+    assert model == Isolation(requests=5, probes=2, splits=2)
+    total = 1 + model.requests + model.probes + 3 * (max_attempts - 1)
+    assert total == {1: 8, 3: 14}[max_attempts]
+    assert sim.stats()["requests"] == total
+    assert client.stats.health_probes == 2
+    assert client.stats.batch_splits == 2
+
+
+async def test_two_500_culprits_in_opposite_halves_are_both_isolated(
+    simulator: SimulatorFactory,
+) -> None:
+    # Both halves of the first split fail the same way: two culprits, not an outage.
+    probe = await simulator(deals=120, seed=4, hidden_fraction=0.0, time_scale=SCALE)
+    ids = list(probe.portal.visible_ids[:50])
+    culprits = {3, 40}
+    poison = {ids[i] for i in culprits}
+    sim = await simulator(
+        deals=120,
+        seed=4,
+        hidden_fraction=0.0,
+        time_scale=SCALE,
+        poison_ids=frozenset(poison),
+        poison_answer="error_500",
+    )
+    fetch = one_batch(max_attempts=3)
+    client = PortalClient(
+        WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=ScaledClock(SCALE)
+    )
+    async with client:
+        outcomes = await asyncio.wait_for(fetch_all(client, ids), 30)
+    fetched, failed = by_kind(outcomes)
+    assert fetched == set(ids) - poison
+    assert set(failed) == poison
+    assert {(o.code, o.http_status, o.attempts) for o in failed.values()} == {
+        ("INTERNAL_SERVER_ERROR", 500, 3)
+    }
+    for o in outcomes:
+        if isinstance(o, DealFetched):
+            assert o.payload == sim.portal.deal_wire(o.id)
+            assert o.attempts == 1
+    model = isolation(50, culprits, evidence=False)
+    assert model.splits == splits_to_isolate(50, 3) + splits_to_isolate(50, 40) - 1
+    total = 1 + model.requests + model.probes + len(culprits) * (fetch.max_attempts - 1)
+    assert (model.requests, model.probes, total) == (21, 3, 29)
+    assert sim.stats()["requests"] == total
+    assert client.stats.batch_splits == model.splits
+    assert client.stats.health_probes == model.probes
+
+
+async def test_retry_of_only_500_poison_deals_isolates_them(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    # Run 1 isolates the three culprits (retryable: a 500 may pass); the retry sends only
+    # them, a lone batch, and must end each with the portal's code, not RETRIES_EXHAUSTED.
+    sim = await simulator(deals=150, seed=9, hidden_fraction=0.0, poison_answer="error_500")
+    poison = sorted(sim.portal.visible_ids[i] for i in (5, 17, 70))
+    assert poison[-1] <= 150
+    sim.set_poison(poison)
+    out = tmp_path / "out"
+    args = ["--ids", "1-150", "--ids-format", "range", "--out", str(out), "--max-attempts", "2"]
+    first = await run_cli(["run", *args, *FAST], env=cli_env(sim), cwd=tmp_path)
+    assert first.code == 3, first.stderr
+    before = sim.stats()["by_method"]
+    again = await run_cli(
+        ["retry", str(out), "--max-attempts", "2", *FAST[:4]], env=cli_env(sim), cwd=tmp_path
+    )
+    assert again.code == 3, again.stderr
+    assert "Traceback" not in again.stderr
+    data_ids, fetch_ids = accounted(out)
+    assert set(data_ids) == {i for i in sim.portal.visible_ids if i <= 150} - set(poison)
+    side = read_sidecar(out)
+    assert sorted(r["id"] for r in side.to_pylist() if r["retryable"]) == poison
+    assert set(fetch_ids) - set(poison) == set(range(1, 151)) - set(sim.portal.visible_ids)
+    rows = side.filter(pc.is_in(side.column("id"), pa.array(poison))).to_pylist()
+    assert {(r["code"], r["message"], r["http_status"], r["retryable"]) for r in rows} == {
+        ("INTERNAL_SERVER_ERROR", "Internal server error", 500, True)
+    }
+    after = sim.stats()["by_method"]
+    spent = {m: after[m] - before.get(m, 0) for m in after if after[m] != before.get(m, 0)}
+    # The lone batch: the strike, the repeat, the [2] and [1] halves, the [2] half's quarters,
+    # one more attempt alone for each culprit (9 batches), and two probes: 11 requests, and
+    # no other request of the retry reaches the portal.
+    assert spent == {"batch": 1 + 5 + 3 * (2 - 1), "crm.deal.fields": 2}
+    limits = json.loads((out / "_manifest.json").read_text())["limits"]
+    assert (limits["health_probes"], limits["batch_splits"]) == (2, 2)
 
 
 async def test_a_failing_token_refresh_is_never_split(
@@ -269,6 +453,7 @@ async def test_a_failing_token_refresh_is_never_split(
     assert {(o.code, o.attempts) for o in failed.values()} == {("RETRIES_EXHAUSTED", 3)}
     assert "OAuth token refresh failed" in next(iter(failed.values())).message
     assert client.stats.batch_splits == 0
+    assert client.stats.health_probes == 0
     assert client.stats.requests == 2 * fetch.max_attempts  # each batch, its attempts
 
 
