@@ -101,7 +101,8 @@ class Transport:
                 ctx.load_verify_locations(cafile=cfg.ca_bundle)
             except (OSError, ssl.SSLError) as exc:
                 raise UsageError(
-                    f"cannot load transport.ca_bundle {cfg.ca_bundle!r}: {exc.strerror or exc}"
+                    f"cannot load the CA bundle {cfg.ca_bundle!r} (--ca-bundle, [transport] "
+                    f"ca_bundle): {exc.strerror or exc}"
                 ) from None
         return ctx
 
@@ -217,7 +218,8 @@ class Transport:
         except aiohttp.ClientConnectorCertificateError as exc:
             raise FatalPortalError(
                 f"TLS certificate of {where} is not trusted ({exc.certificate_error}): "
-                "for an on-premise portal set transport.ca_bundle to its CA file",
+                "for an on-premise portal pass its CA file with --ca-bundle (or [transport] "
+                "ca_bundle)",
                 code="TLS_CERTIFICATE",
             ) from None
         except aiohttp.ClientPayloadError as exc:
