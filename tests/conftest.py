@@ -12,7 +12,8 @@ under test, so that `operating_reset_at` and the client's `now()` agree.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -47,6 +48,27 @@ async def simulator() -> AsyncIterator[SimulatorFactory]:
 async def sim(simulator: SimulatorFactory) -> RunningSimulator:
     """A small portal without limits or faults (300 deals, seed 7)."""
     return await simulator(deals=300, seed=7)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def pipeline_logs() -> Iterator[list[logging.LogRecord]]:
+    """Records of the `pipeline` loggers (which do not propagate once the CLI set them up)."""
+    logger = logging.getLogger("pipeline")
+    handler, level = _Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 #: Folders and modules of the full lane only: real processes started and killed, CLI subprocess

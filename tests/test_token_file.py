@@ -7,7 +7,6 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,27 +14,6 @@ import pytest
 from pipeline import token_file
 from pipeline.config import OAuthAuth, WebhookAuth
 from pipeline.token_file import TokenSaver, token_saver, write_private
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def pipeline_logs() -> Iterator[list[logging.LogRecord]]:
-    """Records of the `pipeline` loggers (which do not propagate once the CLI set them up)."""
-    logger = logging.getLogger("pipeline")
-    handler, level = _Records(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def test_write_private_replaces_atomically_with_mode_0600(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,27 +29,6 @@ from tests.e2e.helpers import accounted, read_data
 UNLIMITED = LimitsConfig(rate=0, operating_budget_s=None)
 SINCE_2000 = IdsConfig(modified_since=datetime(2000, 1, 1, tzinfo=UTC))
 SINCE_LAST = IdsConfig(since_last_run=True)
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def pipeline_logs() -> Iterator[list[logging.LogRecord]]:
-    """Records of the `pipeline` loggers (which do not propagate once the CLI set them up)."""
-    logger = logging.getLogger("pipeline")
-    handler, level = _Records(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 class Crash(BaseException):
