@@ -71,6 +71,44 @@ def pipeline_logs() -> Iterator[list[logging.LogRecord]]:
     logger.setLevel(level)
 
 
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3 server (moto) on 127.0.0.1, one per test module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"{host}:{port}"
+    finally:
+        server.stop()
+
+
+def fresh_s3_bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch, prefix: str) -> tuple[str, Any]:
+    """A new bucket on `endpoint` and the root URI `s3://<bucket>/<prefix>?...` with dummy
+    credentials and no instance-metadata lookups (no network but ours); also the filesystem."""
+    import time
+
+    import pyarrow.fs as pafs
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    fs = pafs.S3FileSystem(
+        endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True
+    )
+    bucket = f"b{time.monotonic_ns()}"
+    fs.create_dir(bucket)
+    uri = f"s3://{bucket}/{prefix}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+    return uri, fs
+
+
 #: Folders and modules of the full lane only: real processes started and killed, CLI subprocess
 #: runs, benchmarks, the chaos subset and the property tests. `make test-fast` (`-m "not slow"`)
 #: runs everything else: unit tests and small simulator tests.

@@ -3,50 +3,23 @@ S3-compatible server (moto) on 127.0.0.1: locked, atomic, the field list kept.""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pyarrow.fs as pafs
 import pytest
-from moto.server import ThreadedMotoServer
 
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
 from pipeline.output import OutputRoot, read_state, read_watermark, set_watermark
 from pipeline.output.root import STATE_FILE
 from pipeline.output.store import Store
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"{host}:{port}"
-    finally:
-        server.stop()
+from tests.conftest import fresh_s3_bucket
 
 
 @pytest.fixture
 def s3_root(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket; dummy credentials; no instance-metadata lookups (no network but ours)."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    fs = pafs.S3FileSystem(
-        endpoint_override=s3_endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True
-    )
-    bucket = f"b{time.monotonic_ns()}"
-    fs.create_dir(bucket)
-    return f"s3://{bucket}/deals?endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
+    """A fresh bucket on the local S3 server."""
+    return fresh_s3_bucket(s3_endpoint, monkeypatch, "deals")[0]
 
 
 def _completed(root: str, watermark: str) -> None:

@@ -10,57 +10,27 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from types import ModuleType
 
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
 from pipeline.output import OutputRoot
 from pipeline.output.lock import RunLock, break_lock
 from pipeline.output.store import Store, display_uri
+from tests.conftest import fresh_s3_bucket
 from tests.e2e.helpers import FAST as FAST_ARGS
 from tests.e2e.helpers import cli_env, run_cli, start_cli
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, pafs.S3FileSystem]:
-    """A fresh bucket; dummy credentials; no instance-metadata lookups (no network but ours)."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    fs = pafs.S3FileSystem(
-        endpoint_override=s3_endpoint,
-        scheme="http",
-        region="us-east-1",
-        allow_bucket_creation=True,
-    )
-    bucket = f"b{time.monotonic_ns()}"
-    fs.create_dir(bucket)
-    uri = (
-        f"s3://{bucket}/exports/deals?endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
-    )
+    """A fresh bucket on the local S3 server, and its filesystem."""
+    uri, fs = fresh_s3_bucket(s3_endpoint, monkeypatch, "exports/deals")
     return uri, fs
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -57,26 +59,33 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-async def test_cli_prints_url_first_and_stops_cleanly(http: aiohttp.ClientSession) -> None:
+@contextlib.asynccontextmanager
+async def simulate_process(*args: str) -> AsyncIterator[str]:
+    """`deal-export simulate --port 0 ARGS` in its own process; yields the webhook URL it prints
+    first, then stops it with SIGINT and checks that it exits cleanly (killed if a test fails)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--deals", "40",
-        "--seed", "3", "--plan", "standard", "--secret", "cli-secret-123",
+        sys.executable, "-m", "pipeline", "simulate", "--port", "0", *args,
         stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=_env(),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
-        assert url.startswith("http://127.0.0.1:")
-        assert url.endswith("/rest/1/cli-secret-123/")
-        assert ":0/" not in url
-        status, _ = await get(http, url + "crm.deal.fields")
-        assert status == 200
+        yield (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_cli_prints_url_first_and_stops_cleanly(http: aiohttp.ClientSession) -> None:
+    args = ("--deals", "40", "--seed", "3", "--plan", "standard", "--secret", "cli-secret-123")
+    async with simulate_process(*args) as url:
+        assert url.startswith("http://127.0.0.1:")
+        assert url.endswith("/rest/1/cli-secret-123/")
+        assert ":0/" not in url
+        status, _ = await get(http, url + "crm.deal.fields")
+        assert status == 200
 
 
 def test_cli_rejects_bad_options() -> None:

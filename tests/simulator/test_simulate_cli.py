@@ -3,27 +3,19 @@ its help."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
-
 import aiohttp
 import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from tests.simulator.test_control import ROOT, _env
+from tests.simulator.test_control import simulate_process
 
 
 async def test_missing_and_hidden_fractions_are_options(http: aiohttp.ClientSession) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--deals", "40",
-        "--missing-fraction", "0", "--hidden-fraction", "0.5",
-        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=_env(),
+    args = (
+        "--deals", "40", "--missing-fraction", "0", "--hidden-fraction", "0.5",
     )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
+    async with simulate_process(*args) as url:
         base = url.split("/rest/", 1)[0]
         statuses = []
         for deal_id in range(1, 61):
@@ -36,12 +28,6 @@ async def test_missing_and_hidden_fractions_are_options(http: aiohttp.ClientSess
         assert "deleted" not in statuses, statuses
         hidden = statuses.count("hidden")
         assert 8 <= hidden <= 32, statuses
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 def test_help_documents_the_control_routes() -> None:
@@ -54,14 +40,10 @@ def test_help_documents_the_control_routes() -> None:
 
 
 async def test_empty_multiple_form_is_an_option(http: aiohttp.ClientSession) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--deals", "30",
-        "--hidden-fraction", "0", "--empty-multiple", "empty_list",
-        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=_env(),
+    args = (
+        "--deals", "30", "--hidden-fraction", "0", "--empty-multiple", "empty_list",
     )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
+    async with simulate_process(*args) as url:
         async with http.get(url + "crm.deal.fields") as resp:
             fields = (await resp.json())["result"]
         multiple = [k for k, v in fields.items() if k.startswith("UF_") and v.get("isMultiple")]
@@ -75,12 +57,6 @@ async def test_empty_multiple_form_is_an_option(http: aiohttp.ClientSession) -> 
                     empties += [deal[k] for k in multiple if k in deal and not deal[k]]
         assert empties
         assert all(value == [] for value in empties), empties
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 def test_bad_fraction_is_a_usage_error() -> None:
@@ -90,27 +66,17 @@ def test_bad_fraction_is_a_usage_error() -> None:
 
 
 async def test_list_cost_options_reach_the_portal(http: aiohttp.ClientSession) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--deals", "30",
-        "--hidden-fraction", "0", "--operating-budget", "480",
+    args = (
+        "--deals", "30", "--hidden-fraction", "0", "--operating-budget", "480",
         "--list-processing-ms", "5", "--list-row-processing-ms", "1",
-        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=_env(),
     )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
+    async with simulate_process(*args) as url:
         body = {"select": ["*"], "start": -1}
         async with http.post(url + "crm.deal.list", json=body) as resp:
             answer = await resp.json()
         rows = len(answer["result"])
         assert rows > 0
         assert answer["time"]["operating"] == pytest.approx(0.005 + 0.001 * rows)
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 def test_help_lists_the_list_cost_options() -> None:
