@@ -242,7 +242,7 @@ def export(
       `ids_file`       a text, CSV or Parquet file, format from its name as on the CLI
                        (`ids_format`, `ids_column` as `--ids-format`, `--ids-column`).
       `id_range`       `range(1, 501)` (step 1) or `"1-500,700"`.
-      `modified_since` a timezone-aware datetime: discovery through `crm.deal.list`.
+      `modified_since` a timezone-aware datetime: discovery through the entity's list method.
       `since_last_run` discovery from the watermark of the last completed run into `out`.
     With none of them, the `[ids]` section of `config` (or DEAL_EXPORT_IDS_*) decides.
 
