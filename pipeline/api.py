@@ -37,6 +37,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, SupportsIndex
 
+from pipeline.entity import EntityName
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class ExportResult:
 async def export_async(
     *,
     out: PathLike,
+    entity: EntityName | None = None,
     ids: Iterable[SupportsIndex] | None = None,
     ids_file: PathLike | None = None,
     ids_column: str | None = None,
@@ -167,6 +169,7 @@ async def export_async(
             ),
             **_output_overrides(out, chunk_size, partition_by, partition_transform,
                                 existing_data_behavior),
+            "entity": entity,
             **_portal_overrides(
                 webhook_url=webhook_url, token_file=token_file, plan=plan, rate=rate, burst=burst,
                 headroom=headroom, operating_budget=operating_budget, concurrency=concurrency,
@@ -197,6 +200,7 @@ async def export_async(
 def export(
     *,
     out: PathLike,
+    entity: EntityName | None = None,
     ids: Iterable[SupportsIndex] | None = None,
     ids_file: PathLike | None = None,
     ids_column: str | None = None,
@@ -233,7 +237,9 @@ def export(
     Runs the pipeline on its own event loop (`asyncio.run`), so it suits an Airflow
     PythonOperator or a Dagster asset; inside a running loop use `export_async`.
 
-    Which deals, exactly one of:
+    `entity` is the CRM entity exported: `"deal"` (the default) or `"lead"`.
+
+    Which records, exactly one of:
       `ids`            any iterable of ints (a list, a generator, a range, numpy ints). It is
                        read once, lazily, into a compact int64 array (8 bytes per ID), never
                        into a Python list; 0, negatives and values above 2^63-1 become
@@ -261,7 +267,8 @@ def export(
     """
     return _run_sync(
         export_async,
-        out=out, ids=ids, ids_file=ids_file, ids_column=ids_column, ids_format=ids_format,
+        out=out, entity=entity, ids=ids, ids_file=ids_file, ids_column=ids_column,
+        ids_format=ids_format,
         id_range=id_range, modified_since=modified_since, since_last_run=since_last_run,
         webhook_url=webhook_url, token_file=token_file, config=config, plan=plan, rate=rate,
         burst=burst, headroom=headroom, operating_budget=operating_budget,
@@ -278,6 +285,7 @@ def export(
 async def retry_async(
     *,
     out: PathLike,
+    entity: EntityName | None = None,
     webhook_url: str | None = None,
     token_file: PathLike | None = None,
     config: PathLike | None = None,
@@ -298,6 +306,7 @@ async def retry_async(
     with secrets.active(log):
         overrides = {
             "output.root": os.fspath(out),
+            "entity": entity,
             **_portal_overrides(
                 webhook_url=webhook_url, token_file=token_file, plan=plan, rate=rate, burst=burst,
                 headroom=headroom, operating_budget=operating_budget, concurrency=concurrency,
@@ -315,6 +324,8 @@ async def retry_async(
             run_config,
             run_config.output.root,
             on_tokens_rotated=secrets.token_saver(run_config.auth),
+            # The output says which entity it holds; a given one must agree with it.
+            entity=run_config.entity if "entity" in loaded.names else None,
         )
         return await _result(result, run_config.output.root)
 
@@ -322,6 +333,7 @@ async def retry_async(
 def retry(
     *,
     out: PathLike,
+    entity: EntityName | None = None,
     webhook_url: str | None = None,
     token_file: PathLike | None = None,
     config: PathLike | None = None,
@@ -345,13 +357,15 @@ def retry(
             result = retry(out="./deals")
 
     Deals that now arrive are written into the same dataset and leave the sidecar; IDs that
-    fail again stay with their attempts added up; permanent failures are left alone. Settings,
+    fail again stay with their attempts added up; permanent failures are left alone. The entity
+    is the one `out` holds; an `entity` given must be that one (UsageError otherwise). Settings,
     credentials, errors and the result are those of `export`: failures that may still pass
     return `exit_code == 3`, they do not raise.
     """
     return _run_sync(
         retry_async,
-        out=out, webhook_url=webhook_url, token_file=token_file, config=config, plan=plan,
+        out=out, entity=entity, webhook_url=webhook_url, token_file=token_file, config=config,
+        plan=plan,
         rate=rate, burst=burst, headroom=headroom, operating_budget=operating_budget,
         concurrency=concurrency, batch_size=batch_size, max_attempts=max_attempts,
         break_lock=break_lock, log=log,
