@@ -424,7 +424,8 @@ def _check_partitioning(
     output: OutputConfig, schema: EntitySchema, names: Mapping[str, str]
 ) -> None:
     spec = PartitionSpec.from_config(output)
-    problem = partition_problem(spec, {c.name: c.kind.arrow_type for c in schema.columns})
+    types = {c.name: c.kind.arrow_type for c in schema.columns}
+    problem = partition_problem(spec, types, schema.entity.name)
     if problem is None:
         return
     setting = names.get("output.partition_by", "output.partition_by")
