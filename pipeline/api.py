@@ -178,7 +178,7 @@ async def export_async(
         }  # fmt: skip
         loaded = secrets.load(config, overrides)
         # Read only once every argument and setting is known good: a generator can be read once.
-        idset = _read_iterable(ids) if ids is not None else None
+        idset = _read_iterable(ids, loaded.entity) if ids is not None else None
         if idset is None:
             _require_id_source(loaded)
         from pipeline import run
@@ -522,12 +522,12 @@ def _require_id_source(loaded: LoadedConfig) -> None:
         and not selection.since_last_run
     ):
         raise UsageError(
-            "say which deals to export: ids=, ids_file=, id_range=, modified_since= or "
+            f"say which {loaded.entity}s to export: ids=, ids_file=, id_range=, modified_since= or "
             "since_last_run=True (or [ids] in the config file)"
         )
 
 
-def _read_iterable(values: Iterable[SupportsIndex]) -> IdSet:
+def _read_iterable(values: Iterable[SupportsIndex], noun: str = "deal") -> IdSet:
     """The IDs of an iterable, validated like file lines, streamed into the ID set's array."""
     from pipeline.ids.idset import IdCollector
     from pipeline.ids.validate import MAX_ID
@@ -548,11 +548,11 @@ def _read_iterable(values: Iterable[SupportsIndex]) -> IdSet:
             invalid.add_text(items, str(number), _reason(number))
     collector.lines = items
     if not items:
-        raise UsageError("ids holds no deal IDs (the iterable is empty)")
+        raise UsageError(f"ids holds no {noun} IDs (the iterable is empty)")
     if not collector.values:
         first = invalid[0]
         raise UsageError(
-            f"ids holds no valid deal ID: all {len(invalid):,} values are invalid "
+            f"ids holds no valid {noun} ID: all {len(invalid):,} values are invalid "
             f"(item {first.line}: {first.raw!r}: {first.reason})"
         )
     return collector.finish("ids (a Python iterable)")

@@ -175,6 +175,7 @@ async def resolve_ids(
             column=ids.column,
             fmt=ids.format,  # type: ignore[arg-type]
             stdin=stdin,
+            noun=client.entity.name,
         )
         return ResolvedIds(idset)
     since = discovery_start(ids, output_root, client.entity)

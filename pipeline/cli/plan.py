@@ -123,7 +123,7 @@ def plan(
         count = (
             _parse_count(n)
             if n is not None
-            else len(load_ids(ids_path or "", column=column, fmt=ids_format))
+            else len(load_ids(ids_path or "", column=column, fmt=ids_format, noun=entity or "deal"))
         )
         if ms_per_deal < 0 or latency_ms < 0:
             raise UsageError("--ms-per-deal and --latency-ms must be >= 0")

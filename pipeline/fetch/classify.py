@@ -119,8 +119,9 @@ _CONTEXT_HINT = (
     "the webhook/app user cannot be authorised for this call: use a webhook of an active "
     "intranet user with CRM access"
 )
+#: `{noun}`: the entity read (`Entity.name`).
 _PERMISSION_HINT = (
-    "the webhook/app user may not read the CRM: give it deal read permission (CRM access "
+    "the webhook/app user may not read the CRM: give it {noun} read permission (CRM access "
     "rights) or use a webhook of a user who has it"
 )
 #: Every requested deal refused with ACCESS_DENIED: not the plan (REST itself answered).
@@ -205,22 +206,24 @@ def _by_status(http_status: int) -> Action:
     return Action.TRANSIENT
 
 
-def fatal_hint(code: str, description: str = "") -> str:
-    """The operator-facing hint for a fatal code (a generic one for unknown codes).
+def fatal_hint(code: str, description: str = "", noun: str = "deal") -> str:
+    """The operator-facing hint for a fatal code (a generic one for unknown codes); `noun` is
+    the entity whose read permission the user may lack (`Entity.name`).
 
     For ACCESS_DENIED the portal's text tells the plan apart from the user's rights.
     """
+    permission = _PERMISSION_HINT.format(noun=noun)
     if code == "" and description.strip().rstrip(".") == "Access denied":
-        # The legacy CRM methods raise it without a code when the user may not read the CRM at all
-        # (crm `restservice.php` `onRestServiceMethod`): the rights, not the plan or the URL.
-        return _PERMISSION_HINT
+        # The legacy CRM methods raise it without a code when the user may not read the CRM at
+        # all (crm `restservice.php` `onRestServiceMethod`): the rights, not the plan or URL.
+        return permission
     if code == "ACCESS_DENIED" and description:
         text = description.lower()
         if "commercial" in text or "tariff" in text or "plan" in text:
             return _PLAN_HINT
         if "authorized" in text or "authorised" in text:
             return _CONTEXT_HINT
-        return _PERMISSION_HINT
+        return permission
     return FATAL_CODES.get(code, "the portal refused the request; check the credentials and URL")
 
 

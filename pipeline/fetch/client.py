@@ -297,7 +297,7 @@ class PortalClient:
         if action is Action.FATAL:
             raise FatalPortalError(
                 f"{where} refused the run: {code or 'HTTP ' + str(status)}"
-                f"{' (' + desc + ')' if desc else ''}: {fatal_hint(code, desc)}",
+                f"{' (' + desc + ')' if desc else ''}: {fatal_hint(code, desc, self.entity.name)}",
                 code=code,
                 http_status=status,
             )

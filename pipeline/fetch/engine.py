@@ -299,7 +299,7 @@ class _Engine:
                 learnt.add(decision.learn)
                 self._learn(decision.learn, err.code)
             if decision.next is Next.ABORT:
-                hint = fatal_hint(err.code, err.description)
+                hint = fatal_hint(err.code, err.description, client.entity.name)
                 fatal = fatal or FatalPortalError(
                     f"{client.portal}batch: {client.entity.get_method} refused: "
                     f"{answer.message}: {hint}",
