@@ -236,7 +236,9 @@ class Api:
         """Answer `crm.lead.get/list/fields` from `leads`, with the same semantics, value forms
         and costs as the deal methods; each method has its own operating budget (REST docs
         `limits.md`: every method is counted on its own), as `_run` charges by method name.
-        Poison (`poison_ids`) is a deal-only lever."""
+        The list's `*` leaves out the multiple fields, PHONE and EMAIL included, which come only
+        when named (REST docs `api-reference/crm/leads/crm-lead-list.md`, `select`), as the
+        deal list does with multiple fields. Poison (`poison_ids`) is a deal-only lever."""
         view = Api(self.config, leads, self.clock, self.meter, self.stats)
         self._leads = view
         self._methods["crm.lead.get"] = self._on_leads(view.deal_get)
