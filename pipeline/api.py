@@ -37,6 +37,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, SupportsIndex
 
+from pipeline.entity import EntityName
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class ExportResult:
 async def export_async(
     *,
     out: PathLike,
+    entity: EntityName | None = None,
     ids: Iterable[SupportsIndex] | None = None,
     ids_file: PathLike | None = None,
     ids_column: str | None = None,
@@ -167,6 +169,7 @@ async def export_async(
             ),
             **_output_overrides(out, chunk_size, partition_by, partition_transform,
                                 existing_data_behavior),
+            "entity": entity,
             **_portal_overrides(
                 webhook_url=webhook_url, token_file=token_file, plan=plan, rate=rate, burst=burst,
                 headroom=headroom, operating_budget=operating_budget, concurrency=concurrency,
@@ -175,7 +178,7 @@ async def export_async(
         }  # fmt: skip
         loaded = secrets.load(config, overrides)
         # Read only once every argument and setting is known good: a generator can be read once.
-        idset = _read_iterable(ids) if ids is not None else None
+        idset = _read_iterable(ids, loaded.entity) if ids is not None else None
         if idset is None:
             _require_id_source(loaded)
         from pipeline import run
@@ -197,6 +200,7 @@ async def export_async(
 def export(
     *,
     out: PathLike,
+    entity: EntityName | None = None,
     ids: Iterable[SupportsIndex] | None = None,
     ids_file: PathLike | None = None,
     ids_column: str | None = None,
@@ -233,7 +237,9 @@ def export(
     Runs the pipeline on its own event loop (`asyncio.run`), so it suits an Airflow
     PythonOperator or a Dagster asset; inside a running loop use `export_async`.
 
-    Which deals, exactly one of:
+    `entity` is the CRM entity exported: `"deal"` (the default) or `"lead"`.
+
+    Which records, exactly one of:
       `ids`            any iterable of ints (a list, a generator, a range, numpy ints). It is
                        read once, lazily, into a compact int64 array (8 bytes per ID), never
                        into a Python list; 0, negatives and values above 2^63-1 become
@@ -242,7 +248,7 @@ def export(
       `ids_file`       a text, CSV or Parquet file, format from its name as on the CLI
                        (`ids_format`, `ids_column` as `--ids-format`, `--ids-column`).
       `id_range`       `range(1, 501)` (step 1) or `"1-500,700"`.
-      `modified_since` a timezone-aware datetime: discovery through `crm.deal.list`.
+      `modified_since` a timezone-aware datetime: discovery through the entity's list method.
       `since_last_run` discovery from the watermark of the last completed run into `out`.
     With none of them, the `[ids]` section of `config` (or DEAL_EXPORT_IDS_*) decides.
 
@@ -261,7 +267,8 @@ def export(
     """
     return _run_sync(
         export_async,
-        out=out, ids=ids, ids_file=ids_file, ids_column=ids_column, ids_format=ids_format,
+        out=out, entity=entity, ids=ids, ids_file=ids_file, ids_column=ids_column,
+        ids_format=ids_format,
         id_range=id_range, modified_since=modified_since, since_last_run=since_last_run,
         webhook_url=webhook_url, token_file=token_file, config=config, plan=plan, rate=rate,
         burst=burst, headroom=headroom, operating_budget=operating_budget,
@@ -278,6 +285,7 @@ def export(
 async def retry_async(
     *,
     out: PathLike,
+    entity: EntityName | None = None,
     webhook_url: str | None = None,
     token_file: PathLike | None = None,
     config: PathLike | None = None,
@@ -298,6 +306,7 @@ async def retry_async(
     with secrets.active(log):
         overrides = {
             "output.root": os.fspath(out),
+            "entity": entity,
             **_portal_overrides(
                 webhook_url=webhook_url, token_file=token_file, plan=plan, rate=rate, burst=burst,
                 headroom=headroom, operating_budget=operating_budget, concurrency=concurrency,
@@ -315,6 +324,8 @@ async def retry_async(
             run_config,
             run_config.output.root,
             on_tokens_rotated=secrets.token_saver(run_config.auth),
+            # The output says which entity it holds; a given one must agree with it.
+            entity=run_config.entity if "entity" in loaded.names else None,
         )
         return await _result(result, run_config.output.root)
 
@@ -322,6 +333,7 @@ async def retry_async(
 def retry(
     *,
     out: PathLike,
+    entity: EntityName | None = None,
     webhook_url: str | None = None,
     token_file: PathLike | None = None,
     config: PathLike | None = None,
@@ -345,13 +357,15 @@ def retry(
             result = retry(out="./deals")
 
     Deals that now arrive are written into the same dataset and leave the sidecar; IDs that
-    fail again stay with their attempts added up; permanent failures are left alone. Settings,
+    fail again stay with their attempts added up; permanent failures are left alone. The entity
+    is the one `out` holds; an `entity` given must be that one (UsageError otherwise). Settings,
     credentials, errors and the result are those of `export`: failures that may still pass
     return `exit_code == 3`, they do not raise.
     """
     return _run_sync(
         retry_async,
-        out=out, webhook_url=webhook_url, token_file=token_file, config=config, plan=plan,
+        out=out, entity=entity, webhook_url=webhook_url, token_file=token_file, config=config,
+        plan=plan,
         rate=rate, burst=burst, headroom=headroom, operating_budget=operating_budget,
         concurrency=concurrency, batch_size=batch_size, max_attempts=max_attempts,
         break_lock=break_lock, log=log,
@@ -508,12 +522,12 @@ def _require_id_source(loaded: LoadedConfig) -> None:
         and not selection.since_last_run
     ):
         raise UsageError(
-            "say which deals to export: ids=, ids_file=, id_range=, modified_since= or "
+            f"say which {loaded.entity}s to export: ids=, ids_file=, id_range=, modified_since= or "
             "since_last_run=True (or [ids] in the config file)"
         )
 
 
-def _read_iterable(values: Iterable[SupportsIndex]) -> IdSet:
+def _read_iterable(values: Iterable[SupportsIndex], noun: str = "deal") -> IdSet:
     """The IDs of an iterable, validated like file lines, streamed into the ID set's array."""
     from pipeline.ids.idset import IdCollector
     from pipeline.ids.validate import MAX_ID
@@ -534,11 +548,11 @@ def _read_iterable(values: Iterable[SupportsIndex]) -> IdSet:
             invalid.add_text(items, str(number), _reason(number))
     collector.lines = items
     if not items:
-        raise UsageError("ids holds no deal IDs (the iterable is empty)")
+        raise UsageError(f"ids holds no {noun} IDs (the iterable is empty)")
     if not collector.values:
         first = invalid[0]
         raise UsageError(
-            f"ids holds no valid deal ID: all {len(invalid):,} values are invalid "
+            f"ids holds no valid {noun} ID: all {len(invalid):,} values are invalid "
             f"(item {first.line}: {first.raw!r}: {first.reason})"
         )
     return collector.finish("ids (a Python iterable)")

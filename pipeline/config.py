@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipeline.entity import DEAL, EntityName
 from pipeline.errors import UsageError
 
 Plan = Literal["standard", "enterprise", "custom"]
@@ -141,7 +142,8 @@ class OutputConfig:
     """Where and how the dataset is written (names follow pyarrow's `write_dataset`)."""
 
     root: str
-    partition_by: str | None = "DATE_CREATE"
+    # Every entity's default (`Entity.partition_column`) is its created-time field, DATE_CREATE.
+    partition_by: str | None = DEAL.partition_column
     partition_transform: PartitionTransform = "month"
     existing_data_behavior: ExistingDataBehavior = "error"
     chunk_size: int = 10_000
@@ -167,6 +169,8 @@ class RunConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     log_format: Literal["text", "json"] = "text"
+    #: The CRM entity exported (`pipeline.entity.ENTITIES`).
+    entity: EntityName = "deal"
 
 
 __all__ = [

@@ -6,6 +6,7 @@ value came from ("configs/x.toml: unknown key [fetch].batchsize (did you mean ba
 
     TOML                         environment                        override key
     log_format                   DEAL_EXPORT_LOG_FORMAT             log_format
+    entity                       DEAL_EXPORT_ENTITY                 entity (deal, lead)
     [portal] webhook_url         BITRIX24_WEBHOOK_URL               portal.webhook_url
     [portal] webhook_url_file    BITRIX24_WEBHOOK_URL_FILE          portal.webhook_url_file
     [portal.oauth] endpoint      BITRIX24_OAUTH_ENDPOINT            portal.oauth.endpoint
@@ -63,6 +64,7 @@ from pipeline.config import (
     TransportConfig,
     WebhookAuth,
 )
+from pipeline.entity import ENTITY_NAMES, EntityName
 from pipeline.errors import UsageError
 from pipeline.redact import MASK, mask_url
 
@@ -131,6 +133,7 @@ _SCHEMA: Final[dict[str, _Key]] = {
     "ids.since_last_run": _Key("bool"),
     "ids.overlap_s": _Key("float", minimum=0),
     "ids.start_from": _Key("timestamp"),
+    "entity": _Key("choice", choices=ENTITY_NAMES),
 }
 
 _SECTIONS: Final = ("portal", "portal.oauth", "limits", "transport", "fetch", "output", "ids")
@@ -186,6 +189,7 @@ class LoadedConfig:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     log_format: Literal["text", "json"] = "text"
     ids: IdsConfig = field(default_factory=IdsConfig)
+    entity: EntityName = "deal"
     plan: str = "standard"
     config_path: str | None = None
     #: How the user gave each setting that was set ("--partition-by", "x.toml: [output].y").
@@ -211,6 +215,7 @@ class LoadedConfig:
             transport=self.transport,
             fetch=self.fetch,
             log_format=self.log_format,
+            entity=self.entity,
         )
 
 
@@ -309,6 +314,7 @@ def effective_config_dict(config: RunConfig | LoadedConfig) -> dict[str, Any]:
         "transport": asdict(config.transport),
         "fetch": asdict(config.fetch),
         "log_format": config.log_format,
+        "entity": config.entity,
     }
     if isinstance(config, LoadedConfig):
         out["limits"] = {"plan": config.plan, **out["limits"]}
@@ -589,6 +595,7 @@ def _build(
         fetch=FetchConfig(**section("fetch")),
         log_format=cast(Literal["text", "json"], values.get("log_format", "text")),
         ids=ids,
+        entity=cast(EntityName, values.get("entity", "deal")),
         plan=plan,
         config_path=config_path,
     )

@@ -7,7 +7,7 @@ calls run sequentially):
     rate         the leaky bucket counts HTTP requests: a `batch` of 50 is one request, so
                  2 req/s x 50 = 100 deals/s on a standard plan (less headroom). The bucket starts
                  empty, so the first `burst` requests go at once.
-    operating    each nested crm.deal.get is charged to the method's operating-time budget
+    operating    each nested get command is charged to the method's operating-time budget
                  (480 s per 600 s window): 0.8 s of method time per second / cost per deal. A fresh
                  window can be spent at once; after that the budget refills at budget/window.
     concurrency  nested calls of a batch run one after another on the server, so one request
@@ -47,6 +47,8 @@ class PlanInputs:
     latency_ms: float
     operating_budget_s: float | None  # per window; None = no operating limit (on-premise)
     operating_window_s: float
+    #: The records counted, in the texts (`Entity.plural`).
+    noun: str = "deals"
 
     @classmethod
     def from_config(
@@ -57,6 +59,7 @@ class PlanInputs:
         *,
         ms_per_deal: float = DEFAULT_MS_PER_DEAL,
         latency_ms: float = DEFAULT_LATENCY_MS,
+        noun: str = "deals",
     ) -> PlanInputs:
         budget = limits.operating_budget_s
         return cls(
@@ -69,6 +72,7 @@ class PlanInputs:
             latency_ms=latency_ms,
             operating_budget_s=None if budget is None else budget * (1 - limits.operating_headroom),
             operating_window_s=limits.operating_window_s,
+            noun=noun,
         )
 
 
@@ -110,7 +114,7 @@ def estimate(inputs: PlanInputs) -> PlanEstimate:
             "rate",
             inputs.rate * batch,
             max(0, requests - inputs.burst) / inputs.rate,
-            f"{inputs.rate:g} req/s x {batch} deals per batch, burst {inputs.burst}",
+            f"{inputs.rate:g} req/s x {batch} {inputs.noun} per batch, burst {inputs.burst}",
         )
     else:
         rate = Ceiling("rate", math.inf, 0.0, "no client-side rate limit")
@@ -122,7 +126,8 @@ def estimate(inputs: PlanInputs) -> PlanEstimate:
             "operating",
             budget / window / cost,
             max(0.0, spend - budget) * window / budget,
-            f"{budget:g} s per {window:g} s / {inputs.ms_per_deal:g} ms per deal",
+            f"{budget:g} s per {window:g} s / {inputs.ms_per_deal:g} ms per "
+            f"{inputs.noun.removesuffix('s')}",
         )
     else:
         operating = Ceiling("operating", math.inf, 0.0, "no operating-time limit")
@@ -132,7 +137,7 @@ def estimate(inputs: PlanInputs) -> PlanEstimate:
         "concurrency",
         conc_rate,
         n / conc_rate,
-        f"{inputs.concurrency} in flight x {batch} deals / {per_request:.2f} s per request",
+        f"{inputs.concurrency} in flight x {batch} {inputs.noun} / {per_request:.2f} s per request",
     )
 
     ceilings = (rate, operating, concurrency)

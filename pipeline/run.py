@@ -29,12 +29,13 @@ import pyarrow as pa
 from pipeline.clock import Clock, ScaledClock
 from pipeline.config import OutputConfig, RunConfig
 from pipeline.config_load import IdsConfig, effective_config_dict
+from pipeline.entity import DEAL, Entity, entity_named
 from pipeline.errors import OutputError, PipelineError, UsageError
 from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
 from pipeline.fetch.auth import TokenSink, TokensRotated
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
-from pipeline.normalise import DealSchema, SchemaDrift, compare_snapshots, normalise_deals
+from pipeline.normalise import EntitySchema, SchemaDrift, compare_snapshots, normalise_deals
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.output import (
     OutputRoot,
@@ -47,7 +48,9 @@ from pipeline.output import (
     read_watermark,
     record_error_row,
 )
+from pipeline.output.layout import MANIFEST_FILE
 from pipeline.output.partition import partition_problem
+from pipeline.output.store import Store
 from pipeline.progress import Progress
 from pipeline.summary import RunCounts, exit_code_for
 
@@ -72,6 +75,8 @@ class RunResult:
     fetch_stats: dict[str, float | int]
     drift: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: The CRM entity exported (`pipeline.entity.ENTITIES`), for the summary's words.
+    entity: str = DEAL.name
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -126,7 +131,7 @@ class ResolvedIds:
     reused: bool = False
 
 
-def discovery_start(ids: IdsConfig, output_root: str) -> datetime:
+def discovery_start(ids: IdsConfig, output_root: str, entity: Entity = DEAL) -> datetime:
     """Since when an incremental selection asks the portal (no request made); UsageError if
     the settings cannot say."""
     since = ids.modified_since
@@ -144,7 +149,7 @@ def discovery_start(ids: IdsConfig, output_root: str) -> datetime:
             )
     if since is None:
         raise UsageError(
-            "say which deals to export: --ids FILE, --modified-since or --since-last-run"
+            f"say which {entity.plural} to export: --ids FILE, --modified-since or --since-last-run"
         )
     return since
 
@@ -156,10 +161,11 @@ async def resolve_ids(
     *,
     stdin: BinaryIO | None = None,
 ) -> ResolvedIds:
-    """The IDs of this run: read from the input, or discovered through `crm.deal.list`.
+    """The IDs of this run: read from the input, or discovered through the client's entity's
+    list method.
 
     An interrupted incremental run is resumed with the IDs it discovered then (kept in the
-    output root), not with a fresh discovery: the portal's answer moves on as deals change,
+    output root), not with a fresh discovery: the portal's answer moves on as records change,
     and a different ID list would cut different chunks than the ones already committed.
     """
     if ids.source is not None:
@@ -169,9 +175,10 @@ async def resolve_ids(
             column=ids.column,
             fmt=ids.format,  # type: ignore[arg-type]
             stdin=stdin,
+            noun=client.entity.name,
         )
         return ResolvedIds(idset)
-    since = discovery_start(ids, output_root)
+    since = discovery_start(ids, output_root, client.entity)
     discovery = {"modified_since": since.isoformat(), "overlap_s": ids.overlap_s}
     pending = read_pending_input(output_root) if output_root else None
     if pending is not None and pending[1].get("discovery") == discovery:
@@ -196,7 +203,7 @@ class _Exporter:
     def __init__(
         self,
         out: OutputRoot,
-        schema: DealSchema,
+        schema: EntitySchema,
         chunks: _Chunks,
         idset: IdSet,
         progress: Progress | None,
@@ -279,7 +286,7 @@ class _Exporter:
 def _chunk_tables(
     fetched: list[DealFetched],
     failed: list[DealFailed],
-    schema: DealSchema,
+    schema: EntitySchema,
     run_id: str,
     seen: datetime,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
@@ -330,7 +337,7 @@ async def export(
 ) -> RunResult:
     """Run one export. Raises UsageError, FatalPortalError or OutputError for the CLI to map.
 
-    The partition settings are checked against `crm.deal.fields` before any deal (or ID) is
+    The partition settings are checked against the fields method before any record (or ID) is
     asked for, and before anything is written. `setting_names` says how the user gave each
     setting (`"output.partition_by": "--partition-by"`), for that error. An output that already
     holds a completed export of this input with retryable failures is not refused: those IDs
@@ -356,13 +363,16 @@ async def export(
             else None
         )
         if not local:
-            discovery_start(ids, config.output.root)  # a bad selection fails before any request
+            # A bad selection fails before any request.
+            discovery_start(ids, config.output.root, client.entity)
         schema = await _portal_schema(client)
         _check_partitioning(config.output, schema, setting_names or {})
         if resolved is None:
             resolved = await resolve_ids(ids, client, config.output.root, stdin=stdin)
-        fingerprint = await asyncio.to_thread(
-            fingerprint_ids, _iter_ids(resolved.idset), chunk_size=config.output.chunk_size
+        fingerprint = client.entity.tag_fingerprint(
+            await asyncio.to_thread(
+                fingerprint_ids, _iter_ids(resolved.idset), chunk_size=config.output.chunk_size
+            )
         )
         converge = config.output.existing_data_behavior != "overwrite" and (
             await asyncio.to_thread(holds_retryable_failures, config.output, fingerprint)
@@ -388,7 +398,12 @@ async def export(
         config.output.root,
     )
     result = await retry_failed(
-        config, config.output.root, clock=clock, run_id=run_id, on_tokens_rotated=on_tokens_rotated
+        config,
+        config.output.root,
+        clock=clock,
+        run_id=run_id,
+        on_tokens_rotated=on_tokens_rotated,
+        entity=config.entity,
     )
     counts = _counts_from_manifest(result.manifest, resolved.idset)
     return dataclasses.replace(
@@ -396,25 +411,32 @@ async def export(
     )
 
 
-async def _portal_schema(client: PortalClient) -> DealSchema:
-    fields = await client.call("crm.deal.fields")
+async def _portal_schema(client: PortalClient) -> EntitySchema:
+    entity = client.entity
+    fields = await client.call(entity.fields_method)
     if not isinstance(fields, dict) or not fields:
-        raise OutputError("crm.deal.fields returned no field descriptions; cannot type deals")
-    return DealSchema.from_fields(fields)
+        raise OutputError(
+            f"{entity.fields_method} returned no field descriptions; cannot type {entity.plural}"
+        )
+    return EntitySchema.from_fields(fields, entity)
 
 
-def _check_partitioning(output: OutputConfig, schema: DealSchema, names: Mapping[str, str]) -> None:
+def _check_partitioning(
+    output: OutputConfig, schema: EntitySchema, names: Mapping[str, str]
+) -> None:
     spec = PartitionSpec.from_config(output)
-    problem = partition_problem(spec, {c.name: c.kind.arrow_type for c in schema.columns})
+    types = {c.name: c.kind.arrow_type for c in schema.columns}
+    problem = partition_problem(spec, types, schema.entity.name)
     if problem is None:
         return
     setting = names.get("output.partition_by", "output.partition_by")
     transform = names.get("output.partition_transform")
     if transform is not None:
         setting += f" with {transform} {spec.transform}"
+    entity = schema.entity
     raise UsageError(
-        f"{setting}: {problem} (checked against crm.deal.fields; no deal was fetched and "
-        "nothing was written)"
+        f"{setting}: {problem} (checked against {entity.fields_method}; no {entity.name} was "
+        "fetched and nothing was written)"
     )
 
 
@@ -422,7 +444,7 @@ async def _write_export(
     config: RunConfig,
     client: PortalClient,
     stats: FetchStats,
-    schema: DealSchema,
+    schema: EntitySchema,
     resolved: ResolvedIds,
     fingerprint: str,
     run_id: str,
@@ -468,8 +490,9 @@ async def _write_export(
             # run (a nightly run replaces this root, sidecar included): keep the start point.
             watermark = str(resolved.discovery["modified_since"])
             log.warning(
-                "some deals failed for reasons a retry may fix: the watermark stays at %s, "
+                "some %s failed for reasons a retry may fix: the watermark stays at %s, "
                 "so the next --since-last-run asks for them again",
+                schema.entity.plural,
                 watermark,
             )
         manifest = out.finalize(
@@ -500,6 +523,7 @@ async def _write_export(
         fetch_stats=stats.as_dict(),
         drift=drift_lines,
         manifest=manifest,
+        entity=schema.entity.name,
     )
 
 
@@ -510,21 +534,25 @@ async def retry_failed(
     clock: Clock | None = None,
     run_id: str | None = None,
     on_tokens_rotated: TokensRotated | None = None,
+    entity: str | None = None,
 ) -> RunResult:
     """Re-fetch the sidecar IDs whose failure is retryable and fold them into the same dataset.
 
-    Deals that now arrive become data (a new retry chunk); IDs that fail again keep one sidecar
-    row with their attempts added up. The schema is the one the export was written with, so a
-    retry never mixes column types into the dataset.
+    Records that now arrive become data (a new retry chunk); IDs that fail again keep one
+    sidecar row with their attempts added up. The schema is the one the export was written
+    with, so a retry never mixes column types into the dataset. The entity is the one the
+    output records; `entity`, when given, must be that one (UsageError otherwise).
     """
     started = time.monotonic()
     run_id = run_id or new_run_id()
     stats = FetchStats()
     with OutputRoot.open_existing(root, run_id) as out:
+        kind = _entity_of_output(root, out.uri, entity)
+        config = dataclasses.replace(config, entity=kind.name)
         snapshot = out.read_schema()
         if snapshot is None:
             raise OutputError(f"{out.uri} has no schema snapshot (_schema.json); cannot retry")
-        schema = DealSchema.from_snapshot(snapshot)
+        schema = EntitySchema.from_snapshot(snapshot, kind)
         retry_ids = out.retryable_ids()
         permanent: Counter[str] = Counter()
         retryable: Counter[str] = Counter()
@@ -581,7 +609,28 @@ async def retry_failed(
         chunks_skipped=0,
         fetch_stats=stats.as_dict(),
         manifest=manifest,
+        entity=kind.name,
     )
+
+
+def _entity_of_output(root: str, shown: str, wanted: str | None) -> Entity:
+    """The entity a finished output was exported from (its manifest's configuration; outputs
+    written before entities existed hold deals), checked against the one the caller asked for."""
+    manifest = Store.from_root(root).read_json(MANIFEST_FILE) or {}
+    written = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    name = written.get("entity") if isinstance(written, dict) else None
+    try:
+        found = entity_named(name) if isinstance(name, str) else DEAL
+    except ValueError:
+        raise OutputError(
+            f"{shown} was exported from an entity this version does not know ({name!r})"
+        ) from None
+    if wanted is not None and wanted != found.name:
+        raise UsageError(
+            f"--entity {wanted}: {shown} holds {found.plural}, not {entity_named(wanted).plural}; "
+            f"retry it with --entity {found.name} (or without --entity)"
+        )
+    return found
 
 
 async def _settle_tokens(rotated: TokensRotated | None) -> None:
@@ -613,6 +662,7 @@ def _client(
         clock=clock or ScaledClock(),
         on_tokens_rotated=rotated,
         stats=stats,
+        entity=entity_named(config.entity),
     )
 
 
@@ -642,7 +692,7 @@ def _iter_ids(idset: IdSet) -> Any:
 
 
 def _check_drift(
-    out: OutputRoot, schema: DealSchema, on_drift: Callable[[SchemaDrift], None] | None
+    out: OutputRoot, schema: EntitySchema, on_drift: Callable[[SchemaDrift], None] | None
 ) -> dict[str, Any]:
     """Refuse a resume over changed column types, then report drift since the previous run."""
     current = schema.snapshot()

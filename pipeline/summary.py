@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pipeline.entity import DEAL, Entity
+
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_USAGE = 2
@@ -43,11 +45,11 @@ class RunCounts:
         return self.unique - self.exported - self.failed
 
 
-#: Answers for a deal the webhook user may not read. `crm.deal.get` sends an empty code with the
-#: text: with the period for an existing deal, without it for a missing deal when the user lacks
-#: general deal read permission (crm `restservice.php`, `CCrmDealRestProxy::innerGet`). Portals
-#: that answer like `crm.item.get` send the code `ACCESS_DENIED` instead
-#: (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-get.html).
+#: Answers for a record the webhook user may not read. The get methods send an empty code with
+#: the text: with the period for an existing record, without it for a missing one when the user
+#: lacks general read permission on the entity (crm `restservice.php`,
+#: `CCrmDealRestProxy::innerGet`). Portals that answer like `crm.item.get` send the code
+#: `ACCESS_DENIED` instead (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-get.html).
 ACCESS_DENIED = frozenset({"Access denied", "Access denied.", "ACCESS_DENIED"})
 
 
@@ -84,6 +86,7 @@ def render_summary(
     seconds: float,
     drift: Sequence[str] = (),
     exported_now: int | None = None,
+    entity: Entity = DEAL,
 ) -> list[str]:
     """Plain sentences for the operator, in the order they will be read in the morning.
 
@@ -93,24 +96,24 @@ def render_summary(
     """
     now = counts.exported if exported_now is None else exported_now
     rate = now / seconds if seconds > 0 else 0.0
-    speed = f"{rate:,.0f} deals/s"
+    speed = f"{rate:,.0f} {entity.plural}/s"
     if exported_now is not None:
         speed = f"{exported_now:,} in this attempt at {speed}"
     lines = [
-        f"exported {counts.exported:,} of {counts.unique:,} unique deal IDs "
+        f"exported {counts.exported:,} of {counts.unique:,} unique {entity.id_noun}s "
         f"in {seconds:,.1f} s ({speed}) into {output}",
     ]
     if counts.duplicates:
         lines.append(f"dropped {counts.duplicates:,} duplicate IDs from the input")
     if counts.invalid_input:
         lines.append(
-            f"{counts.invalid_input:,} input lines were not valid deal IDs "
+            f"{counts.invalid_input:,} input lines were not valid {entity.id_noun}s "
             "(see the sidecar, stage 'input')"
         )
     if counts.failed_permanent:
         lines.append(
             f"permanently unavailable: {_reasons(counts.failed_permanent)} "
-            "(deleted or hidden deals; no retry will change this)"
+            f"(deleted or hidden {entity.plural}; no retry will change this)"
         )
     if counts.failed_retryable:
         lines.append(f"failed but retryable: {_reasons(counts.failed_retryable)}")
@@ -125,13 +128,14 @@ def render_summary(
         lines.append(f"error sidecar: {output.rstrip('/')}/_errors/")
     if nothing_readable(counts):
         lines.append(
-            "the webhook's user could read none of the requested deals: check its CRM "
-            "permissions (deal read access) or use a webhook of a user who can"
+            f"the webhook's user could read none of the requested {entity.plural}: check its "
+            f"CRM permissions ({entity.name} read access) or use a webhook of a user who can"
         )
     elif "Access denied" in counts.failed_permanent:
         lines.append(
-            "'Access denied' without a period means the webhook's user lacks general deal read "
-            "permission: missing deals cannot be told apart from hidden ones"
+            "'Access denied' without a period means the webhook's user lacks general "
+            f"{entity.name} read permission: missing {entity.plural} cannot be told apart from "
+            "hidden ones"
         )
     if counts.failed_retryable:
         lines.append(f"next: deal-export retry {output}")

@@ -120,6 +120,7 @@ SLOW_PATHS = (
     "tests/output/test_s3.py",
     "tests/normalise/test_properties.py",
     "tests/operator/test_json_log_lines.py",
+    "tests/entity/test_lead_export.py",
 )
 
 

@@ -19,6 +19,7 @@ from pipeline.cli.run import (
 )
 from pipeline.clock import ScaledClock
 from pipeline.config_load import secrets_of
+from pipeline.entity import entity_named
 from pipeline.fetch import PortalClient
 from pipeline.logs import log_event
 from pipeline.run import resolve_ids
@@ -48,7 +49,8 @@ from pipeline.summary import EXIT_USAGE
 def ids(**kw: Any) -> None:
     """Discover the IDs of deals modified since a time, and print them one per line.
 
-    Uses crm.deal.list (only the ID field, keyset paging), as an incremental run does.
+    Uses the entity's list method (only the ID field, keyset paging), as an incremental run
+    does: crm.lead.list with --entity lead.
 
     \b
     Example:
@@ -89,6 +91,7 @@ def ids(**kw: Any) -> None:
     warn_if_insecure(loaded)
     auth = loaded.auth
     root = loaded.output.root if loaded.output is not None else ""
+    entity = entity_named(loaded.entity)
 
     async def main() -> int:
         async with PortalClient(
@@ -97,6 +100,7 @@ def ids(**kw: Any) -> None:
             transport=loaded.transport,
             fetch=loaded.fetch,
             clock=ScaledClock(kw.get("time_scale") or 1.0),
+            entity=entity,
         ) as client:
             idset = (await resolve_ids(loaded.ids, client, root)).idset
         out = sys.stdout
@@ -106,10 +110,11 @@ def ids(**kw: Any) -> None:
         return len(idset)
 
     count = run_guarded(main, lambda: secrets, json_errors=as_json)
+    found = f"{count} {entity.id_noun}s"
     if as_json:
-        log_event(logging.getLogger("pipeline.cli"), "ids_found", f"{count} deal IDs", count=count)
+        log_event(logging.getLogger("pipeline.cli"), "ids_found", found, count=count)
     else:
-        click.echo(f"{count} deal IDs", err=True)
+        click.echo(found, err=True)
 
 
 __all__ = ["ids"]

@@ -12,6 +12,7 @@ import click
 from pipeline.cli._errors import fail, json_wanted
 from pipeline.cli.run import FLAGS
 from pipeline.config_load import load_config
+from pipeline.entity import ENTITY_NAMES, entity_named
 from pipeline.errors import UsageError
 from pipeline.ids import ID_FORMATS, IdFormat, load_ids
 from pipeline.plan import (
@@ -61,14 +62,19 @@ def _parse_count(text: str) -> int:
 @click.option("--burst", type=int, help="Requests the portal's bucket holds.")
 @click.option("--headroom", type=float, help="Fraction of rate and burst left to others (0.1).")
 @click.option("--operating-budget", metavar="SECONDS|off", help="Method time per 10 minutes (480).")
-@click.option("--batch-size", type=int, help="crm.deal.get commands per batch (50).")
+@click.option("--batch-size", type=int, help="Get commands per batch (50).")
 @click.option("--concurrency", type=int, help="Batch requests in flight.")
 @click.option(
     "--ms-per-deal",
     type=float,
     default=DEFAULT_MS_PER_DEAL,
     show_default=True,
-    help="Assumed server time of one crm.deal.get.",
+    help="Assumed server time of one get command.",
+)
+@click.option(
+    "--entity",
+    type=click.Choice(ENTITY_NAMES),
+    help="The CRM entity: deal (default) or lead (only the words change: both cost alike).",
 )
 @click.option(
     "--latency-ms",
@@ -94,12 +100,13 @@ def plan(
     concurrency: int | None,
     ms_per_deal: float,
     latency_ms: float,
+    entity: str | None,
     as_json: bool,
 ) -> None:
     """Estimate how long exporting N deals takes, and which portal limit binds.
 
     Three ceilings are compared: the request rate (a batch of 50 deals is one request, so 2 req/s
-    is 100 deals/s), the operating-time budget (480 s of crm.deal.get per 10 minutes, divided by
+    is 100 deals/s), the operating-time budget (480 s of the get method per 10 minutes, divided by
     the time one deal costs the portal), and the requests in flight. Limits come from the plan,
     a config file and the environment like for `deal-export run`.
 
@@ -116,7 +123,7 @@ def plan(
         count = (
             _parse_count(n)
             if n is not None
-            else len(load_ids(ids_path or "", column=column, fmt=ids_format))
+            else len(load_ids(ids_path or "", column=column, fmt=ids_format, noun=entity or "deal"))
         )
         if ms_per_deal < 0 or latency_ms < 0:
             raise UsageError("--ms-per-deal and --latency-ms must be >= 0")
@@ -131,14 +138,21 @@ def plan(
                 "limits.operating_budget_s": operating_budget,
                 "fetch.batch_size": batch_size,
                 "fetch.concurrency": concurrency,
+                "entity": entity,
             },
             flags=FLAGS,
         )
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE, as_json=json_wanted((), os.environ))
+    kind = entity_named(config.entity)
     result = estimate(
         PlanInputs.from_config(
-            count, config.limits, config.fetch, ms_per_deal=ms_per_deal, latency_ms=latency_ms
+            count,
+            config.limits,
+            config.fetch,
+            ms_per_deal=ms_per_deal,
+            latency_ms=latency_ms,
+            noun=kind.plural,
         )
     )
     if as_json:
@@ -151,9 +165,10 @@ def plan(
 def render_plan(result: PlanEstimate, plan_name: str) -> list[str]:
     """The estimate as a few aligned lines for a terminal."""
     inputs = result.inputs
+    noun = inputs.noun
     lines = [
-        f"{inputs.ids:,} deals, {plan_name} plan: {result.requests:,} batch requests of up to "
-        f"{inputs.batch_size} deals",
+        f"{inputs.ids:,} {noun}, {plan_name} plan: {result.requests:,} batch requests of up to "
+        f"{inputs.batch_size} {noun}",
     ]
     for ceiling in result.ceilings:
         speed = "unlimited" if math.isinf(ceiling.deals_per_s) else f"{ceiling.deals_per_s:.1f}/s"
@@ -169,7 +184,7 @@ def render_plan(result: PlanEstimate, plan_name: str) -> list[str]:
     }
     lines.append(
         f"Estimated time: {format_duration(result.seconds)} "
-        f"(~{min(result.deals_per_s, result.binding.deals_per_s):.1f} deals/s); "
+        f"(~{min(result.deals_per_s, result.binding.deals_per_s):.1f} {noun}/s); "
         f"{limit_names[result.binding.name]} binds."
     )
     lines.extend(f"note: {w}" for w in result.warnings)

@@ -66,12 +66,14 @@ def retry(output: str, **kw: Any) -> None:
     warn_if_insecure(loaded)
     saver = rotated_tokens(config.auth, handler, secrets)
     clock = ScaledClock(kw.get("time_scale") or 1.0)
+    # The output says which entity it holds; a given --entity (or setting) must agree with it.
+    wanted = loaded.entity if "entity" in loaded.names else None
 
     async def main() -> RunResult:
         if kw.get("break_lock"):
             await asyncio.to_thread(break_lock, output)
         return await retry_failed(
-            config, output, clock=clock, run_id=run_id, on_tokens_rotated=saver
+            config, output, clock=clock, run_id=run_id, on_tokens_rotated=saver, entity=wanted
         )
 
     json_logs = config.log_format == "json"

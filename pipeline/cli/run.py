@@ -17,6 +17,7 @@ from pipeline.cli._errors import fail, json_wanted, run_guarded
 from pipeline.cli._tokens import rotated_tokens
 from pipeline.clock import ScaledClock
 from pipeline.config_load import LoadedConfig, load_config, secrets_of
+from pipeline.entity import ENTITY_NAMES, entity_named
 from pipeline.errors import UsageError
 from pipeline.logs import LEVELS, json_record, log_event, parse_level, set_run_id, setup_logging
 from pipeline.output.lock import break_lock
@@ -74,10 +75,10 @@ def portal_options(fn: Any) -> Any:
             click.option(
                 "--operating-budget",
                 type=str,
-                help="Seconds of crm.deal.get time per 10 minutes, or 'off'.",
+                help="Seconds of the get method's time per 10 minutes, or 'off'.",
             ),
             click.option("--concurrency", type=int, help="Batch requests in flight."),
-            click.option("--batch-size", type=int, help="crm.deal.get commands per batch (1-50)."),
+            click.option("--batch-size", type=int, help="Get commands per batch (1-50)."),
             click.option("--max-attempts", type=int, help="Attempts per ID on transient faults."),
             click.option(
                 "--ca-bundle",
@@ -91,6 +92,11 @@ def portal_options(fn: Any) -> Any:
                 default=None,
                 help="Do not check the portal's TLS certificate (a warning says so; prefer "
                 "--ca-bundle).",
+            ),
+            click.option(
+                "--entity",
+                type=click.Choice(ENTITY_NAMES),
+                help="The CRM entity: deal (default) or lead.",
             ),
             click.option(
                 "--log-format",
@@ -133,6 +139,7 @@ def portal_overrides(kw: dict[str, Any]) -> dict[str, object]:
         "transport.ca_bundle": kw.get("ca_bundle"),
         "transport.verify_tls": False if kw.get("no_verify_tls") else None,
         "log_format": kw.get("log_format"),
+        "entity": kw.get("entity"),
     }
 
 
@@ -152,6 +159,7 @@ FLAGS: dict[str, str] = {
     "transport.ca_bundle": "--ca-bundle",
     "transport.verify_tls": "--no-verify-tls",
     "log_format": "--log-format",
+    "entity": "--entity",
     "ids.source": "--ids",
     "ids.column": "--ids-column",
     "ids.format": "--ids-format",
@@ -340,7 +348,8 @@ def run(**kw: Any) -> None:
     def progress_factory(total: int) -> Progress:
         mode: Mode | None = "json" if json_logs else None
         stream = progress_stream(kw)
-        progress = Progress(total=total, stream=stream, clock=clock, mode=mode)
+        label = entity_named(config.entity).plural
+        progress = Progress(total=total, stream=stream, clock=clock, mode=mode, label=label)
         if progress.mode == "tty":
             display.attach(progress)
         progress.start()
@@ -371,10 +380,11 @@ def report(
     """The summary on stdout: sentences, or in JSON mode one object (Airflow's XCom reads the
     last line of stdout). A retry that found nothing to retry says so instead of counting 0."""
     this_attempt = int(result.fetch_stats.get("deals_fetched", result.counts.exported))
+    entity = entity_named(result.entity)
     if retry and result.counts.requested == 0:
         lines = [
             f"nothing to retry: {result.output} holds no failures a retry may fix "
-            "(deleted or hidden deals stay in the sidecar as permanent failures)"
+            f"(deleted or hidden {entity.plural} stay in the sidecar as permanent failures)"
         ]
     else:
         lines = render_summary(
@@ -383,6 +393,7 @@ def report(
             seconds=result.seconds,
             drift=result.drift,
             exported_now=this_attempt if result.resumed else None,
+            entity=entity,
         )
     if not json_logs:
         for line in lines:

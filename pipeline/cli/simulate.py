@@ -22,10 +22,13 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
   GET  /_simulator/stats      request, command and limit counters, as JSON
   GET  /_simulator/clock      the portal's now and time scale: {"now": ts, "scale": k}
   POST /_simulator/touch      {"ids": [1, 2], "at": ts?}: set DATE_MODIFY of those deals to
-                              `at` (default now), so an incremental run finds them
-  POST /_simulator/delete     {"ids": [1, 2]}: delete those deals ("Not found" from then on)
-  GET  /_simulator/deal/ID    the exact wire deal crm.deal.get would return (hidden ones too,
-                              marked by the X-Deal-Status header); 404 if deleted or missing
+                              `at` (default now), so an incremental run finds them; add
+                              "entity": "lead" for leads
+  POST /_simulator/delete     {"ids": [1, 2]}: delete those deals ("Not found" from then on);
+                              "entity": "lead" likewise
+  GET  /_simulator/deal/ID    the exact wire deal the get method would return (hidden ones
+                              too, marked by the X-Deal-Status header); 404 if deleted or missing
+  GET  /_simulator/lead/ID    the same for a lead
 """
 
 
@@ -38,6 +41,13 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
     default=1000,
     show_default=True,
     help="Number of deals in the portal (hidden ones included).",
+)
+@click.option(
+    "--leads",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Number of leads in the portal (hidden ones included), for --entity lead.",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of data and faults.")
 @click.option(
@@ -64,20 +74,20 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
     type=click.FloatRange(min=0),
     default=20.0,
     show_default=True,
-    help="Operating time charged per crm.deal.get.",
+    help="Operating time charged per get command (deals and leads alike).",
 )
 @click.option(
     "--list-processing-ms",
     type=click.FloatRange(min=0),
     default=None,
-    help="Operating time charged per crm.deal.list call (default: as --processing-ms).",
+    help="Operating time charged per list call (default: as --processing-ms).",
 )
 @click.option(
     "--list-row-processing-ms",
     type=click.FloatRange(min=0),
     default=SimulatorConfig.list_row_processing_ms,
     show_default=True,
-    help="Added per crm.deal.list row that carries more than its ID.",
+    help="Added per list row that carries more than its ID.",
 )
 @click.option(
     "--time-scale",
@@ -146,8 +156,9 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
     show_default=True,
     help="Delay of a slow answer, simulated seconds.",
 )
-def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate: float | None,
-             burst: int | None, operating_budget: float | None, processing_ms: float,
+def simulate(host: str, port: int, deals: int, leads: int, seed: int, plan: str | None,
+             rate: float | None, burst: int | None, operating_budget: float | None,
+             processing_ms: float,
              list_processing_ms: float | None, list_row_processing_ms: float,
              time_scale: float, secret: str | None, server_tz: str, deleted_fraction: float,
              hidden_fraction: float, empty_multiple: EmptyMultiple, no_deal_permission: bool,
@@ -157,8 +168,8 @@ def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate
     """Serve a local Bitrix24 portal simulator until Ctrl-C.
 
     The first line of output is the webhook base URL to give to `deal-export run`; the portal
-    answers `crm.deal.get`, `crm.deal.list`, `crm.deal.fields` and `batch` like a cloud portal,
-    limits and quirks included. Without --plan or --rate there is no rate limit.
+    answers the get, list and fields methods of deals and of leads, and `batch`, like a cloud
+    portal, limits and quirks included. Without --plan or --rate there is no rate limit.
 
     \b
     Example:
@@ -172,6 +183,7 @@ def simulate(host: str, port: int, deals: int, seed: int, plan: str | None, rate
                              slow=fault_slow, no_time=fault_no_time, slow_s=slow_s)  # fmt: skip
         config = SimulatorConfig(
             deals=deals,
+            leads=leads,
             seed=seed,
             rate=rate if rate is not None else rate_value,
             burst=burst if burst is not None else burst_value,
@@ -206,7 +218,7 @@ async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
         # First line: the webhook base URL, for scripts that start us and read it.
         sys.stdout.write(sim.webhook_url + "\n")
         sys.stdout.write(
-            f"serving {config.deals} deals (seed {config.seed}); stats: "
+            f"serving {config.deals} deals and {config.leads} leads (seed {config.seed}); stats: "
             f"{sim.base_url}/_simulator/stats; Ctrl-C to stop\n"
         )
         sys.stdout.flush()

@@ -19,7 +19,7 @@ Example:
 
     async with PortalClient(WebhookAuth(url), limits=LimitsConfig.for_plan("standard"),
                             on_tokens_rotated=save_tokens) as client:
-        fields = await client.call("crm.deal.fields")
+        fields = await client.call(client.entity.fields_method)
         async with aclosing(fetch_deals(ids, client)) as outcomes:
             async for outcome in outcomes:        # DealFetched | DealFailed, one per ID
                 ...

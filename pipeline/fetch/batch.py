@@ -1,4 +1,5 @@
-"""Building `batch` requests of `crm.deal.get` commands and splitting the answers per ID. Pure.
+"""Building `batch` requests of get commands (`Entity.get_method`) and splitting the answers per
+ID. Pure.
 
 Keys are `d<ID>`: PHP turns sequential integer keys (and numeric strings) into a JSON list, so a
 non-numeric key keeps `result` an object keyed by the key we sent (docs `batch.md`; b24pysdk
@@ -18,28 +19,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-DEAL_GET = "crm.deal.get"
+from pipeline.entity import DEAL, Entity
+
+#: The deal get method (kept for importers; a run uses its entity's `get_method`).
+DEAL_GET = DEAL.get_method
 
 
 def command_key(deal_id: int) -> str:
-    """The batch key for one deal: non-numeric so PHP keeps the section an object."""
+    """The batch key for one record: non-numeric so PHP keeps the section an object."""
     return f"d{deal_id}"
 
 
-def deal_get_command(deal_id: int) -> str:
-    """One `cmd` entry: the method plus its URL-encoded query (the server `parse_str`s it).
-
-    A validated integer ID needs no escaping, and `urlencode` per command was a seventh of the
-    exporter's CPU; `int()` keeps anything else from reaching the query unescaped.
-    """
-    return f"{DEAL_GET}?ID={int(deal_id)}"
+def deal_get_command(deal_id: int, entity: Entity = DEAL) -> str:
+    """One `cmd` entry: the method plus its URL-encoded query (the server `parse_str`s it)."""
+    return entity.get_command(deal_id)
 
 
-def build_batch(ids: Sequence[int]) -> dict[str, Any]:
+def build_batch(ids: Sequence[int], entity: Entity = DEAL) -> dict[str, Any]:
     """The JSON body of a `batch` call fetching `ids` (distinct, 1..50 of them), `halt=0`."""
     if not 1 <= len(ids) <= 50:
         raise ValueError("a batch carries 1..50 commands")
-    cmd = {command_key(i): deal_get_command(i) for i in ids}
+    cmd = {command_key(i): entity.get_command(i) for i in ids}
     if len(cmd) != len(ids):
         raise ValueError("duplicate IDs in one batch")
     return {"halt": 0, "cmd": cmd}
@@ -77,12 +77,13 @@ class BatchReply:
     missing: list[int] = field(default_factory=list)
 
 
-def parse_batch(result: Any, ids: Sequence[int]) -> BatchReply:
+def parse_batch(result: Any, ids: Sequence[int], entity: Entity = DEAL) -> BatchReply:
     """Split the top-level `result` of a batch answer into per-ID outcomes.
 
-    A `result` entry that is not an object, or whose `ID` names another deal, is reported as an
-    error with code `BAD_PAYLOAD` (the caller treats unknown codes as transient).
+    A `result` entry that is not an object, or whose `ID` names another record, is reported as
+    an error with code `BAD_PAYLOAD` (the caller treats unknown codes as transient).
     """
+    id_field = entity.id_field
     keys = [command_key(i) for i in ids]
     body = result if isinstance(result, dict) else {}
     results = as_section(body.get("result"), keys)
@@ -90,12 +91,14 @@ def parse_batch(result: Any, ids: Sequence[int]) -> BatchReply:
     reply = BatchReply()
     for deal_id, key in zip(ids, keys, strict=True):
         if key in results and results[key] is not None:
-            payload = results[key]
+            payload = entity.unwrap(results[key])
             if not isinstance(payload, dict):
-                reply.errors[deal_id] = CommandError("BAD_PAYLOAD", "deal is not a JSON object")
-            elif "ID" in payload and str(payload["ID"]) != str(deal_id):
                 reply.errors[deal_id] = CommandError(
-                    "BAD_PAYLOAD", f"answer for ID {deal_id} carries ID {payload['ID']!r}"
+                    "BAD_PAYLOAD", f"{entity.name} is not a JSON object"
+                )
+            elif id_field in payload and str(payload[id_field]) != str(deal_id):
+                reply.errors[deal_id] = CommandError(
+                    "BAD_PAYLOAD", f"answer for ID {deal_id} carries ID {payload[id_field]!r}"
                 )
             else:
                 reply.deals[deal_id] = payload

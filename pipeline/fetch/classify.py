@@ -5,9 +5,10 @@
 Order of evidence: the `error` code first (statuses have moved: the official docs, repository
 bitrix-tools/b24-rest-docs `_includes/system-errors.md`, listed QUERY_LIMIT_EXCEEDED as 429 until
 2024-12 and as 503 since), the HTTP status second, and the human `error_description` only for
-the fixed English strings that `crm.deal.get` raises with an empty code (docs
-`api-reference/crm/deals/crm-deal-get.md`; server code: crm module `restservice.php`
-`CCrmDealRestProxy::innerGet`; descriptions are otherwise localised).
+the fixed English strings that the get methods raise with an empty code (docs
+`api-reference/crm/deals/crm-deal-get.md`, `api-reference/crm/leads/crm-lead-get.md`; server
+code: crm module `restservice.php` `CCrmDealRestProxy::innerGet`; descriptions are otherwise
+localised).
 
     Action            meaning                                      caller's reaction
     PERMANENT         this deal will never come back (per ID)       DealFailed(retryable=False)
@@ -18,7 +19,7 @@ the fixed English strings that `crm.deal.get` raises with an empty code (docs
     FATAL             the run cannot succeed until someone acts     raise FatalPortalError
 
 `context` says where the error sat: "top" (the whole HTTP response) or "command" (one command
-inside a batch, or the answer of a plain `crm.deal.get` about its one ID). An empty code with an
+inside a batch, or the answer of a plain get about its one ID). An empty code with an
 unknown description means a server-side exception raised without a code; for one command that is
 about the deal (permanent), for the whole request it means our request is unusable (fatal).
 """
@@ -55,7 +56,7 @@ class Action(Enum):
         return "transient"
 
 
-#: `crm.deal.get` per-record errors: empty code, fixed English text (CORE-CRM `innerGet`,
+#: Get-method per-record errors: empty code, fixed English text (CORE-CRM `innerGet`,
 #: `CCrmRestProxyBase::get`). Matched with and without the trailing period, case-sensitively
 #: apart from that, because docs and server code disagree on the period.
 PERMANENT_DESCRIPTIONS = frozenset(
@@ -102,8 +103,8 @@ FATAL_CODES: dict[str, str] = {
 }
 
 #: Codes that name one record when they answer one command (crm.item.get documents both as
-#: per-record errors; some portals send ACCESS_DENIED per command of crm.deal.get too). At the
-#: top level ACCESS_DENIED still refuses the run (it is in FATAL_CODES).
+#: per-record errors; some portals send ACCESS_DENIED per command of the legacy get methods
+#: too). At the top level ACCESS_DENIED still refuses the run (it is in FATAL_CODES).
 RECORD_CODES = frozenset({"ACCESS_DENIED", "NOT_FOUND"})
 
 #: Texts of a top-level ACCESS_DENIED, mapped to what the operator must fix. The core REST
@@ -118,8 +119,9 @@ _CONTEXT_HINT = (
     "the webhook/app user cannot be authorised for this call: use a webhook of an active "
     "intranet user with CRM access"
 )
+#: `{noun}`: the entity read (`Entity.name`).
 _PERMISSION_HINT = (
-    "the webhook/app user may not read the CRM: give it deal read permission (CRM access "
+    "the webhook/app user may not read the CRM: give it {noun} read permission (CRM access "
     "rights) or use a webhook of a user who has it"
 )
 #: Every requested deal refused with ACCESS_DENIED: not the plan (REST itself answered).
@@ -141,7 +143,7 @@ OAUTH_UNAVAILABLE = "OAUTH_UNAVAILABLE"
 
 
 def is_permanent_description(description: str) -> bool:
-    """True for the fixed English per-record texts of `crm.deal.get`, period or not."""
+    """True for the fixed English per-record texts of the get methods, period or not."""
     text = description.strip()
     if text.endswith("."):
         text = text[:-1]
@@ -174,7 +176,7 @@ def classify(
     if code in TRANSIENT_CODES:
         return Action.TRANSIENT
     if code == "":
-        # Per-deal texts are per-deal only inside a command (or a plain crm.deal.get); as the
+        # Per-record texts are per-record only inside a command (or a plain get); as the
         # answer to a whole batch or list call they mean the run itself is refused.
         if is_permanent_description(description) and context == "command":
             return Action.PERMANENT
@@ -204,22 +206,24 @@ def _by_status(http_status: int) -> Action:
     return Action.TRANSIENT
 
 
-def fatal_hint(code: str, description: str = "") -> str:
-    """The operator-facing hint for a fatal code (a generic one for unknown codes).
+def fatal_hint(code: str, description: str = "", noun: str = "deal") -> str:
+    """The operator-facing hint for a fatal code (a generic one for unknown codes); `noun` is
+    the entity whose read permission the user may lack (`Entity.name`).
 
     For ACCESS_DENIED the portal's text tells the plan apart from the user's rights.
     """
+    permission = _PERMISSION_HINT.format(noun=noun)
     if code == "" and description.strip().rstrip(".") == "Access denied":
-        # crm.deal.* raise it without a code when the user may not read the CRM at all
-        # (crm `restservice.php` `onRestServiceMethod`): the rights, not the plan or the URL.
-        return _PERMISSION_HINT
+        # The legacy CRM methods raise it without a code when the user may not read the CRM at
+        # all (crm `restservice.php` `onRestServiceMethod`): the rights, not the plan or URL.
+        return permission
     if code == "ACCESS_DENIED" and description:
         text = description.lower()
         if "commercial" in text or "tariff" in text or "plan" in text:
             return _PLAN_HINT
         if "authorized" in text or "authorised" in text:
             return _CONTEXT_HINT
-        return _PERMISSION_HINT
+        return permission
     return FATAL_CODES.get(code, "the portal refused the request; check the credentials and URL")
 
 

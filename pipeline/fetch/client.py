@@ -7,10 +7,10 @@ status and content-type checks, JSON decoding, classification. What it raises:
     RateLimited        503 QUERY_LIMIT_EXCEEDED (the shared gate already backs off)
     OperatingLimited   429 OPERATION_TIME_LIMIT (the method is already paused)
     TransientError     anything else worth another attempt
-    CommandFailed      a plain `crm.deal.get` answered a per-ID error (not found, ...)
+    CommandFailed      a plain get (`Entity.get_method`) answered a per-ID error (not found, ...)
 
 `expired_token` never escapes: the OAuth pair is refreshed (single flight) and the attempt is
-repeated without counting. `call()` adds retries for single methods (crm.deal.fields, .list),
+repeated without counting. `call()` adds retries for single methods (the fields and list methods),
 as the pure core `pipeline.fetch.decide` decides with the client's one `RetryBudget`; the batch
 path is retried per ID by the engine (the same core).
 """
@@ -27,9 +27,10 @@ import orjson
 
 from pipeline.clock import Clock, ScaledClock
 from pipeline.config import Auth, FetchConfig, LimitsConfig, TransportConfig
+from pipeline.entity import DEAL, Entity
 from pipeline.errors import FatalPortalError, OperatingLimited, RateLimited, TransientError
 from pipeline.fetch.auth import Signer, TokensRotated, make_signer
-from pipeline.fetch.batch import DEAL_GET, BatchReply, batch_timings, build_batch, parse_batch
+from pipeline.fetch.batch import BatchReply, batch_timings, build_batch, parse_batch
 from pipeline.fetch.classify import Action, Context, classify, fatal_hint
 from pipeline.fetch.decide import (
     AnswerClass,
@@ -59,7 +60,7 @@ class WholeRequestError(TransientError):
 
 
 class CommandFailed(Exception):
-    """A per-ID error answer to one command (a plain `crm.deal.get`). Not a PipelineError:
+    """A per-ID error answer to one command (a plain get). Not a PipelineError:
     it is data for the sidecar, never shown to the operator as a failure of the run."""
 
     def __init__(self, code: str, description: str, http_status: int | None, action: Action):
@@ -103,9 +104,12 @@ class PortalClient:
         on_tokens_rotated: TokensRotated | None = None,
         stats: FetchStats | None = None,
         http: HttpTransport | None = None,
+        entity: Entity = DEAL,
     ) -> None:
         """`transport` configures the default aiohttp transport; `http` replaces it (a
-        `pipeline.fetch.wire.MockTransport` in tests), and is told the credentials' secrets."""
+        `pipeline.fetch.wire.MockTransport` in tests), and is told the credentials' secrets.
+        `entity` says which CRM entity's methods the batch path and discovery call."""
+        self.entity = entity
         self.limits = limits or LimitsConfig()
         self.fetch = fetch or FetchConfig()
         self.clock: Clock = clock or ScaledClock()
@@ -293,7 +297,7 @@ class PortalClient:
         if action is Action.FATAL:
             raise FatalPortalError(
                 f"{where} refused the run: {code or 'HTTP ' + str(status)}"
-                f"{' (' + desc + ')' if desc else ''}: {fatal_hint(code, desc)}",
+                f"{' (' + desc + ')' if desc else ''}: {fatal_hint(code, desc, self.entity.name)}",
                 code=code,
                 http_status=status,
             )
@@ -313,31 +317,33 @@ class PortalClient:
             self.pacer.rate.on_rate_limited(generation, status=status, code=code)
         elif learn is Learn.OPERATING_LIMITED:
             self.stats.operating_limited += 1
-            budget_method = DEAL_GET if method == "batch" else method
+            budget_method = self.entity.get_method if method == "batch" else method
             self.pacer.budget(budget_method).on_limited(status=status, code=code)
 
     # -- the batch path ------------------------------------------------------------------------
 
     async def batch_get(self, ids: Sequence[int]) -> BatchReply:
-        """One attempt of `batch` with one `crm.deal.get` per ID (distinct, 1..50)."""
+        """One attempt of `batch` with one get command per ID (distinct, 1..50)."""
+        entity = self.entity
         answer = await self.attempt(
-            "batch", build_batch(ids), budget_method=DEAL_GET, commands=len(ids)
+            "batch", build_batch(ids, entity), budget_method=entity.get_method, commands=len(ids)
         )
-        return parse_batch(answer.body.get("result"), ids)
+        return parse_batch(answer.body.get("result"), ids, entity)
 
     async def get_deal(self, deal_id: int) -> dict[str, Any]:
-        """One attempt of a plain `crm.deal.get` (portals that forbid batch).
+        """One attempt of a plain get (portals that forbid batch).
 
         Raises CommandFailed for a per-ID error answer, and BAD_PAYLOAD transient errors for an
-        answer that is not this deal.
+        answer that is not this record.
         """
-        answer = await self.attempt(DEAL_GET, {"ID": deal_id}, context="command")
-        result = answer.body.get("result")
+        method, id_field = self.entity.get_method, self.entity.id_field
+        answer = await self.attempt(method, {"ID": deal_id}, context="command")
+        result = self.entity.unwrap(answer.body.get("result"))
         if not isinstance(result, dict):
-            raise TransientError("crm.deal.get answered a non-object result", code="BAD_PAYLOAD")
-        if "ID" in result and str(result["ID"]) != str(deal_id):
+            raise TransientError(f"{method} answered a non-object result", code="BAD_PAYLOAD")
+        if id_field in result and str(result[id_field]) != str(deal_id):
             raise TransientError(
-                f"crm.deal.get for {deal_id} answered ID {result['ID']!r}", code="BAD_PAYLOAD"
+                f"{method} for {deal_id} answered ID {result[id_field]!r}", code="BAD_PAYLOAD"
             )
         return result
 
@@ -363,7 +369,7 @@ class PortalClient:
                     self.stats.retries += 1
                     await self.clock.sleep(self.retry.delay(state.attempts))
             except CommandFailed as exc:
-                # A per-record text for a whole call (e.g. `Access denied.` from crm.deal.list:
+                # A per-record text for a whole call (e.g. `Access denied.` from a list method:
                 # the user cannot read the CRM at all): nothing to retry, nothing to skip.
                 raise FatalPortalError(
                     f"{self.portal}{method} refused: {exc.code or '(no code)'}: "

@@ -26,7 +26,7 @@ Shape of the machinery (all bounded):
   WRONG_ENCODING, or on the second occurrence for a 500/timeout, down to the one ID that causes
   it. A 500/timeout is split only when the portal answered some request since the set was
   formed (a batch sent again whole, or a half of a split); when nothing was answered since, the
-  engine sends one cheap health probe (`crm.deal.fields`, one attempt, through the pacer), so a
+  engine sends one cheap health probe (the fields method, one attempt, through the pacer), so a
   lone batch (a `retry` of a few IDs, a small delta) is isolated too. A failed probe means an
   outage: an outage fails every batch, and splitting it would multiply the requests against a
   portal that is down; no further probe is sent until the portal answers another request, its
@@ -67,7 +67,7 @@ from pipeline.errors import (
     TransientError,
     UsageError,
 )
-from pipeline.fetch.batch import DEAL_GET, BatchReply, CommandError
+from pipeline.fetch.batch import BatchReply, CommandError
 from pipeline.fetch.classify import fatal_hint
 from pipeline.fetch.client import CommandFailed, PortalClient, answer_of
 from pipeline.fetch.decide import (
@@ -87,9 +87,8 @@ from pipeline.fetch.decide import (
 )
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 
-#: The health probe: the call a run already makes for its schema (REST docs
-#: `crm-deal-fields.md`); it carries no deal data, so no poison deal can fail it.
-PROBE_METHOD = "crm.deal.fields"
+#: The health probe: the call a run already makes for its schema (`Entity.fields_method`, REST
+#: docs `crm-deal-fields.md`); it carries no record data, so no poison record can fail it.
 
 #: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
 RECENT_WINDOW = 10_000
@@ -219,7 +218,7 @@ class _Engine:
         return DealFailed(
             id=value if isinstance(value, int) and not isinstance(value, bool) else 0,
             code="INVALID_ID",
-            message=f"not a positive integer deal ID: {value!r}",
+            message=f"not a positive integer {self._client.entity.id_noun}: {value!r}",
             http_status=None,
             attempts=0,
             retryable=False,
@@ -260,7 +259,7 @@ class _Engine:
     ) -> None:
         client = self._client
         if len(items) > 1:
-            fits = client.pacer.budget(DEAL_GET).affordable(len(items))
+            fits = client.pacer.budget(client.entity.get_method).affordable(len(items))
             if 0 < fits < len(items):
                 # Spend what is left of the operating window now; the rest goes back first
                 # in line (no attempt spent) and waits for the window to move.
@@ -300,9 +299,10 @@ class _Engine:
                 learnt.add(decision.learn)
                 self._learn(decision.learn, err.code)
             if decision.next is Next.ABORT:
-                hint = fatal_hint(err.code, err.description)
+                hint = fatal_hint(err.code, err.description, client.entity.name)
                 fatal = fatal or FatalPortalError(
-                    f"{client.portal}batch: {DEAL_GET} refused: {answer.message}: {hint}",
+                    f"{client.portal}batch: {client.entity.get_method} refused: "
+                    f"{answer.message}: {hint}",
                     code=err.code,
                 )
                 continue
@@ -324,7 +324,7 @@ class _Engine:
         """Tell the pacer what a per-command refusal taught (once per answer)."""
         pacer = self._client.pacer
         if learn is Learn.OPERATING_LIMITED:
-            pacer.budget(DEAL_GET).on_limited(status=None, code=code)
+            pacer.budget(self._client.entity.get_method).on_limited(status=None, code=code)
         elif learn is Learn.RATE_LIMITED:
             pacer.rate.on_rate_limited(None, status=None, code=code)
 
@@ -387,7 +387,7 @@ class _Engine:
         propagates like any other."""
         self._stats.health_probes += 1
         try:
-            await self._client.attempt(PROBE_METHOD, {})
+            await self._client.attempt(self._client.entity.fields_method, {})
         except (TransientError, CommandFailed):
             self._probe_failed_at = self._client.answered
 
@@ -506,10 +506,11 @@ async def discover_modified_ids(
     since: datetime,
     overlap: timedelta = timedelta(minutes=5),
 ) -> AsyncIterator[int]:
-    """IDs of deals modified at or after `since - overlap`, ascending, via `crm.deal.list`.
+    """IDs of records modified at or after `since - overlap`, ascending, via the client's
+    entity's list method (`Entity.list_method`, filtered on `Entity.modified_field`).
 
     Keyset paging (`>ID` the last seen, `order ID asc`, `start=-1` so the portal skips its
-    count query; docs `settings/performance/huge-data.md`): stable while deals change
+    count query; docs `settings/performance/huge-data.md`): stable while records change
     underneath, cheap on huge portals. The timestamp is sent as ISO 8601 with its explicit
     offset, which the portal converts into its own time zone; `since` must therefore be
     time-zone aware.
@@ -517,14 +518,16 @@ async def discover_modified_ids(
     if since.tzinfo is None or since.utcoffset() is None:
         raise UsageError("the modified-since time needs a time zone (e.g. 2024-08-30T00:00:00Z)")
     start = (since - overlap).isoformat(timespec="seconds")
+    entity = client.entity
+    method, id_field, plural = entity.list_method, entity.id_field, entity.plural
     last = 0
     while True:
         result = await client.call(
-            "crm.deal.list",
+            method,
             {
-                "select": ["ID"],
-                "filter": {">=DATE_MODIFY": start, ">ID": last},
-                "order": {"ID": "ASC"},
+                "select": [id_field],
+                "filter": {f">={entity.modified_field}": start, f">{id_field}": last},
+                "order": {id_field: "ASC"},
                 "start": -1,
             },
         )
@@ -533,19 +536,19 @@ async def discover_modified_ids(
         if not isinstance(result, list):
             # Stopping here would silently truncate the export: say so instead.
             raise FatalPortalError(
-                f"{client.portal}crm.deal.list answered a {type(result).__name__}, not a list "
-                "of deals; cannot discover modified deals",
+                f"{client.portal}{method} answered a {type(result).__name__}, not a list "
+                f"of {plural}; cannot discover modified {plural}",
                 code="BAD_LIST",
             )
         progressed = False
         for row in result:
-            raw = row.get("ID") if isinstance(row, dict) else None
+            raw = row.get(id_field) if isinstance(row, dict) else None
             try:
                 deal_id = int(str(raw))
             except ValueError:
                 raise FatalPortalError(
-                    f"{client.portal}crm.deal.list answered a deal without a usable ID "
-                    f"({client.mask(str(raw))[:40]!r}); cannot discover modified deals",
+                    f"{client.portal}{method} answered a {entity.name} without a usable ID "
+                    f"({client.mask(str(raw))[:40]!r}); cannot discover modified {plural}",
                     code="BAD_LIST",
                 ) from None
             if deal_id > last:
@@ -556,8 +559,8 @@ async def discover_modified_ids(
             return
         if not progressed:
             raise FatalPortalError(
-                f"{client.portal}crm.deal.list ignored the >ID paging filter (a full page "
-                "without new IDs); cannot discover modified deals reliably",
+                f"{client.portal}{method} ignored the >ID paging filter (a full page "
+                f"without new IDs); cannot discover modified {plural} reliably",
                 code="BAD_LIST",
             )
 

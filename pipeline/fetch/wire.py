@@ -73,7 +73,7 @@ class HttpRequest:
 
     @property
     def api_method(self) -> str:
-        """The REST method named by the URL's last path segment (`batch`, `crm.deal.get`)."""
+        """The REST method named by the URL's last path segment (`batch`, `crm.lead.get`)."""
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
     def json(self) -> Any:

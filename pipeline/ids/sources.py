@@ -71,8 +71,10 @@ def load_ids(
     column: str | None = None,
     fmt: IdFormat = "auto",
     stdin: BinaryIO | None = None,
+    noun: str = "deal",
 ) -> IdSet:
-    """Read, validate and deduplicate deal IDs from `source`.
+    """Read, validate and deduplicate deal IDs from `source`; `noun` names the entity whose
+    IDs they are in messages (`Entity.name`).
 
     `fmt="auto"` picks by name: `-` is stdin (text), `*.csv` CSV, `*.parquet`/`*.pq` Parquet,
     anything else a text file. Ranges are never guessed from a name: pass `fmt="range"`.
@@ -85,11 +87,12 @@ def load_ids(
         return read_ranges(source)
     if kind == "text":
         if source == "-":
-            return read_text(stdin if stdin is not None else sys.stdin.buffer, name="stdin")
-        return read_text_file(source)
+            stream = stdin if stdin is not None else sys.stdin.buffer
+            return read_text(stream, name="stdin", noun=noun)
+        return read_text_file(source, noun=noun)
     if kind == "csv":
-        return read_csv(source, column or DEFAULT_COLUMN)
-    return read_parquet(source, column or DEFAULT_COLUMN)
+        return read_csv(source, column or DEFAULT_COLUMN, noun=noun)
+    return read_parquet(source, column or DEFAULT_COLUMN, noun=noun)
 
 
 def _resolve_format(source: str, fmt: str) -> str:
@@ -112,17 +115,19 @@ def _resolve_format(source: str, fmt: str) -> str:
 # --------------------------------------------------------------------------------------- text
 
 
-def read_text_file(path: str, *, block_size: int = _BLOCK_SIZE) -> IdSet:
+def read_text_file(path: str, *, block_size: int = _BLOCK_SIZE, noun: str = "deal") -> IdSet:
     """Read a text file of one ID per line (see `read_text`)."""
     _check_file(path)
     try:
         with open(path, "rb") as stream:
-            return read_text(stream, name=path, block_size=block_size)
+            return read_text(stream, name=path, block_size=block_size, noun=noun)
     except OSError as exc:
         raise UsageError(f"cannot read ID file {path}: {exc.strerror or exc}") from None
 
 
-def read_text(stream: BinaryIO, *, name: str, block_size: int = _BLOCK_SIZE) -> IdSet:
+def read_text(
+    stream: BinaryIO, *, name: str, block_size: int = _BLOCK_SIZE, noun: str = "deal"
+) -> IdSet:
     """Read one ID per line from a binary stream.
 
     Tolerated: ASCII whitespace around the ID (so CRLF line ends), a UTF-8 byte-order mark,
@@ -131,10 +136,10 @@ def read_text(stream: BinaryIO, *, name: str, block_size: int = _BLOCK_SIZE) -> 
     """
     collector = IdCollector()
     lineno = 0
-    for lines in _line_blocks(stream, name, block_size):
+    for lines in _line_blocks(stream, name, block_size, noun):
         lineno = _consume_text_lines(lines, lineno, collector)
-        _probe_garbage(collector, name)
-    return _finish(collector, name)
+        _probe_garbage(collector, name, noun)
+    return _finish(collector, name, noun)
 
 
 def _consume_text_lines(lines: list[bytes], lineno: int, collector: IdCollector) -> int:
@@ -168,7 +173,9 @@ def _consume_text_lines(lines: list[bytes], lineno: int, collector: IdCollector)
     return lineno
 
 
-def _line_blocks(stream: BinaryIO, name: str, block_size: int) -> Iterator[list[bytes]]:
+def _line_blocks(
+    stream: BinaryIO, name: str, block_size: int, noun: str = "deal"
+) -> Iterator[list[bytes]]:
     """Lines of `stream` (without `\\n`), a block at a time.
 
     A line that grows past MAX_LINE_BYTES without a newline is cut to MAX_LINE_BYTES + 1 bytes
@@ -180,7 +187,7 @@ def _line_blocks(stream: BinaryIO, name: str, block_size: int) -> Iterator[list[
     for block in _blocks(stream, block_size):
         if first:
             first = False
-            _check_magic(block, name)
+            _check_magic(block, name, noun)
             if block.startswith(_BOM):
                 block = block[len(_BOM) :]
         if skipping:
@@ -211,16 +218,18 @@ def _blocks(stream: BinaryIO, block_size: int) -> Iterator[bytes]:
         block = stream.read(block_size)
 
 
-def _check_magic(head: bytes, name: str) -> None:
+def _check_magic(head: bytes, name: str, noun: str = "deal") -> None:
     for magic, what in _MAGIC:
         if head.startswith(magic):
-            raise UsageError(f"{name} looks like {what}, not a text list of deal IDs")
+            raise UsageError(f"{name} looks like {what}, not a text list of {noun} IDs")
 
 
 # ---------------------------------------------------------------------------------------- CSV
 
 
-def read_csv(path: str, column: str = DEFAULT_COLUMN, *, block_size: int = 4 << 20) -> IdSet:
+def read_csv(
+    path: str, column: str = DEFAULT_COLUMN, *, block_size: int = 4 << 20, noun: str = "deal"
+) -> IdSet:
     """Read the IDs in `column` of a CSV file with a header row (comma-separated, RFC 4180).
 
     Every cell of the column must hold an ID: empty cells are invalid (not skipped). Rows with the
@@ -264,7 +273,7 @@ def read_csv(path: str, column: str = DEFAULT_COLUMN, *, block_size: int = 4 << 
                 else:
                     collector.invalid.add(record, token, result)
             collector.lines += len(values)
-            _probe_garbage(collector, path)
+            _probe_garbage(collector, path, noun)
     except KeyError:
         raise UsageError(
             f"{path} has no column {column!r}; columns: {_csv_columns(path)}"
@@ -273,7 +282,7 @@ def read_csv(path: str, column: str = DEFAULT_COLUMN, *, block_size: int = 4 << 
         raise UsageError(f"{path} is not a readable CSV file: {_arrow_message(exc)}") from None
     except OSError as exc:
         raise UsageError(f"cannot read ID file {path}: {exc.strerror or exc}") from None
-    return _finish(collector, path)
+    return _finish(collector, path, noun)
 
 
 def _csv_columns(path: str) -> str:
@@ -288,7 +297,9 @@ def _csv_columns(path: str) -> str:
 # ------------------------------------------------------------------------------------ Parquet
 
 
-def read_parquet(path: str, column: str = DEFAULT_COLUMN, *, batch_size: int = 1 << 16) -> IdSet:
+def read_parquet(
+    path: str, column: str = DEFAULT_COLUMN, *, batch_size: int = 1 << 16, noun: str = "deal"
+) -> IdSet:
     """Read the IDs in `column` of a Parquet file, batch by batch.
 
     Integer columns are range-checked (nulls, 0, negatives and uint64 > 2^63-1 are invalid); text
@@ -324,10 +335,10 @@ def read_parquet(path: str, column: str = DEFAULT_COLUMN, *, batch_size: int = 1
                 _consume_text_values(values, row, collector)
             row += len(values)
             collector.lines += len(values)
-            _probe_garbage(collector, path)
+            _probe_garbage(collector, path, noun)
     except (pa.ArrowInvalid, pa.ArrowIOError) as exc:
         raise UsageError(f"{path} is not a readable Parquet file: {_arrow_message(exc)}") from None
-    return _finish(collector, path)
+    return _finish(collector, path, noun)
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -438,7 +449,7 @@ def _looks_like_ranges(text: str) -> bool:
     return any("-" in p for p in parts) and all(_RANGE_PART.match(p) for p in parts)
 
 
-def _probe_garbage(collector: IdCollector, name: str) -> None:
+def _probe_garbage(collector: IdCollector, name: str, noun: str = "deal") -> None:
     """Give up early on inputs that are plainly not ID lists, before storing their every line.
 
     Judged once, on the first GARBAGE_PROBE_LINES or more candidates: fewer than one in ten
@@ -452,22 +463,22 @@ def _probe_garbage(collector: IdCollector, name: str) -> None:
     if valid * GARBAGE_RATIO < invalid:
         first = collector.invalid[0]
         raise UsageError(
-            f"{name} does not look like a list of deal IDs: only {valid:,} of its first "
+            f"{name} does not look like a list of {noun} IDs: only {valid:,} of its first "
             f"{valid + invalid:,} values are valid (line {first.line}: {first.raw!r}: "
             f"{first.reason})"
         )
 
 
-def _finish(collector: IdCollector, name: str) -> IdSet:
+def _finish(collector: IdCollector, name: str, noun: str = "deal") -> IdSet:
     # Readers decode through Arrow's pool, which keeps freed blocks; hand them back before the
     # sort needs two more copies of the IDs.
     pa.default_memory_pool().release_unused()
     if collector.lines - collector.skipped == 0:
-        raise UsageError(f"{name} holds no deal IDs (it is empty or only blank/comment lines)")
+        raise UsageError(f"{name} holds no {noun} IDs (it is empty or only blank/comment lines)")
     if len(collector.values) == 0:
         first = collector.invalid[0]
         raise UsageError(
-            f"{name} holds no valid deal ID: all {len(collector.invalid):,} values are invalid "
+            f"{name} holds no valid {noun} ID: all {len(collector.invalid):,} values are invalid "
             f"(line {first.line}: {first.raw!r}: {first.reason})"
         )
     return collector.finish(name)

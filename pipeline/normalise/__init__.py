@@ -1,19 +1,21 @@
-"""Typed normalisation: `crm.deal.fields` metadata becomes an Arrow schema; deal payloads become
+"""Typed normalisation: an entity's fields metadata becomes an Arrow schema; its payloads become
 typed Arrow tables plus record errors. Pure: no I/O (callers fetch metadata and write snapshots).
 
-    schema = DealSchema.from_fields(fields)          # the `result` of crm.deal.fields
+    schema = DealSchema.from_fields(fields)          # the `result` of the deal fields method
+    schema = EntitySchema.from_fields(fields, LEAD)  # the same for leads
     table, errors = normalise_deals(payloads, schema, ids=ids)
     drift = compare_snapshots(previous_snapshot, schema.snapshot())
 """
 
 from pipeline.normalise.drift import SchemaDrift, TypeChange, compare_snapshots
-from pipeline.normalise.schema import EXTRA_COLUMN, Column, DealSchema
+from pipeline.normalise.schema import EXTRA_COLUMN, Column, DealSchema, EntitySchema
 from pipeline.normalise.table import normalise_deals
 
 __all__ = [
     "EXTRA_COLUMN",
     "Column",
     "DealSchema",
+    "EntitySchema",
     "SchemaDrift",
     "TypeChange",
     "compare_snapshots",

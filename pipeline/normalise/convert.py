@@ -7,7 +7,7 @@ nothing raises for bad data.
 
 How the work is split, for speed:
 
-* The hot path is vectorised. Wire values are strings in `crm.deal.get` (REST docs
+* The hot path is vectorised. Wire values are strings in the get answers (REST docs
   `api-reference/crm/deals/crm-deal-get.md` example), so the column becomes one Arrow string
   array and is parsed by a strict pyarrow cast.
 * A strict cast fails the whole array on one bad value, so a failing array is retried in blocks;
@@ -19,7 +19,7 @@ How the work is split, for speed:
 On the fast path (see `takes_fast_path`) pyarrow itself has already read the string values out
 of the payload dicts, and the converters start from that string array.
 
-Empties: `None`, an absent key and `""` are null for every non-text type (`crm.deal.get` sends
+Empties: `None`, an absent key and `""` are null for every non-text type (the deal get method sends
 `""` for an empty user field, crm module `restservice.php`, `CCrmDealRestProxy::innerGet`; list
 methods send null, REST docs `crm-lead-list.md`). For reference IDs `"0"` is null too (inferred
 from the `crm-lead-list.md` example `"COMPANY_ID": "0"`: unset references may arrive as `"0"`).
@@ -55,6 +55,18 @@ DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
 TIMESTAMP_TYPE = pa.timestamp("us", "UTC")
 MONEY_TYPE = pa.struct([("amount", DECIMAL_TYPE), ("currency", pa.string())])
 FILE_TYPE = pa.struct([("id", pa.int64()), ("showUrl", pa.string()), ("downloadUrl", pa.string())])
+#: One communication entry of a `crm_multifield` (REST docs `api-reference/crm/data-types.md`;
+#: `crm-lead-get.md` example: `{"ID": "11658", "VALUE_TYPE": "OTHER", "VALUE": "+5454777777",
+#: "TYPE_ID": "PHONE"}`).
+MULTIFIELD_TYPE = pa.struct(
+    [
+        ("ID", pa.int64()),
+        ("VALUE_TYPE", pa.string()),
+        ("VALUE", pa.string()),
+        ("TYPE_ID", pa.string()),
+    ]
+)
+_MULTIFIELD_TEXTS = ("VALUE_TYPE", "VALUE", "TYPE_ID")
 
 
 class Failure(NamedTuple):
@@ -317,7 +329,7 @@ def scalar_money(raw: Any) -> dict[str, Any] | None:
     """`"<amount>|<CURRENCY>"` into amount and currency; either part may be empty.
 
     That is the write format (REST docs `api-reference/crm/currency/index.md`); that
-    `crm.deal.get` returns the same string is inferred, not documented.
+    the deal get method returns the same string is inferred, not documented.
     """
     if raw is None or raw == "":
         return None
@@ -645,6 +657,36 @@ def convert_file(values: ColumnValues) -> Converted:
     return array, failures
 
 
+def _multifield_entry(value: Any) -> dict[str, Any] | None:
+    """One multifield entry as a struct row; ConversionError for anything else."""
+    if value is None or value == "":
+        return None
+    if type(value) is not dict:
+        raise ConversionError(f"expected a multifield entry object, got {_fmt(value)}")
+    try:
+        entry_id = scalar_int(value.get("ID"))
+    except ConversionError as exc:
+        raise ConversionError(f"bad multifield ID: {exc}") from None
+    row: dict[str, Any] = {"ID": entry_id}
+    for key in _MULTIFIELD_TEXTS:
+        text = value.get(key)
+        row[key] = None if text is None else (text if type(text) is str else json_text(text))
+    return row
+
+
+def convert_multifield(values: ColumnValues) -> Converted:
+    """Multifield entries are few per record and already structured: one pass in Python."""
+    rows: list[dict[str, Any] | None] = []
+    failures: list[Failure] = []
+    for i, value in enumerate(values):
+        try:
+            rows.append(_multifield_entry(value))
+        except ConversionError as exc:
+            failures.append(Failure(i, value, str(exc)))
+            rows.append(None)
+    return pa.array(rows, type=MULTIFIELD_TYPE), failures
+
+
 def takes_fast_path(arrow_type: pa.DataType) -> bool:
     """Whether pyarrow may read this column's wire values straight from the payload dicts.
 
@@ -653,7 +695,7 @@ def takes_fast_path(arrow_type: pa.DataType) -> bool:
     objects: it reads a string as a list of characters ("91" -> ["9", "1"]) and a list as a
     struct, so those columns always go through the Python converters.
     """
-    return not (pa.types.is_list(arrow_type) or arrow_type == FILE_TYPE)
+    return not (pa.types.is_list(arrow_type) or arrow_type in (FILE_TYPE, MULTIFIELD_TYPE))
 
 
 def list_type(element_type: pa.DataType) -> pa.DataType:
@@ -717,6 +759,7 @@ __all__ = [
     "DECIMAL_TYPE",
     "FILE_TYPE",
     "MONEY_TYPE",
+    "MULTIFIELD_TYPE",
     "TIMESTAMP_TYPE",
     "ConversionError",
     "Converted",
@@ -730,6 +773,7 @@ __all__ = [
     "convert_float",
     "convert_int",
     "convert_money",
+    "convert_multifield",
     "convert_reference",
     "convert_text",
     "convert_unknown",

@@ -1,4 +1,4 @@
-"""Schema drift between two schema snapshots (`DealSchema.snapshot()`), e.g. last run vs this run.
+"""Schema drift between two schema snapshots (`EntitySchema.snapshot()`), e.g. last run vs this run.
 
 A column's type is its Bitrix24 type, multiplicity and derived Arrow type; any difference is a
 type change, reported so the writer never coerces new values into the old column type.
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.normalise.schema import DealSchema
+from pipeline.normalise.schema import EntitySchema
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,8 @@ def _columns(snapshot: Mapping[str, Any], which: str) -> dict[str, tuple[str, st
         raise ValueError(f"{which} schema snapshot is not a JSON object")
     columns = snapshot.get("columns")
     if columns is None:
-        # A snapshot with only the raw crm.deal.fields answer: derive the columns from it.
-        columns = DealSchema.from_snapshot(snapshot).snapshot()["columns"]
+        # A snapshot with only the raw fields-method answer: derive the columns from it.
+        columns = EntitySchema.from_snapshot(snapshot).snapshot()["columns"]
     if not isinstance(columns, list):
         raise ValueError(f"{which} schema snapshot has no 'columns' list")
     out: dict[str, tuple[str, str]] = {}

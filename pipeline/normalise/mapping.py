@@ -1,7 +1,8 @@
 """The one table that maps a Bitrix24 field type to an Arrow type and a converter.
 
-Adding a Bitrix24 type is one row in `BITRIX24_TYPES`. Types come from `crm.deal.fields`
-(standard fields, REST docs `api-reference/crm/deals/crm-deal-fields.md`) and
+Adding a Bitrix24 type is one row in `BITRIX24_TYPES`. Types come from the entity's fields method
+(standard fields, REST docs `api-reference/crm/deals/crm-deal-fields.md`,
+`api-reference/crm/leads/crm-lead-fields.md`) and
 `crm.userfield.types` (user fields, REST docs
 `api-reference/crm/universal/user-defined-fields/crm-userfield-types.md`). A type we do not know
 is kept as text (JSON text for objects and arrays), losslessly except that URLs in it lose their
@@ -10,6 +11,7 @@ is kept as text (JSON text for objects and arrays), losslessly except that URLs 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -18,6 +20,7 @@ from pipeline.normalise.convert import (
     DECIMAL_TYPE,
     FILE_TYPE,
     MONEY_TYPE,
+    MULTIFIELD_TYPE,
     TIMESTAMP_TYPE,
     Converter,
     convert_bool,
@@ -28,6 +31,7 @@ from pipeline.normalise.convert import (
     convert_float,
     convert_int,
     convert_money,
+    convert_multifield,
     convert_reference,
     convert_text,
     convert_unknown,
@@ -56,6 +60,8 @@ DATETIME = Kind(TIMESTAMP_TYPE, convert_datetime)
 TEXT = Kind(pa.string(), convert_text)
 MONEY = Kind(MONEY_TYPE, convert_money)
 FILE = Kind(FILE_TYPE, convert_file)
+# A lead's (or contact's) phone, e-mail, site, messenger: `{ID, VALUE_TYPE, VALUE, TYPE_ID}`.
+MULTIFIELD = Kind(MULTIFIELD_TYPE, convert_multifield)
 # Text too, but a type we do not know may be server-made and hold a tokenised URL.
 UNKNOWN = Kind(pa.string(), convert_unknown)
 
@@ -88,10 +94,17 @@ BITRIX24_TYPES: dict[str, Kind] = {
     "crm": TEXT,  # bindings such as "D_1", "CO_3", "T80_6"
     "iblock_section": TEXT,
     "iblock_element": TEXT,
+    # REST docs `api-reference/crm/data-types.md` (`crm_multifield`), example answer in
+    # `api-reference/crm/leads/crm-lead-get.md` (`"PHONE": [{"ID": "11658", ...}]`).
+    "crm_multifield": MULTIFIELD,
 }
 
-# Money amounts are typed `double` in crm.deal.fields but arrive as decimal strings (REST docs
-# `crm-deal-get.md` example, `"OPPORTUNITY": "1000000.00"`) and must sum exactly.
+#: The kinds an entity's `type_overrides` may name (`pipeline.entity.Entity.type_overrides`).
+OVERRIDE_KINDS: dict[str, Kind] = {"decimal": DECIMAL}
+
+# Money amounts are typed `double` by the fields methods but arrive as decimal strings (REST docs
+# `crm-deal-get.md` example, `"OPPORTUNITY": "1000000.00"`) and must sum exactly: the deal
+# overrides, for callers that pass none.
 FIELD_KINDS: dict[str, Kind] = {
     "OPPORTUNITY": DECIMAL,
     "TAX_VALUE": DECIMAL,
@@ -100,12 +113,27 @@ FIELD_KINDS: dict[str, Kind] = {
 FALLBACK = UNKNOWN
 
 
-def kind_for(name: str, bitrix_type: str, is_multiple: bool) -> Kind:
-    """The column kind for one `crm.deal.fields` entry."""
-    base = FIELD_KINDS.get(name) or BITRIX24_TYPES.get(bitrix_type, FALLBACK)
+def kind_for(
+    name: str, bitrix_type: str, is_multiple: bool, overrides: Mapping[str, str] | None = None
+) -> Kind:
+    """The column kind for one fields-method entry; `overrides` maps a field name to a kind of
+    `OVERRIDE_KINDS` (default: the deal's, `FIELD_KINDS`)."""
+    if overrides is None:
+        forced = FIELD_KINDS.get(name)
+    else:
+        forced = OVERRIDE_KINDS.get(overrides[name]) if name in overrides else None
+    base = forced or BITRIX24_TYPES.get(bitrix_type, FALLBACK)
     if not is_multiple:
         return base
     return Kind(list_type(base.arrow_type), list_of(base.convert, base.arrow_type))
 
 
-__all__ = ["BITRIX24_TYPES", "FALLBACK", "FIELD_KINDS", "UNKNOWN", "Kind", "kind_for"]
+__all__ = [
+    "BITRIX24_TYPES",
+    "FALLBACK",
+    "FIELD_KINDS",
+    "OVERRIDE_KINDS",
+    "UNKNOWN",
+    "Kind",
+    "kind_for",
+]

@@ -1,14 +1,16 @@
-"""The deal schema, derived from the portal's own metadata (the `result` of `crm.deal.fields`).
+"""The schema of one entity's records, derived from the portal's own metadata (the `result` of
+the entity's fields method, `Entity.fields_method`).
 
-Columns keep the Bitrix24 names. Order is stable: the standard fields in a fixed order (those of
-REST docs `api-reference/crm/deals/crm-deal-fields.md`, related fields grouped), other standard
-fields by name, `PARENT_ID_*` by entity type id, user fields (`UF_*`) by name, and last `_extra`
-(JSON text of keys a deal carried that the schema lacks). Each Arrow field carries the Bitrix24
-type and title in its metadata.
+Columns keep the Bitrix24 names. Order is stable: the entity's standard fields in a fixed order
+(`Entity.standard_order`, from the REST docs field tables, related fields grouped), other
+standard fields by name, `PARENT_ID_*` by entity type id, user fields (`UF_*`) by name, and last
+`_extra` (JSON text of keys a record carried that the schema lacks). Each Arrow field carries the
+Bitrix24 type and title in its metadata.
 
-`CONTACT_IDS` is listed by the portal but never returned by `crm.deal.get` (REST docs
-`crm-deal-fields.md`, note under the response), so it gets no column (an always-null column would
-read as "no contacts"); if a payload ever carries it, it lands in `_extra`.
+`CONTACT_IDS` is listed by the portal but never returned by the get methods (REST docs
+`crm-deal-fields.md`, note under the response; `crm-lead-get.md`), so it gets no column (an
+always-null column would read as "no contacts"); if a payload ever carries it, it lands in
+`_extra`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from pipeline.entity import DEAL, Entity
 from pipeline.errors import FatalPortalError
 from pipeline.normalise.convert import takes_fast_path
 from pipeline.normalise.mapping import Kind, kind_for
@@ -28,60 +31,11 @@ from pipeline.normalise.mapping import Kind, kind_for
 EXTRA_COLUMN = "_extra"
 SNAPSHOT_FORMAT = "deal-export.schema/1"
 
-# The fields of REST docs `crm-deal-fields.md`, related fields grouped.
-STANDARD_ORDER: tuple[str, ...] = (
-    "ID",
-    "TITLE",
-    "TYPE_ID",
-    "CATEGORY_ID",
-    "STAGE_ID",
-    "STAGE_SEMANTIC_ID",
-    "IS_NEW",
-    "IS_RECURRING",
-    "IS_RETURN_CUSTOMER",
-    "IS_REPEATED_APPROACH",
-    "PROBABILITY",
-    "CURRENCY_ID",
-    "OPPORTUNITY",
-    "IS_MANUAL_OPPORTUNITY",
-    "TAX_VALUE",
-    "COMPANY_ID",
-    "CONTACT_ID",
-    "CONTACT_IDS",
-    "QUOTE_ID",
-    "LEAD_ID",
-    "BEGINDATE",
-    "CLOSEDATE",
-    "OPENED",
-    "CLOSED",
-    "COMMENTS",
-    "ASSIGNED_BY_ID",
-    "CREATED_BY_ID",
-    "MODIFY_BY_ID",
-    "MOVED_BY_ID",
-    "LAST_ACTIVITY_BY",
-    "DATE_CREATE",
-    "DATE_MODIFY",
-    "MOVED_TIME",
-    "LAST_ACTIVITY_TIME",
-    "SOURCE_ID",
-    "SOURCE_DESCRIPTION",
-    "ADDITIONAL_INFO",
-    "ORIGINATOR_ID",
-    "ORIGIN_ID",
-    "UTM_SOURCE",
-    "UTM_MEDIUM",
-    "UTM_CAMPAIGN",
-    "UTM_CONTENT",
-    "UTM_TERM",
-    "LOCATION_ID",
-)
-_STANDARD_RANK = {name: rank for rank, name in enumerate(STANDARD_ORDER)}
+#: The deal column order (kept for importers; the order of a run is its entity's).
+STANDARD_ORDER: tuple[str, ...] = DEAL.standard_order
 
-# Listed by crm.deal.fields, never sent by crm.deal.get (REST docs `crm-deal-fields.md`).
-OMITTED: Mapping[str, str] = {
-    "CONTACT_IDS": "not returned by crm.deal.get (use crm.deal.contact.items.get)",
-}
+#: Fields the deal fields method lists and the get method never sends (see `Entity.omitted`).
+OMITTED: Mapping[str, str] = DEAL.omitted
 
 # Arrow field metadata keys.
 META_TYPE = b"bitrix24.type"
@@ -89,9 +43,13 @@ META_TITLE = b"bitrix24.title"
 META_MULTIPLE = b"bitrix24.multiple"
 
 
-def _order_key(name: str) -> tuple[int, int, str]:
-    if name in _STANDARD_RANK:
-        return (0, _STANDARD_RANK[name], name)
+def _ranks(entity: Entity) -> Mapping[str, int]:
+    return {name: rank for rank, name in enumerate(entity.standard_order)}
+
+
+def _order_key(name: str, ranks: Mapping[str, int]) -> tuple[int, int, str]:
+    if name in ranks:
+        return (0, ranks[name], name)
     if name.startswith("PARENT_ID_"):
         suffix = name.removeprefix("PARENT_ID_")
         return (2, int(suffix) if suffix.isascii() and suffix.isdigit() else -1, name)
@@ -154,13 +112,25 @@ def _enumeration(info: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
-class DealSchema:
-    """The typed deal schema for one run. Build it with `from_fields` or `from_snapshot`."""
+class EntitySchema:
+    """The typed schema of one entity for one run. Build it with `from_fields` or
+    `from_snapshot`."""
 
-    __slots__ = ("_fields", "arrow_schema", "columns", "enumerations", "fast_type", "fingerprint")
+    __slots__ = (
+        "_fields",
+        "arrow_schema",
+        "columns",
+        "entity",
+        "enumerations",
+        "fast_type",
+        "fingerprint",
+    )
 
-    def __init__(self, fields: Mapping[str, Any], columns: tuple[Column, ...]) -> None:
+    def __init__(
+        self, fields: Mapping[str, Any], columns: tuple[Column, ...], entity: Entity = DEAL
+    ) -> None:
         self._fields = dict(fields)
+        self.entity = entity
         self.columns = columns
         self.arrow_schema: pa.Schema = pa.schema(
             [column.field for column in columns] + [pa.field(EXTRA_COLUMN, pa.string())]
@@ -179,21 +149,23 @@ class DealSchema:
         self.fingerprint: str = hashlib.sha256(orjson.dumps(layout)).hexdigest()
 
     @classmethod
-    def from_fields(cls, fields: Mapping[str, Any]) -> DealSchema:
-        """Derive the schema from the `result` of `crm.deal.fields`.
+    def from_fields(cls, fields: Mapping[str, Any], entity: Entity = DEAL) -> EntitySchema:
+        """Derive the schema from the `result` of the entity's fields method.
 
         A malformed entry (no `type`) becomes a text column, so its values are still kept.
         Raises FatalPortalError when the answer is not a field map at all.
         """
         if not isinstance(fields, Mapping) or not fields:
             raise FatalPortalError(
-                "crm.deal.fields returned no field map; cannot derive the deal schema",
+                f"{entity.fields_method} returned no field map; cannot derive the "
+                f"{entity.name} schema",
                 code="BAD_FIELDS",
             )
         columns: list[Column] = []
         names = [name for name in fields if isinstance(name, str)]
-        for name in sorted(names, key=_order_key):
-            if name in OMITTED or name == EXTRA_COLUMN:
+        ranks = _ranks(entity)
+        for name in sorted(names, key=lambda n: _order_key(n, ranks)):
+            if name in entity.omitted or name == EXTRA_COLUMN:
                 continue
             info = fields[name]
             if not isinstance(info, Mapping):
@@ -208,18 +180,18 @@ class DealSchema:
                     bitrix_type=bitrix_type,
                     is_multiple=is_multiple,
                     title=_title(name, info),
-                    kind=kind_for(name, bitrix_type, is_multiple),
+                    kind=kind_for(name, bitrix_type, is_multiple, entity.type_overrides),
                 )
             )
-        return cls(fields, tuple(columns))
+        return cls(fields, tuple(columns), entity)
 
     @classmethod
-    def from_snapshot(cls, snapshot: Mapping[str, Any]) -> DealSchema:
-        """Rebuild the schema from a `snapshot()` (its raw `crm.deal.fields` answer)."""
+    def from_snapshot(cls, snapshot: Mapping[str, Any], entity: Entity = DEAL) -> EntitySchema:
+        """Rebuild the schema from a `snapshot()` (its raw fields-method answer)."""
         fields = snapshot.get("fields") if isinstance(snapshot, Mapping) else None
         if not isinstance(fields, Mapping):
             raise ValueError("schema snapshot has no 'fields' map")
-        return cls.from_fields(fields)
+        return cls.from_fields(fields, entity)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -233,12 +205,21 @@ class DealSchema:
             "fields": self._fields,
             "columns": [column.describe() for column in self.columns],
             "extra_column": EXTRA_COLUMN,
-            "omitted": {name: why for name, why in OMITTED.items() if name in self._fields},
+            "omitted": {
+                name: why for name, why in self.entity.omitted.items() if name in self._fields
+            },
             "enumerations": self.enumerations,
         }
 
     def __repr__(self) -> str:
-        return f"DealSchema({len(self.columns)} columns, fingerprint={self.fingerprint[:12]})"
+        return (
+            f"EntitySchema({self.entity.name}, {len(self.columns)} columns, "
+            f"fingerprint={self.fingerprint[:12]})"
+        )
 
 
-__all__ = ["EXTRA_COLUMN", "OMITTED", "STANDARD_ORDER", "Column", "DealSchema"]
+#: The name users import (`from pipeline.normalise import DealSchema`); one class serves every
+#: entity.
+DealSchema = EntitySchema
+
+__all__ = ["EXTRA_COLUMN", "OMITTED", "STANDARD_ORDER", "Column", "DealSchema", "EntitySchema"]

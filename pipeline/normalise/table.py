@@ -1,4 +1,5 @@
-"""Deal payloads (as `crm.deal.get` returns them) into one typed Arrow table plus record errors."""
+"""Record payloads (as the entity's get method returns them) into one typed Arrow table plus record
+errors."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pipeline.normalise.convert import (
     scalar_int,
     scrub_urls,
 )
-from pipeline.normalise.schema import DealSchema
+from pipeline.normalise.schema import EntitySchema
 from pipeline.outcomes import RecordError
 
 
@@ -24,15 +25,15 @@ def _extra(payload: Mapping[str, Any], known: frozenset[str]) -> str:
     return json_text({k: v for k, v in payload.items() if k not in known})
 
 
-def _payload_id(payload: Mapping[str, Any]) -> int:
+def _payload_id(payload: Mapping[str, Any], id_field: str) -> int:
     try:
-        return scalar_int(payload.get("ID")) or 0
+        return scalar_int(payload.get(id_field)) or 0
     except ConversionError:
         return 0
 
 
 def _arrow_columns(
-    payloads: Sequence[Mapping[str, Any]], schema: DealSchema
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema
 ) -> dict[str, pa.Array] | None:
     """Fast path: pyarrow reads the string-valued columns out of the dicts in one C++ pass.
 
@@ -58,7 +59,7 @@ def _python_columns(payloads: Sequence[Mapping[str, Any]], names: Sequence[str])
 
 def normalise_deals(
     payloads: Sequence[Mapping[str, Any]],
-    schema: DealSchema,
+    schema: EntitySchema,
     *,
     ids: Sequence[int] | None = None,
 ) -> tuple[pa.Table, list[RecordError]]:
@@ -77,7 +78,7 @@ def normalise_deals(
 
 def _normalise(
     payloads: Sequence[Mapping[str, Any]],
-    schema: DealSchema,
+    schema: EntitySchema,
     ids: Sequence[int] | None,
     *,
     fast: bool,
@@ -110,7 +111,8 @@ def _normalise(
     if failures:
         failures.sort(key=lambda item: (item[0], item[1]))
         for row, position, failure in failures:
-            deal_id = ids[row] if ids is not None else _payload_id(payloads[row])
+            id_field = schema.entity.id_field
+            deal_id = ids[row] if ids is not None else _payload_id(payloads[row], id_field)
             errors.append(
                 RecordError(
                     id=deal_id,

@@ -72,8 +72,11 @@ def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> list[str | None]:
     return list(pc.cast(column, pa.string()).to_pylist())
 
 
-def partition_problem(spec: PartitionSpec, columns: Mapping[str, pa.DataType]) -> str | None:
-    """Why `spec` cannot partition deals of these column types, or None if it can.
+def partition_problem(
+    spec: PartitionSpec, columns: Mapping[str, pa.DataType], noun: str = "deal"
+) -> str | None:
+    """Why `spec` cannot partition records (`noun`: the entity) of these column types, or None
+    if it can.
 
     The same rules `split` applies to each chunk, judged from the schema alone, so a bad
     setting is reported before any deal is fetched rather than after the first chunk.
@@ -84,16 +87,16 @@ def partition_problem(spec: PartitionSpec, columns: Mapping[str, pa.DataType]) -
     if typ is None:
         close = difflib.get_close_matches(spec.column, list(columns), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        return f"{spec.column!r} is not a deal field of this portal{hint}"
+        return f"{spec.column!r} is not a {noun} field of this portal{hint}"
     if spec.transform in _FORMATS and not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
         return (
             f"transform {spec.transform!r} needs a date or time field, but {spec.column} is "
             f"{typ}; use the transform 'value' (or 'none')"
         )
     if pa.types.is_nested(typ):
-        return f"{spec.column} holds {typ}, not one scalar value per deal"
+        return f"{spec.column} holds {typ}, not one scalar value per {noun}"
     if spec.key in columns:
-        return f"the partition key {spec.key} clashes with a deal field of that name"
+        return f"the partition key {spec.key} clashes with a {noun} field of that name"
     return None
 
 

@@ -121,6 +121,8 @@ class SimulatorConfig:
     """What portal to generate and how it behaves.
 
     * `deals`: deals that exist (hidden ones included); IDs have gaps and deleted deals between.
+    * `leads`: leads that exist, likewise, in an ID space of their own (`crm.lead.*`); the same
+      hidden/deleted fractions, user field kinds and empty forms apply.
     * `rate`/`burst`: leaky bucket (requests drained per second / blocking threshold); `rate=0`
       disables it. `plan` fills both from the documented presets unless given explicitly.
     * `operating_budget_s`: per method per webhook/app, per 10-minute window; None = off
@@ -159,6 +161,7 @@ class SimulatorConfig:
     """
 
     deals: int = 1000
+    leads: int = 1000
     seed: int = 1
     secret: str = DEFAULT_SECRET
     user_id: int = 1
@@ -186,8 +189,8 @@ class SimulatorConfig:
     empty_multiple: EmptyMultiple = "mix"
 
     def __post_init__(self) -> None:
-        if self.deals < 0:
-            raise ValueError("deals must be >= 0")
+        if self.deals < 0 or self.leads < 0:
+            raise ValueError("deals and leads must be >= 0")
         if self.plan is not None:
             if self.plan not in PLANS:
                 raise ValueError(f"unknown plan {self.plan!r}")

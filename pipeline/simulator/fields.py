@@ -189,14 +189,22 @@ def _descriptor(
 
 def build_fields(user_fields: tuple[UserField, ...]) -> dict[str, dict[str, Any]]:
     """The `result` of `crm.deal.fields` for a portal with these user fields."""
+    return _build(_STANDARD, PARENT_TYPES, user_fields)
+
+
+def _build(
+    standard: tuple[tuple[str, str, bool, dict[str, Any], str], ...],
+    parents: tuple[tuple[int, str], ...],
+    user_fields: tuple[UserField, ...],
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for name, type_, read_only, extra, title in _STANDARD:
+    for name, type_, read_only, extra, title in standard:
         desc = _descriptor(type_, read_only=read_only, multiple=False, dynamic=False, title=title)
         desc.update({k: v for k, v in extra.items() if k != "settings"})
         if "settings" in extra:
             desc["settings"] = extra["settings"]
         out[name] = desc
-    for entity_type_id, title in PARENT_TYPES:
+    for entity_type_id, title in parents:
         desc = _descriptor(
             "crm_entity", read_only=False, multiple=False, dynamic=False, title=title
         )
@@ -215,14 +223,89 @@ def build_fields(user_fields: tuple[UserField, ...]) -> dict[str, dict[str, Any]
 
 STANDARD_FIELD_NAMES: tuple[str, ...] = tuple(row[0] for row in _STANDARD)
 
+#: The standard lead fields of REST docs `api-reference/crm/leads/crm-lead-fields.md` (its
+#: example answer: types, read-only flags, `statusType`s, titles), in that order.
+_LEAD_STANDARD: tuple[tuple[str, str, bool, dict[str, Any], str], ...] = (
+    ("ID", "integer", True, {}, "ID"),
+    ("TITLE", "string", False, {}, "Название лида"),
+    ("HONORIFIC", "crm_status", False, {"statusType": "HONORIFIC"}, "Обращение"),
+    ("NAME", "string", False, {}, "Имя"),
+    ("SECOND_NAME", "string", False, {}, "Отчество"),
+    ("LAST_NAME", "string", False, {}, "Фамилия"),
+    ("BIRTHDATE", "date", False, {}, "Дата рождения"),
+    ("COMPANY_TITLE", "string", False, {}, "Название компании"),
+    ("SOURCE_ID", "crm_status", False, {"statusType": "SOURCE"}, "Источник"),
+    ("SOURCE_DESCRIPTION", "string", False, {}, "Дополнительно об источнике"),
+    ("STATUS_ID", "crm_status", False, {"statusType": "STATUS"}, "Стадия"),
+    ("STATUS_DESCRIPTION", "string", False, {}, "Дополнительно о стадии"),
+    ("STATUS_SEMANTIC_ID", "string", True, {}, "Состояние статуса"),
+    ("POST", "string", False, {}, "Должность"),
+    ("ADDRESS", "string", False, {}, "Адрес"),
+    ("ADDRESS_2", "string", False, {}, "Адрес (стр. 2)"),
+    ("ADDRESS_CITY", "string", False, {}, "Город"),
+    ("ADDRESS_POSTAL_CODE", "string", False, {}, "Почтовый индекс"),
+    ("ADDRESS_REGION", "string", False, {}, "Район"),
+    ("ADDRESS_PROVINCE", "string", False, {}, "Область"),
+    ("ADDRESS_COUNTRY", "string", False, {}, "Страна"),
+    ("ADDRESS_COUNTRY_CODE", "string", False, {}, "Код страны"),
+    ("ADDRESS_LOC_ADDR_ID", "integer", False, {}, "Идентификатор адреса местоположения"),
+    ("CURRENCY_ID", "crm_currency", False, {}, "Валюта"),
+    ("OPPORTUNITY", "double", False, {}, "Сумма"),
+    ("IS_MANUAL_OPPORTUNITY", "char", False, {}, "IS_MANUAL_OPPORTUNITY"),
+    ("OPENED", "char", False, {}, "Доступен для всех"),
+    ("COMMENTS", "string", False, {}, "Комментарий"),
+    ("HAS_PHONE", "char", True, {}, "Задан телефон"),
+    ("HAS_EMAIL", "char", True, {}, "Задан e-mail"),
+    ("HAS_IMOL", "char", True, {}, "Задана открытая линия"),
+    ("ASSIGNED_BY_ID", "user", False, {}, "Ответственный"),
+    ("CREATED_BY_ID", "user", True, {}, "Кем создан"),
+    ("MODIFY_BY_ID", "user", True, {}, "Кем изменен"),
+    ("MOVED_BY_ID", "user", True, {}, "MOVED_BY_ID"),
+    ("DATE_CREATE", "datetime", True, {}, "Дата создания"),
+    ("DATE_MODIFY", "datetime", True, {}, "Дата изменения"),
+    ("MOVED_TIME", "datetime", True, {}, "MOVED_TIME"),
+    ("COMPANY_ID", "crm_company", False, {"settings": {"parentEntityTypeId": 4}}, "Компания"),
+    ("CONTACT_ID", "crm_contact", False, {"isDeprecated": True}, "Контакт"),
+    ("CONTACT_IDS", "crm_contact", False, {"isMultiple": True}, "CONTACT_IDS"),
+    ("IS_RETURN_CUSTOMER", "char", True, {}, "Повторный лид"),
+    ("DATE_CLOSED", "datetime", True, {}, "Дата завершения"),
+    ("ORIGINATOR_ID", "string", False, {}, "Внешний источник"),
+    ("ORIGIN_ID", "string", False, {}, "Идентификатор элемента во внешнем источнике"),
+    ("UTM_SOURCE", "string", False, {}, "Рекламная система"),
+    ("UTM_MEDIUM", "string", False, {}, "Тип трафика"),
+    ("UTM_CAMPAIGN", "string", False, {}, "Обозначение рекламной кампании"),
+    ("UTM_CONTENT", "string", False, {}, "Содержание кампании"),
+    ("UTM_TERM", "string", False, {}, "Условие поиска кампании"),
+    ("LAST_ACTIVITY_TIME", "datetime", True, {}, "LAST_ACTIVITY_TIME"),
+    ("LAST_ACTIVITY_BY", "user", True, {}, "LAST_ACTIVITY_BY"),
+    ("PHONE", "crm_multifield", False, {"isMultiple": True}, "Телефон"),
+    ("EMAIL", "crm_multifield", False, {"isMultiple": True}, "E-mail"),
+    ("WEB", "crm_multifield", False, {"isMultiple": True}, "Сайт"),
+    ("IM", "crm_multifield", False, {"isMultiple": True}, "Мессенджер"),
+    ("LINK", "crm_multifield", False, {"isMultiple": True}, "LINK"),
+)
+
+#: The communication fields of a lead (type `crm_multifield`).
+MULTIFIELDS: tuple[str, ...] = tuple(r[0] for r in _LEAD_STANDARD if r[1] == "crm_multifield")
+LEAD_STANDARD_FIELD_NAMES: tuple[str, ...] = tuple(row[0] for row in _LEAD_STANDARD)
+
+
+def build_lead_fields(user_fields: tuple[UserField, ...]) -> dict[str, dict[str, Any]]:
+    """The `result` of `crm.lead.fields` for a portal with these (lead) user fields."""
+    return _build(_LEAD_STANDARD, (), user_fields)
+
+
 __all__ = [
     "ALL_USER_FIELD_KINDS",
     "EXTRA_USER_FIELDS",
+    "LEAD_STANDARD_FIELD_NAMES",
+    "MULTIFIELDS",
     "PARENT_TYPES",
     "STANDARD_FIELD_NAMES",
     "USER_FIELDS",
     "USER_FIELD_KINDS",
     "UserField",
     "build_fields",
+    "build_lead_fields",
     "select_user_fields",
 ]

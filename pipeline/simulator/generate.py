@@ -124,6 +124,9 @@ class _Side:
 class DealFactory:
     """Builds the wire dict of one deal from (seed, ID)."""
 
+    #: The component whose `show_file.php` serves this entity's file fields.
+    SHOW_COMPONENT = "crm.deal.show"
+
     def __init__(self, seed: int, zone: ServerZone, user_fields: tuple[UserField, ...],
                  max_id: int, empty_multiple: EmptyMultiple = "mix") -> None:  # fmt: skip
         self.seed = seed
@@ -336,7 +339,7 @@ class DealFactory:
             count = 1 + int(r() * 3) if multiple else 1
             if pool is None:
                 deal[name] = None  # placeholder keeps the key order; filled per deal
-                per_deal.append((name, multiple, count, _per_deal_maker(uf)))
+                per_deal.append((name, multiple, count, _per_deal_maker(uf, self.SHOW_COMPONENT)))
             else:
                 values = [pool[int(r() * _POOL)] for _ in range(count)]
                 deal[name] = values if multiple else values[0]
@@ -382,11 +385,11 @@ class DealFactory:
         raise ValueError(f"no generator for UF type {t!r}")
 
 
-def _per_deal_maker(uf: UserField) -> Callable[[int, int], Any]:
+def _per_deal_maker(uf: UserField, component: str) -> Callable[[int, int], Any]:
     """A fast formatter for a UF value that embeds the deal ID (file, url)."""
     if uf.type == "file":
         base = 30000 + (8 if uf.multiple else 0)
-        handler = "/bitrix/components/bitrix/crm.deal.show/show_file.php?"
+        handler = f"/bitrix/components/bitrix/{component}/show_file.php?"
         show_prefix = handler + "ownerId="
         download_prefix = handler + "auth=&ownerId="
         middle = f"&fieldName={uf.name}&dynamic=Y&fileId="

@@ -86,6 +86,8 @@ WRONG_ENCODING = {"error": "WRONG_ENCODING", "error_description": "Wrong request
 SERVER_FAULT = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
 
 _LIST_ID_FIELDS = ("ID",)
+_GET_METHODS = frozenset({"crm.deal.get", "crm.lead.get"})
+_LIST_METHODS = frozenset({"crm.deal.list", "crm.lead.list"})
 _TIME_FIELDS = {"DATE_MODIFY", "DATE_CREATE"}
 
 
@@ -118,6 +120,8 @@ class Api:
             "crm.deal.fields": self.deal_fields,
             "crm.deal.list": self.deal_list,
         }
+        #: The lead methods, once `serve_leads` gave them a portal of leads.
+        self._leads: Api | None = None
         #: Set by the server: whether a deal's answer cannot be JSON-encoded (a poison deal);
         #: `unencodable` records that the current call returned one.
         self.poisoned: Callable[[int], bool] = _never
@@ -220,11 +224,36 @@ class Api:
         return any(self.poisoned(i) for i in outcome.spoils)
 
     def _cost(self, method: str) -> float:
-        if method == "crm.deal.get":
+        if method in _GET_METHODS:
             return self._get_cost
-        if method == "crm.deal.list":
+        if method in _LIST_METHODS:
             return self._list_cost
         return 0.0
+
+    # -- crm.lead.* -------------------------------------------------------------------------
+
+    def serve_leads(self, leads: Portal) -> None:
+        """Answer `crm.lead.get/list/fields` from `leads`, with the same semantics, value forms
+        and costs as the deal methods; each method has its own operating budget (REST docs
+        `limits.md`: every method is counted on its own), as `_run` charges by method name.
+        The list's `*` leaves out the multiple fields, PHONE and EMAIL included, which come only
+        when named (REST docs `api-reference/crm/leads/crm-lead-list.md`, `select`), as the
+        deal list does with multiple fields. Poison (`poison_ids`) is a deal-only lever."""
+        view = Api(self.config, leads, self.clock, self.meter, self.stats)
+        self._leads = view
+        self._methods["crm.lead.get"] = self._on_leads(view.deal_get)
+        self._methods["crm.lead.fields"] = self._on_leads(view.deal_fields)
+        self._methods["crm.lead.list"] = self._on_leads(view.deal_list)
+
+    def _on_leads(
+        self, handler: Callable[[dict[PhpKey, Any]], Outcome]
+    ) -> Callable[[dict[PhpKey, Any]], Outcome]:
+        def run(params: dict[PhpKey, Any]) -> Outcome:
+            assert self._leads is not None
+            self._leads._file_auth = self._file_auth  # this call's token, for file URLs
+            return handler(params)
+
+        return run
 
     # -- batch ------------------------------------------------------------------------------
 

@@ -17,11 +17,15 @@ from typing import Any, Literal
 import orjson
 
 from pipeline.simulator.config import EmptyMultiple
-from pipeline.simulator.fields import UserField, build_fields
+from pipeline.simulator.fields import UserField, build_fields, build_lead_fields
 from pipeline.simulator.generate import DealFactory
+from pipeline.simulator.leads import LeadFactory
 from pipeline.simulator.timefmt import ServerZone
 
 Status = Literal["visible", "hidden", "deleted", "missing"]
+Kind = Literal["deal", "lead"]
+#: Leads draw their ID layout from another stream of the seed: their own ID space.
+_LEAD_LAYOUT_SALT = 0x1EAD
 _MISSING, _VISIBLE, _HIDDEN, _DELETED = 0, 1, 2, 3
 _NAMES: dict[int, Status] = {0: "missing", 1: "visible", 2: "hidden", 3: "deleted"}
 
@@ -37,20 +41,23 @@ class Portal:
     def __init__(self, *, deals: int, seed: int, zone: ServerZone,
                  user_fields: tuple[UserField, ...], hidden_fraction: float,
                  deleted_fraction: float, cache_size: int,
-                 empty_multiple: EmptyMultiple = "mix") -> None:  # fmt: skip
+                 empty_multiple: EmptyMultiple = "mix", kind: Kind = "deal") -> None:  # fmt: skip
         self.seed = seed
         self.zone = zone
         self.user_fields = user_fields
+        self.kind: Kind = kind
         self._status = bytearray()
         self._ids = array("q")  # existing (visible + hidden), ascending
-        self._layout(deals, seed, hidden_fraction, deleted_fraction)
-        self._factory = DealFactory(seed, zone, user_fields, len(self._status) - 1, empty_multiple)
+        layout_seed = seed if kind == "deal" else seed * 0x10001 + _LEAD_LAYOUT_SALT
+        self._layout(deals, layout_seed, hidden_fraction, deleted_fraction)
+        factory = DealFactory if kind == "deal" else LeadFactory
+        self._factory = factory(seed, zone, user_fields, len(self._status) - 1, empty_multiple)
         self._modified: dict[int, int] = {}
         # FIFO eviction via OrderedDict: popping the front of a plain dict rescans the holes
         # left by earlier deletions and turns quadratic on a full cache.
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_size = max(0, cache_size)
-        self._fields = build_fields(user_fields)
+        self._fields = (build_fields if kind == "deal" else build_lead_fields)(user_fields)
         self._fields_json = orjson.dumps(self._fields)
         #: name -> (is user field, is multiple, UF type), in `crm.deal.fields` order.
         self.fields_meta: dict[str, tuple[bool, bool, str]] = {

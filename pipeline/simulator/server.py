@@ -63,10 +63,22 @@ class Simulator:
             cache_size=config.cache_size,
             empty_multiple=config.empty_multiple,
         )
+        self.leads = Portal(
+            deals=config.leads,
+            seed=config.seed,
+            zone=zone,
+            user_fields=select_user_fields(config.user_fields),
+            hidden_fraction=config.hidden_fraction,
+            deleted_fraction=config.deleted_fraction,
+            cache_size=config.cache_size,
+            empty_multiple=config.empty_multiple,
+            kind="lead",
+        )
         self.counters = Stats()
         self.bucket = LeakyBucket(config.rate, config.burst)
         self.meter = OperatingMeter(config.operating_budget_s)
         self.api = Api(config, self.portal, self.clock, self.meter, self.counters)
+        self.api.serve_leads(self.leads)
         self.set_poison(config.poison_ids)
         self.tokens = TokenStore(config.oauth, config.seed, self.clock.now())
         self.faults = config.faults
@@ -97,9 +109,17 @@ class Simulator:
         """Expire every OAuth access token issued so far (the next call gets `expired_token`)."""
         self.tokens.expire_access_tokens(self.clock.now())
 
-    def touch(self, ids: list[int] | range, at: float | None = None) -> None:
-        """Advance DATE_MODIFY of deals to `at` (default: the simulator's now)."""
-        self.portal.touch(ids, self.clock.now() if at is None else at)
+    def touch(self, ids: list[int] | range, at: float | None = None, entity: str = "deal") -> None:
+        """Advance DATE_MODIFY of deals (or leads) to `at` (default: the simulator's now)."""
+        self.records(entity).touch(ids, self.clock.now() if at is None else at)
+
+    def records(self, entity: str) -> Portal:
+        """The portal of one entity's records: `deal` or `lead`."""
+        if entity == "deal":
+            return self.portal
+        if entity == "lead":
+            return self.leads
+        raise ValueError(f"unknown entity {entity!r}: expected deal or lead")
 
     def stats(self) -> dict[str, Any]:
         return self.counters.snapshot(self.meter.charged_s)
@@ -116,30 +136,34 @@ class Simulator:
         app.router.add_post("/_simulator/touch", self._touch)
         app.router.add_post("/_simulator/delete", self._delete)
         app.router.add_get("/_simulator/deal/{id}", self._deal)
+        app.router.add_get("/_simulator/lead/{id}", self._lead)
         return app
 
     async def _stats(self, request: web.Request) -> web.Response:
         return _json(200, self.stats())
 
-    async def _change_request(self, request: web.Request) -> tuple[list[int], float | None]:
+    async def _change_request(self, request: web.Request) -> tuple[list[int], float | None, Portal]:
         try:
             body = orjson.loads(await request.read())
             ids = [int(i) for i in body["ids"]]
             at = body.get("at")
-            return ids, None if at is None else float(at)
+            records = self.records(str(body.get("entity", "deal")))
+            return ids, None if at is None else float(at), records
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            raise web.HTTPBadRequest(text='expected {"ids": [int, ...], "at": unix_ts?}') from None
+            raise web.HTTPBadRequest(
+                text='expected {"ids": [int, ...], "at": unix_ts?, "entity": "deal"|"lead"?}'
+            ) from None
 
     async def _touch(self, request: web.Request) -> web.Response:
-        """`{"ids": [...], "at": ts?}`: advance DATE_MODIFY, for processes that cannot call
-        `touch` directly (the CLI simulator)."""
-        ids, at = await self._change_request(request)
-        self.touch(ids, at)
+        """`{"ids": [...], "at": ts?, "entity": "lead"?}`: advance DATE_MODIFY, for processes
+        that cannot call `touch` directly (the CLI simulator)."""
+        ids, at, records = await self._change_request(request)
+        records.touch(ids, self.clock.now() if at is None else at)
         return _json(200, {"touched": len(ids)})
 
     async def _delete(self, request: web.Request) -> web.Response:
-        ids, _ = await self._change_request(request)
-        self.portal.delete(ids)
+        ids, _, records = await self._change_request(request)
+        records.delete(ids)
         return _json(200, {"deleted": len(ids)})
 
     async def _clock(self, request: web.Request) -> web.Response:
@@ -148,17 +172,11 @@ class Simulator:
     async def _deal(self, request: web.Request) -> web.Response:
         """The exact wire deal (the bytes `crm.deal.get` would put in `result`); hidden deals
         too, marked by the `X-Deal-Status` header; 404 for deleted or missing IDs."""
-        try:
-            deal_id = int(request.match_info["id"])
-        except ValueError:
-            return _json(404, {"status": "missing"})
-        status = self.portal.status(deal_id)
-        if status not in ("visible", "hidden"):
-            return _json(404, {"status": status})
-        return web.Response(
-            body=self.portal.deal_json(deal_id),
-            headers={"Content-Type": _JSON, "X-Deal-Status": status},
-        )
+        return _record(self.portal, request)
+
+    async def _lead(self, request: web.Request) -> web.Response:
+        """The exact wire lead (what `crm.lead.get` would put in `result`), as `_deal`."""
+        return _record(self.leads, request)
 
     async def _oauth_token(self, request: web.Request) -> web.Response:
         params = dict(request.query)
@@ -258,6 +276,20 @@ class Simulator:
         raise _Aborted
 
 
+def _record(records: Portal, request: web.Request) -> web.Response:
+    try:
+        record_id = int(request.match_info["id"])
+    except ValueError:
+        return _json(404, {"status": "missing"})
+    status = records.status(record_id)
+    if status not in ("visible", "hidden"):
+        return _json(404, {"status": status})
+    return web.Response(
+        body=records.deal_json(record_id),
+        headers={"Content-Type": _JSON, "X-Deal-Status": status},
+    )
+
+
 class _Aborted(Exception):
     """The handler dropped the connection on purpose; nothing more is sent."""
 
@@ -340,6 +372,10 @@ class RunningSimulator:
         return self.sim.portal
 
     @property
+    def leads(self) -> Portal:
+        return self.sim.leads
+
+    @property
     def config(self) -> SimulatorConfig:
         return self.sim.config
 
@@ -373,8 +409,8 @@ class RunningSimulator:
     def expire_access_token(self) -> None:
         self.sim.expire_access_token()
 
-    def touch(self, ids: list[int] | range, at: float | None = None) -> None:
-        self.sim.touch(ids, at)
+    def touch(self, ids: list[int] | range, at: float | None = None, entity: str = "deal") -> None:
+        self.sim.touch(ids, at, entity)
 
 
 @contextlib.asynccontextmanager

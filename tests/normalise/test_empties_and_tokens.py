@@ -34,6 +34,7 @@ FILLED: dict[str, Any] = {
     "string": "тег", "url": "https://example.com/a", "address": "Москва|55.7;37.6",
     "location": "12", "crm_status": "CALL", "crm_currency": "EUR", "crm": "CO_3",
     "iblock_section": "4", "iblock_element": "500", "hlblock": "8",
+    "crm_multifield": {"ID": "11658", "VALUE_TYPE": "WORK", "VALUE": "+7 900", "TYPE_ID": "PHONE"},
 }  # fmt: skip
 TOKEN = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 FILE_PATH = "/bitrix/components/bitrix/crm.deal.show/show_file.php"
