@@ -12,6 +12,7 @@ from pipeline.fetch import PortalClient
 from pipeline.ids.all_ids import PAGE_SIZE, build_list_batch, list_all_ids
 from pipeline.simulator import FaultConfig, RunningSimulator, SimulatorConfig
 from pipeline.simulator import methods as sim_methods
+from tests.conftest import SimulatorFactory
 
 UNLIMITED = LimitsConfig(rate=0, operating_budget_s=None)
 FAST = FetchConfig(max_attempts=4, backoff_base_s=0.01, backoff_max_s=0.05)
@@ -40,7 +41,7 @@ def test_batch_chains_each_page_to_the_last_row_of_the_one_before() -> None:
 
 
 @pytest.mark.parametrize("pages", [1, 3, 50])
-async def test_lists_exactly_the_readable_deals(simulator, pages: int) -> None:  # type: ignore[no-untyped-def]
+async def test_lists_exactly_the_readable_deals(simulator: SimulatorFactory, pages: int) -> None:
     sim = await simulator(deals=1234, seed=11, hidden_fraction=0.05, deleted_fraction=0.05)
     sim.sim.portal.delete(sim.portal.visible_ids[100:160:3])  # deleted while running too
     visible = sim.portal.visible_ids
@@ -54,7 +55,9 @@ async def test_lists_exactly_the_readable_deals(simulator, pages: int) -> None: 
 
 
 @pytest.mark.parametrize(("pages", "requests"), [(2, 2), (3, 1), (1, 3)])
-async def test_full_last_page_needs_one_more_look(simulator, pages: int, requests: int) -> None:  # type: ignore[no-untyped-def]
+async def test_full_last_page_needs_one_more_look(
+    simulator: SimulatorFactory, pages: int, requests: int
+) -> None:
     sim = await simulator(deals=130, seed=5, hidden_fraction=0.0, deleted_fraction=0.0)
     sim.sim.portal.delete(sim.portal.visible_ids[100:])
     assert len(sim.portal.visible_ids) == 100
@@ -64,7 +67,7 @@ async def test_full_last_page_needs_one_more_look(simulator, pages: int, request
     assert sim.stats()["requests"] == requests == expected_requests(100, pages)
 
 
-async def test_empty_portal_is_one_request(simulator) -> None:  # type: ignore[no-untyped-def]
+async def test_empty_portal_is_one_request(simulator: SimulatorFactory) -> None:
     sim = await simulator(deals=20, seed=5)
     sim.sim.portal.delete(sim.portal.existing_ids)
     async with client_for(sim) as client:
@@ -72,7 +75,7 @@ async def test_empty_portal_is_one_request(simulator) -> None:  # type: ignore[n
     assert sim.stats()["requests"] == 1
 
 
-async def test_new_deals_are_listed(simulator) -> None:  # type: ignore[no-untyped-def]
+async def test_new_deals_are_listed(simulator: SimulatorFactory) -> None:
     sim = await simulator(deals=60, seed=5)
     created = sim.create(75)
     assert created == list(range(created[0], created[0] + 75))
@@ -83,7 +86,7 @@ async def test_new_deals_are_listed(simulator) -> None:  # type: ignore[no-untyp
     assert set(created) <= set(ids)
 
 
-async def test_a_user_who_cannot_read_deals_stops_the_listing(simulator) -> None:  # type: ignore[no-untyped-def]
+async def test_a_user_who_cannot_read_deals_stops_the_listing(simulator: SimulatorFactory) -> None:
     sim = await simulator(deals=60, seed=5, can_read_deals=False)
     async with client_for(sim) as client:
         with pytest.raises(FatalPortalError) as err:
@@ -92,7 +95,7 @@ async def test_a_user_who_cannot_read_deals_stops_the_listing(simulator) -> None
     assert sim.secret not in str(err.value)
 
 
-async def test_transient_faults_resume_after_the_last_id_taken(simulator) -> None:  # type: ignore[no-untyped-def]
+async def test_transient_faults_resume_after_the_last_id_taken(simulator: SimulatorFactory) -> None:
     sim = await simulator(deals=700, seed=8)
     sim.set_faults(FaultConfig(script={2: "error_500", 3: "html_502", 5: "truncated"}))
     async with client_for(sim) as client:
@@ -101,8 +104,8 @@ async def test_transient_faults_resume_after_the_last_id_taken(simulator) -> Non
     assert client.stats.retries == 3
 
 
-async def test_unresolved_references_fall_back_to_one_page_per_request(  # type: ignore[no-untyped-def]
-    simulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def test_unresolved_references_fall_back_to_one_page_per_request(
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A server that leaves `$result[...]` unsubstituted (PHP's (int) makes it 0): the chained
     # page lists from the start again, which must not be trusted.
@@ -116,7 +119,7 @@ async def test_unresolved_references_fall_back_to_one_page_per_request(  # type:
     assert any(r.getMessage().count("one page per request") for r in caplog.records)
 
 
-async def test_operating_limit_on_a_page_waits_and_resumes(simulator) -> None:  # type: ignore[no-untyped-def]
+async def test_operating_limit_on_a_page_waits_and_resumes(simulator: SimulatorFactory) -> None:
     # Each list page costs 0.3 s of a 1 s budget: the fourth page of a batch is refused with a
     # per-command 429, the pages before it count, and the listing goes on once the window moves.
     clock = ScaledClock(600.0)
