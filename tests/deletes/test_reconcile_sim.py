@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from pipeline import reconcile as reconcile_module
 from pipeline.clock import ScaledClock
 from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
 from pipeline.errors import OutputError
@@ -159,3 +160,29 @@ async def test_the_mark_uses_the_injected_clock(
     marks = [m for m in rows_by_id(uri).values() if m is not None]
     assert len(marks) == 1
     assert abs((marks[0] - stamp).total_seconds()) < 60
+
+
+async def test_a_deal_listed_late_is_present_not_deleted(
+    simulator: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race: a row's deal is not on the listing, yet exists when asked (here: it is created
+    # between the listing and the follow-up). Its row stays live and it comes back to refresh.
+    sim, _ = await portal_with_table(simulator, tmp_path)
+    future = sim.portal.max_id + 1
+    uri = make_table(tmp_path / "late", [*sim.portal.visible_ids, future])
+    listed = reconcile_module.list_all_ids
+
+    async def list_then_create(client: PortalClient, **kw: int) -> object:
+        ids = await listed(client, **kw)
+        assert sim.create(1) == [future]
+        return ids
+
+    monkeypatch.setattr(reconcile_module, "list_all_ids", list_then_create)
+    async with client_for(sim) as client:
+        result = await detect_and_apply_deletes(client, uri, run_id="r")
+    assert [d.id for d in result.present] == [future]
+    assert result.present[0].payload == sim.portal.deal_wire(future)
+    assert (result.gone, result.deleted, result.failures) == (1, 0, [])
+    assert rows_by_id(uri)[future] is None
+    assert "1 still present (listed late)" in result.summary()
+    assert result.applied.version is None
