@@ -86,6 +86,9 @@ def test_reconcile_json_and_hard_delete(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["event"] == "reconcile_finished"
+    logs = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert "deletes_listed" in {line["event"] for line in logs}
+    assert {line["run_id"] for line in logs} == {record["run_id"]}
     assert (record["deleted"], record["hard_delete"], record["denied"]) == (2, True, 0)
     assert record["exit_code"] == 0
     assert sorted(rows_by_id(uri)) == visible[:-2]
