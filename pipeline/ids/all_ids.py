@@ -36,7 +36,7 @@ from pipeline.errors import FatalPortalError, OperatingLimited, RateLimited, Tra
 from pipeline.fetch.batch import CommandError, as_section, parse_error
 from pipeline.fetch.classify import Action, classify, fatal_hint
 from pipeline.fetch.client import PortalClient, answer_of
-from pipeline.fetch.decide import IdState, Next, decide_call
+from pipeline.fetch.decide import NOT_EXECUTED, IdState, Next, decide_call
 from pipeline.logs import log_event
 
 DEAL_LIST: Final = "crm.deal.list"
@@ -103,10 +103,14 @@ async def list_all_ids(
     state = IdState()
     while not listing.done:
         pages = pages_per_batch if listing.chained else 1
+        before = len(listing.ids)
         try:
             await _one_batch(client, listing, pages)
         except TransientError as exc:
-            state = await _after_fault(client, state, exc)
+            # Attempts are counted per stretch without progress: a long listing with a fault
+            # now and then must not run out of them.
+            fresh = IdState() if len(listing.ids) > before else state
+            state = await _after_fault(client, fresh, exc)
             continue
         state = IdState()
     return listing.ids
@@ -142,9 +146,13 @@ async def _one_batch(client: PortalClient, listing: _Listing, pages: int) -> Non
         if key in errors:
             raise _command_failure(client, parse_error(errors[key]))
         if key not in rows:
-            # Not executed (nor refused): the next batch asks again from the same ID.
+            # Neither answered nor refused: asked again from the same ID, as an attempt, so a
+            # portal that keeps skipping it cannot keep us here.
             client.stats.missing_commands += 1
-            return
+            raise TransientError(
+                f"{client.portal}batch: {DEAL_LIST} page {key} was not executed",
+                code=NOT_EXECUTED,
+            )
         ids = _page_ids(client, rows[key])
         if ids and ids[0] <= listing.last:
             if index == 0:

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.clock import ScaledClock
 from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
-from pipeline.errors import FatalPortalError
+from pipeline.errors import FatalPortalError, TransientError
 from pipeline.fetch import PortalClient
 from pipeline.ids.all_ids import PAGE_SIZE, build_list_batch, list_all_ids
 from pipeline.simulator import FaultConfig, RunningSimulator, SimulatorConfig
@@ -134,3 +134,54 @@ async def test_operating_limit_on_a_page_waits_and_resumes(simulator: SimulatorF
     assert list(ids) == sim.portal.visible_ids
     assert client.stats.operating_limited_commands >= 1
     assert sim.stats()["operating_limited_commands"] >= 1
+
+
+def skip_pages(monkeypatch: pytest.MonkeyPatch, key: str, times: int) -> None:
+    """Make the simulator leave page `key` out of its next `times` batch answers (neither a
+    result nor an error: a command that was not executed)."""
+    real = sim_methods.Api.batch
+    left = [times]
+
+    def batch(self: sim_methods.Api, params: object, caller: str) -> dict[str, object]:
+        answer = real(self, params, caller)  # type: ignore[arg-type]
+        rows = answer["result"]
+        if left[0] > 0 and isinstance(rows, dict) and key in rows:
+            left[0] -= 1
+            del rows[key]
+        return answer
+
+    monkeypatch.setattr(sim_methods.Api, "batch", batch)
+
+
+async def test_a_page_not_executed_is_asked_again(
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skip_pages(monkeypatch, "p1", 1)
+    sim = await simulator(deals=400, seed=8)
+    async with client_for(sim) as client:
+        ids = await list_all_ids(client, pages_per_batch=3)
+    assert list(ids) == sim.portal.visible_ids
+    assert client.stats.missing_commands == 1
+
+
+async def test_a_page_never_executed_ends_the_listing(
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skip_pages(monkeypatch, "p0", 1000)
+    sim = await simulator(deals=400, seed=8)
+    async with client_for(sim) as client:
+        with pytest.raises(TransientError, match="not executed"):
+            await list_all_ids(client, pages_per_batch=3)
+    assert client.stats.missing_commands == FAST.max_attempts  # bounded, never a loop
+
+
+async def test_progress_before_a_skipped_page_keeps_the_listing_going(
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every batch loses its second page, yet its first one moves on: attempts are counted
+    # per stretch without progress, so the listing ends complete.
+    skip_pages(monkeypatch, "p1", 1000)
+    sim = await simulator(deals=400, seed=8)
+    async with client_for(sim) as client:
+        ids = await list_all_ids(client, pages_per_batch=3)
+    assert list(ids) == sim.portal.visible_ids
