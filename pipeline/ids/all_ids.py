@@ -16,8 +16,8 @@ What a chained page is trusted with: only a page whose predecessor was full (50 
 answered; after a short, failed or missing page the rest of the batch is dropped (the server
 leaves a reference it cannot resolve half-substituted, so those pages mean nothing), and the
 next batch starts after the last ID already taken. A chained page whose rows do not all lie
-above that ID means the server did not substitute the reference: the listing goes on with one
-page per request rather than trust it.
+above that ID, or that alone is refused, means the server did not substitute the reference:
+the listing goes on with one page per request rather than trust it.
 
 Deleted and hidden deals are silently absent from list answers (crm `restservice.php`
 `innerGetList`), which is exactly why a missing ID is only a candidate: `pipeline.deletes`.
@@ -144,7 +144,13 @@ async def _one_batch(client: PortalClient, listing: _Listing, pages: int) -> Non
     errors = as_section(section.get("result_error"), keys)
     for index, key in enumerate(keys):
         if key in errors:
-            raise _command_failure(client, parse_error(errors[key]))
+            failure = _command_failure(client, parse_error(errors[key]))
+            if index > 0 and isinstance(failure, FatalPortalError):
+                # A refusal only the chained pages get points at the reference: one page per
+                # request shows whether the portal refuses the listing itself.
+                _distrust_chaining(client, listing)
+                return
+            raise failure
         if key not in rows:
             # Neither answered nor refused: asked again from the same ID, as an attempt, so a
             # portal that keeps skipping it cannot keep us here.

@@ -185,3 +185,23 @@ async def test_progress_before_a_skipped_page_keeps_the_listing_going(
     async with client_for(sim) as client:
         ids = await list_all_ids(client, pages_per_batch=3)
     assert list(ids) == sim.portal.visible_ids
+
+
+async def test_a_refused_reference_falls_back_to_one_page_per_request(
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A portal that refuses a filter value it could not resolve: only chained pages fail.
+    real = sim_methods.Api.deal_list
+
+    def deal_list(self: sim_methods.Api, params: dict[object, object]) -> object:
+        flt = params.get("filter")
+        if isinstance(flt, dict) and str(flt.get(">ID", "")).startswith("$result"):
+            raise sim_methods.MethodError(400, "", "Invalid filter value")
+        return real(self, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sim_methods, "_substitute", lambda params, done: params)
+    monkeypatch.setattr(sim_methods.Api, "deal_list", deal_list)
+    sim = await simulator(deals=200, seed=3)
+    async with client_for(sim) as client:
+        ids = await list_all_ids(client, pages_per_batch=5)
+    assert list(ids) == sim.portal.visible_ids
