@@ -24,6 +24,9 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
   POST /_simulator/touch      {"ids": [1, 2], "at": ts?}: set DATE_MODIFY of those deals to
                               `at` (default now), so an incremental run finds them
   POST /_simulator/delete     {"ids": [1, 2]}: delete those deals ("Not found" from then on)
+  POST /_simulator/restore    {"ids": [1, 2]}: bring deleted deals back under their IDs
+  POST /_simulator/create     {"count": 5, "at": ts?}: 5 new deals with the next IDs; answers
+                              {"created": [IDs]} (same seed and calls: same deals)
   GET  /_simulator/deal/ID    the exact wire deal crm.deal.get would return (hidden ones too,
                               marked by the X-Deal-Status header); 404 if deleted or missing
 """
