@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,10 +27,12 @@ from pipeline.errors import UsageError
 from pipeline.fetch.client import PortalClient
 from pipeline.fetch.stats import FetchStats
 from pipeline.logs import json_record, set_run_id
-from pipeline.reconcile import ReconcileResult, detect_and_apply_deletes
 from pipeline.redact import mask_text
 from pipeline.run import new_run_id
 from pipeline.summary import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from pipeline.reconcile import ReconcileResult
 
 _EPILOG = """\b
 Exit codes: 0 every gone row decided (deleted, still present, or denied: those rows are
@@ -82,6 +84,10 @@ def reconcile(output: str, **kw: Any) -> None:
     clock = ScaledClock(kw.get("time_scale") or 1.0)
 
     async def main() -> ReconcileResult:
+        # Imported here: the Delta library loads only for the command that needs it, so the
+        # rest of the CLI starts (and `--help` works) without it.
+        from pipeline.reconcile import detect_and_apply_deletes
+
         client = PortalClient(
             config.auth,
             limits=config.limits,
