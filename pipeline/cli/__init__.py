@@ -31,6 +31,7 @@ def cli() -> None:
 def _register() -> None:
     from pipeline.cli.ids import ids
     from pipeline.cli.plan import plan
+    from pipeline.cli.reconcile import reconcile
     from pipeline.cli.retry import retry
     from pipeline.cli.run import run
     from pipeline.cli.simulate import simulate
@@ -42,6 +43,7 @@ def _register() -> None:
     cli.add_command(ids)
     cli.add_command(retry)
     cli.add_command(state)
+    cli.add_command(reconcile)
 
 
 _register()

@@ -26,6 +26,9 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
                               "entity": "lead" for leads
   POST /_simulator/delete     {"ids": [1, 2]}: delete those deals ("Not found" from then on);
                               "entity": "lead" likewise
+  POST /_simulator/restore    {"ids": [1, 2]}: bring deleted deals back under their IDs
+  POST /_simulator/create     {"count": 5, "at": ts?}: 5 new deals with the next IDs; answers
+                              {"created": [IDs]} (same seed and calls: same deals)
   GET  /_simulator/deal/ID    the exact wire deal the get method would return (hidden ones
                               too, marked by the X-Deal-Status header); 404 if deleted or missing
   GET  /_simulator/lead/ID    the same for a lead

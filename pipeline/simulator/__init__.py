@@ -17,11 +17,13 @@ The handle (`RunningSimulator`):
   `portal.existing_ids` / `visible_ids` / `hidden_ids` / `deleted_ids`, `portal.status(id)`,
   `portal.date_modify(id)`, `stats()`;
 * control: `set_faults(FaultConfig)`, `revoke_webhook()` / `restore_webhook()`,
-  `expire_access_token()`, `touch(ids, at=None)`, `portal.delete(ids)`.
+  `expire_access_token()`, `touch(ids, at=None)`, `portal.delete(ids)`, `create(count)`,
+  `restore(ids)`.
 
 Over HTTP: `GET /_simulator/stats`, `GET /_simulator/deal/{id}` (the wire deal; header
 `X-Deal-Status: visible|hidden`; 404 when deleted or missing), `GET /_simulator/clock`,
-`POST /_simulator/touch` and `/_simulator/delete` with `{"ids": [...], "at": ts}`.
+`POST /_simulator/touch`, `/_simulator/delete` and `/_simulator/restore` with
+`{"ids": [...], "at": ts}`, `POST /_simulator/create` with `{"count": n, "at": ts}`.
 """
 
 from pipeline.simulator.config import (

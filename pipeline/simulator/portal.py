@@ -191,5 +191,33 @@ class Portal:
                 self._status[deal_id] = _DELETED
                 self._cache.pop(deal_id, None)
 
+    def create(self, count: int, at: float) -> list[int]:
+        """Add `count` visible deals with the next unused IDs (as the CRM's auto-increment
+        would), created and modified at `at`; returns their IDs. Their contents come from the
+        seed like every deal's, so the same calls on the same seed give the same deals."""
+        first = len(self._status)
+        new_ids = list(range(first, first + max(0, count)))
+        for deal_id in new_ids:
+            self._status.append(_VISIBLE)
+            self._ids.append(deal_id)
+            self._modified[deal_id] = int(at)
+        return new_ids
+
+    def restore(self, ids: Iterable[int], at: float) -> list[int]:
+        """Bring deleted deals back under their old IDs (as from the recycle bin), modified at
+        `at`; returns the IDs restored (others are left alone)."""
+        restored: list[int] = []
+        for deal_id in ids:
+            if self.status(deal_id) != "deleted":
+                continue
+            self._status[deal_id] = _VISIBLE
+            position = bisect.bisect_left(self._ids, deal_id)
+            if position == len(self._ids) or self._ids[position] != deal_id:
+                self._ids.insert(position, deal_id)
+            self._modified[deal_id] = int(at)
+            self._cache.pop(deal_id, None)
+            restored.append(deal_id)
+        return restored
+
 
 __all__ = ["Portal", "Status"]

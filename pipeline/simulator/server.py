@@ -121,6 +121,14 @@ class Simulator:
             return self.leads
         raise ValueError(f"unknown entity {entity!r}: expected deal or lead")
 
+    def create(self, count: int, at: float | None = None) -> list[int]:
+        """Create `count` deals with the next IDs (see `Portal.create`); returns their IDs."""
+        return self.portal.create(count, self.clock.now() if at is None else at)
+
+    def restore(self, ids: list[int] | range, at: float | None = None) -> list[int]:
+        """Restore deleted deals under their IDs (see `Portal.restore`)."""
+        return self.portal.restore(ids, self.clock.now() if at is None else at)
+
     def stats(self) -> dict[str, Any]:
         return self.counters.snapshot(self.meter.charged_s)
 
@@ -135,6 +143,8 @@ class Simulator:
         app.router.add_get("/_simulator/clock", self._clock)
         app.router.add_post("/_simulator/touch", self._touch)
         app.router.add_post("/_simulator/delete", self._delete)
+        app.router.add_post("/_simulator/create", self._create)
+        app.router.add_post("/_simulator/restore", self._restore)
         app.router.add_get("/_simulator/deal/{id}", self._deal)
         app.router.add_get("/_simulator/lead/{id}", self._lead)
         return app
@@ -165,6 +175,27 @@ class Simulator:
         ids, _, records = await self._change_request(request)
         records.delete(ids)
         return _json(200, {"deleted": len(ids)})
+
+    async def _create(self, request: web.Request) -> web.Response:
+        """`{"count": n, "at": ts?}`: n new deals with the next IDs, created at `at` (default
+        now); answers their IDs."""
+        try:
+            body = orjson.loads(await request.read())
+            count = int(body["count"])
+            at = body.get("at")
+            when = self.clock.now() if at is None else float(at)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            raise web.HTTPBadRequest(text='expected {"count": int, "at": unix_ts?}') from None
+        if not 0 <= count <= 1_000_000:
+            raise web.HTTPBadRequest(text="count must be 0..1000000")
+        return _json(200, {"created": self.create(count, when)})
+
+    async def _restore(self, request: web.Request) -> web.Response:
+        """`{"ids": [...], "at": ts?}`: deleted deals come back under their IDs."""
+        ids, at, records = await self._change_request(request)
+        return _json(
+            200, {"restored": records.restore(ids, self.clock.now() if at is None else at)}
+        )
 
     async def _clock(self, request: web.Request) -> web.Response:
         return _json(200, {"now": self.clock.now(), "scale": self.clock.scale})
@@ -411,6 +442,12 @@ class RunningSimulator:
 
     def touch(self, ids: list[int] | range, at: float | None = None, entity: str = "deal") -> None:
         self.sim.touch(ids, at, entity)
+
+    def create(self, count: int, at: float | None = None) -> list[int]:
+        return self.sim.create(count, at)
+
+    def restore(self, ids: list[int] | range, at: float | None = None) -> list[int]:
+        return self.sim.restore(ids, at)
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,132 @@
+"""`deal-export reconcile OUT`: mark (or remove) the deals the portal deleted in a Delta table."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pipeline.cli._errors import fail, run_guarded
+from pipeline.cli._tokens import rotated_tokens
+from pipeline.cli.run import (
+    FLAGS,
+    load,
+    portal_options,
+    quiet_progress_option,
+    start_logging,
+    wants_json,
+    warn_if_insecure,
+)
+from pipeline.clock import ScaledClock
+from pipeline.config import RunConfig
+from pipeline.config_load import secrets_of
+from pipeline.errors import UsageError
+from pipeline.fetch.client import PortalClient
+from pipeline.fetch.stats import FetchStats
+from pipeline.logs import json_record, set_run_id
+from pipeline.redact import mask_text
+from pipeline.run import new_run_id
+from pipeline.summary import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from pipeline.reconcile import ReconcileResult
+
+_EPILOG = """\b
+Exit codes: 0 every gone row decided (deleted, still present, or denied: those rows are
+kept); 3 some rows could not be decided for reasons a later run may fix; 1 fatal (auth,
+portal, not a Delta table); 2 usage error; 130 interrupted (nothing was changed).
+"""
+
+
+@click.command(epilog=_EPILOG)
+@click.argument("output")
+@click.option(
+    "--hard-delete",
+    is_flag=True,
+    help="Remove the rows of deleted deals instead of setting their _deleted_at.",
+)
+@quiet_progress_option
+@portal_options
+def reconcile(output: str, **kw: Any) -> None:
+    """Find the deals of the Delta table OUTPUT that were deleted in Bitrix24, and mark them.
+
+    Lists every deal ID on the portal (crm.<entity>.list, IDs only, many pages per request),
+    asks crm.<entity>.get about each live row the listing lacks, and sets _deleted_at (UTC) on
+    the rows of deals the portal no longer has (`Not found`), in one Delta commit. A deal
+    the user may not read (`Access denied`) is not a deletion: its row stays. Needs the
+    Delta sink's table; a folder (Parquet) export is refused.
+
+    \b
+    Example:
+      deal-export reconcile ./deals
+      deal-export reconcile s3://bucket/deals --hard-delete
+    """
+    loaded = load(kw, {"output.root": output}, {**FLAGS, "output.root": "OUTPUT"})
+    secrets = secrets_of(loaded)
+    if loaded.auth is None:
+        fail(
+            "no portal credentials: set BITRIX24_WEBHOOK_URL (or --webhook-file, or --config)",
+            EXIT_USAGE,
+            as_json=wants_json(kw),
+        )
+    try:
+        config: RunConfig = loaded.run_config()
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE, secrets, as_json=wants_json(kw))
+    run_id = new_run_id()
+    set_run_id(run_id)
+    _, handler = start_logging(kw, config.log_format, secrets)
+    warn_if_insecure(loaded)
+    saver = rotated_tokens(config.auth, handler, secrets)
+    clock = ScaledClock(kw.get("time_scale") or 1.0)
+
+    async def main() -> ReconcileResult:
+        # Imported here: the Delta library loads only for the command that needs it, so the
+        # rest of the CLI starts (and `--help` works) without it.
+        from pipeline.reconcile import detect_and_apply_deletes
+
+        client = PortalClient(
+            config.auth,
+            limits=config.limits,
+            transport=config.transport,
+            fetch=config.fetch,
+            clock=clock,
+            on_tokens_rotated=saver,
+            stats=FetchStats(),
+        )
+        async with client:
+            return await detect_and_apply_deletes(
+                client, output, run_id=run_id, clock=clock, hard=bool(kw.get("hard_delete"))
+            )
+
+    json_logs = config.log_format == "json"
+    result = run_guarded(main, lambda: secrets, json_errors=json_logs)
+    _report(result, json_logs=json_logs, secrets=secrets)
+    sys.exit(result.exit_code)
+
+
+def _report(result: ReconcileResult, *, json_logs: bool, secrets: Iterable[str]) -> None:
+    """One line on stdout: the sentence, or in JSON mode one object (as `run` does)."""
+    line = mask_text(result.summary(), secrets)
+    if not json_logs:
+        click.echo(line)
+        return
+    fields = result.fields()
+    fields["output"] = mask_text(str(fields["output"]), secrets)
+    click.echo(
+        json_record(
+            created=time.time(),
+            level="info",
+            logger="pipeline.cli",
+            event="reconcile_finished",
+            message=line,
+            run_id=result.run_id,
+            fields=fields,
+        )
+    )
+
+
+__all__ = ["reconcile"]
