@@ -65,83 +65,33 @@ from pipeline.config import (
 )
 from pipeline.errors import UsageError
 from pipeline.redact import MASK, mask_url
+from pipeline.settings import (
+    BY_ENV,
+    BY_KEY,
+    ENV_PREFIX,
+    SECTIONS,
+    Setting,
+    check_choice,
+    check_fields,
+    check_range,
+    default,
+    shown_value,
+)
 
-Kind = Literal["str", "int", "float", "bool", "choice", "budget", "timestamp"]
-
-PLANS: Final = ("standard", "enterprise", "custom")
-COMPRESSIONS: Final = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 CONFIG_ENV: Final = "DEAL_EXPORT_CONFIG"
-_ENV_PREFIX: Final = "DEAL_EXPORT_"
+_ENV_PREFIX: Final = ENV_PREFIX
 _COMMAND_LINE: Final = "command line"
 
-
-@dataclass(frozen=True, slots=True)
-class _Key:
-    kind: Kind
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    below_max: bool = False  # maximum is exclusive
-    above_min: bool = False  # minimum is exclusive
-    secret: bool = False
-    env: str = ""  # overrides the DEAL_EXPORT_<SECTION>_<KEY> name
-
-
-_SCHEMA: Final[dict[str, _Key]] = {
-    "log_format": _Key("choice", choices=("text", "json")),
-    "portal.webhook_url": _Key("str", secret=True, env="BITRIX24_WEBHOOK_URL"),
-    "portal.webhook_url_file": _Key("str", env="BITRIX24_WEBHOOK_URL_FILE"),
-    "portal.oauth.endpoint": _Key("str", env="BITRIX24_OAUTH_ENDPOINT"),
-    "portal.oauth.client_id": _Key("str", env="BITRIX24_OAUTH_CLIENT_ID"),
-    "portal.oauth.client_secret": _Key("str", secret=True, env="BITRIX24_OAUTH_CLIENT_SECRET"),
-    "portal.oauth.client_secret_file": _Key("str", env="BITRIX24_OAUTH_CLIENT_SECRET_FILE"),
-    "portal.oauth.access_token": _Key("str", secret=True, env="BITRIX24_OAUTH_ACCESS_TOKEN"),
-    "portal.oauth.access_token_file": _Key("str", env="BITRIX24_OAUTH_ACCESS_TOKEN_FILE"),
-    "portal.oauth.refresh_token": _Key("str", secret=True, env="BITRIX24_OAUTH_REFRESH_TOKEN"),
-    "portal.oauth.refresh_token_file": _Key("str", env="BITRIX24_OAUTH_REFRESH_TOKEN_FILE"),
-    "portal.oauth.token_file": _Key("str", env="BITRIX24_OAUTH_TOKEN_FILE"),
-    "portal.oauth.token_url": _Key("str", env="BITRIX24_OAUTH_TOKEN_URL"),
-    "limits.plan": _Key("choice", choices=PLANS),
-    "limits.rate": _Key("float", minimum=0),
-    "limits.burst": _Key("int", minimum=1),
-    "limits.headroom": _Key("float", minimum=0, maximum=1, below_max=True),
-    "limits.operating_budget_s": _Key("budget", minimum=0, above_min=True),
-    "limits.operating_window_s": _Key("float", minimum=0, above_min=True),
-    "limits.operating_headroom": _Key("float", minimum=0, maximum=1, below_max=True),
-    "transport.connect_timeout_s": _Key("float", minimum=0, above_min=True),
-    "transport.request_timeout_s": _Key("float", minimum=0, above_min=True),
-    "transport.ca_bundle": _Key("str"),
-    "transport.verify_tls": _Key("bool"),
-    "fetch.batch_size": _Key("int", minimum=1, maximum=50),
-    "fetch.concurrency": _Key("int", minimum=1, maximum=256),
-    "fetch.max_attempts": _Key("int", minimum=1),
-    "fetch.backoff_base_s": _Key("float", minimum=0),
-    "fetch.backoff_max_s": _Key("float", minimum=0),
-    "output.root": _Key("str"),
-    "output.partition_by": _Key("str"),
-    "output.partition_transform": _Key("choice", choices=("none", "value", "year", "month", "day")),
-    "output.existing_data_behavior": _Key("choice", choices=("error", "overwrite", "resume")),
-    "output.chunk_size": _Key("int", minimum=1),
-    "output.max_rows_per_group": _Key("int", minimum=1),
-    "output.compression": _Key("choice", choices=COMPRESSIONS),
-    "ids.source": _Key("str"),
-    "ids.column": _Key("str"),
-    "ids.format": _Key("choice", choices=("auto", "text", "csv", "parquet", "range")),
-    "ids.modified_since": _Key("timestamp"),
-    "ids.since_last_run": _Key("bool"),
-    "ids.overlap_s": _Key("float", minimum=0),
-    "ids.start_from": _Key("timestamp"),
-}
-
-_SECTIONS: Final = ("portal", "portal.oauth", "limits", "transport", "fetch", "output", "ids")
+# Every key, its kind, range, choices, secrecy and environment name: `pipeline.settings`.
+_SCHEMA: Final[Mapping[str, Setting]] = BY_KEY
+_SECTIONS: Final = SECTIONS
 
 
 def _env_name(key: str) -> str:
-    spec = _SCHEMA[key]
-    return spec.env or _ENV_PREFIX + key.replace(".", "_").upper()
+    return _SCHEMA[key].env_name
 
 
-_ENV_TO_KEY: Final[dict[str, str]] = {_env_name(k): k for k in _SCHEMA}
+_ENV_TO_KEY: Final[dict[str, str]] = {name: spec.key for name, spec in BY_ENV.items()}
 
 # Alternatives: a source that sets any member replaces every member set by lower sources.
 _ALTERNATIVES: Final[tuple[tuple[str, ...], ...]] = (
@@ -167,12 +117,15 @@ class IdsConfig:
 
     source: str | None = None
     column: str | None = None
-    format: str = "auto"
+    format: str = default("ids.format", str)
     modified_since: datetime | None = None
-    since_last_run: bool = False
-    overlap_s: float = 300.0
+    since_last_run: bool = default("ids.since_last_run", bool)
+    overlap_s: float = default("ids.overlap_s", float)
     #: Where the first `since_last_run` starts when the root holds no watermark yet.
     start_from: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_fields("ids", self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,15 +387,14 @@ def _coerce(key: str, item: _Value) -> object:
     spec = _SCHEMA[key]
     raw = item.value
     where = _where(item, key)
-    shown = "" if spec.secret else f", got {raw!r}"
+    shown = shown_value(spec, raw)
     kind = spec.kind
     if kind in ("str", "timestamp", "choice"):
         if not isinstance(raw, str):
             raise UsageError(f"{where} must be a string{shown}")
         if kind == "choice":
             value = raw.strip().lower()
-            if value not in spec.choices:
-                raise UsageError(f"{where} must be one of {', '.join(spec.choices)}{shown}")
+            check_choice(spec, value, where, shown)
             return value
         if kind == "timestamp":
             return parse_timestamp(raw, where)
@@ -455,7 +407,7 @@ def _coerce(key: str, item: _Value) -> object:
         return None
     typed = not (item.origin.startswith("environment") or item.origin == _COMMAND_LINE)
     number = _to_number(raw, int if kind == "int" else float, where, shown, typed=typed)
-    _check_range(number, spec, where, shown)
+    check_range(spec, number, where, shown)
     return number
 
 
@@ -498,23 +450,6 @@ def _to_number(
     if not isinstance(raw, int | float) or math.isnan(raw) or math.isinf(raw):
         raise UsageError(f"{where} must be {what}{shown}")
     return kind(raw)
-
-
-def _check_range(number: float, spec: _Key, where: str, shown: str) -> None:
-    if spec.minimum is not None:
-        low = spec.minimum
-        if number < low or (spec.above_min and number == low):
-            op = ">" if spec.above_min else ">="
-            raise UsageError(f"{where} must be {op} {_fmt(low)}{shown}")
-    if spec.maximum is not None:
-        high = spec.maximum
-        if number > high or (spec.below_max and number == high):
-            op = "<" if spec.below_max else "<="
-            raise UsageError(f"{where} must be {op} {_fmt(high)}{shown}")
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 _BARE_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
