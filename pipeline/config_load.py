@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import json
 import math
 import re
@@ -50,7 +49,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
-from urllib.parse import urlsplit
 
 from pipeline.config import (
     PLAN_LIMITS,
@@ -77,6 +75,7 @@ from pipeline.settings import (
     default,
     shown_value,
 )
+from pipeline.urls import validate_https, validate_webhook_url, webhook_secret
 
 CONFIG_ENV: Final = "DEAL_EXPORT_CONFIG"
 _ENV_PREFIX: Final = ENV_PREFIX
@@ -216,43 +215,6 @@ def load_config(
     return dataclasses.replace(loaded, names=names)
 
 
-def validate_webhook_url(url: str, *, origin: str = "webhook URL") -> str:
-    """Return `url` normalised to end in `/`, or raise UsageError showing it masked.
-
-    Accepted: `https://<host>/rest/<user_id>/<secret>/` (trailing slash optional); plain `http`
-    only for loopback hosts (a local simulator or tunnel), since the portal requires HTTPS and the
-    secret would otherwise cross the network in clear.
-    """
-    url = url.strip()
-    shape = "expected https://<portal>/rest/<user_id>/<secret>/"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        _ = parts.port
-    except ValueError:
-        raise UsageError(f"{origin} is not a valid URL ({shape}): {_show_url(url)}") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise UsageError(f"{origin} is not an https URL ({shape}): {_show_url(url)}")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise UsageError(
-            f"{origin} uses plain http for a non-local host; Bitrix24 webhooks need https: "
-            f"{_show_url(url)}"
-        )
-    if parts.username is not None or parts.password is not None:
-        raise UsageError(f"{origin} must not contain user:password@: {_show_url(url)}")
-    if parts.query or parts.fragment:
-        raise UsageError(f"{origin} must not have a query or fragment ({shape}): {_show_url(url)}")
-    match = re.fullmatch(r"/rest/(\d+)/([^/\s]+)(/.*)?", parts.path)
-    if not match:
-        raise UsageError(f"{origin} is not a Bitrix24 webhook URL ({shape}): {_show_url(url)}")
-    if match.group(3) not in (None, "/"):
-        raise UsageError(
-            f"{origin} has something after the secret (a method name?); use the base URL ending "
-            f"in the secret and a slash: {_show_url(url)}"
-        )
-    return url if url.endswith("/") else url + "/"
-
-
 def effective_config_dict(config: RunConfig | LoadedConfig) -> dict[str, Any]:
     """A JSON-ready dump of the effective configuration with every secret masked."""
     out: dict[str, Any] = {
@@ -276,8 +238,8 @@ def secrets_of(config: RunConfig | LoadedConfig) -> list[str]:
     """Every secret string in `config`, for log and error masking (`pipeline.redact.mask_text`)."""
     auth = config.auth
     if isinstance(auth, WebhookAuth):
-        match = re.search(r"/rest/\d+/([^/?#\s]+)", auth.url)
-        return [auth.url, *([match.group(1)] if match else [])]
+        secret = webhook_secret(auth.url)
+        return [auth.url, *([secret] if secret else [])]
     if isinstance(auth, OAuthAuth):
         return [auth.access_token, auth.refresh_token, auth.client_secret]
     return []
@@ -550,11 +512,11 @@ def _build_auth(values: dict[str, object], merged: dict[str, _Value]) -> Auth | 
     if missing:
         hints = ", ".join(f"portal.oauth.{m} ({_env_name('portal.oauth.' + m)})" for m in missing)
         raise UsageError(f"OAuth is configured but incomplete; missing {hints}")
-    endpoint = _validate_https(cast(str, found["endpoint"]), "portal.oauth.endpoint")
+    endpoint = validate_https(cast(str, found["endpoint"]), "portal.oauth.endpoint")
     token_url = cast(str | None, values.get("portal.oauth.token_url"))
     extra: dict[str, str] = {} if token_file is None else {"token_file": token_file}
     if token_url is not None:
-        extra["token_url"] = _validate_https(token_url, "portal.oauth.token_url")
+        extra["token_url"] = validate_https(token_url, "portal.oauth.token_url")
     return OAuthAuth(
         endpoint=endpoint if endpoint.endswith("/") else endpoint + "/",
         access_token=cast(str, found["access_token"]),
@@ -614,44 +576,6 @@ def _read_token_file(path: str, where: str) -> tuple[str, str]:
             raise UsageError(f"{where}: {path} has no {name} (a non-empty string)")
         pair.append(value.strip())
     return pair[0], pair[1]
-
-
-def _validate_https(url: str, key: str) -> str:
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
-    except ValueError:
-        raise UsageError(f"{key} is not a valid URL: {_show_url(url)}") from None
-    if not host or parts.scheme not in ("https", "http"):
-        raise UsageError(f"{key} must be an https URL: {_show_url(url)}")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise UsageError(f"{key} must use https for a non-local host: {_show_url(url)}")
-    return url.strip()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _show_url(url: str) -> str:
-    """`url` safe to print: the secret masked, or the whole path hidden if we cannot find it."""
-    masked = mask_url(url)
-    try:
-        parts = urlsplit(masked)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-    except ValueError:
-        return MASK
-    if masked != url and not (parts.username or parts.password):
-        return masked
-    path = "/" + MASK if parts.path not in ("", "/") or parts.query else parts.path
-    return f"{parts.scheme}://{netloc}{path}" if parts.scheme else MASK
 
 
 def _auth_dict(auth: Auth | None) -> dict[str, Any] | None:
