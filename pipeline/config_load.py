@@ -62,7 +62,7 @@ from pipeline.config import (
     WebhookAuth,
 )
 from pipeline.errors import UsageError
-from pipeline.redact import MASK, mask_url
+from pipeline.redact import redact
 from pipeline.settings import (
     BY_ENV,
     BY_KEY,
@@ -231,7 +231,8 @@ def effective_config_dict(config: RunConfig | LoadedConfig) -> dict[str, Any]:
         if config.ids.modified_since is not None:
             ids["modified_since"] = config.ids.modified_since.isoformat()
         out["ids"] = ids
-    return out
+    masked: dict[str, Any] = redact(out, secrets_of(config))
+    return masked
 
 
 def secrets_of(config: RunConfig | LoadedConfig) -> list[str]:
@@ -579,20 +580,9 @@ def _read_token_file(path: str, where: str) -> tuple[str, str]:
 
 
 def _auth_dict(auth: Auth | None) -> dict[str, Any] | None:
-    if isinstance(auth, WebhookAuth):
-        return {"type": "webhook", "url": mask_url(auth.url)}
-    if isinstance(auth, OAuthAuth):
-        return {
-            "type": "oauth",
-            "endpoint": mask_url(auth.endpoint),
-            "client_id": auth.client_id,
-            "client_secret": MASK,
-            "access_token": MASK,
-            "refresh_token": MASK,
-            "token_file": auth.token_file,
-            "token_url": mask_url(auth.token_url),
-        }
-    return None
+    if auth is None:
+        return None
+    return {"type": "webhook" if isinstance(auth, WebhookAuth) else "oauth", **asdict(auth)}
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:
