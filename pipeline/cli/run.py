@@ -186,6 +186,7 @@ def progress_stream(kw: dict[str, Any]) -> TextIO:
     "ids.modified_since",
     "ids.since_last_run",
     "ids.start_from",
+    "ids.overlap_s",
     "output.root",
     "output.partition_by",
     "output.partition_transform",
