@@ -1,7 +1,9 @@
 """Typed, frozen, validated configuration: built once, then passed down.
 
 Only the dataclasses live here; reading TOML, environment and command-line overrides into them
-is `pipeline.config_load`. The core never sees click or raw dicts.
+is `pipeline.config_load`. The core never sees click or raw dicts. Defaults, ranges and choices
+come from the declarations in `pipeline.settings` (`default(...)`, `check_fields(...)`), so a
+dataclass built directly (the Python API, tests) is checked exactly as a loaded one.
 """
 
 from __future__ import annotations

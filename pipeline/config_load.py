@@ -14,6 +14,9 @@ value came from ("configs/x.toml: unknown key [fetch].batchsize (did you mean ba
     [limits] plan, rate, ...     DEAL_EXPORT_LIMITS_PLAN, ...       limits.plan, ...
     [transport] / [fetch] / [output] / [ids] likewise (DEAL_EXPORT_<SECTION>_<KEY>)
 
+Each key's kind, range, choices, default, environment name and secrecy are declared once in
+`pipeline.settings`; this module applies them to each source and merges the sources.
+
 Rules the table cannot show:
 * Secrets (webhook URL, OAuth tokens, client secret) come from the environment, a `*_file`, or the
   config file; they are never needed on the command line and never echoed in an error.
