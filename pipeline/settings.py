@@ -6,6 +6,14 @@ The TOML and environment loader (`pipeline.config_load`), the dataclass checks
 `SETTINGS`, so they cannot disagree. Adding a setting is one `Setting(...)` line here plus its
 dataclass field; a setting with `flags` appears on every command that lists its key.
 
+Adding a setting:
+1. one `Setting(...)` in `SETTINGS` (kind, default, range or choices; `flags` and `help` if the
+   command line takes it; `env` only when the name is not `DEAL_EXPORT_<SECTION>_<KEY>`);
+2. the dataclass field, its default read with `default(key, type)`;
+3. its key in the `setting_options(...)` of each command that takes it (`PORTAL_SETTINGS` in
+   `pipeline.cli.run` for every command that talks to a portal).
+The click parameter is the key with underscores (`fetch.batch_size` -> `fetch_batch_size`).
+
 Pure: no click, no I/O. The checks raise `UsageError` with the texts users see.
 """
 
