@@ -80,9 +80,14 @@ def _redact(value: Any, known: list[str], drop: bool) -> Any:
 
 def _mask_string(text: str, known: list[str]) -> str:
     # URL shapes first, so a known full webhook URL still shows its host once masked.
-    out = _WEBHOOK_PATH.sub(lambda m: m.group(1) + MASK, text)
-    out = _SECRET_PARAMS.sub(lambda m: m.group(1) + MASK, out)
-    out = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", out)
+    # Each pattern only where its anchor occurs: this runs on every request's URL.
+    out = text
+    if "/rest/" in out:
+        out = _WEBHOOK_PATH.sub(lambda m: m.group(1) + MASK, out)
+    if "=" in out:
+        out = _SECRET_PARAMS.sub(lambda m: m.group(1) + MASK, out)
+    if "@" in out:
+        out = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", out)
     for secret in known:
         out = out.replace(secret, MASK)
     return out
