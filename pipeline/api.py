@@ -29,7 +29,6 @@ import contextlib
 import logging
 import operator
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -650,15 +649,16 @@ class _Secrets:
 
     def __init__(self, webhook_url: str | None) -> None:
         from pipeline.logs import SecretFilter
+        from pipeline.urls import webhook_secret
 
         self.filter: SecretFilter = SecretFilter()
         self.known: list[str] = []
         self._handler: logging.Handler | None = None
         if webhook_url:
             self.add(webhook_url)
-            match = re.search(r"/rest/\d+/([^/?#\s]+)", webhook_url)
-            if match:
-                self.add(match.group(1))
+            secret = webhook_secret(webhook_url)
+            if secret:
+                self.add(secret)
 
     def add(self, secret: str) -> None:
         self.filter.add(secret)

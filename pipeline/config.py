@@ -1,7 +1,9 @@
 """Typed, frozen, validated configuration: built once, then passed down.
 
 Only the dataclasses live here; reading TOML, environment and command-line overrides into them
-is `pipeline.config_load`. The core never sees click or raw dicts.
+is `pipeline.config_load`. The core never sees click or raw dicts. Defaults, ranges and choices
+come from the declarations in `pipeline.settings` (`default(...)`, `check_fields(...)`), so a
+dataclass built directly (the Python API, tests) is checked exactly as a loaded one.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.entity import DEAL, EntityName
+from pipeline.entity import EntityName
 from pipeline.errors import UsageError
+from pipeline.settings import check_fields, default
 
 Plan = Literal["standard", "enterprise", "custom"]
 PartitionTransform = Literal["none", "value", "year", "month", "day"]
@@ -23,8 +26,8 @@ PLAN_LIMITS: dict[str, tuple[float, int]] = {
 }
 
 #: Historical cloud operating budget: 480 s of one method's execution per 10-minute window.
-DEFAULT_OPERATING_BUDGET_S = 480.0
-OPERATING_WINDOW_S = 600.0
+DEFAULT_OPERATING_BUDGET_S = default("limits.operating_budget_s", float)
+OPERATING_WINDOW_S = default("limits.operating_window_s", float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,7 @@ class OAuthAuth:
     refresh_token: str
     client_id: str
     client_secret: str
-    token_url: str = "https://oauth.bitrix24.tech/oauth/token/"
+    token_url: str = default("portal.oauth.token_url", str)
     token_file: str | None = None
 
 
@@ -63,26 +66,15 @@ class LimitsConfig:
     `operating_budget_s=None` turns operating-time pacing off (on-premise portals).
     """
 
-    rate: float = 2.0
-    burst: int = 50
-    headroom: float = 0.1
+    rate: float = default("limits.rate", float)
+    burst: int = default("limits.burst", int)
+    headroom: float = default("limits.headroom", float)
     operating_budget_s: float | None = DEFAULT_OPERATING_BUDGET_S
     operating_window_s: float = OPERATING_WINDOW_S
-    operating_headroom: float = 0.05
+    operating_headroom: float = default("limits.operating_headroom", float)
 
     def __post_init__(self) -> None:
-        if self.rate < 0:
-            raise UsageError("limits.rate must be >= 0 (0 means no client-side rate limit)")
-        if self.burst < 1:
-            raise UsageError("limits.burst must be >= 1")
-        if not 0 <= self.headroom < 1:
-            raise UsageError("limits.headroom must be in [0, 1)")
-        if self.operating_budget_s is not None and self.operating_budget_s <= 0:
-            raise UsageError("limits.operating_budget_s must be > 0")
-        if self.operating_window_s <= 0:
-            raise UsageError("limits.operating_window_s must be > 0")
-        if not 0 <= self.operating_headroom < 1:
-            raise UsageError("limits.operating_headroom must be in [0, 1)")
+        check_fields("limits", self)
 
     @classmethod
     def for_plan(cls, plan: str, **overrides: object) -> LimitsConfig:
@@ -106,35 +98,29 @@ class LimitsConfig:
 class TransportConfig:
     """HTTP behaviour. The cloud cuts a request at 60 s, so the read timeout sits above that."""
 
-    connect_timeout_s: float = 10.0
-    request_timeout_s: float = 75.0
+    connect_timeout_s: float = default("transport.connect_timeout_s", float)
+    request_timeout_s: float = default("transport.request_timeout_s", float)
     ca_bundle: str | None = None
-    verify_tls: bool = True
+    verify_tls: bool = default("transport.verify_tls", bool)
 
     def __post_init__(self) -> None:
-        if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
-            raise UsageError("transport timeouts must be > 0")
+        check_fields("transport", self)
 
 
 @dataclass(frozen=True, slots=True)
 class FetchConfig:
     """How IDs are fetched: commands per `batch`, batches in flight, attempts per ID."""
 
-    batch_size: int = 50
-    concurrency: int = 4
-    max_attempts: int = 5
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
+    batch_size: int = default("fetch.batch_size", int)
+    concurrency: int = default("fetch.concurrency", int)
+    max_attempts: int = default("fetch.max_attempts", int)
+    backoff_base_s: float = default("fetch.backoff_base_s", float)
+    backoff_max_s: float = default("fetch.backoff_max_s", float)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= 50:
-            raise UsageError("fetch.batch_size must be between 1 and 50 (the portal's maximum)")
-        if self.concurrency < 1:
-            raise UsageError("fetch.concurrency must be >= 1")
-        if self.max_attempts < 1:
-            raise UsageError("fetch.max_attempts must be >= 1")
-        if self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
-            raise UsageError("fetch.backoff_base_s must be >= 0 and <= fetch.backoff_max_s")
+        check_fields("fetch", self)
+        if self.backoff_max_s < self.backoff_base_s:
+            raise UsageError("fetch.backoff_base_s must be <= fetch.backoff_max_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,19 +128,17 @@ class OutputConfig:
     """Where and how the dataset is written (names follow pyarrow's `write_dataset`)."""
 
     root: str
-    # Every entity's default (`Entity.partition_column`) is its created-time field, DATE_CREATE.
-    partition_by: str | None = DEAL.partition_column
+    partition_by: str | None = default("output.partition_by", str)
     partition_transform: PartitionTransform = "month"
     existing_data_behavior: ExistingDataBehavior = "error"
-    chunk_size: int = 10_000
-    max_rows_per_group: int = 64 * 1024
-    compression: str = "zstd"
+    chunk_size: int = default("output.chunk_size", int)
+    max_rows_per_group: int = default("output.max_rows_per_group", int)
+    compression: str = default("output.compression", str)
 
     def __post_init__(self) -> None:
         if not self.root:
             raise UsageError("output.root must not be empty")
-        if self.chunk_size < 1:
-            raise UsageError("output.chunk_size must be >= 1")
+        check_fields("output", self)
         if self.partition_by is None and self.partition_transform != "none":
             object.__setattr__(self, "partition_transform", "none")
 
@@ -171,6 +155,9 @@ class RunConfig:
     log_format: Literal["text", "json"] = "text"
     #: The CRM entity exported (`pipeline.entity.ENTITIES`).
     entity: EntityName = "deal"
+
+    def __post_init__(self) -> None:
+        check_fields("", self)
 
 
 __all__ = [

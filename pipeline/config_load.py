@@ -15,6 +15,9 @@ value came from ("configs/x.toml: unknown key [fetch].batchsize (did you mean ba
     [limits] plan, rate, ...     DEAL_EXPORT_LIMITS_PLAN, ...       limits.plan, ...
     [transport] / [fetch] / [output] / [ids] likewise (DEAL_EXPORT_<SECTION>_<KEY>)
 
+Each key's kind, range, choices, default, environment name and secrecy are declared once in
+`pipeline.settings`; this module applies them to each source and merges the sources.
+
 Rules the table cannot show:
 * Secrets (webhook URL, OAuth tokens, client secret) come from the environment, a `*_file`, or the
   config file; they are never needed on the command line and never echoed in an error.
@@ -41,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import json
 import math
 import re
@@ -51,7 +53,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
-from urllib.parse import urlsplit
 
 from pipeline.config import (
     PLAN_LIMITS,
@@ -64,87 +65,37 @@ from pipeline.config import (
     TransportConfig,
     WebhookAuth,
 )
-from pipeline.entity import ENTITY_NAMES, EntityName
+from pipeline.entity import EntityName
 from pipeline.errors import UsageError
-from pipeline.redact import MASK, mask_url
+from pipeline.redact import redact
+from pipeline.settings import (
+    BY_ENV,
+    BY_KEY,
+    ENV_PREFIX,
+    SECTIONS,
+    Setting,
+    check_choice,
+    check_fields,
+    check_range,
+    default,
+    shown_value,
+)
+from pipeline.urls import validate_https, validate_webhook_url, webhook_secret
 
-Kind = Literal["str", "int", "float", "bool", "choice", "budget", "timestamp"]
-
-PLANS: Final = ("standard", "enterprise", "custom")
-COMPRESSIONS: Final = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 CONFIG_ENV: Final = "DEAL_EXPORT_CONFIG"
-_ENV_PREFIX: Final = "DEAL_EXPORT_"
+_ENV_PREFIX: Final = ENV_PREFIX
 _COMMAND_LINE: Final = "command line"
 
-
-@dataclass(frozen=True, slots=True)
-class _Key:
-    kind: Kind
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    below_max: bool = False  # maximum is exclusive
-    above_min: bool = False  # minimum is exclusive
-    secret: bool = False
-    env: str = ""  # overrides the DEAL_EXPORT_<SECTION>_<KEY> name
-
-
-_SCHEMA: Final[dict[str, _Key]] = {
-    "log_format": _Key("choice", choices=("text", "json")),
-    "portal.webhook_url": _Key("str", secret=True, env="BITRIX24_WEBHOOK_URL"),
-    "portal.webhook_url_file": _Key("str", env="BITRIX24_WEBHOOK_URL_FILE"),
-    "portal.oauth.endpoint": _Key("str", env="BITRIX24_OAUTH_ENDPOINT"),
-    "portal.oauth.client_id": _Key("str", env="BITRIX24_OAUTH_CLIENT_ID"),
-    "portal.oauth.client_secret": _Key("str", secret=True, env="BITRIX24_OAUTH_CLIENT_SECRET"),
-    "portal.oauth.client_secret_file": _Key("str", env="BITRIX24_OAUTH_CLIENT_SECRET_FILE"),
-    "portal.oauth.access_token": _Key("str", secret=True, env="BITRIX24_OAUTH_ACCESS_TOKEN"),
-    "portal.oauth.access_token_file": _Key("str", env="BITRIX24_OAUTH_ACCESS_TOKEN_FILE"),
-    "portal.oauth.refresh_token": _Key("str", secret=True, env="BITRIX24_OAUTH_REFRESH_TOKEN"),
-    "portal.oauth.refresh_token_file": _Key("str", env="BITRIX24_OAUTH_REFRESH_TOKEN_FILE"),
-    "portal.oauth.token_file": _Key("str", env="BITRIX24_OAUTH_TOKEN_FILE"),
-    "portal.oauth.token_url": _Key("str", env="BITRIX24_OAUTH_TOKEN_URL"),
-    "limits.plan": _Key("choice", choices=PLANS),
-    "limits.rate": _Key("float", minimum=0),
-    "limits.burst": _Key("int", minimum=1),
-    "limits.headroom": _Key("float", minimum=0, maximum=1, below_max=True),
-    "limits.operating_budget_s": _Key("budget", minimum=0, above_min=True),
-    "limits.operating_window_s": _Key("float", minimum=0, above_min=True),
-    "limits.operating_headroom": _Key("float", minimum=0, maximum=1, below_max=True),
-    "transport.connect_timeout_s": _Key("float", minimum=0, above_min=True),
-    "transport.request_timeout_s": _Key("float", minimum=0, above_min=True),
-    "transport.ca_bundle": _Key("str"),
-    "transport.verify_tls": _Key("bool"),
-    "fetch.batch_size": _Key("int", minimum=1, maximum=50),
-    "fetch.concurrency": _Key("int", minimum=1, maximum=256),
-    "fetch.max_attempts": _Key("int", minimum=1),
-    "fetch.backoff_base_s": _Key("float", minimum=0),
-    "fetch.backoff_max_s": _Key("float", minimum=0),
-    "output.root": _Key("str"),
-    "output.partition_by": _Key("str"),
-    "output.partition_transform": _Key("choice", choices=("none", "value", "year", "month", "day")),
-    "output.existing_data_behavior": _Key("choice", choices=("error", "overwrite", "resume")),
-    "output.chunk_size": _Key("int", minimum=1),
-    "output.max_rows_per_group": _Key("int", minimum=1),
-    "output.compression": _Key("choice", choices=COMPRESSIONS),
-    "ids.source": _Key("str"),
-    "ids.column": _Key("str"),
-    "ids.format": _Key("choice", choices=("auto", "text", "csv", "parquet", "range")),
-    "ids.modified_since": _Key("timestamp"),
-    "ids.since_last_run": _Key("bool"),
-    "ids.overlap_s": _Key("float", minimum=0),
-    "ids.start_from": _Key("timestamp"),
-    "entity": _Key("choice", choices=ENTITY_NAMES),
-}
-
-_SECTIONS: Final = ("portal", "portal.oauth", "limits", "transport", "fetch", "output", "ids")
+# Every key, its kind, range, choices, secrecy and environment name: `pipeline.settings`.
+_SCHEMA: Final[Mapping[str, Setting]] = BY_KEY
+_SECTIONS: Final = SECTIONS
 
 
 def _env_name(key: str) -> str:
-    spec = _SCHEMA[key]
-    return spec.env or _ENV_PREFIX + key.replace(".", "_").upper()
+    return _SCHEMA[key].env_name
 
 
-_ENV_TO_KEY: Final[dict[str, str]] = {_env_name(k): k for k in _SCHEMA}
+_ENV_TO_KEY: Final[dict[str, str]] = {name: spec.key for name, spec in BY_ENV.items()}
 
 # Alternatives: a source that sets any member replaces every member set by lower sources.
 _ALTERNATIVES: Final[tuple[tuple[str, ...], ...]] = (
@@ -170,12 +121,15 @@ class IdsConfig:
 
     source: str | None = None
     column: str | None = None
-    format: str = "auto"
+    format: str = default("ids.format", str)
     modified_since: datetime | None = None
-    since_last_run: bool = False
-    overlap_s: float = 300.0
+    since_last_run: bool = default("ids.since_last_run", bool)
+    overlap_s: float = default("ids.overlap_s", float)
     #: Where the first `since_last_run` starts when the root holds no watermark yet.
     start_from: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_fields("ids", self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,43 +222,6 @@ def load_config(
     return dataclasses.replace(loaded, names=names)
 
 
-def validate_webhook_url(url: str, *, origin: str = "webhook URL") -> str:
-    """Return `url` normalised to end in `/`, or raise UsageError showing it masked.
-
-    Accepted: `https://<host>/rest/<user_id>/<secret>/` (trailing slash optional); plain `http`
-    only for loopback hosts (a local simulator or tunnel), since the portal requires HTTPS and the
-    secret would otherwise cross the network in clear.
-    """
-    url = url.strip()
-    shape = "expected https://<portal>/rest/<user_id>/<secret>/"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        _ = parts.port
-    except ValueError:
-        raise UsageError(f"{origin} is not a valid URL ({shape}): {_show_url(url)}") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise UsageError(f"{origin} is not an https URL ({shape}): {_show_url(url)}")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise UsageError(
-            f"{origin} uses plain http for a non-local host; Bitrix24 webhooks need https: "
-            f"{_show_url(url)}"
-        )
-    if parts.username is not None or parts.password is not None:
-        raise UsageError(f"{origin} must not contain user:password@: {_show_url(url)}")
-    if parts.query or parts.fragment:
-        raise UsageError(f"{origin} must not have a query or fragment ({shape}): {_show_url(url)}")
-    match = re.fullmatch(r"/rest/(\d+)/([^/\s]+)(/.*)?", parts.path)
-    if not match:
-        raise UsageError(f"{origin} is not a Bitrix24 webhook URL ({shape}): {_show_url(url)}")
-    if match.group(3) not in (None, "/"):
-        raise UsageError(
-            f"{origin} has something after the secret (a method name?); use the base URL ending "
-            f"in the secret and a slash: {_show_url(url)}"
-        )
-    return url if url.endswith("/") else url + "/"
-
-
 def effective_config_dict(config: RunConfig | LoadedConfig) -> dict[str, Any]:
     """A JSON-ready dump of the effective configuration with every secret masked."""
     out: dict[str, Any] = {
@@ -322,15 +239,16 @@ def effective_config_dict(config: RunConfig | LoadedConfig) -> dict[str, Any]:
         if config.ids.modified_since is not None:
             ids["modified_since"] = config.ids.modified_since.isoformat()
         out["ids"] = ids
-    return out
+    masked: dict[str, Any] = redact(out, secrets_of(config))
+    return masked
 
 
 def secrets_of(config: RunConfig | LoadedConfig) -> list[str]:
     """Every secret string in `config`, for log and error masking (`pipeline.redact.mask_text`)."""
     auth = config.auth
     if isinstance(auth, WebhookAuth):
-        match = re.search(r"/rest/\d+/([^/?#\s]+)", auth.url)
-        return [auth.url, *([match.group(1)] if match else [])]
+        secret = webhook_secret(auth.url)
+        return [auth.url, *([secret] if secret else [])]
     if isinstance(auth, OAuthAuth):
         return [auth.access_token, auth.refresh_token, auth.client_secret]
     return []
@@ -440,15 +358,14 @@ def _coerce(key: str, item: _Value) -> object:
     spec = _SCHEMA[key]
     raw = item.value
     where = _where(item, key)
-    shown = "" if spec.secret else f", got {raw!r}"
+    shown = shown_value(spec, raw)
     kind = spec.kind
     if kind in ("str", "timestamp", "choice"):
         if not isinstance(raw, str):
             raise UsageError(f"{where} must be a string{shown}")
         if kind == "choice":
             value = raw.strip().lower()
-            if value not in spec.choices:
-                raise UsageError(f"{where} must be one of {', '.join(spec.choices)}{shown}")
+            check_choice(spec, value, where, shown)
             return value
         if kind == "timestamp":
             return parse_timestamp(raw, where)
@@ -461,7 +378,7 @@ def _coerce(key: str, item: _Value) -> object:
         return None
     typed = not (item.origin.startswith("environment") or item.origin == _COMMAND_LINE)
     number = _to_number(raw, int if kind == "int" else float, where, shown, typed=typed)
-    _check_range(number, spec, where, shown)
+    check_range(spec, number, where, shown)
     return number
 
 
@@ -504,23 +421,6 @@ def _to_number(
     if not isinstance(raw, int | float) or math.isnan(raw) or math.isinf(raw):
         raise UsageError(f"{where} must be {what}{shown}")
     return kind(raw)
-
-
-def _check_range(number: float, spec: _Key, where: str, shown: str) -> None:
-    if spec.minimum is not None:
-        low = spec.minimum
-        if number < low or (spec.above_min and number == low):
-            op = ">" if spec.above_min else ">="
-            raise UsageError(f"{where} must be {op} {_fmt(low)}{shown}")
-    if spec.maximum is not None:
-        high = spec.maximum
-        if number > high or (spec.below_max and number == high):
-            op = "<" if spec.below_max else "<="
-            raise UsageError(f"{where} must be {op} {_fmt(high)}{shown}")
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 _BARE_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -622,11 +522,11 @@ def _build_auth(values: dict[str, object], merged: dict[str, _Value]) -> Auth | 
     if missing:
         hints = ", ".join(f"portal.oauth.{m} ({_env_name('portal.oauth.' + m)})" for m in missing)
         raise UsageError(f"OAuth is configured but incomplete; missing {hints}")
-    endpoint = _validate_https(cast(str, found["endpoint"]), "portal.oauth.endpoint")
+    endpoint = validate_https(cast(str, found["endpoint"]), "portal.oauth.endpoint")
     token_url = cast(str | None, values.get("portal.oauth.token_url"))
     extra: dict[str, str] = {} if token_file is None else {"token_file": token_file}
     if token_url is not None:
-        extra["token_url"] = _validate_https(token_url, "portal.oauth.token_url")
+        extra["token_url"] = validate_https(token_url, "portal.oauth.token_url")
     return OAuthAuth(
         endpoint=endpoint if endpoint.endswith("/") else endpoint + "/",
         access_token=cast(str, found["access_token"]),
@@ -688,59 +588,10 @@ def _read_token_file(path: str, where: str) -> tuple[str, str]:
     return pair[0], pair[1]
 
 
-def _validate_https(url: str, key: str) -> str:
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
-    except ValueError:
-        raise UsageError(f"{key} is not a valid URL: {_show_url(url)}") from None
-    if not host or parts.scheme not in ("https", "http"):
-        raise UsageError(f"{key} must be an https URL: {_show_url(url)}")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise UsageError(f"{key} must use https for a non-local host: {_show_url(url)}")
-    return url.strip()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _show_url(url: str) -> str:
-    """`url` safe to print: the secret masked, or the whole path hidden if we cannot find it."""
-    masked = mask_url(url)
-    try:
-        parts = urlsplit(masked)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-    except ValueError:
-        return MASK
-    if masked != url and not (parts.username or parts.password):
-        return masked
-    path = "/" + MASK if parts.path not in ("", "/") or parts.query else parts.path
-    return f"{parts.scheme}://{netloc}{path}" if parts.scheme else MASK
-
-
 def _auth_dict(auth: Auth | None) -> dict[str, Any] | None:
-    if isinstance(auth, WebhookAuth):
-        return {"type": "webhook", "url": mask_url(auth.url)}
-    if isinstance(auth, OAuthAuth):
-        return {
-            "type": "oauth",
-            "endpoint": mask_url(auth.endpoint),
-            "client_id": auth.client_id,
-            "client_secret": MASK,
-            "access_token": MASK,
-            "refresh_token": MASK,
-            "token_file": auth.token_file,
-            "token_url": mask_url(auth.token_url),
-        }
-    return None
+    if auth is None:
+        return None
+    return {"type": "webhook" if isinstance(auth, WebhookAuth) else "oauth", **asdict(auth)}
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
 
-from pipeline.redact import mask_text
+from pipeline.redact import mask_text, redact
 
 LOGGER_NAME: Final = "pipeline"
 _HANDLER_MARK: Final = "_deal_export_handler"
@@ -62,18 +62,8 @@ class SecretFilter(logging.Filter):
             record.stack_info = self.mask(record.stack_info)
         for key, value in list(vars(record).items()):
             if key not in _STANDARD_ATTRS:
-                setattr(record, key, _mask_value(value, self))
+                setattr(record, key, redact(value, self._secrets))
         return True
-
-
-def _mask_value(value: Any, secrets: SecretFilter) -> Any:
-    if isinstance(value, str):
-        return secrets.mask(value)
-    if isinstance(value, dict):
-        return {k: _mask_value(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask_value(v, secrets) for v in value]
-    return value
 
 
 def set_run_id(run_id: str | None) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 import click
 
 from pipeline.cli._errors import fail, run_guarded
+from pipeline.cli._options import setting_options
 from pipeline.cli.run import (
     load,
     portal_options,
     quiet_progress_option,
-    start_from_option,
     start_logging,
     warn_if_insecure,
 )
@@ -27,22 +27,17 @@ from pipeline.summary import EXIT_USAGE
 
 
 @click.command()
-@click.option(
-    "--modified-since", help="Deals modified since this ISO time with zone, or a date (UTC)."
-)
-@click.option(
-    "--since-last-run",
-    is_flag=True,
-    default=None,
-    help="Deals modified since the last successful run into --out.",
-)
-@start_from_option
-@click.option("--out", help="Output root whose watermark --since-last-run reads.")
-@click.option(
-    "--overlap",
-    "overlap_s",
-    type=float,
-    help="Seconds to reach back before the time, for edits made during the last run.",
+@setting_options(
+    "ids.modified_since",
+    "ids.since_last_run",
+    "ids.start_from",
+    "output.root",
+    "ids.overlap_s",
+    help={
+        "ids.modified_since": "Deals modified since this ISO time with zone, or a date (UTC).",
+        "ids.since_last_run": "Deals modified since the last successful run into --out.",
+        "output.root": "Output root whose watermark --since-last-run reads.",
+    },
 )
 @quiet_progress_option
 @portal_options
@@ -57,16 +52,7 @@ def ids(**kw: Any) -> None:
       deal-export ids --modified-since 2026-11-26T00:00:00+03:00 > ids.txt
       deal-export ids --since-last-run --out ./deals | wc -l
     """
-    loaded = load(
-        kw,
-        {
-            "ids.modified_since": kw.get("modified_since"),
-            "ids.since_last_run": kw.get("since_last_run"),
-            "ids.start_from": kw.get("start_from"),
-            "ids.overlap_s": kw.get("overlap_s"),
-            "output.root": kw.get("out"),
-        },
-    )
+    loaded = load(kw, {})
     secrets = secrets_of(loaded)
     as_json = loaded.log_format == "json"
     if loaded.auth is None:

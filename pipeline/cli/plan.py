@@ -6,15 +6,17 @@ import json
 import math
 import os
 import re
+from typing import Any, cast
 
 import click
 
 from pipeline.cli._errors import fail, json_wanted
+from pipeline.cli._options import setting_options, setting_values
 from pipeline.cli.run import FLAGS
 from pipeline.config_load import load_config
-from pipeline.entity import ENTITY_NAMES, entity_named
+from pipeline.entity import entity_named
 from pipeline.errors import UsageError
-from pipeline.ids import ID_FORMATS, IdFormat, load_ids
+from pipeline.ids import IdFormat, load_ids
 from pipeline.plan import (
     DEFAULT_LATENCY_MS,
     DEFAULT_MS_PER_DEAL,
@@ -35,46 +37,45 @@ def _parse_count(text: str) -> int:
     return int(re.sub(r"[_,]", "", match.group(1))) * _SUFFIX[match.group(2).lower()]
 
 
+#: The settings a plan reads; the rest of a run's configuration does not change the estimate.
+PLAN_SETTINGS: tuple[str, ...] = (
+    "limits.plan",
+    "limits.rate",
+    "limits.burst",
+    "limits.headroom",
+    "limits.operating_budget_s",
+    "fetch.batch_size",
+    "fetch.concurrency",
+    "entity",
+)
+
+
 @click.command()
 @click.argument("n", required=False)
-@click.option(
-    "--ids",
-    "ids_path",
-    metavar="PATH|RANGES",
-    help="Count the unique valid IDs of this input (a file, or ranges with --ids-format range).",
+@setting_options(
+    "ids.source",
+    "ids.column",
+    help={
+        "ids.source": "Count the unique valid IDs of this input (a file, or ranges with "
+        "--ids-format range).",
+        "ids.column": "Column of a CSV/Parquet --ids.",
+    },
 )
-@click.option("--ids-column", "id_column", metavar="NAME", help="Column of a CSV/Parquet --ids.")
 @click.option("--id-column", "id_column_alias", hidden=True)
-@click.option("--ids-format", type=click.Choice(ID_FORMATS), default="auto", help="As for run.")
+@setting_options("ids.format")
 @click.option(
     "--config",
     "config_path",
     metavar="TOML",
     help="Take limits and fetch settings from a config file.",
 )
-@click.option(
-    "--plan",
-    "plan",
-    type=click.Choice(["standard", "enterprise", "custom"]),
-    help="Portal plan (sets rate and burst).",
-)
-@click.option("--rate", type=float, help="Requests per second the portal drains.")
-@click.option("--burst", type=int, help="Requests the portal's bucket holds.")
-@click.option("--headroom", type=float, help="Fraction of rate and burst left to others (0.1).")
-@click.option("--operating-budget", metavar="SECONDS|off", help="Method time per 10 minutes (480).")
-@click.option("--batch-size", type=int, help="Get commands per batch (50).")
-@click.option("--concurrency", type=int, help="Batch requests in flight.")
+@setting_options(*PLAN_SETTINGS)
 @click.option(
     "--ms-per-deal",
     type=float,
     default=DEFAULT_MS_PER_DEAL,
     show_default=True,
     help="Assumed server time of one get command.",
-)
-@click.option(
-    "--entity",
-    type=click.Choice(ENTITY_NAMES),
-    help="The CRM entity: deal (default) or lead (only the words change: both cost alike).",
 )
 @click.option(
     "--latency-ms",
@@ -86,22 +87,12 @@ def _parse_count(text: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON object.")
 def plan(
     n: str | None,
-    ids_path: str | None,
-    id_column: str | None,
     id_column_alias: str | None,
-    ids_format: IdFormat,
     config_path: str | None,
-    plan: str | None,
-    rate: float | None,
-    burst: int | None,
-    headroom: float | None,
-    operating_budget: str | None,
-    batch_size: int | None,
-    concurrency: int | None,
     ms_per_deal: float,
     latency_ms: float,
-    entity: str | None,
     as_json: bool,
+    **kw: Any,
 ) -> None:
     """Estimate how long exporting N deals takes, and which portal limit binds.
 
@@ -117,29 +108,25 @@ def plan(
       deal-export plan 500k --config configs/backfill.toml --ms-per-deal 45
     """
     try:
+        ids_path = kw.get("ids_source")
         if (n is None) == (ids_path is None):
             raise UsageError("give either N or --ids PATH")
-        column = id_column or id_column_alias
+        column = kw.get("ids_column") or id_column_alias
+        fmt = cast(IdFormat, kw.get("ids_format") or "auto")
         count = (
             _parse_count(n)
             if n is not None
-            else len(load_ids(ids_path or "", column=column, fmt=ids_format, noun=entity or "deal"))
+            else len(
+                load_ids(ids_path or "", column=column, fmt=fmt, noun=kw.get("entity") or "deal")
+            )
         )
         if ms_per_deal < 0 or latency_ms < 0:
             raise UsageError("--ms-per-deal and --latency-ms must be >= 0")
+        values = setting_values(kw)
         config = load_config(
             config_path=config_path,
             env=os.environ,
-            overrides={
-                "limits.plan": plan,
-                "limits.rate": rate,
-                "limits.burst": burst,
-                "limits.headroom": headroom,
-                "limits.operating_budget_s": operating_budget,
-                "fetch.batch_size": batch_size,
-                "fetch.concurrency": concurrency,
-                "entity": entity,
-            },
+            overrides={key: values.get(key) for key in PLAN_SETTINGS},
             flags=FLAGS,
         )
     except UsageError as exc:

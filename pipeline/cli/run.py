@@ -14,16 +14,18 @@ from typing import Any, TextIO
 import click
 
 from pipeline.cli._errors import fail, json_wanted, run_guarded
+from pipeline.cli._options import setting_option, setting_options, setting_values
 from pipeline.cli._tokens import rotated_tokens
 from pipeline.clock import ScaledClock
 from pipeline.config_load import LoadedConfig, load_config, secrets_of
-from pipeline.entity import ENTITY_NAMES, entity_named
+from pipeline.entity import entity_named
 from pipeline.errors import UsageError
 from pipeline.logs import LEVELS, json_record, log_event, parse_level, set_run_id, setup_logging
 from pipeline.output.lock import break_lock
 from pipeline.progress import DisplayStream, Mode, Progress
 from pipeline.redact import mask_text
 from pipeline.run import RunResult, export, new_run_id
+from pipeline.settings import FLAGS as SETTING_FLAGS
 from pipeline.summary import EXIT_USAGE, render_summary
 
 _EPILOG = """\b
@@ -32,6 +34,26 @@ Exit codes: 0 every ID accounted for (only permanent failures such as deleted de
 deal-export retry, to retry exactly those); 1 fatal (auth, portal, output);
 2 usage or input error; 130 interrupted (run the same command again to resume).
 """
+
+
+#: The settings every command that talks to a portal accepts, in the order --help shows them.
+PORTAL_SETTINGS: tuple[str, ...] = (
+    "portal.webhook_url",
+    "portal.webhook_url_file",
+    "portal.oauth.token_file",
+    "limits.plan",
+    "limits.rate",
+    "limits.burst",
+    "limits.headroom",
+    "limits.operating_budget_s",
+    "fetch.concurrency",
+    "fetch.batch_size",
+    "fetch.max_attempts",
+    "transport.ca_bundle",
+    "transport.verify_tls",
+    "log_format",
+    "entity",
+)
 
 
 def portal_options(fn: Any) -> Any:
@@ -44,66 +66,7 @@ def portal_options(fn: Any) -> Any:
                 type=click.Path(dir_okay=False),
                 help="TOML config file (see configs/).",
             ),
-            click.option(
-                "--webhook",
-                help="Inbound webhook URL. Prefer BITRIX24_WEBHOOK_URL: "
-                "a URL on the command line is visible to other users of the machine.",
-            ),
-            click.option(
-                "--webhook-file",
-                type=click.Path(dir_okay=False),
-                help="File holding the webhook URL.",
-            ),
-            click.option(
-                "--token-file",
-                type=click.Path(dir_okay=False),
-                help="OAuth: JSON file with access_token and refresh_token; "
-                "a refresh writes the new pair back to it.",
-            ),
-            click.option(
-                "--plan",
-                type=click.Choice(["standard", "enterprise", "custom"]),
-                help="The portal's plan: sets rate and burst (standard 2/s, 50).",
-            ),
-            click.option("--rate", type=float, help="Requests per second the portal drains."),
-            click.option("--burst", type=int, help="Requests the portal's bucket holds."),
-            click.option(
-                "--headroom",
-                type=float,
-                help="Share of rate and burst left to other integrations (0..1).",
-            ),
-            click.option(
-                "--operating-budget",
-                type=str,
-                help="Seconds of the get method's time per 10 minutes, or 'off'.",
-            ),
-            click.option("--concurrency", type=int, help="Batch requests in flight."),
-            click.option("--batch-size", type=int, help="Get commands per batch (1-50)."),
-            click.option("--max-attempts", type=int, help="Attempts per ID on transient faults."),
-            click.option(
-                "--ca-bundle",
-                type=click.Path(dir_okay=False),
-                help="PEM file of the CA that signed an on-premise portal's certificate.",
-            ),
-            click.option(
-                "--no-verify-tls",
-                "no_verify_tls",
-                is_flag=True,
-                default=None,
-                help="Do not check the portal's TLS certificate (a warning says so; prefer "
-                "--ca-bundle).",
-            ),
-            click.option(
-                "--entity",
-                type=click.Choice(ENTITY_NAMES),
-                help="The CRM entity: deal (default) or lead.",
-            ),
-            click.option(
-                "--log-format",
-                type=click.Choice(["text", "json"]),
-                help="text (default) or one JSON object per line; in JSON the summary is one "
-                "JSON object on stdout.",
-            ),
+            setting_options(*PORTAL_SETTINGS),
             click.option(
                 "--log-level",
                 type=click.Choice(LEVELS),
@@ -123,56 +86,13 @@ def portal_options(fn: Any) -> Any:
 
 
 def portal_overrides(kw: dict[str, Any]) -> dict[str, object]:
-    budget = kw.get("operating_budget")
-    return {
-        "portal.webhook_url": kw.get("webhook"),
-        "portal.webhook_url_file": kw.get("webhook_file"),
-        "portal.oauth.token_file": kw.get("token_file"),
-        "limits.plan": kw.get("plan"),
-        "limits.rate": kw.get("rate"),
-        "limits.burst": kw.get("burst"),
-        "limits.headroom": kw.get("headroom"),
-        "limits.operating_budget_s": budget,
-        "fetch.concurrency": kw.get("concurrency"),
-        "fetch.batch_size": kw.get("batch_size"),
-        "fetch.max_attempts": kw.get("max_attempts"),
-        "transport.ca_bundle": kw.get("ca_bundle"),
-        "transport.verify_tls": False if kw.get("no_verify_tls") else None,
-        "log_format": kw.get("log_format"),
-        "entity": kw.get("entity"),
-    }
+    """The portal settings given on the command line, as loader overrides."""
+    values = setting_values(kw)
+    return {key: values.get(key) for key in PORTAL_SETTINGS}
 
 
 #: The option that sets each setting, so an error names what the user typed.
-FLAGS: dict[str, str] = {
-    "portal.webhook_url": "--webhook",
-    "portal.webhook_url_file": "--webhook-file",
-    "portal.oauth.token_file": "--token-file",
-    "limits.plan": "--plan",
-    "limits.rate": "--rate",
-    "limits.burst": "--burst",
-    "limits.headroom": "--headroom",
-    "limits.operating_budget_s": "--operating-budget",
-    "fetch.concurrency": "--concurrency",
-    "fetch.batch_size": "--batch-size",
-    "fetch.max_attempts": "--max-attempts",
-    "transport.ca_bundle": "--ca-bundle",
-    "transport.verify_tls": "--no-verify-tls",
-    "log_format": "--log-format",
-    "entity": "--entity",
-    "ids.source": "--ids",
-    "ids.column": "--ids-column",
-    "ids.format": "--ids-format",
-    "ids.modified_since": "--modified-since",
-    "ids.since_last_run": "--since-last-run",
-    "ids.start_from": "--start-from",
-    "ids.overlap_s": "--overlap",
-    "output.root": "--out",
-    "output.partition_by": "--partition-by",
-    "output.partition_transform": "--partition-transform",
-    "output.existing_data_behavior": "--existing-data-behavior",
-    "output.chunk_size": "--chunk-size",
-}
+FLAGS: dict[str, str] = dict(SETTING_FLAGS)
 
 
 def progress_option(fn: Any, *, shown: bool = True) -> Any:
@@ -186,11 +106,7 @@ def quiet_progress_option(fn: Any) -> Any:
     return progress_option(fn, shown=False)
 
 
-start_from_option = click.option(
-    "--start-from",
-    help="With --since-last-run: where the first run starts, while --out holds no watermark "
-    "yet (ISO time with zone, or a date: midnight UTC). Ignored once a run has completed.",
-)
+start_from_option = setting_option("ids.start_from")
 
 
 def wants_json(kw: dict[str, Any]) -> bool:
@@ -214,7 +130,7 @@ def load(
         loaded = load_config(
             config_path=kw.get("config_path"),
             env=os.environ,
-            overrides={**portal_overrides(kw), **extra},
+            overrides={**setting_values(kw), **extra},
             flags=FLAGS if flags is None else flags,
         )
     except UsageError as exc:
@@ -265,41 +181,20 @@ def progress_stream(kw: dict[str, Any]) -> TextIO:
 
 
 @click.command(epilog=_EPILOG)
-@click.option(
-    "--ids",
-    "ids_source",
-    help="ID file (text, .csv, .parquet), '-' for stdin, "
-    "or ranges like 1-5000 with --ids-format range.",
-)
-@click.option(
-    "--ids-column",
-    help="Column holding the IDs in a CSV or Parquet file (default ID; text and ranges have "
-    "no columns, so it is ignored for them).",
-)
+@setting_options("ids.source", "ids.column")
 @click.option("--id-column", "id_column_alias", hidden=True)
-@click.option("--ids-format", type=click.Choice(["auto", "text", "csv", "parquet", "range"]))
-@click.option(
-    "--modified-since",
-    help="Export deals modified since this ISO time with zone, or a date (midnight UTC).",
+@setting_options(
+    "ids.format",
+    "ids.modified_since",
+    "ids.since_last_run",
+    "ids.start_from",
+    "ids.overlap_s",
+    "output.root",
+    "output.partition_by",
+    "output.partition_transform",
+    "output.existing_data_behavior",
+    "output.chunk_size",
 )
-@click.option(
-    "--since-last-run",
-    is_flag=True,
-    default=None,
-    help="Export deals modified since the previous successful run into --out.",
-)
-@start_from_option
-@click.option("--out", "out", help="Output root: a directory, s3://bucket/prefix or gs://...")
-@click.option("--partition-by", help="Partition column (default DATE_CREATE); 'none' for none.")
-@click.option("--partition-transform", type=click.Choice(["none", "value", "year", "month", "day"]))
-@click.option(
-    "--existing-data-behavior",
-    type=click.Choice(["error", "overwrite", "resume"]),
-    help="What to do when --out holds a completed export (default error). One that ended "
-    "with failures a retry may fix (exit 3) is not replaced or refused but retried, unless "
-    "overwrite.",
-)
-@click.option("--chunk-size", type=int, help="IDs per committed chunk (resume granularity).")
 @progress_option
 @break_lock_option
 @portal_options
@@ -314,20 +209,8 @@ def run(**kw: Any) -> None:
       deal-export run --ids ids.txt --out ./deals
       deal-export run --since-last-run --out ./deals --config configs/nightly.toml
     """
-    partition_by = kw.get("partition_by")
-    extra: dict[str, object] = {
-        "ids.source": kw.get("ids_source"),
-        "ids.column": kw.get("ids_column") or kw.get("id_column_alias"),
-        "ids.format": kw.get("ids_format"),
-        "ids.modified_since": kw.get("modified_since"),
-        "ids.since_last_run": kw.get("since_last_run"),
-        "ids.start_from": kw.get("start_from"),
-        "output.root": kw.get("out"),
-        "output.partition_by": partition_by,
-        "output.partition_transform": kw.get("partition_transform"),
-        "output.existing_data_behavior": kw.get("existing_data_behavior"),
-        "output.chunk_size": kw.get("chunk_size"),
-    }
+    partition_by = kw.get("output_partition_by")
+    extra: dict[str, object] = {"ids.column": kw.get("ids_column") or kw.get("id_column_alias")}
     if partition_by is not None and partition_by.lower() == "none":
         extra["output.partition_by"] = None
         extra["output.partition_transform"] = "none"
@@ -427,6 +310,7 @@ def report(
 
 __all__ = [
     "FLAGS",
+    "PORTAL_SETTINGS",
     "break_lock_option",
     "load",
     "portal_options",

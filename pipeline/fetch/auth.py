@@ -23,9 +23,9 @@ import orjson
 from pipeline.config import Auth, OAuthAuth, WebhookAuth
 from pipeline.errors import FatalPortalError, TransientError, UsageError
 from pipeline.fetch.classify import OAUTH_UNAVAILABLE, Action, classify, fatal_hint
-from pipeline.fetch.transport import check_url
 from pipeline.fetch.wire import HttpTransport
 from pipeline.redact import mask_url
+from pipeline.urls import check_url, validate_webhook_url, webhook_secret
 
 
 class RefreshUnavailable(TransientError):
@@ -94,15 +94,8 @@ class WebhookSigner:
     """An inbound webhook: the URL carries the credentials."""
 
     def __init__(self, auth: WebhookAuth) -> None:
-        url = auth.url.strip()
-        check_url(url)
-        if "/rest/" not in url:
-            raise UsageError(
-                f"webhook URL {mask_url(url)!r} does not look like https://<portal>/rest/<user>/<secret>/"
-            )
-        self._base = _with_slash(url)
-        parts = self._base.rstrip("/").split("/")
-        self._secret = parts[-1]
+        self._base = validate_webhook_url(auth.url)
+        self._secret = webhook_secret(self._base) or self._base
 
     def url_for(self, method: str) -> str:
         return self._base + method

@@ -17,7 +17,6 @@ Messages carry masked URLs only (`pipeline.redact`).
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -29,32 +28,10 @@ from pipeline.config import TransportConfig
 from pipeline.errors import FatalPortalError, TransientError, UsageError
 from pipeline.fetch.wire import HttpResponse
 from pipeline.redact import mask_text
+from pipeline.urls import check_url, is_loopback_host
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
-
-
-def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 and `localhost`: the only hosts plain HTTP may go to."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str) -> None:
-    """Raise UsageError unless `url` is https://, or http:// to a loopback host."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
-        return
-    raise UsageError(
-        f"refusing {mask_text(url, ())!r}: Bitrix24 accepts only https:// "
-        "(plain http:// is allowed to 127.0.0.1/localhost only, for local simulators)"
-    )
 
 
 def _origin(url: str) -> str:

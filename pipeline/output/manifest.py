@@ -5,21 +5,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
 
-from pipeline.redact import mask_url
-
-# Keys whose values are credentials, wherever they sit in the configuration tree.
-_SECRET_KEY = re.compile(r"secret|token|password|passwd|credential|api_?key|private", re.I)
+from pipeline.redact import redact
 
 
 def mask_config(config: Mapping[str, Any] | Any) -> dict[str, Any]:
-    """The configuration as it may be written down: secret-named keys dropped, URLs masked.
+    """The configuration as it may be written down: credential-named keys dropped, every other
+    secret masked (`pipeline.redact.redact`).
 
     Accepts a mapping or a (frozen) dataclass such as `RunConfig`.
     """
@@ -27,19 +24,19 @@ def mask_config(config: Mapping[str, Any] | Any) -> dict[str, Any]:
         config = dataclasses.asdict(config)
     if not isinstance(config, Mapping):
         raise TypeError("mask_config expects a mapping or a dataclass instance")
-    return {str(k): _mask(v) for k, v in config.items() if not _SECRET_KEY.search(str(k))}
+    masked: dict[str, Any] = redact(_plain(config), drop_secret_keys=True)
+    return masked
 
 
-def _mask(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """JSON-ready: mappings, lists and scalars as they are, anything else as its text."""
     if isinstance(value, Mapping):
-        return {str(k): _mask(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_mask(v) for v in value]
-    if isinstance(value, str):
-        return mask_url(value)
-    if value is None or isinstance(value, bool | int | float):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | bool | int | float):
         return value
-    return mask_url(str(value))
+    return str(value)
 
 
 def fingerprint_ids(ids: Iterable[int], *, chunk_size: int | None = None) -> str:

@@ -102,7 +102,7 @@ class Store:
         try:
             fs, path = pafs.FileSystem.from_uri(root)
         except (ValueError, OSError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) here
-            raise OutputError(f"cannot open output root {_strip_userinfo(root)}: {exc}") from None
+            raise OutputError(f"cannot open output root {display_uri(root)}: {exc}") from None
         return cls(fs, path, uri=root)
 
     # -- paths ----------------------------------------------------------------------------------
@@ -171,9 +171,7 @@ class Store:
             else:
                 self.fs.get_file_info(pafs.FileSelector(self.abs(""), allow_not_found=True))
         except OSError as exc:
-            raise OutputError(
-                f"cannot use output root {_strip_userinfo(self.uri)}: {exc}"
-            ) from None
+            raise OutputError(f"cannot use output root {display_uri(self.uri)}: {exc}") from None
 
     def refuse_a_file(self) -> None:
         """A local root that names an existing file is a mistake worth one clear line (the
@@ -271,19 +269,11 @@ class Store:
         return removed
 
 
-def _strip_userinfo(uri: str) -> str:
-    return re.sub(r"(//)[^/@]+@", r"\1***@", uri)
-
-
 def display_uri(uri: str) -> str:
     """The root as it may appear in messages and the manifest: credentials removed."""
     from pipeline.redact import mask_url
 
-    masked = _strip_userinfo(uri)
-    masked = re.sub(
-        r"((?:secret|token|password|access_key|session)[a-z_]*=)[^&]*", r"\1***", masked, flags=re.I
-    )
-    return mask_url(masked)
+    return mask_url(uri)
 
 
 __all__ = ["Entry", "Store", "display_uri", "is_temp_name"]
