@@ -14,6 +14,10 @@ from pipeline.errors import UsageError
 Plan = Literal["standard", "enterprise", "custom"]
 PartitionTransform = Literal["none", "value", "year", "month", "day"]
 ExistingDataBehavior = Literal["error", "overwrite", "resume"]
+#: `parquet`: the folder sink; `delta`: one Delta table merged on ID (pipeline/output/delta).
+TableFormat = Literal["parquet", "delta"]
+#: Which schema changes a Delta output follows (pipeline/output/delta/contract.py).
+SchemaContract = Literal["add-columns", "evolve", "freeze"]
 
 #: Documented leaky-bucket parameters per plan: drain rate (req/s) and burst (requests).
 PLAN_LIMITS: dict[str, tuple[float, int]] = {
@@ -147,6 +151,8 @@ class OutputConfig:
     chunk_size: int = 10_000
     max_rows_per_group: int = 64 * 1024
     compression: str = "zstd"
+    table_format: TableFormat = "parquet"
+    schema_contract: SchemaContract = "add-columns"
 
     def __post_init__(self) -> None:
         if not self.root:
@@ -182,6 +188,8 @@ __all__ = [
     "PartitionTransform",
     "Plan",
     "RunConfig",
+    "SchemaContract",
+    "TableFormat",
     "TransportConfig",
     "WebhookAuth",
 ]

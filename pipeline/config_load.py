@@ -124,6 +124,8 @@ _SCHEMA: Final[dict[str, _Key]] = {
     "output.chunk_size": _Key("int", minimum=1),
     "output.max_rows_per_group": _Key("int", minimum=1),
     "output.compression": _Key("choice", choices=COMPRESSIONS),
+    "output.table_format": _Key("choice", choices=("parquet", "delta")),
+    "output.schema_contract": _Key("choice", choices=("add-columns", "evolve", "freeze")),
     "ids.source": _Key("str"),
     "ids.column": _Key("str"),
     "ids.format": _Key("choice", choices=("auto", "text", "csv", "parquet", "range")),

@@ -164,6 +164,8 @@ FLAGS: dict[str, str] = {
     "output.partition_transform": "--partition-transform",
     "output.existing_data_behavior": "--existing-data-behavior",
     "output.chunk_size": "--chunk-size",
+    "output.table_format": "--table-format",
+    "output.schema_contract": "--schema-contract",
 }
 
 
@@ -292,6 +294,18 @@ def progress_stream(kw: dict[str, Any]) -> TextIO:
     "overwrite.",
 )
 @click.option("--chunk-size", type=int, help="IDs per committed chunk (resume granularity).")
+@click.option(
+    "--table-format",
+    type=click.Choice(["parquet", "delta"]),
+    help="parquet (default): partitioned Parquet files; delta: one Delta table keyed by ID "
+    "that every run merges into.",
+)
+@click.option(
+    "--schema-contract",
+    type=click.Choice(["add-columns", "evolve", "freeze"]),
+    help="Delta: which portal field changes the table follows (default add-columns: new "
+    "fields become columns, a changed type stops the run; evolve applies it; freeze: none).",
+)
 @progress_option
 @break_lock_option
 @portal_options
@@ -319,6 +333,8 @@ def run(**kw: Any) -> None:
         "output.partition_transform": kw.get("partition_transform"),
         "output.existing_data_behavior": kw.get("existing_data_behavior"),
         "output.chunk_size": kw.get("chunk_size"),
+        "output.table_format": kw.get("table_format"),
+        "output.schema_contract": kw.get("schema_contract"),
     }
     if partition_by is not None and partition_by.lower() == "none":
         extra["output.partition_by"] = None
