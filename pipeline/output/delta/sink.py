@@ -234,8 +234,13 @@ class DeltaSink:
         return read_watermark_of(self._commits)
 
     def previous_schema(self) -> dict[str, Any] | None:
-        found = commits.latest_value([c for c in self._commits if c.completed], "schema")
-        return dict(found) if isinstance(found, dict) else None
+        """The schema the table was last brought to: by a completed run, or by a type
+        evolution whose run then died (the table already holds the new types)."""
+        settled = [c for c in self._commits if c.completed or c.kind == "evolve"]
+        for commit in settled:
+            if isinstance(commit.record.get("schema"), dict):
+                return dict(commit.record["schema"])
+        return None
 
     def heartbeat(self) -> None:
         self._lock.heartbeat()
