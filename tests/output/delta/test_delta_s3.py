@@ -50,7 +50,8 @@ async def test_merge_errors_retry_and_state_on_s3(simulator, s3_root: str) -> No
     assert our_commits(s3_root)[0].record["watermark"] == second.manifest["watermark"]
 
     where = locate(s3_root)
-    assert where.uri.startswith("s3://") and "?" not in where.uri
+    assert where.uri.startswith("s3://")
+    assert "?" not in where.uri
     polars_ids = (
         pl.scan_delta(where.uri, storage_options=where.storage_options)
         .select("ID")
