@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.output.delta.commits import Commit
+from pipeline.output.delta.commits import Commit, since_completed
 from tests.e2e.helpers import FAST, cli_env, run_cli, start_cli
 from tests.output.delta.helpers import fetch_failures, our_commits, rows
 
@@ -100,7 +100,7 @@ async def test_kill_9_during_merges_then_the_same_command_converges(
     last = commits[0].record
     assert last["counts"]["exported"] == len(expected)
     # The converged run's chunks: each of the 16 recorded, by the killed sessions or the last.
-    since_first = [c for c in commits[1:] if not c.completed]
+    since_first = since_completed(commits[1:])
     keys = {
         c.record["chunk"] for c in since_first if c.record["fingerprint"] == last["fingerprint"]
     }
