@@ -10,12 +10,14 @@ unless the caller forces it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import OutputError, UsageError
 from pipeline.output.delta import table
 from pipeline.output.delta.location import ERRORS_DIR, DeltaLocation, locate
+from pipeline.output.delta.sink import lock_root
 
 DEFAULT_RETENTION_HOURS = 7 * 24
 
@@ -72,13 +74,18 @@ def compact(
     where = locate(root)
     if table.open_table(where) is None:
         raise OutputError(
-            f"{root} is not a Delta table: compact works on --table-format delta outputs (a "
-            "folder output is rewritten by its next overwrite run)"
+            f"{root} is not a Delta table: compact works on --table-format delta outputs only "
+            "(a folder output has no log to compact against)"
         )
-    done = [
-        _compact_one("data", where, retention_hours, force, dry_run),
-        _compact_one("errors", where.child(ERRORS_DIR), retention_hours, force, dry_run),
-    ]
+    # Under the run lock: a forced short retention must not delete a running export's new files.
+    lock = lock_root(root, f"compact-{os.getpid()}")
+    try:
+        done = [
+            _compact_one("data", where, retention_hours, force, dry_run),
+            _compact_one("errors", where.child(ERRORS_DIR), retention_hours, force, dry_run),
+        ]
+    finally:
+        lock.release()
     return [d for d in done if d is not None]
 
 

@@ -94,7 +94,7 @@ class DeltaSink:
                 "'overwrite' does not apply (remove the table or choose another --out to start "
                 "over)"
             )
-        lock = _lock(config.root, run_id, lock_settle_s)
+        lock = lock_root(config.root, run_id, lock_settle_s)
         try:
             return cls(
                 locate(config.root), lock, config, run_id, fingerprint=input_fingerprint, now=now
@@ -122,7 +122,7 @@ class DeltaSink:
             table_format="delta",
             schema_contract=settings.get("schema_contract", "add-columns"),
         )
-        lock = _lock(root, run_id, lock_settle_s)
+        lock = lock_root(root, run_id, lock_settle_s)
         try:
             return cls(where, lock, config, run_id, fingerprint=None)
         except BaseException:
@@ -404,7 +404,8 @@ def _empty_deals(schema: Mapping[str, Any] | None) -> pa.Table:
     return DealSchema.from_snapshot(schema).arrow_schema.empty_table()
 
 
-def _lock(root: str, run_id: str, settle_s: float) -> RunLock:
+def lock_root(root: str, run_id: str, settle_s: float = 0.2) -> RunLock:
+    """Hold the output's run lock (`_lock`, which Delta readers and vacuum skip)."""
     store = Store.from_root(root)
     store.ensure_root()
     lock = RunLock(store, run_id, settle_s=settle_s)
@@ -412,4 +413,4 @@ def _lock(root: str, run_id: str, settle_s: float) -> RunLock:
     return lock
 
 
-__all__ = ["DeltaSink", "read_watermark_of"]
+__all__ = ["DeltaSink", "lock_root", "read_watermark_of"]
