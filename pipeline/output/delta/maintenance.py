@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.errors import OutputError, UsageError
 from pipeline.output.delta import table
+from pipeline.output.delta.commits import ours
 from pipeline.output.delta.location import ERRORS_DIR, DeltaLocation, locate
 from pipeline.output.delta.sink import lock_root
 
@@ -44,6 +45,15 @@ def check_retention(hours: int, *, force: bool) -> None:
         )
 
 
+def _compression(current: Any) -> str:
+    """The codec the runs wrote the table with (their commits record it), else zstd."""
+    for commit in ours(current.history(limit=50)):
+        output = commit.record.get("output")
+        if isinstance(output, dict) and output.get("compression"):
+            return str(output["compression"])
+    return "zstd"
+
+
 @table.delta_errors
 def _compact_one(
     name: str, where: DeltaLocation, hours: int, force: bool, dry_run: bool
@@ -53,7 +63,9 @@ def _compact_one(
         return None
     added = removed = 0
     if not dry_run:
-        metrics: dict[str, Any] = current.optimize.compact()
+        metrics: dict[str, Any] = current.optimize.compact(
+            writer_properties=table.writer_properties(_compression(current), 64 * 1024)
+        )
         added = int(metrics.get("numFilesAdded", 0))
         removed = int(metrics.get("numFilesRemoved", 0))
     vacuumed = current.vacuum(

@@ -65,6 +65,7 @@ class DeltaSink:
         self._schema_unrecorded = False
         self._retry_seq = 0
         self._closed = False
+        self._writer = table.writer_properties(config.compression, config.max_rows_per_group)
         current = table.open_table(where)
         self._check_layout(current)
         self._commits = commits.ours(current.history()) if current is not None else []
@@ -119,6 +120,7 @@ class DeltaSink:
             partition_by=settings.get("partition_by"),
             partition_transform=settings.get("partition_transform", "none"),
             chunk_size=int(settings.get("chunk_size", 10_000)),
+            compression=str(settings.get("compression", "zstd")),
             table_format="delta",
             schema_contract=settings.get("schema_contract", "add-columns"),
         )
@@ -279,7 +281,7 @@ class DeltaSink:
         if current is None:
             # Nothing was ever committed (no IDs at all): the run state still needs a table.
             empty = columns.delta_rows(_empty_deals(schema), self.spec, self.run_id, self._now())
-            table.create(self.where, empty, self._partition_by(), record)
+            table.create(self.where, empty, self._partition_by(), record, self._writer)
         else:
             table.mark(current, record)
         self._remember(record)
@@ -325,6 +327,7 @@ class DeltaSink:
             "output": {
                 **self.spec.as_dict(),
                 "chunk_size": self.config.chunk_size,
+                "compression": self.config.compression,
                 "schema_contract": self.config.schema_contract,
             },
         }
@@ -361,13 +364,13 @@ class DeltaSink:
         new_columns = contract.accepts_new_columns(self.config.schema_contract)
         current = table.open_table(self.where)
         if current is None:
-            table.create(self.where, deals, self._partition_by(), record)
+            table.create(self.where, deals, self._partition_by(), record, self._writer)
         elif deals.num_rows == 0:
             table.mark(current, record)
         elif self._append_ok:
-            table.append(current, deals, record, new_columns=new_columns)
+            table.append(current, deals, record, new_columns=new_columns, writer=self._writer)
         else:
-            table.upsert(current, deals, record, new_columns=new_columns)
+            table.upsert(current, deals, record, new_columns=new_columns, writer=self._writer)
 
     def _evolve_types(self, schema: Mapping[str, Any], names: list[str]) -> None:
         """Rewrite the table once with the changed columns cast to their new types."""
@@ -389,7 +392,7 @@ class DeltaSink:
         record = self._record("evolve", None, None, {})
         record["evolved"] = names
         record["schema"] = dict(schema)
-        table.rewrite(current, data, record)
+        table.rewrite(current, data, record, self._writer)
         self._remember(record)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from pipeline.errors import OutputError
@@ -36,6 +36,24 @@ def delta_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+_CODECS: dict[str, Any] = {
+    "zstd": "ZSTD",
+    "snappy": "SNAPPY",
+    "gzip": "GZIP",
+    "lz4": "LZ4_RAW",
+    "brotli": "BROTLI",
+    "none": "UNCOMPRESSED",
+}
+
+
+def writer_properties(compression: str, max_rows_per_group: int) -> WriterProperties:
+    """The Parquet settings of the folder sink (`output.compression`, row group size), for the
+    files Delta writes."""
+    return WriterProperties(
+        compression=_CODECS.get(compression, "ZSTD"), max_row_group_size=max_rows_per_group
+    )
+
+
 def open_table(where: DeltaLocation) -> DeltaTable | None:
     """The table, or None when there is none at `where` yet."""
     if not DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options):
@@ -52,7 +70,11 @@ def _props(record: Mapping[str, Any]) -> CommitProperties:
 
 
 def create(
-    where: DeltaLocation, rows: pa.Table, partition_by: list[str], record: Mapping[str, Any]
+    where: DeltaLocation,
+    rows: pa.Table,
+    partition_by: list[str],
+    record: Mapping[str, Any],
+    writer: WriterProperties,
 ) -> None:
     """The table's first commit: its rows, partitioning and the run state together."""
     write_deltalake(
@@ -61,12 +83,18 @@ def create(
         mode="append",
         partition_by=partition_by or None,
         storage_options=where.storage_options,
+        writer_properties=writer,
         commit_properties=_props(record),
     )
 
 
 def append(
-    table: DeltaTable, rows: pa.Table, record: Mapping[str, Any], *, new_columns: bool
+    table: DeltaTable,
+    rows: pa.Table,
+    record: Mapping[str, Any],
+    *,
+    new_columns: bool,
+    writer: WriterProperties,
 ) -> None:
     """Rows no version of the table holds yet (the first load): a plain append."""
     write_deltalake(
@@ -74,12 +102,18 @@ def append(
         rows,
         mode="append",
         schema_mode="merge" if new_columns else None,
+        writer_properties=writer,
         commit_properties=_props(record),
     )
 
 
 def upsert(
-    table: DeltaTable, rows: pa.Table, record: Mapping[str, Any], *, new_columns: bool
+    table: DeltaTable,
+    rows: pa.Table,
+    record: Mapping[str, Any],
+    *,
+    new_columns: bool,
+    writer: WriterProperties,
 ) -> None:
     """Update the deals whose ID the table holds, insert the others: replaying it is harmless."""
     (
@@ -89,6 +123,7 @@ def upsert(
             source_alias="s",
             target_alias="t",
             merge_schema=new_columns,
+            writer_properties=writer,
             commit_properties=_props(record),
         )
         .when_matched_update_all()
@@ -109,7 +144,12 @@ def mark(table: DeltaTable, record: Mapping[str, Any]) -> None:
     )
 
 
-def rewrite(table: DeltaTable, rows: pa.Table, record: Mapping[str, Any]) -> None:
+def rewrite(
+    table: DeltaTable,
+    rows: pa.Table,
+    record: Mapping[str, Any],
+    writer: WriterProperties,
+) -> None:
     """Replace the whole table with `rows` and their schema (schema evolution of a type)."""
     write_deltalake(
         table,
@@ -117,6 +157,7 @@ def rewrite(table: DeltaTable, rows: pa.Table, record: Mapping[str, Any]) -> Non
         mode="overwrite",
         schema_mode="overwrite",
         partition_by=list(table.metadata().partition_columns) or None,
+        writer_properties=writer,
         commit_properties=_props(record),
     )
 
@@ -131,4 +172,5 @@ __all__ = [
     "open_table",
     "rewrite",
     "upsert",
+    "writer_properties",
 ]
