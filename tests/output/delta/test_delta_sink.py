@@ -246,3 +246,14 @@ async def test_overwrite_and_a_mismatched_partitioning_are_clear_errors(
         await export(delta_config(sim, root, partition_transform="year"), SINCE_2000)
     with pytest.raises(UsageError, match="holds a Delta table"):
         await export(delta_config(sim, root, table_format="parquet"), SINCE_2000)
+
+
+async def test_no_webhook_secret_in_any_file_of_the_table(simulator, tmp_path: Path) -> None:
+    sim = await simulator(deals=30, seed=2)
+    root = tmp_path / "deals"
+    await export(delta_config(sim, root), SINCE_LAST)
+    secret = sim.webhook_url.rstrip("/").rsplit("/", 1)[1]
+    assert len(secret) >= 8
+    leaked = [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+    assert any((root / "_delta_log").glob("*.json"))
