@@ -152,16 +152,22 @@ def discovery_start(ids: IdsConfig, output_root: str) -> datetime:
 
 
 def _watermark(output_root: str) -> Any:
-    """The last completed run's watermark: from a Delta table's history, else `_state.json`."""
-    if is_delta_output(output_root):
+    """The last completed run's watermark: from a Delta table's history, else `_state.json`
+    (read first on an object store, where asking for a Delta log costs a request)."""
+    if "://" not in output_root:
+        if is_delta_output(output_root):
+            return delta_watermark(output_root)
+        return read_watermark(output_root)
+    found = read_watermark(output_root)
+    if found is None and is_delta_output(output_root):
         return delta_watermark(output_root)
-    return read_watermark(output_root)
+    return found
 
 
 def _open_sink(output: OutputConfig, run_id: str, fingerprint: str) -> Sink:
     if output.table_format == "delta":
         return DeltaSink.open(output, run_id, input_fingerprint=fingerprint)
-    if is_delta_output(output.root):
+    if "://" not in output.root and is_delta_output(output.root):
         raise UsageError(
             f"{output.root} holds a Delta table: add --table-format delta (or choose another "
             "--out for a folder export)"
