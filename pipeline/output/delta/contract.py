@@ -9,7 +9,8 @@ In the spirit of dlt's schema contracts (https://dlthub.com/docs/general-usage/s
                  run instead; nothing is dropped silently)
     freeze       any added field or changed type stops the run
 
-A removed field never stops a run: its column stays, and new rows hold null in it.
+A removed field never stops a run: its column stays; a deal the run updates keeps the value it
+last had there (MERGE's update-all sets the columns the new data has), a new deal holds null.
 """
 
 from __future__ import annotations
