@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--delta", type=int, default=10_000)
     parser.add_argument("--export", type=int, default=100_000)
-    parser.add_argument("--quick", action="store_true", help="100k rows, 2k delta, 10k export")
+    parser.add_argument("--quick", action="store_true", help="50k rows, 1k delta, 5k export")
     parser.add_argument("--merge-child", metavar="TABLE", help=argparse.SUPPRESS)
     parser.add_argument("--chunk", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         merge_child(args.merge_child, args.chunk)
         return
     if args.quick:
-        args.rows, args.delta, args.export = 100_000, 2_000, 10_000
+        args.rows, args.delta, args.export = 50_000, 1_000, 5_000
     portal = max(args.export, SAMPLE_DEALS)
     with (
         tempfile.TemporaryDirectory(prefix="bench_delta_") as tmp,
