@@ -1,8 +1,9 @@
 """A local S3 server (moto) in a process of its own, for the Delta tests.
 
-The shared `s3_endpoint` fixture runs moto in a thread of the test process. deltalake's calls
-block in Rust while holding the GIL for some operations (table discovery), so an in-process
-server thread cannot answer them: the request waits for a reply that needs the same lock.
+The shared `s3_endpoint` fixture runs moto in a thread of the test process. Against it,
+deltalake's table discovery (`DeltaTable.is_deltatable`) never got an answer and gave up after
+its 180 s retry timeout: the blocking call apparently keeps the in-process server thread from
+running (the GIL is the likely reason). A server in its own process has no such coupling.
 """
 
 from __future__ import annotations
