@@ -65,6 +65,7 @@ SUITE = (
         600,
     ),
     Bench("bench_scale", (), ("--sizes", "50000,150000"), 900),
+    Bench("bench_delta", (), ("--quick",), 900),
     Bench(
         "bench_peer",
         (),
@@ -340,6 +341,30 @@ def rows_peer(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rows_delta(r: dict[str, Any]) -> list[Row]:
+    m, f = r["merge"], r["files"]
+    merge = f"merge {m['delta']:,} deals into a {m['rows']:,}-row Delta table"
+    sinks = " / ".join(
+        f"{f[k]['files']:,} × {f[k]['median_file_kb']:,.0f} KB"
+        for k in ("parquet", "delta", "delta_compacted")
+    )
+    return [
+        ("delta", f"{merge}: seconds", _fmt(m["merge_s"], 1), ""),
+        (
+            "delta",
+            "same: peak RSS MB (before the merge; whole process)",
+            f"{_fmt(m['rss_before_merge_mb'], 1)}; {_fmt(m['peak_rss_mb'], 1)}",
+            "",
+        ),
+        (
+            "delta",
+            f"{f['ids']:,} IDs exported: files × median size, folder / Delta / Delta compacted",
+            sinks,
+            "",
+        ),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "bench_simulator": rows_simulator,
     "bench_normalise": rows_normalise,
@@ -349,6 +374,7 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "bench_ceiling": rows_ceiling,
     "bench_scale": rows_scale,
     "bench_peer": rows_peer,
+    "bench_delta": rows_delta,
 }
 
 
@@ -402,6 +428,11 @@ shared and noisy: compare ratios taken within one run rather than absolute figur
   one-minute steps ten minutes after it was spent), so it is shown but not used as the goal.
 * **bench_scale**: the exporter's peak RSS and wall time for 100,000 vs 1,000,000 IDs, limits
   off; b is the exponent in time ~ N^b between the two sizes.
+* **bench_delta**: the Delta sink. A sample of real normalised deals is tiled into a
+  1,000,000-row Delta table (not timed); a child process then commits one 10,000-deal chunk
+  through `DeltaSink` (80% IDs the table holds, 20% new), one MERGE on `ID`: its seconds and peak
+  RSS. Then a 100,000-ID `deal-export run` per sink (default settings) and `deal-export compact`
+  of the Delta output: how many data files a reader meets, and their median size.
 * **bench_peer**: fast-bitrix24's `BitrixAsync.get_by_ID("crm.deal.get", ids)` then
   `pa.Table.from_pylist(...)` and `pq.write_table`, on the same simulator, same IDs, same run, each
   tool in its own process. The peer takes the simulator's http webhook URL as is (it only checks

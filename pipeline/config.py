@@ -18,6 +18,10 @@ from pipeline.settings import check_fields, default
 Plan = Literal["standard", "enterprise", "custom"]
 PartitionTransform = Literal["none", "value", "year", "month", "day"]
 ExistingDataBehavior = Literal["error", "overwrite", "resume"]
+#: `parquet`: the folder sink; `delta`: one Delta table merged on ID (pipeline/output/delta).
+TableFormat = Literal["parquet", "delta"]
+#: Which schema changes a Delta output follows (pipeline/output/delta/contract.py).
+SchemaContract = Literal["add-columns", "evolve", "freeze"]
 
 #: Documented leaky-bucket parameters per plan: drain rate (req/s) and burst (requests).
 PLAN_LIMITS: dict[str, tuple[float, int]] = {
@@ -134,6 +138,8 @@ class OutputConfig:
     chunk_size: int = default("output.chunk_size", int)
     max_rows_per_group: int = default("output.max_rows_per_group", int)
     compression: str = default("output.compression", str)
+    table_format: TableFormat = "parquet"
+    schema_contract: SchemaContract = "add-columns"
 
     def __post_init__(self) -> None:
         if not self.root:
@@ -173,6 +179,8 @@ __all__ = [
     "PartitionTransform",
     "Plan",
     "RunConfig",
+    "SchemaContract",
+    "TableFormat",
     "TransportConfig",
     "WebhookAuth",
 ]

@@ -48,8 +48,10 @@ from pipeline.output import (
     read_watermark,
     record_error_row,
 )
+from pipeline.output.delta import DeltaSink, delta_watermark, is_delta_output
 from pipeline.output.layout import MANIFEST_FILE
 from pipeline.output.partition import partition_problem
+from pipeline.output.sink import Sink
 from pipeline.output.store import Store
 from pipeline.progress import Progress
 from pipeline.summary import RunCounts, exit_code_for
@@ -136,7 +138,7 @@ def discovery_start(ids: IdsConfig, output_root: str, entity: Entity = DEAL) -> 
     the settings cannot say."""
     since = ids.modified_since
     if ids.since_last_run:
-        previous = read_watermark(output_root)
+        previous = _watermark(output_root)
         if previous is not None:
             since = datetime.fromisoformat(str(previous))
         elif ids.start_from is not None:
@@ -152,6 +154,30 @@ def discovery_start(ids: IdsConfig, output_root: str, entity: Entity = DEAL) -> 
             f"say which {entity.plural} to export: --ids FILE, --modified-since or --since-last-run"
         )
     return since
+
+
+def _watermark(output_root: str) -> Any:
+    """The last completed run's watermark: from a Delta table's history, else `_state.json`
+    (read first on an object store, where asking for a Delta log costs a request)."""
+    if "://" not in output_root:
+        if is_delta_output(output_root):
+            return delta_watermark(output_root)
+        return read_watermark(output_root)
+    found = read_watermark(output_root)
+    if found is None and is_delta_output(output_root):
+        return delta_watermark(output_root)
+    return found
+
+
+def _open_sink(output: OutputConfig, run_id: str, fingerprint: str) -> Sink:
+    if output.table_format == "delta":
+        return DeltaSink.open(output, run_id, input_fingerprint=fingerprint)
+    if "://" not in output.root and is_delta_output(output.root):
+        raise UsageError(
+            f"{output.root} holds a Delta table: add --table-format delta (or choose another "
+            "--out for a folder export)"
+        )
+    return OutputRoot.open(output, run_id, input_fingerprint=fingerprint)
 
 
 async def resolve_ids(
@@ -202,7 +228,7 @@ class _Exporter:
 
     def __init__(
         self,
-        out: OutputRoot,
+        out: Sink,
         schema: EntitySchema,
         chunks: _Chunks,
         idset: IdSet,
@@ -374,8 +400,11 @@ async def export(
                 fingerprint_ids, _iter_ids(resolved.idset), chunk_size=config.output.chunk_size
             )
         )
-        converge = config.output.existing_data_behavior != "overwrite" and (
-            await asyncio.to_thread(holds_retryable_failures, config.output, fingerprint)
+        # A Delta output converges by itself: the same command re-merges every ID.
+        converge = (
+            config.output.table_format != "delta"
+            and (config.output.existing_data_behavior != "overwrite")
+            and (await asyncio.to_thread(holds_retryable_failures, config.output, fingerprint))
         )
         if not converge:
             written = await _write_export(
@@ -453,7 +482,7 @@ async def _write_export(
     progress_factory: Callable[[int], Progress] | None = None,
 ) -> RunResult:
     idset, watermark = resolved.idset, resolved.watermark
-    with OutputRoot.open(config.output, run_id, input_fingerprint=fingerprint) as out:
+    with _open_sink(config.output, run_id, fingerprint) as out:
         if resolved.discovery is not None and not resolved.reused:
             out.write_input(idset.ids, {"discovery": resolved.discovery, "watermark": watermark})
         drift = _check_drift(out, schema, on_drift)
@@ -546,7 +575,12 @@ async def retry_failed(
     started = time.monotonic()
     run_id = run_id or new_run_id()
     stats = FetchStats()
-    with OutputRoot.open_existing(root, run_id) as out:
+    opened: Sink = (
+        DeltaSink.open_existing(root, run_id)
+        if is_delta_output(root)
+        else OutputRoot.open_existing(root, run_id)
+    )
+    with opened as out:
         kind = _entity_of_output(root, out.uri, entity)
         config = dataclasses.replace(config, entity=kind.name)
         snapshot = out.read_schema()
@@ -692,7 +726,7 @@ def _iter_ids(idset: IdSet) -> Any:
 
 
 def _check_drift(
-    out: OutputRoot, schema: EntitySchema, on_drift: Callable[[SchemaDrift], None] | None
+    out: Sink, schema: EntitySchema, on_drift: Callable[[SchemaDrift], None] | None
 ) -> dict[str, Any]:
     """Refuse a resume over changed column types, then report drift since the previous run."""
     current = schema.snapshot()

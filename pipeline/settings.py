@@ -37,6 +37,8 @@ PARTITION_TRANSFORMS: Final = ("none", "value", "year", "month", "day")
 EXISTING_DATA_BEHAVIORS: Final = ("error", "overwrite", "resume")
 ID_FORMATS: Final = ("auto", "text", "csv", "parquet", "range")
 LOG_FORMATS: Final = ("text", "json")
+TABLE_FORMATS: Final = ("parquet", "delta")
+SCHEMA_CONTRACTS: Final = ("add-columns", "evolve", "freeze")
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,24 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting("output.max_rows_per_group", "int", 64 * 1024, minimum=1),
     Setting("output.compression", "choice", "zstd", choices=COMPRESSIONS),
+    Setting(
+        "output.table_format",
+        "choice",
+        "parquet",
+        choices=TABLE_FORMATS,
+        flags=("--table-format",),
+        help="parquet (default): partitioned Parquet files; delta: one Delta table keyed by ID "
+        "that every run merges into.",
+    ),
+    Setting(
+        "output.schema_contract",
+        "choice",
+        "add-columns",
+        choices=SCHEMA_CONTRACTS,
+        flags=("--schema-contract",),
+        help="Delta: which portal field changes the table follows (default add-columns: new "
+        "fields become columns, a changed type stops the run; evolve applies it; freeze: none).",
+    ),
     # --------------------------------------------------------------------------------- ids
     Setting(
         "ids.source",

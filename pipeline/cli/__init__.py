@@ -29,6 +29,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from pipeline.cli.compact import compact_command
     from pipeline.cli.ids import ids
     from pipeline.cli.plan import plan
     from pipeline.cli.reconcile import reconcile
@@ -44,6 +45,7 @@ def _register() -> None:
     cli.add_command(retry)
     cli.add_command(state)
     cli.add_command(reconcile)
+    cli.add_command(compact_command, name="compact")
 
 
 _register()

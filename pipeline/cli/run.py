@@ -194,6 +194,8 @@ def progress_stream(kw: dict[str, Any]) -> TextIO:
     "output.partition_transform",
     "output.existing_data_behavior",
     "output.chunk_size",
+    "output.table_format",
+    "output.schema_contract",
 )
 @progress_option
 @break_lock_option

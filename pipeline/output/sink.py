@@ -2,7 +2,8 @@
 
 `in_thread` is how async code commits a chunk to any sink.
 
-`OutputRoot` (partitioned Parquet in a folder or bucket) is the implementation today. A sink
+`OutputRoot` (partitioned Parquet in a folder or bucket) and `DeltaSink` (one Delta table merged
+on ID, `pipeline.output.delta`) implement it. A sink
 opens locked for one run, recovering crash debris and applying the existing-data policy first;
 commits are all-or-nothing and idempotent per chunk key, so a resumed run re-commits only what
 is missing; failures travel with their chunk (the sidecar rows) and a retry merges its results
@@ -153,6 +154,12 @@ class Sink(Protocol):
     def close(self) -> None:
         """Release the lock; an unfinalized sink stays resumable."""
         ...
+
+    def __enter__(self) -> Sink:
+        """A run holds its sink in a `with` block: leaving it closes the sink (`close`)."""
+        ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 async def in_thread(fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> _R:

@@ -26,6 +26,8 @@ from pipeline.config import (
     OutputConfig,
     PartitionTransform,
     Plan,
+    SchemaContract,
+    TableFormat,
     TransportConfig,
 )
 from pipeline.config_load import IdsConfig, load_config
@@ -38,7 +40,9 @@ from pipeline.settings import (
     ID_FORMATS,
     PARTITION_TRANSFORMS,
     PLANS,
+    SCHEMA_CONTRACTS,
     SETTINGS,
+    TABLE_FORMATS,
     Setting,
 )
 
@@ -126,6 +130,8 @@ def test_every_section_field_is_declared() -> None:
         (Plan, PLANS),
         (PartitionTransform, PARTITION_TRANSFORMS),
         (ExistingDataBehavior, EXISTING_DATA_BEHAVIORS),
+        (TableFormat, TABLE_FORMATS),
+        (SchemaContract, SCHEMA_CONTRACTS),
     ],
 )
 def test_literal_types_match_the_declared_choices(literal: Any, choices: tuple[str, ...]) -> None:

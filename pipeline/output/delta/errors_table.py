@@ -1,0 +1,100 @@
+"""The errors table: the *current* failures of a Delta output, in the sidecar's columns.
+
+Each commit replaces, in one Delta commit (an overwrite with a predicate, deltalake's
+`write_deltalake(..., mode="overwrite", predicate=...)`), every row of the IDs the chunk
+accounted for by the chunk's new rows: a deal that now arrives leaves the table, one that fails
+again keeps its `first_seen` and adds up its `attempts`. Rows of stage `input` (lines of the ID
+input that are not IDs) belong to the latest run that read an input, so they are replaced too.
+Replaying a commit (a resumed chunk) gives the same table, apart from `attempts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+
+from pipeline.output.delta.location import DeltaLocation
+from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, fetch_rows
+
+
+def _open(where: DeltaLocation) -> DeltaTable | None:
+    if not DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options):
+        return None
+    return DeltaTable(where.uri, storage_options=where.storage_options)
+
+
+def read_errors(where: DeltaLocation) -> pa.Table:
+    """The whole errors table (empty when there is none yet)."""
+    table = _open(where)
+    if table is None:
+        return SIDECAR_SCHEMA.empty_table()
+    return conform(table.to_pyarrow_table())
+
+
+def retryable_ids(where: DeltaLocation) -> list[int]:
+    """IDs whose current failure a retry may fix, ascending."""
+    fetch = fetch_rows(read_errors(where))
+    mask = pc.fill_null(fetch.column("retryable"), False)
+    return sorted({int(i) for i in fetch.filter(mask).column("id").to_pylist() if i is not None})
+
+
+def _carry_over(table: DeltaTable | None, rows: pa.Table) -> pa.Table:
+    """New fetch rows keep the earlier `first_seen` and add the earlier `attempts`."""
+    fetch = fetch_rows(rows)
+    if table is None or fetch.num_rows == 0:
+        return rows
+    ids = pa.array(sorted({i for i in fetch.column("id").to_pylist() if i is not None}), pa.int64())
+    old = table.to_pyarrow_dataset().to_table(
+        filter=(pc.field("stage") == "fetch") & pc.field("id").isin(ids)
+    )
+    before: dict[int, tuple[Any, int]] = {
+        int(i): (seen, int(n or 0))
+        for i, seen, n in zip(
+            old.column("id").to_pylist(),
+            old.column("first_seen").to_pylist(),
+            old.column("attempts").to_pylist(),
+            strict=True,
+        )
+    }
+    if not before:
+        return rows
+    out = rows.to_pylist()
+    for row in out:
+        prior = before.get(row["id"]) if row["stage"] == "fetch" else None
+        if prior is not None:
+            row["first_seen"] = prior[0] or row["first_seen"]
+            row["attempts"] = int(row["attempts"] or 0) + prior[1]
+    return pa.Table.from_pylist(out, schema=SIDECAR_SCHEMA)
+
+
+def _predicate(ids: Iterable[int], replace_input: bool) -> str:
+    listed = ",".join(str(int(i)) for i in sorted(set(ids)))
+    terms = [f"id IN ({listed})"] if listed else []
+    if replace_input:
+        terms.append("stage = 'input'")
+    return " OR ".join(terms)
+
+
+def replace_failures(where: DeltaLocation, covered: Iterable[int], rows: pa.Table) -> None:
+    """Make the failures of the IDs `covered` exactly `rows` (one commit; nothing to do when
+    there is neither an old nor a new row)."""
+    rows = conform(rows)
+    replace_input = "input" in set(rows.column("stage").to_pylist())
+    ids = set(covered) | {int(i) for i in rows.column("id").to_pylist() if i is not None}
+    table = _open(where)
+    if table is None:
+        if rows.num_rows:
+            write_deltalake(where.uri, rows, mode="append", storage_options=where.storage_options)
+        return
+    predicate = _predicate(ids, replace_input)
+    if not predicate:
+        return
+    rows = _carry_over(table, rows)
+    write_deltalake(table, rows, mode="overwrite", predicate=predicate)
+
+
+__all__ = ["read_errors", "replace_failures", "retryable_ids"]
