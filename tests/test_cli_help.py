@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
+
 import click
 import pytest
 from click.testing import CliRunner
+from click.utils import make_default_short_help
 
-from pipeline.cli import cli
+from pipeline.cli import COMMANDS, cli
 
 
 def _commands() -> list[tuple[str, click.Command]]:
@@ -33,3 +38,42 @@ def test_version() -> None:
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
     assert "deal-export" in result.output
+
+
+def test_importing_the_cli_loads_no_arrow_or_aiohttp() -> None:
+    # A fresh interpreter: this test process has imported everything already.
+    code = (
+        "import sys, pipeline.cli\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'aiohttp')]\n"
+        "heavy += [m for m in sys.modules if m.startswith('pipeline.cli.') and m != "
+        "'pipeline.cli._errors']\n"
+        "print(','.join(sorted(heavy)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == ""
+
+
+def test_group_help_lists_commands_without_importing_them() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from pipeline.cli import cli\n"
+        "out = CliRunner().invoke(cli, ['--help']).output\n"
+        "assert 'simulate' in out and 'retry' in out, out\n"
+        "print('pyarrow' in sys.modules or 'aiohttp' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_lazy_help_line_matches_the_command(name: str) -> None:
+    module, attr, line = COMMANDS[name]
+    command = getattr(importlib.import_module(module), attr)
+    assert command.name == name
+    for limit in (40, 60, 1000):
+        assert make_default_short_help(line, limit) == command.get_short_help_str(limit)
