@@ -14,7 +14,6 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import click
-from click.utils import make_default_short_help
 
 from pipeline import __version__
 from pipeline.cli._errors import fail, json_wanted
@@ -112,7 +111,9 @@ class _LazyGroup(click.Group):
                     continue
                 rows.append((name, command.get_short_help_str(limit)))
             else:
-                rows.append((name, make_default_short_help(COMMANDS[name][2], limit)))
+                # A stand-in command shortens the line exactly as the real one would.
+                stand_in = click.Command(name, help=COMMANDS[name][2])
+                rows.append((name, stand_in.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
