@@ -34,7 +34,7 @@ from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetc
 from pipeline.fetch.auth import TokenSink, TokensRotated
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
-from pipeline.normalise import DealSchema, SchemaDrift, compare_snapshots, normalise_deals
+from pipeline.normalise import DealSchema, SchemaDrift, TableBuilder, compare_snapshots
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.output import (
     OutputRoot,
@@ -54,7 +54,15 @@ from pipeline.summary import RunCounts, exit_code_for
 log = logging.getLogger(__name__)
 
 #: Completed chunks waiting for the writer; small, so a slow disk slows the fetch (backpressure).
-WRITE_QUEUE_SIZE = 2
+WRITE_QUEUE_SIZE = 1
+
+#: Deal payloads a chunk buffer holds before they become typed Arrow columns: the dicts cost
+#: several kilobytes a deal, the columns a few hundred bytes, and each normalise call has a fixed
+#: cost that parts of this size make small (bench/bench_normalise.py --chunk).
+NORMALISE_EVERY = 1000
+
+#: Outcomes counted before the progress display hears of them (it takes a lock and the clock).
+PROGRESS_EVERY = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +89,32 @@ def new_run_id(now: datetime | None = None) -> str:
 
 @dataclass(slots=True)
 class _ChunkBuffer:
-    """Outcomes of one chunk until every one of its IDs has exactly one."""
+    """Outcomes of one chunk until every one of its IDs has exactly one: fetched deals as typed
+    parts (`builder`) plus the last payloads not yet converted (`pending`), failures as is."""
 
     index: int
     expected: int
-    fetched: list[DealFetched] = field(default_factory=list)
+    builder: TableBuilder
+    pending: list[DealFetched] = field(default_factory=list)
     failed: list[DealFailed] = field(default_factory=list)
+    received: int = 0
+    fetched: int = 0
 
     @property
     def complete(self) -> bool:
-        return len(self.fetched) + len(self.failed) == self.expected
+        return self.received == self.expected
+
+    def add(self, outcome: FetchOutcome) -> None:
+        self.received += 1
+        if isinstance(outcome, DealFetched):
+            self.pending.append(outcome)
+            self.fetched += 1
+        else:
+            self.failed.append(outcome)
+
+    def take_pending(self) -> list[DealFetched]:
+        pending, self.pending = self.pending, []
+        return pending
 
 
 class _Chunks:
@@ -105,6 +129,14 @@ class _Chunks:
 
     def index_of(self, deal_id: int) -> int:
         return bisect.bisect_right(self._starts, deal_id) - 1
+
+    def holds(self, index: int, deal_id: int) -> bool:
+        """Whether `deal_id` falls in chunk `index` (cheaper than `index_of` for the common
+        case of consecutive outcomes of one chunk)."""
+        starts = self._starts
+        return starts[index] <= deal_id and (
+            index + 1 == len(starts) or deal_id < starts[index + 1]
+        )
 
     def ids_of(self, index: int) -> pa.Array:
         return self.ids.slice(index * self.size, self.size)
@@ -211,6 +243,8 @@ class _Exporter:
         self.client = client
         self.buffers: dict[int, _ChunkBuffer] = {}
         self.written = 0
+        # Outcomes not yet told to the progress display, and how many of them failed.
+        self._unreported = self._failed = self._unavailable = 0
         # Invalid input lines ride with chunk 0; once chunk 0 is committed they are recorded.
         self._input_rows_pending = 0 not in committed and (bool(idset.invalid) or not chunks.count)
 
@@ -218,7 +252,7 @@ class _Exporter:
         buf = self.buffers.get(index)
         if buf is None:
             expected = len(self.chunks.ids_of(index))
-            buf = self.buffers[index] = _ChunkBuffer(index, expected)
+            buf = self.buffers[index] = _ChunkBuffer(index, expected, TableBuilder(self.schema))
         return buf
 
     async def run(self) -> None:
@@ -228,7 +262,7 @@ class _Exporter:
                 tg.create_task(self._writer(queue), name="chunk-writer")
                 if self._input_rows_pending and not self.chunks.pending:
                     # Only invalid lines (or nothing) to record: they still need their sidecar.
-                    await queue.put(_ChunkBuffer(0, 0))
+                    await queue.put(_ChunkBuffer(0, 0, TableBuilder(self.schema)))
                 await self._fetch(queue)
                 # Only after a clean fetch: if either side fails, the group cancels the other,
                 # and a writer that died must not leave the fetch waiting on a full queue.
@@ -237,24 +271,48 @@ class _Exporter:
             raise _most_telling(group) from None
 
     async def _fetch(self, queue: asyncio.Queue[_ChunkBuffer | None]) -> None:
-        async for outcome in fetch_deals(self.chunks.stream(), self.client):
-            buf = self._buffer(self.chunks.index_of(outcome.id))
-            self._add(buf, outcome)
-            if self.progress is not None:
-                lost = outcome if isinstance(outcome, DealFailed) else None
-                retryable = int(lost is not None and lost.retryable)
-                permanent = int(lost is not None and not lost.retryable)
-                self.progress.advance(1, failed=retryable, unavailable=permanent)
+        chunks = self.chunks
+        buf: _ChunkBuffer | None = None
+        async for outcome in fetch_deals(chunks.stream(), self.client):
+            if buf is None or not chunks.holds(buf.index, outcome.id):
+                buf = self._buffer(chunks.index_of(outcome.id))
+            buf.add(outcome)
+            if isinstance(outcome, DealFailed):
+                self._count_failure(outcome)
+            self._unreported += 1
+            if self._unreported >= PROGRESS_EVERY:
+                self._report()
             if buf.complete:
+                self._report()
                 del self.buffers[buf.index]
                 await queue.put(buf)
+                buf = None
+            elif len(buf.pending) >= NORMALISE_EVERY:
+                await self._convert(buf)
+        self._report()
 
-    @staticmethod
-    def _add(buf: _ChunkBuffer, outcome: FetchOutcome) -> None:
-        if isinstance(outcome, DealFetched):
-            buf.fetched.append(outcome)
+    async def _convert(self, buf: _ChunkBuffer) -> None:
+        """Turn the buffer's payloads into a typed part in a worker thread (the fetch goes on
+        meanwhile), so no chunk holds more than NORMALISE_EVERY payload dicts."""
+        part = buf.take_pending()
+        ordered = sorted(part, key=_fetched_id)
+        converted = await asyncio.to_thread(
+            buf.builder.convert, [f.payload for f in ordered], [f.id for f in ordered]
+        )
+        buf.builder.append(converted)
+
+    def _count_failure(self, outcome: DealFailed) -> None:
+        if outcome.retryable:
+            self._failed += 1
         else:
-            buf.failed.append(outcome)
+            self._unavailable += 1
+
+    def _report(self) -> None:
+        if self.progress is not None and self._unreported:
+            self.progress.advance(
+                self._unreported, failed=self._failed, unavailable=self._unavailable
+            )
+        self._unreported = self._failed = self._unavailable = 0
 
     async def _writer(self, queue: asyncio.Queue[_ChunkBuffer | None]) -> None:
         while True:
@@ -262,13 +320,15 @@ class _Exporter:
             if buf is None:
                 return
             table, rows = await asyncio.to_thread(self._prepare, buf)
-            await self.out.awrite_chunk(buf.index, table, rows, {"fetched": len(buf.fetched)})
+            await self.out.awrite_chunk(buf.index, table, rows, {"fetched": buf.fetched})
             self.written += 1
 
     def _prepare(self, buf: _ChunkBuffer) -> tuple[pa.Table, list[dict[str, Any]]]:
         seen = datetime.now(UTC)
         run_id = self.out.run_id
-        table, rows = _chunk_tables(buf.fetched, buf.failed, self.schema, run_id, seen)
+        table, rows = _chunk_tables(
+            buf.take_pending(), buf.failed, self.schema, run_id, seen, builder=buf.builder
+        )
         if buf.index == 0 and self._input_rows_pending:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
             # (and replaced on a rewrite) together with real work.
@@ -282,12 +342,15 @@ def _chunk_tables(
     schema: DealSchema,
     run_id: str,
     seen: datetime,
+    *,
+    builder: TableBuilder | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """A chunk's data table and sidecar rows, in ID order: export and retry build them alike."""
-    ordered = sorted(fetched, key=lambda f: f.id)
-    table, record_errors = normalise_deals(
-        [f.payload for f in ordered], schema, ids=[f.id for f in ordered]
-    )
+    """A chunk's data table and sidecar rows, in ID order: export and retry build them alike.
+    `builder` holds the chunk's deals already converted; `fetched` are the rest."""
+    builder = builder or TableBuilder(schema)
+    ordered = sorted(fetched, key=_fetched_id)
+    builder.add([f.payload for f in ordered], [f.id for f in ordered])
+    table, record_errors = builder.finish()
     rows: list[dict[str, Any]] = [
         failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)
     ]
@@ -594,6 +657,10 @@ async def _settle_tokens(rotated: TokensRotated | None) -> None:
 
 
 def _id(outcome: DealFailed) -> int:
+    return outcome.id
+
+
+def _fetched_id(outcome: DealFetched) -> int:
     return outcome.id
 
 

@@ -8,13 +8,14 @@ typed Arrow tables plus record errors. Pure: no I/O (callers fetch metadata and 
 
 from pipeline.normalise.drift import SchemaDrift, TypeChange, compare_snapshots
 from pipeline.normalise.schema import EXTRA_COLUMN, Column, DealSchema
-from pipeline.normalise.table import normalise_deals
+from pipeline.normalise.table import TableBuilder, normalise_deals
 
 __all__ = [
     "EXTRA_COLUMN",
     "Column",
     "DealSchema",
     "SchemaDrift",
+    "TableBuilder",
     "TypeChange",
     "compare_snapshots",
     "normalise_deals",
