@@ -179,6 +179,10 @@ class TableBuilder:
     def add(self, payloads: Sequence[Mapping[str, Any]], ids: Sequence[int]) -> None:
         self.append(self.convert(payloads, ids))
 
+    def requested_ids(self) -> list[int]:
+        """The requested IDs of the rows added so far, in the order they were added."""
+        return [i for ids in self._ids for i in ids.to_pylist()]
+
     def finish(self) -> tuple[pa.Table, list[RecordError]]:
         """The rows added so far, ordered by ID, and their record errors; resets the builder."""
         tables, ids, errors = self._tables, self._ids, self._errors
