@@ -59,7 +59,7 @@ WRITE_QUEUE_SIZE = 1
 #: Deal payloads a chunk buffer holds before they become typed Arrow columns: the dicts cost
 #: several kilobytes a deal, the columns a few hundred bytes, and each normalise call has a fixed
 #: cost that parts of this size make small (bench/bench_normalise.py --chunk).
-NORMALISE_EVERY = 1000
+NORMALISE_EVERY = 500
 
 #: Outcomes counted before the progress display hears of them (it takes a lock and the clock).
 PROGRESS_EVERY = 50
