@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,29 @@ def test_lazy_help_line_matches_the_command(name: str) -> None:
     for limit in (40, 60, 1000):
         stand_in = click.Command(name, help=line)
         assert stand_in.get_short_help_str(limit) == command.get_short_help_str(limit)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "0"), ("25", "25")])
+def test_main_sets_allocator_defaults_but_keeps_the_users(given: str | None, expected: str) -> None:
+    code = (
+        "import os, sys\n"
+        "sys.argv = ['deal-export', '--version']\n"
+        "from pipeline.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(os.environ['MIMALLOC_PURGE_DELAY'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    if given is not None:
+        env["MIMALLOC_PURGE_DELAY"] = given
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.stdout.strip().splitlines()[-1] == expected
