@@ -275,7 +275,13 @@ def rows_scale(r: dict[str, Any]) -> list[Row]:
             "scale",
             f"exporter peak RSS MB, {sizes} IDs",
             " vs ".join(_fmt(v, 1) for v in rss.values()),
-            "within 20%" + _verdict(r["memory_flat"]),
+            "within 20%"
+            + _verdict(r["memory_flat"])
+            + (
+                f"; ≤ {r['peak_rss_goal_mb']:.0f}" + _verdict(r["within_goal"])
+                if "within_goal" in r
+                else ""
+            ),
         ),
         ("scale", f"wall s, {sizes} IDs", " vs ".join(_fmt(v, 1) for v in wall.values()), ""),
         (

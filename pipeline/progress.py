@@ -26,13 +26,14 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol, TextIO
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TextIO
 
-from rich.console import Console
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    # Imported when a tty display is made: a run without one (cron, --no-progress) does not
+    # load rich's modules (several MB of a run that must stay within its memory bound).
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
 
 from pipeline.logs import current_run_id, json_record
 
@@ -187,6 +188,9 @@ class Progress:
         self._console: Console | None = None
         self._live: Live | None = None
         if mode == "tty":
+            from rich.console import Console
+            from rich.live import Live
+
             self._console = Console(
                 file=stream, force_terminal=True, width=self._width, highlight=False
             )
@@ -291,6 +295,8 @@ class Progress:
         text = text.removesuffix("\n")
         with self._lock:
             if self._console is not None and not self._closed:
+                from rich.text import Text
+
                 self._console.print(Text(text), soft_wrap=True, highlight=False, markup=False)
             else:
                 self._stream.write(text + "\n")
@@ -354,6 +360,10 @@ class Progress:
             self._stream.flush()
 
     def _render_bar(self, snap: ProgressSnapshot) -> Table:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
         grid = Table.grid(padding=(0, 1))
         grid.add_column(width=_BAR_WIDTH, no_wrap=True)
         grid.add_column(no_wrap=True, overflow="ellipsis")

@@ -35,7 +35,7 @@ from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetc
 from pipeline.fetch.auth import TokenSink, TokensRotated
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
-from pipeline.normalise import EntitySchema, SchemaDrift, compare_snapshots, normalise_deals
+from pipeline.normalise import EntitySchema, SchemaDrift, TableBuilder, compare_snapshots
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.output import (
     OutputRoot,
@@ -59,7 +59,19 @@ from pipeline.summary import RunCounts, exit_code_for
 log = logging.getLogger(__name__)
 
 #: Completed chunks waiting for the writer; small, so a slow disk slows the fetch (backpressure).
-WRITE_QUEUE_SIZE = 2
+WRITE_QUEUE_SIZE = 1
+
+#: Deal payloads a chunk buffer holds before they become typed Arrow columns: the dicts cost
+#: several kilobytes a deal, the columns a few hundred bytes, and each normalise call has a fixed
+#: cost that parts of this size make small (bench/bench_normalise.py --chunk).
+NORMALISE_EVERY = 500
+
+#: Outcomes counted before the progress display hears of them (it takes a lock and the clock).
+PROGRESS_EVERY = 50
+
+#: Work is committed at least this often (run's clock, seconds): a chunk not complete by then
+#: is committed as a piece, so a crash on a slow portal loses at most a minute of its budget.
+PIECE_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,38 +100,98 @@ def new_run_id(now: datetime | None = None) -> str:
 
 @dataclass(slots=True)
 class _ChunkBuffer:
-    """Outcomes of one chunk until every one of its IDs has exactly one."""
+    """Outcomes of one chunk until every one of its IDs has exactly one: fetched deals as typed
+    parts (`builder`) plus the last payloads not yet converted (`pending`), failures as is.
+
+    `received` counts every outcome this session; the rest holds only what no piece took yet.
+    `since`: clock.monotonic() when the oldest outcome not yet committed arrived (None: none).
+    """
 
     index: int
     expected: int
-    fetched: list[DealFetched] = field(default_factory=list)
+    builder: TableBuilder
+    pending: list[DealFetched] = field(default_factory=list)
     failed: list[DealFailed] = field(default_factory=list)
+    received: int = 0
+    since: float | None = None
 
     @property
     def complete(self) -> bool:
-        return len(self.fetched) + len(self.failed) == self.expected
+        return self.received == self.expected
+
+    def add(self, outcome: FetchOutcome) -> None:
+        self.received += 1
+        if isinstance(outcome, DealFetched):
+            self.pending.append(outcome)
+        else:
+            self.failed.append(outcome)
+
+    def take_pending(self) -> list[DealFetched]:
+        pending, self.pending = self.pending, []
+        return pending
+
+    def take_piece(self) -> _ChunkBuffer | None:
+        """What the buffer holds so far, as a piece to commit (None when it holds nothing);
+        the buffer goes on collecting the chunk's other IDs."""
+        if not (self.builder.rows or self.pending or self.failed):
+            return None
+        held = len(self.pending) + len(self.failed) + self.builder.rows
+        piece = _ChunkBuffer(self.index, held, self.builder, self.pending, self.failed, held)
+        self.builder = TableBuilder(self.builder.schema)
+        self.pending, self.failed, self.since = [], [], None
+        return piece
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """A write for the writer task: a complete chunk, or a piece of one."""
+
+    buf: _ChunkBuffer
+    piece: bool = False
 
 
 class _Chunks:
     """Chunk boundaries over the ascending unique IDs, and which chunks are still to do."""
 
-    def __init__(self, ids: pa.Array, size: int, committed: set[int]) -> None:
+    def __init__(
+        self,
+        ids: pa.Array,
+        size: int,
+        committed: set[int],
+        pieces: Mapping[int, frozenset[int]] | None = None,
+    ) -> None:
         self.ids = ids
         self.size = size
         self.count = (len(ids) + size - 1) // size
         self.pending = [i for i in range(self.count) if i not in committed]
+        #: IDs of pending chunks already committed in pieces: skipped, never fetched again.
+        self.pieces = {i: ids for i, ids in (pieces or {}).items() if i not in committed}
         self._starts = [ids[i * size].as_py() for i in range(self.count)]
+
+    def remaining(self, index: int) -> int:
+        """IDs of chunk `index` that still need an outcome (its pieces hold the others)."""
+        return len(self.ids_of(index)) - len(self.pieces.get(index, ()))
 
     def index_of(self, deal_id: int) -> int:
         return bisect.bisect_right(self._starts, deal_id) - 1
+
+    def holds(self, index: int, deal_id: int) -> bool:
+        """Whether `deal_id` falls in chunk `index` (cheaper than `index_of` for the common
+        case of consecutive outcomes of one chunk)."""
+        starts = self._starts
+        return starts[index] <= deal_id and (
+            index + 1 == len(starts) or deal_id < starts[index + 1]
+        )
 
     def ids_of(self, index: int) -> pa.Array:
         return self.ids.slice(index * self.size, self.size)
 
     async def stream(self) -> AsyncIterator[int]:
         for index in self.pending:
+            done = self.pieces.get(index)
             for deal_id in self.ids_of(index).to_pylist():
-                yield deal_id
+                if done is None or deal_id not in done:
+                    yield deal_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,65 +316,160 @@ class _Exporter:
         self.client = client
         self.buffers: dict[int, _ChunkBuffer] = {}
         self.written = 0
+        self.pieces = 0
+        self._clock = client.clock
+        # Complete chunks in the writer's hands (waiting or being written): backpressure.
+        self._slots = asyncio.Semaphore(WRITE_QUEUE_SIZE)
+        # Set when a buffer starts holding uncommitted work, for the piece ticker.
+        self._armed = asyncio.Event()
+        # Outcomes not yet told to the progress display, and how many of them failed.
+        self._unreported = self._failed = self._unavailable = 0
         # Invalid input lines ride with chunk 0; once chunk 0 is committed they are recorded.
         self._input_rows_pending = 0 not in committed and (bool(idset.invalid) or not chunks.count)
 
     def _buffer(self, index: int) -> _ChunkBuffer:
         buf = self.buffers.get(index)
         if buf is None:
-            expected = len(self.chunks.ids_of(index))
-            buf = self.buffers[index] = _ChunkBuffer(index, expected)
+            expected = self.chunks.remaining(index)
+            buf = self.buffers[index] = _ChunkBuffer(index, expected, TableBuilder(self.schema))
         return buf
 
     async def run(self) -> None:
-        queue: asyncio.Queue[_ChunkBuffer | None] = asyncio.Queue(maxsize=WRITE_QUEUE_SIZE)
+        # Unbounded: pieces go in at once, in the order they were cut (a chunk's pieces always
+        # before the chunk itself); complete chunks are bounded by `_slots` instead.
+        queue: asyncio.Queue[_Unit | None] = asyncio.Queue()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(queue), name="chunk-writer")
+                ticker = tg.create_task(self._ticker(queue), name="piece-ticker")
                 if self._input_rows_pending and not self.chunks.pending:
                     # Only invalid lines (or nothing) to record: they still need their sidecar.
-                    await queue.put(_ChunkBuffer(0, 0))
+                    await self._put_chunk(queue, _ChunkBuffer(0, 0, TableBuilder(self.schema)))
+                for index in self.chunks.pending:
+                    if not self.chunks.remaining(index):
+                        # Its pieces hold every ID: only the chunk's own commit is missing.
+                        await self._put_chunk(queue, self._buffer(index))
+                        del self.buffers[index]
                 await self._fetch(queue)
-                # Only after a clean fetch: if either side fails, the group cancels the other,
-                # and a writer that died must not leave the fetch waiting on a full queue.
-                await queue.put(None)
+                ticker.cancel()
+                # Only after a clean fetch: if either side fails, the group cancels the other.
+                queue.put_nowait(None)
         except BaseExceptionGroup as group:
             raise _most_telling(group) from None
 
-    async def _fetch(self, queue: asyncio.Queue[_ChunkBuffer | None]) -> None:
-        async for outcome in fetch_deals(self.chunks.stream(), self.client):
-            buf = self._buffer(self.chunks.index_of(outcome.id))
-            self._add(buf, outcome)
-            if self.progress is not None:
-                lost = outcome if isinstance(outcome, DealFailed) else None
-                retryable = int(lost is not None and lost.retryable)
-                permanent = int(lost is not None and not lost.retryable)
-                self.progress.advance(1, failed=retryable, unavailable=permanent)
-            if buf.complete:
-                del self.buffers[buf.index]
-                await queue.put(buf)
+    async def _put_chunk(self, queue: asyncio.Queue[_Unit | None], buf: _ChunkBuffer) -> None:
+        await self._slots.acquire()
+        queue.put_nowait(_Unit(buf))
 
-    @staticmethod
-    def _add(buf: _ChunkBuffer, outcome: FetchOutcome) -> None:
-        if isinstance(outcome, DealFetched):
-            buf.fetched.append(outcome)
-        else:
-            buf.failed.append(outcome)
-
-    async def _writer(self, queue: asyncio.Queue[_ChunkBuffer | None]) -> None:
+    async def _ticker(self, queue: asyncio.Queue[_Unit | None]) -> None:
+        """Commit what a chunk holds as a piece once its oldest uncommitted outcome is
+        PIECE_EVERY_S old, so a crash loses at most that much work (on the run's clock)."""
+        clock = self._clock
         while True:
-            buf = await queue.get()
-            if buf is None:
-                return
-            table, rows = await asyncio.to_thread(self._prepare, buf)
-            await self.out.awrite_chunk(buf.index, table, rows, {"fetched": len(buf.fetched)})
-            self.written += 1
+            await self._armed.wait()
+            self._armed.clear()
+            while True:
+                started = [b.since for b in self.buffers.values() if b.since is not None]
+                if not started:
+                    break
+                wait = min(started) + PIECE_EVERY_S - clock.monotonic()
+                if wait > 0:
+                    await clock.sleep(wait)
+                    continue
+                now = clock.monotonic()
+                for buf in list(self.buffers.values()):
+                    if buf.since is not None and buf.since + PIECE_EVERY_S <= now:
+                        piece = buf.take_piece()
+                        buf.since = None
+                        if piece is not None:
+                            queue.put_nowait(_Unit(piece, piece=True))
 
-    def _prepare(self, buf: _ChunkBuffer) -> tuple[pa.Table, list[dict[str, Any]]]:
+    def _started(self, buf: _ChunkBuffer, since: float | None = None) -> None:
+        """`buf` holds uncommitted work since `since` (default: now)."""
+        if buf.since is None:
+            buf.since = self._clock.monotonic() if since is None else since
+            self._armed.set()
+        elif since is not None and since < buf.since:
+            buf.since = since
+
+    async def _fetch(self, queue: asyncio.Queue[_Unit | None]) -> None:
+        chunks = self.chunks
+        buf: _ChunkBuffer | None = None
+        async for outcome in fetch_deals(chunks.stream(), self.client):
+            if buf is None or not chunks.holds(buf.index, outcome.id):
+                buf = self._buffer(chunks.index_of(outcome.id))
+            buf.add(outcome)
+            if buf.since is None:
+                self._started(buf)
+            if isinstance(outcome, DealFailed):
+                self._count_failure(outcome)
+            self._unreported += 1
+            if self._unreported >= PROGRESS_EVERY:
+                self._report()
+            if buf.complete:
+                self._report()
+                del self.buffers[buf.index]
+                await self._put_chunk(queue, buf)
+                buf = None
+            elif len(buf.pending) >= NORMALISE_EVERY:
+                await self._convert(buf)
+        self._report()
+
+    async def _convert(self, buf: _ChunkBuffer) -> None:
+        """Turn the buffer's payloads into a typed part in a worker thread (the fetch goes on
+        meanwhile), so no chunk holds more than NORMALISE_EVERY payload dicts."""
+        since = buf.since
+        part = buf.take_pending()
+        ordered = sorted(part, key=_fetched_id)
+        converted = await asyncio.to_thread(
+            buf.builder.convert, [f.payload for f in ordered], [f.id for f in ordered]
+        )
+        # A piece cut meanwhile did not take this part: it is still as old as it was.
+        buf.builder.append(converted)
+        self._started(buf, since)
+
+    def _count_failure(self, outcome: DealFailed) -> None:
+        if outcome.retryable:
+            self._failed += 1
+        else:
+            self._unavailable += 1
+
+    def _report(self) -> None:
+        if self.progress is not None and self._unreported:
+            self.progress.advance(
+                self._unreported, failed=self._failed, unavailable=self._unavailable
+            )
+        self._unreported = self._failed = self._unavailable = 0
+
+    async def _writer(self, queue: asyncio.Queue[_Unit | None]) -> None:
+        while True:
+            unit = await queue.get()
+            if unit is None:
+                return
+            buf = unit.buf
+            if unit.piece:
+                ids = buf.builder.requested_ids() + [f.id for f in buf.pending]
+                ids += [f.id for f in buf.failed]
+                table, rows = await asyncio.to_thread(self._prepare, buf, piece=True)
+                await self.out.awrite_piece(
+                    buf.index, table, tuple(ids), rows, {"fetched": table.num_rows}
+                )
+                self.pieces += 1
+                continue
+            table, rows = await asyncio.to_thread(self._prepare, buf)
+            await self.out.awrite_chunk(buf.index, table, rows, {"fetched": table.num_rows})
+            self.written += 1
+            self._slots.release()
+
+    def _prepare(
+        self, buf: _ChunkBuffer, *, piece: bool = False
+    ) -> tuple[pa.Table, list[dict[str, Any]]]:
         seen = datetime.now(UTC)
         run_id = self.out.run_id
-        table, rows = _chunk_tables(buf.fetched, buf.failed, self.schema, run_id, seen)
-        if buf.index == 0 and self._input_rows_pending:
+        table, rows = _chunk_tables(
+            buf.take_pending(), buf.failed, self.schema, run_id, seen, builder=buf.builder
+        )
+        if buf.index == 0 and self._input_rows_pending and not piece:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
             # (and replaced on a rewrite) together with real work.
             rows.extend(invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
@@ -315,12 +482,15 @@ def _chunk_tables(
     schema: EntitySchema,
     run_id: str,
     seen: datetime,
+    *,
+    builder: TableBuilder | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """A chunk's data table and sidecar rows, in ID order: export and retry build them alike."""
-    ordered = sorted(fetched, key=lambda f: f.id)
-    table, record_errors = normalise_deals(
-        [f.payload for f in ordered], schema, ids=[f.id for f in ordered]
-    )
+    """A chunk's data table and sidecar rows, in ID order: export and retry build them alike.
+    `builder` holds the chunk's deals already converted; `fetched` are the rest."""
+    builder = builder or TableBuilder(schema)
+    ordered = sorted(fetched, key=_fetched_id)
+    builder.add([f.payload for f in ordered], [f.id for f in ordered])
+    table, record_errors = builder.finish()
     rows: list[dict[str, Any]] = [
         failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)
     ]
@@ -489,14 +659,15 @@ async def _write_export(
         drift_lines = list(drift.get("changes", []))
         out.write_schema(schema.snapshot())
         committed = out.committed_chunks()
-        chunks = _Chunks(idset.ids, config.output.chunk_size, committed)
+        chunks = _Chunks(idset.ids, config.output.chunk_size, committed, out.committed_pieces())
         skipped = chunks.count - len(chunks.pending)
+        in_pieces = sum(len(ids) for ids in chunks.pieces.values())
         progress = progress_factory(len(idset.ids)) if progress_factory else None
         if progress is not None:
             progress.follow_waits(client.pacer.wait_totals)
-        if progress is not None and skipped:
+        if progress is not None and (skipped or in_pieces):
             done_before = sum(len(chunks.ids_of(i)) for i in range(chunks.count)) - sum(
-                len(chunks.ids_of(i)) for i in chunks.pending
+                chunks.remaining(i) for i in chunks.pending
             )
             progress.event("resume", chunks_committed=skipped, deals=done_before)
             progress.resume(done_before)
@@ -680,6 +851,10 @@ def _id(outcome: DealFailed) -> int:
     return outcome.id
 
 
+def _fetched_id(outcome: DealFetched) -> int:
+    return outcome.id
+
+
 async def _aiter(values: list[int]) -> AsyncIterator[int]:
     for value in values:
         yield value
@@ -731,7 +906,7 @@ def _check_drift(
     """Refuse a resume over changed column types, then report drift since the previous run."""
     current = schema.snapshot()
     started = out.read_schema() if out.resumed else None
-    if started is not None and out.committed_chunks():
+    if started is not None and (out.committed_chunks() or out.committed_pieces()):
         _refuse_type_changes(started, current)
     return _report_drift(out.previous_schema() or started, current, on_drift)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import subprocess
+import sys
+
 import click
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from pipeline.cli import COMMANDS, cli
 
 
 def _commands() -> list[tuple[str, click.Command]]:
@@ -33,3 +38,69 @@ def test_version() -> None:
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
     assert "deal-export" in result.output
+
+
+def test_importing_the_cli_loads_no_arrow_or_aiohttp() -> None:
+    # A fresh interpreter: this test process has imported everything already.
+    code = (
+        "import sys, pipeline.cli\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'aiohttp')]\n"
+        "heavy += [m for m in sys.modules if m.startswith('pipeline.cli.') and m != "
+        "'pipeline.cli._errors']\n"
+        "print(','.join(sorted(heavy)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == ""
+
+
+def test_group_help_lists_commands_without_importing_them() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from pipeline.cli import cli\n"
+        "out = CliRunner().invoke(cli, ['--help']).output\n"
+        "assert 'simulate' in out and 'retry' in out, out\n"
+        "print('pyarrow' in sys.modules or 'aiohttp' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_lazy_help_line_matches_the_command(name: str) -> None:
+    module, attr, line = COMMANDS[name]
+    command = getattr(importlib.import_module(module), attr)
+    assert command.name == name
+    for limit in (40, 60, 1000):
+        stand_in = click.Command(name, help=line)
+        assert stand_in.get_short_help_str(limit) == command.get_short_help_str(limit)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "0"), ("25", "25")])
+def test_main_sets_allocator_defaults_but_keeps_the_users(given: str | None, expected: str) -> None:
+    code = (
+        "import os, sys\n"
+        "sys.argv = ['deal-export', '--version']\n"
+        "from pipeline.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(os.environ['MIMALLOC_PURGE_DELAY'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    if given is not None:
+        env["MIMALLOC_PURGE_DELAY"] = given
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.stdout.strip().splitlines()[-1] == expected

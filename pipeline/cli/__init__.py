@@ -1,12 +1,17 @@
 """The `deal-export` command line: it only translates arguments into calls of the package.
 
-Each sub-command lives in its own module of this package and is registered here.
+Each sub-command lives in its own module of this package and is registered here by name only:
+its module is imported when that command runs (or shows its own help), so `deal-export --help`
+and `import pipeline.cli` do not pay for pyarrow or aiohttp.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import click
 
@@ -14,8 +19,116 @@ from pipeline import __version__
 from pipeline.cli._errors import fail, json_wanted
 from pipeline.summary import EXIT_INTERRUPTED
 
+#: name -> (module, attribute, one-line help). The help line is what `deal-export --help` lists
+#: without importing the module; tests/test_cli_help.py checks it matches the command's own.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "simulate": (
+        "pipeline.cli.simulate",
+        "simulate",
+        "Serve a local Bitrix24 portal simulator until Ctrl-C.",
+    ),
+    "plan": (
+        "pipeline.cli.plan",
+        "plan",
+        "Estimate how long exporting N deals takes, and which portal limit binds.",
+    ),
+    "run": (
+        "pipeline.cli.run",
+        "run",
+        "Export deals into typed, partitioned Parquet with an error sidecar.",
+    ),
+    "ids": (
+        "pipeline.cli.ids",
+        "ids",
+        "Discover the IDs of deals modified since a time, and print them one per line.",
+    ),
+    "retry": (
+        "pipeline.cli.retry",
+        "retry",
+        "Re-fetch the IDs an earlier run could not get for reasons a retry may fix.",
+    ),
+    "state": (
+        "pipeline.cli.state",
+        "state",
+        "Show or move the watermark the next `run --since-last-run` starts from.",
+    ),
+    "reconcile": (
+        "pipeline.cli.reconcile",
+        "reconcile",
+        "Find the deals of the Delta table OUTPUT that were deleted in Bitrix24, and mark them.",
+    ),
+    "compact": (
+        "pipeline.cli.compact",
+        "compact_command",
+        "Compact a Delta output (--table-format delta) and vacuum files no version needs.",
+    ),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """The group's commands, each imported on first access; names are known without imports."""
+
+    def __init__(self, table: dict[str, tuple[str, str, str]]) -> None:
+        self._table = table
+        self._loaded: dict[str, click.Command] = {}
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = self._loaded.get(name)
+        if command is None:
+            if name not in self._table:
+                raise KeyError(name)
+            module, attr, _ = self._table[name]
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            self._loaded[name] = command
+        return command
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._loaded.pop(name, None)
+        self._table.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self._table), **dict.fromkeys(self._loaded)})
+
+    def __len__(self) -> int:
+        return len(self._table.keys() | self._loaded.keys())
+
+
+class _LazyGroup(click.Group):
+    """A group whose overview lists commands from the table instead of importing them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = _LazyCommands(dict(COMMANDS))
+        self.commands = self.lazy
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows: list[tuple[str, str]] = []
+        for name in names:
+            if self.lazy.is_loaded(name) or name not in COMMANDS:
+                command = self.lazy[name]
+                if command.hidden:
+                    continue
+                rows.append((name, command.get_short_help_str(limit)))
+            else:
+                # A stand-in command shortens the line exactly as the real one would.
+                stand_in = click.Command(name, help=COMMANDS[name][2])
+                rows.append((name, stand_in.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="deal-export")
 def cli() -> None:
     """Export Bitrix24 CRM deals into typed, partitioned Parquet.
@@ -28,30 +141,17 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    from pipeline.cli.compact import compact_command
-    from pipeline.cli.ids import ids
-    from pipeline.cli.plan import plan
-    from pipeline.cli.reconcile import reconcile
-    from pipeline.cli.retry import retry
-    from pipeline.cli.run import run
-    from pipeline.cli.simulate import simulate
-    from pipeline.cli.state import state
-
-    cli.add_command(simulate)
-    cli.add_command(plan)
-    cli.add_command(run)
-    cli.add_command(ids)
-    cli.add_command(retry)
-    cli.add_command(state)
-    cli.add_command(reconcile)
-    cli.add_command(compact_command, name="compact")
-
-
-_register()
+#: mimalloc (pyarrow's default allocator) keeps freed pages for a second and commits its arenas
+#: eagerly; a run frees a chunk's memory every second or so, so returning pages at once keeps
+#: its peak RSS near what it uses (mimalloc docs, "Environment Options": MIMALLOC_PURGE_DELAY=0
+#: "purges immediately", MIMALLOC_ARENA_EAGER_COMMIT). Read when pyarrow loads, which the lazy
+#: commands delay until after main() starts; a value the user set wins.
+ALLOCATOR_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "0", "MIMALLOC_ARENA_EAGER_COMMIT": "0"}
 
 
 def main() -> None:
+    for name, value in ALLOCATOR_ENV.items():
+        os.environ.setdefault(name, value)
     if not json_wanted(sys.argv[1:], os.environ):
         cli(prog_name="deal-export")
         return
@@ -66,4 +166,4 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS", "cli", "main"]

@@ -9,7 +9,7 @@ typed Arrow tables plus record errors. Pure: no I/O (callers fetch metadata and 
 
 from pipeline.normalise.drift import SchemaDrift, TypeChange, compare_snapshots
 from pipeline.normalise.schema import EXTRA_COLUMN, Column, DealSchema, EntitySchema
-from pipeline.normalise.table import normalise_deals
+from pipeline.normalise.table import TableBuilder, normalise_deals
 
 __all__ = [
     "EXTRA_COLUMN",
@@ -17,6 +17,7 @@ __all__ = [
     "DealSchema",
     "EntitySchema",
     "SchemaDrift",
+    "TableBuilder",
     "TypeChange",
     "compare_snapshots",
     "normalise_deals",

@@ -1,12 +1,18 @@
 """Record payloads (as the entity's get method returns them) into one typed Arrow table plus record
-errors."""
+errors.
+
+`normalise_deals` converts one list of payloads; `TableBuilder` converts a chunk part by part as
+answers arrive, so a chunk of thousands of records is held as typed Arrow columns (a few hundred
+bytes a record) rather than as payload dicts (several kilobytes a record).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.normalise.convert import (
     ColumnValues,
@@ -126,4 +132,74 @@ def _normalise(
     return table, errors
 
 
-__all__ = ["normalise_deals"]
+def _ascending(ids: pa.ChunkedArray) -> bool:
+    if len(ids) < 2:
+        return True
+    flat = ids.combine_chunks()
+    return bool(pc.all(pc.greater(flat[1:], flat[:-1])).as_py())
+
+
+class Part(NamedTuple):
+    """Some deals of a chunk, typed: their rows, requested IDs (row by row) and record errors."""
+
+    table: pa.Table
+    ids: pa.Array
+    errors: list[RecordError]
+
+
+class TableBuilder:
+    """One chunk's table, normalised a part at a time; `finish` returns it in ID order.
+
+    The result equals `normalise_deals` over all payloads sorted by ID: the same rows and values
+    (every converter is per value), and the same record errors in the same order (by row, then
+    column). Parts of a few hundred deals or more keep the per-call cost small.
+    """
+
+    def __init__(self, schema: EntitySchema) -> None:
+        self.schema = schema
+        self._tables: list[pa.Table] = []
+        self._ids: list[pa.Array] = []
+        self._errors: list[RecordError] = []
+        self.rows = 0
+
+    def convert(self, payloads: Sequence[Mapping[str, Any]], ids: Sequence[int]) -> Part:
+        """Normalise one part (`ids[i]` is the requested ID of `payloads[i]`) without adding it:
+        pure, so it may run in a worker thread while the builder goes on taking parts."""
+        if len(ids) != len(payloads):
+            raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
+        table, errors = normalise_deals(payloads, self.schema, ids=ids)
+        return Part(table, pa.array(ids, type=pa.int64()), errors)
+
+    def append(self, part: Part) -> None:
+        if not part.table.num_rows:
+            return
+        self._tables.append(part.table)
+        self._ids.append(part.ids)
+        self._errors.extend(part.errors)
+        self.rows += part.table.num_rows
+
+    def add(self, payloads: Sequence[Mapping[str, Any]], ids: Sequence[int]) -> None:
+        self.append(self.convert(payloads, ids))
+
+    def requested_ids(self) -> list[int]:
+        """The requested IDs of the rows added so far, in the order they were added."""
+        return [i for ids in self._ids for i in ids.to_pylist()]
+
+    def finish(self) -> tuple[pa.Table, list[RecordError]]:
+        """The rows added so far, ordered by ID, and their record errors; resets the builder."""
+        tables, ids, errors = self._tables, self._ids, self._errors
+        self._tables, self._ids, self._errors, self.rows = [], [], [], 0
+        if not tables:
+            return self.schema.arrow_schema.empty_table(), []
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        all_ids = pa.chunked_array(ids, type=pa.int64())
+        if not _ascending(all_ids):
+            # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy.
+            table = table.take(pc.sort_indices(all_ids))
+        if errors:
+            position = {name: n for n, name in enumerate(self.schema.column_names)}
+            errors.sort(key=lambda e: (e.id, position.get(e.field, len(position))))
+        return table, errors
+
+
+__all__ = ["Part", "TableBuilder", "normalise_deals"]

@@ -5,6 +5,10 @@ Also the in-memory ledger of the committed checkpoints of an open root.
 A chunk is committed when its checkpoint exists; it is written LAST, after the chunk's data
 files and sidecar file are in place (and, locally, fsynced). Rewriting a chunk first deletes
 its checkpoint, so a crash mid-rewrite leaves only debris for `recovery` to delete.
+
+A chunk that takes long (a slow portal) is committed in pieces before it is complete: each
+piece is a unit of its own whose checkpoint lists exactly the IDs it accounts for. A resumed run
+skips those IDs, and the chunk's own commit holds the rest; no ID may be in two units.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ class ChunkUnit:
     errors: pa.Table  # already `conform`ed to SIDECAR_SCHEMA
     stats: Mapping[str, Any]
     retried_ids: tuple[int, ...] | None = None
+    #: Pieces only: the run chunk and the IDs the piece accounts for (ascending).
+    chunk: int | None = None
+    ids: tuple[int, ...] | None = None
 
 
 class Chunks:
@@ -107,6 +114,44 @@ class Chunks:
             )
         return ChunkUnit(key, "chunk", data, SIDECAR_SCHEMA.empty_table(), dict(stats or {}))
 
+    def piece_unit(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        ids: tuple[int, ...],
+        stats: Mapping[str, Any] | None,
+    ) -> ChunkUnit:
+        """Part of a run chunk that is not complete yet, under the chunk's next piece key."""
+        if chunk_index < 0:
+            raise OutputError("chunk_index must be >= 0")
+        if chunk_key(chunk_index) in self._by_key:
+            raise OutputError(f"chunk {chunk_index} is already committed; it takes no pieces")
+        taken = {c.key for c in self.pieces_of(chunk_index)}
+        n = len(taken)
+        while piece_key(chunk_index, n) in taken:
+            n += 1
+        key = piece_key(chunk_index, n)
+        return ChunkUnit(
+            key,
+            "piece",
+            data,
+            SIDECAR_SCHEMA.empty_table(),
+            dict(stats or {}),
+            chunk=chunk_index,
+            ids=tuple(sorted(ids)),
+        )
+
+    def pieces_of(self, chunk_index: int) -> list[Checkpoint]:
+        return [c for c in self._by_key.values() if c.is_piece and c.chunk == chunk_index]
+
+    def piece_ids(self) -> dict[int, frozenset[int]]:
+        """For each run chunk with committed pieces: the IDs those pieces account for."""
+        found: dict[int, set[int]] = {}
+        for ckpt in self._by_key.values():
+            if ckpt.is_piece and ckpt.chunk is not None and ckpt.ids is not None:
+                found.setdefault(ckpt.chunk, set()).update(ckpt.ids)
+        return {index: frozenset(ids) for index, ids in found.items()}
+
     def adopt(self, ckpt: Checkpoint) -> None:
         """Take a checkpoint found on disk (by `recovery`) as committed."""
         self._by_key[ckpt.key] = ckpt
@@ -129,6 +174,7 @@ class Chunks:
     def commit(self, unit: ChunkUnit) -> Checkpoint:
         """Write the unit's data files and sidecar, then its checkpoint. All-or-nothing."""
         check_accounting(unit.key, unit.data, unit.errors, self.id_column)
+        self._check_pieces(unit)
         self._before_change()
         old = self._by_key.pop(unit.key, None)
         if old is not None:
@@ -164,10 +210,35 @@ class Chunks:
             stats=dict(unit.stats),
             retried_ids=unit.retried_ids,
             sidecar_cleaned=False,
+            chunk=unit.chunk,
+            ids=unit.ids,
         )
         self.save(ckpt)
         self.store.sync_dirs({CHECKPOINT_DIR})
         return ckpt
+
+    def _check_pieces(self, unit: ChunkUnit) -> None:
+        """Exactly once across a chunk's units: a piece lists exactly what it holds, and no ID
+        of a piece is in another piece or in the chunk's own commit."""
+        if unit.kind == "piece":
+            assert unit.chunk is not None
+            assert unit.ids is not None
+            index, claimed = unit.chunk, unit.ids
+            held = _unit_ids(unit, self.id_column)
+            if len(set(claimed)) != len(claimed) or len(held) != len(claimed):
+                raise OutputError(
+                    f"piece {unit.key}: lists {len(claimed)} IDs but holds {len(held)}"
+                )
+        elif unit.kind == "chunk" and self.pieces_of(int(unit.key)):
+            index, claimed = int(unit.key), tuple(_unit_ids(unit, self.id_column))
+        else:
+            return
+        done = set().union(*(c.ids or () for c in self.pieces_of(index) if c.key != unit.key))
+        twice = done.intersection(claimed)
+        if twice:
+            raise OutputError(
+                f"chunk {index}: deal {min(twice)} is already committed in a piece of it"
+            )
 
     def _delete_replaced(
         self, old: Checkpoint, files: list[FileRecord], error_record: ErrorRecord | None
@@ -197,6 +268,22 @@ class Chunks:
         if raw is None:
             raise OutputError(f"sidecar file {rel} is missing from {self.store.uri}")
         return conform(decode(raw))
+
+
+def piece_key(chunk_index: int, n: int) -> str:
+    return f"{chunk_key(chunk_index)}-p{n:03d}"
+
+
+def _unit_ids(unit: ChunkUnit, id_column: str) -> list[int]:
+    """The deal IDs a unit accounts for: its data rows and its fetch failures."""
+    ids: list[int] = []
+    if id_column in unit.data.column_names:
+        ids.extend(unit.data.column(id_column).to_pylist())
+    stages = unit.errors.column("stage").to_pylist()
+    ids.extend(
+        i for s, i in zip(stages, unit.errors.column("id").to_pylist(), strict=True) if s == "fetch"
+    )
+    return ids
 
 
 def check_accounting(key: str, data: pa.Table, errors: pa.Table, id_column: str) -> None:

@@ -24,7 +24,8 @@ ERRORS_DIR = "_errors"
 #: in any partition layout and never `_errors/*.parquet` or hidden temp files.
 DATASET_GLOB = "**/part-*.parquet"
 
-_KEY = r"(?:\d{6,}|r[0-9A-Za-z]+-\d{6,})"
+#: A run chunk, a piece of one (`000003-p002`, committed before the chunk is complete), a retry.
+_KEY = r"(?:\d{6,}(?:-p\d{3,})?|r[0-9A-Za-z]+-\d{6,})"
 _DATA_RE = re.compile(rf"^part-(?P<key>{_KEY})-(?P<n>\d+)\.parquet$")
 SIDECAR_RE = re.compile(rf"^chunk-(?P<key>{_KEY})\.parquet$")
 CHECKPOINT_RE = re.compile(rf"^chunk-(?P<key>{_KEY})\.json$")

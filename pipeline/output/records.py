@@ -124,10 +124,15 @@ class ErrorRecord:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The commit record of one chunk (`_checkpoints/chunk-<key>.json`), written last."""
+    """The commit record of one chunk (`_checkpoints/chunk-<key>.json`), written last.
+
+    A "piece" holds part of a run chunk that was not complete when the run committed it (work
+    is committed at least once a minute); `ids` are exactly the IDs it accounts for, which a
+    resumed run skips. The chunk's own checkpoint then holds the rest of its IDs.
+    """
 
     key: str
-    kind: str  # "chunk" (a run's chunk) or "retry" (a retry's chunk)
+    kind: str  # "chunk" (a run's chunk), "piece" (part of one) or "retry" (a retry's chunk)
     run_id: str
     written_at: str
     rows: int
@@ -139,15 +144,24 @@ class Checkpoint:
     retried_ids: tuple[int, ...] | None = None
     sidecar_cleaned: bool = False
     format: int = FORMAT
+    #: Pieces only: the run chunk it belongs to and the IDs it accounts for, ascending.
+    chunk: int | None = None
+    ids: tuple[int, ...] | None = None
 
     @property
     def is_retry(self) -> bool:
         return self.kind == "retry"
 
+    @property
+    def is_piece(self) -> bool:
+        return self.kind == "piece"
+
     def to_json(self) -> Json:
         out = _plain_fields(self)
         if self.retried_ids is None:  # only retry chunks carry these two
             del out["retried_ids"], out["sidecar_cleaned"]
+        if self.ids is None:  # only pieces carry these two
+            del out["chunk"], out["ids"]
         return out
 
     @classmethod
@@ -157,9 +171,13 @@ class Checkpoint:
         errors = raw.get("errors")
         retried = raw.get("retried_ids")
         stats = raw.get("stats")
+        ids = raw.get("ids")
+        kind = str(raw.get("kind", "chunk"))
+        if kind == "piece" and (not isinstance(ids, list) or not isinstance(raw.get("chunk"), int)):
+            raise OutputError(f"{what} is damaged: a piece without its chunk and IDs")
         return cls(
             key=_need(raw, "key", str, what),
-            kind=str(raw.get("kind", "chunk")),
+            kind=kind,
             run_id=str(raw.get("run_id", "")),
             written_at=str(raw.get("written_at", "")),
             rows=_need(raw, "rows", int, what),
@@ -170,6 +188,8 @@ class Checkpoint:
             retried_ids=None if retried is None else tuple(int(i) for i in retried),
             sidecar_cleaned=bool(raw.get("sidecar_cleaned", False)),
             format=fmt,
+            chunk=int(raw["chunk"]) if kind == "piece" else None,
+            ids=tuple(int(i) for i in ids) if kind == "piece" and isinstance(ids, list) else None,
         )
 
 

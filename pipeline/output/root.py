@@ -169,6 +169,36 @@ class OutputRoot:
         """`write_chunk` in a worker thread (`sink.in_thread`: a cancel waits for the write)."""
         return await in_thread(self.write_chunk, chunk_index, data, errors, stats, replace=replace)
 
+    @os_errors
+    def write_piece(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        ids: tuple[int, ...],
+        errors: Rows = None,
+        stats: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Commit part of a chunk that is not complete yet; `ids` are exactly the IDs it
+        accounts for (its data rows and fetch failures), which a resumed run skips."""
+        unit = self._chunks.piece_unit(chunk_index, data, ids, stats)
+        self._check_open()
+        return self._commit(dataclasses.replace(unit, errors=as_sidecar(errors)))
+
+    async def awrite_piece(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        ids: tuple[int, ...],
+        errors: Rows = None,
+        stats: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """`write_piece` in a worker thread, shielded like `awrite_chunk`."""
+        return await in_thread(self.write_piece, chunk_index, data, ids, errors, stats)
+
+    def committed_pieces(self) -> dict[int, frozenset[int]]:
+        """For each chunk not committed whole: the IDs its committed pieces account for."""
+        return self._chunks.piece_ids()
+
     def _commit(self, unit: ChunkUnit) -> dict[str, Any]:
         """The one commit path of export and retry chunks."""
         return self._chunks.commit(unit).to_json()

@@ -80,6 +80,34 @@ class Sink(Protocol):
         """`write_chunk` from async code (see `in_thread`)."""
         ...
 
+    def committed_pieces(self) -> dict[int, frozenset[int]]:
+        """For each chunk not committed whole: the IDs its committed pieces account for (a
+        resume fetches only the chunk's other IDs)."""
+        ...
+
+    def write_piece(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        ids: tuple[int, ...],
+        errors: Rows = None,
+        stats: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Commit part of a chunk that is not complete yet (so a crash loses at most the work
+        since the last commit); `ids` are exactly the IDs it accounts for."""
+        ...
+
+    async def awrite_piece(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        ids: tuple[int, ...],
+        errors: Rows = None,
+        stats: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """`write_piece` from async code (see `in_thread`)."""
+        ...
+
     def retryable_ids(self) -> list[int]:
         """IDs whose fetch failure a retry may fix, ascending."""
         ...

@@ -83,13 +83,14 @@ def since_completed(commits: list[Commit]) -> list[Commit]:
 
 
 def open_chunks(commits: list[Commit], fingerprint: str | None) -> list[Commit]:
-    """Chunk commits of the unfinished export with this input fingerprint, newest first."""
+    """Chunk and piece commits of the unfinished export with this input fingerprint, newest
+    first (a piece is part of a chunk committed before the chunk was complete)."""
     if fingerprint is None:
         return []
     return [
         c
         for c in since_completed(commits)
-        if c.kind == "chunk" and c.record.get("fingerprint") == fingerprint
+        if c.kind in ("chunk", "piece") and c.record.get("fingerprint") == fingerprint
     ]
 
 

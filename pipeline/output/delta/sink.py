@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
 from pipeline.normalise import DealSchema, compare_snapshots
+from pipeline.output.chunks import piece_key
 from pipeline.output.delta import columns, commits, contract, errors_table, table
 from pipeline.output.delta.commits import Commit
 from pipeline.output.delta.location import ERRORS_DIR, DeltaLocation, locate
@@ -157,8 +158,52 @@ class DeltaSink:
         return {
             int(c.record["index"])
             for c in commits.open_chunks(self._commits, self._fingerprint)
-            if c.record.get("index") is not None
+            if c.kind == "chunk" and c.record.get("index") is not None
         }
+
+    def committed_pieces(self) -> dict[int, frozenset[int]]:
+        """For each chunk not committed whole: the IDs its committed pieces account for."""
+        whole = self.committed_chunks()
+        found: dict[int, set[int]] = {}
+        for c in commits.open_chunks(self._commits, self._fingerprint):
+            index = c.record.get("index")
+            if c.kind == "piece" and index is not None and int(index) not in whole:
+                found.setdefault(int(index), set()).update(int(i) for i in c.record["ids"])
+        return {index: frozenset(ids) for index, ids in found.items()}
+
+    def write_piece(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        ids: tuple[int, ...],
+        errors: Rows = None,
+        stats: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Commit part of a chunk that is not complete yet: one merge commit whose metadata
+        lists exactly the IDs it accounts for, which a resumed run skips."""
+        if chunk_index in self.committed_chunks():
+            raise OutputError(f"chunk {chunk_index} is already committed; it takes no pieces")
+        taken = {
+            str(c.record.get("chunk"))
+            for c in commits.open_chunks(self._commits, self._fingerprint)
+            if c.kind == "piece"
+        }
+        n = 0
+        while piece_key(chunk_index, n) in taken:
+            n += 1
+        return self._commit(
+            piece_key(chunk_index, n), chunk_index, data, errors, kind="piece", ids=ids
+        )
+
+    async def awrite_piece(
+        self,
+        chunk_index: int,
+        data: pa.Table,
+        ids: tuple[int, ...],
+        errors: Rows = None,
+        stats: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return await in_thread(self.write_piece, chunk_index, data, ids, errors, stats)
 
     def checkpoint(self, chunk_index: int) -> dict[str, Any] | None:
         key = chunk_key(chunk_index)
@@ -306,7 +351,7 @@ class DeltaSink:
         return [
             c
             for c in commits.since_completed(self._commits)
-            if c.kind == "chunk" and c.record.get("run_id") == self.run_id
+            if c.kind in ("chunk", "piece") and c.record.get("run_id") == self.run_id
         ]
 
     def _partition_by(self) -> list[str]:
@@ -341,7 +386,16 @@ class DeltaSink:
         self._commits.insert(0, Commit(version, record))
 
     @table.delta_errors
-    def _commit(self, key: str, index: int | None, data: pa.Table, errors: Rows) -> dict[str, Any]:
+    def _commit(
+        self,
+        key: str,
+        index: int | None,
+        data: pa.Table,
+        errors: Rows,
+        *,
+        kind: str = "chunk",
+        ids: tuple[int, ...] | None = None,
+    ) -> dict[str, Any]:
         rows = as_sidecar(errors)
         fetch = fetch_rows(rows)
         covered = {int(i) for i in data.column(table.ID_COLUMN).to_pylist()}
@@ -354,7 +408,11 @@ class DeltaSink:
             "retryable": int(summary["retryable"]),
             "failed_by_reason": summary["failed_by_reason"],
         }
-        record = self._record("chunk", key, index, counts)
+        record = self._record(kind, key, index, counts)
+        if ids is not None:
+            if covered != set(ids):
+                raise OutputError(f"BUG: piece {key} holds other IDs than it lists")
+            record["ids"] = sorted(ids)
         deals = columns.delta_rows(data, self.spec, self.run_id, self._now())
         self._write_deals(deals, record)
         self._remember(record)
