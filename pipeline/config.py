@@ -14,6 +14,7 @@ from pipeline.errors import UsageError
 Plan = Literal["standard", "enterprise", "custom"]
 PartitionTransform = Literal["none", "value", "year", "month", "day"]
 ExistingDataBehavior = Literal["error", "overwrite", "resume"]
+FetchStrategy = Literal["get", "list", "auto"]
 
 #: Documented leaky-bucket parameters per plan: drain rate (req/s) and burst (requests).
 PLAN_LIMITS: dict[str, tuple[float, int]] = {
@@ -117,13 +118,16 @@ class TransportConfig:
 
 @dataclass(frozen=True, slots=True)
 class FetchConfig:
-    """How IDs are fetched: commands per `batch`, batches in flight, attempts per ID."""
+    """How IDs are fetched: commands per `batch`, batches in flight, attempts per ID, and the
+    method (`strategy`: `crm.deal.get` per ID, `crm.deal.list` per 50 IDs, or `auto`, the
+    cheaper one as measured on the portal; see `pipeline.fetch.strategy`)."""
 
     batch_size: int = 50
     concurrency: int = 4
     max_attempts: int = 5
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
+    strategy: FetchStrategy = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 50:
@@ -134,6 +138,10 @@ class FetchConfig:
             raise UsageError("fetch.max_attempts must be >= 1")
         if self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
             raise UsageError("fetch.backoff_base_s must be >= 0 and <= fetch.backoff_max_s")
+        if self.strategy not in ("get", "list", "auto"):
+            raise UsageError(f"fetch.strategy must be get, list or auto, not {self.strategy!r}")
+        if self.strategy == "list" and self.batch_size == 1:
+            raise UsageError("fetch.strategy = list needs batch (fetch.batch_size > 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +184,7 @@ __all__ = [
     "Auth",
     "ExistingDataBehavior",
     "FetchConfig",
+    "FetchStrategy",
     "LimitsConfig",
     "OAuthAuth",
     "OutputConfig",

@@ -117,6 +117,7 @@ _SCHEMA: Final[dict[str, _Key]] = {
     "fetch.max_attempts": _Key("int", minimum=1),
     "fetch.backoff_base_s": _Key("float", minimum=0),
     "fetch.backoff_max_s": _Key("float", minimum=0),
+    "fetch.strategy": _Key("choice", choices=("get", "list", "auto")),
     "output.root": _Key("str"),
     "output.partition_by": _Key("str"),
     "output.partition_transform": _Key("choice", choices=("none", "value", "year", "month", "day")),

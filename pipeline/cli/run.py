@@ -18,6 +18,7 @@ from pipeline.cli._tokens import rotated_tokens
 from pipeline.clock import ScaledClock
 from pipeline.config_load import LoadedConfig, load_config, secrets_of
 from pipeline.errors import UsageError
+from pipeline.fetch.strategy import strategy_line
 from pipeline.logs import LEVELS, json_record, log_event, parse_level, set_run_id, setup_logging
 from pipeline.output.lock import break_lock
 from pipeline.progress import DisplayStream, Mode, Progress
@@ -80,6 +81,12 @@ def portal_options(fn: Any) -> Any:
             click.option("--batch-size", type=int, help="crm.deal.get commands per batch (1-50)."),
             click.option("--max-attempts", type=int, help="Attempts per ID on transient faults."),
             click.option(
+                "--strategy",
+                type=click.Choice(["get", "list", "auto"]),
+                help="crm.deal.get per ID, crm.deal.list per 50 IDs, or auto (default): the "
+                "cheaper per deal, as measured on the portal.",
+            ),
+            click.option(
                 "--ca-bundle",
                 type=click.Path(dir_okay=False),
                 help="PEM file of the CA that signed an on-premise portal's certificate.",
@@ -130,6 +137,7 @@ def portal_overrides(kw: dict[str, Any]) -> dict[str, object]:
         "fetch.concurrency": kw.get("concurrency"),
         "fetch.batch_size": kw.get("batch_size"),
         "fetch.max_attempts": kw.get("max_attempts"),
+        "fetch.strategy": kw.get("strategy"),
         "transport.ca_bundle": kw.get("ca_bundle"),
         "transport.verify_tls": False if kw.get("no_verify_tls") else None,
         "log_format": kw.get("log_format"),
@@ -149,6 +157,7 @@ FLAGS: dict[str, str] = {
     "fetch.concurrency": "--concurrency",
     "fetch.batch_size": "--batch-size",
     "fetch.max_attempts": "--max-attempts",
+    "fetch.strategy": "--strategy",
     "transport.ca_bundle": "--ca-bundle",
     "transport.verify_tls": "--no-verify-tls",
     "log_format": "--log-format",
@@ -384,6 +393,9 @@ def report(
             drift=result.drift,
             exported_now=this_attempt if result.resumed else None,
         )
+    strategy = result.manifest.get("limits", {}).get("strategy") or {}
+    if strategy.get("ran") and result.counts.requested:
+        lines.append(strategy_line(strategy))
     if not json_logs:
         for line in lines:
             click.echo(line)
@@ -408,6 +420,7 @@ def report(
             "seconds": round(result.seconds, 3),
             "resumed": result.resumed,
             "drift": result.drift,
+            "strategy": strategy,
             "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         },
     )

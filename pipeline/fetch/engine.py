@@ -52,6 +52,7 @@ Shape of the machinery (all bounded):
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.fetch.batch import DEAL_GET, BatchReply, CommandError
-from pipeline.fetch.classify import fatal_hint
+from pipeline.fetch.classify import Action, fatal_hint
 from pipeline.fetch.client import CommandFailed, PortalClient, answer_of
 from pipeline.fetch.decide import (
     LIMIT_RETRIES_EXHAUSTED,
@@ -85,11 +86,24 @@ from pipeline.fetch.decide import (
     decide_group,
     needs_probe,
 )
+from pipeline.fetch.listing import (
+    LIST_PAGE,
+    FieldForm,
+    ListReply,
+    chunk_ids,
+    list_select,
+    select_query,
+    user_field_forms,
+)
+from pipeline.fetch.methods import DEAL_FIELDS, DEAL_LIST
+from pipeline.fetch.strategy import Chooser, Mode, Pick
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+
+log = logging.getLogger(__name__)
 
 #: The health probe: the call a run already makes for its schema (REST docs
 #: `crm-deal-fields.md`); it carries no deal data, so no poison deal can fail it.
-PROBE_METHOD = "crm.deal.fields"
+PROBE_METHOD = DEAL_FIELDS
 
 #: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
 RECENT_WINDOW = 10_000
@@ -101,6 +115,8 @@ class _Item:
 
     id: int
     state: IdState = field(default_factory=IdState)
+    #: Asked for by a list call and not returned: fetched with `crm.deal.get` for its reason.
+    via_get: bool = False
 
     @property
     def attempts(self) -> int:
@@ -121,6 +137,7 @@ class _Group:
     items: list[_Item]
     strikes: int = 0
     mark: int = 0
+    mode: Mode = "get"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +160,21 @@ class _Engine:
         self._stats = client.stats
         self._budget = RetryBudget.from_config(config)
         self._retry: deque[_Item] = deque()
+        #: IDs a list call did not return, for `crm.deal.get` (sent before anything else).
+        self._followup: deque[_Item] = deque()
         self._groups: deque[_Group] = deque()
         self._active: set[int] = set()
         self._recent: deque[int] = deque()
         self._recent_set: set[int] = set()
         self._wake = asyncio.Event()
+        self._chooser = _chooser(client, config)
+        self._list_capacity = config.batch_size * LIST_PAGE
         self._max_active = config.batch_size * config.concurrency * 4
+        if self._chooser.strategy != "get":
+            self._max_active = max(self._max_active, self._list_capacity * config.concurrency * 2)
+        #: The list commands' `select` part and the user fields' forms (from crm.deal.fields).
+        self._list_setup: tuple[str, dict[str, FieldForm]] | None = None
+        self._list_setup_lock = asyncio.Lock()
         #: `client.answered` when the last health probe failed (None: none failed yet). While
         #: the client has answered nothing since, the portal is taken as down.
         self._probe_failed_at: int | None = None
@@ -173,11 +199,19 @@ class _Engine:
             await slot.acquire()
             if self._groups:
                 group = self._groups.popleft()
-                tg.create_task(self._run_batch(group.items, slot, group))
+                if group.mode == "list" and self._chooser.list_off:
+                    group.mode = "get"
+                tg.create_task(self._run_batch(group.items, slot, group.mode, group))
                 continue
+            if self._followup:
+                followup = [self._followup.popleft() for _ in range(min(size, len(self._followup)))]
+                tg.create_task(self._run_batch(followup, slot, "get"))
+                continue
+            pick = self._chooser.next_batch(self._client.clock.now())
+            capacity = self._capacity(pick)
             batch: list[_Item] = []
             try:
-                while len(batch) < size:
+                while len(batch) < capacity:
                     if self._retry:
                         batch.append(self._retry.popleft())
                         continue
@@ -199,19 +233,39 @@ class _Engine:
                 slot.release()
                 raise
             if batch:
-                tg.create_task(self._run_batch(batch, slot))
+                tg.create_task(self._run_batch(batch, slot, pick.mode, probe=pick.probe))
                 continue
+            self._chooser.cancel(pick)
             slot.release()
             if input_done and not self._active:
+                log.info("%s", self._chooser.summary_line())
                 return
             self._wake.clear()
             if (
                 self._retry
                 or self._groups
+                or self._followup
                 or (not input_done and len(self._active) < self._max_active)
             ):
                 continue
             await self._wake.wait()
+
+    def _capacity(self, pick: Pick) -> int:
+        """IDs in the next batch: one per get command, up to LIST_PAGE per list command; a
+        probe of list carries one command."""
+        if pick.mode == "get":
+            return self._config.batch_size
+        return LIST_PAGE if pick.probe else self._list_capacity
+
+    def _requeue(self, items: list[_Item], *, front: bool = False) -> None:
+        """Back in line at once: follow-ups among follow-ups, the rest among primary batches."""
+        for item in reversed(items) if front else items:
+            queue = self._followup if item.via_get else self._retry
+            if front:
+                queue.appendleft(item)
+            else:
+                queue.append(item)
+        self._wake.set()
 
     def _invalid(self, value: Any) -> DealFailed:
         # The ID source validates; this guards the portal from PHP's (int) cast of junk.
@@ -232,12 +286,21 @@ class _Engine:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _run_batch(
-        self, items: list[_Item], slot: asyncio.Semaphore, group: _Group | None = None
+        self,
+        items: list[_Item],
+        slot: asyncio.Semaphore,
+        mode: Mode,
+        group: _Group | None = None,
+        *,
+        probe: bool = False,
     ) -> None:
         backoff: list[_Item] = []
         regroup: list[_Group] = []
         try:
-            await self._attempt(items, backoff, group, regroup)
+            if mode == "list":
+                await self._attempt_list(items, backoff, group, regroup, probe)
+            else:
+                await self._attempt(items, backoff, group, regroup)
         finally:
             slot.release()
             self._wake.set()
@@ -247,7 +310,7 @@ class _Engine:
             attempt = max(1, *(item.attempts for item in waiting))
             self._stats.retries += len(waiting)
             await self._client.clock.sleep(self._client.retry.delay(attempt))
-            self._retry.extend(backoff)
+            self._requeue(backoff)
             self._groups.extend(regroup)
             self._wake.set()
 
@@ -264,8 +327,7 @@ class _Engine:
             if 0 < fits < len(items):
                 # Spend what is left of the operating window now; the rest goes back first
                 # in line (no attempt spent) and waits for the window to move.
-                self._retry.extendleft(reversed(items[fits:]))
-                self._wake.set()
+                self._requeue(items[fits:], front=True)
                 items = items[:fits]
         ids = [item.id for item in items]
         try:
@@ -281,7 +343,11 @@ class _Engine:
             return
         except TransientError as exc:
             await self._whole_fault(items, answer_of(exc), group, backoff, regroup)
+            if self._config.batch_size > 1:
+                self._chooser.settled("get", measured=False)
             return
+        if self._config.batch_size > 1:
+            self._chooser.observed("get", reply.cost_s, reply.costed)
         by_id = {item.id: item for item in items}
         for deal_id, payload in reply.deals.items():
             item = by_id[deal_id]
@@ -298,7 +364,7 @@ class _Engine:
                 self._stats.operating_limited_commands += 1
             if decision.learn not in learnt:
                 learnt.add(decision.learn)
-                self._learn(decision.learn, err.code)
+                self._learn(decision.learn, err.code, DEAL_GET)
             if decision.next is Next.ABORT:
                 hint = fatal_hint(err.code, err.description)
                 fatal = fatal or FatalPortalError(
@@ -316,15 +382,130 @@ class _Engine:
             item = by_id[deal_id]
             await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
 
+    # -- the list strategy -------------------------------------------------------------------
+
+    async def _attempt_list(
+        self,
+        items: list[_Item],
+        backoff: list[_Item],
+        group: _Group | None,
+        regroup: list[_Group],
+        probe: bool,
+    ) -> None:
+        """One batch of `crm.deal.list` calls for `items` (at most LIST_PAGE IDs per call)."""
+        select_part, forms = await self._ensure_list_setup()
+        items = self._fit_list(items)
+        chunks = chunk_ids([item.id for item in items])
+        try:
+            reply, cost = await self._client.batch_list(chunks, select_part, forms)
+        except (RateLimited, OperatingLimited) as exc:
+            self._chooser.settled("list", measured=False)
+            answer = answer_of(exc)
+            for item in items:
+                await self._apply(item, decide(item.state, answer, self._budget), backoff)
+            return
+        except TransientError as exc:
+            # A poison deal spoils the whole answer: the same isolation as for get, with the
+            # halves' IDs as the @ID filters of their list calls.
+            self._chooser.settled("list", measured=False)
+            await self._whole_fault(items, answer_of(exc), group, backoff, regroup, "list")
+            return
+        if reply.stray:
+            self._disagreement(items, reply.stray)
+            return
+        answered = len(reply.deals) + len(reply.absent)
+        self._chooser.observed("list", cost, answered, len(reply.absent))
+        await self._take_list_reply(items, reply, backoff)
+
+    async def _take_list_reply(
+        self, items: list[_Item], reply: ListReply, backoff: list[_Item]
+    ) -> None:
+        by_id = {item.id: item for item in items}
+        stats = self._stats
+        stats.list_rows += len(reply.deals)
+        for deal_id, payload in reply.deals.items():
+            item = by_id[deal_id]
+            await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
+            stats.deals_fetched += 1
+        # Silently absent (deleted, hidden, never existed): a get names the reason. A list call
+        # refused for a reason that would end the ID or the run is asked again the same way:
+        # get answers per ID (`Not found`, `Access denied`) or refuses the run itself.
+        followups = [by_id[i] for i in reply.absent]
+        learnt: set[Learn] = set()
+        for deal_id, err in reply.errors.items():
+            item = by_id[deal_id]
+            answer = self._command_answer(err)
+            if answer.classified() in (Action.PERMANENT, Action.FATAL):
+                followups.append(item)
+                continue
+            decision = decide(item.state, answer, self._budget)
+            if decision.learn is Learn.OPERATING_LIMITED:
+                stats.operating_limited_commands += 1
+            if decision.learn not in learnt:
+                learnt.add(decision.learn)
+                self._learn(decision.learn, err.code, DEAL_LIST)
+            await self._apply(item, decision, backoff)
+        for item in followups:
+            item.via_get = True
+        stats.list_followups += len(followups)
+        self._requeue(followups)
+        for deal_id in reply.missing:
+            stats.missing_commands += 1
+            item = by_id[deal_id]
+            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
+
+    def _fit_list(self, items: list[_Item]) -> list[_Item]:
+        """Trim a list batch to what the operating window affords now and to what fits the
+        cloud's 60 s cap per request by measured cost; the rest goes back first in line."""
+        budget = self._client.pacer.budget(DEAL_LIST)
+        commands = -(-len(items) // LIST_PAGE)
+        fits = budget.affordable(commands)
+        if not 0 < fits < commands:
+            fits = commands
+        fits = budget.within_request_cap(fits)
+        if fits < commands:
+            self._requeue(items[fits * LIST_PAGE :], front=True)
+            items = items[: fits * LIST_PAGE]
+        return items
+
+    def _disagreement(self, items: list[_Item], stray: list[str]) -> None:
+        """A list answer carried deals that were not asked for: the portal did not apply the
+        @ID filter, so no list answer of this run can be trusted."""
+        shown = ", ".join(stray[:3])
+        why = f"crm.deal.list answered deals that were not asked for (ID {shown}): the portal "
+        why += "does not apply the @ID filter"
+        if self._chooser.strategy == "list":
+            raise FatalPortalError(
+                f"{self._client.portal}{why}; use --strategy get", code="LIST_DISAGREES"
+            )
+        if not self._chooser.list_off:
+            log.warning("%s; fetching with crm.deal.get for the rest of the run", why)
+            self._chooser.fall_back(why)
+        self._requeue(items)
+
+    async def _ensure_list_setup(self) -> tuple[str, dict[str, FieldForm]]:
+        """The `select` naming every described field, and the user fields' forms (once)."""
+        async with self._list_setup_lock:
+            if self._list_setup is None:
+                fields = await self._client.call(DEAL_FIELDS)
+                if not isinstance(fields, dict) or not fields:
+                    raise FatalPortalError(
+                        f"{self._client.portal}{DEAL_FIELDS} returned no field descriptions; "
+                        "cannot name the fields of a list call",
+                        code="BAD_FIELDS",
+                    )
+                self._list_setup = (select_query(list_select(fields)), user_field_forms(fields))
+            return self._list_setup
+
     def _command_answer(self, err: CommandError) -> AnswerClass:
         message = self._client.mask(f"{err.code or '(no code)'}: {err.description}")
         return AnswerClass("command", err.code, err.description, err.http_status, message)
 
-    def _learn(self, learn: Learn, code: str) -> None:
+    def _learn(self, learn: Learn, code: str, method: str) -> None:
         """Tell the pacer what a per-command refusal taught (once per answer)."""
         pacer = self._client.pacer
         if learn is Learn.OPERATING_LIMITED:
-            pacer.budget(DEAL_GET).on_limited(status=None, code=code)
+            pacer.budget(method).on_limited(status=None, code=code)
         elif learn is Learn.RATE_LIMITED:
             pacer.rate.on_rate_limited(None, status=None, code=code)
 
@@ -335,10 +516,11 @@ class _Engine:
         group: _Group | None,
         backoff: list[_Item],
         regroup: list[_Group],
+        mode: Mode = "get",
     ) -> None:
         """A whole request failed with a fault: retry each ID, or (when one command may be the
         cause) send the same set again or split it, as the core decides."""
-        group = group or _Group(items, mark=self._client.answered)
+        group = group or _Group(items, mark=self._client.answered, mode=mode)
         view = await self._view(group, len(items), answer)
         states = [item.state for item in items]
         verdict, decisions, strikes = decide_group(states, answer, self._budget, view)
@@ -349,14 +531,14 @@ class _Engine:
                 item.state = decision.state
             mark = self._client.answered
             for part in (items[:mid], items[mid:]):
-                self._groups.append(_Group(part, strikes, mark))
+                self._groups.append(_Group(part, strikes, mark, mode))
             self._wake.set()
             return
         survivors: list[_Item] = []
         for item, decision in zip(items, decisions, strict=True):
             await self._apply(item, decision, survivors)
         if verdict is Next.REGROUP and survivors:
-            regroup.append(_Group(survivors, strikes, group.mark))
+            regroup.append(_Group(survivors, strikes, group.mark, group.mode))
         else:
             backoff.extend(survivors)
 
@@ -415,8 +597,7 @@ class _Engine:
         if decision.next in (Next.RETRY, Next.REGROUP):
             backoff.append(item)
         elif decision.next is Next.REQUEUE:
-            self._retry.append(item)
-            self._wake.set()
+            self._requeue([item])
         elif decision.next is Next.FAIL:
             assert decision.failure is not None
             failure = decision.failure
@@ -433,6 +614,17 @@ class _Engine:
                     error_class=failure.error_class,
                 ),
             )
+
+
+def _chooser(client: PortalClient, config: FetchConfig) -> Chooser:
+    """The run's strategy state, kept on the client so the run can report it. A portal used
+    with `fetch.batch_size = 1` forbids batch: plain gets, whatever the strategy."""
+    strategy = config.strategy if config.batch_size > 1 else "get"
+    if client.strategy.strategy != strategy:
+        client.strategy = Chooser(strategy)
+        if strategy != config.strategy:
+            client.strategy.reason = "fetch.batch_size = 1: one crm.deal.get per request"
+    return client.strategy
 
 
 _MISSING = AnswerClass("missing", NOT_EXECUTED, message="command missing from the batch answer")
