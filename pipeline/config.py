@@ -127,7 +127,9 @@ class FetchConfig:
     max_attempts: int = 5
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
-    strategy: FetchStrategy = "auto"
+    #: "get" here, for code that builds a FetchConfig itself; a run's settings default to
+    #: "auto" (`pipeline.config_load`).
+    strategy: FetchStrategy = "get"
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 50:

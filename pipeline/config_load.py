@@ -587,7 +587,7 @@ def _build(
         output=output,
         limits=limits,
         transport=TransportConfig(**transport_values),
-        fetch=FetchConfig(**section("fetch")),
+        fetch=FetchConfig(**{"strategy": "auto", **section("fetch")}),
         log_format=cast(Literal["text", "json"], values.get("log_format", "text")),
         ids=ids,
         plan=plan,

@@ -69,7 +69,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.fetch.batch import DEAL_GET, BatchReply, CommandError
-from pipeline.fetch.classify import Action, fatal_hint
+from pipeline.fetch.classify import Action, fatal_hint, split_trigger
 from pipeline.fetch.client import CommandFailed, PortalClient, answer_of
 from pipeline.fetch.decide import (
     LIMIT_RETRIES_EXHAUSTED,
@@ -406,9 +406,20 @@ class _Engine:
             return
         except TransientError as exc:
             # A poison deal spoils the whole answer: the same isolation as for get, with the
-            # halves' IDs as the @ID filters of their list calls.
+            # halves' IDs as the @ID filters of their list calls. An ID isolated alone goes on
+            # as a get of its own (same strikes, no attempt spent), so it ends exactly as under
+            # the get strategy, and a list answer that is not about it cannot end it.
             self._chooser.settled("list", measured=False)
-            await self._whole_fault(items, answer_of(exc), group, backoff, regroup, "list")
+            answer = answer_of(exc)
+            if len(items) == 1 and split_trigger(answer.code, answer.status) is not None:
+                (item,) = items
+                item.via_get = True
+                strikes = group.strikes if group else 0
+                mark = group.mark if group else self._client.answered
+                self._groups.append(_Group(items, strikes, mark, "get"))
+                self._wake.set()
+                return
+            await self._whole_fault(items, answer, group, backoff, regroup, "list")
             return
         if reply.stray:
             self._disagreement(items, reply.stray)
