@@ -64,6 +64,12 @@ SUITE = (
         ("--ids", "4000", "--processing-ms", "200", "--time-scale", "100"),
         600,
     ),
+    Bench(
+        "bench_strategy",
+        ("--ids", "300000", "--time-scale", "100"),
+        ("--ids", "3000", "--time-scale", "100"),
+        1800,
+    ),
     Bench("bench_scale", (), ("--sizes", "50000,150000"), 900),
     Bench(
         "bench_peer",
@@ -266,6 +272,33 @@ def rows_ceiling(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def rows_strategy(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    scaled = " (extrapolated from the measured ratio)" if r.get("extrapolated_to_1m") else ""
+    for run in r["runs"]:
+        ratio = "n/a" if run["ratio"] is None else f"{run['ratio']:.3f}"
+        rows.append(
+            (
+                "strategy",
+                f"{r['ids']:,} IDs, --strategy {run['strategy']}: time / its minimum",
+                f"{ratio} ({run['elapsed_sim_s']:,.0f} s / {run['minimum_s']:,.0f} s), "
+                f"{run['blocked']} blocked",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "strategy",
+                f"1,000,000 IDs, --strategy {run['strategy']}{scaled}",
+                f"{run['estimate_1m_s'] / 3600:.2f} h (minimum {run['minimum_1m_s'] / 3600:.2f} h)",
+                "auto < 1 h" + _verdict(run["estimate_1m_s"] < 3600)
+                if run["strategy"] == "auto"
+                else "",
+            )
+        )
+    return rows
+
+
 def rows_scale(r: dict[str, Any]) -> list[Row]:
     rss, wall = r["peak_rss_mb"], r["wall_s"]
     sizes = " vs ".join(f"{int(k):,}" for k in rss)
@@ -347,6 +380,7 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "bench_ids": rows_ids,
     "bench_e2e": rows_e2e,
     "bench_ceiling": rows_ceiling,
+    "bench_strategy": rows_strategy,
     "bench_scale": rows_scale,
     "bench_peer": rows_peer,
 }

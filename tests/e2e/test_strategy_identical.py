@@ -50,7 +50,9 @@ def _data(root: Path) -> pa.Table:
 
 
 def _sidecar(root: Path) -> pa.Table:
-    return read_sidecar(root).drop(RUN_COLUMNS).sort_by([("id", "ascending"), ("stage", "ascending")])
+    return (
+        read_sidecar(root).drop(RUN_COLUMNS).sort_by([("id", "ascending"), ("stage", "ascending")])
+    )
 
 
 def _strategy(root: Path) -> dict[str, Any]:
@@ -67,8 +69,10 @@ async def test_get_and_list_give_identical_datasets_and_sidecars(
     by_get = await _export(sim, tmp_path / "get", "get")
     by_list = await _export(sim, tmp_path / "list", "list")
     assert by_get.exit_code == by_list.exit_code
-    assert by_get.exported == by_list.exported == len(
-        set(sim.portal.visible_ids) & set(range(1, 301)) - {30, 31, 190}
+    assert (
+        by_get.exported
+        == by_list.exported
+        == len(set(sim.portal.visible_ids) & set(range(1, 301)) - {30, 31, 190})
     )
     reasons = by_list.failures_by_reason
     assert reasons == by_get.failures_by_reason
