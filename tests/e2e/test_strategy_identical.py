@@ -13,6 +13,8 @@ import pytest
 from pipeline.api import export_async
 from pipeline.errors import FatalPortalError
 from pipeline.simulator import RunningSimulator, SimulatorConfig
+from pipeline.simulator.config import EMPTY_MULTIPLE_FORMS
+from pipeline.simulator.fields import ALL_USER_FIELD_KINDS
 from tests.e2e.helpers import read_data, read_sidecar
 
 #: Columns that name the run or when it saw a failure, not the portal's data.
@@ -22,7 +24,7 @@ FAST: dict[str, Any] = {"rate": 0, "operating_budget": "off"}
 
 def _portal(**extra: Any) -> SimulatorConfig:
     """Missing (gaps past the end too), deleted, hidden and poison deals, every UF kind the
-    simulator knows, every empty form of a multiple UF mixed."""
+    simulator knows (a multiple of every type among them), empty multiples in every form."""
     values: dict[str, Any] = {
         "deals": 260,
         "seed": 11,
@@ -30,6 +32,7 @@ def _portal(**extra: Any) -> SimulatorConfig:
         "deleted_fraction": 0.05,
         "poison_ids": frozenset({30, 31, 190}),
         "empty_multiple": "mix",
+        "user_fields": ALL_USER_FIELD_KINDS,
         **extra,
     }
     return SimulatorConfig(**values)
@@ -61,11 +64,14 @@ def _strategy(root: Path) -> dict[str, Any]:
     return strategy
 
 
-@pytest.mark.parametrize("poison_answer", ["wrong_encoding", "error_500"])
+@pytest.mark.parametrize(
+    ("poison_answer", "empty_multiple"),
+    [("wrong_encoding", form) for form in EMPTY_MULTIPLE_FORMS] + [("error_500", "mix")],
+)
 async def test_get_and_list_give_identical_datasets_and_sidecars(
-    simulator: Any, tmp_path: Path, poison_answer: str
+    simulator: Any, tmp_path: Path, poison_answer: str, empty_multiple: str
 ) -> None:
-    sim = await simulator(_portal(poison_answer=poison_answer))
+    sim = await simulator(_portal(poison_answer=poison_answer, empty_multiple=empty_multiple))
     by_get = await _export(sim, tmp_path / "get", "get")
     by_list = await _export(sim, tmp_path / "list", "list")
     assert by_get.exit_code == by_list.exit_code
