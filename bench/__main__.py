@@ -66,9 +66,9 @@ SUITE = (
     ),
     Bench(
         "bench_strategy",
-        ("--ids", "300000", "--time-scale", "100"),
+        ("--ids", "1000000"),
         ("--ids", "3000", "--time-scale", "100"),
-        1800,
+        3600,
     ),
     Bench("bench_scale", (), ("--sizes", "50000,150000"), 900),
     Bench(

@@ -203,9 +203,9 @@ class _Engine:
                     group.mode = "get"
                 tg.create_task(self._run_batch(group.items, slot, group.mode, group))
                 continue
-            if self._followup:
-                followup = [self._followup.popleft() for _ in range(min(size, len(self._followup)))]
-                tg.create_task(self._run_batch(followup, slot, "get"))
+            if len(self._followup) >= size:
+                # Follow-ups go in full batches: a request is what the rate limit counts.
+                tg.create_task(self._run_batch(self._followups(size), slot, "get"))
                 continue
             pick = self._chooser.next_batch(self._client.clock.now())
             capacity = self._capacity(pick)
@@ -236,6 +236,10 @@ class _Engine:
                 tg.create_task(self._run_batch(batch, slot, pick.mode, probe=pick.probe))
                 continue
             self._chooser.cancel(pick)
+            if self._followup:
+                # Nothing else to send: the last follow-ups go in a batch of their own.
+                tg.create_task(self._run_batch(self._followups(size), slot, "get"))
+                continue
             slot.release()
             if input_done and not self._active:
                 log.info("%s", self._chooser.summary_line())
@@ -256,6 +260,9 @@ class _Engine:
         if pick.mode == "get":
             return self._config.batch_size
         return LIST_PAGE if pick.probe else self._list_capacity
+
+    def _followups(self, size: int) -> list[_Item]:
+        return [self._followup.popleft() for _ in range(min(size, len(self._followup)))]
 
     def _requeue(self, items: list[_Item], *, front: bool = False) -> None:
         """Back in line at once: follow-ups among follow-ups, the rest among primary batches."""
