@@ -44,6 +44,14 @@ Shape of the machinery (all bounded):
 * A fatal answer raises FatalPortalError out of the iterator promptly; in-flight work is
   cancelled. Closing the iterator early (or cancelling its consumer) cancels everything too;
   use `contextlib.aclosing` when you may stop early.
+* Strategy (`fetch.strategy`, `pipeline.fetch.strategy` decides): a batch is either up to
+  `batch_size` `crm.deal.get` commands or up to `batch_size` `crm.deal.list` commands with an
+  `@ID` filter of up to 50 IDs each (`pipeline.fetch.listing`), trimmed to the operating window
+  and, by measured cost, to well inside the cloud's 60 s cap per request. IDs a list call does
+  not return (deleted, hidden) are fetched again with `crm.deal.get`, so each ends with the
+  portal's own reason; a list answer with rows that were not asked for makes `auto` fetch the
+  rest with get and fails a `list` run. Poison isolation splits list batches the same way; an ID
+  isolated alone goes on as a get, so it ends exactly as under the get strategy.
 * Duplicates: an ID that arrives while the same ID is still being worked on, or among the last
   RECENT_WINDOW finished IDs, is dropped (one outcome serves both). Global de-duplication is the
   ID source's job: remembering every ID ever seen would make memory grow with the input.
@@ -160,7 +168,7 @@ class _Engine:
         self._stats = client.stats
         self._budget = RetryBudget.from_config(config)
         self._retry: deque[_Item] = deque()
-        #: IDs a list call did not return, for `crm.deal.get` (sent before anything else).
+        #: IDs a list call did not return, for `crm.deal.get` (in full batches, see _dispatch).
         self._followup: deque[_Item] = deque()
         self._groups: deque[_Group] = deque()
         self._active: set[int] = set()
