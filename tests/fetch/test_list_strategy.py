@@ -163,3 +163,20 @@ def test_rows_that_were_not_asked_for_are_a_disagreement() -> None:
     reply = parse_list_batch({"result": {"l0": [{"ID": "1"}, {"ID": "99"}]}}, [[1, 2]], {})
     assert reply.stray == ["99"]
     assert parse_list_batch({"result": {"l0": [{"TITLE": "x"}]}}, [[1]], {}).stray == ["None"]
+
+
+async def test_a_batch_is_sized_to_half_the_60_s_cap_by_measured_cost() -> None:
+    from pipeline.clock import VirtualClock
+    from pipeline.config import LimitsConfig
+    from pipeline.fetch.pacing import Observation, OperatingBudget
+    from pipeline.fetch.stats import FetchStats
+
+    budget = OperatingBudget(LimitsConfig(), VirtualClock(), FetchStats(), "crm.deal.list")
+    assert budget.within_request_cap(50) == 1  # nothing measured yet: one call first
+    reservation = await budget.reserve(1)
+    budget.release(reservation, Observation(operating=2.0, reset_at=None, per_command_s=2.0))
+    assert budget.within_request_cap(50) == 15  # 30 s / 2 s
+    assert budget.within_request_cap(10) == 10
+    reservation = await budget.reserve(1)
+    budget.release(reservation, Observation(operating=4.0, reset_at=None, per_command_s=90.0))
+    assert budget.within_request_cap(50) == 1  # never zero
