@@ -183,6 +183,8 @@ class _Engine:
         #: The list commands' `select` part and the user fields' forms (from crm.deal.fields).
         self._list_setup: tuple[str, dict[str, FieldForm]] | None = None
         self._list_setup_lock = asyncio.Lock()
+        #: A deal this run fetched by list: the meter of follow-up batches (see `_meter_for`).
+        self._meter_id: int | None = None
         #: `client.answered` when the last health probe failed (None: none failed yet). While
         #: the client has answered nothing since, the portal is taken as down.
         self._probe_failed_at: int | None = None
@@ -344,10 +346,14 @@ class _Engine:
                 # in line (no attempt spent) and waits for the window to move.
                 self._requeue(items[fits:], front=True)
                 items = items[:fits]
+        meter = self._meter_for(items)
         ids = [item.id for item in items]
         try:
             if self._config.batch_size == 1:
                 reply = await self._single(ids[0])
+            elif meter is not None:
+                reply = await client.batch_get([*ids, meter])
+                _drop(reply, meter)
             else:
                 reply = await client.batch_get(ids)
         except (RateLimited, OperatingLimited) as exc:
@@ -449,6 +455,8 @@ class _Engine:
         by_id = {item.id: item for item in items}
         stats = self._stats
         stats.list_rows += len(reply.deals)
+        if reply.deals:
+            self._meter_id = max(reply.deals)
         for deal_id, payload in reply.deals.items():
             item = by_id[deal_id]
             await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
@@ -522,6 +530,19 @@ class _Engine:
                     )
                 self._list_setup = (select_query(list_select(fields)), user_field_forms(fields))
             return self._list_setup
+
+    def _meter_for(self, items: list[_Item]) -> int | None:
+        """A deal known to exist, fetched last in a batch of follow-ups. Follow-ups are absent
+        deals, their commands all fail, and a failed command reports no `operating` though the
+        portal charges it (it ran): without one answered get the pacer would send them blind
+        into crm.deal.get's budget. Its answer, last in the batch, carries the method's total
+        after every follow-up before it, and its cost per command."""
+        if self._meter_id is None or not items or not all(item.via_get for item in items):
+            return None
+        if len(items) >= self._config.batch_size:
+            self._requeue(items[self._config.batch_size - 1 :], front=True)
+            del items[self._config.batch_size - 1 :]
+        return self._meter_id
 
     def _command_answer(self, err: CommandError) -> AnswerClass:
         message = self._client.mask(f"{err.code or '(no code)'}: {err.description}")
@@ -651,6 +672,14 @@ def _chooser(client: PortalClient, config: FetchConfig) -> Chooser:
         if strategy != config.strategy:
             client.strategy.reason = "fetch.batch_size = 1: one crm.deal.get per request"
     return client.strategy
+
+
+def _drop(reply: BatchReply, deal_id: int) -> None:
+    """Forget the meter's own answer: its deal was already emitted by the list call."""
+    reply.deals.pop(deal_id, None)
+    reply.errors.pop(deal_id, None)
+    if deal_id in reply.missing:
+        reply.missing.remove(deal_id)
 
 
 _MISSING = AnswerClass("missing", NOT_EXECUTED, message="command missing from the batch answer")

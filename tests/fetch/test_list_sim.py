@@ -107,3 +107,37 @@ async def test_absent_ids_end_with_gets_reason(can_read: bool) -> None:
         else:
             assert outcome.message == "Not found"
     assert client.stats.list_followups == sum(isinstance(o, DealFailed) for o in outcomes.values())
+
+
+async def test_follow_up_gets_of_absent_ids_are_paced_against_gets_own_budget() -> None:
+    # A third of the IDs are absent: their follow-up gets all fail, and failed commands report
+    # no `operating`, yet each is charged to crm.deal.get's budget.
+    cfg = SimulatorConfig(
+        deals=3000,
+        seed=9,
+        plan="standard",
+        operating_budget_s=20.0,
+        processing_ms=20.0,
+        list_processing_ms=10.0,
+        list_row_processing_ms=0.0,
+        hidden_fraction=0.1,
+        deleted_fraction=0.25,
+    )
+    clock = VirtualClock()
+    async with clock.autojump(), running_simulator(cfg, clock=clock) as sim:
+        ids = list(range(1, 3001))
+        limits = LimitsConfig(
+            rate=cfg.rate, burst=cfg.burst, headroom=0.02, operating_budget_s=20.0,
+            operating_headroom=0.0,
+        )  # fmt: skip
+        client, _ = virtual_client(
+            sim.webhook_url, clock, limits=limits, fetch=FetchConfig(strategy="list")
+        )
+        async with client:
+            outcomes = await fetch_all(client, ids)
+        stats = sim.stats()
+        visible = set(sim.portal.visible_ids)
+    assert sorted(o.id for o in outcomes) == ids
+    assert {o.id for o in outcomes if isinstance(o, DealFetched)} == visible & set(ids)
+    assert stats["deal_gets"] * 0.02 > 20.0  # the follow-ups alone overrun one window
+    assert stats["operating_limited"] == stats["operating_limited_commands"] == 0, stats
