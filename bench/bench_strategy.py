@@ -29,11 +29,12 @@ import argparse
 import math
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from bench import write_result
-from bench.bench_ceiling import BUDGET_S, BURST, RATE, _poll_batches, ideal_schedule
+from bench.bench_ceiling import BUDGET_S, BURST, RATE, ideal_schedule
 from bench.bench_e2e import (
     Measured,
     SimulatorProcess,
@@ -68,6 +69,25 @@ def minimum_list(ids: int, absent_share: float) -> float:
     requests = math.ceil(calls / PAGE) + math.ceil(absent / PAGE)
     rate_bound = max(0, requests - BURST) / RATE
     return max(by_list, by_get, rate_bound)
+
+
+def _poll_batches(
+    sim: SimulatorProcess, stop: threading.Event, seen: list[tuple[float, int]]
+) -> None:
+    """`bench_ceiling`'s poller, kept alive through a stats call that fails while the
+    simulator is busy (a dead poller would end the measured span early)."""
+    last = -1
+    while not stop.is_set():
+        try:
+            count = sim.stats()["by_method"].get("batch", 0)
+        except Exception:  # a busy simulator: the next poll will do
+            time.sleep(0.05)
+            continue
+        now = time.monotonic()
+        if count != last:
+            seen.append((now, count))
+            last = count
+        time.sleep(0.01)
 
 
 def one_run(strategy: str, *, ids: int, scale: float, timeout_s: float) -> dict[str, Any]:
