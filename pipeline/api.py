@@ -143,6 +143,7 @@ async def export_async(
     concurrency: int | None = None,
     batch_size: int | None = None,
     max_attempts: int | None = None,
+    strategy: Literal["get", "list", "auto"] | None = None,
     chunk_size: int | None = None,
     partition_by: str | None = None,
     partition_transform: Literal["none", "value", "year", "month", "day"] | None = None,
@@ -172,7 +173,7 @@ async def export_async(
             **_portal_overrides(
                 webhook_url=webhook_url, token_file=token_file, plan=plan, rate=rate, burst=burst,
                 headroom=headroom, operating_budget=operating_budget, concurrency=concurrency,
-                batch_size=batch_size, max_attempts=max_attempts,
+                batch_size=batch_size, max_attempts=max_attempts, strategy=strategy,
             ),
         }  # fmt: skip
         loaded = secrets.load(config, overrides)
@@ -218,6 +219,7 @@ def export(
     concurrency: int | None = None,
     batch_size: int | None = None,
     max_attempts: int | None = None,
+    strategy: Literal["get", "list", "auto"] | None = None,
     chunk_size: int | None = None,
     partition_by: str | None = None,
     partition_transform: Literal["none", "value", "year", "month", "day"] | None = None,
@@ -272,6 +274,7 @@ def export(
         webhook_url=webhook_url, token_file=token_file, config=config, plan=plan, rate=rate,
         burst=burst, headroom=headroom, operating_budget=operating_budget,
         concurrency=concurrency, batch_size=batch_size, max_attempts=max_attempts,
+        strategy=strategy,
         chunk_size=chunk_size, partition_by=partition_by,
         partition_transform=partition_transform, existing_data_behavior=existing_data_behavior,
         break_lock=break_lock, progress=progress, log=log,
@@ -296,6 +299,7 @@ async def retry_async(
     concurrency: int | None = None,
     batch_size: int | None = None,
     max_attempts: int | None = None,
+    strategy: Literal["get", "list", "auto"] | None = None,
     break_lock: bool = False,
     log: bool = False,
 ) -> ExportResult:
@@ -309,7 +313,7 @@ async def retry_async(
             **_portal_overrides(
                 webhook_url=webhook_url, token_file=token_file, plan=plan, rate=rate, burst=burst,
                 headroom=headroom, operating_budget=operating_budget, concurrency=concurrency,
-                batch_size=batch_size, max_attempts=max_attempts,
+                batch_size=batch_size, max_attempts=max_attempts, strategy=strategy,
             ),
         }  # fmt: skip
         loaded = secrets.load(config, overrides)
@@ -344,6 +348,7 @@ def retry(
     concurrency: int | None = None,
     batch_size: int | None = None,
     max_attempts: int | None = None,
+    strategy: Literal["get", "list", "auto"] | None = None,
     break_lock: bool = False,
     log: bool = False,
 ) -> ExportResult:
@@ -367,6 +372,7 @@ def retry(
         plan=plan,
         rate=rate, burst=burst, headroom=headroom, operating_budget=operating_budget,
         concurrency=concurrency, batch_size=batch_size, max_attempts=max_attempts,
+        strategy=strategy,
         break_lock=break_lock, log=log,
     )  # fmt: skip
 
@@ -474,6 +480,7 @@ def _portal_overrides(
     concurrency: int | None,
     batch_size: int | None,
     max_attempts: int | None,
+    strategy: str | None = None,
 ) -> dict[str, object]:
     """The CLI's portal options under the loader keys `deal-export` maps them to."""
     return {
@@ -487,6 +494,7 @@ def _portal_overrides(
         "fetch.concurrency": concurrency,
         "fetch.batch_size": batch_size,
         "fetch.max_attempts": max_attempts,
+        "fetch.strategy": strategy,
     }
 
 
@@ -508,6 +516,7 @@ _ARGUMENT_NAMES: Final[Mapping[str, str]] = {
     "fetch.concurrency": "concurrency",
     "fetch.batch_size": "batch_size",
     "fetch.max_attempts": "max_attempts",
+    "fetch.strategy": "strategy",
     "ids.column": "ids_column",
     "ids.modified_since": "modified_since",
 }

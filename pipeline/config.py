@@ -9,7 +9,7 @@ dataclass built directly (the Python API, tests) is checked exactly as a loaded 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from pipeline.entity import EntityName
 from pipeline.errors import UsageError
@@ -22,6 +22,9 @@ ExistingDataBehavior = Literal["error", "overwrite", "resume"]
 TableFormat = Literal["parquet", "delta"]
 #: Which schema changes a Delta output follows (pipeline/output/delta/contract.py).
 SchemaContract = Literal["add-columns", "evolve", "freeze"]
+FetchStrategy = Literal["get", "list", "auto"]
+#: The strategy of a FetchConfig built in code rather than loaded from settings.
+LIBRARY_STRATEGY: Final = "get"
 
 #: Documented leaky-bucket parameters per plan: drain rate (req/s) and burst (requests).
 PLAN_LIMITS: dict[str, tuple[float, int]] = {
@@ -113,18 +116,25 @@ class TransportConfig:
 
 @dataclass(frozen=True, slots=True)
 class FetchConfig:
-    """How IDs are fetched: commands per `batch`, batches in flight, attempts per ID."""
+    """How IDs are fetched: commands per `batch`, batches in flight, attempts per ID, and the
+    method (`strategy`: `crm.<entity>.get` per ID, `crm.<entity>.list` per 50 IDs, or `auto`, the
+    cheaper one as measured on the portal; see `pipeline.fetch.strategy`)."""
 
     batch_size: int = default("fetch.batch_size", int)
     concurrency: int = default("fetch.concurrency", int)
     max_attempts: int = default("fetch.max_attempts", int)
     backoff_base_s: float = default("fetch.backoff_base_s", float)
     backoff_max_s: float = default("fetch.backoff_max_s", float)
+    #: A run's settings default to "auto" (`pipeline.settings`); code that builds a FetchConfig
+    #: itself gets "get", one request per ID (the library default: exact request counts).
+    strategy: FetchStrategy = LIBRARY_STRATEGY
 
     def __post_init__(self) -> None:
         check_fields("fetch", self)
         if self.backoff_max_s < self.backoff_base_s:
             raise UsageError("fetch.backoff_base_s must be <= fetch.backoff_max_s")
+        if self.strategy == "list" and self.batch_size == 1:
+            raise UsageError("fetch.strategy = list needs batch (fetch.batch_size > 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +183,7 @@ __all__ = [
     "Auth",
     "ExistingDataBehavior",
     "FetchConfig",
+    "FetchStrategy",
     "LimitsConfig",
     "OAuthAuth",
     "OutputConfig",

@@ -492,7 +492,7 @@ def _build(
         output=output,
         limits=limits,
         transport=TransportConfig(**transport_values),
-        fetch=FetchConfig(**section("fetch")),
+        fetch=FetchConfig(**{"strategy": default("fetch.strategy", str), **section("fetch")}),
         log_format=cast(Literal["text", "json"], values.get("log_format", "text")),
         ids=ids,
         entity=cast(EntityName, values.get("entity", "deal")),

@@ -15,12 +15,17 @@ calls run sequentially):
 
 The slowest ceiling binds. The per-deal cost is an assumption (`--ms-per-deal`): the portal reports
 it as `time.operating` in each response, so measure it on a small run and plan with that.
+
+The list strategy (`estimate_list`) is the same arithmetic with other units: one request carries
+`batch_size` crm.<entity>.list calls of up to 50 IDs each, and one call costs a base plus a part per
+row (assumptions too: no official figure exists; `auto` measures both on the portal). Its calls
+are charged to crm.<entity>.list's own budget.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from pipeline.config import FetchConfig, LimitsConfig
@@ -32,6 +37,11 @@ LimitName = Literal["rate", "operating", "concurrency"]
 REQUEST_CUTOFF_S: Final = 60.0
 DEFAULT_MS_PER_DEAL: Final = 30.0
 DEFAULT_LATENCY_MS: Final = 150.0
+#: The list model's assumed cost of one crm.<entity>.list call: a base plus a part per row.
+DEFAULT_LIST_MS: Final = 20.0
+DEFAULT_LIST_ROW_MS: Final = 2.0
+#: IDs per list call (one page).
+LIST_PAGE: Final = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +164,23 @@ def estimate(inputs: PlanInputs) -> PlanEstimate:
     )
 
 
+def estimate_list(
+    inputs: PlanInputs,
+    list_ms: float = DEFAULT_LIST_MS,
+    row_ms: float = DEFAULT_LIST_ROW_MS,
+) -> PlanEstimate:
+    """The same estimate for the list strategy: `batch_size` list calls of LIST_PAGE IDs per
+    request, each costing `list_ms + LIST_PAGE * row_ms` (deals a list call does not return
+    cost one crm.<entity>.get more each; not modelled here)."""
+    per_deal = (list_ms + LIST_PAGE * row_ms) / LIST_PAGE
+    return estimate(replace(inputs, batch_size=inputs.batch_size * LIST_PAGE, ms_per_deal=per_deal))
+
+
+def auto_pick(get: PlanEstimate, listed: PlanEstimate) -> Literal["get", "list"]:
+    """What `auto` would use: the method with less operating time per deal (list on a tie)."""
+    return "list" if listed.inputs.ms_per_deal <= get.inputs.ms_per_deal else "get"
+
+
 def _warnings(inputs: PlanInputs, per_request: float, binding: Ceiling) -> tuple[str, ...]:
     out = []
     if per_request > REQUEST_CUTOFF_S:
@@ -176,11 +203,15 @@ def _warnings(inputs: PlanInputs, per_request: float, binding: Ceiling) -> tuple
 
 __all__ = [
     "DEFAULT_LATENCY_MS",
+    "DEFAULT_LIST_MS",
+    "DEFAULT_LIST_ROW_MS",
     "DEFAULT_MS_PER_DEAL",
     "REQUEST_CUTOFF_S",
     "Ceiling",
     "LimitName",
     "PlanEstimate",
     "PlanInputs",
+    "auto_pick",
     "estimate",
+    "estimate_list",
 ]

@@ -704,7 +704,7 @@ async def _write_export(
                 "input_lines": idset.counts.lines,
             },
             config=effective_config_dict(config),
-            limits=stats.as_dict(),
+            limits={**stats.as_dict(), "strategy": client.strategy.report()},
             watermark=watermark,
             schema_drift=drift,
         )
@@ -776,6 +776,7 @@ async def retry_failed(
             fetched.clear()
             failed.clear()
 
+        strategy: dict[str, Any] = {}
         if retry_ids:
             size = out.config.chunk_size
             async with _client(config, clock, stats, on_tokens_rotated) as client:
@@ -789,9 +790,10 @@ async def retry_failed(
                         (retryable if outcome.retryable else permanent)[reason] += 1
                     if len(fetched) + len(failed) >= size:
                         await commit()
+                strategy = client.strategy.report()
             if fetched or failed:
                 await commit()
-        manifest = out.finalize(limits=stats.as_dict())
+        manifest = out.finalize(limits={**stats.as_dict(), "strategy": strategy})
         uri = out.uri
     await _settle_tokens(on_tokens_rotated)
     counts_section = manifest.get("counts", {})

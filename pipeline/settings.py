@@ -39,6 +39,7 @@ ID_FORMATS: Final = ("auto", "text", "csv", "parquet", "range")
 LOG_FORMATS: Final = ("text", "json")
 TABLE_FORMATS: Final = ("parquet", "delta")
 SCHEMA_CONTRACTS: Final = ("add-columns", "evolve", "freeze")
+FETCH_STRATEGIES: Final = ("get", "list", "auto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +239,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting("fetch.backoff_base_s", "float", 1.0, minimum=0),
     Setting("fetch.backoff_max_s", "float", 60.0, minimum=0),
+    Setting(
+        "fetch.strategy",
+        "choice",
+        "auto",
+        choices=FETCH_STRATEGIES,
+        flags=("--strategy",),
+        help="get: one get command per ID; list: one list call per 50 IDs (@ID filter); auto "
+        "(default): the cheaper per deal as measured on this portal, re-checked as the run goes.",
+    ),
     # ------------------------------------------------------------------------------ output
     Setting(
         "output.root",

@@ -62,6 +62,10 @@ async def fault_mix(ctx: Context) -> Outcome:
             "20",
             "--concurrency",
             "6",
+            # One command per deal: enough requests for every fault kind to meet the run (list
+            # calls would carry up to 1,000 IDs per request here and leave some kinds unseen).
+            "--strategy",
+            "get",
             *UNPACED,
         ]
         first = await ctx.cli(args, env=ctx.env(sim), cwd=work, limit_s=150)

@@ -28,6 +28,8 @@ COMMAND_ONLY: Final[Mapping[str, str]] = {
     "--id-column": "hidden: the old spelling of --ids-column",
     "--ms-per-deal": "plan only: an assumption of the estimate",
     "--latency-ms": "plan only: an assumption of the estimate",
+    "--list-ms": "plan only: an assumption of the estimate",
+    "--list-row-ms": "plan only: an assumption of the estimate",
     "--json": "plan/state only: the output format of the command",
     "--version": "the group's version flag",
     "--help": "click's help",

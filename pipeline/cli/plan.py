@@ -19,10 +19,14 @@ from pipeline.errors import UsageError
 from pipeline.ids import IdFormat, load_ids
 from pipeline.plan import (
     DEFAULT_LATENCY_MS,
+    DEFAULT_LIST_MS,
+    DEFAULT_LIST_ROW_MS,
     DEFAULT_MS_PER_DEAL,
     PlanEstimate,
     PlanInputs,
+    auto_pick,
     estimate,
+    estimate_list,
 )
 from pipeline.progress import format_duration
 from pipeline.summary import EXIT_USAGE
@@ -46,6 +50,7 @@ PLAN_SETTINGS: tuple[str, ...] = (
     "limits.operating_budget_s",
     "fetch.batch_size",
     "fetch.concurrency",
+    "fetch.strategy",
     "entity",
 )
 
@@ -84,6 +89,20 @@ PLAN_SETTINGS: tuple[str, ...] = (
     show_default=True,
     help="Assumed round trip per request.",
 )
+@click.option(
+    "--list-ms",
+    type=float,
+    default=DEFAULT_LIST_MS,
+    show_default=True,
+    help="Assumed server time of one crm.<entity>.list call (base).",
+)
+@click.option(
+    "--list-row-ms",
+    type=float,
+    default=DEFAULT_LIST_ROW_MS,
+    show_default=True,
+    help="Assumed server time per row a crm.<entity>.list call returns.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON object.")
 def plan(
     n: str | None,
@@ -91,6 +110,8 @@ def plan(
     config_path: str | None,
     ms_per_deal: float,
     latency_ms: float,
+    list_ms: float,
+    list_row_ms: float,
     as_json: bool,
     **kw: Any,
 ) -> None:
@@ -122,6 +143,8 @@ def plan(
         )
         if ms_per_deal < 0 or latency_ms < 0:
             raise UsageError("--ms-per-deal and --latency-ms must be >= 0")
+        if list_ms < 0 or list_row_ms < 0:
+            raise UsageError("--list-ms and --list-row-ms must be >= 0")
         values = setting_values(kw)
         config = load_config(
             config_path=config_path,
@@ -132,21 +155,58 @@ def plan(
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE, as_json=json_wanted((), os.environ))
     kind = entity_named(config.entity)
-    result = estimate(
-        PlanInputs.from_config(
-            count,
-            config.limits,
-            config.fetch,
-            ms_per_deal=ms_per_deal,
-            latency_ms=latency_ms,
-            noun=kind.plural,
-        )
+    inputs = PlanInputs.from_config(
+        count,
+        config.limits,
+        config.fetch,
+        ms_per_deal=ms_per_deal,
+        latency_ms=latency_ms,
+        noun=kind.plural,
     )
+    by_get = estimate(inputs)
+    by_list = estimate_list(inputs, list_ms, list_row_ms)
+    picked = auto_pick(by_get, by_list)
+    chosen = config.fetch.strategy
+    # The headline stays get's unless list is asked for: the list figures rest on assumed
+    # costs, and `auto` only settles on the portal itself.
+    result = by_list if chosen == "list" else by_get
     if as_json:
-        click.echo(json.dumps(_as_dict(result, config.plan)))
+        out = _as_dict(result, config.plan)
+        out["strategy"] = {
+            "chosen": chosen,
+            "auto_picks": picked,
+            "list_ms": list_ms,
+            "list_row_ms": list_row_ms,
+            "get": _as_dict(by_get, config.plan),
+            "list": _as_dict(by_list, config.plan),
+        }
+        click.echo(json.dumps(out))
     else:
         for line in render_plan(result, config.plan):
             click.echo(line)
+        for line in render_strategies(by_get, by_list, picked, list_ms, list_row_ms):
+            click.echo(line)
+
+
+def render_strategies(
+    by_get: PlanEstimate, by_list: PlanEstimate, picked: str, list_ms: float, row_ms: float
+) -> list[str]:
+    """Both strategies side by side, and what `auto` would start with."""
+    lines = [
+        f"Strategies (list assumed {list_ms:g} ms + {row_ms:g} ms per row per call; deals a "
+        "list call does not return cost one get each):"
+    ]
+    for name, result in (("get", by_get), ("list", by_list)):
+        lines.append(
+            f"  {name:<6}{format_duration(result.seconds):>10}  "
+            f"{result.inputs.ms_per_deal:.2f} ms per deal, {result.requests:,} requests, "
+            f"{result.binding.name} binds"
+        )
+    lines.append(
+        f"auto would use {picked} (less operating time per deal); it measures both on the "
+        "portal and re-checks as the run goes."
+    )
+    return lines
 
 
 def render_plan(result: PlanEstimate, plan_name: str) -> list[str]:

@@ -20,6 +20,7 @@ from pipeline.clock import ScaledClock
 from pipeline.config_load import LoadedConfig, load_config, secrets_of
 from pipeline.entity import entity_named
 from pipeline.errors import UsageError
+from pipeline.fetch.strategy import strategy_line
 from pipeline.logs import LEVELS, json_record, log_event, parse_level, set_run_id, setup_logging
 from pipeline.output.lock import break_lock
 from pipeline.progress import DisplayStream, Mode, Progress
@@ -49,6 +50,7 @@ PORTAL_SETTINGS: tuple[str, ...] = (
     "fetch.concurrency",
     "fetch.batch_size",
     "fetch.max_attempts",
+    "fetch.strategy",
     "transport.ca_bundle",
     "transport.verify_tls",
     "log_format",
@@ -280,6 +282,9 @@ def report(
             exported_now=this_attempt if result.resumed else None,
             entity=entity,
         )
+    strategy = result.manifest.get("limits", {}).get("strategy") or {}
+    if strategy.get("ran") and result.counts.requested:
+        lines.append(strategy_line(strategy, entity))
     if not json_logs:
         for line in lines:
             click.echo(line)
@@ -304,6 +309,7 @@ def report(
             "seconds": round(result.seconds, 3),
             "resumed": result.resumed,
             "drift": result.drift,
+            "strategy": strategy,
             "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         },
     )

@@ -93,6 +93,11 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
     help="Added per list row that carries more than its ID.",
 )
 @click.option(
+    "--list-ignores-id-filter",
+    is_flag=True,
+    help="The list methods ignore an @ID filter (a portal a client must not trust).",
+)
+@click.option(
     "--time-scale",
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
@@ -163,7 +168,8 @@ def simulate(host: str, port: int, deals: int, leads: int, seed: int, plan: str 
              rate: float | None, burst: int | None, operating_budget: float | None,
              processing_ms: float,
              list_processing_ms: float | None, list_row_processing_ms: float,
-             time_scale: float, secret: str | None, server_tz: str, deleted_fraction: float,
+             list_ignores_id_filter: bool, time_scale: float, secret: str | None,
+             server_tz: str, deleted_fraction: float,
              hidden_fraction: float, empty_multiple: EmptyMultiple, no_deal_permission: bool,
              fault_500: float, fault_502: float, fault_503: float, fault_504: float,
              fault_reset: float, fault_truncated: float, fault_slow: float,
@@ -194,6 +200,7 @@ def simulate(host: str, port: int, deals: int, leads: int, seed: int, plan: str 
             processing_ms=processing_ms,
             list_processing_ms=list_processing_ms,
             list_row_processing_ms=list_row_processing_ms,
+            list_ignores_id_filter=list_ignores_id_filter,
             time_scale=time_scale,
             server_tz=server_tz,
             can_read_deals=not no_deal_permission,

@@ -75,6 +75,9 @@ class BatchReply:
     deals: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: dict[int, CommandError] = field(default_factory=dict)
     missing: list[int] = field(default_factory=list)
+    #: Operating seconds the answer reports, and for how many commands (see `batch_cost`).
+    cost_s: float = 0.0
+    costed: int = 0
 
 
 def parse_batch(result: Any, ids: Sequence[int], entity: Entity = DEAL) -> BatchReply:
@@ -118,6 +121,18 @@ def batch_timings(result: Any) -> list[Mapping[str, Any]]:
     return [t for t in values or () if isinstance(t, dict)]
 
 
+def batch_cost(result: Any) -> tuple[float, int]:
+    """(operating seconds, commands) the `result_time` entries of a batch answer report: the
+    `processing` time is what `operating` accumulates (REST docs `limits.md`)."""
+    entries = batch_timings(result)
+    total = 0.0
+    for entry in entries:
+        value = entry.get("processing")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            total += float(value)
+    return total, len(entries)
+
+
 def parse_error(entry: Any) -> CommandError:
     """An error object (`{"error": ..., "error_description": ...}`) as a CommandError."""
     if isinstance(entry, dict):
@@ -135,6 +150,7 @@ __all__ = [
     "BatchReply",
     "CommandError",
     "as_section",
+    "batch_cost",
     "batch_timings",
     "build_batch",
     "command_key",

@@ -30,7 +30,13 @@ from pipeline.config import Auth, FetchConfig, LimitsConfig, TransportConfig
 from pipeline.entity import DEAL, Entity
 from pipeline.errors import FatalPortalError, OperatingLimited, RateLimited, TransientError
 from pipeline.fetch.auth import Signer, TokensRotated, make_signer
-from pipeline.fetch.batch import BatchReply, batch_timings, build_batch, parse_batch
+from pipeline.fetch.batch import (
+    BatchReply,
+    batch_cost,
+    batch_timings,
+    build_batch,
+    parse_batch,
+)
 from pipeline.fetch.classify import Action, Context, classify, fatal_hint
 from pipeline.fetch.decide import (
     AnswerClass,
@@ -41,9 +47,11 @@ from pipeline.fetch.decide import (
     decide_call,
     learn_for,
 )
+from pipeline.fetch.listing import FieldForm, ListReply, build_list_batch, parse_list_batch
 from pipeline.fetch.pacing import Observation, Pacer, observe
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.stats import FetchStats
+from pipeline.fetch.strategy import Chooser
 from pipeline.fetch.transport import Transport
 from pipeline.fetch.wire import HttpResponse, HttpTransport
 
@@ -130,6 +138,8 @@ class PortalClient:
         #: Requests the portal answered with a usable answer: the engine's evidence that the
         #: portal is up, so that a repeating failure is one set's doing, not an outage.
         self.answered = 0
+        #: Which method fetches deals, and why (`pipeline.fetch.strategy`); the engine drives it.
+        self.strategy = Chooser(self.fetch.strategy)
 
     async def __aenter__(self) -> PortalClient:
         self.transport.open()
@@ -197,7 +207,9 @@ class PortalClient:
             redirects_before = self.transport.redirects_followed
             resp = await self.transport.post(self.signer.url_for(method), orjson.dumps(payload))
             self.stats.redirects += self.transport.redirects_followed - redirects_before
-            answer = self._decode(method, resp, used, context, reservation.generation)
+            answer = self._decode(
+                method, resp, used, context, reservation.generation, budget_method
+            )
             if method == "batch":
                 entries = batch_timings(answer.body.get("result"))
                 observation = observe(entries) if entries else None
@@ -215,7 +227,13 @@ class PortalClient:
             budget.release(reservation, observation)
 
     def _decode(
-        self, method: str, resp: HttpResponse, used: str, context: Context, generation: int
+        self,
+        method: str,
+        resp: HttpResponse,
+        used: str,
+        context: Context,
+        generation: int,
+        budget_method: str,
     ) -> Answer:
         where = f"{self.portal}{method}"
         status = resp.status
@@ -256,7 +274,7 @@ class PortalClient:
             code = error if isinstance(error, str) else str(error)
             desc_raw = body.get("error_description")
             desc = self.mask(desc_raw if isinstance(desc_raw, str) else "")
-            self._raise_for(method, code, desc, status, used, context, generation)
+            self._raise_for(method, code, desc, status, used, context, generation, budget_method)
         if status != 200:
             self.stats.http_errors += 1
             raise TransientError(
@@ -282,10 +300,11 @@ class PortalClient:
         used: str,
         context: Context,
         generation: int,
+        budget_method: str,
     ) -> None:
         action = classify(status, code, desc, context)
         where = f"{self.portal}{method}"
-        self._learn(learn_for(action), method, status, code, generation)
+        self._learn(learn_for(action), budget_method, status, code, generation)
         if action is Action.AUTH_REFRESH:
             raise _AuthExpired(used)
         if action is Action.RATE_LIMIT:
@@ -310,14 +329,16 @@ class PortalClient:
             http_status=status,
         )
 
-    def _learn(self, learn: Learn, method: str, status: int, code: str, generation: int) -> None:
-        """Tell the pacer what a refused whole request taught."""
+    def _learn(
+        self, learn: Learn, budget_method: str, status: int, code: str, generation: int
+    ) -> None:
+        """Tell the pacer what a refused whole request taught (a batch pauses the method its
+        commands call)."""
         if learn is Learn.RATE_LIMITED:
             self.stats.rate_limited += 1
             self.pacer.rate.on_rate_limited(generation, status=status, code=code)
         elif learn is Learn.OPERATING_LIMITED:
             self.stats.operating_limited += 1
-            budget_method = self.entity.get_method if method == "batch" else method
             self.pacer.budget(budget_method).on_limited(status=status, code=code)
 
     # -- the batch path ------------------------------------------------------------------------
@@ -328,7 +349,26 @@ class PortalClient:
         answer = await self.attempt(
             "batch", build_batch(ids, entity), budget_method=entity.get_method, commands=len(ids)
         )
-        return parse_batch(answer.body.get("result"), ids, entity)
+        result = answer.body.get("result")
+        reply = parse_batch(result, ids, entity)
+        reply.cost_s, reply.costed = batch_cost(result)
+        return reply
+
+    async def batch_list(
+        self, chunks: Sequence[Sequence[int]], select_part: str, forms: dict[str, FieldForm]
+    ) -> tuple[ListReply, float]:
+        """One attempt of `batch` with one list command per chunk of at most 50 IDs;
+        returns the split answer and the operating seconds its commands report."""
+        answer = await self.attempt(
+            "batch",
+            build_list_batch(chunks, select_part, self.entity.list_method),
+            budget_method=self.entity.list_method,
+            commands=len(chunks),
+        )
+        result = answer.body.get("result")
+        self.stats.list_commands += len(chunks)
+        cost, _ = batch_cost(result)
+        return parse_list_batch(result, chunks, forms), cost
 
     async def get_deal(self, deal_id: int) -> dict[str, Any]:
         """One attempt of a plain get (portals that forbid batch).

@@ -44,6 +44,14 @@ Shape of the machinery (all bounded):
 * A fatal answer raises FatalPortalError out of the iterator promptly; in-flight work is
   cancelled. Closing the iterator early (or cancelling its consumer) cancels everything too;
   use `contextlib.aclosing` when you may stop early.
+* Strategy (`fetch.strategy`, `pipeline.fetch.strategy` decides): a batch is either up to
+  `batch_size` `crm.<entity>.get` commands or up to `batch_size` `crm.<entity>.list` commands
+  with an `@ID` filter of up to 50 IDs each (`pipeline.fetch.listing`), trimmed to the operating
+  window and, by measured cost, to well inside the cloud's 60 s cap per request. IDs a list call
+  does not return (deleted, hidden) are fetched again with `crm.<entity>.get`, so each ends with the
+  portal's own reason; a list answer with rows that were not asked for makes `auto` fetch the
+  rest with get and fails a `list` run. Poison isolation splits list batches the same way; an ID
+  isolated alone goes on as a get, so it ends exactly as under the get strategy.
 * Duplicates: an ID that arrives while the same ID is still being worked on, or among the last
   RECENT_WINDOW finished IDs, is dropped (one outcome serves both). Global de-duplication is the
   ID source's job: remembering every ID ever seen would make memory grow with the input.
@@ -52,6 +60,7 @@ Shape of the machinery (all bounded):
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -68,7 +77,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.fetch.batch import BatchReply, CommandError
-from pipeline.fetch.classify import fatal_hint
+from pipeline.fetch.classify import Action, fatal_hint, split_trigger
 from pipeline.fetch.client import CommandFailed, PortalClient, answer_of
 from pipeline.fetch.decide import (
     LIMIT_RETRIES_EXHAUSTED,
@@ -85,7 +94,19 @@ from pipeline.fetch.decide import (
     decide_group,
     needs_probe,
 )
+from pipeline.fetch.listing import (
+    LIST_PAGE,
+    FieldForm,
+    ListReply,
+    chunk_ids,
+    list_select,
+    select_query,
+    user_field_forms,
+)
+from pipeline.fetch.strategy import Chooser, Mode, Pick, strategy_line
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+
+log = logging.getLogger(__name__)
 
 #: The health probe: the call a run already makes for its schema (`Entity.fields_method`, REST
 #: docs `crm-deal-fields.md`); it carries no record data, so no poison record can fail it.
@@ -100,6 +121,8 @@ class _Item:
 
     id: int
     state: IdState = field(default_factory=IdState)
+    #: Asked for by a list call and not returned: fetched with `crm.<entity>.get` for its reason.
+    via_get: bool = False
 
     @property
     def attempts(self) -> int:
@@ -120,6 +143,7 @@ class _Group:
     items: list[_Item]
     strikes: int = 0
     mark: int = 0
+    mode: Mode = "get"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +166,23 @@ class _Engine:
         self._stats = client.stats
         self._budget = RetryBudget.from_config(config)
         self._retry: deque[_Item] = deque()
+        #: IDs a list call did not return, for `crm.<entity>.get` (in full batches, see _dispatch).
+        self._followup: deque[_Item] = deque()
         self._groups: deque[_Group] = deque()
         self._active: set[int] = set()
         self._recent: deque[int] = deque()
         self._recent_set: set[int] = set()
         self._wake = asyncio.Event()
+        self._chooser = _chooser(client, config)
+        self._list_capacity = config.batch_size * LIST_PAGE
         self._max_active = config.batch_size * config.concurrency * 4
+        if self._chooser.strategy != "get":
+            self._max_active = max(self._max_active, self._list_capacity * config.concurrency * 2)
+        #: The list commands' `select` part and the user fields' forms (from crm.<entity>.fields).
+        self._list_setup: tuple[str, dict[str, FieldForm]] | None = None
+        self._list_setup_lock = asyncio.Lock()
+        #: A deal this run fetched by list: the meter of follow-up batches (see `_meter_for`).
+        self._meter_id: int | None = None
         #: `client.answered` when the last health probe failed (None: none failed yet). While
         #: the client has answered nothing since, the portal is taken as down.
         self._probe_failed_at: int | None = None
@@ -172,11 +207,19 @@ class _Engine:
             await slot.acquire()
             if self._groups:
                 group = self._groups.popleft()
-                tg.create_task(self._run_batch(group.items, slot, group))
+                if group.mode == "list" and self._chooser.list_off:
+                    group.mode = "get"
+                tg.create_task(self._run_batch(group.items, slot, group.mode, group))
                 continue
+            if len(self._followup) >= size:
+                # Follow-ups go in full batches: a request is what the rate limit counts.
+                tg.create_task(self._run_batch(self._followups(size), slot, "get"))
+                continue
+            pick = self._chooser.next_batch(self._client.clock.now())
+            capacity = self._capacity(pick)
             batch: list[_Item] = []
             try:
-                while len(batch) < size:
+                while len(batch) < capacity:
                     if self._retry:
                         batch.append(self._retry.popleft())
                         continue
@@ -198,19 +241,46 @@ class _Engine:
                 slot.release()
                 raise
             if batch:
-                tg.create_task(self._run_batch(batch, slot))
+                tg.create_task(self._run_batch(batch, slot, pick.mode, probe=pick.probe))
+                continue
+            self._chooser.cancel(pick)
+            if self._followup:
+                # Nothing else to send: the last follow-ups go in a batch of their own.
+                tg.create_task(self._run_batch(self._followups(size), slot, "get"))
                 continue
             slot.release()
             if input_done and not self._active:
+                log.info("%s", strategy_line(self._chooser.report(), self._client.entity))
                 return
             self._wake.clear()
             if (
                 self._retry
                 or self._groups
+                or self._followup
                 or (not input_done and len(self._active) < self._max_active)
             ):
                 continue
             await self._wake.wait()
+
+    def _capacity(self, pick: Pick) -> int:
+        """IDs in the next batch: one per get command, up to LIST_PAGE per list command; a
+        probe of list carries one command."""
+        if pick.mode == "get":
+            return self._config.batch_size
+        return LIST_PAGE if pick.probe else self._list_capacity
+
+    def _followups(self, size: int) -> list[_Item]:
+        return [self._followup.popleft() for _ in range(min(size, len(self._followup)))]
+
+    def _requeue(self, items: list[_Item], *, front: bool = False) -> None:
+        """Back in line at once: follow-ups among follow-ups, the rest among primary batches."""
+        for item in reversed(items) if front else items:
+            queue = self._followup if item.via_get else self._retry
+            if front:
+                queue.appendleft(item)
+            else:
+                queue.append(item)
+        self._wake.set()
 
     def _invalid(self, value: Any) -> DealFailed:
         # The ID source validates; this guards the portal from PHP's (int) cast of junk.
@@ -231,12 +301,21 @@ class _Engine:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _run_batch(
-        self, items: list[_Item], slot: asyncio.Semaphore, group: _Group | None = None
+        self,
+        items: list[_Item],
+        slot: asyncio.Semaphore,
+        mode: Mode,
+        group: _Group | None = None,
+        *,
+        probe: bool = False,
     ) -> None:
         backoff: list[_Item] = []
         regroup: list[_Group] = []
         try:
-            await self._attempt(items, backoff, group, regroup)
+            if mode == "list":
+                await self._attempt_list(items, backoff, group, regroup, probe)
+            else:
+                await self._attempt(items, backoff, group, regroup)
         finally:
             slot.release()
             self._wake.set()
@@ -246,7 +325,7 @@ class _Engine:
             attempt = max(1, *(item.attempts for item in waiting))
             self._stats.retries += len(waiting)
             await self._client.clock.sleep(self._client.retry.delay(attempt))
-            self._retry.extend(backoff)
+            self._requeue(backoff)
             self._groups.extend(regroup)
             self._wake.set()
 
@@ -263,13 +342,16 @@ class _Engine:
             if 0 < fits < len(items):
                 # Spend what is left of the operating window now; the rest goes back first
                 # in line (no attempt spent) and waits for the window to move.
-                self._retry.extendleft(reversed(items[fits:]))
-                self._wake.set()
+                self._requeue(items[fits:], front=True)
                 items = items[:fits]
+        meter = self._meter_for(items)
         ids = [item.id for item in items]
         try:
             if self._config.batch_size == 1:
                 reply = await self._single(ids[0])
+            elif meter is not None:
+                reply = await client.batch_get([*ids, meter])
+                _drop(reply, meter)
             else:
                 reply = await client.batch_get(ids)
         except (RateLimited, OperatingLimited) as exc:
@@ -280,7 +362,11 @@ class _Engine:
             return
         except TransientError as exc:
             await self._whole_fault(items, answer_of(exc), group, backoff, regroup)
+            if self._config.batch_size > 1:
+                self._chooser.settled("get", measured=False)
             return
+        if self._config.batch_size > 1:
+            self._chooser.observed("get", reply.cost_s, reply.costed)
         by_id = {item.id: item for item in items}
         for deal_id, payload in reply.deals.items():
             item = by_id[deal_id]
@@ -297,7 +383,7 @@ class _Engine:
                 self._stats.operating_limited_commands += 1
             if decision.learn not in learnt:
                 learnt.add(decision.learn)
-                self._learn(decision.learn, err.code)
+                self._learn(decision.learn, err.code, client.entity.get_method)
             if decision.next is Next.ABORT:
                 hint = fatal_hint(err.code, err.description, client.entity.name)
                 fatal = fatal or FatalPortalError(
@@ -316,15 +402,161 @@ class _Engine:
             item = by_id[deal_id]
             await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
 
+    # -- the list strategy -------------------------------------------------------------------
+
+    async def _attempt_list(
+        self,
+        items: list[_Item],
+        backoff: list[_Item],
+        group: _Group | None,
+        regroup: list[_Group],
+        probe: bool,
+    ) -> None:
+        """One batch of `crm.<entity>.list` calls for `items` (at most LIST_PAGE IDs per call)."""
+        select_part, forms = await self._ensure_list_setup()
+        items = self._fit_list(items)
+        chunks = chunk_ids([item.id for item in items])
+        try:
+            reply, cost = await self._client.batch_list(chunks, select_part, forms)
+        except (RateLimited, OperatingLimited) as exc:
+            self._chooser.settled("list", measured=False)
+            answer = answer_of(exc)
+            for item in items:
+                await self._apply(item, decide(item.state, answer, self._budget), backoff)
+            return
+        except TransientError as exc:
+            # A poison deal spoils the whole answer: the same isolation as for get, with the
+            # halves' IDs as the @ID filters of their list calls. An ID isolated alone goes on
+            # as a get of its own (same strikes, no attempt spent), so it ends exactly as under
+            # the get strategy, and a list answer that is not about it cannot end it.
+            self._chooser.settled("list", measured=False)
+            answer = answer_of(exc)
+            if len(items) == 1 and split_trigger(answer.code, answer.status) is not None:
+                (item,) = items
+                item.via_get = True
+                strikes = group.strikes if group else 0
+                mark = group.mark if group else self._client.answered
+                self._groups.append(_Group(items, strikes, mark, "get"))
+                self._wake.set()
+                return
+            await self._whole_fault(items, answer, group, backoff, regroup, "list")
+            return
+        if reply.stray:
+            self._disagreement(items, reply.stray)
+            return
+        answered = len(reply.deals) + len(reply.absent)
+        self._chooser.observed("list", cost, answered, len(reply.absent))
+        await self._take_list_reply(items, reply, backoff)
+
+    async def _take_list_reply(
+        self, items: list[_Item], reply: ListReply, backoff: list[_Item]
+    ) -> None:
+        by_id = {item.id: item for item in items}
+        stats = self._stats
+        stats.list_rows += len(reply.deals)
+        if reply.deals:
+            self._meter_id = max(reply.deals)
+        for deal_id, payload in reply.deals.items():
+            item = by_id[deal_id]
+            await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
+            stats.deals_fetched += 1
+        # Silently absent (deleted, hidden, never existed): a get names the reason. A list call
+        # refused for a reason that would end the ID or the run is asked again the same way:
+        # get answers per ID (`Not found`, `Access denied`) or refuses the run itself.
+        followups = [by_id[i] for i in reply.absent]
+        learnt: set[Learn] = set()
+        for deal_id, err in reply.errors.items():
+            item = by_id[deal_id]
+            answer = self._command_answer(err)
+            if answer.classified() in (Action.PERMANENT, Action.FATAL):
+                followups.append(item)
+                continue
+            decision = decide(item.state, answer, self._budget)
+            if decision.learn is Learn.OPERATING_LIMITED:
+                stats.operating_limited_commands += 1
+            if decision.learn not in learnt:
+                learnt.add(decision.learn)
+                self._learn(decision.learn, err.code, self._client.entity.list_method)
+            await self._apply(item, decision, backoff)
+        for item in followups:
+            item.via_get = True
+        stats.list_followups += len(followups)
+        self._requeue(followups)
+        for deal_id in reply.missing:
+            stats.missing_commands += 1
+            item = by_id[deal_id]
+            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
+
+    def _fit_list(self, items: list[_Item]) -> list[_Item]:
+        """Trim a list batch to what the operating window affords now and to what fits the
+        cloud's 60 s cap per request by measured cost; the rest goes back first in line."""
+        budget = self._client.pacer.budget(self._client.entity.list_method)
+        commands = -(-len(items) // LIST_PAGE)
+        fits = budget.affordable(commands)
+        if not 0 < fits < commands:
+            fits = commands
+        fits = budget.within_request_cap(fits)
+        if fits < commands:
+            self._requeue(items[fits * LIST_PAGE :], front=True)
+            items = items[: fits * LIST_PAGE]
+        return items
+
+    def _disagreement(self, items: list[_Item], stray: list[str]) -> None:
+        """A list answer carried deals that were not asked for: the portal did not apply the
+        @ID filter, so no list answer of this run can be trusted."""
+        shown = ", ".join(stray[:3])
+        entity = self._client.entity
+        why = (
+            f"{entity.list_method} answered {entity.plural} that were not asked for (ID {shown}): "
+        )
+        why += "the portal "
+        why += "does not apply the @ID filter"
+        if self._chooser.strategy == "list":
+            raise FatalPortalError(
+                f"{self._client.portal}{why}; use --strategy get", code="LIST_DISAGREES"
+            )
+        if not self._chooser.list_off:
+            log.warning("%s; fetching with %s for the rest of the run", why, entity.get_method)
+            self._chooser.fall_back(why)
+        self._requeue(items)
+
+    async def _ensure_list_setup(self) -> tuple[str, dict[str, FieldForm]]:
+        """The `select` naming every described field, and the user fields' forms (once)."""
+        async with self._list_setup_lock:
+            if self._list_setup is None:
+                fields = await self._client.call(self._client.entity.fields_method)
+                if not isinstance(fields, dict) or not fields:
+                    raise FatalPortalError(
+                        f"{self._client.portal}{self._client.entity.fields_method} returned no "
+                        "field descriptions; "
+                        "cannot name the fields of a list call",
+                        code="BAD_FIELDS",
+                    )
+                self._list_setup = (select_query(list_select(fields)), user_field_forms(fields))
+            return self._list_setup
+
+    def _meter_for(self, items: list[_Item]) -> int | None:
+        """A deal known to exist, fetched last in a batch of follow-ups. Follow-ups are absent
+        deals, their commands all fail, and a failed command reports no `operating` though the
+        portal charges it (it ran): without one answered get the pacer would send them blind
+        into crm.<entity>.get's budget. Its answer, last in the batch, carries the method's total
+        after every follow-up before it, and its cost per command."""
+        if self._meter_id is None or not items or not all(item.via_get for item in items):
+            return None
+        if len(items) >= self._config.batch_size:
+            self._requeue(items[self._config.batch_size - 1 :], front=True)
+            del items[self._config.batch_size - 1 :]
+        return self._meter_id
+
     def _command_answer(self, err: CommandError) -> AnswerClass:
         message = self._client.mask(f"{err.code or '(no code)'}: {err.description}")
         return AnswerClass("command", err.code, err.description, err.http_status, message)
 
-    def _learn(self, learn: Learn, code: str) -> None:
+    def _learn(self, learn: Learn, code: str, method: str) -> None:
         """Tell the pacer what a per-command refusal taught (once per answer)."""
         pacer = self._client.pacer
         if learn is Learn.OPERATING_LIMITED:
-            pacer.budget(self._client.entity.get_method).on_limited(status=None, code=code)
+            pacer.budget(method).on_limited(status=None, code=code)
         elif learn is Learn.RATE_LIMITED:
             pacer.rate.on_rate_limited(None, status=None, code=code)
 
@@ -335,10 +567,11 @@ class _Engine:
         group: _Group | None,
         backoff: list[_Item],
         regroup: list[_Group],
+        mode: Mode = "get",
     ) -> None:
         """A whole request failed with a fault: retry each ID, or (when one command may be the
         cause) send the same set again or split it, as the core decides."""
-        group = group or _Group(items, mark=self._client.answered)
+        group = group or _Group(items, mark=self._client.answered, mode=mode)
         view = await self._view(group, len(items), answer)
         states = [item.state for item in items]
         verdict, decisions, strikes = decide_group(states, answer, self._budget, view)
@@ -349,14 +582,14 @@ class _Engine:
                 item.state = decision.state
             mark = self._client.answered
             for part in (items[:mid], items[mid:]):
-                self._groups.append(_Group(part, strikes, mark))
+                self._groups.append(_Group(part, strikes, mark, mode))
             self._wake.set()
             return
         survivors: list[_Item] = []
         for item, decision in zip(items, decisions, strict=True):
             await self._apply(item, decision, survivors)
         if verdict is Next.REGROUP and survivors:
-            regroup.append(_Group(survivors, strikes, group.mark))
+            regroup.append(_Group(survivors, strikes, group.mark, group.mode))
         else:
             backoff.extend(survivors)
 
@@ -415,8 +648,7 @@ class _Engine:
         if decision.next in (Next.RETRY, Next.REGROUP):
             backoff.append(item)
         elif decision.next is Next.REQUEUE:
-            self._retry.append(item)
-            self._wake.set()
+            self._requeue([item])
         elif decision.next is Next.FAIL:
             assert decision.failure is not None
             failure = decision.failure
@@ -433,6 +665,27 @@ class _Engine:
                     error_class=failure.error_class,
                 ),
             )
+
+
+def _chooser(client: PortalClient, config: FetchConfig) -> Chooser:
+    """The run's strategy state, kept on the client so the run can report it. A portal used
+    with `fetch.batch_size = 1` forbids batch: plain gets, whatever the strategy."""
+    strategy = config.strategy if config.batch_size > 1 else "get"
+    if client.strategy.strategy != strategy:
+        client.strategy = Chooser(strategy)
+        if strategy != config.strategy:
+            client.strategy.reason = (
+                f"fetch.batch_size = 1: one {client.entity.get_method} per request"
+            )
+    return client.strategy
+
+
+def _drop(reply: BatchReply, deal_id: int) -> None:
+    """Forget the meter's own answer: its deal was already emitted by the list call."""
+    reply.deals.pop(deal_id, None)
+    reply.errors.pop(deal_id, None)
+    if deal_id in reply.missing:
+        reply.missing.remove(deal_id)
 
 
 _MISSING = AnswerClass("missing", NOT_EXECUTED, message="command missing from the batch answer")

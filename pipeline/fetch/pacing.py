@@ -57,6 +57,13 @@ RECOVER_FACTOR = 1.1
 #: How often a task waiting for answers in flight re-checks the budget anyway (clock seconds):
 #: a pause set meanwhile, or a clock jump, must not leave it waiting for an event.
 RECHECK_S = 5.0
+#: The cloud cuts one request after 60 s, nested batch calls included (REST docs `limits.md`,
+#: "Request Execution Time Limit"); a batch is sized by measured cost to a share of that, as a
+#: portal's costs vary from one moment to the next.
+REQUEST_CAP_S = 60.0
+REQUEST_CAP_SHARE = 0.5
+#: Commands of a batch of this method before any cost is known (list calls can be costly).
+FIRST_BATCH_COMMANDS = 1
 #: Float slack of the bucket: a sleep of exactly the computed time must find room.
 _EPSILON = 1e-9
 
@@ -494,6 +501,13 @@ class OperatingBudget:
         room = self._limit - self.operating - self._reserved
         return max(0, min(commands, int(room / self.cost)))
 
+    def within_request_cap(self, commands: int) -> int:
+        """How many of `commands` calls one request may carry so that the measured cost stays
+        well inside the cloud's 60 s cap (at least one; FIRST_BATCH_COMMANDS while unmeasured)."""
+        if self.cost <= 0:
+            return min(commands, FIRST_BATCH_COMMANDS)
+        return max(1, min(commands, int(REQUEST_CAP_S * REQUEST_CAP_SHARE / self.cost)))
+
     def _hold(self, cost: float, commands: int) -> Reservation:
         self._in_flight += 1
         self._reserved += cost
@@ -645,6 +659,7 @@ class Pacer:
 __all__ = [
     "MIN_OPERATING_PAUSE_S",
     "RECHECK_S",
+    "REQUEST_CAP_S",
     "RESET_MARGIN_S",
     "LeakyBucket",
     "Observation",

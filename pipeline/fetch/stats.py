@@ -35,6 +35,11 @@ class FetchStats:
     deals_fetched: int = 0
     deals_failed: int = 0
     retries: int = 0
+    #: The list strategy: `crm.<entity>.list` commands sent, rows they returned, and requested IDs
+    #: they did not return (each fetched again with `crm.<entity>.get` for its reason).
+    list_commands: int = 0
+    list_rows: int = 0
+    list_followups: int = 0
 
     @property
     def limit_wait_s(self) -> float:

@@ -158,6 +158,9 @@ class SimulatorConfig:
       array), except that empty date/datetime multiples are always `""` and empty file
       multiples always `[]`, as the server's converters make them. `"false"`, `"empty_string"`
       or `"empty_list"` send that one form for every multiple UF, of every type (a test lever).
+    * `list_ignores_id_filter`: `crm.deal.list` ignores an `@ID` filter (as a portal that
+      does not know the operator would): it answers the first readable deals in ID order. A
+      test lever for a client that must notice rows it did not ask for.
     """
 
     deals: int = 1000
@@ -187,6 +190,7 @@ class SimulatorConfig:
     user_fields: tuple[str, ...] | None = None
     cache_size: int = 10_000
     empty_multiple: EmptyMultiple = "mix"
+    list_ignores_id_filter: bool = False
 
     def __post_init__(self) -> None:
         if self.deals < 0 or self.leads < 0:

@@ -397,6 +397,8 @@ class Api:
             field = key[len(op) :]
             if field == "ID":
                 if op == "@":
+                    if self.config.list_ignores_id_filter:
+                        continue
                     wanted = {php_int(v) for v in as_list(value)}
                     only_ids = wanted if only_ids is None else only_ids & wanted
                     continue

@@ -146,7 +146,9 @@ async def test_the_same_command_again_retries_exactly_the_retryable_failures(
     # A 502 page (a proxy's fault) spends the attempt; a 500 would first earn the batch a free
     # re-send, as a possible poison deal.
     sim = await simulator(deals=150, seed=5, faults=FaultConfig(script={3: "html_502"}))
+    # One crm.deal.get per ID, so the portal's count of gets is the count of IDs retried.
     args = ("--ids", "1-150", "--ids-format", "range", "--out", "out", "--max-attempts", "1")
+    args += ("--strategy", "get")
     first = await _run(sim, tmp_path, *args)
     assert first.code == 3, first.stderr
     side = read_sidecar(tmp_path / "out").to_pylist()

@@ -52,8 +52,10 @@ async def test_run_under_faults_accounts_every_id_once_and_values_round_trip(
     sim = await simulator(deals=1200, seed=11, faults=FAULT_MIX)
     ids_path, wanted = _ids_file(tmp_path, sim, extra=("12abc", "-4", "0"))
     out = tmp_path / "out"
+    # One command per deal (`--strategy get`): enough requests for the fault mix to fire.
+    get_fast = ["--strategy", "get", *FAST]
     done = await run_cli(
-        ["run", "--ids", str(ids_path), "--out", str(out), "--chunk-size", "300", *FAST],
+        ["run", "--ids", str(ids_path), "--out", str(out), "--chunk-size", "300", *get_fast],
         env=cli_env(sim),
         cwd=tmp_path,
     )

@@ -400,8 +400,11 @@ async def test_retry_of_only_500_poison_deals_isolates_them(
     first = await run_cli(["run", *args, *FAST], env=cli_env(sim), cwd=tmp_path)
     assert first.code == 3, first.stderr
     before = sim.stats()["by_method"]
+    # The get path's requests, counted exactly (the list strategy's isolation: tests/e2e).
     again = await run_cli(
-        ["retry", str(out), "--max-attempts", "2", *FAST[:4]], env=cli_env(sim), cwd=tmp_path
+        ["retry", str(out), "--max-attempts", "2", "--strategy", "get", *FAST[:4]],
+        env=cli_env(sim),
+        cwd=tmp_path,
     )
     assert again.code == 3, again.stderr
     assert "Traceback" not in again.stderr
@@ -480,7 +483,9 @@ async def test_retry_isolates_the_poison_deal(simulator: SimulatorFactory, tmp_p
     sim.set_faults(FaultConfig())
     sim.set_poison([poison])
     before = sim.stats()["requests"]
-    again = await run_cli(["retry", str(out), *FAST[:4]], env=cli_env(sim), cwd=tmp_path)
+    # The get path's requests, counted (the list strategy's isolation: tests/e2e).
+    get_fast = ["--strategy", "get", *FAST[:4]]
+    again = await run_cli(["retry", str(out), *get_fast], env=cli_env(sim), cwd=tmp_path)
     assert again.code == 0, again.stderr
     data_ids, fetch_ids = accounted(out)
     assert set(data_ids) == {i for i in sim.portal.visible_ids if i <= 150} - {poison}

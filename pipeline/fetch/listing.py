@@ -1,0 +1,200 @@
+"""The `list` strategy's wire side: `batch` requests of `crm.<entity>.list` commands with an `@ID`
+filter, and their answers split per requested ID. Pure.
+
+One command asks for up to `LIST_PAGE` known IDs:
+
+    crm.<entity>.list?filter[@ID][]=..&order[ID]=ASC&start=-1&select[]=ID&select[]=TITLE&...
+
+* `start=-1` skips the count query (REST docs `settings/performance/huge-data.md`); with at
+  most one page of IDs asked for, one page is the whole answer.
+* `select` names every field `crm.<entity>.fields` describes: `*` and `UF_*` leave out multiple
+  fields (REST docs `api-reference/crm/deals/crm-deal-list.md`, parameter `select`).
+* Deleted and hidden deals are silently absent (list methods filter by row permissions, crm
+  `restservice.php` `innerGetList`): such IDs come back as `absent`, for a follow-up
+  `crm.<entity>.get` that names the reason.
+* A row whose ID was not asked for means the portal did not apply the filter: `stray`.
+
+List rows show user fields in other forms than `crm.<entity>.get` (both run crm `restservice.php`
+`externalizeFields`, but get reads user fields through main's `CUserTypeManager` and adds
+`?? ''`, list reads the joined columns): an empty user field is `null` instead of `""`, a
+boolean one JSON `true`/`false` instead of `"1"`/`"0"` (REST docs `crm-lead-list.md` example;
+main `booleantype.php`), an empty single file field `null` where get leaves the key out.
+`to_get_form` turns a row into get's form, so that both strategies hand the normaliser, and the
+sidecar, the very same values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from pipeline.entity import DEAL
+from pipeline.fetch.batch import CommandError, as_section, parse_error
+
+#: Rows per list page, and so IDs per `@ID` filter (REST docs `crm-deal-list.md`: 50 per page).
+LIST_PAGE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class FieldForm:
+    """What `to_get_form` needs to know about one user field."""
+
+    multiple: bool
+    kind: str
+
+
+def user_field_forms(fields: Mapping[str, Any]) -> dict[str, FieldForm]:
+    """The user fields of a `crm.<entity>.fields` answer (name -> multiple, type)."""
+    forms: dict[str, FieldForm] = {}
+    for name, meta in fields.items():
+        if not str(name).startswith("UF_") or not isinstance(meta, Mapping):
+            continue
+        forms[str(name)] = FieldForm(bool(meta.get("isMultiple")), str(meta.get("type", "")))
+    return forms
+
+
+def list_select(fields: Mapping[str, Any]) -> list[str]:
+    """Every field the fields method describes, ID first, named one by one."""
+    names = [str(name) for name in fields]
+    return ["ID", *(n for n in names if n != "ID")]
+
+
+def select_query(select: Sequence[str]) -> str:
+    """The `select[]=...` part of a command's query, built once per run."""
+    return "&".join(f"select%5B%5D={quote(name, safe='')}" for name in select)
+
+
+def list_command(ids: Sequence[int], select_part: str, method: str = DEAL.list_method) -> str:
+    """One `cmd` entry: the list method for exactly `ids` (validated integers), ID ascending."""
+    wanted = "&".join(f"filter%5B%40ID%5D%5B%5D={int(i)}" for i in ids)
+    return f"{method}?{wanted}&order%5BID%5D=ASC&start=-1&{select_part}"
+
+
+def list_key(index: int) -> str:
+    """A non-numeric batch key, so PHP keeps the sections objects (see `pipeline.fetch.batch`)."""
+    return f"l{index}"
+
+
+def chunk_ids(ids: Sequence[int], size: int = LIST_PAGE) -> list[list[int]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+def build_list_batch(
+    chunks: Sequence[Sequence[int]], select_part: str, method: str = DEAL.list_method
+) -> dict[str, Any]:
+    """The JSON body of a `batch` of list commands, one per chunk (1..50 chunks), `halt=0`."""
+    if not 1 <= len(chunks) <= 50:
+        raise ValueError("a batch carries 1..50 commands")
+    cmd = {list_key(n): list_command(chunk, select_part, method) for n, chunk in enumerate(chunks)}
+    return {"halt": 0, "cmd": cmd}
+
+
+@dataclass(slots=True)
+class ListReply:
+    """A list batch answer split per requested ID. Every requested ID is in exactly one of
+    `deals`, `absent`, `errors`, `missing`; `stray` holds IDs that came back unasked."""
+
+    deals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Asked for, not returned: deleted, hidden, or never existed.
+    absent: list[int] = field(default_factory=list)
+    #: The command carrying the ID failed (one entry per ID of that command).
+    errors: dict[int, CommandError] = field(default_factory=dict)
+    #: The command carrying the ID was not executed.
+    missing: list[int] = field(default_factory=list)
+    stray: list[str] = field(default_factory=list)
+
+
+def parse_list_batch(
+    result: Any, chunks: Sequence[Sequence[int]], forms: Mapping[str, FieldForm]
+) -> ListReply:
+    """Split the top-level `result` of a list batch answer into per-ID outcomes."""
+    keys = [list_key(n) for n in range(len(chunks))]
+    body = result if isinstance(result, dict) else {}
+    results = as_section(body.get("result"), keys)
+    errors = as_section(body.get("result_error"), keys)
+    reply = ListReply()
+    for key, chunk in zip(keys, chunks, strict=True):
+        if key in results:
+            _take_rows(results[key], chunk, forms, reply)
+        elif key in errors:
+            error = parse_error(errors[key])
+            for deal_id in chunk:
+                reply.errors[deal_id] = error
+        else:
+            reply.missing.extend(chunk)
+    return reply
+
+
+def _take_rows(
+    rows: Any, chunk: Sequence[int], forms: Mapping[str, FieldForm], reply: ListReply
+) -> None:
+    if isinstance(rows, dict):
+        rows = list(rows.values()) if rows else []  # PHP's empty array, or an odd PHP list
+    if not isinstance(rows, list):
+        reply.stray.append(f"a {type(rows).__name__} instead of a list of deals")
+        return
+    wanted = set(chunk)
+    found: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        raw = row.get("ID") if isinstance(row, dict) else None
+        deal_id = _row_id(raw)
+        if deal_id is None or deal_id not in wanted:
+            reply.stray.append(str(raw)[:40])
+            continue
+        assert isinstance(row, dict)
+        found.setdefault(deal_id, to_get_form(row, forms))
+    for deal_id in chunk:
+        payload = found.get(deal_id)
+        if payload is None:
+            reply.absent.append(deal_id)
+        else:
+            reply.deals[deal_id] = payload
+
+
+def _row_id(raw: Any) -> int | None:
+    if isinstance(raw, bool):
+        return None
+    try:
+        return int(str(raw))
+    except ValueError:
+        return None
+
+
+def to_get_form(row: dict[str, Any], forms: Mapping[str, FieldForm]) -> dict[str, Any]:
+    """A list row with its user fields in `crm.<entity>.get`'s form (see the module docstring).
+
+    Only the forms list methods are known to change are rewritten; anything else passes as is,
+    so a value get would reject is rejected the same way.
+    """
+    for name, form in forms.items():
+        if name not in row:
+            continue
+        value = row[name]
+        if value is None:
+            if form.multiple:
+                row[name] = False  # get's form of a NULL multiple column
+            elif form.kind == "file":
+                del row[name]  # get leaves an empty single file field out
+            else:
+                row[name] = ""
+        elif form.kind == "boolean" and isinstance(value, bool):
+            row[name] = "1" if value else "0"
+    return row
+
+
+__all__ = [
+    "LIST_PAGE",
+    "FieldForm",
+    "ListReply",
+    "build_list_batch",
+    "chunk_ids",
+    "list_command",
+    "list_key",
+    "list_select",
+    "parse_list_batch",
+    "select_query",
+    "to_get_form",
+    "user_field_forms",
+]
