@@ -13,7 +13,7 @@ from pipeline.errors import UsageError
 
 Plan = Literal["standard", "enterprise", "custom"]
 PartitionTransform = Literal["none", "value", "year", "month", "day"]
-ExistingDataBehavior = Literal["error", "overwrite", "resume"]
+ExistingDataBehavior = Literal["error", "overwrite", "resume", "new_run"]
 
 #: Documented leaky-bucket parameters per plan: drain rate (req/s) and burst (requests).
 PLAN_LIMITS: dict[str, tuple[float, int]] = {

@@ -120,7 +120,9 @@ _SCHEMA: Final[dict[str, _Key]] = {
     "output.root": _Key("str"),
     "output.partition_by": _Key("str"),
     "output.partition_transform": _Key("choice", choices=("none", "value", "year", "month", "day")),
-    "output.existing_data_behavior": _Key("choice", choices=("error", "overwrite", "resume")),
+    "output.existing_data_behavior": _Key(
+        "choice", choices=("error", "overwrite", "resume", "new_run")
+    ),
     "output.chunk_size": _Key("int", minimum=1),
     "output.max_rows_per_group": _Key("int", minimum=1),
     "output.compression": _Key("choice", choices=COMPRESSIONS),

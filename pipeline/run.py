@@ -47,6 +47,7 @@ from pipeline.output import (
     read_watermark,
     record_error_row,
 )
+from pipeline.output.lineage import with_lineage
 from pipeline.output.partition import partition_problem
 from pipeline.progress import Progress
 from pipeline.summary import RunCounts, exit_code_for
@@ -283,11 +284,15 @@ def _chunk_tables(
     run_id: str,
     seen: datetime,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """A chunk's data table and sidecar rows, in ID order: export and retry build them alike."""
+    """A chunk's data table and sidecar rows, in ID order: export and retry build them alike.
+
+    Every row carries its lineage: the run that extracted it and when (`seen`, one value per
+    chunk: the moment its last deal had arrived)."""
     ordered = sorted(fetched, key=lambda f: f.id)
     table, record_errors = normalise_deals(
         [f.payload for f in ordered], schema, ids=[f.id for f in ordered]
     )
+    table = with_lineage(table, run_id, seen)
     rows: list[dict[str, Any]] = [
         failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)
     ]

@@ -286,10 +286,10 @@ def progress_stream(kw: dict[str, Any]) -> TextIO:
 @click.option("--partition-transform", type=click.Choice(["none", "value", "year", "month", "day"]))
 @click.option(
     "--existing-data-behavior",
-    type=click.Choice(["error", "overwrite", "resume"]),
+    type=click.Choice(["error", "overwrite", "resume", "new_run"]),
     help="What to do when --out holds a completed export (default error). One that ended "
     "with failures a retry may fix (exit 3) is not replaced or refused but retried, unless "
-    "overwrite.",
+    "overwrite. new_run keeps every run in its own --out/run_id=<id>/ directory (nightly).",
 )
 @click.option("--chunk-size", type=int, help="IDs per committed chunk (resume granularity).")
 @progress_option

@@ -3,12 +3,15 @@
 Also the in-memory ledger of the committed checkpoints of an open root.
 
 A chunk is committed when its checkpoint exists; it is written LAST, after the chunk's data
-files and sidecar file are in place (and, locally, fsynced). Rewriting a chunk first deletes
-its checkpoint, so a crash mid-rewrite leaves only debris for `recovery` to delete.
+files and sidecar file are in place (and, locally, fsynced). Those files are first written
+under `_staging/<key>/` (names no reader picks up) and moved into place only once all of
+them exist, so a crash or a full disk mid-chunk leaves nothing a reader sees. Rewriting a chunk
+first deletes its checkpoint, so a crash mid-rewrite leaves only debris for `recovery` to delete.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,7 +30,10 @@ from pipeline.output.layout import (
     data_name,
     dumps,
     sidecar_path,
+    staged_path,
+    staging_dir,
 )
+from pipeline.output.lineage import without_lineage
 from pipeline.output.manifest import schema_fingerprint
 from pipeline.output.partition import PartitionSpec, split
 from pipeline.output.records import Checkpoint, ErrorRecord, FileRecord
@@ -127,29 +133,22 @@ class Chunks:
     # -- the commit path ------------------------------------------------------------------------
 
     def commit(self, unit: ChunkUnit) -> Checkpoint:
-        """Write the unit's data files and sidecar, then its checkpoint. All-or-nothing."""
+        """Stage the unit's data files and sidecar, move them into place, then write its
+        checkpoint. All-or-nothing for the checkpoint; readers never see a staged file."""
         check_accounting(unit.key, unit.data, unit.errors, self.id_column)
         self._before_change()
         old = self._by_key.pop(unit.key, None)
         if old is not None:
             self.store.delete(checkpoint_path(unit.key))
 
-        files: list[FileRecord] = []
-        dirs: set[str] = {""}
-        for n, (directory, part) in enumerate(split(unit.data, self.spec)):
-            name = data_name(unit.key, n)
-            rel = f"{directory}/{name}" if directory else name
-            files.append(self._write_data(rel, part, directory))
-            dirs.add(directory)
-
-        error_record: ErrorRecord | None = None
-        if unit.errors.num_rows:
-            error_record = self.write_sidecar(sidecar_path(unit.key), unit.errors)
-            dirs.add(ERRORS_DIR)
-
+        files, error_record, moves = self._stage(unit)
+        self._publish(unit.key, moves)
         if old is not None:
             self._delete_replaced(old, files, error_record)
 
+        dirs = {""} | {f.partition for f in files}
+        if error_record is not None:
+            dirs.add(ERRORS_DIR)
         self.store.sync_dirs(dirs)
         data = unit.data
         ckpt = Checkpoint(
@@ -160,7 +159,9 @@ class Chunks:
             rows=sum(f.rows for f in files),
             files=tuple(files),
             errors=error_record,
-            schema_fingerprint=schema_fingerprint(data.schema) if data.num_rows else None,
+            schema_fingerprint=(
+                schema_fingerprint(without_lineage(data.schema)) if data.num_rows else None
+            ),
             stats=dict(unit.stats),
             retried_ids=unit.retried_ids,
             sidecar_cleaned=False,
@@ -168,6 +169,53 @@ class Chunks:
         self.save(ckpt)
         self.store.sync_dirs({CHECKPOINT_DIR})
         return ckpt
+
+    def _stage(
+        self, unit: ChunkUnit
+    ) -> tuple[list[FileRecord], ErrorRecord | None, list[tuple[str, str]]]:
+        """Every file of the unit, written under `_staging/<key>/`: (records, moves to make).
+
+        A failure (a full disk) frees what was staged before it propagates."""
+        files: list[FileRecord] = []
+        moves: list[tuple[str, str]] = []
+        error_record: ErrorRecord | None = None
+        try:
+            for n, (directory, part) in enumerate(split(unit.data, self.spec)):
+                name = data_name(unit.key, n)
+                rel = f"{directory}/{name}" if directory else name
+                staged = staged_path(unit.key, name)
+                files.append(self._write_data(staged, rel, part, directory))
+                moves.append((staged, rel))
+            if unit.errors.num_rows:
+                final = sidecar_path(unit.key)
+                staged = staged_path(unit.key, final.rsplit("/", 1)[-1])
+                error_record = self._stage_sidecar(staged, final, unit.errors)
+                moves.append((staged, final))
+            self.store.sync_dirs({staging_dir(unit.key)})
+        except BaseException:
+            self._drop_staging(unit.key)
+            raise
+        return files, error_record, moves
+
+    def _publish(self, key: str, moves: list[tuple[str, str]]) -> None:
+        # The only moment a reader can see files whose checkpoint is not yet written: a few
+        # renames (or server-side copies) long. A failure takes back what was moved.
+        done: list[str] = []
+        try:
+            for staged, final in moves:
+                self.store.move(staged, final)
+                done.append(final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                for final in done:
+                    self.store.delete(final)
+            self._drop_staging(key)
+            raise
+        self._drop_staging(key)
+
+    def _drop_staging(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            self.store.delete_dir(staging_dir(key))
 
     def _delete_replaced(
         self, old: Checkpoint, files: list[FileRecord], error_record: ErrorRecord | None
@@ -180,23 +228,33 @@ class Chunks:
         if old.errors is not None and error_record is None:
             self.store.delete(old.errors.path)
 
-    def _write_data(self, rel: str, table: pa.Table, partition: str) -> FileRecord:
+    def _write_data(self, staged: str, rel: str, table: pa.Table, partition: str) -> FileRecord:
         buf = self.encoding.encode(table)
-        self.store.write_atomic(rel, buf)
+        self.store.write_atomic(staged, buf)
         return FileRecord(rel, table.num_rows, buf.size, sha256(buf), partition)
 
+    def _stage_sidecar(self, staged: str, rel: str, table: pa.Table) -> ErrorRecord:
+        buf = self.encoding.encode(table)
+        self.store.write_atomic(staged, buf)
+        return _error_record(rel, table, buf)
+
     def write_sidecar(self, rel: str, table: pa.Table) -> ErrorRecord:
+        """Rewrite a committed sidecar in place (atomic per file: a retry's cleanup)."""
         buf = self.encoding.encode(table)
         self.store.write_atomic(rel, buf)
-        return ErrorRecord(
-            path=rel, rows=table.num_rows, bytes=buf.size, sha256=sha256(buf), **summarise(table)
-        )
+        return _error_record(rel, table, buf)
 
     def read_sidecar(self, rel: str) -> pa.Table:
         raw = self.store.read_bytes(rel)
         if raw is None:
             raise OutputError(f"sidecar file {rel} is missing from {self.store.uri}")
         return conform(decode(raw))
+
+
+def _error_record(rel: str, table: pa.Table, buf: pa.Buffer) -> ErrorRecord:
+    return ErrorRecord(
+        path=rel, rows=table.num_rows, bytes=buf.size, sha256=sha256(buf), **summarise(table)
+    )
 
 
 def check_accounting(key: str, data: pa.Table, errors: pa.Table, id_column: str) -> None:

@@ -105,6 +105,11 @@ class Store:
             raise OutputError(f"cannot open output root {_strip_userinfo(root)}: {exc}") from None
         return cls(fs, path, uri=root)
 
+    def child(self, rel: str) -> Store:
+        """The directory `rel` of this root as a root of its own (same filesystem)."""
+        rel = rel.strip("/")
+        return Store(self.fs, self.abs(rel), uri=f"{self.uri.rstrip('/')}/{rel}")
+
     # -- paths ----------------------------------------------------------------------------------
 
     def abs(self, rel: str) -> str:
@@ -214,6 +219,21 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def move(self, src: str, dst: str) -> None:
+        """Put the finished file `src` at `dst`, replacing it.
+
+        Locally a rename, atomic. Object stores have no rename: the store copies the object
+        server-side (S3 CopyObject), which makes `dst` appear whole or not at all, and then the
+        staged object is deleted.
+        """
+        if self.local:
+            target = self.abs(dst)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(self.abs(src), target)
+            return
+        self.fs.copy_file(self.abs(src), self.abs(dst))
+        self.delete(src)
 
     def sync_dirs(self, rels: set[str]) -> None:
         """Make renames in these directories durable before a checkpoint refers to them."""

@@ -235,7 +235,7 @@ def test_existing_data_behaviors(tmp_path: Path, synth: ModuleType) -> None:
         assert not out.resumed
         assert out.committed_chunks() == set()
         assert _visible_files(tmp_path) == []
-        assert sorted(os.listdir(tmp_path)) == ["_lock", "_run.json", "_state.json"]
+        assert sorted(os.listdir(tmp_path)) == ["_deal_export", "_lock", "_run.json"]
         # The watermark outlives the wipe until this run completes with its own.
         assert out.read_watermark() == "2024-09-01T00:00:00+00:00"
         out.write_chunk(0, synth.deals([1, 2]), [])
@@ -289,7 +289,7 @@ def test_manifest_then_success_then_state_are_written_last(
             watermark="w1",
         )
     chunk_order = [o for o in order if o.startswith("_checkpoints/")]
-    assert order[-3:] == ["_manifest.json", "_SUCCESS", "_state.json"]
+    assert order[-3:] == ["_manifest.json", "_SUCCESS", "_deal_export/state.json"]
     assert chunk_order == ["_checkpoints/chunk-000000.json", "_checkpoints/chunk-000001.json"]
     # each checkpoint comes after its chunk's data and sidecar files
     first_ckpt = order.index(chunk_order[0])
@@ -327,7 +327,7 @@ def test_incomplete_finalize_writes_no_success(tmp_path: Path, synth: ModuleType
         manifest = out.finalize(completed=False, watermark="ignored")
     assert manifest["completed"] is False
     assert not (tmp_path / "_SUCCESS").exists()
-    assert not (tmp_path / "_state.json").exists()
+    assert not (tmp_path / "_deal_export" / "state.json").exists()
     with _open(tmp_path) as out:  # still resumable under "error"
         assert out.committed_chunks() == {0}
 
