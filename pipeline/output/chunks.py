@@ -2,11 +2,13 @@
 
 Also the in-memory ledger of the committed checkpoints of an open root.
 
-A chunk is committed when its checkpoint exists; it is written LAST, after the chunk's data
-files and sidecar file are in place (and, locally, fsynced). Those files are first written
-under `_staging/<key>/` (names no reader picks up) and moved into place only once all of
-them exist, so a crash or a full disk mid-chunk leaves nothing a reader sees. Rewriting a chunk
-first deletes its checkpoint, so a crash mid-rewrite leaves only debris for `recovery` to delete.
+A chunk is committed when its checkpoint exists; it is written after the chunk's data
+files and sidecar file are written (and, locally, fsynced) under `_staging/<key>/`, names no
+reader picks up; only then are they moved into place. So a crash or a full disk before the
+checkpoint leaves nothing a reader sees (`recovery` deletes the staging area), and a crash after
+it leaves a committed chunk whose moves `recovery` completes (`staged_path` derives each staged
+name from the final one). Rewriting a chunk first deletes its checkpoint, so a crash
+mid-rewrite leaves only debris for `recovery` to delete.
 """
 
 from __future__ import annotations
@@ -133,8 +135,8 @@ class Chunks:
     # -- the commit path ------------------------------------------------------------------------
 
     def commit(self, unit: ChunkUnit) -> Checkpoint:
-        """Stage the unit's data files and sidecar, move them into place, then write its
-        checkpoint. All-or-nothing for the checkpoint; readers never see a staged file."""
+        """Stage the unit's data files and sidecar, write its checkpoint, then move the files
+        into place. Readers never see a file its checkpoint does not list."""
         check_accounting(unit.key, unit.data, unit.errors, self.id_column)
         self._before_change()
         old = self._by_key.pop(unit.key, None)
@@ -142,14 +144,6 @@ class Chunks:
             self.store.delete(checkpoint_path(unit.key))
 
         files, error_record, moves = self._stage(unit)
-        self._publish(unit.key, moves)
-        if old is not None:
-            self._delete_replaced(old, files, error_record)
-
-        dirs = {""} | {f.partition for f in files}
-        if error_record is not None:
-            dirs.add(ERRORS_DIR)
-        self.store.sync_dirs(dirs)
         data = unit.data
         ckpt = Checkpoint(
             key=unit.key,
@@ -166,8 +160,17 @@ class Chunks:
             retried_ids=unit.retried_ids,
             sidecar_cleaned=False,
         )
+        # The commit point: from here on the staged files belong to a committed chunk, and a
+        # crash before they are all in place is rolled forward by `recovery`, never undone.
         self.save(ckpt)
         self.store.sync_dirs({CHECKPOINT_DIR})
+        self._publish(unit.key, moves)
+        if old is not None:
+            self._delete_replaced(old, files, error_record)
+        dirs = {""} | {f.partition for f in files}
+        if error_record is not None:
+            dirs.add(ERRORS_DIR)
+        self.store.sync_dirs(dirs)
         return ckpt
 
     def _stage(
@@ -198,19 +201,8 @@ class Chunks:
         return files, error_record, moves
 
     def _publish(self, key: str, moves: list[tuple[str, str]]) -> None:
-        # The only moment a reader can see files whose checkpoint is not yet written: a few
-        # renames (or server-side copies) long. A failure takes back what was moved.
-        done: list[str] = []
-        try:
-            for staged, final in moves:
-                self.store.move(staged, final)
-                done.append(final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                for final in done:
-                    self.store.delete(final)
-            self._drop_staging(key)
-            raise
+        for staged, final in moves:
+            self.store.move(staged, final)
         self._drop_staging(key)
 
     def _drop_staging(self, key: str) -> None:

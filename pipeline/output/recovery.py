@@ -39,6 +39,7 @@ from pipeline.output.layout import (
     is_data_path,
     is_ours,
     is_sidecar_path,
+    staged_path,
 )
 from pipeline.output.lock import LOCK_NAME
 from pipeline.output.partition import PartitionSpec
@@ -217,13 +218,14 @@ def recover(chunks: Chunks) -> list[str]:
     for e in entries:
         if is_temp_name(e.path.rsplit("/", 1)[-1]):
             store.delete(e.path)
-    if any(e.path.startswith(STAGING_DIR + "/") for e in entries):
-        store.delete_dir(STAGING_DIR)  # a chunk that never reached its commit
-    damaged = [
-        c
-        for c in _load_checkpoints(store, [e.path for e in entries])
-        if not _adopt(chunks, c, sizes)
-    ]
+    checkpoints = _load_checkpoints(store, [e.path for e in entries])
+    staged = {p: n for p, n in sizes.items() if p.startswith(STAGING_DIR + "/")}
+    if staged:
+        for ckpt in checkpoints:
+            _roll_forward(store, ckpt, staged, sizes)
+        # What is left is a chunk that never reached its commit.
+        store.delete_dir(STAGING_DIR)
+    damaged = [c for c in checkpoints if not _adopt(chunks, c, sizes)]
     if damaged:
         _drop_damaged(chunks, damaged)
     vouched = chunks.vouched_paths()
@@ -231,6 +233,20 @@ def recover(chunks: Chunks) -> list[str]:
         if e.path not in vouched and (is_data_path(e.path) or is_sidecar_path(e.path)):
             store.delete(e.path)
     return [c.key for c in chunks if c.is_retry and not c.sidecar_cleaned]
+
+
+def _roll_forward(
+    store: Store, ckpt: Checkpoint, staged: dict[str, int], sizes: dict[str, int]
+) -> None:
+    """Finish the moves of a committed chunk that a crash cut short (see `chunks`)."""
+    wanted = [(f.path, f.bytes) for f in ckpt.files]
+    if ckpt.errors is not None:
+        wanted.append((ckpt.errors.path, ckpt.errors.bytes))
+    for final, size in wanted:
+        source = staged_path(ckpt.key, final.rsplit("/", 1)[-1])
+        if staged.get(source) == size:  # still staged: the move never happened
+            store.move(source, final)
+            sizes[final] = size
 
 
 def _load_checkpoints(store: Store, paths: list[str]) -> list[Checkpoint]:

@@ -291,10 +291,13 @@ def test_manifest_then_success_then_state_are_written_last(
     chunk_order = [o for o in order if o.startswith("_checkpoints/")]
     assert order[-3:] == ["_manifest.json", "_SUCCESS", "_deal_export/state.json"]
     assert chunk_order == ["_checkpoints/chunk-000000.json", "_checkpoints/chunk-000001.json"]
-    # each checkpoint comes after its chunk's data and sidecar files
+    # each checkpoint comes after its chunk's data and sidecar files are staged (written in
+    # full under `_staging/`), and before they are moved to where readers look
     first_ckpt = order.index(chunk_order[0])
-    assert any(o.endswith("part-000000-0.parquet") for o in order[:first_ckpt])
-    assert order.index("_errors/chunk-000000.parquet") < first_ckpt
+    assert any(o.endswith("part-000000-0.parquet.staged") for o in order[:first_ckpt])
+    assert order.index("_staging/000000/chunk-000000.parquet.staged") < first_ckpt
+    assert order.index("_errors/chunk-000000.parquet") > first_ckpt
+    assert not any(o.endswith("part-000000-0.parquet") for o in order[:first_ckpt])
 
     on_disk = json.loads((tmp_path / "_manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest))
