@@ -27,6 +27,7 @@ from pipeline.output.encode import Encoding, decode, sha256
 from pipeline.output.layout import (
     CHECKPOINT_DIR,
     ERRORS_DIR,
+    STAGING_DIR,
     checkpoint_path,
     chunk_key,
     data_name,
@@ -208,6 +209,7 @@ class Chunks:
     def _drop_staging(self, key: str) -> None:
         with contextlib.suppress(OSError):
             self.store.delete_dir(staging_dir(key))
+            self.store.remove_dir_if_empty(STAGING_DIR)
 
     def _delete_replaced(
         self, old: Checkpoint, files: list[FileRecord], error_record: ErrorRecord | None

@@ -271,6 +271,12 @@ class Store:
         else:
             self.fs.delete_file(path)
 
+    def remove_dir_if_empty(self, rel: str) -> None:
+        """Drop one directory if nothing is left in it (local only; object stores have none)."""
+        if self.local:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.abs(rel))
+
     def remove_empty_dirs(self) -> None:
         """Drop directories left empty by cleanup (local only; object stores have no dirs)."""
         if not self.local:
