@@ -38,7 +38,9 @@ def readable_rows(out: Path) -> dict[str, int]:
     rows = {"pyarrow": ds.dataset(out, format="parquet", partitioning="hive").count_rows()}
     # A glob that matches no file is an error in DuckDB and in Polars: that is zero rows.
     try:
-        found = duckdb.sql(f"select count(*) from read_parquet('{glob}', hive_partitioning=true)")
+        found = duckdb.connect().execute(
+            f"select count(*) from read_parquet('{glob}', hive_partitioning=true)"
+        )
         rows["duckdb"] = int(found.fetchone()[0])  # type: ignore[index]
     except duckdb.IOException as exc:
         rows["duckdb"] = 0 if "No files found" in str(exc) else -1
