@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline.config import LimitsConfig, OutputConfig, RunConfig, WebhookAuth
+from pipeline.config import FetchConfig, LimitsConfig, OutputConfig, RunConfig, WebhookAuth
 from pipeline.config_load import IdsConfig
 from pipeline.output.lineage import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, without_lineage
 from pipeline.output.manifest import schema_fingerprint
@@ -33,6 +33,7 @@ def _config(sim: RunningSimulator, out: Path) -> RunConfig:
         auth=WebhookAuth(sim.webhook_url),
         output=OutputConfig(root=str(out), chunk_size=30, existing_data_behavior="overwrite"),
         limits=LimitsConfig(rate=0, operating_budget_s=None),
+        fetch=FetchConfig(max_attempts=2, backoff_base_s=0, backoff_max_s=0),
     )
 
 
