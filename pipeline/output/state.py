@@ -39,7 +39,7 @@ from pipeline.output.layout import (
 from pipeline.output.lock import RunLock
 from pipeline.output.store import Store, display_uri, json_object, os_errors
 
-#: 2: `_state.json` is written after `_SUCCESS` and carries the run's schema snapshot.
+#: 2: the state is written after `_SUCCESS` and carries the run's schema snapshot.
 STATE_FORMAT = 2
 
 

@@ -20,6 +20,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.config import FetchConfig, LimitsConfig, OutputConfig, RunConfig, WebhookAuth
+from pipeline.config_load import IdsConfig
+from pipeline.run import export
 from pipeline.simulator import RunningSimulator
 from tests.e2e.helpers import FAST, cli_env, run_cli
 
@@ -209,3 +212,36 @@ async def test_an_older_outputs_state_is_read_and_migrated(simulator, tmp_path: 
     migrated = json.loads((out / "_deal_export" / "state.json").read_text())
     assert migrated["watermark"] != state["watermark"]
     assert pq.read_table(out / "_deal_export" / "input.parquet").column("ID").to_pylist() == [DEAL]
+
+
+async def test_retry_of_a_new_run_output_works_on_its_latest_night(
+    simulator, tmp_path: Path
+) -> None:
+    from tests.output.test_lineage import _failing
+
+    sim = await simulator(deals=80, seed=26)
+    out = tmp_path / "out"
+    config = RunConfig(
+        auth=WebhookAuth(sim.webhook_url),
+        output=OutputConfig(root=str(out), chunk_size=30, existing_data_behavior="new_run"),
+        limits=LimitsConfig(rate=0, operating_budget_s=None),
+        fetch=FetchConfig(max_attempts=2, backoff_base_s=0, backoff_max_s=0),
+    )
+    ids = IdsConfig(source="1-80", format="range")
+    assert (await export(config, ids)).exit_code == 0
+    flaky = set(sim.portal.visible_ids[:4])
+    undo = _failing(sim, flaky)
+    second = await export(config, ids)
+    undo()
+    assert second.counts.failed_retryable
+    nights = sorted(out.glob("run_id=*"), key=lambda p: p.stat().st_mtime)
+    assert len(nights) == 2
+    latest = out / f"run_id={second.run_id}"
+    assert latest in nights
+
+    done = await run_cli(["retry", str(out), *FAST], env=cli_env(sim), cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    assert set(_ids_in(latest)) == set(sim.portal.visible_ids) & set(range(1, 81))
+    assert len(list(out.glob("run_id=*"))) == 2
+    manifest = json.loads((latest / "_manifest.json").read_text())
+    assert manifest["counts"]["retryable_failed"] == 0
