@@ -108,7 +108,9 @@ class Store:
     def child(self, rel: str) -> Store:
         """The directory `rel` of this root as a root of its own (same filesystem)."""
         rel = rel.strip("/")
-        return Store(self.fs, self.abs(rel), uri=f"{self.uri.rstrip('/')}/{rel}")
+        # The path goes before a URI's query (`s3://b/p?endpoint_override=...`).
+        where, sep, query = self.uri.partition("?")
+        return Store(self.fs, self.abs(rel), uri=f"{where.rstrip('/')}/{rel}{sep}{query}")
 
     # -- paths ----------------------------------------------------------------------------------
 

@@ -320,3 +320,28 @@ def test_s3_readers_never_see_an_uncommitted_object(
     ids = ds.dataset(base, filesystem=fs, partitioning="hive").to_table().column("ID").to_pylist()
     data, _ = synth.chunk(0)
     assert sorted(ids) == sorted(data.column("ID").to_pylist())
+
+
+def test_s3_new_run_keeps_each_night_and_the_state_at_the_top(
+    s3: tuple[str, pafs.S3FileSystem], synth: ModuleType
+) -> None:
+    uri, fs = s3
+    base = uri.split("://", 1)[1].split("?", 1)[0]
+    config = OutputConfig(root=uri, existing_data_behavior="new_run")
+    for night, fp in (("night-a", "fp-a"), ("night-b", "fp-b")):
+        with OutputRoot.open(config, night, input_fingerprint=fp, lock_settle_s=0) as out:
+            assert "run_id=" in out.uri
+            assert "?" in out.uri.split("run_id=", 1)[1]  # the path before the query
+            out.write_chunk(0, *synth.chunk(0))
+            out.finalize(watermark=f"{night}-mark")
+    keys = _keys(fs, uri)
+    assert "_deal_export/state.json" in keys
+    assert {k.split("/", 1)[0] for k in keys if k.startswith("run_id=")} == {
+        "run_id=night-a",
+        "run_id=night-b",
+    }
+    assert not [k for k in keys if "_staging/" in k]
+    state = json.loads(fs.open_input_stream(f"{base}/_deal_export/state.json").read())
+    assert state["watermark"] == "night-b-mark"
+    table = ds.dataset(base, filesystem=fs, partitioning="hive").to_table()
+    assert sorted(set(table.column("run_id").to_pylist())) == ["night-a", "night-b"]
