@@ -17,7 +17,7 @@ from pipeline.settings import check_fields, default
 
 Plan = Literal["standard", "enterprise", "custom"]
 PartitionTransform = Literal["none", "value", "year", "month", "day"]
-ExistingDataBehavior = Literal["error", "overwrite", "resume"]
+ExistingDataBehavior = Literal["error", "overwrite", "resume", "new_run"]
 #: `parquet`: the folder sink; `delta`: one Delta table merged on ID (pipeline/output/delta).
 TableFormat = Literal["parquet", "delta"]
 #: Which schema changes a Delta output follows (pipeline/output/delta/contract.py).

@@ -50,6 +50,7 @@ from pipeline.output import (
 )
 from pipeline.output.delta import DeltaSink, delta_watermark, is_delta_output
 from pipeline.output.layout import MANIFEST_FILE
+from pipeline.output.lineage import with_lineage
 from pipeline.output.partition import partition_problem
 from pipeline.output.sink import Sink
 from pipeline.output.store import Store
@@ -486,11 +487,15 @@ def _chunk_tables(
     builder: TableBuilder | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """A chunk's data table and sidecar rows, in ID order: export and retry build them alike.
-    `builder` holds the chunk's deals already converted; `fetched` are the rest."""
+    `builder` holds the chunk's deals already converted; `fetched` are the rest.
+
+    Every row carries its lineage: the run that extracted it and when (`seen`, one value per
+    chunk: the moment its last deal had arrived)."""
     builder = builder or TableBuilder(schema)
     ordered = sorted(fetched, key=_fetched_id)
     builder.add([f.payload for f in ordered], [f.id for f in ordered])
     table, record_errors = builder.finish()
+    table = with_lineage(table, run_id, seen)
     rows: list[dict[str, Any]] = [
         failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)
     ]

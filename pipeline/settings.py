@@ -34,7 +34,7 @@ ENV_PREFIX: Final = "DEAL_EXPORT_"
 PLANS: Final = ("standard", "enterprise", "custom")
 COMPRESSIONS: Final = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 PARTITION_TRANSFORMS: Final = ("none", "value", "year", "month", "day")
-EXISTING_DATA_BEHAVIORS: Final = ("error", "overwrite", "resume")
+EXISTING_DATA_BEHAVIORS: Final = ("error", "overwrite", "resume", "new_run")
 ID_FORMATS: Final = ("auto", "text", "csv", "parquet", "range")
 LOG_FORMATS: Final = ("text", "json")
 TABLE_FORMATS: Final = ("parquet", "delta")
@@ -278,7 +278,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         flags=("--existing-data-behavior",),
         help="What to do when --out holds a completed export (default error). One that ended "
         "with failures a retry may fix (exit 3) is not replaced or refused but retried, unless "
-        "overwrite.",
+        "overwrite. new_run keeps every run in its own --out/run_id=<id>/ directory (nightly).",
     ),
     Setting(
         "output.chunk_size",

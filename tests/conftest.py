@@ -118,6 +118,8 @@ SLOW_PATHS = (
     "tests/bench/",
     "tests/output/test_crash.py",
     "tests/output/test_s3.py",
+    "tests/output/test_visibility.py",
+    "tests/output/test_nightly_runs.py",
     "tests/normalise/test_properties.py",
     "tests/operator/test_json_log_lines.py",
     "tests/entity/test_lead_export.py",

@@ -91,8 +91,8 @@ def _check_token_file(path: Path, sim: RunningSimulator, night: int) -> None:
 
 
 def _discovered(out: Path) -> set[int]:
-    """The IDs the run discovered (kept in the output root as `_input.parquet`)."""
-    return set(pq.read_table(out / "_input.parquet").column("ID").to_pylist())
+    """The IDs the run discovered (kept in the output as `_deal_export/input.parquet`)."""
+    return set(pq.read_table(out / "_deal_export" / "input.parquet").column("ID").to_pylist())
 
 
 def _listed_since(sim: RunningSimulator, since: float) -> set[int]:

@@ -1,6 +1,7 @@
 """`deal-export state show|set|reset OUTPUT`: see and move the incremental watermark.
 
-The state is the one a completed run commits last (`_state.json`, see `pipeline.output`); `set`
+The state is the one a completed run commits last (`_deal_export/state.json` at the top of
+OUTPUT, beside the data or the `run_id=` directories, see `pipeline.output`); `set`
 and `reset` replace it in one atomic write under the root's lock, so they are refused while a
 run writes there and can never leave half a state behind.
 """

@@ -6,13 +6,21 @@ Layout of an output root (local path, `s3://bucket/prefix` or `gs://bucket/prefi
     DATE_CREATE_month=__HIVE_DEFAULT_PARTITION__/...    rows whose partition value is null
     part-r<runid>-000000-0.parquet                      (unpartitioned layout, or a retry chunk)
     _errors/chunk-000003.parquet                        sidecar rows of chunk 3 (fixed schema)
-    _checkpoints/chunk-000003.json                      commit record of chunk 3 (written last)
+    _staging/000004/part-000004-0.parquet.staged        a chunk being written: moved into place
+                                                        right after its checkpoint
+    _checkpoints/chunk-000003.json                      commit record of chunk 3
     _run.json  _schema.json                             run metadata, schema snapshot
     _manifest.json  _SUCCESS                            written by a completed run, then:
-    _state.json                                         its watermark and field list (last;
+    _deal_export/state.json                             its watermark and field list (last;
                                                         kept by overwrite until the next
                                                         run completes)
+    _deal_export/input.parquet                          the IDs an incremental run discovered
     _lock                                               held while a run writes
+
+With `existing_data_behavior = "new_run"` each run's files (all but `_deal_export/` and `_lock`)
+sit in a `run_id=<id>/` directory of their own (`pipeline.output.runs`).
+
+Every row carries `_run_id` and `_extracted_at` (`pipeline.output.lineage`).
 
 Anything whose name starts with `_` or `.` is metadata or a temp file, never data: pyarrow's
 dataset discovery skips it by default. DuckDB and Polars should read the glob
@@ -24,12 +32,13 @@ Contract with the run (`pipeline.run`):
         skip = out.committed_chunks()              # resume: these chunks are already committed
         for index, ids in enumerate(chunks):       # deterministic chunking of the unique IDs
             if index in skip: continue
-            out.write_chunk(index, table, error_rows, stats)   # data, sidecar, then checkpoint
+            out.write_chunk(index, table, error_rows, stats)   # staged, checkpoint, moved
         out.write_schema(schema_dict)
         out.finalize(counts=..., config=run_config, limits=..., watermark=...)
 
 `write_chunk` is all-or-nothing per chunk: kill the process at any point and the next `open`
-deletes whatever the uncommitted chunk left, so re-writing it cannot double a row. File names
+deletes whatever an uncommitted chunk left (or finishes moving a committed one into place), so
+re-writing it cannot double a row, and no reader ever sees a file no checkpoint lists. File names
 derive from the chunk index, so a re-run overwrites instead of duplicating; rewriting a chunk
 that is already committed needs `replace=True`. From async code use `awrite_chunk` and
 `aapply_retry` (same arguments; both run in a thread through `sink.in_thread`, and a cancel
@@ -44,11 +53,13 @@ atomic). Failures to write (disk full, permissions, store unreachable) raise Out
 map: `opening` (lock, policy, recovery, session), `recovery` (existing-data policy, crash
 debris), `chunks` (the one chunk-commit path and accounting), `encode` (Parquet bytes),
 `records` (typed, versioned checkpoint, run metadata and manifest), `finalize` (manifest and
-`_SUCCESS`), `retry_merge`, `state` (`_state.json`, `_input.parquet`), `layout` (file names),
-`store` (the filesystem seam), `lock`, `partition`, `sidecar`, `manifest` (fingerprints, masking).
+`_SUCCESS`), `retry_merge`, `state` (`_deal_export/`), `runs` (`new_run`), `lineage`,
+`layout` (file names), `store` (the filesystem seam), `lock`, `partition`, `sidecar`,
+`manifest` (fingerprints, masking).
 
 What differs on object stores: no rename (each object is uploaded whole from memory, which is
-atomic per object), no fsync (the store's durability applies), no empty directories, and the lock
+atomic per object, and a staged object reaches its final key by a server-side copy), no fsync
+(the store's durability applies), no empty directories, and the lock
 is best effort (see `pipeline.output.lock`).
 """
 

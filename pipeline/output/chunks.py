@@ -2,9 +2,13 @@
 
 Also the in-memory ledger of the committed checkpoints of an open root.
 
-A chunk is committed when its checkpoint exists; it is written LAST, after the chunk's data
-files and sidecar file are in place (and, locally, fsynced). Rewriting a chunk first deletes
-its checkpoint, so a crash mid-rewrite leaves only debris for `recovery` to delete.
+A chunk is committed when its checkpoint exists; it is written after the chunk's data
+files and sidecar file are written (and, locally, fsynced) under `_staging/<key>/`, names no
+reader picks up; only then are they moved into place. So a crash or a full disk before the
+checkpoint leaves nothing a reader sees (`recovery` deletes the staging area), and a crash after
+it leaves a committed chunk whose moves `recovery` completes (`staged_path` derives each staged
+name from the final one). Rewriting a chunk first deletes its checkpoint, so a crash
+mid-rewrite leaves only debris for `recovery` to delete.
 
 A chunk that takes long (a slow portal) is committed in pieces before it is complete: each
 piece is a unit of its own whose checkpoint lists exactly the IDs it accounts for. A resumed run
@@ -13,6 +17,7 @@ skips those IDs, and the chunk's own commit holds the rest; no ID may be in two 
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,12 +31,16 @@ from pipeline.output.encode import Encoding, decode, sha256
 from pipeline.output.layout import (
     CHECKPOINT_DIR,
     ERRORS_DIR,
+    STAGING_DIR,
     checkpoint_path,
     chunk_key,
     data_name,
     dumps,
     sidecar_path,
+    staged_path,
+    staging_dir,
 )
+from pipeline.output.lineage import without_lineage
 from pipeline.output.manifest import schema_fingerprint
 from pipeline.output.partition import PartitionSpec, split
 from pipeline.output.records import Checkpoint, ErrorRecord, FileRecord
@@ -172,7 +181,8 @@ class Chunks:
     # -- the commit path ------------------------------------------------------------------------
 
     def commit(self, unit: ChunkUnit) -> Checkpoint:
-        """Write the unit's data files and sidecar, then its checkpoint. All-or-nothing."""
+        """Stage the unit's data files and sidecar, write its checkpoint, then move the files
+        into place. Readers never see a file its checkpoint does not list."""
         check_accounting(unit.key, unit.data, unit.errors, self.id_column)
         self._check_pieces(unit)
         self._before_change()
@@ -180,23 +190,7 @@ class Chunks:
         if old is not None:
             self.store.delete(checkpoint_path(unit.key))
 
-        files: list[FileRecord] = []
-        dirs: set[str] = {""}
-        for n, (directory, part) in enumerate(split(unit.data, self.spec)):
-            name = data_name(unit.key, n)
-            rel = f"{directory}/{name}" if directory else name
-            files.append(self._write_data(rel, part, directory))
-            dirs.add(directory)
-
-        error_record: ErrorRecord | None = None
-        if unit.errors.num_rows:
-            error_record = self.write_sidecar(sidecar_path(unit.key), unit.errors)
-            dirs.add(ERRORS_DIR)
-
-        if old is not None:
-            self._delete_replaced(old, files, error_record)
-
-        self.store.sync_dirs(dirs)
+        files, error_record, moves = self._stage(unit)
         data = unit.data
         ckpt = Checkpoint(
             key=unit.key,
@@ -206,15 +200,26 @@ class Chunks:
             rows=sum(f.rows for f in files),
             files=tuple(files),
             errors=error_record,
-            schema_fingerprint=schema_fingerprint(data.schema) if data.num_rows else None,
+            schema_fingerprint=(
+                schema_fingerprint(without_lineage(data.schema)) if data.num_rows else None
+            ),
             stats=dict(unit.stats),
             retried_ids=unit.retried_ids,
             sidecar_cleaned=False,
             chunk=unit.chunk,
             ids=unit.ids,
         )
+        # The commit point: from here on the staged files belong to a committed chunk, and a
+        # crash before they are all in place is rolled forward by `recovery`, never undone.
         self.save(ckpt)
         self.store.sync_dirs({CHECKPOINT_DIR})
+        self._publish(unit.key, moves)
+        if old is not None:
+            self._delete_replaced(old, files, error_record)
+        dirs = {""} | {f.partition for f in files}
+        if error_record is not None:
+            dirs.add(ERRORS_DIR)
+        self.store.sync_dirs(dirs)
         return ckpt
 
     def _check_pieces(self, unit: ChunkUnit) -> None:
@@ -240,6 +245,43 @@ class Chunks:
                 f"chunk {index}: deal {min(twice)} is already committed in a piece of it"
             )
 
+    def _stage(
+        self, unit: ChunkUnit
+    ) -> tuple[list[FileRecord], ErrorRecord | None, list[tuple[str, str]]]:
+        """Every file of the unit, written under `_staging/<key>/`: (records, moves to make).
+
+        A failure (a full disk) frees what was staged before it propagates."""
+        files: list[FileRecord] = []
+        moves: list[tuple[str, str]] = []
+        error_record: ErrorRecord | None = None
+        try:
+            for n, (directory, part) in enumerate(split(unit.data, self.spec)):
+                name = data_name(unit.key, n)
+                rel = f"{directory}/{name}" if directory else name
+                staged = staged_path(unit.key, name)
+                files.append(self._write_data(staged, rel, part, directory))
+                moves.append((staged, rel))
+            if unit.errors.num_rows:
+                final = sidecar_path(unit.key)
+                staged = staged_path(unit.key, final.rsplit("/", 1)[-1])
+                error_record = self._stage_sidecar(staged, final, unit.errors)
+                moves.append((staged, final))
+            self.store.sync_dirs({staging_dir(unit.key)})
+        except BaseException:
+            self._drop_staging(unit.key)
+            raise
+        return files, error_record, moves
+
+    def _publish(self, key: str, moves: list[tuple[str, str]]) -> None:
+        for staged, final in moves:
+            self.store.move(staged, final)
+        self._drop_staging(key)
+
+    def _drop_staging(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            self.store.delete_dir(staging_dir(key))
+            self.store.remove_dir_if_empty(STAGING_DIR)
+
     def _delete_replaced(
         self, old: Checkpoint, files: list[FileRecord], error_record: ErrorRecord | None
     ) -> None:
@@ -251,17 +293,21 @@ class Chunks:
         if old.errors is not None and error_record is None:
             self.store.delete(old.errors.path)
 
-    def _write_data(self, rel: str, table: pa.Table, partition: str) -> FileRecord:
+    def _write_data(self, staged: str, rel: str, table: pa.Table, partition: str) -> FileRecord:
         buf = self.encoding.encode(table)
-        self.store.write_atomic(rel, buf)
+        self.store.write_atomic(staged, buf)
         return FileRecord(rel, table.num_rows, buf.size, sha256(buf), partition)
 
+    def _stage_sidecar(self, staged: str, rel: str, table: pa.Table) -> ErrorRecord:
+        buf = self.encoding.encode(table)
+        self.store.write_atomic(staged, buf)
+        return _error_record(rel, table, buf)
+
     def write_sidecar(self, rel: str, table: pa.Table) -> ErrorRecord:
+        """Rewrite a committed sidecar in place (atomic per file: a retry's cleanup)."""
         buf = self.encoding.encode(table)
         self.store.write_atomic(rel, buf)
-        return ErrorRecord(
-            path=rel, rows=table.num_rows, bytes=buf.size, sha256=sha256(buf), **summarise(table)
-        )
+        return _error_record(rel, table, buf)
 
     def read_sidecar(self, rel: str) -> pa.Table:
         raw = self.store.read_bytes(rel)
@@ -284,6 +330,12 @@ def _unit_ids(unit: ChunkUnit, id_column: str) -> list[int]:
         i for s, i in zip(stages, unit.errors.column("id").to_pylist(), strict=True) if s == "fetch"
     )
     return ids
+
+
+def _error_record(rel: str, table: pa.Table, buf: pa.Buffer) -> ErrorRecord:
+    return ErrorRecord(
+        path=rel, rows=table.num_rows, bytes=buf.size, sha256=sha256(buf), **summarise(table)
+    )
 
 
 def check_accounting(key: str, data: pa.Table, errors: pa.Table, id_column: str) -> None:

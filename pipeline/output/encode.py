@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from pipeline.output.layout import dumps
 
-#: The schema-metadata key of `_input.parquet` that says how its IDs were obtained.
+#: The schema-metadata key of the pending input (`_deal_export/input.parquet`) that says how
+#: its IDs were obtained.
 INPUT_META_KEY = b"deal_export"
 
 
@@ -42,7 +43,7 @@ def decode(raw: bytes) -> pa.Table:
 
 
 def encode_input(ids: pa.Array, meta: Mapping[str, Any]) -> pa.Buffer:
-    """`_input.parquet`: the discovered IDs, with how they were obtained in the schema metadata."""
+    """The pending input: the discovered IDs, with how they were obtained in the schema metadata."""
     table = pa.table({"ID": ids.cast(pa.int64())}).replace_schema_metadata(
         {INPUT_META_KEY: dumps(dict(meta))}
     )

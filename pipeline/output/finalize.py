@@ -130,5 +130,5 @@ def write_manifest(store: Store, manifest: Manifest) -> None:
         store.sync_dirs({""})
         store.write_atomic(SUCCESS_FILE, b"")
         # `_SUCCESS`'s rename must be durable before the state that trusts it exists: a
-        # power loss must never keep the new `_state.json` and lose `_SUCCESS`.
+        # power loss must never keep the new run state and lose `_SUCCESS`.
         store.sync_dirs({""})

@@ -15,6 +15,7 @@ from pipeline.config import OutputConfig
 from pipeline.output.layout import RUN_FILE, dumps
 from pipeline.output.lock import LOCK_NAME, RunLock
 from pipeline.output.recovery import decide, finished_config, is_finished
+from pipeline.output.runs import latest_completed, open_run_dir, run_dirs
 from pipeline.output.state import FolderState
 from pipeline.output.store import Store, os_errors
 
@@ -38,17 +39,30 @@ def open_root(
     now: Callable[[], datetime] = _utc_now,
     lock_stale_after_s: float = 600.0,
     lock_settle_s: float = 0.2,
+    run_dir: str | None = None,
 ) -> OutputRoot:
     """`OutputRoot.open`: lock `config.root` for `run_id`, decide what to do with what is
-    there (`recovery.decide`: fresh, resumed, wiped or refused), clean up debris."""
-    store = Store.from_root(config.root, filesystem)
-    store.ensure_root()
-    lock = RunLock(store, run_id, stale_after_s=lock_stale_after_s, settle_s=lock_settle_s)
+    there (`recovery.decide`: fresh, resumed, wiped or refused; with `new_run`, which run
+    directory, `runs.open_run_dir`), clean up debris. `run_dir` opens exactly that run
+    directory of a `new_run` output (`retry`)."""
+    top = Store.from_root(config.root, filesystem)
+    top.ensure_root()
+    lock = RunLock(top, run_id, stale_after_s=lock_stale_after_s, settle_s=lock_settle_s)
     lock.acquire()
     try:
-        # Read before `decide` may wipe the markers a format-1 state is checked against.
-        previous = FolderState(store).read_completed()
-        meta, resumed = decide(store, config, run_id, input_fingerprint, now)
+        state = FolderState(top)
+        # Before `decide` may wipe the markers a format-1 state is checked against.
+        state.migrate()
+        previous = state.read_completed()
+        if config.existing_data_behavior == "new_run":
+            store, meta, resumed = open_run_dir(
+                top, config, run_id, input_fingerprint, now, run_dir=run_dir
+            )
+        else:
+            store = top
+            meta, resumed = decide(store, config, run_id, input_fingerprint, now)
+        if not resumed:
+            state.discard_pending_input()
         session = {"run_id": run_id, "opened_at": now().isoformat()}
         meta = dataclasses.replace(meta, sessions=(*meta.sessions, session))
         root = cls(
@@ -60,6 +74,8 @@ def open_root(
             resumed=resumed,
             id_column=id_column,
             now=now,
+            state=state,
+            data_dir="" if store is top else store.base[len(top.base) :].strip("/"),
             previous_state=previous,
         )
         root.recover()
@@ -84,10 +100,18 @@ def open_finished(
     written with."""
     store = Store.from_root(root, filesystem)
     store.refuse_a_file()
-    if not is_finished(store):
-        # A run still writing has no (completed) manifest yet: say "locked", not "no export".
+    run_dir = None
+    if run_dirs(store):
         _refuse_if_locked(store, run_id)
-    config, fingerprint = finished_config(store, root)
+        run_dir = latest_completed(store)
+        config, fingerprint = finished_config(store.child(run_dir), root)
+        config = dataclasses.replace(config, existing_data_behavior="new_run")
+    else:
+        if not is_finished(store):
+            # A run still writing has no (completed) manifest yet: say "locked", not "no
+            # export".
+            _refuse_if_locked(store, run_id)
+        config, fingerprint = finished_config(store, root)
     return open_root(
         cls,
         config,
@@ -96,6 +120,7 @@ def open_finished(
         filesystem=filesystem,
         id_column=id_column,
         now=now,
+        run_dir=run_dir,
     )
 
 

@@ -6,8 +6,8 @@ The invariant that makes runs exactly-once and resumable:
     `_checkpoints/chunk-<key>.json`, and so are the sidecar files under `_errors/`.
 
 Anything else that looks like ours (a `part-*.parquet` no checkpoint lists, a sidecar no
-checkpoint lists, a hidden temp file) is debris of a crash and is deleted on the next open,
-before any new write.
+checkpoint lists, a hidden temp file, anything under `_staging/`) is debris of a crash and is
+deleted on the next open, before any new write.
 """
 
 from __future__ import annotations
@@ -27,15 +27,19 @@ from pipeline.output.layout import (
     CHECKPOINT_DIR,
     CHECKPOINT_RE,
     ERRORS_DIR,
-    INPUT_FILE,
+    LEGACY_INPUT_FILE,
+    LEGACY_STATE_FILE,
     MANIFEST_FILE,
     RUN_FILE,
     SCHEMA_FILE,
+    STAGING_DIR,
     SUCCESS_FILE,
     checkpoint_path,
+    holds_run_dirs,
     is_data_path,
     is_ours,
     is_sidecar_path,
+    staged_path,
 )
 from pipeline.output.lock import LOCK_NAME
 from pipeline.output.partition import PartitionSpec
@@ -140,6 +144,11 @@ def decide(
     where = display_uri(store.uri)
     behavior = config.existing_data_behavior
     entries = [e.path for e in store.list_files() if e.path != LOCK_NAME]
+    if holds_run_dirs(entries):
+        raise OutputError(
+            f"output root {where} holds one directory per run (written with "
+            "existing_data_behavior 'new_run'); keep using 'new_run' there, or choose a new root"
+        )
     foreign = [p for p in entries if not is_ours(p)]
     if foreign:
         raise OutputError(
@@ -185,13 +194,14 @@ def wipe(store: Store) -> None:
     for name in (SUCCESS_FILE, MANIFEST_FILE):
         store.delete(name)
     store.delete_dir(CHECKPOINT_DIR)
+    store.delete_dir(STAGING_DIR)
     for entry in store.list_files():
         if is_data_path(entry.path) or is_temp_name(entry.path.rsplit("/", 1)[-1]):
             store.delete(entry.path)
     store.delete_dir(ERRORS_DIR)
-    # `_state.json` (the incremental watermark) survives: a nightly run that replaces last
-    # night's delta and then dies must still know where the previous successful run ended.
-    for name in (SCHEMA_FILE, INPUT_FILE, RUN_FILE):
+    # The run state lives in `_deal_export/`, which is not ours to wipe; the legacy state files
+    # were migrated there when the root was opened (`FolderState.migrate`).
+    for name in (SCHEMA_FILE, LEGACY_INPUT_FILE, LEGACY_STATE_FILE, RUN_FILE):
         store.delete(name)
     store.remove_empty_dirs()
 
@@ -208,11 +218,14 @@ def recover(chunks: Chunks) -> list[str]:
     for e in entries:
         if is_temp_name(e.path.rsplit("/", 1)[-1]):
             store.delete(e.path)
-    damaged = [
-        c
-        for c in _load_checkpoints(store, [e.path for e in entries])
-        if not _adopt(chunks, c, sizes)
-    ]
+    checkpoints = _load_checkpoints(store, [e.path for e in entries])
+    staged = {p: n for p, n in sizes.items() if p.startswith(STAGING_DIR + "/")}
+    if staged:
+        for ckpt in checkpoints:
+            _roll_forward(store, ckpt, staged, sizes)
+        # What is left is a chunk that never reached its commit.
+        store.delete_dir(STAGING_DIR)
+    damaged = [c for c in checkpoints if not _adopt(chunks, c, sizes)]
     if damaged:
         _drop_damaged(chunks, damaged)
     vouched = chunks.vouched_paths()
@@ -220,6 +233,20 @@ def recover(chunks: Chunks) -> list[str]:
         if e.path not in vouched and (is_data_path(e.path) or is_sidecar_path(e.path)):
             store.delete(e.path)
     return [c.key for c in chunks if c.is_retry and not c.sidecar_cleaned]
+
+
+def _roll_forward(
+    store: Store, ckpt: Checkpoint, staged: dict[str, int], sizes: dict[str, int]
+) -> None:
+    """Finish the moves of a committed chunk that a crash cut short (see `chunks`)."""
+    wanted = [(f.path, f.bytes) for f in ckpt.files]
+    if ckpt.errors is not None:
+        wanted.append((ckpt.errors.path, ckpt.errors.bytes))
+    for final, size in wanted:
+        source = staged_path(ckpt.key, final.rsplit("/", 1)[-1])
+        if staged.get(source) == size:  # still staged: the move never happened
+            store.move(source, final)
+            sizes[final] = size
 
 
 def _load_checkpoints(store: Store, paths: list[str]) -> list[Checkpoint]:

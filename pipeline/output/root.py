@@ -1,7 +1,8 @@
 """`OutputRoot`: the folder sink (partitioned Parquet, local or object store), locked for one run.
 
 It ties the pieces together: `recovery` (existing-data policy, crash debris), `chunks` (the one
-commit path), `retry_merge`, `finalize` (manifest and `_SUCCESS`) and `state` (`_state.json`).
+commit path), `retry_merge`, `finalize` (manifest and `_SUCCESS`) and `state`
+(`_deal_export/state.json`, at the top of the output).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pipeline.output.layout import (
     DATASET_GLOB,
     RUN_FILE,
     SCHEMA_FILE,
-    STATE_FILE,
+    STATE_PATH,
     SUCCESS_FILE,
     chunk_key,
     dataset_glob,
@@ -66,6 +67,8 @@ class OutputRoot:
         resumed: bool,
         id_column: str,
         now: Callable[[], datetime],
+        state: FolderState | None = None,
+        data_dir: str = "",
         previous_state: RunState | None = None,
     ) -> None:
         self._store = store
@@ -76,8 +79,10 @@ class OutputRoot:
         self._meta = meta
         self.resumed = resumed
         self._now = now
-        self._state = FolderState(store)
-        #: `_state.json` of the last run that completed before this one opened the root.
+        self._state = FolderState(store) if state is None else state
+        #: Where `store` sits in the output, relative to its top (a `new_run` run directory).
+        self._data_dir = data_dir
+        #: The state of the last run that completed before this one opened the output.
         self._previous_state = previous_state
         self._chunks = Chunks(
             store,
@@ -245,7 +250,7 @@ class OutputRoot:
         """Keep the ID list of a run whose input cannot be read again (incremental discovery
         answers differently a minute later), with `meta` saying how it was obtained."""
         self._check_open()
-        self._state.write_pending_input(ids, meta)
+        self._state.write_pending_input(ids, meta, self._data_dir)
 
     @os_errors
     def write_schema(self, schema: Mapping[str, Any]) -> None:
@@ -279,7 +284,7 @@ class OutputRoot:
         schema_fingerprint: str | None = None,
         schema_drift: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """`_manifest.json`, `_SUCCESS`, then `_state.json` (see `Sink.finalize`)."""
+        """`_manifest.json`, `_SUCCESS`, then the run state (see `Sink.finalize`)."""
         self._check_open()
         meta = self._meta.finalized(
             run_counts=None if counts is None else dict(counts),
@@ -323,6 +328,9 @@ class OutputRoot:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+#: Where the run state lives, relative to the output's top (for tests and tools).
+STATE_FILE = STATE_PATH
 
 #: The name of the one `Sink` implementation so far.
 FolderSink = OutputRoot

@@ -1,12 +1,18 @@
 """Run state: the last completed run's watermark and schema, and a pending run's discovered IDs.
 
-Kept as `_state.json` and `_input.parquet` in the folder root for now (format 2: the state is
-written after that run's `_SUCCESS`, so its presence proves the run completed). `StateStore` is
-what a run needs of it, so a table-format sink can keep the state in its commit metadata.
+Kept apart from the dataset's files, in `_deal_export/state.json` and `_deal_export/input.parquet`
+at the top of the output (the folder the user names), so neither a wipe nor a reader of the data
+ever meets it, and one state serves every run directory of a `new_run` output. Format 2: the
+state is written after that run's `_SUCCESS`, so its presence proves the run completed.
+Outputs written before the move kept `_state.json` and `_input.parquet` in the root: they are
+read from there, and moved on the next open under the lock (`FolderState.migrate`).
+`StateStore` is what a run needs of it, so a table-format sink can keep the state in its commit
+metadata.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,17 +25,21 @@ import pyarrow.fs as pafs
 from pipeline.errors import OutputError
 from pipeline.output.encode import INPUT_META_KEY, decode, encode_input
 from pipeline.output.layout import (
-    INPUT_FILE,
+    LEGACY_INPUT_FILE,
+    LEGACY_STATE_FILE,
     MANIFEST_FILE,
-    STATE_FILE,
+    PENDING_INPUT_PATH,
+    STATE_PATH,
     SUCCESS_FILE,
     dumps,
+    holds_run_dirs,
     is_ours,
+    is_ours_in_runs,
 )
 from pipeline.output.lock import RunLock
 from pipeline.output.store import Store, display_uri, json_object, os_errors
 
-#: 2: `_state.json` is written after `_SUCCESS` and carries the run's schema snapshot.
+#: 2: the state is written after `_SUCCESS` and carries the run's schema snapshot.
 STATE_FORMAT = 2
 
 
@@ -97,29 +107,57 @@ class StateStore(Protocol):
 
 
 class FolderState:
-    """`StateStore` on a folder root: `_state.json` beside the data."""
+    """`StateStore` on a folder output: `_deal_export/` at the top of `store`."""
+
+    #: The key of the pending input's metadata naming the directory whose `_SUCCESS` ends it.
+    DATA_DIR_KEY = "data_dir"
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
     def read_completed(self) -> RunState | None:
-        """`_state.json` if it belongs to a run that completed, else None.
+        """The state of the last run that completed, or None (from an older output's
+        `_state.json` while it has not been migrated)."""
+        raw = self._store.read_json(STATE_PATH)
+        if raw is None:
+            raw = self._store.read_json(LEGACY_STATE_FILE)
+        return None if raw is None else self._trusted(RunState.from_json(raw))
+
+    def _trusted(self, state: RunState) -> RunState | None:
+        """`state` if it belongs to a run that completed, else None.
 
         From STATE_FORMAT 2 on the state is written after that run's `_SUCCESS`, so its presence
         is the proof. Format 1 wrote it before the manifest; such a state is only trusted while
         the root still shows that very run completed.
         """
-        store = self._store
-        raw = store.read_json(STATE_FILE)
-        if raw is None:
-            return None
-        state = RunState.from_json(raw)
         if state.format >= STATE_FORMAT:
             return state
+        store = self._store
         manifest = store.read_json(MANIFEST_FILE) if store.exists(SUCCESS_FILE) else None
         if manifest is not None and manifest.get("run_id") == state.run_id:
             return state
         return None
+
+    def migrate(self) -> None:
+        """Move an older output's `_state.json` and `_input.parquet` into `_deal_export/`.
+
+        Called under the lock before anything else changes, so the wipe of an `overwrite` can
+        never take the watermark with it. The new file is written before the old one goes."""
+        store = self._store
+        raw_state = store.read_json(LEGACY_STATE_FILE)
+        if raw_state is not None or store.exists(LEGACY_STATE_FILE):
+            legacy = None if raw_state is None else self._trusted(RunState.from_json(raw_state))
+            if legacy is not None and not store.exists(STATE_PATH):
+                self.write_state(dataclasses.replace(legacy, format=STATE_FORMAT))
+            store.delete(LEGACY_STATE_FILE)
+        raw = store.read_bytes(LEGACY_INPUT_FILE)
+        if raw is not None:
+            if not store.exists(SUCCESS_FILE) and not store.exists(PENDING_INPUT_PATH):
+                store.write_atomic(PENDING_INPUT_PATH, raw)
+            store.delete(LEGACY_INPUT_FILE)
+
+    def write_state(self, state: RunState) -> None:
+        self._store.write_atomic(STATE_PATH, dumps(state.to_json()))
 
     def commit_after_finalize(
         self,
@@ -139,28 +177,45 @@ class FolderState:
             else watermark,
             schema=schema or (previous.schema if previous else None),
         )
-        self._store.write_atomic(STATE_FILE, dumps(state.to_json()))
+        self.write_state(state)
         return state
 
-    def write_pending_input(self, ids: pa.Array, meta: Mapping[str, Any]) -> None:
+    def write_pending_input(
+        self, ids: pa.Array, meta: Mapping[str, Any], data_dir: str = ""
+    ) -> None:
         """Keep the ID list of a run whose input cannot be read again (incremental discovery
-        answers differently a minute later), with `meta` saying how it was obtained."""
-        self._store.write_atomic(INPUT_FILE, encode_input(ids, meta))
+        answers differently a minute later), with `meta` saying how it was obtained and
+        `data_dir` which directory (relative to the output) that run writes."""
+        meta = {**meta, self.DATA_DIR_KEY: data_dir}
+        self._store.write_atomic(PENDING_INPUT_PATH, encode_input(ids, meta))
+
+    def discard_pending_input(self) -> None:
+        """A run that starts afresh drops the list an earlier unfinished run left."""
+        self._store.delete(PENDING_INPUT_PATH)
 
     def read_pending_input(self) -> tuple[pa.Array, dict[str, Any]] | None:
-        """The stored ID list of an UNFINISHED run, or None: a completed output's list is
+        """The stored ID list of an UNFINISHED run, or None: a completed run's list is
         history, not work to resume."""
         store = self._store
-        if store.exists(SUCCESS_FILE):
-            return None
-        raw = store.read_bytes(INPUT_FILE)
+        raw = store.read_bytes(PENDING_INPUT_PATH)
         if raw is None:
-            return None
+            raw = None if store.exists(SUCCESS_FILE) else store.read_bytes(LEGACY_INPUT_FILE)
+            if raw is None:
+                return None
         table = decode(raw)
         meta = json_object((table.schema.metadata or {}).get(INPUT_META_KEY))
         if meta is None or "ID" not in table.column_names:
             return None
+        data_dir = str(meta.pop(self.DATA_DIR_KEY, "") or "")
+        if store.exists(f"{data_dir}/{SUCCESS_FILE}" if data_dir else SUCCESS_FILE):
+            return None
         return table.column("ID").combine_chunks(), meta
+
+
+def _is_ours_anywhere(paths: list[str]) -> list[str]:
+    """The paths neither layout (one export, or one directory per run) would have written."""
+    check = is_ours_in_runs if holds_run_dirs(paths) else is_ours
+    return [p for p in paths if not check(p)]
 
 
 def read_watermark(root: str, filesystem: pafs.FileSystem | None = None) -> Any:
@@ -170,7 +225,8 @@ def read_watermark(root: str, filesystem: pafs.FileSystem | None = None) -> Any:
 
 
 def read_state(root: str, filesystem: pafs.FileSystem | None = None) -> dict[str, Any] | None:
-    """The run state (`_state.json`) of the last completed run into `root`, or None."""
+    """The run state (`_deal_export/state.json`) of the last completed run into `root`, or
+    None."""
     store = Store.from_root(root, filesystem)
     store.refuse_a_file()
     if store.local and not os.path.isdir(store.base):
@@ -198,7 +254,7 @@ def set_watermark(
     store.refuse_a_file()
     if not store.exists(""):
         raise OutputError(f"output root {display_uri(store.uri)} does not exist")
-    foreign = [e.path for e in store.list_files() if not is_ours(e.path)]
+    foreign = _is_ours_anywhere([e.path for e in store.list_files()])
     if foreign:
         raise OutputError(
             f"output root {display_uri(store.uri)} holds files deal-export did not write "
@@ -207,7 +263,9 @@ def set_watermark(
     lock = RunLock(store, by)
     lock.acquire()
     try:
-        previous = FolderState(store).read_completed()
+        folder = FolderState(store)
+        folder.migrate()
+        previous = folder.read_completed()
         state = RunState(
             run_id=None if previous is None else previous.run_id,
             at=None if previous is None else previous.at,
@@ -216,7 +274,7 @@ def set_watermark(
             moved_by=by,
             moved_at=now().isoformat(),
         )
-        store.write_atomic(STATE_FILE, dumps(state.to_json()))
+        folder.write_state(state)
         return state.to_json()
     finally:
         lock.release()

@@ -105,6 +105,13 @@ class Store:
             raise OutputError(f"cannot open output root {display_uri(root)}: {exc}") from None
         return cls(fs, path, uri=root)
 
+    def child(self, rel: str) -> Store:
+        """The directory `rel` of this root as a root of its own (same filesystem)."""
+        rel = rel.strip("/")
+        # The path goes before a URI's query (`s3://b/p?endpoint_override=...`).
+        where, sep, query = self.uri.partition("?")
+        return Store(self.fs, self.abs(rel), uri=f"{where.rstrip('/')}/{rel}{sep}{query}")
+
     # -- paths ----------------------------------------------------------------------------------
 
     def abs(self, rel: str) -> str:
@@ -213,6 +220,21 @@ class Store:
                 os.unlink(tmp)
             raise
 
+    def move(self, src: str, dst: str) -> None:
+        """Put the finished file `src` at `dst`, replacing it.
+
+        Locally a rename, atomic. Object stores have no rename: the store copies the object
+        server-side (S3 CopyObject), which makes `dst` appear whole or not at all, and then the
+        staged object is deleted.
+        """
+        if self.local:
+            target = self.abs(dst)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(self.abs(src), target)
+            return
+        self.fs.copy_file(self.abs(src), self.abs(dst))
+        self.delete(src)
+
     def sync_dirs(self, rels: set[str]) -> None:
         """Make renames in these directories durable before a checkpoint refers to them."""
         if not self.local:
@@ -248,6 +270,12 @@ class Store:
             self.fs.delete_dir(path)
         else:
             self.fs.delete_file(path)
+
+    def remove_dir_if_empty(self, rel: str) -> None:
+        """Drop one directory if nothing is left in it (local only; object stores have none)."""
+        if self.local:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.abs(rel))
 
     def remove_empty_dirs(self) -> None:
         """Drop directories left empty by cleanup (local only; object stores have no dirs)."""

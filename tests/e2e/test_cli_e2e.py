@@ -139,7 +139,7 @@ async def test_incremental_watermark_exports_only_what_changed(simulator, tmp_pa
     first = await _run(sim, tmp_path, "--modified-since", "2000-01-01T00:00:00Z", "--out", "out")
     assert first.code == 0, first.stderr
     assert read_data(tmp_path / "out").num_rows == len(sim.portal.visible_ids)
-    state = json.loads((tmp_path / "out" / "_state.json").read_text())
+    state = json.loads((tmp_path / "out" / "_deal_export" / "state.json").read_text())
     assert state["watermark"]
 
     changed = sim.portal.visible_ids[5:12]
@@ -244,7 +244,7 @@ async def test_retryable_failures_hold_the_watermark_back(simulator, tmp_path) -
     sim = await simulator(deals=150, seed=5)
     first = await _run(sim, tmp_path, "--modified-since", "2000-01-01T00:00:00Z", "--out", "out")
     assert first.code == 0, first.stderr
-    mark = json.loads((tmp_path / "out" / "_state.json").read_text())["watermark"]
+    mark = json.loads((tmp_path / "out" / "_deal_export" / "state.json").read_text())["watermark"]
 
     # Night 2: some deals changed, and the portal fails every batch they are in.
     changed = sim.portal.visible_ids[:20]
@@ -262,7 +262,7 @@ async def test_retryable_failures_hold_the_watermark_back(simulator, tmp_path) -
         "1",
     )
     assert night2.code == 3, night2.stderr
-    kept = json.loads((tmp_path / "out" / "_state.json").read_text())["watermark"]
+    kept = json.loads((tmp_path / "out" / "_deal_export" / "state.json").read_text())["watermark"]
     assert kept == mark, "a night with retryable failures must not move the watermark on"
 
     # Night 3 replaces night 2's output, sidecar included, yet the changed deals come back.

@@ -96,7 +96,8 @@ async def test_b7_a_bare_date_is_midnight_utc(simulator, tmp_path: Path) -> None
     done = await _run(sim, tmp_path, "--modified-since", "2000-01-01", "--out", "out")
     assert done.code == 0, done.stderr
     assert read_data(tmp_path / "out").num_rows == len(sim.portal.visible_ids)
-    meta = pq.read_schema(tmp_path / "out" / "_input.parquet").metadata[b"deal_export"]
+    pending = tmp_path / "out" / "_deal_export" / "input.parquet"
+    meta = pq.read_schema(pending).metadata[b"deal_export"]
     assert json.loads(meta)["discovery"]["modified_since"] == "2000-01-01T00:00:00+00:00"
 
 

@@ -277,7 +277,7 @@ async def test_interrupted_incremental_run_resumes_with_the_ids_it_discovered(
         await asyncio.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
-    first_set = set(pq.read_table(out / "_input.parquet").column("ID").to_pylist())
+    first_set = set(pq.read_table(out / "_deal_export" / "input.parquet").column("ID").to_pylist())
     assert 0 < len(first_set) < len(sim.portal.existing_ids)
     late = next(i for i in sim.portal.visible_ids if i not in first_set)
     # The portal moves on: a fresh discovery would now also find `late`.

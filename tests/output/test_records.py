@@ -109,7 +109,8 @@ def test_records_write_back_exactly_the_json_they_read(tmp_path: Path, synth: Mo
         out.apply_retry(synth.deals(out.retryable_ids()), [])
         out.finalize()
     read = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("**/*.json")}
-    assert {"chunk-000000.json", "_run.json", "_manifest.json", "_state.json"} <= set(read)
+    # The run state moved out of the dataset's files, to `_deal_export/state.json`.
+    assert {"chunk-000000.json", "_run.json", "_manifest.json", "state.json"} <= set(read)
     retry = [n for n in read if n.startswith("chunk-r")]
     assert len(retry) == 1
     assert read[retry[0]]["retried_ids"]
@@ -118,7 +119,7 @@ def test_records_write_back_exactly_the_json_they_read(tmp_path: Path, synth: Mo
         assert Checkpoint.from_json(read[name], name).to_json() == read[name]
     assert RunMeta.from_json(read["_run.json"], "run").to_json() == read["_run.json"]
     assert Manifest.from_json(read["_manifest.json"], "m").to_json() == read["_manifest.json"]
-    assert RunState.from_json(read["_state.json"]).to_json() == read["_state.json"]
+    assert RunState.from_json(read["state.json"]).to_json() == read["state.json"]
 
 
 def test_an_unfinished_root_in_todays_format_resumes(tmp_path: Path, synth: ModuleType) -> None:

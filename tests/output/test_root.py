@@ -235,7 +235,7 @@ def test_existing_data_behaviors(tmp_path: Path, synth: ModuleType) -> None:
         assert not out.resumed
         assert out.committed_chunks() == set()
         assert _visible_files(tmp_path) == []
-        assert sorted(os.listdir(tmp_path)) == ["_lock", "_run.json", "_state.json"]
+        assert sorted(os.listdir(tmp_path)) == ["_deal_export", "_lock", "_run.json"]
         # The watermark outlives the wipe until this run completes with its own.
         assert out.read_watermark() == "2024-09-01T00:00:00+00:00"
         out.write_chunk(0, synth.deals([1, 2]), [])
@@ -289,12 +289,15 @@ def test_manifest_then_success_then_state_are_written_last(
             watermark="w1",
         )
     chunk_order = [o for o in order if o.startswith("_checkpoints/")]
-    assert order[-3:] == ["_manifest.json", "_SUCCESS", "_state.json"]
+    assert order[-3:] == ["_manifest.json", "_SUCCESS", "_deal_export/state.json"]
     assert chunk_order == ["_checkpoints/chunk-000000.json", "_checkpoints/chunk-000001.json"]
-    # each checkpoint comes after its chunk's data and sidecar files
+    # each checkpoint comes after its chunk's data and sidecar files are staged (written in
+    # full under `_staging/`), and before they are moved to where readers look
     first_ckpt = order.index(chunk_order[0])
-    assert any(o.endswith("part-000000-0.parquet") for o in order[:first_ckpt])
-    assert order.index("_errors/chunk-000000.parquet") < first_ckpt
+    assert any(o.endswith("part-000000-0.parquet.staged") for o in order[:first_ckpt])
+    assert order.index("_staging/000000/chunk-000000.parquet.staged") < first_ckpt
+    assert order.index("_errors/chunk-000000.parquet") > first_ckpt
+    assert not any(o.endswith("part-000000-0.parquet") for o in order[:first_ckpt])
 
     on_disk = json.loads((tmp_path / "_manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest))
@@ -327,7 +330,7 @@ def test_incomplete_finalize_writes_no_success(tmp_path: Path, synth: ModuleType
         manifest = out.finalize(completed=False, watermark="ignored")
     assert manifest["completed"] is False
     assert not (tmp_path / "_SUCCESS").exists()
-    assert not (tmp_path / "_state.json").exists()
+    assert not (tmp_path / "_deal_export" / "state.json").exists()
     with _open(tmp_path) as out:  # still resumable under "error"
         assert out.committed_chunks() == {0}
 

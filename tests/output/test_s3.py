@@ -20,6 +20,7 @@ import pytest
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
 from pipeline.output import OutputRoot
+from pipeline.output.chunks import Chunks
 from pipeline.output.lock import RunLock, break_lock
 from pipeline.output.store import Store, display_uri
 from tests.conftest import fresh_s3_bucket
@@ -268,3 +269,79 @@ async def test_break_lock_takes_over_a_live_looking_lock_with_a_warning(
     assert "--break-lock: removing the lock" in done.stderr
     assert "elsewhere-run" in done.stderr
     assert "_SUCCESS" in _keys(fs, uri)
+
+
+class _Killed(BaseException):
+    """Stands for the process dying mid-commit: no handler runs after it."""
+
+
+@pytest.mark.parametrize("crash", ["staging", "after-checkpoint"])
+def test_s3_readers_never_see_an_uncommitted_object(
+    s3: tuple[str, pafs.S3FileSystem],
+    synth: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    crash: str,
+) -> None:
+    uri, fs = s3
+    base = uri.split("://", 1)[1].split("?", 1)[0]
+    config = OutputConfig(root=uri)
+    real_write = Store.write_atomic
+
+    def write_atomic(self: Store, rel: str, data: bytes | memoryview) -> None:
+        real_write(self, rel, data)
+        if crash == "staging" and rel.endswith(".staged"):
+            raise _Killed(rel)  # the first staged object is up, nothing else
+
+    def move(self: Store, src: str, dst: str) -> None:
+        raise _Killed(src)  # the checkpoint is written, no object copied into place yet
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "write_atomic", write_atomic)
+        patched.setattr(Store, "move", move)
+        patched.setattr(Chunks, "_drop_staging", lambda self, key: None)  # no handler runs
+        with (
+            pytest.raises(_Killed),
+            OutputRoot.open(config, "run-1", input_fingerprint="fp", lock_settle_s=0) as out,
+        ):
+            out.write_chunk(0, *synth.chunk(0))
+    keys = _keys(fs, uri)
+    assert any(k.startswith("_staging/") for k in keys)
+    assert not [k for k in keys if k.endswith(".parquet")], "an uncommitted object is readable"
+    assert ds.dataset(base, filesystem=fs, partitioning="hive").count_rows() == 0
+
+    with OutputRoot.open(config, "run-2", input_fingerprint="fp", lock_settle_s=0) as out:
+        # Before the checkpoint: redone. After it: committed, its objects copied into place.
+        assert out.committed_chunks() == ({0} if crash == "after-checkpoint" else set())
+        if crash == "staging":
+            out.write_chunk(0, *synth.chunk(0))
+        out.finalize()
+    keys = _keys(fs, uri)
+    assert not [k for k in keys if k.startswith("_staging/")]
+    ids = ds.dataset(base, filesystem=fs, partitioning="hive").to_table().column("ID").to_pylist()
+    data, _ = synth.chunk(0)
+    assert sorted(ids) == sorted(data.column("ID").to_pylist())
+
+
+def test_s3_new_run_keeps_each_night_and_the_state_at_the_top(
+    s3: tuple[str, pafs.S3FileSystem], synth: ModuleType
+) -> None:
+    uri, fs = s3
+    base = uri.split("://", 1)[1].split("?", 1)[0]
+    config = OutputConfig(root=uri, existing_data_behavior="new_run")
+    for night, fp in (("night-a", "fp-a"), ("night-b", "fp-b")):
+        with OutputRoot.open(config, night, input_fingerprint=fp, lock_settle_s=0) as out:
+            assert "run_id=" in out.uri
+            assert "?" in out.uri.split("run_id=", 1)[1]  # the path before the query
+            out.write_chunk(0, *synth.chunk(0))
+            out.finalize(watermark=f"{night}-mark")
+    keys = _keys(fs, uri)
+    assert "_deal_export/state.json" in keys
+    assert {k.split("/", 1)[0] for k in keys if k.startswith("run_id=")} == {
+        "run_id=night-a",
+        "run_id=night-b",
+    }
+    assert not [k for k in keys if "_staging/" in k]
+    state = json.loads(fs.open_input_stream(f"{base}/_deal_export/state.json").read())
+    assert state["watermark"] == "night-b-mark"
+    table = ds.dataset(base, filesystem=fs, partitioning="hive").to_table()
+    assert sorted(set(table.column("run_id").to_pylist())) == ["night-a", "night-b"]

@@ -41,7 +41,7 @@ def test_a_run_without_a_watermark_keeps_the_previous_one_and_records_its_schema
         out.write_schema({**SCHEMA_V1, "columns": SCHEMA_V1["columns"][:1]})
         out.write_chunk(0, *synth.chunk(0))
         out.finalize()
-    state = json.loads((tmp_path / "_state.json").read_text())
+    state = json.loads((tmp_path / "_deal_export" / "state.json").read_text())
     assert state["run_id"] == "run-2"
     assert state["watermark"] == "2026-11-30T00:00:00+00:00"
     assert state["schema"]["columns"] == SCHEMA_V1["columns"][:1]
@@ -52,7 +52,7 @@ def test_an_unfinished_run_writes_no_state(tmp_path: Path, synth: ModuleType) ->
     with _open(tmp_path, "run-1") as out:
         out.write_chunk(0, *synth.chunk(0))
         out.finalize(watermark="w1", completed=False)
-    assert not (tmp_path / "_state.json").exists()
+    assert not (tmp_path / "_deal_export" / "state.json").exists()
     assert read_watermark(str(tmp_path)) is None
 
 
