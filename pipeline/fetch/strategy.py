@@ -53,7 +53,7 @@ def choose(
         return "get", "list not measured"
     if get_cost is None:
         return "list", "get not measured"
-    figures = f"list {_ms(list_cost)} vs get {_ms(get_cost)} operating per deal"
+    figures = f"list {_ms(list_cost)} vs get {_ms(get_cost)} operating per record"
     if current == "get" and list_cost > get_cost * (1 - margin):
         return "get", f"{figures}: list not cheaper by {margin:.0%}"
     if current == "list" and get_cost < list_cost * (1 - margin):

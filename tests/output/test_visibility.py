@@ -154,8 +154,9 @@ async def test_sigkill_around_the_first_commit_leaves_no_readable_row(
     assert not (out / "_staging").exists()
     if kill_at == "first-move":
         # The killed run's chunk was committed: the next open moved its files into place
-        # instead of fetching it again (its rows keep the killed run's id).
-        assert [p.name for p in committed] == ["chunk-000000.json"]
+        # instead of fetching it again (its rows keep the killed run's id). Which chunk came
+        # first depends on the fetch order (auto strategy probes), not on the sink.
+        assert [p.name for p in committed] in (["chunk-000000.json"], ["chunk-000001.json"])
         table = ds.dataset(out, format="parquet", partitioning="hive").to_table()
         runs = Counter(table.column("_run_id").to_pylist())
         assert len(runs) == 2
