@@ -196,6 +196,8 @@ def progress_stream(kw: dict[str, Any]) -> TextIO:
     "output.chunk_size",
     "output.table_format",
     "output.schema_contract",
+    "output.detect_deletes",
+    "output.hard_delete",
 )
 @progress_option
 @break_lock_option
@@ -280,6 +282,10 @@ def report(
             exported_now=this_attempt if result.resumed else None,
             entity=entity,
         )
+    deletions = dict(result.deletions)
+    if deletions:
+        lines.append(str(deletions.pop("summary")))
+        deletions["output"] = mask_text(str(deletions.get("output", "")), secrets)
     if not json_logs:
         for line in lines:
             click.echo(line)
@@ -304,6 +310,7 @@ def report(
             "seconds": round(result.seconds, 3),
             "resumed": result.resumed,
             "drift": result.drift,
+            **({"deletions": deletions} if deletions else {}),
             "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         },
     )

@@ -9,12 +9,13 @@ storage options), `maintenance` (`deal-export compact`).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from pipeline.errors import OutputError
-from pipeline.output.delta.commits import ours
+from pipeline.output.delta.commits import latest_value, ours
 from pipeline.output.delta.contract import CONTRACTS
 from pipeline.output.delta.location import DeltaLocation, errors_table_uri, locate
 from pipeline.output.delta.sink import DeltaSink, read_watermark_of
@@ -40,10 +41,20 @@ def delta_watermark(root: str) -> object:
     return None if current is None else read_watermark_of(ours(current.history()))
 
 
+@delta_errors
+def delta_run_config(root: str) -> dict[str, Any] | None:
+    """The newest run configuration (entity included) the finalize commits of the Delta table at
+    `root` carry, or None: what the folder sink's manifest says about its run."""
+    current = open_table(locate(root))
+    found = None if current is None else latest_value(ours(current.history()), "config")
+    return found if isinstance(found, dict) else None
+
+
 __all__ = [
     "CONTRACTS",
     "DeltaLocation",
     "DeltaSink",
+    "delta_run_config",
     "delta_watermark",
     "errors_table_uri",
     "is_delta_output",

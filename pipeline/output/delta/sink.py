@@ -14,7 +14,7 @@ versions: Delta readers ignore files no commit added.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -194,11 +194,17 @@ class DeltaSink:
         return errors_table.retryable_ids(self.errors)
 
     def apply_retry(
-        self, data: pa.Table, errors: Rows = None, stats: Mapping[str, Any] | None = None
+        self,
+        data: pa.Table,
+        errors: Rows = None,
+        stats: Mapping[str, Any] | None = None,
+        *,
+        settled: Iterable[int] = (),
     ) -> dict[str, Any]:
+        """`settled`: IDs whose failures go without a new row (deals found deleted)."""
         key = f"r{self.run_id}-{self._retry_seq:06d}"
         self._retry_seq += 1
-        return self._commit(key, None, data, errors)
+        return self._commit(key, None, data, errors, settled)
 
     async def aapply_retry(
         self, data: pa.Table, errors: Rows = None, stats: Mapping[str, Any] | None = None
@@ -341,10 +347,17 @@ class DeltaSink:
         self._commits.insert(0, Commit(version, record))
 
     @table.delta_errors
-    def _commit(self, key: str, index: int | None, data: pa.Table, errors: Rows) -> dict[str, Any]:
+    def _commit(
+        self,
+        key: str,
+        index: int | None,
+        data: pa.Table,
+        errors: Rows,
+        settled: Iterable[int] = (),
+    ) -> dict[str, Any]:
         rows = as_sidecar(errors)
         fetch = fetch_rows(rows)
-        covered = {int(i) for i in data.column(table.ID_COLUMN).to_pylist()}
+        covered = {int(i) for i in data.column(table.ID_COLUMN).to_pylist()} | set(settled)
         covered |= {int(i) for i in fetch.column("id").to_pylist() if i is not None}
         errors_table.replace_failures(self.errors, covered, rows)
         summary = summarise(rows)
