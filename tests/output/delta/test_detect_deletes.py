@@ -135,6 +135,7 @@ async def test_folder_output_is_a_usage_error_before_any_request(
         await export(delta_config(sim, tmp_path / "d", hard_delete=True), SINCE_LAST)
 
 
+@pytest.mark.slow
 async def test_cli_summary_text_and_json(simulator: SimulatorFactory, tmp_path: Path) -> None:
     sim = await simulator(deals=50, seed=3, hidden_fraction=0.0, deleted_fraction=0.0)
     root = tmp_path / "deals"
