@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pytest
 
 from pipeline.config import FetchConfig
-from pipeline.config_load import IdsConfig
+from pipeline.config_load import IdsConfig, load_config
 from pipeline.run import export
 from pipeline.simulator import FaultConfig, RunningSimulator
 from tests.conftest import SimulatorFactory, fresh_s3_bucket
@@ -35,6 +35,7 @@ from tests.output.delta.conftest import s3_endpoint  # noqa: F401  (the moto fix
 from tests.output.delta.helpers import delta_config, errors_of, rows, table_of
 
 NIGHT_S = 6 * 3600
+NIGHTLY_TOML = Path(__file__).resolve().parents[2] / "configs" / "nightly.toml"
 NIGHTS = 10
 KILLED_NIGHT = 9
 FAULT_NIGHTS = {4, 7}
@@ -233,3 +234,49 @@ async def test_ten_nights_on_s3(
     sim = await simulator(deals=80, seed=17, hidden_fraction=0.0, deleted_fraction=0.0)
     root, _ = fresh_s3_bucket(s3_endpoint, monkeypatch, "warehouse/deals")
     await _bounded(lambda: _nights(sim, root, tmp_path, chunk=50, poll_s=0.25))
+
+
+async def test_a_skipped_load_loses_nothing_on_delta(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    """The issue's scenario with the shipped configs/nightly.toml: deal 43 changes, night A
+    exports it, nobody loads it, night B finds nothing new; the table still holds deal 43 as
+    night A got it, since the table is the warehouse copy and the watermark moved with it."""
+    sim = await simulator(deals=120, seed=16, hidden_fraction=0.0, deleted_fraction=0.0)
+    assert 43 in sim.portal.visible_ids
+    root = tmp_path / "deals"
+    loaded = load_config(
+        config_path=str(NIGHTLY_TOML),
+        env={},
+        overrides={
+            "output.root": str(root),
+            "portal.webhook_url": sim.webhook_url,
+            "limits.rate": 0,
+            "limits.operating_budget_s": "off",
+        },
+    )
+    config = loaded.run_config()
+    assert config.output.table_format == "delta"
+    first = IdsConfig(since_last_run=True, start_from=datetime(2000, 1, 1, tzinfo=UTC))
+    start = time.time()
+    baseline = await export(config, first, clock=_NightClock(-3 * NIGHT_S))
+    assert baseline.exit_code == 0
+    edited = int(start - 2 * NIGHT_S - 3600)
+    sim.touch([43], at=edited)
+
+    night_a = await export(config, loaded.ids, clock=_NightClock(-2 * NIGHT_S))
+    assert night_a.exit_code == 0
+    assert night_a.counts.exported == 1
+    # (no warehouse load here)
+    night_b = await export(config, loaded.ids, clock=_NightClock(-NIGHT_S))
+    assert night_b.exit_code == 0
+    assert night_b.counts.exported == 0
+
+    table = rows(root)
+    row = table.filter(pc.equal(table.column("ID"), 43)).to_pylist()
+    assert len(row) == 1
+    assert row[0]["DATE_MODIFY"].timestamp() == edited
+    assert row[0]["_run_id"] == night_a.run_id
+    wire = sim.portal.deal_wire(43)
+    assert wire is not None
+    assert row[0]["TITLE"] == wire["TITLE"]
