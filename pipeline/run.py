@@ -50,7 +50,7 @@ from pipeline.output import (
 )
 from pipeline.output.delta import (
     DeltaSink,
-    delta_run_config,
+    delta_entity,
     delta_watermark,
     is_delta_output,
     locate,
@@ -179,9 +179,9 @@ def _watermark(output_root: str) -> Any:
     return found
 
 
-def _open_sink(output: OutputConfig, run_id: str, fingerprint: str) -> Sink:
+def _open_sink(output: OutputConfig, run_id: str, fingerprint: str, entity: str) -> Sink:
     if output.table_format == "delta":
-        return DeltaSink.open(output, run_id, input_fingerprint=fingerprint)
+        return DeltaSink.open(output, run_id, input_fingerprint=fingerprint, entity=entity)
     if "://" not in output.root and is_delta_output(output.root):
         raise UsageError(
             f"{output.root} holds a Delta table: add --table-format delta (or choose another "
@@ -544,7 +544,7 @@ async def _write_export(
     progress_factory: Callable[[int], Progress] | None = None,
 ) -> RunResult:
     idset, watermark = resolved.idset, resolved.watermark
-    with _open_sink(config.output, run_id, fingerprint) as out:
+    with _open_sink(config.output, run_id, fingerprint, config.entity) as out:
         if resolved.discovery is not None and not resolved.reused:
             out.write_input(idset.ids, {"discovery": resolved.discovery, "watermark": watermark})
         drift = _check_drift(out, schema, on_drift)
@@ -712,11 +712,11 @@ async def retry_failed(
 def _entity_of_output(root: str, shown: str, wanted: str | None) -> Entity:
     """The entity a finished output was exported from (its manifest's configuration; outputs
     written before entities existed hold deals), checked against the one the caller asked for."""
-    # A Delta output keeps its run's configuration in its finalize commits, not in a manifest.
-    delta_config = delta_run_config(root) if is_delta_output(root) else None
+    # A Delta output records its entity in its commits, not in a manifest.
+    recorded = delta_entity(root) if is_delta_output(root) else None
     manifest = (
-        {"config": delta_config}
-        if delta_config is not None
+        {"config": {"entity": recorded}}
+        if recorded is not None
         else Store.from_root(root).read_json(MANIFEST_FILE) or {}
     )
     written = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
