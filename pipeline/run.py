@@ -469,37 +469,51 @@ def _check_detect_deletes(output: OutputConfig, names: Mapping[str, str]) -> Non
 async def _detect_deletes(output: OutputConfig, client: PortalClient, run: RunResult) -> RunResult:
     """After the run's data is committed, with the client still open: mark the deals the portal
     deleted, refresh the ones it listed late, and record the rows left undecided (`Access
-    denied` keeps the row) in the errors table; the run's verdict takes the worse exit code."""
+    denied` keeps the row) in the errors table; the run's verdict takes the worse exit code.
+    The output's lock is held again throughout, so no other run writes in between."""
     where = locate(output.root)
-    found = await detect_and_apply_deletes(
-        client,
-        where.uri,
-        run_id=run.run_id,
-        hard=output.hard_delete,
-        storage_options=where.storage_options,
-        recheck_failures=True,
-    )
-    if found.present or found.failures or found.verdict.deleted:
-        await asyncio.to_thread(_fold_reconciliation, output.root, run.run_id, found, client.entity)
+    out = await asyncio.to_thread(DeltaSink.open_existing, output.root, run.run_id)
+    with out:
+        try:
+            found = await detect_and_apply_deletes(
+                client,
+                where.uri,
+                run_id=run.run_id,
+                hard=output.hard_delete,
+                storage_options=where.storage_options,
+                recheck_failures=True,
+            )
+        except PipelineError as exc:
+            # Same error, class and exit code; the message adds that the data is safe.
+            exc.args = (_not_reconciled(exc, run), *exc.args[1:])
+            raise
+        if found.present or found.failures or found.verdict.deleted:
+            await asyncio.to_thread(_fold_reconciliation, out, found, client.entity)
     deletions = {**found.fields(), "output": run.output, "summary": found.summary()}
     exit_code = run.exit_code or found.exit_code
     return dataclasses.replace(run, exit_code=exit_code, deletions=deletions)
 
 
-def _fold_reconciliation(root: str, run_id: str, found: ReconcileResult, entity: Entity) -> None:
+def _not_reconciled(exc: Exception, run: RunResult) -> str:
+    """The error of a deletion check that failed, saying the run's data is safe anyway."""
+    return (
+        f"{exc} (the run's {run.counts.exported:,} records are committed to {run.output}; "
+        "deletions were not looked for: the next --detect-deletes run or deal-export reconcile "
+        "does it)"
+    )
+
+
+def _fold_reconciliation(out: DeltaSink, found: ReconcileResult, entity: Entity) -> None:
     """One more commit of the run: the deals listed late merged, the errors table holding the
     undecided rows, and no failure left for a deal that is gone."""
-    with DeltaSink.open_existing(root, run_id) as out:
-        snapshot = out.read_schema()
-        if snapshot is None:
-            raise OutputError(
-                f"{out.uri} has no schema snapshot; cannot merge the deals listed late"
-            )
-        schema = EntitySchema.from_snapshot(snapshot, entity)
-        seen = datetime.now(UTC)
-        table, rows = _chunk_tables(found.present, found.failures, schema, run_id, seen)
-        out.apply_retry(table, rows, settled=found.verdict.deleted)
-        out.finalize()
+    snapshot = out.read_schema()
+    if snapshot is None:
+        raise OutputError(f"{out.uri} has no schema snapshot; cannot merge the deals listed late")
+    schema = EntitySchema.from_snapshot(snapshot, entity)
+    seen = datetime.now(UTC)
+    table, rows = _chunk_tables(found.present, found.failures, schema, out.run_id, seen)
+    out.apply_retry(table, rows, settled=found.verdict.deleted)
+    out.finalize()
 
 
 async def _portal_schema(client: PortalClient) -> EntitySchema:

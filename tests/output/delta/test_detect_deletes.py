@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import FetchConfig
 from pipeline.config_load import IdsConfig
-from pipeline.errors import UsageError
+from pipeline.errors import PipelineError, UsageError
 from pipeline.run import export
 from pipeline.simulator import FaultConfig
 from tests.conftest import SimulatorFactory
@@ -186,3 +186,18 @@ async def test_python_api_takes_detect_deletes(
     assert result.deletions["deleted"] == 3
     assert result.as_dict()["deletions"]["hard_delete"]
     assert sorted(rows(root).column("ID").to_pylist()) == sim.portal.visible_ids
+
+
+async def test_a_failed_listing_says_the_run_is_committed(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator(deals=40, seed=10, hidden_fraction=0.0, deleted_fraction=0.0)
+    root = tmp_path / "deals"
+    await export(delta_config(sim, root), SINCE_LAST)
+    sim.set_faults(FaultConfig(error_500=1.0, methods=frozenset({"batch"})))
+    config = delta_config(sim, root, detect_deletes=True, fetch=FetchConfig(max_attempts=1))
+    with pytest.raises(PipelineError, match="deletions were not looked for") as caught:
+        await export(config, IdsConfig(source="1-5", format="range"))
+    assert "are committed to" in str(caught.value)
+    assert fetch_failures(root) == [i for i in range(1, 6) if i in sim.portal.visible_ids]
+    assert _marked(root) == []
