@@ -150,9 +150,9 @@ async def export_async(
     partition_by: str | None = None,
     partition_transform: Literal["none", "value", "year", "month", "day"] | None = None,
     existing_data_behavior: Literal["error", "overwrite", "resume"] | None = None,
+    break_lock: bool = False,
     detect_deletes: bool | None = None,
     hard_delete: bool | None = None,
-    break_lock: bool = False,
     progress: bool = False,
     log: bool = False,
 ) -> ExportResult:
@@ -229,9 +229,9 @@ def export(
     partition_by: str | None = None,
     partition_transform: Literal["none", "value", "year", "month", "day"] | None = None,
     existing_data_behavior: Literal["error", "overwrite", "resume"] | None = None,
+    break_lock: bool = False,
     detect_deletes: bool | None = None,
     hard_delete: bool | None = None,
-    break_lock: bool = False,
     progress: bool = False,
     log: bool = False,
 ) -> ExportResult:

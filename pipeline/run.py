@@ -512,7 +512,9 @@ def _fold_reconciliation(out: DeltaSink, found: ReconcileResult, entity: Entity)
     schema = EntitySchema.from_snapshot(snapshot, entity)
     seen = datetime.now(UTC)
     table, rows = _chunk_tables(found.present, found.failures, schema, out.run_id, seen)
-    out.apply_retry(table, rows, settled=found.verdict.deleted)
+    if found.verdict.deleted:
+        out.settle_failures(found.verdict.deleted)
+    out.apply_retry(table, rows)
     out.finalize()
 
 

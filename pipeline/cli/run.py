@@ -267,6 +267,7 @@ def report(
     """The summary on stdout: sentences, or in JSON mode one object (Airflow's XCom reads the
     last line of stdout). A retry that found nothing to retry says so instead of counting 0."""
     this_attempt = int(result.fetch_stats.get("deals_fetched", result.counts.exported))
+    deletions, deletion_lines = _deletions(result, secrets)
     entity = entity_named(result.entity)
     if retry and result.counts.requested == 0:
         lines = [
@@ -282,12 +283,8 @@ def report(
             exported_now=this_attempt if result.resumed else None,
             entity=entity,
         )
-    deletions = dict(result.deletions)
-    if deletions:
-        lines.append(str(deletions.pop("summary")))
-        deletions["output"] = mask_text(str(deletions.get("output", "")), secrets)
     if not json_logs:
-        for line in lines:
+        for line in [*lines, *deletion_lines]:
             click.echo(line)
         return
     record = json_record(
@@ -295,7 +292,7 @@ def report(
         level="info",
         logger="pipeline.cli",
         event="run_finished",
-        message=mask_text(" ".join(lines), secrets),
+        message=mask_text(" ".join([*lines, *deletion_lines]), secrets),
         run_id=result.run_id,
         fields={
             "output": mask_text(result.output, secrets),
@@ -310,11 +307,21 @@ def report(
             "seconds": round(result.seconds, 3),
             "resumed": result.resumed,
             "drift": result.drift,
-            **({"deletions": deletions} if deletions else {}),
             "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            **({"deletions": deletions} if deletions else {}),
         },
     )
     click.echo(record)
+
+
+def _deletions(result: RunResult, secrets: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+    """`--detect-deletes`: the figures for the JSON record and the sentence for the summary."""
+    deletions = dict(result.deletions)
+    if not deletions:
+        return {}, []
+    line = mask_text(str(deletions.pop("summary")), secrets)
+    deletions["output"] = mask_text(str(deletions.get("output", "")), secrets)
+    return deletions, [line]
 
 
 __all__ = [

@@ -198,18 +198,18 @@ class DeltaSink:
     def retryable_ids(self) -> list[int]:
         return errors_table.retryable_ids(self.errors)
 
+    @table.delta_errors
+    def settle_failures(self, ids: Iterable[int]) -> None:
+        """Drop the errors-table rows of `ids`: deals found deleted are no longer failures
+        (their rows are marked, or removed, in the data table)."""
+        errors_table.replace_failures(self.errors, set(ids), as_sidecar(None))
+
     def apply_retry(
-        self,
-        data: pa.Table,
-        errors: Rows = None,
-        stats: Mapping[str, Any] | None = None,
-        *,
-        settled: Iterable[int] = (),
+        self, data: pa.Table, errors: Rows = None, stats: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """`settled`: IDs whose failures go without a new row (deals found deleted)."""
         key = f"r{self.run_id}-{self._retry_seq:06d}"
         self._retry_seq += 1
-        return self._commit(key, None, data, errors, settled)
+        return self._commit(key, None, data, errors)
 
     async def aapply_retry(
         self, data: pa.Table, errors: Rows = None, stats: Mapping[str, Any] | None = None
@@ -353,17 +353,10 @@ class DeltaSink:
         self._commits.insert(0, Commit(version, record))
 
     @table.delta_errors
-    def _commit(
-        self,
-        key: str,
-        index: int | None,
-        data: pa.Table,
-        errors: Rows,
-        settled: Iterable[int] = (),
-    ) -> dict[str, Any]:
+    def _commit(self, key: str, index: int | None, data: pa.Table, errors: Rows) -> dict[str, Any]:
         rows = as_sidecar(errors)
         fetch = fetch_rows(rows)
-        covered = {int(i) for i in data.column(table.ID_COLUMN).to_pylist()} | set(settled)
+        covered = {int(i) for i in data.column(table.ID_COLUMN).to_pylist()}
         covered |= {int(i) for i in fetch.column("id").to_pylist() if i is not None}
         errors_table.replace_failures(self.errors, covered, rows)
         summary = summarise(rows)
