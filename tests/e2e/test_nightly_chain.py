@@ -83,7 +83,7 @@ class _Chain:
         """Edits before `night`, stamped between `at` (the previous night) and the next."""
         portal = self.sim.portal
         visible = set(portal.visible_ids)
-        portal.touch(self.pick(30 if night == KILLED_NIGHT else 8, visible), at + 3600)
+        portal.touch(self.pick(20 if night == KILLED_NIGHT else 8, visible), at + 3600)
         self.sim.create(3, at + 2 * 3600)
         portal.delete(self.pick(2, visible & self.in_table))
         if night in (3, 5):
@@ -233,7 +233,7 @@ async def test_ten_nights_on_s3(
     random.seed(17)
     sim = await simulator(deals=80, seed=17, hidden_fraction=0.0, deleted_fraction=0.0)
     root, _ = fresh_s3_bucket(s3_endpoint, monkeypatch, "warehouse/deals")
-    await _bounded(lambda: _nights(sim, root, tmp_path, chunk=50, poll_s=0.25))
+    await _bounded(lambda: _nights(sim, root, tmp_path, chunk=50, poll_s=0.5))
 
 
 async def test_a_skipped_load_loses_nothing_on_delta(
