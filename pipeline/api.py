@@ -87,6 +87,8 @@ class ExportResult:
     watermark: str | None
     resumed: bool
     drift: tuple[str, ...] = field(default=())
+    #: `detect_deletes`: listed, gone, deleted, denied, ... (`deal-export reconcile`'s figures).
+    deletions: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def ok(self) -> bool:
@@ -115,6 +117,7 @@ class ExportResult:
             "watermark": self.watermark,
             "resumed": self.resumed,
             "drift": list(self.drift),
+            "deletions": dict(self.deletions),
         }
 
 
@@ -149,6 +152,8 @@ async def export_async(
     partition_transform: Literal["none", "value", "year", "month", "day"] | None = None,
     existing_data_behavior: Literal["error", "overwrite", "resume", "new_run"] | None = None,
     break_lock: bool = False,
+    detect_deletes: bool | None = None,
+    hard_delete: bool | None = None,
     progress: bool = False,
     log: bool = False,
 ) -> ExportResult:
@@ -169,6 +174,8 @@ async def export_async(
             ),
             **_output_overrides(out, chunk_size, partition_by, partition_transform,
                                 existing_data_behavior),
+            "output.detect_deletes": detect_deletes,
+            "output.hard_delete": hard_delete,
             "entity": entity,
             **_portal_overrides(
                 webhook_url=webhook_url, token_file=token_file, plan=plan, rate=rate, burst=burst,
@@ -225,6 +232,8 @@ def export(
     partition_transform: Literal["none", "value", "year", "month", "day"] | None = None,
     existing_data_behavior: Literal["error", "overwrite", "resume", "new_run"] | None = None,
     break_lock: bool = False,
+    detect_deletes: bool | None = None,
+    hard_delete: bool | None = None,
     progress: bool = False,
     log: bool = False,
 ) -> ExportResult:
@@ -257,6 +266,8 @@ def export(
     environment or `config`), or the CLI's environment variables (BITRIX24_WEBHOOK_URL, ...).
     The other settings are the CLI options of the same names; `config` is a TOML file as for
     `--config`. Precedence: arguments > environment > config file > defaults.
+    `detect_deletes=True` (a Delta output only, as `--detect-deletes`): after the run, mark
+    the rows of deals the portal deleted (`hard_delete=True`: remove them).
     `partition_by="none"` writes an unpartitioned dataset. `progress=True` draws the CLI's
     progress display on stderr. `log=True` also prints the run's log lines on stderr (text or
     the config's `log_format`); by default records only propagate to the host's logging.
@@ -277,6 +288,7 @@ def export(
         strategy=strategy,
         chunk_size=chunk_size, partition_by=partition_by,
         partition_transform=partition_transform, existing_data_behavior=existing_data_behavior,
+        detect_deletes=detect_deletes, hard_delete=hard_delete,
         break_lock=break_lock, progress=progress, log=log,
     )  # fmt: skip
 
@@ -634,6 +646,9 @@ async def _result(run: RunResult, root: str) -> ExportResult:
         watermark=None if watermark is None else str(watermark),
         resumed=run.resumed,
         drift=tuple(run.drift),
+        deletions=MappingProxyType(
+            {k: v for k, v in run.deletions.items() if k not in ("summary", "output")}
+        ),
     )
 
 

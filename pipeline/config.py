@@ -150,6 +150,8 @@ class OutputConfig:
     compression: str = default("output.compression", str)
     table_format: TableFormat = "parquet"
     schema_contract: SchemaContract = "add-columns"
+    detect_deletes: bool = default("output.detect_deletes", bool)
+    hard_delete: bool = default("output.hard_delete", bool)
 
     def __post_init__(self) -> None:
         if not self.root:

@@ -28,7 +28,10 @@ from pipeline.fetch.engine import fetch_deals
 from pipeline.ids.all_ids import DEFAULT_PAGES_PER_BATCH, list_all_ids
 from pipeline.logs import log_event
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+from pipeline.output.delta.errors_table import read_errors
+from pipeline.output.delta.location import ERRORS_DIR, DeltaLocation
 from pipeline.output.delta_deletes import AppliedDeletions, apply_deletions, read_table_ids
+from pipeline.output.sidecar import fetch_rows
 from pipeline.summary import EXIT_OK, EXIT_RETRYABLE_FAILURES
 
 _log = logging.getLogger("pipeline.reconcile")
@@ -56,6 +59,8 @@ class ReconcileResult:
     applied: AppliedDeletions
     hard: bool
     restored_ids: list[int] = field(default_factory=list)
+    #: Errors-table IDs asked about again (`recheck_failures`), beyond the `gone` rows.
+    rechecked: int = 0
 
     @property
     def deleted(self) -> int:
@@ -90,6 +95,8 @@ class ReconcileResult:
             parts.append(f"{len(v.unresolved):,} unresolved (retry later)")
         if self.applied.restored:
             parts.append(f"{self.applied.restored:,} restored")
+        if self.rechecked:
+            parts.append(f"{self.rechecked:,} earlier failures asked about again")
         return ", ".join(parts)
 
     def fields(self) -> dict[str, object]:
@@ -106,6 +113,7 @@ class ReconcileResult:
             "present": len(self.verdict.present),
             "unresolved": len(self.verdict.unresolved),
             "restored": self.applied.restored,
+            "rechecked": self.rechecked,
             "table_version": self.applied.version,
         }
 
@@ -119,18 +127,28 @@ async def detect_and_apply_deletes(
     hard: bool = False,
     pages_per_batch: int = DEFAULT_PAGES_PER_BATCH,
     storage_options: Mapping[str, str] | None = None,
+    recheck_failures: bool = False,
 ) -> ReconcileResult:
     """Find the deals of the Delta table at `out` that the portal deleted, and mark them
     (`hard`: remove them) in one commit. `client` must be open. The mark's time is `clock`'s
     now (the client's clock by default).
+
+    `recheck_failures` (what `run --detect-deletes` asks): the IDs of the errors table's fetch
+    failures get the same follow-up. A deal that failed and was then deleted is never
+    discovered again, so only this settles its row; one hidden once and readable again is
+    refreshed (`present`) instead of staying `Access denied`.
 
     Raises OutputError when `out` is not a Delta table of deals, FatalPortalError when the
     portal cannot be listed completely (nothing is changed then).
     """
     clock = clock or client.clock
     table = await asyncio.to_thread(read_table_ids, out, storage_options)
+    failing = (
+        await asyncio.to_thread(_failing_ids, out, storage_options) if recheck_failures else []
+    )
     portal = await list_all_ids(client, pages_per_batch=pages_per_batch)
     plan: ReconcilePlan = plan_reconcile(table.live, table.deleted, portal)
+    asked = sorted(set(plan.gone) | set(failing))
     log_event(
         _log,
         "deletes_listed",
@@ -141,8 +159,8 @@ async def detect_and_apply_deletes(
         restored=len(plan.restored),
     )
     outcomes: list[FetchOutcome] = []
-    if plan.gone:
-        async for outcome in fetch_deals(_aiter(plan.gone), client):
+    if asked:
+        async for outcome in fetch_deals(_aiter(asked), client):
             outcomes.append(outcome)
     verdict = judge(outcomes)
     _log_failures(verdict.failures)
@@ -167,7 +185,15 @@ async def detect_and_apply_deletes(
         applied=applied,
         hard=hard,
         restored_ids=plan.restored,
+        rechecked=len(asked) - len(plan.gone),
     )
+
+
+def _failing_ids(out: str, storage_options: Mapping[str, str] | None) -> list[int]:
+    """IDs with a fetch failure in the errors table beside the table at `out`."""
+    where = DeltaLocation(out, dict(storage_options or {})).child(ERRORS_DIR)
+    rows = fetch_rows(read_errors(where))
+    return sorted({int(i) for i in rows.column("id").to_pylist() if i is not None})
 
 
 def _log_failures(failures: Sequence[DealFailed]) -> None:

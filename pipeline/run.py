@@ -48,13 +48,20 @@ from pipeline.output import (
     read_watermark,
     record_error_row,
 )
-from pipeline.output.delta import DeltaSink, delta_watermark, is_delta_output
+from pipeline.output.delta import (
+    DeltaSink,
+    delta_entity,
+    delta_watermark,
+    is_delta_output,
+    locate,
+)
 from pipeline.output.layout import MANIFEST_FILE
 from pipeline.output.lineage import with_lineage
 from pipeline.output.partition import partition_problem
 from pipeline.output.sink import Sink
 from pipeline.output.store import Store
 from pipeline.progress import Progress
+from pipeline.reconcile import ReconcileResult, detect_and_apply_deletes
 from pipeline.summary import RunCounts, exit_code_for
 
 log = logging.getLogger(__name__)
@@ -92,6 +99,9 @@ class RunResult:
     manifest: dict[str, Any] = field(default_factory=dict)
     #: The CRM entity exported (`pipeline.entity.ENTITIES`), for the summary's words.
     entity: str = DEAL.name
+    #: `--detect-deletes`: the reconciliation's figures (`ReconcileResult.fields`) and its
+    #: sentence under "summary"; empty when deletions were not looked for.
+    deletions: dict[str, Any] = field(default_factory=dict)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -242,9 +252,9 @@ def _watermark(output_root: str) -> Any:
     return found
 
 
-def _open_sink(output: OutputConfig, run_id: str, fingerprint: str) -> Sink:
+def _open_sink(output: OutputConfig, run_id: str, fingerprint: str, entity: str) -> Sink:
     if output.table_format == "delta":
-        return DeltaSink.open(output, run_id, input_fingerprint=fingerprint)
+        return DeltaSink.open(output, run_id, input_fingerprint=fingerprint, entity=entity)
     if "://" not in output.root and is_delta_output(output.root):
         raise UsageError(
             f"{output.root} holds a Delta table: add --table-format delta (or choose another "
@@ -550,6 +560,7 @@ async def export(
     started = time.monotonic()
     run_id = run_id or new_run_id()
     stats = FetchStats()
+    _check_detect_deletes(config.output, setting_names or {})
     async with _client(config, clock, stats, on_tokens_rotated) as client:
         # A local ID input is checked before the first request; discovery, which spends the
         # portal's budget, waits until the partition settings are known to fit the fields.
@@ -594,6 +605,8 @@ async def export(
                 on_drift,
                 progress_factory,
             )
+            if config.output.detect_deletes:
+                written = await _detect_deletes(config.output, client, written)
             await _settle_tokens(on_tokens_rotated)
             return written
     log.info(
@@ -613,6 +626,71 @@ async def export(
     return dataclasses.replace(
         result, counts=counts, exit_code=exit_code_for(counts), seconds=time.monotonic() - started
     )
+
+
+def _check_detect_deletes(output: OutputConfig, names: Mapping[str, str]) -> None:
+    """Deletions are tracked in a Delta table only: refuse anything else before any request."""
+    detect = names.get("output.detect_deletes", "output.detect_deletes")
+    if output.detect_deletes and output.table_format != "delta":
+        raise UsageError(
+            f"{detect} needs a Delta output (--table-format delta): a folder export keeps each "
+            "run's rows as they were, so there is no row to mark; nothing was fetched"
+        )
+    if output.hard_delete and not output.detect_deletes:
+        hard = names.get("output.hard_delete", "output.hard_delete")
+        raise UsageError(f"{hard} applies only with --detect-deletes; nothing was fetched")
+
+
+async def _detect_deletes(output: OutputConfig, client: PortalClient, run: RunResult) -> RunResult:
+    """After the run's data is committed, with the client still open: mark the deals the portal
+    deleted, refresh the ones it listed late, and record the rows left undecided (`Access
+    denied` keeps the row) in the errors table; the run's verdict takes the worse exit code.
+    The output's lock is held again throughout, so no other run writes in between."""
+    where = locate(output.root)
+    out = await asyncio.to_thread(DeltaSink.open_existing, output.root, run.run_id)
+    with out:
+        try:
+            found = await detect_and_apply_deletes(
+                client,
+                where.uri,
+                run_id=run.run_id,
+                hard=output.hard_delete,
+                storage_options=where.storage_options,
+                recheck_failures=True,
+            )
+        except PipelineError as exc:
+            # Same error, class and exit code; the message adds that the data is safe.
+            exc.args = (_not_reconciled(exc, run), *exc.args[1:])
+            raise
+        if found.present or found.failures or found.verdict.deleted:
+            await asyncio.to_thread(_fold_reconciliation, out, found, client.entity)
+    deletions = {**found.fields(), "output": run.output, "summary": found.summary()}
+    exit_code = run.exit_code or found.exit_code
+    return dataclasses.replace(run, exit_code=exit_code, deletions=deletions)
+
+
+def _not_reconciled(exc: Exception, run: RunResult) -> str:
+    """The error of a deletion check that failed, saying the run's data is safe anyway."""
+    return (
+        f"{exc} (the run's {run.counts.exported:,} records are committed to {run.output}; "
+        "deletions were not looked for: the next --detect-deletes run or deal-export reconcile "
+        "does it)"
+    )
+
+
+def _fold_reconciliation(out: DeltaSink, found: ReconcileResult, entity: Entity) -> None:
+    """One more commit of the run: the deals listed late merged, the errors table holding the
+    undecided rows, and no failure left for a deal that is gone."""
+    snapshot = out.read_schema()
+    if snapshot is None:
+        raise OutputError(f"{out.uri} has no schema snapshot; cannot merge the deals listed late")
+    schema = EntitySchema.from_snapshot(snapshot, entity)
+    seen = datetime.now(UTC)
+    table, rows = _chunk_tables(found.present, found.failures, schema, out.run_id, seen)
+    if found.verdict.deleted:
+        out.settle_failures(found.verdict.deleted)
+    out.apply_retry(table, rows)
+    out.finalize()
 
 
 async def _portal_schema(client: PortalClient) -> EntitySchema:
@@ -657,7 +735,7 @@ async def _write_export(
     progress_factory: Callable[[int], Progress] | None = None,
 ) -> RunResult:
     idset, watermark = resolved.idset, resolved.watermark
-    with _open_sink(config.output, run_id, fingerprint) as out:
+    with _open_sink(config.output, run_id, fingerprint, config.entity) as out:
         if resolved.discovery is not None and not resolved.reused:
             out.write_input(idset.ids, {"discovery": resolved.discovery, "watermark": watermark})
         drift = _check_drift(out, schema, on_drift)
@@ -828,7 +906,13 @@ async def retry_failed(
 def _entity_of_output(root: str, shown: str, wanted: str | None) -> Entity:
     """The entity a finished output was exported from (its manifest's configuration; outputs
     written before entities existed hold deals), checked against the one the caller asked for."""
-    manifest = Store.from_root(root).read_json(MANIFEST_FILE) or {}
+    # A Delta output records its entity in its commits, not in a manifest.
+    recorded = delta_entity(root) if is_delta_output(root) else None
+    manifest = (
+        {"config": {"entity": recorded}}
+        if recorded is not None
+        else Store.from_root(root).read_json(MANIFEST_FILE) or {}
+    )
     written = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
     name = written.get("entity") if isinstance(written, dict) else None
     try:

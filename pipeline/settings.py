@@ -308,6 +308,23 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         help="Delta: which portal field changes the table follows (default add-columns: new "
         "fields become columns, a changed type stops the run; evolve applies it; freeze: none).",
     ),
+    Setting(
+        "output.detect_deletes",
+        "bool",
+        False,
+        flags=("--detect-deletes",),
+        flag_sets=True,
+        help="Delta: after the run, list every ID on the portal and mark the rows of deals it "
+        "deleted (_deleted_at), as deal-export reconcile does.",
+    ),
+    Setting(
+        "output.hard_delete",
+        "bool",
+        False,
+        flags=("--hard-delete",),
+        flag_sets=True,
+        help="With --detect-deletes: remove the rows of deleted deals instead of marking them.",
+    ),
     # --------------------------------------------------------------------------------- ids
     Setting(
         "ids.source",

@@ -198,6 +198,8 @@ def progress_stream(kw: dict[str, Any]) -> TextIO:
     "output.chunk_size",
     "output.table_format",
     "output.schema_contract",
+    "output.detect_deletes",
+    "output.hard_delete",
 )
 @progress_option
 @break_lock_option
@@ -267,6 +269,7 @@ def report(
     """The summary on stdout: sentences, or in JSON mode one object (Airflow's XCom reads the
     last line of stdout). A retry that found nothing to retry says so instead of counting 0."""
     this_attempt = int(result.fetch_stats.get("deals_fetched", result.counts.exported))
+    deletions, deletion_lines = _deletions(result, secrets)
     entity = entity_named(result.entity)
     if retry and result.counts.requested == 0:
         lines = [
@@ -286,7 +289,7 @@ def report(
     if strategy.get("ran") and result.counts.requested:
         lines.append(strategy_line(strategy, entity))
     if not json_logs:
-        for line in lines:
+        for line in [*lines, *deletion_lines]:
             click.echo(line)
         return
     record = json_record(
@@ -294,7 +297,7 @@ def report(
         level="info",
         logger="pipeline.cli",
         event="run_finished",
-        message=mask_text(" ".join(lines), secrets),
+        message=mask_text(" ".join([*lines, *deletion_lines]), secrets),
         run_id=result.run_id,
         fields={
             "output": mask_text(result.output, secrets),
@@ -311,9 +314,20 @@ def report(
             "drift": result.drift,
             "strategy": strategy,
             "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            **({"deletions": deletions} if deletions else {}),
         },
     )
     click.echo(record)
+
+
+def _deletions(result: RunResult, secrets: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+    """`--detect-deletes`: the figures for the JSON record and the sentence for the summary."""
+    deletions = dict(result.deletions)
+    if not deletions:
+        return {}, []
+    line = mask_text(str(deletions.pop("summary")), secrets)
+    deletions["output"] = mask_text(str(deletions.get("output", "")), secrets)
+    return deletions, [line]
 
 
 __all__ = [

@@ -20,6 +20,7 @@ from pipeline.cli._errors import fail, json_wanted
 from pipeline.config_load import parse_timestamp
 from pipeline.errors import OutputError, UsageError
 from pipeline.output import read_state, set_watermark
+from pipeline.output.delta import delta_state, is_delta_output
 from pipeline.run import new_run_id
 from pipeline.summary import EXIT_FATAL, EXIT_USAGE
 
@@ -50,6 +51,22 @@ def _describe(state: dict[str, Any] | None) -> str:
     return line
 
 
+def _read_state(output: str) -> dict[str, Any] | None:
+    """A Delta output's state is in its commit history; a folder's in `_state.json`."""
+    if is_delta_output(output):
+        return delta_state(output)
+    return read_state(output)
+
+
+def _refuse_delta(output: str) -> None:
+    if is_delta_output(output):
+        raise UsageError(
+            f"{output} is a Delta table: its watermark is committed with each run's data and is "
+            "not moved by hand; for one run from another time use --modified-since TIME (its "
+            "completion commits the next watermark), or start a new --out"
+        )
+
+
 @click.group()
 def state() -> None:
     """Show or move the watermark the next `run --since-last-run` starts from.
@@ -67,7 +84,7 @@ def state() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the state as one JSON object.")
 def show(output: str, as_json: bool) -> None:
     """Print the watermark of the last completed run into OUTPUT."""
-    current = _guarded(lambda: read_state(output))
+    current = _guarded(lambda: _read_state(output))
     if as_json:
         shown = {k: v for k, v in (current or {}).items() if k != "schema"}
         click.echo(json.dumps({"output": output, "watermark": None, **shown}))
@@ -86,6 +103,7 @@ def set_(output: str, time: str) -> None:
     """
     when = _guarded(lambda: parse_timestamp(time, "TIME"))
     mark = when.astimezone(UTC).isoformat(timespec="seconds")
+    _guarded(lambda: _refuse_delta(output))
     before = _guarded(lambda: read_state(output))
     _guarded(lambda: set_watermark(output, mark, by=f"state-set-{new_run_id()}"))
     old = None if before is None else before.get("watermark")
@@ -99,6 +117,7 @@ def reset(output: str) -> None:
 
     The field list kept for drift reports stays. Refused while a run writes OUTPUT.
     """
+    _guarded(lambda: _refuse_delta(output))
     before = _guarded(lambda: read_state(output))
     _guarded(lambda: set_watermark(output, None, by=f"state-reset-{new_run_id()}"))
     old = None if before is None else before.get("watermark")

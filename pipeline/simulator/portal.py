@@ -191,6 +191,21 @@ class Portal:
                 self._status[deal_id] = _DELETED
                 self._cache.pop(deal_id, None)
 
+    def hide(self, ids: Iterable[int]) -> None:
+        """Take read permission on existing deals away: afterwards they are missing from every
+        listing and answer `Access denied`, as a deal moved out of the user's reach would."""
+        for deal_id in ids:
+            if self.status(deal_id) == "visible":
+                self._status[deal_id] = _HIDDEN
+                self._cache.pop(deal_id, None)
+
+    def reveal(self, ids: Iterable[int]) -> None:
+        """Give read permission back on hidden deals (the reverse of `hide`)."""
+        for deal_id in ids:
+            if self.status(deal_id) == "hidden":
+                self._status[deal_id] = _VISIBLE
+                self._cache.pop(deal_id, None)
+
     def create(self, count: int, at: float) -> list[int]:
         """Add `count` visible deals with the next unused IDs (as the CRM's auto-increment
         would), created and modified at `at`; returns their IDs. Their contents come from the

@@ -9,15 +9,16 @@ storage options), `maintenance` (`deal-export compact`).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from pipeline.errors import OutputError
-from pipeline.output.delta.commits import ours
+from pipeline.output.delta.commits import last_completed, ours
 from pipeline.output.delta.contract import CONTRACTS
 from pipeline.output.delta.location import DeltaLocation, errors_table_uri, locate
-from pipeline.output.delta.sink import DeltaSink, read_watermark_of
+from pipeline.output.delta.sink import DeltaSink, entity_of, read_watermark_of
 from pipeline.output.delta.table import delta_errors, open_table
 
 
@@ -40,10 +41,40 @@ def delta_watermark(root: str) -> object:
     return None if current is None else read_watermark_of(ours(current.history()))
 
 
+@delta_errors
+def delta_state(root: str) -> dict[str, Any] | None:
+    """The run state of the Delta table at `root` as `deal-export state show` prints it: the
+    last completed run's watermark, run id, commit time and table version (None: no run
+    completed yet). Read from the commit history, where the runs keep it."""
+    current = open_table(locate(root))
+    found = [] if current is None else ours(current.history())
+    done = last_completed(found)
+    if done is None:
+        return None
+    record = done.record
+    return {
+        "watermark": read_watermark_of(found),
+        "run_id": record.get("run_id"),
+        "at": record.get("committed_at"),
+        "table_version": done.version,
+        "table_format": "delta",
+    }
+
+
+@delta_errors
+def delta_entity(root: str) -> str | None:
+    """The CRM entity the Delta table at `root` holds, as its commits record it (None: none
+    says)."""
+    current = open_table(locate(root))
+    return None if current is None else entity_of(ours(current.history()))
+
+
 __all__ = [
     "CONTRACTS",
     "DeltaLocation",
     "DeltaSink",
+    "delta_entity",
+    "delta_state",
     "delta_watermark",
     "errors_table_uri",
     "is_delta_output",

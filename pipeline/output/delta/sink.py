@@ -14,7 +14,7 @@ versions: Delta readers ignore files no commit added.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,8 +53,11 @@ class DeltaSink:
         *,
         fingerprint: str | None,
         now: Callable[[], datetime] = _utc_now,
+        entity: str | None = None,
     ) -> None:
         self.where = where
+        #: The CRM entity of the rows, in every commit: `retry` must fetch the same kind.
+        self.entity = entity
         self.errors = where.child(ERRORS_DIR)
         self._lock = lock
         self.config = config
@@ -88,6 +91,7 @@ class DeltaSink:
         input_fingerprint: str | None = None,
         lock_settle_s: float = 0.2,
         now: Callable[[], datetime] = _utc_now,
+        entity: str | None = None,
     ) -> DeltaSink:
         """Lock the table at `config.root` (created by the first commit) for `run_id`."""
         if config.existing_data_behavior == "overwrite":
@@ -98,8 +102,9 @@ class DeltaSink:
             )
         lock = lock_root(config.root, run_id, lock_settle_s)
         try:
+            where = locate(config.root)
             return cls(
-                locate(config.root), lock, config, run_id, fingerprint=input_fingerprint, now=now
+                where, lock, config, run_id, fingerprint=input_fingerprint, now=now, entity=entity
             )
         except BaseException:
             lock.release()
@@ -127,7 +132,7 @@ class DeltaSink:
         )
         lock = lock_root(root, run_id, lock_settle_s)
         try:
-            return cls(where, lock, config, run_id, fingerprint=None)
+            return cls(where, lock, config, run_id, fingerprint=None, entity=entity_of(found))
         except BaseException:
             lock.release()
             raise
@@ -237,6 +242,12 @@ class DeltaSink:
     @table.delta_errors
     def retryable_ids(self) -> list[int]:
         return errors_table.retryable_ids(self.errors)
+
+    @table.delta_errors
+    def settle_failures(self, ids: Iterable[int]) -> None:
+        """Drop the errors-table rows of `ids`: deals found deleted are no longer failures
+        (their rows are marked, or removed, in the data table)."""
+        errors_table.replace_failures(self.errors, set(ids), as_sidecar(None))
 
     def apply_retry(
         self, data: pa.Table, errors: Rows = None, stats: Mapping[str, Any] | None = None
@@ -369,6 +380,7 @@ class DeltaSink:
             "counts": dict(counts),
             "schema_fingerprint": snapshot_fingerprint(self._schema) if self._schema else None,
             "committed_at": self._now().isoformat(),
+            "entity": self.entity,
             "output": {
                 **self.spec.as_dict(),
                 "chunk_size": self.config.chunk_size,
@@ -459,6 +471,17 @@ def read_watermark_of(found: list[Commit]) -> Any:
     return commits.latest_value([c for c in found if c.completed], "watermark")
 
 
+def entity_of(found: list[Commit]) -> str | None:
+    """The entity the newest commit that names one records; else the one a completed run's
+    configuration names (tables written before commits named it); None: not recorded."""
+    for commit in found:
+        if isinstance(commit.record.get("entity"), str):
+            return str(commit.record["entity"])
+    config = commits.latest_value(found, "config")
+    name = config.get("entity") if isinstance(config, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _empty_deals(schema: Mapping[str, Any] | None) -> pa.Table:
     if schema is None:
         return pa.table({table.ID_COLUMN: pa.array([], pa.int64())})
@@ -474,4 +497,4 @@ def lock_root(root: str, run_id: str, settle_s: float = 0.2) -> RunLock:
     return lock
 
 
-__all__ = ["DeltaSink", "lock_root", "read_watermark_of"]
+__all__ = ["DeltaSink", "entity_of", "lock_root", "read_watermark_of"]
