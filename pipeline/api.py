@@ -151,6 +151,8 @@ async def export_async(
     partition_by: str | None = None,
     partition_transform: Literal["none", "value", "year", "month", "day"] | None = None,
     existing_data_behavior: Literal["error", "overwrite", "resume", "new_run"] | None = None,
+    table_format: Literal["parquet", "delta"] | None = None,
+    schema_contract: Literal["add-columns", "evolve", "freeze"] | None = None,
     break_lock: bool = False,
     detect_deletes: bool | None = None,
     hard_delete: bool | None = None,
@@ -174,6 +176,8 @@ async def export_async(
             ),
             **_output_overrides(out, chunk_size, partition_by, partition_transform,
                                 existing_data_behavior),
+            "output.table_format": table_format,
+            "output.schema_contract": schema_contract,
             "output.detect_deletes": detect_deletes,
             "output.hard_delete": hard_delete,
             "entity": entity,
@@ -231,6 +235,8 @@ def export(
     partition_by: str | None = None,
     partition_transform: Literal["none", "value", "year", "month", "day"] | None = None,
     existing_data_behavior: Literal["error", "overwrite", "resume", "new_run"] | None = None,
+    table_format: Literal["parquet", "delta"] | None = None,
+    schema_contract: Literal["add-columns", "evolve", "freeze"] | None = None,
     break_lock: bool = False,
     detect_deletes: bool | None = None,
     hard_delete: bool | None = None,
@@ -266,6 +272,8 @@ def export(
     environment or `config`), or the CLI's environment variables (BITRIX24_WEBHOOK_URL, ...).
     The other settings are the CLI options of the same names; `config` is a TOML file as for
     `--config`. Precedence: arguments > environment > config file > defaults.
+    `table_format="delta"` merges into one Delta table keyed by ID instead of writing a
+    folder of Parquet files (`schema_contract` as `--schema-contract`).
     `detect_deletes=True` (a Delta output only, as `--detect-deletes`): after the run, mark
     the rows of deals the portal deleted (`hard_delete=True`: remove them).
     `partition_by="none"` writes an unpartitioned dataset. `progress=True` draws the CLI's
@@ -288,6 +296,7 @@ def export(
         strategy=strategy,
         chunk_size=chunk_size, partition_by=partition_by,
         partition_transform=partition_transform, existing_data_behavior=existing_data_behavior,
+        table_format=table_format, schema_contract=schema_contract,
         detect_deletes=detect_deletes, hard_delete=hard_delete,
         break_lock=break_lock, progress=progress, log=log,
     )  # fmt: skip
@@ -529,6 +538,11 @@ _ARGUMENT_NAMES: Final[Mapping[str, str]] = {
     "fetch.batch_size": "batch_size",
     "fetch.max_attempts": "max_attempts",
     "fetch.strategy": "strategy",
+    "output.table_format": "table_format",
+    "output.schema_contract": "schema_contract",
+    "output.detect_deletes": "detect_deletes",
+    "output.hard_delete": "hard_delete",
+    "entity": "entity",
     "ids.column": "ids_column",
     "ids.modified_since": "modified_since",
 }
@@ -615,10 +629,16 @@ def _progress_factory() -> Callable[[int], Progress]:
     return start
 
 
-async def _result(run: RunResult, root: str) -> ExportResult:
+def _watermark_of(root: str) -> object:
+    """The last completed run's watermark: a Delta table keeps it in its commits."""
     from pipeline.output import read_watermark
+    from pipeline.output.delta import delta_watermark, is_delta_output
 
-    watermark = await asyncio.to_thread(read_watermark, root)
+    return delta_watermark(root) if is_delta_output(root) else read_watermark(root)
+
+
+async def _result(run: RunResult, root: str) -> ExportResult:
+    watermark = await asyncio.to_thread(_watermark_of, root)
     _log_summary(run)
     counts = run.counts
     error_files = run.manifest.get("error_files") or []

@@ -171,10 +171,18 @@ async def test_python_api_takes_detect_deletes(
     from pipeline.api import export_async
 
     sim = await simulator(deals=40, seed=4, hidden_fraction=0.0, deleted_fraction=0.0)
-    monkeypatch.setenv("DEAL_EXPORT_OUTPUT_TABLE_FORMAT", "delta")
     root = tmp_path / "deals"
-    common = dict(out=root, webhook_url=sim.webhook_url, rate=0, operating_budget="off")
-    await export_async(id_range="1-60", **common)  # type: ignore[arg-type]
+    common = dict(
+        out=root, webhook_url=sim.webhook_url, rate=0, operating_budget="off", table_format="delta"
+    )
+    first = await export_async(
+        modified_since=datetime(2000, 1, 1, tzinfo=UTC),
+        **common,  # type: ignore[arg-type]
+    )
+    assert first.ok
+    assert first.exported == len(sim.portal.visible_ids)
+    # The watermark of a Delta output comes from its commit history.
+    assert first.watermark is not None
     sim.portal.delete(sim.portal.visible_ids[:3])
     result = await export_async(
         id_range="1-2",
