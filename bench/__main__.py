@@ -67,10 +67,10 @@ SUITE = (
     Bench(
         "bench_strategy",
         ("--ids", "300000", "--wall-target", "300"),
-        ("--ids", "3000", "--time-scale", "100"),
+        ("--ids", "1500", "--time-scale", "100"),
         3600,
     ),
-    Bench("bench_scale", (), ("--sizes", "50000,150000"), 900),
+    Bench("bench_scale", (), ("--sizes", "30000,90000"), 900),
     Bench("bench_delta", (), ("--quick",), 900),
     Bench(
         "bench_peer",

@@ -11,9 +11,9 @@ under the fault mix of scenario 1; once for each way a real portal fails them.
 
 The engine splits a failing batch in halves down to the culprit. Audit: every ID exactly once,
 each poison deal in the sidecar with its real code, every other readable deal in the data, and
-the splits bounded: at most ceil(log2(batch size)) per poison deal, plus one for each injected
-fault that can itself look like a repeating failure (500, 504, timeout); every split costs two
-requests (its halves).
+the splits bounded: at most ceil(log2(IDs per request)) per poison deal (a list batch carries
+up to 2,500 IDs), plus one for each injected fault that can itself look like a repeating failure
+(500, 504, timeout); every split costs two requests (its halves).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from bench.chaos.faults import CONFIG, FAULT_MIX
 from bench.chaos.harness import SECRET, UNPACED, Completed, Context, check, no_traceback
 from bench.chaos.runner import Outcome, Scenario
 from bench.chaos.secret_scan import scan_scenario
+from pipeline.fetch.listing import LIST_PAGE
 from pipeline.simulator import FaultConfig, SimulatorConfig, running_simulator
 
 BATCH = 50
@@ -51,8 +52,18 @@ def _limits(root: Path) -> dict[str, Any]:
     return limits
 
 
-def _split_bound(poison: int, faults: dict[str, int]) -> int:
-    return poison * math.ceil(math.log2(BATCH)) + sum(faults.get(k, 0) for k in REPEATING_FAULTS)
+def _ids_per_request(limits: dict[str, Any]) -> int:
+    """A get batch carries BATCH IDs; a list batch carries BATCH list calls of up to LIST_PAGE
+    IDs each, so isolating a culprit in it takes more halvings."""
+    ran = (limits.get("strategy") or {}).get("ran")
+    return BATCH * LIST_PAGE if ran == "list" else BATCH
+
+
+def _split_bound(poison: int, faults: dict[str, int], per_request: int = BATCH) -> int:
+    """At most ceil(log2(IDs per request)) halvings per poison deal, plus one per injected
+    fault of a repeating kind."""
+    halvings = math.ceil(math.log2(per_request))
+    return poison * halvings + sum(faults.get(k, 0) for k in REPEATING_FAULTS)
 
 
 def _poison_rows(root: Path, poison: list[int]) -> list[dict[str, Any]]:
@@ -123,7 +134,7 @@ async def _poison_portal(
         faults = {k: int(v) for k, v in sim.stats()["faults"].items()}
         run_limits = _limits(out)
         splits = int(run_limits.get("batch_splits", 0))
-        bound = _split_bound(count, faults)
+        bound = _split_bound(count, faults, _ids_per_request(run_limits))
         check(splits <= bound, f"{splits} batch splits for {count} poison deals, bound {bound}")
         # Under faults a retryable culprit's last attempt may have met a fault of the mix
         # instead of its own 500, so its code is checked after the fault-free retry.
@@ -147,7 +158,7 @@ async def _poison_portal(
             retry_limits = _limits(out)
             retry_limits["portal_requests"] = sim.stats()["requests"] - before
             retry_splits = int(retry_limits.get("batch_splits", 0))
-            retry_bound = _split_bound(count, {})
+            retry_bound = _split_bound(count, {}, _ids_per_request(retry_limits))
             check(
                 retry_splits <= retry_bound,
                 f"retry: {retry_splits} splits for {count} poison deals, bound {retry_bound}",
