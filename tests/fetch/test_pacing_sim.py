@@ -190,5 +190,8 @@ async def test_fetch_at_the_limits_is_near_optimal_and_never_blocked(sc: Scenari
     assert client.stats.limit_wait_s > 0
     assert client.stats.rate_wait_s <= elapsed
     assert client.stats.operating_wait_s <= elapsed
-    assert elapsed <= 1.1 * ideal, f"{elapsed:.1f}s vs ideal {ideal:.1f}s ({sc.name})"
+    # Virtual time: the exact schedule, and the run ends with its last batch (answers take no
+    # virtual time). Near-optimal is then a property of that schedule, not of machine speed.
     assert http.times("batch") == pytest.approx(sc.schedule)
+    assert elapsed == pytest.approx(sc.schedule[-1])
+    assert sc.schedule[-1] <= 1.1 * ideal, f"{sc.schedule[-1]:.1f}s vs ideal {ideal:.1f}s"
