@@ -75,8 +75,8 @@ async def test_list_at_the_operating_limit_is_near_optimal_never_blocked_and_cap
     assert sum(sizes) == 60
     ideal = ideal_duration(60, rate=cfg.rate, burst=cfg.burst, budget_s=100.0, cost_s=call_s)
     assert ideal > 100  # the budget binds: one window must pass
-    # Virtual time, so the schedule is exact: the budget's first window lets 12 requests
-    # through at once, the rest waits for the window to turn (600 s, plus the client's 1 s).
+    # Virtual time, so the schedule is exact: what the first window's budget affords goes at
+    # once, the rest waits until the spent budget comes back (at 601 s).
     schedule = [0.0] * 12 + [601.0, 601.0]
     assert http.times("batch") == pytest.approx(schedule)
     assert elapsed == pytest.approx(schedule[-1])
