@@ -112,15 +112,46 @@ def fluid_bound(
 def _poll_batches(
     sim: SimulatorProcess, stop: threading.Event, seen: list[tuple[float, int]]
 ) -> None:
-    """Record (monotonic, batch count) each time the simulator's count of batches rises."""
+    """Record (monotonic, batch count) each time the simulator's count of batches rises. A
+    stats call that fails while the simulator is busy is skipped: a dead poller would end the
+    measured span early."""
     last = -1
     while not stop.is_set():
-        count = sim.stats()["by_method"].get("batch", 0)
+        try:
+            count = sim.stats()["by_method"].get("batch", 0)
+        except Exception:  # a busy simulator: the next poll will do
+            time.sleep(0.05)
+            continue
         now = time.monotonic()
         if count != last:
             seen.append((now, count))
             last = count
         time.sleep(0.01)
+
+
+def measure_batch_span(
+    sim: SimulatorProcess, command: list[str], *, timeout_s: float
+) -> tuple[Measured, float]:
+    """Run `command` against `sim`; its measured run and the wall seconds from the simulator's
+    first batch to its last (to within one poll: the poll that first saw the final count)."""
+    seen: list[tuple[float, int]] = []
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_batches, args=(sim, stop, seen), daemon=True)
+    poller.start()
+    try:
+        run = run_measured(
+            command,
+            env=child_env(BITRIX24_WEBHOOK_URL=sim.webhook_url),
+            timeout_s=timeout_s,
+        )
+    finally:
+        stop.set()
+        poller.join()
+    batches = [(t, c) for t, c in seen if c > 0]
+    if not batches:
+        return run, 0.0
+    last = next(t for t, c in batches if c == batches[-1][1])
+    return run, last - batches[0][0]
 
 
 def one_run(
@@ -139,31 +170,12 @@ def one_run(
     client = ["--plan", "standard", "--operating-budget", str(BUDGET_S), "--strategy", "get"]
     client += ["--time-scale", str(scale), *client_extra]
     with SimulatorProcess(sim_args) as sim, tempfile.TemporaryDirectory() as tmp:
-        seen: list[tuple[float, int]] = []
-        stop = threading.Event()
-        poller = threading.Thread(target=_poll_batches, args=(sim, stop, seen), daemon=True)
-        poller.start()
-        box: list[Measured] = []
-        try:
-            box.append(
-                run_measured(
-                    export_command(f"1-{ids}", Path(tmp) / "out", client),
-                    env=child_env(BITRIX24_WEBHOOK_URL=sim.webhook_url),
-                    timeout_s=timeout_s,
-                )
-            )
-        finally:
-            stop.set()
-            poller.join()
-        run = box[0]
+        command = export_command(f"1-{ids}", Path(tmp) / "out", client)
+        run, span = measure_batch_span(sim, command, timeout_s=timeout_s)
         stats = sim.stats()
     if run.code not in (0, 3):
         raise SystemExit(f"deal-export run exited {run.code}: {run.stderr[-2000:]}")
-    batches = [(t, c) for t, c in seen if c > 0]
-    first = batches[0][0]
-    # The poll that first saw the final count marks the last batch (to within one poll).
-    last = next(t for t, c in batches if c == batches[-1][1])
-    elapsed_sim = (last - first) * scale
+    elapsed_sim = span * scale
     return {
         "name": name,
         "client_args": " ".join(client),

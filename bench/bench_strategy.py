@@ -28,20 +28,15 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from bench import write_result
-from bench.bench_ceiling import BUDGET_S, BURST, RATE, ideal_schedule
+from bench.bench_ceiling import BUDGET_S, BURST, RATE, ideal_schedule, measure_batch_span
 from bench.bench_e2e import (
-    Measured,
     SimulatorProcess,
-    child_env,
     export_command,
     exported_count,
-    run_measured,
 )
 
 GET_MS = 20.0
@@ -71,25 +66,6 @@ def minimum_list(ids: int, absent_share: float) -> float:
     return max(by_list, by_get, rate_bound)
 
 
-def _poll_batches(
-    sim: SimulatorProcess, stop: threading.Event, seen: list[tuple[float, int]]
-) -> None:
-    """`bench_ceiling`'s poller, kept alive through a stats call that fails while the
-    simulator is busy (a dead poller would end the measured span early)."""
-    last = -1
-    while not stop.is_set():
-        try:
-            count = sim.stats()["by_method"].get("batch", 0)
-        except Exception:  # a busy simulator: the next poll will do
-            time.sleep(0.05)
-            continue
-        now = time.monotonic()
-        if count != last:
-            seen.append((now, count))
-            last = count
-        time.sleep(0.01)
-
-
 def one_run(strategy: str, *, ids: int, scale: float, timeout_s: float) -> dict[str, Any]:
     sim_args = ["--deals", str(ids), "--plan", "standard", "--operating-budget", str(BUDGET_S)]
     sim_args += ["--processing-ms", str(GET_MS), "--list-processing-ms", str(LIST_MS)]
@@ -97,29 +73,12 @@ def one_run(strategy: str, *, ids: int, scale: float, timeout_s: float) -> dict[
     client = ["--plan", "standard", "--operating-budget", str(BUDGET_S)]
     client += ["--time-scale", str(scale), "--strategy", strategy]
     with SimulatorProcess(sim_args) as sim, tempfile.TemporaryDirectory() as tmp:
-        seen: list[tuple[float, int]] = []
-        stop = threading.Event()
-        poller = threading.Thread(target=_poll_batches, args=(sim, stop, seen), daemon=True)
-        poller.start()
-        box: list[Measured] = []
-        try:
-            box.append(
-                run_measured(
-                    export_command(f"1-{ids}", Path(tmp) / "out", client),
-                    env=child_env(BITRIX24_WEBHOOK_URL=sim.webhook_url),
-                    timeout_s=timeout_s,
-                )
-            )
-        finally:
-            stop.set()
-            poller.join()
-        run = box[0]
+        command = export_command(f"1-{ids}", Path(tmp) / "out", client)
+        run, span = measure_batch_span(sim, command, timeout_s=timeout_s)
         stats = sim.stats()
     if run.code not in (0, 3):
         raise SystemExit(f"deal-export run exited {run.code}: {run.stderr[-2000:]}")
-    batches = [(t, c) for t, c in seen if c > 0]
-    last = next(t for t, c in batches if c == batches[-1][1])
-    elapsed_sim = (last - batches[0][0]) * scale
+    elapsed_sim = span * scale
     summary = [line for line in run.stdout.splitlines() if line.startswith("fetched with")]
     return {
         "strategy": strategy,
