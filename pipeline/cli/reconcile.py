@@ -9,27 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli._errors import fail, run_guarded
-from pipeline.cli._tokens import rotated_tokens
+from pipeline.cli._errors import run_guarded
+from pipeline.cli._session import start_output_session
 from pipeline.cli.run import (
-    FLAGS,
-    load,
     portal_options,
     quiet_progress_option,
-    start_logging,
-    wants_json,
-    warn_if_insecure,
 )
-from pipeline.clock import ScaledClock
-from pipeline.config import RunConfig
-from pipeline.config_load import secrets_of
-from pipeline.errors import UsageError
 from pipeline.fetch.client import PortalClient
 from pipeline.fetch.stats import FetchStats
-from pipeline.logs import json_record, set_run_id
+from pipeline.logs import json_record
 from pipeline.redact import mask_text
-from pipeline.run import new_run_id
-from pipeline.summary import EXIT_USAGE
 
 if TYPE_CHECKING:
     from pipeline.reconcile import ReconcileResult
@@ -64,24 +53,9 @@ def reconcile(output: str, **kw: Any) -> None:
       deal-export reconcile ./deals
       deal-export reconcile s3://bucket/deals --hard-delete
     """
-    loaded = load(kw, {"output.root": output}, {**FLAGS, "output.root": "OUTPUT"})
-    secrets = secrets_of(loaded)
-    if loaded.auth is None:
-        fail(
-            "no portal credentials: set BITRIX24_WEBHOOK_URL (or --webhook-file, or --config)",
-            EXIT_USAGE,
-            as_json=wants_json(kw),
-        )
-    try:
-        config: RunConfig = loaded.run_config()
-    except UsageError as exc:
-        fail(str(exc), EXIT_USAGE, secrets, as_json=wants_json(kw))
-    run_id = new_run_id()
-    set_run_id(run_id)
-    _, handler = start_logging(kw, config.log_format, secrets)
-    warn_if_insecure(loaded)
-    saver = rotated_tokens(config.auth, handler, secrets)
-    clock = ScaledClock(kw.get("time_scale") or 1.0)
+    session = start_output_session(kw, output)
+    config, secrets = session.config, session.secrets
+    run_id, saver, clock = session.run_id, session.saver, session.clock
 
     async def main() -> ReconcileResult:
         # Imported here: the Delta library loads only for the command that needs it, so the

@@ -8,27 +8,16 @@ from typing import Any
 
 import click
 
-from pipeline.cli._errors import fail, run_guarded
-from pipeline.cli._tokens import rotated_tokens
+from pipeline.cli._errors import run_guarded
+from pipeline.cli._session import start_output_session
 from pipeline.cli.run import (
-    FLAGS,
     break_lock_option,
-    load,
     portal_options,
     quiet_progress_option,
     report,
-    start_logging,
-    wants_json,
-    warn_if_insecure,
 )
-from pipeline.clock import ScaledClock
-from pipeline.config import RunConfig
-from pipeline.config_load import secrets_of
-from pipeline.errors import UsageError
-from pipeline.logs import set_run_id
 from pipeline.output.lock import break_lock
-from pipeline.run import RunResult, new_run_id, retry_failed
-from pipeline.summary import EXIT_USAGE
+from pipeline.run import RunResult, retry_failed
 
 
 @click.command()
@@ -48,24 +37,9 @@ def retry(output: str, **kw: Any) -> None:
     Example:
       deal-export retry ./deals
     """
-    loaded = load(kw, {"output.root": output}, {**FLAGS, "output.root": "OUTPUT"})
-    secrets = secrets_of(loaded)
-    if loaded.auth is None:
-        fail(
-            "no portal credentials: set BITRIX24_WEBHOOK_URL (or --webhook-file, or --config)",
-            EXIT_USAGE,
-            as_json=wants_json(kw),
-        )
-    try:
-        config: RunConfig = loaded.run_config()
-    except UsageError as exc:
-        fail(str(exc), EXIT_USAGE, secrets, as_json=wants_json(kw))
-    run_id = new_run_id()
-    set_run_id(run_id)
-    _, handler = start_logging(kw, config.log_format, secrets)
-    warn_if_insecure(loaded)
-    saver = rotated_tokens(config.auth, handler, secrets)
-    clock = ScaledClock(kw.get("time_scale") or 1.0)
+    session = start_output_session(kw, output)
+    loaded, config, secrets = session.loaded, session.config, session.secrets
+    run_id, saver, clock = session.run_id, session.saver, session.clock
     # The output says which entity it holds; a given --entity (or setting) must agree with it.
     wanted = loaded.entity if "entity" in loaded.names else None
 
