@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +108,13 @@ def visible_junk(root: Path) -> list[Path]:
 def files_containing(root: Path, needle: str) -> list[Path]:
     raw = needle.encode()
     return [p for p in root.rglob("*") if p.is_file() and raw in p.read_bytes()]
+
+
+async def wait_until(condition: Callable[[], object], what: str) -> None:
+    """Poll `condition` until it holds while a run goes on in the background (bounded: 30 s of
+    real time at most, then the test fails saying what it waited for)."""
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")

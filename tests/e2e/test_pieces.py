@@ -19,7 +19,7 @@ from pipeline.config_load import IdsConfig
 from pipeline.normalise import DealSchema
 from pipeline.run import PIECE_EVERY_S, export
 from pipeline.simulator import FaultConfig, RunningSimulator
-from tests.e2e.helpers import accounted, read_data
+from tests.e2e.helpers import accounted, read_data, wait_until
 
 CHUNK = 300
 # Every answer a little late (real time), so the test can act while chunk 0 is being fetched.
@@ -46,14 +46,6 @@ def _ids(tmp_path: Path, sim: RunningSimulator) -> tuple[IdsConfig, set[int]]:
     return IdsConfig(source=str(path)), wanted
 
 
-async def _until(condition: Any, what: str) -> None:
-    for _ in range(3000):  # bounded: 30 s of real time at most
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _checkpoints(root: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in (root / "_checkpoints").glob("*.json")}
 
@@ -73,11 +65,11 @@ async def test_a_minute_old_chunk_is_committed_as_a_piece_and_a_resume_skips_it(
     root = tmp_path / "out"
     vclock = VirtualClock()
     run = asyncio.create_task(export(_config(sim, root, "error"), ids, clock=vclock))
-    await _until(lambda: sim.stats()["deal_gets"] >= 100, "the first deals")
+    await wait_until(lambda: sim.stats()["deal_gets"] >= 100, "the first deals")
     assert not run.done()
     vclock.advance(PIECE_EVERY_S + 1)  # chunk 0's oldest outcome is now a minute old
     piece_file = root / "_checkpoints" / "chunk-000000-p000.json"
-    await _until(piece_file.exists, "the piece checkpoint")
+    await wait_until(piece_file.exists, "the piece checkpoint")
     run.cancel()  # the process dies: what the piece holds must survive, nothing else counts
     try:
         await run

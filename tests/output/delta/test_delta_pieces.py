@@ -16,19 +16,12 @@ from pipeline.config import FetchConfig
 from pipeline.config_load import IdsConfig
 from pipeline.run import PIECE_EVERY_S, export
 from pipeline.simulator import FaultConfig
+from tests.e2e.helpers import wait_until
 from tests.output.delta.helpers import delta_config, fetch_failures, our_commits, rows
 
 CHUNK = 300
 # Every answer a little late (real time), so the test can act while chunk 0 is being fetched.
 SLOW = FaultConfig(slow=1.0, slow_s=0.03, seed=1)
-
-
-async def _until(condition: Any, what: str) -> None:
-    for _ in range(3000):  # bounded: 30 s of real time at most
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _pieces(root: Path) -> list[dict[str, Any]]:
@@ -48,9 +41,9 @@ async def test_a_piece_is_a_commit_and_a_resume_fetches_only_the_rest(
 
     vclock = VirtualClock()
     run = asyncio.create_task(export(config, ids, clock=vclock))
-    await _until(lambda: sim.stats()["deal_gets"] >= 100, "the first deals")
+    await wait_until(lambda: sim.stats()["deal_gets"] >= 100, "the first deals")
     vclock.advance(PIECE_EVERY_S + 1)  # chunk 0's oldest outcome is now a minute old
-    await _until(lambda: (root / "_delta_log").exists() and bool(_pieces(root)), "the piece")
+    await wait_until(lambda: (root / "_delta_log").exists() and bool(_pieces(root)), "the piece")
     run.cancel()  # the process dies: only what the piece holds survives
     try:
         await run
