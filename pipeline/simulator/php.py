@@ -14,6 +14,7 @@ why empty sections are `[]`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -97,29 +98,62 @@ def _next_index(array: dict[PhpKey, Any]) -> int:
     return max(ints) + 1 if ints else 0
 
 
-def assign(target: dict[PhpKey, Any], parts: list[str], value: Any) -> None:
+class _Appender:
+    """The next `[]` index of each array being built, kept as keys arrive: rescanning the
+    keys on every `[]` (`_next_index`) makes a 50-ID `filter[@ID][]` quadratic. Arrays are
+    known by `id()`; each entry holds its array, so no id is reused while the parse runs."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next: dict[int, tuple[dict[PhpKey, Any], int]] = {}
+
+    def index(self, node: dict[PhpKey, Any]) -> int:
+        known = self._next.get(id(node))
+        return _next_index(node) if known is None else known[1]
+
+    def stored(self, node: dict[PhpKey, Any], key: PhpKey) -> None:
+        if isinstance(key, int):
+            nxt = self.index(node)
+            self._next[id(node)] = (node, key + 1 if key >= nxt else nxt)
+
+
+def assign(target: dict[PhpKey, Any], parts: list[str] | tuple[str, ...], value: Any,
+           appender: _Appender | None = None) -> None:  # fmt: skip
     """Store `value` at the bracket path `parts` the way PHP's `parse_str` does."""
+    indexes = appender or _Appender()
     node = target
+    last_part = len(parts) - 1
     for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        key: PhpKey = _next_index(node) if part == "" and i > 0 else php_key(part)
-        if last:
+        key: PhpKey = indexes.index(node) if part == "" and i > 0 else php_key(part)
+        if i == last_part:
             node[key] = value
+            indexes.stored(node, key)
             return
         child = node.get(key)
         if not isinstance(child, dict):
             child = {}
             node[key] = child
+            indexes.stored(node, key)
         node = child
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_parts(raw: str) -> tuple[str, ...] | None:
+    """A query name, URL-decoded and split at its brackets; the names of a list command
+    (`filter[@ID][]`, `select[]`) repeat on every pair, so they are decoded once."""
+    parts = _split_key(unquote_plus(raw))
+    return None if parts is None else tuple(parts)
 
 
 def parse_pairs(pairs: Iterable[tuple[str, Any]]) -> dict[PhpKey, Any]:
     """Build a PHP array from (bracketed name, value) pairs (form fields, multipart parts)."""
     out: dict[PhpKey, Any] = {}
+    appender = _Appender()
     for name, value in pairs:
         parts = _split_key(name)
         if parts is not None:
-            assign(out, parts, value)
+            assign(out, parts, value, appender)
     return out
 
 
@@ -134,13 +168,19 @@ def parse_str(query: str) -> dict[PhpKey, Any]:
                 if name:
                     simple[php_key(name.replace(" ", "_"))] = value
         return simple
-    pairs: list[tuple[str, str]] = []
+    out: dict[PhpKey, Any] = {}
+    appender = _Appender()
     for chunk in query.split("&"):
         if not chunk:
             continue
         name, _, value = chunk.partition("=")
-        pairs.append((unquote_plus(name), unquote_plus(value)))
-    return parse_pairs(pairs)
+        parts = _name_parts(name)
+        if parts is None:
+            continue
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        assign(out, parts, value, appender)
+    return out
 
 
 def from_json(value: Any) -> Any:
