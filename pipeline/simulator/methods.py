@@ -9,6 +9,7 @@ per-method path, so limits and errors behave identically inside and outside a ba
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable
@@ -50,7 +51,7 @@ class MethodError(Exception):
         return {"error": self.error, "error_description": self.description}
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """A successful method result plus list paging (`next`, `total`) when it has them."""
 
@@ -94,6 +95,7 @@ _TIME_FIELDS = {"DATE_MODIFY", "DATE_CREATE"}
 _PLANS_KEPT = 16
 
 
+@functools.lru_cache(maxsize=256)
 def method_name(raw: str) -> str:
     """Bitrix method names are case-insensitive; `.json` selects the (default) format."""
     name = raw.strip().lower()
@@ -119,6 +121,8 @@ class Api:
         self._stored_empty_lists = config.empty_multiple == "empty_list"
         self._file_auth = ""
         self._plans: dict[tuple[str, ...], ListPlan] = {}
+        #: Poison is a deal lever: a lead's get answer is never spoiled.
+        self._gets_spoil = portal.kind == "deal"
         self._methods: dict[str, Callable[[dict[PhpKey, Any]], Outcome]] = {
             "crm.deal.get": self.deal_get,
             "crm.deal.fields": self.deal_fields,
@@ -215,17 +219,11 @@ class Api:
             if refusal is exc:
                 raise
             raise refusal from None
-        if outcome.deals and self._spoiled(method, params, outcome):
+        if outcome.spoils and any(map(self.poisoned, outcome.spoils)):
             self.unencodable = True
         operating = self._charge(caller, method, outcome.cost_s)
         self.stats.deals_served += outcome.deals
         return outcome, operating
-
-    def _spoiled(self, method: str, params: dict[PhpKey, Any], outcome: Outcome) -> bool:
-        """Whether the answer holds a poison deal's data, so its JSON encoding fails whole."""
-        if method == "crm.deal.get":
-            return self.poisoned(_deal_id(params))
-        return any(self.poisoned(i) for i in outcome.spoils)
 
     def _cost(self, method: str) -> float:
         if method in _GET_METHODS:
@@ -336,7 +334,9 @@ class Api:
         if status == "hidden" or not self.config.can_read_deals:
             raise DENIED
         data = with_file_auth(self.portal.deal_json(deal_id), self._file_auth)
-        return Outcome(orjson.Fragment(data), cost_s=self._get_cost, deals=1, encoded=data)
+        spoils = (deal_id,) if self._gets_spoil else ()
+        return Outcome(orjson.Fragment(data), cost_s=self._get_cost, deals=1, encoded=data,
+                       spoils=spoils)  # fmt: skip
 
     def deal_fields(self, params: dict[PhpKey, Any]) -> Outcome:
         data = self.portal.fields_json()
@@ -552,12 +552,6 @@ def _handled(exc: MethodError) -> MethodError:
     again, and raising an instance extends the traceback it already has: kept, every failed
     command would keep its frames (and their answers) alive for the life of the process."""
     return exc.with_traceback(None)
-
-
-def _deal_id(params: dict[PhpKey, Any]) -> int:
-    """The deal a `crm.deal.get` asks for, read as `deal_get` reads it."""
-    raw = params.get("ID")
-    return php_int(params.get("id") if raw is None else raw)
 
 
 def _never(deal_id: int) -> bool:

@@ -98,62 +98,63 @@ def _next_index(array: dict[PhpKey, Any]) -> int:
     return max(ints) + 1 if ints else 0
 
 
-class _Appender:
-    """The next `[]` index of each array being built, kept as keys arrive: rescanning the
-    keys on every `[]` (`_next_index`) makes a 50-ID `filter[@ID][]` quadratic. Arrays are
-    known by `id()`; each entry holds its array, so no id is reused while the parse runs."""
-
-    __slots__ = ("_next",)
-
-    def __init__(self) -> None:
-        self._next: dict[int, tuple[dict[PhpKey, Any], int]] = {}
-
-    def index(self, node: dict[PhpKey, Any]) -> int:
-        known = self._next.get(id(node))
-        return _next_index(node) if known is None else known[1]
-
-    def stored(self, node: dict[PhpKey, Any], key: PhpKey) -> None:
-        if isinstance(key, int):
-            nxt = self.index(node)
-            self._next[id(node)] = (node, key + 1 if key >= nxt else nxt)
+#: A key path step that appends (`[]`): the next integer index of that array.
+_APPEND = None
+_Keys = tuple[PhpKey | None, ...]
+#: id(array) -> (the array, its next `[]` index), per parse. Rescanning the keys on every
+#: `[]` (`_next_index`) makes a 50-ID `filter[@ID][]` quadratic; each entry holds its array, so
+#: no id is reused while the parse runs.
+_Nexts = dict[int, tuple[dict[PhpKey, Any], int]]
 
 
-def assign(target: dict[PhpKey, Any], parts: list[str] | tuple[str, ...], value: Any,
-           appender: _Appender | None = None) -> None:  # fmt: skip
-    """Store `value` at the bracket path `parts` the way PHP's `parse_str` does."""
-    indexes = appender or _Appender()
+def _keys(parts: list[str]) -> _Keys:
+    """The keys PHP stores along a bracket path (`_APPEND` for an inner `[]`)."""
+    return (php_key(parts[0]), *(_APPEND if p == "" else php_key(p) for p in parts[1:]))
+
+
+def _store(target: dict[PhpKey, Any], keys: _Keys, value: Any, nexts: _Nexts) -> None:
     node = target
-    last_part = len(parts) - 1
-    for i, part in enumerate(parts):
-        key: PhpKey = indexes.index(node) if part == "" and i > 0 else php_key(part)
-        if i == last_part:
+    last = len(keys) - 1
+    for i, key in enumerate(keys):
+        if key is _APPEND:
+            known = nexts.get(id(node))
+            key = _next_index(node) if known is None else known[1]
+        if i == last:
             node[key] = value
-            indexes.stored(node, key)
+        else:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+        if isinstance(key, int):
+            known = nexts.get(id(node))
+            nxt = _next_index(node) if known is None else known[1]
+            nexts[id(node)] = (node, key + 1 if key >= nxt else nxt)
+        if i == last:
             return
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = {}
-            node[key] = child
-            indexes.stored(node, key)
         node = child
 
 
+def assign(target: dict[PhpKey, Any], parts: list[str], value: Any) -> None:
+    """Store `value` at the bracket path `parts` the way PHP's `parse_str` does."""
+    _store(target, _keys(parts), value, {})
+
+
 @functools.lru_cache(maxsize=4096)
-def _name_parts(raw: str) -> tuple[str, ...] | None:
-    """A query name, URL-decoded and split at its brackets; the names of a list command
-    (`filter[@ID][]`, `select[]`) repeat on every pair, so they are decoded once."""
+def _name_keys(raw: str) -> _Keys | None:
+    """A query name, URL-decoded, as its key path; the names of a list command
+    (`filter[@ID][]`, `select[]`) repeat on every pair, so each is decoded once."""
     parts = _split_key(unquote_plus(raw))
-    return None if parts is None else tuple(parts)
+    return None if parts is None else _keys(parts)
 
 
 def parse_pairs(pairs: Iterable[tuple[str, Any]]) -> dict[PhpKey, Any]:
     """Build a PHP array from (bracketed name, value) pairs (form fields, multipart parts)."""
     out: dict[PhpKey, Any] = {}
-    appender = _Appender()
+    nexts: _Nexts = {}
     for name, value in pairs:
         parts = _split_key(name)
         if parts is not None:
-            assign(out, parts, value, appender)
+            _store(out, _keys(parts), value, nexts)
     return out
 
 
@@ -169,17 +170,17 @@ def parse_str(query: str) -> dict[PhpKey, Any]:
                     simple[php_key(name.replace(" ", "_"))] = value
         return simple
     out: dict[PhpKey, Any] = {}
-    appender = _Appender()
+    nexts: _Nexts = {}
     for chunk in query.split("&"):
         if not chunk:
             continue
         name, _, value = chunk.partition("=")
-        parts = _name_parts(name)
-        if parts is None:
+        keys = _name_keys(name)
+        if keys is None:
             continue
         if "%" in value or "+" in value:
             value = unquote_plus(value)
-        assign(out, parts, value, appender)
+        _store(out, keys, value, nexts)
     return out
 
 

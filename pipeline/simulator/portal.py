@@ -168,6 +168,8 @@ class Portal:
         dropped = factory.DROPPED_WHEN_EMPTY
         templates = self._row_templates(plan)
         wanted, shown = plan.wanted, plan.value
+        # Fields shown as they are, which are most of a record's own values.
+        plain = wanted.difference(plan.user_fields, dropped)
         rows: list[dict[str, Any]] = []
         for deal_id in ids:
             template, values = factory.parts(deal_id, self._modified.get(deal_id))
@@ -176,7 +178,9 @@ class Portal:
                 base = templates[id(template)] = plan.row(_as_built(template, dropped))
             row = base.copy()  # assignment to existing keys keeps the plan's field order
             for name, value in values.items():
-                if name in wanted:
+                if name in plain:
+                    row[name] = value
+                elif name in wanted:
                     row[name] = None if name in dropped and not value else shown(name, value)
             rows.append(row)
         return rows
