@@ -119,11 +119,14 @@ def _store(target: dict[PhpKey, Any], keys: _Keys, value: Any, nexts: _Nexts) ->
         if key is _APPEND:
             known = nexts.get(id(node))
             key = _next_index(node) if known is None else known[1]
+        child: dict[PhpKey, Any] = node
         if i == last:
             node[key] = value
         else:
-            child = node.get(key)
-            if not isinstance(child, dict):
+            found = node.get(key)
+            if isinstance(found, dict):
+                child = found
+            else:
                 child = node[key] = {}
         if isinstance(key, int):
             known = nexts.get(id(node))
