@@ -3,7 +3,9 @@
 `Api.call` runs one top-level method for one caller; `batch` runs its commands through the same
 per-method path, so limits and errors behave identically inside and outside a batch (REST docs
 `limits.md`, `settings/how-to-call-rest-api/batch.md`; rest module `rest_provider.php`,
-`methodsBatch`). Deal JSON is spliced in as pre-encoded `orjson.Fragment`s.
+`methodsBatch`). Deal JSON and list pages are spliced in as pre-encoded `orjson.Fragment`s: a
+deal is encoded once when generated, a page of list rows once when built (`Portal.list_rows`
+makes rows without decoding any deal).
 """
 
 from __future__ import annotations
