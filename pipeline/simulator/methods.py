@@ -208,8 +208,7 @@ class Api:
              params: dict[PhpKey, Any], caller: str
              ) -> tuple[Outcome, tuple[float, int] | None]:  # fmt: skip
         """Check the method's operating budget, run it, charge it; (outcome, operating)."""
-        now = self.clock.now()
-        if self.meter.budget_s is not None and self.meter.blocked(caller, method, now):
+        if self.meter.budget_s is not None and self.meter.blocked(caller, method, self.clock.now()):
             raise OPERATION_LIMIT
         try:
             outcome = handler(params)
