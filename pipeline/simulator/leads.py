@@ -45,10 +45,11 @@ class LeadFactory(DealFactory):
     """Builds the wire dict of one lead from (seed, ID)."""
 
     SHOW_COMPONENT = "crm.lead.show"
+    DROPPED_WHEN_EMPTY = ("PHONE", "EMAIL", "WEB", "IM")
 
     def build(self, deal_id: int, modified: int | None = None) -> dict[str, Any]:
         lead = super().build(deal_id, modified)
-        for name in ("PHONE", "EMAIL", "WEB", "IM"):
+        for name in self.DROPPED_WHEN_EMPTY:
             if not lead[name]:
                 del lead[name]  # an empty multifield is not in the answer
         return lead

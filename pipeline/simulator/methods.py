@@ -3,12 +3,15 @@
 `Api.call` runs one top-level method for one caller; `batch` runs its commands through the same
 per-method path, so limits and errors behave identically inside and outside a batch (REST docs
 `limits.md`, `settings/how-to-call-rest-api/batch.md`; rest module `rest_provider.php`,
-`methodsBatch`). Deal JSON is spliced in as pre-encoded `orjson.Fragment`s.
+`methodsBatch`). Deal JSON and list pages are spliced in as pre-encoded `orjson.Fragment`s: a
+deal is encoded once when generated, a page of list rows once when built (`Portal.list_rows`
+makes rows without decoding any deal).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable
@@ -21,6 +24,7 @@ from pipeline.clock import ScaledClock
 from pipeline.simulator.config import SimulatorConfig
 from pipeline.simulator.generate import with_file_auth
 from pipeline.simulator.limits import OperatingMeter
+from pipeline.simulator.listform import ListPlan
 from pipeline.simulator.php import (
     PhpKey,
     as_list,
@@ -49,7 +53,7 @@ class MethodError(Exception):
         return {"error": self.error, "error_description": self.description}
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """A successful method result plus list paging (`next`, `total`) when it has them."""
 
@@ -89,8 +93,11 @@ _LIST_ID_FIELDS = ("ID",)
 _GET_METHODS = frozenset({"crm.deal.get", "crm.lead.get"})
 _LIST_METHODS = frozenset({"crm.deal.list", "crm.lead.list"})
 _TIME_FIELDS = {"DATE_MODIFY", "DATE_CREATE"}
+#: Select signatures whose plans are kept (a client sends one or two).
+_PLANS_KEPT = 16
 
 
+@functools.lru_cache(maxsize=256)
 def method_name(raw: str) -> str:
     """Bitrix method names are case-insensitive; `.json` selects the (default) format."""
     name = raw.strip().lower()
@@ -115,6 +122,9 @@ class Api:
         # otherwise an empty multiple file UF's `[]` is the crm converter's view of a NULL column.
         self._stored_empty_lists = config.empty_multiple == "empty_list"
         self._file_auth = ""
+        self._plans: dict[tuple[str, ...], ListPlan] = {}
+        #: Poison is a deal lever: a lead's get answer is never spoiled.
+        self._gets_spoil = portal.kind == "deal"
         self._methods: dict[str, Callable[[dict[PhpKey, Any]], Outcome]] = {
             "crm.deal.get": self.deal_get,
             "crm.deal.fields": self.deal_fields,
@@ -183,7 +193,7 @@ class Api:
         try:
             outcome, operating = self._run(handler, method, params, caller)
         except MethodError as exc:
-            if exc is OPERATION_LIMIT:
+            if _handled(exc) is OPERATION_LIMIT:
                 self.stats.operating_limited += 1
             return exc.status, exc.body()
         body: dict[str, Any] = {"result": outcome.result}
@@ -198,30 +208,23 @@ class Api:
              params: dict[PhpKey, Any], caller: str
              ) -> tuple[Outcome, tuple[float, int] | None]:  # fmt: skip
         """Check the method's operating budget, run it, charge it; (outcome, operating)."""
-        now = self.clock.now()
-        if self.meter.budget_s is not None and self.meter.blocked(caller, method, now):
+        if self.meter.budget_s is not None and self.meter.blocked(caller, method, self.clock.now()):
             raise OPERATION_LIMIT
         try:
             outcome = handler(params)
         except MethodError as exc:
             # The failed call still ran on the server, so it still costs operating time.
-            if exc.status == 400:
+            if _handled(exc).status == 400:
                 self._charge(caller, method, self._cost(method))
             refusal = self._refusals.get(exc, exc)  # the configured code/status of a refusal
             if refusal is exc:
                 raise
             raise refusal from None
-        if outcome.deals and self._spoiled(method, params, outcome):
+        if outcome.spoils and any(map(self.poisoned, outcome.spoils)):
             self.unencodable = True
         operating = self._charge(caller, method, outcome.cost_s)
         self.stats.deals_served += outcome.deals
         return outcome, operating
-
-    def _spoiled(self, method: str, params: dict[PhpKey, Any], outcome: Outcome) -> bool:
-        """Whether the answer holds a poison deal's data, so its JSON encoding fails whole."""
-        if method == "crm.deal.get":
-            return self.poisoned(_deal_id(params))
-        return any(self.poisoned(i) for i in outcome.spoils)
 
     def _cost(self, method: str) -> float:
         if method in _GET_METHODS:
@@ -288,7 +291,7 @@ class Api:
                     raise METHOD_NOT_FOUND
                 outcome, operating = self._run(handler, method, sub_params, caller)
             except MethodError as exc:
-                if exc is OPERATION_LIMIT:
+                if _handled(exc) is OPERATION_LIMIT:
                     self.stats.operating_limited_commands += 1
                 errors.append((key, exc.body()))
                 if halt:
@@ -332,7 +335,9 @@ class Api:
         if status == "hidden" or not self.config.can_read_deals:
             raise DENIED
         data = with_file_auth(self.portal.deal_json(deal_id), self._file_auth)
-        return Outcome(orjson.Fragment(data), cost_s=self._get_cost, deals=1, encoded=data)
+        spoils = (deal_id,) if self._gets_spoil else ()
+        return Outcome(orjson.Fragment(data), cost_s=self._get_cost, deals=1, encoded=data,
+                       spoils=spoils)  # fmt: skip
 
     def deal_fields(self, params: dict[PhpKey, Any]) -> Outcome:
         data = self.portal.fields_json()
@@ -375,14 +380,16 @@ class Api:
 
     def _list_page(self, page: list[int], select: list[str], nxt: int | None,
                    total: int) -> Outcome:  # fmt: skip
-        """One page of list rows. `start=-1` answers `"total": 0` and no `next` (REST docs
-        `settings/performance/huge-data.md`, the example answer without the count query)."""
+        """One page of list rows, encoded once: the file token goes into the page's bytes
+        (as `deal_get` puts it into a deal's). `start=-1` answers `"total": 0` and no `next`
+        (REST docs `settings/performance/huge-data.md`, the example answer without the count
+        query)."""
         plan = self._list_plan(select)
-        rows = [self._list_row(i, plan) for i in page]
-        full = any(name != "ID" for name, _ in plan)
-        spoils = tuple(page) if full else ()
-        cost = self._list_cost + (self._list_row_cost * len(rows) if full else 0.0)
-        return Outcome(rows, next=nxt, total=total, cost_s=cost, deals=len(rows), spoils=spoils)
+        data = with_file_auth(orjson.dumps(self.portal.list_rows(page, plan)), self._file_auth)
+        spoils = tuple(page) if plan.full else ()
+        cost = self._list_cost + (self._list_row_cost * len(page) if plan.full else 0.0)
+        return Outcome(orjson.Fragment(data), next=nxt, total=total, cost_s=cost,
+                       deals=len(page), encoded=data, spoils=spoils)  # fmt: skip
 
     def _filters(
         self, flt: dict[PhpKey, Any]
@@ -458,68 +465,16 @@ class Api:
     def _data(self, deal_id: int) -> dict[str, Any]:
         return self.portal.deal_data(deal_id) or {}
 
-    def _list_plan(self, select: list[str]) -> list[tuple[str, tuple[bool, bool, str]]]:
-        """The fields a list row carries, in `crm.deal.fields` order: `*` is every standard field
-        and `UF_*` every user field, both without multiple ones, which come only when named
-        (REST docs `crm-deal-list.md`, `select`); `CONTACT_IDS` never (REST docs
-        `crm-deal-fields.md`); the ID always; unknown names add nothing (crm `restservice.php`
-        `externalizeFields` drops fields it does not describe)."""
-        star, uf_star = "*" in select, "UF_*" in select
-        wanted = set(select)
-        plan: list[tuple[str, tuple[bool, bool, str]]] = []
-        for name, meta in self.portal.fields_meta.items():
-            is_uf, multiple, _ = meta
-            if name == "CONTACT_IDS":
-                continue
-            if name == "ID" or name in wanted or (not multiple and (uf_star if is_uf else star)):
-                plan.append((name, meta))
+    def _list_plan(self, select: list[str]) -> ListPlan:
+        """The plan of a select (see `ListPlan`), made once per select signature."""
+        key = tuple(select)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= _PLANS_KEPT:
+                self._plans.clear()
+            meta = self.portal.fields_meta
+            plan = self._plans[key] = ListPlan(meta, select, self._stored_empty_lists)
         return plan
-
-    def _list_row(self, deal_id: int, plan: list[tuple[str, tuple[bool, bool, str]]]
-                  ) -> dict[str, Any]:  # fmt: skip
-        """A deal as list methods show it. Both list and get run crm `restservice.php`
-        `externalizeFields`, so dates, datetimes and file objects (token in the URLs included)
-        look the same; what differs is how user field values reach it (`list_form`)."""
-        data: dict[str, Any] = orjson.loads(
-            with_file_auth(self.portal.deal_json(deal_id), self._file_auth)
-        )
-        row: dict[str, Any] = {}
-        for name, (is_uf, multiple, uf_type) in plan:
-            if not is_uf:
-                row[name] = data.get(name)
-            elif name not in data:  # an empty single file UF: absent from get, null in list
-                row[name] = None
-            else:
-                row[name] = list_form(data[name], uf_type, multiple, self._stored_empty_lists)
-        return row
-
-
-def list_form(value: Any, uf_type: str, multiple: bool, stored_empty_lists: bool) -> Any:
-    """A user field's list value from its `crm.deal.get` value.
-
-    get reads UFs through main's `CUserTypeManager::GetUserFields` (a NULL multiple column
-    unserialises to `false`) and crm `innerGet` turns a missing value into `""`; list reads the
-    joined columns through main's `CDBResult::Fetch`, which unserialises a multiple column only
-    when it is set, and adds no `?? ''`: an empty value stays NULL, JSON `null` (REST docs
-    `crm-lead-list.md` example). Then `externalizeFields` runs for both: `CRestUtil::ConvertDate`
-    and `ConvertDateTime` give `""` for any empty date/datetime (the `crm-lead-list.md`
-    example shows `"BIRTHDATE": ""`), and `tryExternalizeFileField` leaves a NULL file column
-    alone. Booleans are stored as integers and list methods show them as JSON `true`/`false`
-    (REST docs `crm-lead-list.md` example; main `booleantype.php`).
-    """
-    if uf_type in ("date", "datetime"):
-        return "" if value is False else value
-    if multiple:
-        if value is False or value == "":
-            return None
-        if value == [] and uf_type == "file" and not stored_empty_lists:
-            return None
-        return value
-    if value == "":
-        return None
-    if uf_type == "boolean":
-        return value == "1"
-    return value
 
 
 def _array_param(params: dict[PhpKey, Any], name: str) -> Any:
@@ -593,10 +548,11 @@ def _compare(op: str, bound: int, getter: Callable[[int], int]) -> Callable[[int
     return lambda i: getter(i) == bound
 
 
-def _deal_id(params: dict[PhpKey, Any]) -> int:
-    """The deal a `crm.deal.get` asks for, read as `deal_get` reads it."""
-    raw = params.get("ID")
-    return php_int(params.get("id") if raw is None else raw)
+def _handled(exc: MethodError) -> MethodError:
+    """`exc` without its traceback. The errors are module-level instances raised again and
+    again, and raising an instance extends the traceback it already has: kept, every failed
+    command would keep its frames (and their answers) alive for the life of the process."""
+    return exc.with_traceback(None)
 
 
 def _never(deal_id: int) -> bool:

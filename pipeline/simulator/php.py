@@ -14,6 +14,7 @@ why empty sections are `[]`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -97,29 +98,66 @@ def _next_index(array: dict[PhpKey, Any]) -> int:
     return max(ints) + 1 if ints else 0
 
 
+#: A key path step that appends (`[]`): the next integer index of that array.
+_APPEND = None
+_Keys = tuple[PhpKey | None, ...]
+#: id(array) -> (the array, its next `[]` index), per parse. Rescanning the keys on every
+#: `[]` (`_next_index`) makes a 50-ID `filter[@ID][]` quadratic; each entry holds its array, so
+#: no id is reused while the parse runs.
+_Nexts = dict[int, tuple[dict[PhpKey, Any], int]]
+
+
+def _keys(parts: list[str]) -> _Keys:
+    """The keys PHP stores along a bracket path (`_APPEND` for an inner `[]`)."""
+    return (php_key(parts[0]), *(_APPEND if p == "" else php_key(p) for p in parts[1:]))
+
+
+def _store(target: dict[PhpKey, Any], keys: _Keys, value: Any, nexts: _Nexts) -> None:
+    node = target
+    last = len(keys) - 1
+    for i, key in enumerate(keys):
+        if key is _APPEND:
+            known = nexts.get(id(node))
+            key = _next_index(node) if known is None else known[1]
+        child: dict[PhpKey, Any] = node
+        if i == last:
+            node[key] = value
+        else:
+            found = node.get(key)
+            if isinstance(found, dict):
+                child = found
+            else:
+                child = node[key] = {}
+        if isinstance(key, int):
+            known = nexts.get(id(node))
+            nxt = _next_index(node) if known is None else known[1]
+            nexts[id(node)] = (node, key + 1 if key >= nxt else nxt)
+        if i == last:
+            return
+        node = child
+
+
 def assign(target: dict[PhpKey, Any], parts: list[str], value: Any) -> None:
     """Store `value` at the bracket path `parts` the way PHP's `parse_str` does."""
-    node = target
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        key: PhpKey = _next_index(node) if part == "" and i > 0 else php_key(part)
-        if last:
-            node[key] = value
-            return
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = {}
-            node[key] = child
-        node = child
+    _store(target, _keys(parts), value, {})
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_keys(raw: str) -> _Keys | None:
+    """A query name, URL-decoded, as its key path; the names of a list command
+    (`filter[@ID][]`, `select[]`) repeat on every pair, so each is decoded once."""
+    parts = _split_key(unquote_plus(raw))
+    return None if parts is None else _keys(parts)
 
 
 def parse_pairs(pairs: Iterable[tuple[str, Any]]) -> dict[PhpKey, Any]:
     """Build a PHP array from (bracketed name, value) pairs (form fields, multipart parts)."""
     out: dict[PhpKey, Any] = {}
+    nexts: _Nexts = {}
     for name, value in pairs:
         parts = _split_key(name)
         if parts is not None:
-            assign(out, parts, value)
+            _store(out, _keys(parts), value, nexts)
     return out
 
 
@@ -134,13 +172,19 @@ def parse_str(query: str) -> dict[PhpKey, Any]:
                 if name:
                     simple[php_key(name.replace(" ", "_"))] = value
         return simple
-    pairs: list[tuple[str, str]] = []
+    out: dict[PhpKey, Any] = {}
+    nexts: _Nexts = {}
     for chunk in query.split("&"):
         if not chunk:
             continue
         name, _, value = chunk.partition("=")
-        pairs.append((unquote_plus(name), unquote_plus(value)))
-    return parse_pairs(pairs)
+        keys = _name_keys(name)
+        if keys is None:
+            continue
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        _store(out, keys, value, nexts)
+    return out
 
 
 def from_json(value: Any) -> Any:

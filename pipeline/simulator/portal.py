@@ -20,6 +20,7 @@ from pipeline.simulator.config import EmptyMultiple
 from pipeline.simulator.fields import UserField, build_fields, build_lead_fields
 from pipeline.simulator.generate import DealFactory
 from pipeline.simulator.leads import LeadFactory
+from pipeline.simulator.listform import ListPlan
 from pipeline.simulator.timefmt import ServerZone
 
 Status = Literal["visible", "hidden", "deleted", "missing"]
@@ -28,6 +29,8 @@ Kind = Literal["deal", "lead"]
 _LEAD_LAYOUT_SALT = 0x1EAD
 _MISSING, _VISIBLE, _HIDDEN, _DELETED = 0, 1, 2, 3
 _NAMES: dict[int, Status] = {0: "missing", 1: "visible", 2: "hidden", 3: "deleted"}
+#: Select signatures whose template rows are kept.
+_PLANS_KEPT = 4
 
 
 class Portal:
@@ -65,6 +68,7 @@ class Portal:
             for name, d in self._fields.items()
         }
         self._lists: dict[str, list[int]] = {}
+        self._plan_rows: dict[tuple[tuple[str, ...], bool], dict[int, dict[str, Any]]] = {}
 
     def _layout(self, deals: int, seed: int, hidden: float, deleted: float) -> None:
         rnd = random.Random(seed)
@@ -156,6 +160,41 @@ class Portal:
             return None
         return self.deal_data(deal_id)
 
+    def list_rows(self, ids: Iterable[int], plan: ListPlan) -> list[dict[str, Any]]:
+        """The list rows of existing records: what `plan.row` makes of each `deal_data`,
+        without encoding or decoding a record. A row is its template's row (made once per plan)
+        with the record's own values in their list form."""
+        factory = self._factory
+        dropped = factory.DROPPED_WHEN_EMPTY
+        templates = self._row_templates(plan)
+        wanted, shown = plan.wanted, plan.value
+        # Fields shown as they are, which are most of a record's own values.
+        plain = wanted.difference(plan.user_fields, dropped)
+        rows: list[dict[str, Any]] = []
+        for deal_id in ids:
+            template, values = factory.parts(deal_id, self._modified.get(deal_id))
+            base = templates.get(id(template))
+            if base is None:
+                base = templates[id(template)] = plan.row(_as_built(template, dropped))
+            row = base.copy()  # assignment to existing keys keeps the plan's field order
+            for name, value in values.items():
+                if name in plain:
+                    row[name] = value
+                elif name in wanted:
+                    row[name] = None if name in dropped and not value else shown(name, value)
+            rows.append(row)
+        return rows
+
+    def _row_templates(self, plan: ListPlan) -> dict[int, dict[str, Any]]:
+        """Template rows of one plan, by the `id()` of their template (templates live as long
+        as the factory); a few plans at most, as a client sends one select signature."""
+        rows = self._plan_rows.get(plan.key)
+        if rows is None:
+            if len(self._plan_rows) >= _PLANS_KEPT:
+                self._plan_rows.clear()
+            rows = self._plan_rows[plan.key] = {}
+        return rows
+
     def date_modify(self, deal_id: int) -> int:
         """Unix time of the deal's DATE_MODIFY."""
         touched = self._modified.get(deal_id)
@@ -233,6 +272,13 @@ class Portal:
             self._cache.pop(deal_id, None)
             restored.append(deal_id)
         return restored
+
+
+def _as_built(template: dict[str, Any], dropped: tuple[str, ...]) -> dict[str, Any]:
+    """A template as `build` would answer it: without the empty fields it leaves out."""
+    if not any(name in template and not template[name] for name in dropped):
+        return template
+    return {k: v for k, v in template.items() if k not in dropped or v}
 
 
 __all__ = ["Portal", "Status"]

@@ -76,6 +76,18 @@ def test_parse_str_numeric_keys_and_last_wins() -> None:
     assert parse_str("cmd[5]=a&cmd[]=b&id=1&id=2") == {"cmd": {5: "a", 6: "b"}, "id": "2"}
 
 
+def test_parse_str_appends_after_the_highest_integer_key() -> None:
+    """`[]` takes the highest integer key so far plus one, whatever came between."""
+    assert parse_str("a[]=x&a[5]=y&a[]=z&a[k]=w&a[]=v") == {
+        "a": {0: "x", 5: "y", 6: "z", "k": "w", 7: "v"}
+    }
+    assert parse_str("a[3]=x&a[1]=y&a[]=z") == {"a": {3: "x", 1: "y", 4: "z"}}
+    # An array replaced by a scalar, then a fresh array: the fresh one starts at 0.
+    assert parse_str("a[x][]=1&a[x][]=2&a[x]=s&a[y][]=3") == {"a": {"x": "s", "y": {0: "3"}}}
+    ids = "&".join(f"filter%5B%40ID%5D%5B%5D={i}" for i in range(1, 51))
+    assert parse_str(ids)["filter"]["@ID"] == {n: str(n + 1) for n in range(50)}
+
+
 def test_php_array_serialisation() -> None:
     assert php_array([]) == []
     assert php_array([(0, "a"), (1, "b")]) == ["a", "b"]
