@@ -107,6 +107,13 @@ _US_PER_DAY = 86_400_000_000
 # Shifting by a whole number of days before the integer division makes it a floor division for
 # instants before 1970 too (Arrow's integer divide truncates towards zero).
 _DAY_SHIFT = 4_000_000
+# Typed scalars for the compute calls: pyarrow infers the type of a bare Python number by
+# trying to import optional modules (dateutil) on every call, which costs ~80 us each time.
+_ZERO = pa.scalar(0, pa.int64())
+_TEN = pa.scalar(10, pa.int32())
+_DAY_US = pa.scalar(_US_PER_DAY, pa.int64())
+_SHIFT_DAYS = pa.scalar(_DAY_SHIFT, pa.int64())
+_HALF_DAY_SHIFTED = pa.scalar(_US_PER_DAY // 2 + _DAY_SHIFT * _US_PER_DAY, pa.int64())
 
 
 _AUTH = "auth"
@@ -412,7 +419,7 @@ def _run_vector(
         except pa.ArrowInvalid:
             result, recheck = pa.nulls(len(block), arrow_type), block.is_valid()
         parts.append(result)
-        masks.append(pa.array([False] * len(block)) if recheck is None else recheck)
+        masks.append(pa.array([False] * len(block), pa.bool_()) if recheck is None else recheck)
     return pa.concat_arrays(parts), pa.concat_arrays(masks)
 
 
@@ -494,7 +501,7 @@ def _int_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
 def _reference_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
     # "0", "00", "+0" all mean "not set", exactly as in scalar_int(zero_is_null=True).
     result, recheck = _int_vector(strings)
-    zero = pc.equal(result, 0)
+    zero = pc.equal(result, _ZERO)
     if pc.any(zero).as_py():
         result = pc.if_else(zero, pa.scalar(None, pa.int64()), result)
     return result, recheck
@@ -518,13 +525,13 @@ def _bool_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
 
 
 # Arrow parses years 0000-9999 in any offset; Python (and most readers) handle 0001-9999 in UTC.
-_MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
-_MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
-_MIN_DAY = -719_162  # 0001-01-01
-_MAX_DAY = 2_932_896  # 9999-12-31
+_MIN_US = pa.scalar(-62_135_596_800_000_000, pa.int64())  # 0001-01-01T00:00:00Z
+_MAX_US = pa.scalar(253_402_300_799_999_999, pa.int64())  # 9999-12-31T23:59:59.999999Z
+_MIN_DAY = pa.scalar(-719_162, pa.int64())  # 0001-01-01
+_MAX_DAY = pa.scalar(2_932_896, pa.int64())  # 9999-12-31
 
 
-def _outside(values: pa.Array, low: int, high: int) -> pa.Array | None:
+def _outside(values: pa.Array, low: pa.Scalar, high: pa.Scalar) -> pa.Array | None:
     outside = pc.or_(pc.less(values, low), pc.greater(values, high))
     return outside if pc.any(outside).as_py() else None
 
@@ -538,7 +545,7 @@ def _datetime_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
 
 
 def _date_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
-    plain = pc.equal(pc.binary_length(strings), 10)
+    plain = pc.equal(pc.binary_length(strings), _TEN)
     if pc.any(plain).as_py():
         dates = pc.cast(pc.if_else(plain, strings, pa.scalar(None, pa.string())), pa.date32())
         strings = pc.if_else(plain, pa.scalar(None, pa.string()), strings)
@@ -546,8 +553,8 @@ def _date_vector(strings: pa.Array) -> tuple[pa.Array, pa.Array | None]:
         dates = None
     micros = pc.cast(pc.cast(strings, TIMESTAMP_TYPE), pa.int64())
     # Nearest UTC midnight: floor((t + 12 h) / 1 day), see scalar_date for why.
-    shifted = pc.add(micros, _US_PER_DAY // 2 + _DAY_SHIFT * _US_PER_DAY)
-    days = pc.subtract(pc.divide(shifted, _US_PER_DAY), _DAY_SHIFT)
+    shifted = pc.add(micros, _HALF_DAY_SHIFTED)
+    days = pc.subtract(pc.divide(shifted, _DAY_US), _SHIFT_DAYS)
     if dates is not None:
         days = pc.coalesce(pc.cast(pc.cast(dates, pa.int32()), pa.int64()), days)
     outside = _outside(days, _MIN_DAY, _MAX_DAY)

@@ -112,6 +112,10 @@ FIELD_KINDS: dict[str, Kind] = {
 
 FALLBACK = UNKNOWN
 
+# One list kind per element kind, so every multiple field of one type shares a converter and the
+# normaliser can convert those columns together, in one call.
+_LIST_KINDS: dict[Kind, Kind] = {}
+
 
 def kind_for(
     name: str, bitrix_type: str, is_multiple: bool, overrides: Mapping[str, str] | None = None
@@ -125,7 +129,9 @@ def kind_for(
     base = forced or BITRIX24_TYPES.get(bitrix_type, FALLBACK)
     if not is_multiple:
         return base
-    return Kind(list_type(base.arrow_type), list_of(base.convert, base.arrow_type))
+    if base not in _LIST_KINDS:
+        _LIST_KINDS[base] = Kind(list_type(base.arrow_type), list_of(base.convert, base.arrow_type))
+    return _LIST_KINDS[base]
 
 
 __all__ = [

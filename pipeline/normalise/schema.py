@@ -124,6 +124,7 @@ class EntitySchema:
         "enumerations",
         "fast_type",
         "fingerprint",
+        "groups",
     )
 
     def __init__(
@@ -138,6 +139,14 @@ class EntitySchema:
         # The string-valued columns, for pyarrow's own dict-to-Arrow conversion (fast path).
         self.fast_type: pa.DataType = pa.struct(
             [pa.field(c.name, pa.string()) for c in columns if takes_fast_path(c.kind.arrow_type)]
+        )
+        # Column positions by kind: one converter call per kind, not per column, since each
+        # call has a fixed cost that dominates for parts of a few dozen records.
+        by_kind: dict[Kind, list[int]] = {}
+        for position, column in enumerate(columns):
+            by_kind.setdefault(column.kind, []).append(position)
+        self.groups: tuple[tuple[Kind, tuple[int, ...]], ...] = tuple(
+            (kind, tuple(positions)) for kind, positions in by_kind.items()
         )
         self.enumerations: dict[str, dict[str, str]] = {}
         for column in columns:

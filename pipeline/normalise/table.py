@@ -18,10 +18,12 @@ from pipeline.normalise.convert import (
     ColumnValues,
     ConversionError,
     Failure,
+    convert_text,
     json_text,
     scalar_int,
     scrub_urls,
 )
+from pipeline.normalise.mapping import Kind
 from pipeline.normalise.schema import EntitySchema
 from pipeline.outcomes import RecordError
 
@@ -88,6 +90,7 @@ def _normalise(
     ids: Sequence[int] | None,
     *,
     fast: bool,
+    grouped: bool = True,
 ) -> tuple[pa.Table, list[RecordError]]:
     if ids is not None and len(ids) != len(payloads):
         raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
@@ -103,13 +106,11 @@ def _normalise(
             fast_columns[name] if name in fast_columns else [p.get(name) for p in payloads]
             for name in names
         ]
-    arrays: list[pa.Array] = []
+    arrays: list[pa.Array] = [_NO_ARRAY] * len(names)
     failures: list[tuple[int, int, Failure]] = []
-    for position, column in enumerate(schema.columns):
-        array, column_failures = column.kind.convert(columns[position])
-        columns[position] = ()  # free the Python values as soon as the column is typed
-        arrays.append(array)
-        failures.extend((failure.row, position, failure) for failure in column_failures)
+    groups = schema.groups if grouped else [(c.kind, (n,)) for n, c in enumerate(schema.columns)]
+    for kind, positions in groups:
+        _convert_group(kind, positions, columns, arrays, failures, len(payloads))
     arrays.append(pa.array(extra, type=pa.string()))
     table = pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
 
@@ -130,6 +131,41 @@ def _normalise(
                 )
             )
     return table, errors
+
+
+_NO_ARRAY = pa.nulls(0)
+
+
+def _convert_group(
+    kind: Kind,
+    positions: Sequence[int],
+    columns: list[ColumnValues],
+    arrays: list[pa.Array],
+    failures: list[tuple[int, int, Failure]],
+    rows: int,
+) -> None:
+    """Type the columns at `positions` (all of `kind`) in one converter call over their values
+    end to end; every converter is per value, so this equals one call per column."""
+    values = [columns[position] for position in positions]
+    for position in positions:
+        columns[position] = ()  # free the Python values as soon as the columns are typed
+    if len(positions) == 1 or (kind.convert is convert_text and isinstance(values[0], pa.Array)):
+        for position, column in zip(positions, values, strict=True):
+            array, column_failures = kind.convert(column)
+            arrays[position] = array
+            failures.extend((failure.row, position, failure) for failure in column_failures)
+        return
+    joined: ColumnValues
+    if isinstance(values[0], pa.Array):
+        joined = pa.concat_arrays(values)
+    else:
+        joined = [value for column in values for value in column]
+    array, group_failures = kind.convert(joined)
+    for n, position in enumerate(positions):
+        arrays[position] = array.slice(n * rows, rows)
+    for failure in group_failures:
+        n, row = divmod(failure.row, rows)
+        failures.append((row, positions[n], failure._replace(row=row)))
 
 
 def _ascending(ids: pa.ChunkedArray) -> bool:
