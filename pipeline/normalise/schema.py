@@ -30,6 +30,8 @@ from pipeline.normalise.mapping import Kind, kind_for
 
 EXTRA_COLUMN = "_extra"
 SNAPSHOT_FORMAT = "deal-export.schema/1"
+#: Schema metadata key of a table whose string-valued columns are not typed yet.
+STAGED_KEY = b"deal-export.staged"
 
 #: The deal column order (kept for importers; the order of a run is its entity's).
 STANDARD_ORDER: tuple[str, ...] = DEAL.standard_order
@@ -125,6 +127,11 @@ class EntitySchema:
         "fast_type",
         "fingerprint",
         "groups",
+        "staged_schema",
+        "string_groups",
+        "string_positions",
+        "structured_groups",
+        "structured_positions",
     )
 
     def __init__(
@@ -147,6 +154,20 @@ class EntitySchema:
             by_kind.setdefault(column.kind, []).append(position)
         self.groups: tuple[tuple[Kind, tuple[int, ...]], ...] = tuple(
             (kind, tuple(positions)) for kind, positions in by_kind.items()
+        )
+        self.string_groups = tuple(g for g in self.groups if takes_fast_path(g[0].arrow_type))
+        self.structured_groups = tuple(g for g in self.groups if g not in self.string_groups)
+        self.string_positions = tuple(sorted(p for _, ps in self.string_groups for p in ps))
+        self.structured_positions = tuple(sorted(p for _, ps in self.structured_groups for p in ps))
+        # A part as `TableBuilder` holds it until the chunk is complete: string-valued columns
+        # still wire strings, the structured ones typed.
+        self.staged_schema: pa.Schema = pa.schema(
+            [
+                pa.field(c.name, pa.string()) if takes_fast_path(c.kind.arrow_type) else c.field
+                for c in columns
+            ]
+            + [pa.field(EXTRA_COLUMN, pa.string())],
+            metadata={STAGED_KEY: b"true"},
         )
         self.enumerations: dict[str, dict[str, str]] = {}
         for column in columns:

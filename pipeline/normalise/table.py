@@ -2,13 +2,17 @@
 errors.
 
 `normalise_deals` converts one list of payloads; `TableBuilder` converts a chunk part by part as
-answers arrive, so a chunk of thousands of records is held as typed Arrow columns (a few hundred
-bytes a record) rather than as payload dicts (several kilobytes a record).
+answers arrive, so a chunk of thousands of records is held as Arrow columns (a few hundred bytes
+a record) rather than as payload dicts (several kilobytes a record).
+
+Typing a string column costs a few compute calls whatever its length, so `TableBuilder` takes a
+part's string-valued columns out of the dicts as Arrow strings (one C++ pass) and types them
+once per chunk, when it finishes; only the few structured columns are typed per part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -24,13 +28,25 @@ from pipeline.normalise.convert import (
     scrub_urls,
 )
 from pipeline.normalise.mapping import Kind
-from pipeline.normalise.schema import EntitySchema
+from pipeline.normalise.schema import STAGED_KEY, EntitySchema
 from pipeline.outcomes import RecordError
 
 
 def _extra(payload: Mapping[str, Any], known: frozenset[str]) -> str:
     """The payload's keys that have no column, as JSON text (a user field created mid-run)."""
     return json_text({k: v for k, v in payload.items() if k not in known})
+
+
+def _extra_column(payloads: Sequence[Mapping[str, Any]], known: frozenset[str]) -> pa.Array:
+    """`_extra` for each payload: null unless it carries keys without a column."""
+    # One union of all keys first: a C loop over each dict's stored hashes, ~3x cheaper than a
+    # subset test per payload, and a part almost never has an unknown key.
+    keys: set[str] = set()
+    keys.update(*payloads)
+    if keys <= known:
+        return pa.nulls(len(payloads), pa.string())
+    texts = [None if p.keys() <= known else _extra(p, known) for p in payloads]
+    return pa.array(texts, type=pa.string())
 
 
 def _payload_id(payload: Mapping[str, Any], id_field: str) -> int:
@@ -79,9 +95,13 @@ def normalise_deals(
 
     `ids` are the requested deal IDs, one per payload (pass them from DealFetched.id); without
     them the IDs are read from each payload's "ID" (0 when it has none that parses). Column-wise
-    work has a fixed cost per call, so pass chunks of thousands of deals, not single batches.
+    work has a fixed cost per call, so pass chunks of thousands of deals, not single batches
+    (or use `TableBuilder`, which types a chunk's parts together).
     """
     return _normalise(payloads, schema, ids, fast=True)
+
+
+Failures = list[tuple[int, int, Failure]]
 
 
 def _normalise(
@@ -94,43 +114,63 @@ def _normalise(
 ) -> tuple[pa.Table, list[RecordError]]:
     if ids is not None and len(ids) != len(payloads):
         raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
-    names = schema.column_names
-    known = frozenset(names)
-    extra = [None if p.keys() <= known else _extra(p, known) for p in payloads]
-    fast_columns = _arrow_columns(payloads, schema) if fast else None
-    columns: list[ColumnValues]
-    if fast_columns is None:
-        columns = list(_python_columns(payloads, names))
-    else:
-        columns = [
-            fast_columns[name] if name in fast_columns else [p.get(name) for p in payloads]
-            for name in names
-        ]
-    arrays: list[pa.Array] = [_NO_ARRAY] * len(names)
-    failures: list[tuple[int, int, Failure]] = []
+    columns, _ = _wire_columns(payloads, schema, fast)
+    failures: Failures = []
     groups = schema.groups if grouped else [(c.kind, (n,)) for n, c in enumerate(schema.columns)]
-    for kind, positions in groups:
-        _convert_group(kind, positions, columns, arrays, failures, len(payloads))
-    arrays.append(pa.array(extra, type=pa.string()))
+    arrays = _type_columns(groups, columns, failures, len(payloads))
+    arrays.append(_extra_column(payloads, frozenset(schema.column_names)))
     table = pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
+    if ids is None:
+        id_field = schema.entity.id_field
+        return table, _record_errors(
+            failures, schema, lambda row: _payload_id(payloads[row], id_field)
+        )
+    return table, _record_errors(failures, schema, ids.__getitem__)
 
-    errors: list[RecordError] = []
-    if failures:
-        failures.sort(key=lambda item: (item[0], item[1]))
-        for row, position, failure in failures:
-            id_field = schema.entity.id_field
-            deal_id = ids[row] if ids is not None else _payload_id(payloads[row], id_field)
-            errors.append(
-                RecordError(
-                    id=deal_id,
-                    field=schema.columns[position].name,
-                    # A bad value may be a tokenised URL (`strip_auth`); the sidecar must not
-                    # keep the token either.
-                    raw_value=scrub_urls(json_text(failure.raw)),
-                    reason=failure.reason,
-                )
-            )
-    return table, errors
+
+def _wire_columns(
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, fast: bool
+) -> tuple[list[ColumnValues], bool]:
+    """Each column's wire values, and whether the string-valued ones are Arrow strings."""
+    fast_columns = _arrow_columns(payloads, schema) if fast else None
+    if fast_columns is None:
+        return list(_python_columns(payloads, schema.column_names)), False
+    columns: list[ColumnValues] = [
+        fast_columns[name] if name in fast_columns else [p.get(name) for p in payloads]
+        for name in schema.column_names
+    ]
+    return columns, True
+
+
+def _type_columns(
+    groups: Iterable[tuple[Kind, tuple[int, ...]]],
+    columns: list[ColumnValues],
+    failures: Failures,
+    rows: int,
+) -> list[pa.Array]:
+    """The typed arrays of the columns in `groups` (`_NO_ARRAY` for the others)."""
+    arrays: list[pa.Array] = [_NO_ARRAY] * len(columns)
+    for kind, positions in groups:
+        _convert_group(kind, positions, columns, arrays, failures, rows)
+    return arrays
+
+
+def _record_errors(
+    failures: Failures, schema: EntitySchema, id_of: Callable[[int], int]
+) -> list[RecordError]:
+    """One RecordError per failure, by row, then column."""
+    failures.sort(key=lambda item: (item[0], item[1]))
+    return [
+        RecordError(
+            id=id_of(row),
+            field=schema.columns[position].name,
+            # A bad value may be a tokenised URL (`strip_auth`); the sidecar must not keep the
+            # token either.
+            raw_value=scrub_urls(json_text(failure.raw)),
+            reason=failure.reason,
+        )
+        for row, position, failure in failures
+    ]
 
 
 _NO_ARRAY = pa.nulls(0)
@@ -141,7 +181,7 @@ def _convert_group(
     positions: Sequence[int],
     columns: list[ColumnValues],
     arrays: list[pa.Array],
-    failures: list[tuple[int, int, Failure]],
+    failures: Failures,
     rows: int,
 ) -> None:
     """Type the columns at `positions` (all of `kind`) in one converter call over their values
@@ -168,19 +208,27 @@ def _convert_group(
         failures.append((row, positions[n], failure._replace(row=row)))
 
 
-def _ascending(ids: pa.ChunkedArray) -> bool:
+def _ascending(ids: pa.Array) -> bool:
     if len(ids) < 2:
         return True
-    flat = ids.combine_chunks()
-    return bool(pc.all(pc.greater(flat[1:], flat[:-1])).as_py())
+    return bool(pc.all(pc.greater(ids[1:], ids[:-1])).as_py())
 
 
 class Part(NamedTuple):
-    """Some deals of a chunk, typed: their rows, requested IDs (row by row) and record errors."""
+    """Some deals of a chunk: their rows, requested IDs (row by row) and record errors.
+
+    `table` has `EntitySchema.staged_schema` when its string-valued columns still hold wire
+    strings (typed, with their record errors, when the builder finishes), else `arrow_schema`.
+    """
 
     table: pa.Table
     ids: pa.Array
     errors: list[RecordError]
+
+
+def _is_staged(table: pa.Table) -> bool:
+    metadata = table.schema.metadata
+    return bool(metadata) and STAGED_KEY in metadata
 
 
 class TableBuilder:
@@ -188,7 +236,8 @@ class TableBuilder:
 
     The result equals `normalise_deals` over all payloads sorted by ID: the same rows and values
     (every converter is per value), and the same record errors in the same order (by row, then
-    column). Parts of a few hundred deals or more keep the per-call cost small.
+    column). Parts may be of any size: the string-valued columns of all parts are typed together
+    when the builder finishes, so the cost per part is small even for 50 records.
     """
 
     def __init__(self, schema: EntitySchema) -> None:
@@ -203,7 +252,19 @@ class TableBuilder:
         pure, so it may run in a worker thread while the builder goes on taking parts."""
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
-        table, errors = normalise_deals(payloads, self.schema, ids=ids)
+        schema = self.schema
+        columns, strings = _wire_columns(payloads, schema, fast=True)
+        if not strings:
+            # Some value is not a string (a JSON number, say): type the whole part now.
+            table, errors = _normalise(payloads, schema, ids, fast=False)
+            return Part(table, pa.array(ids, type=pa.int64()), errors)
+        failures: Failures = []
+        arrays = _type_columns(schema.structured_groups, columns, failures, len(payloads))
+        for position in schema.string_positions:
+            arrays[position] = columns[position]
+        arrays.append(_extra_column(payloads, frozenset(schema.column_names)))
+        table = pa.Table.from_arrays(arrays, schema=schema.staged_schema)
+        errors = _record_errors(failures, schema, ids.__getitem__)
         return Part(table, pa.array(ids, type=pa.int64()), errors)
 
     def append(self, part: Part) -> None:
@@ -227,8 +288,9 @@ class TableBuilder:
         self._tables, self._ids, self._errors, self.rows = [], [], [], 0
         if not tables:
             return self.schema.arrow_schema.empty_table(), []
+        tables = self._typed(tables, ids, errors)
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        all_ids = pa.chunked_array(ids, type=pa.int64())
+        all_ids = ids[0] if len(ids) == 1 else pa.concat_arrays(ids)
         if not _ascending(all_ids):
             # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy.
             table = table.take(pc.sort_indices(all_ids))
@@ -236,6 +298,38 @@ class TableBuilder:
             position = {name: n for n, name in enumerate(self.schema.column_names)}
             errors.sort(key=lambda e: (e.id, position.get(e.field, len(position))))
         return table, errors
+
+    def _typed(
+        self, tables: list[pa.Table], ids: list[pa.Array], errors: list[RecordError]
+    ) -> list[pa.Table]:
+        """`tables` with every staged part typed: all of them in one pass, then cut apart
+        again; their record errors go to `errors`."""
+        staged = [n for n, table in enumerate(tables) if _is_staged(table)]
+        if not staged:
+            return tables
+        schema = self.schema
+        joined = pa.concat_tables([tables[n] for n in staged])
+        rows = joined.num_rows
+        columns: list[ColumnValues] = [
+            joined.column(n).combine_chunks() for n in range(len(schema.columns))
+        ]
+        failures: Failures = []
+        arrays = _type_columns(schema.string_groups, columns, failures, rows)
+        for position in schema.structured_positions:
+            arrays[position] = columns[position]
+        arrays.append(joined.column(len(schema.columns)).combine_chunks())
+        typed = pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
+        if failures:
+            staged_ids = pa.concat_arrays([ids[n] for n in staged]).to_pylist()
+            errors.extend(_record_errors(failures, schema, staged_ids.__getitem__))
+        if len(staged) == len(tables):
+            return [typed]
+        out = list(tables)
+        offset = 0
+        for n in staged:
+            out[n] = typed.slice(offset, tables[n].num_rows)
+            offset += tables[n].num_rows
+        return out
 
 
 __all__ = ["Part", "TableBuilder", "normalise_deals"]
