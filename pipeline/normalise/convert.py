@@ -83,6 +83,16 @@ ColumnValues: TypeAlias = "Sequence[Any] | pa.Array"
 Converter = Callable[[ColumnValues], Converted]
 
 
+class Staging(NamedTuple):
+    """How a structured column can be held between answer and chunk: `stage` takes its wire
+    values into Arrow form `wire_type` as sent (None: some value needs the per-value converter),
+    `finish` types that form; `finish(stage(values))` equals the column's converter."""
+
+    wire_type: pa.DataType
+    stage: Callable[[Sequence[Any]], pa.Array | None]
+    finish: Converter
+
+
 class ConversionError(ValueError):
     """Raised by a per-value converter; the message is the record error's reason."""
 
@@ -646,8 +656,45 @@ def _file_url(url: Any) -> str:
     return strip_auth(text) if _AUTH in text else text
 
 
+def _plain_files(values: ColumnValues) -> pa.Array | None:
+    """The column when every value is a plain file object (int id, string URLs) or empty, URLs
+    without `auth`; None when some value needs `convert_file`'s checks."""
+    rows: list[tuple[int | None, str | None, str | None] | None] = []
+    for value in values:
+        if type(value) is dict:
+            file_id = value.get("id")
+            show = value.get("showUrl")
+            download = value.get("downloadUrl")
+            if not (file_id is None or type(file_id) is int):
+                return None
+            if show is not None:
+                if type(show) is not str:
+                    return None
+                if _AUTH in show:
+                    show = strip_auth(show)
+            if download is not None:
+                if type(download) is not str:
+                    return None
+                if _AUTH in download:
+                    download = strip_auth(download)
+            rows.append((file_id, show, download))
+        elif value is None or value == "":
+            rows.append(None)
+        else:
+            return None
+    try:
+        # Tuples: pyarrow fills a struct from them by position, with no key lookups.
+        return pa.array(rows, type=FILE_TYPE)
+    except (pa.ArrowException, OverflowError):
+        return None  # an id beyond 64 bits
+
+
 def convert_file(values: ColumnValues) -> Converted:
-    """File objects are few per deal and already structured: one pass in Python, three columns."""
+    """File objects are few per deal and already structured: one pass in Python, three columns.
+    Plain ones (`_plain_files`) are the common case and cost a fraction of the checked pass."""
+    plain = _plain_files(values)
+    if plain is not None:
+        return plain, []
     ids: list[int | None] = []
     shows: list[str | None] = []
     downloads: list[str | None] = []
@@ -737,6 +784,42 @@ def list_type(element_type: pa.DataType) -> pa.DataType:
     return pa.list_(pa.field("element", element_type))
 
 
+_WIRE_LIST = pa.list_(pa.field("element", pa.string()))
+_NO_ITEMS: list[Any] = []
+_LIST_OR_NONE = frozenset({list, type(None)})
+
+
+def _stage_list(values: Sequence[Any]) -> pa.Array | None:
+    """A multiple field's values as lists of wire strings (see `list_of` for the forms); None
+    when some element is not a string or null."""
+    if isinstance(values, pa.Array):
+        return None
+    # Lists and nulls only (the common case): pyarrow reads them as they are. A bare string must
+    # not get there: pyarrow would read it as a list of characters.
+    if set(map(type, values)) <= _LIST_OR_NONE:
+        try:
+            return pa.array(values, type=_WIRE_LIST)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            return None
+    clean: list[Any] = []
+    for value in values:
+        kind = type(value)
+        if kind is list or value is None:
+            clean.append(value)
+        elif kind is dict:
+            clean.append(list(value.values()))
+        elif value is False or value == "":
+            clean.append(_NO_ITEMS)
+        elif kind is str:
+            clean.append([value])
+        else:
+            return None
+    try:
+        return pa.array(clean, type=_WIRE_LIST)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
+
+
 def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     """A converter for an `isMultiple` field: flatten, convert the elements as one column, refold.
 
@@ -751,9 +834,27 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     crm `tryExternalizeFileField`). All three are the same empty list, never an error. Null and an
     absent key stay a null list: the portal did not say anything about the field.
     """
+    return _list_converters(element, element_type)[0]
+
+
+def list_staging(element: Converter, element_type: pa.DataType) -> Staging | None:
+    """The `Staging` of a multiple field whose elements are wire strings (None for files and
+    multifields: their elements are objects)."""
+    if not takes_fast_path(element_type):
+        return None
+    _, finish = _list_converters(element, element_type)
+    return Staging(_WIRE_LIST, _stage_list, finish)
+
+
+def _list_converters(element: Converter, element_type: pa.DataType) -> tuple[Converter, Converter]:
     arrow_type = list_type(element_type)
+    wire_strings = takes_fast_path(element_type)
 
     def convert(values: ColumnValues) -> Converted:
+        if wire_strings:
+            staged = _stage_list(values)
+            if staged is not None:
+                return finish(staged)
         flat: list[Any] = []
         offsets = [0]
         missing: list[bool] = []
@@ -771,6 +872,16 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
             offsets.append(len(flat))
         return _refold(pa.array(offsets, pa.int32()), flat, pa.array(missing, pa.bool_()))
 
+    def finish(staged: ColumnValues) -> Converted:
+        """Type `_stage_list`'s lists of wire strings."""
+        assert isinstance(staged, pa.ListArray)
+        offsets = staged.offsets
+        first, last = offsets[0].as_py(), offsets[-1].as_py()
+        if first:
+            offsets = pc.subtract(offsets, pa.scalar(first, pa.int32()))
+        elements = staged.values.slice(first, last - first)
+        return _refold(offsets, elements, staged.is_null())
+
     def _refold(offsets_array: pa.Array, flat: ColumnValues, missing: pa.Array) -> Converted:
         elements, element_failures = element(flat)
         result = pa.ListArray.from_arrays(offsets_array, elements, type=arrow_type, mask=missing)
@@ -785,7 +896,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
                 failures.append(Failure(row, failure.raw, f"item {position}: {failure.reason}"))
         return result, failures
 
-    return convert
+    return convert, finish
 
 
 __all__ = [
@@ -798,6 +909,7 @@ __all__ = [
     "Converted",
     "Converter",
     "Failure",
+    "Staging",
     "convert_bool",
     "convert_date",
     "convert_datetime",
@@ -812,6 +924,7 @@ __all__ = [
     "convert_unknown",
     "json_text",
     "list_of",
+    "list_staging",
     "list_type",
     "scalar_bool",
     "scalar_date",

@@ -23,6 +23,7 @@ from pipeline.normalise.convert import (
     MULTIFIELD_TYPE,
     TIMESTAMP_TYPE,
     Converter,
+    Staging,
     convert_bool,
     convert_date,
     convert_datetime,
@@ -36,16 +37,20 @@ from pipeline.normalise.convert import (
     convert_text,
     convert_unknown,
     list_of,
+    list_staging,
     list_type,
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """How one column is typed: its Arrow type and the converter that produces it."""
+    """How one column is typed: its Arrow type and the converter that produces it; `staging`
+    for a structured column that `TableBuilder` may hold in its wire form until a chunk is
+    complete (string-valued columns are held as strings anyway)."""
 
     arrow_type: pa.DataType
     convert: Converter
+    staging: Staging | None = None
 
 
 INTEGER = Kind(pa.int64(), convert_int)
@@ -130,7 +135,11 @@ def kind_for(
     if not is_multiple:
         return base
     if base not in _LIST_KINDS:
-        _LIST_KINDS[base] = Kind(list_type(base.arrow_type), list_of(base.convert, base.arrow_type))
+        _LIST_KINDS[base] = Kind(
+            list_type(base.arrow_type),
+            list_of(base.convert, base.arrow_type),
+            list_staging(base.convert, base.arrow_type),
+        )
     return _LIST_KINDS[base]
 
 

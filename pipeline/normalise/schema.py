@@ -114,6 +114,15 @@ def _enumeration(info: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
+def _staged_field(column: Column) -> pa.Field:
+    """The column's field in a part `TableBuilder` has not typed yet."""
+    if takes_fast_path(column.kind.arrow_type):
+        return pa.field(column.name, pa.string())
+    if column.kind.staging is not None:
+        return pa.field(column.name, column.kind.staging.wire_type)
+    return column.field
+
+
 class EntitySchema:
     """The typed schema of one entity for one run. Build it with `from_fields` or
     `from_snapshot`."""
@@ -127,11 +136,11 @@ class EntitySchema:
         "fast_type",
         "fingerprint",
         "groups",
+        "staged_groups",
         "staged_schema",
         "string_groups",
         "string_positions",
         "structured_groups",
-        "structured_positions",
     )
 
     def __init__(
@@ -155,18 +164,18 @@ class EntitySchema:
         self.groups: tuple[tuple[Kind, tuple[int, ...]], ...] = tuple(
             (kind, tuple(positions)) for kind, positions in by_kind.items()
         )
+        # How TableBuilder holds a part: string-valued columns as wire strings, columns with a
+        # `Kind.staging` in its wire form (both typed once per chunk), the rest typed per part.
         self.string_groups = tuple(g for g in self.groups if takes_fast_path(g[0].arrow_type))
-        self.structured_groups = tuple(g for g in self.groups if g not in self.string_groups)
+        self.staged_groups = tuple(
+            g for g in self.groups if g[0].staging is not None and g not in self.string_groups
+        )
+        self.structured_groups = tuple(
+            g for g in self.groups if g not in self.string_groups and g not in self.staged_groups
+        )
         self.string_positions = tuple(sorted(p for _, ps in self.string_groups for p in ps))
-        self.structured_positions = tuple(sorted(p for _, ps in self.structured_groups for p in ps))
-        # A part as `TableBuilder` holds it until the chunk is complete: string-valued columns
-        # still wire strings, the structured ones typed.
         self.staged_schema: pa.Schema = pa.schema(
-            [
-                pa.field(c.name, pa.string()) if takes_fast_path(c.kind.arrow_type) else c.field
-                for c in columns
-            ]
-            + [pa.field(EXTRA_COLUMN, pa.string())],
+            [_staged_field(c) for c in columns] + [pa.field(EXTRA_COLUMN, pa.string())],
             metadata={STAGED_KEY: b"true"},
         )
         self.enumerations: dict[str, dict[str, str]] = {}
