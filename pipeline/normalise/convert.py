@@ -695,6 +695,11 @@ def convert_file(values: ColumnValues) -> Converted:
     plain = _plain_files(values)
     if plain is not None:
         return plain, []
+    return _checked_files(values)
+
+
+def _checked_files(values: ColumnValues) -> Converted:
+    """`convert_file` with every check on every value."""
     ids: list[int | None] = []
     shows: list[str | None] = []
     downloads: list[str | None] = []
@@ -834,7 +839,7 @@ def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     crm `tryExternalizeFileField`). All three are the same empty list, never an error. Null and an
     absent key stay a null list: the portal did not say anything about the field.
     """
-    return _list_converters(element, element_type)[0]
+    return _list_converters(element, element_type).convert
 
 
 def list_staging(element: Converter, element_type: pa.DataType) -> Staging | None:
@@ -842,11 +847,19 @@ def list_staging(element: Converter, element_type: pa.DataType) -> Staging | Non
     multifields: their elements are objects)."""
     if not takes_fast_path(element_type):
         return None
-    _, finish = _list_converters(element, element_type)
-    return Staging(_WIRE_LIST, _stage_list, finish)
+    return Staging(_WIRE_LIST, _stage_list, _list_converters(element, element_type).finish)
 
 
-def _list_converters(element: Converter, element_type: pa.DataType) -> tuple[Converter, Converter]:
+class ListConverters(NamedTuple):
+    """`convert`: a multiple field's converter; `finish`: its staged form's (`Staging.finish`);
+    `checked`: the per-value pass `convert` takes when staging refuses the values."""
+
+    convert: Converter
+    finish: Converter
+    checked: Converter
+
+
+def _list_converters(element: Converter, element_type: pa.DataType) -> ListConverters:
     arrow_type = list_type(element_type)
     wire_strings = takes_fast_path(element_type)
 
@@ -855,6 +868,9 @@ def _list_converters(element: Converter, element_type: pa.DataType) -> tuple[Con
             staged = _stage_list(values)
             if staged is not None:
                 return finish(staged)
+        return checked(values)
+
+    def checked(values: ColumnValues) -> Converted:
         flat: list[Any] = []
         offsets = [0]
         missing: list[bool] = []
@@ -896,7 +912,7 @@ def _list_converters(element: Converter, element_type: pa.DataType) -> tuple[Con
                 failures.append(Failure(row, failure.raw, f"item {position}: {failure.reason}"))
         return result, failures
 
-    return convert, finish
+    return ListConverters(convert, finish, checked)
 
 
 __all__ = [
