@@ -115,9 +115,7 @@ def _enumeration(info: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _staged_field(column: Column) -> pa.Field:
-    """The column's field in a part `TableBuilder` has not typed yet."""
-    if takes_fast_path(column.kind.arrow_type):
-        return pa.field(column.name, pa.string())
+    """The field of a structured column in a part `TableBuilder` has not typed yet."""
     if column.kind.staging is not None:
         return pa.field(column.name, column.kind.staging.wire_type)
     return column.field
@@ -129,6 +127,7 @@ class EntitySchema:
 
     __slots__ = (
         "_fields",
+        "_names",
         "arrow_schema",
         "columns",
         "entity",
@@ -136,6 +135,8 @@ class EntitySchema:
         "fast_type",
         "fingerprint",
         "groups",
+        "known",
+        "other_positions",
         "staged_groups",
         "staged_schema",
         "string_groups",
@@ -174,10 +175,19 @@ class EntitySchema:
             g for g in self.groups if g not in self.string_groups and g not in self.staged_groups
         )
         self.string_positions = tuple(sorted(p for _, ps in self.string_groups for p in ps))
+        self.other_positions = tuple(
+            n for n in range(len(columns)) if n not in self.string_positions
+        )
         self.staged_schema: pa.Schema = pa.schema(
-            [_staged_field(c) for c in columns] + [pa.field(EXTRA_COLUMN, pa.string())],
+            # The string-valued columns stay the one struct pyarrow read them into.
+            [pa.field("_wire", self.fast_type)]
+            + [_staged_field(columns[n]) for n in self.other_positions]
+            + [pa.field(EXTRA_COLUMN, pa.string())],
             metadata={STAGED_KEY: b"true"},
         )
+        self._names = tuple(column.name for column in columns)
+        #: Every column name, for telling a payload's unknown keys.
+        self.known = frozenset(self._names)
         self.enumerations: dict[str, dict[str, str]] = {}
         for column in columns:
             info = fields[column.name]
@@ -234,7 +244,7 @@ class EntitySchema:
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.columns)
+        return self._names
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able record of this schema: raw metadata, derived columns, enumeration labels."""

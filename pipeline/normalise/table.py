@@ -119,7 +119,7 @@ def _normalise(
     failures: Failures = []
     groups = schema.groups if grouped else [(c.kind, (n,)) for n, c in enumerate(schema.columns)]
     arrays = _type_columns(groups, columns, failures, len(payloads))
-    arrays.append(_extra_column(payloads, frozenset(schema.column_names)))
+    arrays.append(_extra_column(payloads, schema.known))
     table = pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
     if ids is None:
         id_field = schema.entity.id_field
@@ -232,18 +232,35 @@ class Part(NamedTuple):
     errors: list[RecordError]
 
 
-def _stage(schema: EntitySchema, columns: list[ColumnValues]) -> dict[int, pa.Array] | None:
-    """The part's staged columns (string-valued ones, as read, and those with a staging) by
-    position; None when some column refuses its staged form."""
-    staged = {position: columns[position] for position in schema.string_positions}
+def _wire_struct(payloads: Sequence[Mapping[str, Any]], schema: EntitySchema) -> pa.Array | None:
+    """The string-valued columns as one struct array (see `_arrow_columns`), or None."""
+    try:
+        return pa.array(payloads, type=schema.fast_type)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _stage(
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema
+) -> tuple[list[pa.Array], Failures] | None:
+    """The part's other columns in `schema.other_positions` order: staged ones in their wire
+    form, structured ones typed (with their failures); None when some column refuses its
+    staged form."""
+    names = schema.column_names
+    columns: list[ColumnValues] = [()] * len(names)
+    for position in schema.other_positions:
+        name = names[position]
+        columns[position] = [p.get(name) for p in payloads]
+    failures: Failures = []
+    arrays = _type_columns(schema.structured_groups, columns, failures, len(payloads))
     for kind, positions in schema.staged_groups:
         assert kind.staging is not None
         for position in positions:
             array = kind.staging.stage(columns[position])
             if array is None:
                 return None
-            staged[position] = array
-    return staged
+            arrays[position] = array
+    return [arrays[position] for position in schema.other_positions], failures
 
 
 def _is_staged(table: pa.Table) -> bool:
@@ -273,18 +290,16 @@ class TableBuilder:
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
         schema = self.schema
-        columns, strings = _wire_columns(payloads, schema, fast=True)
-        staged = _stage(schema, columns) if strings else None
-        if staged is None:
+        wire = _wire_struct(payloads, schema)
+        staged = None if wire is None else _stage(payloads, schema)
+        if wire is None or staged is None:
             # Some value needs its per-value converter (a JSON number, say): type the part now.
-            table, errors = _normalise(payloads, schema, ids, fast=strings)
+            table, errors = _normalise(payloads, schema, ids, fast=wire is not None)
             return Part(table, pa.array(ids, type=pa.int64()), errors)
-        failures: Failures = []
-        arrays = _type_columns(schema.structured_groups, columns, failures, len(payloads))
-        for position, array in staged.items():
-            arrays[position] = array
-        arrays.append(_extra_column(payloads, frozenset(schema.column_names)))
-        table = pa.Table.from_arrays(arrays, schema=schema.staged_schema)
+        arrays, failures = staged
+        table = pa.Table.from_arrays(
+            [wire, *arrays, _extra_column(payloads, schema.known)], schema=schema.staged_schema
+        )
         errors = _record_errors(failures, schema, ids.__getitem__)
         return Part(table, pa.array(ids, type=pa.int64()), errors)
 
@@ -332,9 +347,13 @@ class TableBuilder:
         # One C++ pass makes every column one array; per column from Python it costs ~50% more.
         joined = pa.concat_tables([tables[n] for n in staged]).combine_chunks()
         rows = joined.num_rows
-        columns: list[ColumnValues] = [
-            joined.column(n).chunk(0) for n in range(len(schema.columns))
-        ]
+        columns: list[ColumnValues] = [()] * len(schema.columns)
+        for position, strings in zip(
+            schema.string_positions, joined.column(0).chunk(0).flatten(), strict=True
+        ):
+            columns[position] = strings
+        for n, position in enumerate(schema.other_positions, start=1):
+            columns[position] = joined.column(n).chunk(0)
         failures: Failures = []
         arrays = _type_columns(schema.string_groups, columns, failures, rows)
         for position, array in enumerate(
@@ -345,7 +364,7 @@ class TableBuilder:
         for _, positions in schema.structured_groups:
             for position in positions:
                 arrays[position] = columns[position]
-        arrays.append(joined.column(len(schema.columns)).chunk(0))
+        arrays.append(joined.column(joined.num_columns - 1).chunk(0))
         typed = pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
         if failures:
             staged_ids = pa.concat_arrays([ids[n] for n in staged]).to_pylist()
