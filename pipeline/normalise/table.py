@@ -12,6 +12,7 @@ once per chunk, when it finishes; only the few structured columns are typed per 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -263,6 +264,12 @@ def _stage(
     return [arrays[position] for position in schema.other_positions], failures
 
 
+# Staged parts are typed in runs of about this many rows: enough that the compute calls' fixed
+# cost is small per record, few enough that a run's wire values (~1 kB a record) stay small
+# next to the chunk.
+_TYPE_ROWS = 4_000
+
+
 def _is_staged(table: pa.Table) -> bool:
     metadata = table.schema.metadata
     return bool(metadata) and STAGED_KEY in metadata
@@ -324,9 +331,11 @@ class TableBuilder:
         self._tables, self._ids, self._errors, self.rows = [], [], [], 0
         if not tables:
             return self.schema.arrow_schema.empty_table(), []
-        tables = self._typed(tables, ids, errors)
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         all_ids = ids[0] if len(ids) == 1 else pa.concat_arrays(ids)
+        parts = deque(zip(tables, ids, strict=True))
+        tables.clear()  # `parts` alone holds them now, so each goes as soon as it is typed
+        typed = self._typed(parts, errors)
+        table = typed[0] if len(typed) == 1 else pa.concat_tables(typed)
         if not _ascending(all_ids):
             # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy.
             table = table.take(pc.sort_indices(all_ids))
@@ -336,16 +345,39 @@ class TableBuilder:
         return table, errors
 
     def _typed(
-        self, tables: list[pa.Table], ids: list[pa.Array], errors: list[RecordError]
+        self, parts: deque[tuple[pa.Table, pa.Array]], errors: list[RecordError]
     ) -> list[pa.Table]:
-        """`tables` with every staged part typed: all of them in one pass, then cut apart
-        again; their record errors go to `errors`."""
-        staged = [n for n, table in enumerate(tables) if _is_staged(table)]
-        if not staged:
-            return tables
+        """The parts' tables in order, staged ones typed a run of consecutive parts at a time
+        (`_TYPE_ROWS`); their record errors go to `errors`."""
+        out: list[pa.Table] = []
+        run: list[tuple[pa.Table, pa.Array]] = []
+        rows = 0
+        while parts:
+            table, part_ids = parts.popleft()
+            if not _is_staged(table):
+                if run:
+                    out.append(self._type_run(run, errors))
+                    rows = 0
+                out.append(table)
+                continue
+            run.append((table, part_ids))
+            rows += table.num_rows
+            if rows >= _TYPE_ROWS:
+                out.append(self._type_run(run, errors))
+                rows = 0
+        if run:
+            out.append(self._type_run(run, errors))
+        return out
+
+    def _type_run(
+        self, run: list[tuple[pa.Table, pa.Array]], errors: list[RecordError]
+    ) -> pa.Table:
+        """Consecutive staged parts typed as one table; empties `run`."""
         schema = self.schema
         # One C++ pass makes every column one array; per column from Python it costs ~50% more.
-        joined = pa.concat_tables([tables[n] for n in staged]).combine_chunks()
+        joined = pa.concat_tables([table for table, _ in run]).combine_chunks()
+        ids = [part_ids for _, part_ids in run]
+        run.clear()  # the staged parts may go: `joined` holds their values
         rows = joined.num_rows
         columns: list[ColumnValues] = [()] * len(schema.columns)
         for position, strings in zip(
@@ -354,6 +386,8 @@ class TableBuilder:
             columns[position] = strings
         for n, position in enumerate(schema.other_positions, start=1):
             columns[position] = joined.column(n).chunk(0)
+        extra = joined.column(joined.num_columns - 1).chunk(0)
+        del joined  # each column's wire values go as soon as it is typed
         failures: Failures = []
         arrays = _type_columns(schema.string_groups, columns, failures, rows)
         for position, array in enumerate(
@@ -364,19 +398,11 @@ class TableBuilder:
         for _, positions in schema.structured_groups:
             for position in positions:
                 arrays[position] = columns[position]
-        arrays.append(joined.column(joined.num_columns - 1).chunk(0))
-        typed = pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
+        arrays.append(extra)
         if failures:
-            staged_ids = pa.concat_arrays([ids[n] for n in staged]).to_pylist()
-            errors.extend(_record_errors(failures, schema, staged_ids.__getitem__))
-        if len(staged) == len(tables):
-            return [typed]
-        out = list(tables)
-        offset = 0
-        for n in staged:
-            out[n] = typed.slice(offset, tables[n].num_rows)
-            offset += tables[n].num_rows
-        return out
+            run_ids = pa.concat_arrays(ids).to_pylist()
+            errors.extend(_record_errors(failures, schema, run_ids.__getitem__))
+        return pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
 
 
 __all__ = ["Part", "TableBuilder", "normalise_deals"]

@@ -12,10 +12,12 @@ import random
 from typing import Any
 
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.normalise import DealSchema, TableBuilder, normalise_deals
+from pipeline.normalise import table as table_module
 from pipeline.normalise.convert import (
     _checked_files,
     _is_auth,
@@ -28,7 +30,7 @@ from pipeline.normalise.convert import (
 )
 from pipeline.normalise.mapping import BITRIX24_TYPES
 from pipeline.normalise.table import _normalise
-from tests.normalise.test_properties import DEALS, FILES, SCALARS, SCHEMA, STRING_DEALS
+from tests.normalise.test_properties import DEALS, FILES, NAMES, SCALARS, SCHEMA, STRING_DEALS
 
 RELAXED = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # The per-column reference makes ~100 converter calls an example.
@@ -226,3 +228,25 @@ URL_PIECES = st.lists(
 @given(URL_PIECES)
 def test_strip_auth_equals_its_reference(url: str) -> None:
     assert strip_auth(url) == _reference_strip_auth(url)
+
+
+@pytest.mark.parametrize("run_rows", [1, 7, 4_000])
+def test_runs_of_staged_parts_between_typed_ones(
+    monkeypatch: pytest.MonkeyPatch, run_rows: int
+) -> None:
+    """Staged parts are typed in runs; a part typed at once (a JSON number) cuts a run."""
+    monkeypatch.setattr(table_module, "_TYPE_ROWS", run_rows)
+    rng = random.Random(run_rows)
+    deals: list[dict[str, Any]] = []
+    for i in range(1, 121):
+        deal = {name: rng.choice(["", "7", "N", "2024-08-30", "x", None]) for name in NAMES}
+        deal["ID"] = str(i)
+        if i % 17 == 0:
+            deal[NAMES[0]] = 12.5  # this deal's part is typed at once
+        deals.append(deal)
+    ids = list(range(1, 121))
+    cuts = sorted(rng.sample(range(1, 120), 15))
+    expected = normalise_deals(deals, SCHEMA, ids=ids)
+    table, errors = _in_parts(deals, ids, cuts, seed=run_rows)
+    assert table.equals(expected[0])
+    assert errors == expected[1]
