@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from bench import write_result
 from pipeline.normalise import DealSchema, TableBuilder, normalise_deals
+from pipeline.outcomes import RecordError
 from pipeline.simulator import SimulatorConfig, running_simulator
 
 TARGET_DEALS_PER_S = 30_000
@@ -138,7 +139,7 @@ def one_round(
 
 def _by_parts(
     chunk: list[bytes], schema: DealSchema, part_bodies: int
-) -> tuple[Any, list[Any], tuple[float, float]]:
+) -> tuple[pa.Table, list[RecordError], tuple[float, float]]:
     """One chunk parsed and converted part by part, then finished; the parse time (wall, CPU)
     is returned apart so that the caller books everything else to normalise."""
     builder = TableBuilder(schema)
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for n in range(max(1, args.rounds))
             ]
-            by_part[str(part_bodies * BATCH)] = _us_per_deal(part_rounds)
+            by_part[str(min(part_bodies, len(bodies)) * BATCH)] = _us_per_deal(part_rounds)
     rates = [r["rows"] / r["seconds"] for r in rounds]
     cpu_rates = [r["rows"] / r["cpu_seconds"] for r in rounds]
     best = rounds[rates.index(max(rates))]
