@@ -1,6 +1,7 @@
 """Benchmark: JSON `batch` bodies -> typed Arrow -> Parquet (zstd), on one core.
 
-    .venv/bin/python -m bench.bench_normalise [--deals 20000] [--chunk 5000] [--rounds 3]
+    .venv/bin/python -m bench.bench_normalise [--deals 20000] [--chunk 5000] [--rounds 5]
+        [--parts 50,500,10000]
 
 The bodies are the simulator's real `batch` answers (50 `crm.deal.get` per body, fetched once
 over HTTP from a local simulator with no rate limit), for a portal with 15 user fields. The timed
@@ -8,7 +9,12 @@ part is what the pipeline does per chunk: orjson-parse each body, pull the deals
 `result.result`, `normalise_deals`, and write the table as one Parquet row group. The process is
 pinned to one CPU and Arrow's thread pools are set to one thread. `deals_per_s` is wall clock
 (best round); `deals_per_cpu_s` divides by this process's CPU time, which other load on a shared
-machine does not inflate. Prints one JSON line and writes it to bench/results/bench_normalise.json.
+machine does not inflate.
+
+`--parts` repeats the rounds the way the pipeline converts: each part (50 deals: one `batch`
+answer) is parsed and handed to `TableBuilder.convert` as it arrives, and the builder finishes
+once per chunk (at least one part); `parts_cpu_us_per_deal` has the best round's CPU per stage
+for each part size. Prints one JSON line and writes it to bench/results/bench_normalise.json.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import write_result
-from pipeline.normalise import DealSchema, normalise_deals
+from pipeline.normalise import DealSchema, TableBuilder, normalise_deals
+from pipeline.outcomes import RecordError
 from pipeline.simulator import SimulatorConfig, running_simulator
 
 TARGET_DEALS_PER_S = 30_000
@@ -81,8 +88,9 @@ def deals_of(body: bytes) -> tuple[list[dict[str, Any]], list[int]]:
 
 
 def one_round(
-    bodies: list[bytes], schema: DealSchema, chunk_bodies: int, path: Path
+    bodies: list[bytes], schema: DealSchema, chunk_bodies: int, path: Path, part_bodies: int = 0
 ) -> dict[str, Any]:
+    """One pass over all bodies; `part_bodies` > 0 converts them part by part (TableBuilder)."""
     parse = normalise = write = 0.0
     cpu = {"parse": 0.0, "normalise": 0.0, "write_parquet_zstd": 0.0}
     rows = errors = 0
@@ -90,15 +98,20 @@ def one_round(
     cpu_start = time.process_time()
     with pq.ParquetWriter(path, schema.arrow_schema, compression="zstd") as writer:
         for first in range(0, len(bodies), chunk_bodies):
+            chunk = bodies[first : first + chunk_bodies]
             t0, c0 = time.perf_counter(), time.process_time()
-            payloads: list[dict[str, Any]] = []
-            ids: list[int] = []
-            for body in bodies[first : first + chunk_bodies]:
-                deals, deal_ids = deals_of(body)
-                payloads += deals
-                ids += deal_ids
-            t1, c1 = time.perf_counter(), time.process_time()
-            table, record_errors = normalise_deals(payloads, schema, ids=ids)
+            if part_bodies:
+                table, record_errors, staged = _by_parts(chunk, schema, part_bodies)
+                t1, c1 = t0 + staged[0], c0 + staged[1]
+            else:
+                payloads: list[dict[str, Any]] = []
+                ids: list[int] = []
+                for body in chunk:
+                    deals, deal_ids = deals_of(body)
+                    payloads += deals
+                    ids += deal_ids
+                t1, c1 = time.perf_counter(), time.process_time()
+                table, record_errors = normalise_deals(payloads, schema, ids=ids)
             t2, c2 = time.perf_counter(), time.process_time()
             writer.write_table(table)
             t3, c3 = time.perf_counter(), time.process_time()
@@ -124,12 +137,50 @@ def one_round(
     }
 
 
+def _by_parts(
+    chunk: list[bytes], schema: DealSchema, part_bodies: int
+) -> tuple[pa.Table, list[RecordError], tuple[float, float]]:
+    """One chunk parsed and converted part by part, then finished; the parse time (wall, CPU)
+    is returned apart so that the caller books everything else to normalise."""
+    builder = TableBuilder(schema)
+    parse_wall = parse_cpu = 0.0
+    for first in range(0, len(chunk), part_bodies):
+        t0, c0 = time.perf_counter(), time.process_time()
+        payloads: list[dict[str, Any]] = []
+        ids: list[int] = []
+        for body in chunk[first : first + part_bodies]:
+            deals, deal_ids = deals_of(body)
+            payloads += deals
+            ids += deal_ids
+        parse_wall += time.perf_counter() - t0
+        parse_cpu += time.process_time() - c0
+        builder.append(builder.convert(payloads, ids))
+        del payloads
+    table, record_errors = builder.finish()
+    return table, record_errors, (parse_wall, parse_cpu)
+
+
+def _us_per_deal(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU µs per deal per stage of the round with the least CPU."""
+    best = min(rounds, key=lambda r: r["cpu_seconds"] / max(1, r["rows"]))
+    return {
+        stage: round(seconds / max(1, best["rows"]) * 1e6, 2)
+        for stage, seconds in best["cpu_stages"].items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, default=20_000)
     parser.add_argument("--chunk", type=int, default=5_000, help="deals per normalise call")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--parts",
+        default="50,500,10000",
+        help="comma-separated deals per TableBuilder.convert call ('' for none)",
+    )
     args = parser.parse_args(argv)
+    parts = [int(p) for p in args.parts.split(",") if p.strip()]
 
     bodies, fields = asyncio.run(fetch_bodies(args.deals))
     # One core: pin the process and keep Arrow's own thread pools to one thread.
@@ -146,6 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(max(1, args.rounds)):
             rounds.append(one_round(bodies, schema, chunk_bodies, Path(tmp) / f"round{n}.parquet"))
+        by_part: dict[str, dict[str, float]] = {}
+        for part in parts:
+            part_bodies = max(1, part // BATCH)
+            # A chunk holds at least one whole part, as a run's chunk holds its answers.
+            part_chunk = max(chunk_bodies, part_bodies)
+            part_rounds = [
+                one_round(
+                    bodies, schema, part_chunk, Path(tmp) / f"p{part}-{n}.parquet", part_bodies
+                )
+                for n in range(max(1, args.rounds))
+            ]
+            by_part[str(min(part_bodies, len(bodies)) * BATCH)] = _us_per_deal(part_rounds)
     rates = [r["rows"] / r["seconds"] for r in rounds]
     cpu_rates = [r["rows"] / r["cpu_seconds"] for r in rounds]
     best = rounds[rates.index(max(rates))]
@@ -175,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             stage: round(seconds / max(1, cpu_best["rows"]) * 1e6, 2)
             for stage, seconds in cpu_best["cpu_stages"].items()
         },
+        # TableBuilder, part by part, as the pipeline converts: {deals per part: {stage: µs}}.
+        "parts_cpu_us_per_deal": by_part,
         "parquet_bytes_per_deal": round(best["bytes"] / max(1, deals), 1),
         "record_errors": best["errors"],
         "one_core": pinned,

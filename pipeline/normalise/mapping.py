@@ -23,6 +23,7 @@ from pipeline.normalise.convert import (
     MULTIFIELD_TYPE,
     TIMESTAMP_TYPE,
     Converter,
+    Staging,
     convert_bool,
     convert_date,
     convert_datetime,
@@ -36,16 +37,20 @@ from pipeline.normalise.convert import (
     convert_text,
     convert_unknown,
     list_of,
+    list_staging,
     list_type,
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """How one column is typed: its Arrow type and the converter that produces it."""
+    """How one column is typed: its Arrow type and the converter that produces it; `staging`
+    for a structured column that `TableBuilder` may hold in its wire form until a chunk is
+    complete (string-valued columns are held as strings anyway)."""
 
     arrow_type: pa.DataType
     convert: Converter
+    staging: Staging | None = None
 
 
 INTEGER = Kind(pa.int64(), convert_int)
@@ -112,6 +117,10 @@ FIELD_KINDS: dict[str, Kind] = {
 
 FALLBACK = UNKNOWN
 
+# One list kind per element kind, so every multiple field of one type shares a converter and the
+# normaliser can convert those columns together, in one call.
+_LIST_KINDS: dict[Kind, Kind] = {}
+
 
 def kind_for(
     name: str, bitrix_type: str, is_multiple: bool, overrides: Mapping[str, str] | None = None
@@ -125,7 +134,13 @@ def kind_for(
     base = forced or BITRIX24_TYPES.get(bitrix_type, FALLBACK)
     if not is_multiple:
         return base
-    return Kind(list_type(base.arrow_type), list_of(base.convert, base.arrow_type))
+    if base not in _LIST_KINDS:
+        _LIST_KINDS[base] = Kind(
+            list_type(base.arrow_type),
+            list_of(base.convert, base.arrow_type),
+            list_staging(base.convert, base.arrow_type),
+        )
+    return _LIST_KINDS[base]
 
 
 __all__ = [

@@ -30,6 +30,8 @@ from pipeline.normalise.mapping import Kind, kind_for
 
 EXTRA_COLUMN = "_extra"
 SNAPSHOT_FORMAT = "deal-export.schema/1"
+#: Schema metadata key of a table whose string-valued columns are not typed yet.
+STAGED_KEY = b"deal-export.staged"
 
 #: The deal column order (kept for importers; the order of a run is its entity's).
 STANDARD_ORDER: tuple[str, ...] = DEAL.standard_order
@@ -112,18 +114,34 @@ def _enumeration(info: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
+def _staged_field(column: Column) -> pa.Field:
+    """The field of a structured column in a part `TableBuilder` has not typed yet."""
+    if column.kind.staging is not None:
+        return pa.field(column.name, column.kind.staging.wire_type)
+    return column.field
+
+
 class EntitySchema:
     """The typed schema of one entity for one run. Build it with `from_fields` or
     `from_snapshot`."""
 
     __slots__ = (
         "_fields",
+        "_names",
         "arrow_schema",
         "columns",
         "entity",
         "enumerations",
         "fast_type",
         "fingerprint",
+        "groups",
+        "known",
+        "other_positions",
+        "staged_groups",
+        "staged_schema",
+        "string_groups",
+        "string_positions",
+        "structured_groups",
     )
 
     def __init__(
@@ -139,6 +157,37 @@ class EntitySchema:
         self.fast_type: pa.DataType = pa.struct(
             [pa.field(c.name, pa.string()) for c in columns if takes_fast_path(c.kind.arrow_type)]
         )
+        # Column positions by kind: one converter call per kind, not per column, since each
+        # call has a fixed cost that dominates for parts of a few dozen records.
+        by_kind: dict[Kind, list[int]] = {}
+        for position, column in enumerate(columns):
+            by_kind.setdefault(column.kind, []).append(position)
+        self.groups: tuple[tuple[Kind, tuple[int, ...]], ...] = tuple(
+            (kind, tuple(positions)) for kind, positions in by_kind.items()
+        )
+        # How TableBuilder holds a part: string-valued columns as wire strings, columns with a
+        # `Kind.staging` in its wire form (both typed once per chunk), the rest typed per part.
+        self.string_groups = tuple(g for g in self.groups if takes_fast_path(g[0].arrow_type))
+        self.staged_groups = tuple(
+            g for g in self.groups if g[0].staging is not None and g not in self.string_groups
+        )
+        self.structured_groups = tuple(
+            g for g in self.groups if g not in self.string_groups and g not in self.staged_groups
+        )
+        self.string_positions = tuple(sorted(p for _, ps in self.string_groups for p in ps))
+        self.other_positions = tuple(
+            n for n in range(len(columns)) if n not in self.string_positions
+        )
+        self.staged_schema: pa.Schema = pa.schema(
+            # The string-valued columns stay the one struct pyarrow read them into.
+            [pa.field("_wire", self.fast_type)]
+            + [_staged_field(columns[n]) for n in self.other_positions]
+            + [pa.field(EXTRA_COLUMN, pa.string())],
+            metadata={STAGED_KEY: b"true"},
+        )
+        self._names = tuple(column.name for column in columns)
+        #: Every column name, for telling a payload's unknown keys.
+        self.known = frozenset(self._names)
         self.enumerations: dict[str, dict[str, str]] = {}
         for column in columns:
             info = fields[column.name]
@@ -195,7 +244,7 @@ class EntitySchema:
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.columns)
+        return self._names
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able record of this schema: raw metadata, derived columns, enumeration labels."""
