@@ -11,17 +11,22 @@ Replaying a commit (a resumed chunk) gives the same table, apart from `attempts`
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
 
 from pipeline.output.delta.location import DeltaLocation
 from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, fetch_rows
 
+# Loaded at the first Delta operation, not by a folder-sink run (see `table`).
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
 
 def _open(where: DeltaLocation) -> DeltaTable | None:
+    from deltalake import DeltaTable
+
     if not DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options):
         return None
     return DeltaTable(where.uri, storage_options=where.storage_options)
@@ -82,6 +87,8 @@ def _predicate(ids: Iterable[int], replace_input: bool) -> str:
 def replace_failures(where: DeltaLocation, covered: Iterable[int], rows: pa.Table) -> None:
     """Make the failures of the IDs `covered` exactly `rows` (one commit; nothing to do when
     there is neither an old nor a new row)."""
+    from deltalake import write_deltalake
+
     rows = conform(rows)
     replace_input = "input" in set(rows.column("stage").to_pylist())
     ids = set(covered) | {int(i) for i in rows.column("id").to_pylist() if i is not None}

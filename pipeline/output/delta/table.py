@@ -5,20 +5,31 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import DeltaError
 
 from pipeline.errors import OutputError
 from pipeline.output.delta.commits import encode
 from pipeline.output.delta.location import DeltaLocation
 
+# deltalake (and the arro3 it loads) costs ~18 MB and ~0.1 s to import: a run to a folder output
+# imports this module yet never writes Delta, so deltalake loads at the first Delta operation.
+if TYPE_CHECKING:
+    from deltalake import CommitProperties, DeltaTable, WriterProperties
+
 ID_COLUMN = "ID"
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def delta_error() -> type[Exception]:
+    """deltalake's base exception, importing deltalake (for an `except` clause, which evaluates
+    it only when something was raised)."""
+    from deltalake.exceptions import DeltaError
+
+    return DeltaError
 
 
 def delta_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -29,7 +40,7 @@ def delta_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return fn(*args, **kwargs)
-        except (DeltaError, OSError) as exc:
+        except (delta_error(), OSError) as exc:
             text = " ".join(str(exc).split())[:400]
             raise OutputError(f"Delta table write failed: {type(exc).__name__}: {text}") from exc
 
@@ -49,6 +60,8 @@ _CODECS: dict[str, Any] = {
 def writer_properties(compression: str, max_rows_per_group: int) -> WriterProperties:
     """The Parquet settings of the folder sink (`output.compression`, row group size), for the
     files Delta writes."""
+    from deltalake import WriterProperties
+
     return WriterProperties(
         compression=_CODECS.get(compression, "ZSTD"), max_row_group_size=max_rows_per_group
     )
@@ -56,6 +69,8 @@ def writer_properties(compression: str, max_rows_per_group: int) -> WriterProper
 
 def open_table(where: DeltaLocation) -> DeltaTable | None:
     """The table, or None when there is none at `where` yet."""
+    from deltalake import DeltaTable
+
     if not DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options):
         return None
     return DeltaTable(where.uri, storage_options=where.storage_options)
@@ -66,6 +81,8 @@ def arrow_schema(table: DeltaTable) -> pa.Schema:
 
 
 def _props(record: Mapping[str, Any]) -> CommitProperties:
+    from deltalake import CommitProperties
+
     return CommitProperties(custom_metadata=encode(record))
 
 
@@ -77,6 +94,8 @@ def create(
     writer: WriterProperties,
 ) -> None:
     """The table's first commit: its rows, partitioning and the run state together."""
+    from deltalake import write_deltalake
+
     write_deltalake(
         where.uri,
         rows,
@@ -97,6 +116,8 @@ def append(
     writer: WriterProperties,
 ) -> None:
     """Rows no version of the table holds yet (the first load): a plain append."""
+    from deltalake import write_deltalake
+
     write_deltalake(
         table,
         rows,
@@ -151,6 +172,8 @@ def rewrite(
     writer: WriterProperties,
 ) -> None:
     """Replace the whole table with `rows` and their schema (schema evolution of a type)."""
+    from deltalake import write_deltalake
+
     write_deltalake(
         table,
         rows,
@@ -167,6 +190,7 @@ __all__ = [
     "append",
     "arrow_schema",
     "create",
+    "delta_error",
     "delta_errors",
     "mark",
     "open_table",
