@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
 from pipeline.errors import OutputError
 from pipeline.output.delta.commits import encode
+from pipeline.output.delta.files import ParquetOptions, write_files
 from pipeline.output.delta.location import DeltaLocation
 
 # deltalake (and the arro3 it loads) costs ~18 MB and ~0.1 s to import: a run to a folder output
 # imports this module yet never writes Delta, so deltalake loads at the first Delta operation.
 if TYPE_CHECKING:
     from deltalake import CommitProperties, DeltaTable, WriterProperties
+    from deltalake.transaction import AddAction, RemoveAction
 
 ID_COLUMN = "ID"
 
@@ -67,6 +71,22 @@ def writer_properties(compression: str, max_rows_per_group: int) -> WriterProper
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """The Parquet settings of the data files, for either writer: pyarrow's (`files`, local
+    appends) or deltalake's (`properties()`, merges and remote tables)."""
+
+    compression: str
+    max_rows_per_group: int
+
+    @property
+    def files(self) -> ParquetOptions:
+        return ParquetOptions(self.compression, self.max_rows_per_group)
+
+    def properties(self) -> WriterProperties:
+        return writer_properties(self.compression, self.max_rows_per_group)
+
+
 def open_table(where: DeltaLocation) -> DeltaTable | None:
     """The table, or None when there is none at `where` yet."""
     from deltalake import DeltaTable
@@ -91,9 +111,22 @@ def create(
     rows: pa.Table,
     partition_by: list[str],
     record: Mapping[str, Any],
-    writer: WriterProperties,
+    writer: Writer,
 ) -> None:
     """The table's first commit: its rows, partitioning and the run state together."""
+    if where.local:
+        from deltalake import Schema
+        from deltalake.transaction import create_table_with_add_actions
+
+        create_table_with_add_actions(
+            where.uri,
+            Schema.from_arrow(rows.schema),
+            write_files(where.uri, rows, partition_by, writer.files),
+            mode="append",
+            partition_by=partition_by or None,
+            commit_properties=_props(record),
+        )
+        return
     from deltalake import write_deltalake
 
     write_deltalake(
@@ -102,9 +135,23 @@ def create(
         mode="append",
         partition_by=partition_by or None,
         storage_options=where.storage_options,
-        writer_properties=writer,
+        writer_properties=writer.properties(),
         commit_properties=_props(record),
     )
+
+
+def _local_root(table: DeltaTable) -> str | None:
+    """The directory of a table on the local filesystem; None for an object store."""
+    uri = table.table_uri
+    if not uri.startswith("file://"):
+        return None if "://" in uri else uri
+    return unquote(urlsplit(uri).path)
+
+
+def same_columns(rows: pa.Schema, table: pa.Schema) -> bool:
+    """True when `rows` has exactly the table's columns and types (in any order)."""
+    have = {f.name: f.type for f in rows}
+    return len(have) == len(table) and all(have.get(f.name) == f.type for f in table)
 
 
 def append(
@@ -113,17 +160,33 @@ def append(
     record: Mapping[str, Any],
     *,
     new_columns: bool,
-    writer: WriterProperties,
+    writer: Writer,
 ) -> None:
-    """Rows no version of the table holds yet (the first load): a plain append."""
+    """Rows no version of the table holds yet (the first load): a plain append. Into a local
+    table with the same columns, as pyarrow-written files (`files`); a change of columns goes
+    through deltalake's writer, which evolves the table's schema."""
     from deltalake import write_deltalake
 
+    root = _local_root(table)
+    if root is not None and same_columns(rows.schema, arrow_schema(table)):
+        partition_by = list(table.metadata().partition_columns)
+        added: list[AddAction | RemoveAction] = [
+            *write_files(root, rows, partition_by, writer.files)
+        ]
+        table.create_write_transaction(
+            added,
+            mode="append",
+            schema=table.schema(),
+            partition_by=partition_by or None,
+            commit_properties=_props(record),
+        )
+        return
     write_deltalake(
         table,
         rows,
         mode="append",
         schema_mode="merge" if new_columns else None,
-        writer_properties=writer,
+        writer_properties=writer.properties(),
         commit_properties=_props(record),
     )
 
@@ -134,7 +197,7 @@ def upsert(
     record: Mapping[str, Any],
     *,
     new_columns: bool,
-    writer: WriterProperties,
+    writer: Writer,
 ) -> None:
     """Update the deals whose ID the table holds, insert the others: replaying it is harmless."""
     (
@@ -144,7 +207,7 @@ def upsert(
             source_alias="s",
             target_alias="t",
             merge_schema=new_columns,
-            writer_properties=writer,
+            writer_properties=writer.properties(),
             commit_properties=_props(record),
         )
         .when_matched_update_all()
@@ -169,7 +232,7 @@ def rewrite(
     table: DeltaTable,
     rows: pa.Table,
     record: Mapping[str, Any],
-    writer: WriterProperties,
+    writer: Writer,
 ) -> None:
     """Replace the whole table with `rows` and their schema (schema evolution of a type)."""
     from deltalake import write_deltalake
@@ -180,13 +243,14 @@ def rewrite(
         mode="overwrite",
         schema_mode="overwrite",
         partition_by=list(table.metadata().partition_columns) or None,
-        writer_properties=writer,
+        writer_properties=writer.properties(),
         commit_properties=_props(record),
     )
 
 
 __all__ = [
     "ID_COLUMN",
+    "Writer",
     "append",
     "arrow_schema",
     "create",
@@ -195,6 +259,7 @@ __all__ = [
     "mark",
     "open_table",
     "rewrite",
+    "same_columns",
     "upsert",
     "writer_properties",
 ]
