@@ -9,11 +9,10 @@ files" API) keeps only the log code of deltalake in use. Remote tables keep delt
 these files are written through the local filesystem only.
 
 Layout follows delta-rs: `<key>=<value>/part-<n>-<uuid>-c000.<codec>.parquet`, the value
-percent-encoded in the directory name (null: `__HIVE_DEFAULT_PARTITION__`) and the log's `path`
-percent-encoded once more, as the Delta protocol's `add.path` is a URI ("Add File and Remove
-File": "path: A relative path to a data file from the root of the table or an absolute path to
-a file that should be added to the table. The path is a URI as specified by RFC 2396 URI
-Generic Syntax"; delta-io/delta PROTOCOL.md).
+percent-encoded in the directory name (null: `__HIVE_DEFAULT_PARTITION__`). The add action takes
+that on-disk relative path as is: deltalake percent-encodes it once more for the log, whose
+`add.path` is a URI (delta-io/delta PROTOCOL.md, "Add File and Remove File": "The path is a URI
+as specified by RFC 2396 URI Generic Syntax").
 """
 
 from __future__ import annotations
@@ -111,7 +110,7 @@ def write_files(
         )
         actions.append(
             AddAction(
-                path=quote(relative, safe="/="),
+                path=relative,
                 size=os.path.getsize(path),
                 partition_values={} if key is None else {key: value},
                 modification_time=int(time.time() * 1000),
