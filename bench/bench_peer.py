@@ -112,13 +112,16 @@ def peer_child(webhook: str, ids_file: Path, out: Path, mode: str) -> dict[str, 
     except Exception as exc:  # the probe wants to see exactly what the peer raises
         return {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     t1 = time.perf_counter()
-    table = pa.Table.from_pylist(list(deals.values()))
+    # For one ID the peer returns that deal itself, not {ID: deal} (fast_bitrix24
+    # server_response.py: a one-element result is unwrapped), so its user wraps it.
+    rows = [deals] if len(ids) == 1 else list(deals.values())
+    table = pa.Table.from_pylist(rows)
     t2 = time.perf_counter()
     pq.write_table(table, out)
     t3 = time.perf_counter()
     return {
         "ok": True,
-        "deals": len(deals),
+        "deals": len(rows),
         "rows": table.num_rows,
         "columns": table.num_columns,
         "string_columns": sum(1 for f in table.schema if pa.types.is_string(f.type)),
