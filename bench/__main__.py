@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark, each in its own process, and write bench/README.md.
 
-    .venv/bin/python -m bench                 # the full suite (~7 min on 2 cores); rewrites README
+    .venv/bin/python -m bench                 # the full suite (~30 min, 2 busy cores); rewrites README
     .venv/bin/python -m bench --quick         # small sizes (< 2 min); README and results untouched
     .venv/bin/python -m bench --only bench_ceiling [--quick]
 
@@ -584,7 +584,7 @@ def render(outcomes: dict[str, dict[str, Any]], info: dict[str, str], command: s
         "of each benchmark are in `bench/results/<name>.json`.",
         "",
         "```",
-        "make bench                                   # everything, ~6-7 min on 2 cores",
+        "make bench                                   # everything, ~30 min on 2 busy cores",
         ".venv/bin/python -m bench --quick            # small sizes, < 2 min, README untouched",
         ".venv/bin/python -m bench --only bench_ceiling",
         ".venv/bin/pip install -e '.[bench]'          # the peer library for bench_peer",
