@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark, each in its own process, and write bench/README.md.
 
-    .venv/bin/python -m bench                 # the full suite (~30 min, 2 busy cores); rewrites README
+    .venv/bin/python -m bench                 # the full suite (~30 min, busy 2 cores); new README
     .venv/bin/python -m bench --quick         # small sizes (< 2 min); README and results untouched
     .venv/bin/python -m bench --only bench_ceiling [--quick]
 
