@@ -11,7 +11,10 @@ Two settings:
 * `raised`: the peer's client-side throttling lifted as far as its public options go
   (`requests_per_second` and `request_pool_size` huge, `respect_velocity_policy=False`), against
   ours with `--rate 0 --operating-budget off`. Three rounds in alternating order;
-  ratios of the best run of each and of the medians.
+  ratios of the best run of each and of the medians. Each round also runs both tools on one ID:
+  that run is the tool's fixed cost (interpreter, imports, the portal's schema, opening and
+  finalising the output), and the per-deal figures are the slope between the two sizes,
+  (median at N - median at 1) / (N - 1), so a tool's startup does not count as work per deal.
 * `defaults`: the peer as shipped (2 req/s after a pool of 50 requests, its operating-time
   throttle on) against ours as shipped (`--plan standard`: 1.8 req/s after 45 requests, 10%
   headroom, operating-time pacing on), in real time on fewer IDs, each against a fresh
@@ -109,13 +112,16 @@ def peer_child(webhook: str, ids_file: Path, out: Path, mode: str) -> dict[str, 
     except Exception as exc:  # the probe wants to see exactly what the peer raises
         return {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     t1 = time.perf_counter()
-    table = pa.Table.from_pylist(list(deals.values()))
+    # For one ID the peer returns that deal itself, not {ID: deal} (fast_bitrix24
+    # server_response.py: a one-element result is unwrapped), so its user wraps it.
+    rows = [deals] if len(ids) == 1 else list(deals.values())
+    table = pa.Table.from_pylist(rows)
     t2 = time.perf_counter()
     pq.write_table(table, out)
     t3 = time.perf_counter()
     return {
         "ok": True,
-        "deals": len(deals),
+        "deals": len(rows),
         "rows": table.num_rows,
         "columns": table.num_columns,
         "string_columns": sum(1 for f in table.schema if pa.types.is_string(f.type)),
@@ -195,6 +201,33 @@ def _ratios(peer: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _slopes(big: list[dict[str, Any]], one: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """A tool's fixed cost (median run on one ID) and its cost per deal beyond it."""
+    extra = max(1, n - 1)
+    return {
+        "fixed_cpu_s": round(_median(one, "cpu_s"), 3),
+        "fixed_wall_s": round(_median(one, "wall_s"), 3),
+        "cpu_ms_per_deal": round((_median(big, "cpu_s") - _median(one, "cpu_s")) / extra * 1e3, 4),
+        "wall_ms_per_deal": round(
+            (_median(big, "wall_s") - _median(one, "wall_s")) / extra * 1e3, 4
+        ),
+    }
+
+
+def _per_deal(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
+    """Ratios peer / ours of the per-deal slopes (above 1 = we spend less per deal)."""
+
+    def ratio(key: str) -> float | None:
+        return round(peer[key] / ours[key], 2) if ours[key] > 0 else None
+
+    return {
+        "ours": ours,
+        "peer": peer,
+        "cpu_per_deal_ratio_peer_over_ours": ratio("cpu_ms_per_deal"),
+        "wall_per_deal_ratio_peer_over_ours": ratio("wall_ms_per_deal"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ids", type=int, default=30_000, help="IDs for the limits-off rounds")
@@ -220,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     portal_deals = int(n * 1.2) + 100
     ids, deleted = visible_ids(portal_deals, n)
     with tempfile.TemporaryDirectory(prefix="bench_peer_ids_") as tmp:
-        fast_file, slow_file, probe_file = (Path(tmp) / f for f in ("f.txt", "s.txt", "p.txt"))
+        names = ("f.txt", "s.txt", "p.txt", "one.txt")
+        fast_file, slow_file, probe_file, one_file = (Path(tmp) / f for f in names)
         fast_file.write_text("\n".join(map(str, ids[: args.ids])) + "\n")
+        one_file.write_text(f"{ids[0]}\n")
         slow_file.write_text("\n".join(map(str, ids[: args.default_ids])) + "\n")
         probe_file.write_text(f"{ids[0]}\n{deleted}\n{ids[1]}\n")
         # Real portals send an empty multiple field as `false`, `""` or `[]`; the peer's
@@ -231,11 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         with SimulatorProcess(sim_args) as sim:
             ours_fast: list[dict[str, Any]] = []
             peer_fast: list[dict[str, Any]] = []
+            ours_one: list[dict[str, Any]] = []
+            peer_one: list[dict[str, Any]] = []
             for i in range(max(1, args.rounds)):
                 # Alternate who goes first: the machine is noisy and the simulator has a cache.
                 pair: list[Callable[[], None]] = [
                     lambda: ours_fast.append(run_ours(sim, fast_file, LIMITS_OFF, args.timeout)),
                     lambda: peer_fast.append(run_peer(sim, fast_file, "raised", args.timeout)),
+                    lambda: ours_one.append(run_ours(sim, one_file, LIMITS_OFF, args.timeout)),
+                    lambda: peer_one.append(run_peer(sim, one_file, "raised", args.timeout)),
                 ]
                 for step in pair if i % 2 == 0 else reversed(pair):
                     step()
@@ -280,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             "peer_cpu_s_per_10k_deals": round(best_peer["cpu_s"] / args.ids * 10_000, 3),
             "ours": ours_fast,
             "peer": peer_fast,
+            "per_deal": _per_deal(
+                _slopes(ours_fast, ours_one, args.ids), _slopes(peer_fast, peer_one, args.ids)
+            ),
+            "one_id": {"ours": ours_one, "peer": peer_one},
         },
         "defaults": {
             "ids": args.default_ids,

@@ -1,60 +1,83 @@
-"""Scale: the exporter's peak memory and time for 20,000, 100,000 and 1,000,000 IDs, limits off.
+"""Scale: the exporter's peak memory and time for 20,000, 100,000 and 1,000,000 IDs, limits off,
+on both sinks (Parquet folder and Delta table).
 
 One simulator process (`deal-export simulate`, no limits) holds a portal big enough for the
-largest run; each size is one `deal-export run --ids 1-N --rate 0 --operating-budget off` in its
-own process, reaped with `wait4` for its peak RSS (`ru_maxrss`) and CPU. Memory must not grow
-with N: the largest run's peak stays within 20% of the smallest's, and every peak is at most
-PEAK_RSS_GOAL_MB at the default chunk size. Time growth is reported as the exponent b of
-time ~ N^b between the smallest and largest size (1.0 = linear). Prints one JSON line and writes
-bench/results/bench_scale.json.
+largest run; each size and sink is one `deal-export run --ids 1-N --rate 0 --operating-budget
+off [--table-format delta]` in its own process, reaped with `wait4` for its peak RSS
+(`ru_maxrss`) and CPU. Memory must not grow with N: on each sink the largest run's peak stays
+within 20% of the smallest's, and every peak is at most PEAK_RSS_GOAL_MB at the default chunk
+size. Time growth is reported as the exponent b of time ~ N^b between the smallest and largest
+size (1.0 = linear). Prints one JSON line and writes bench/results/bench_scale.json.
 
-    .venv/bin/python -m bench.bench_scale [--sizes 20000,100000,1000000]
+    .venv/bin/python -m bench.bench_scale [--sizes 20000,100000,1000000] [--sinks parquet,delta]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 from bench.bench_e2e import LIMITS_OFF, SimulatorProcess, measure_export, write_result
 
 FLAT_WITHIN = 0.20
 #: The memory bound of issue 13, for any N from 20,000 to 1,000,000 IDs.
 PEAK_RSS_GOAL_MB = 150.0
+SINKS = ("parquet", "delta")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--sizes", default="20000,100000,1000000")
-    parser.add_argument("--timeout", type=float, default=420.0, help="bound on each run, seconds")
-    args = parser.parse_args(argv)
-    sizes = sorted(int(s) for s in args.sizes.split(","))
-
-    runs = []
-    with SimulatorProcess(["--deals", str(max(sizes))]) as sim:
-        for n in sizes:
-            runs.append(measure_export(sim, f"1-{n}", n, LIMITS_OFF, timeout_s=args.timeout))
+def _sink_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Memory and time growth of one sink's runs, smallest to largest N."""
     small, large = runs[0], runs[-1]
     rss_ratio = large["exporter_peak_rss_mb"] / small["exporter_peak_rss_mb"]
+    n_ratio = large["ids"] / small["ids"]
     time_ratio = large["wall_s"] / small["wall_s"]
     cpu_ratio = large["exporter_cpu_s"] / small["exporter_cpu_s"]
-    n_ratio = large["ids"] / small["ids"]
-    result = {
-        "bench": "bench_scale",
-        "simulator": f"deal-export simulate --port 0 --deals {max(sizes)}",
-        "command": "deal-export run --ids 1-N --ids-format range --out DIR --no-progress "
-        "--rate 0 --operating-budget off",
-        "sizes": sizes,
+    return {
         "peak_rss_mb": {str(r["ids"]): r["exporter_peak_rss_mb"] for r in runs},
         "peak_rss_ratio": round(rss_ratio, 3),
         "memory_flat": rss_ratio <= 1 + FLAT_WITHIN,
-        "peak_rss_goal_mb": PEAK_RSS_GOAL_MB,
         "within_goal": all(r["exporter_peak_rss_mb"] <= PEAK_RSS_GOAL_MB for r in runs),
         "wall_s": {str(r["ids"]): r["wall_s"] for r in runs},
         "time_ratio": round(time_ratio, 2),
         "time_exponent": round(math.log(time_ratio) / math.log(n_ratio), 3),
         "cpu_exponent": round(math.log(cpu_ratio) / math.log(n_ratio), 3),
         "runs": runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="20000,100000,1000000")
+    parser.add_argument("--sinks", default=",".join(SINKS), help="parquet, delta or both")
+    parser.add_argument("--timeout", type=float, default=420.0, help="bound on each run, seconds")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    sinks = [s for s in args.sinks.split(",") if s]
+    if not sinks or set(sinks) - set(SINKS):
+        raise SystemExit(f"--sinks takes {', '.join(SINKS)}; got {args.sinks!r}")
+
+    by_sink: dict[str, list[dict[str, Any]]] = {s: [] for s in sinks}
+    with SimulatorProcess(["--deals", str(max(sizes))]) as sim:
+        for n in sizes:
+            for sink in sinks:
+                extra = [*LIMITS_OFF, "--table-format", sink]
+                run = measure_export(sim, f"1-{n}", n, extra, timeout_s=args.timeout)
+                by_sink[sink].append({"sink": sink, **run})
+    figures = {sink: _sink_figures(runs) for sink, runs in by_sink.items()}
+    every = [f for f in figures.values()]
+    result = {
+        "bench": "bench_scale",
+        "simulator": f"deal-export simulate --port 0 --deals {max(sizes)}",
+        "command": "deal-export run --ids 1-N --ids-format range --out DIR --no-progress "
+        "--rate 0 --operating-budget off --table-format parquet|delta",
+        "sizes": sizes,
+        "sinks": sinks,
+        "peak_rss_goal_mb": PEAK_RSS_GOAL_MB,
+        "memory_flat": all(f["memory_flat"] for f in every),
+        "within_goal": all(f["within_goal"] for f in every),
+        "peak_rss_mb": {sink: f["peak_rss_mb"] for sink, f in figures.items()},
+        "by_sink": figures,
     }
     write_result("bench_scale", result)
 

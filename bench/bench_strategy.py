@@ -1,26 +1,35 @@
 """Fetch strategies at standard-plan limits: simulated wall time of get, list and auto against
-each strategy's exact minimum.
+each strategy's exact minimum, for two inputs.
 
 The simulator runs in its own process at the standard plan (2 req/s, burst 50) with an operating
 budget of 480 s per 10 minutes per method, 20 ms charged per `crm.deal.get` and 20 ms + 2 ms
 per row per `crm.deal.list` (issue 13's model; no public figure compares the two), its default
-share of deleted (4 %) and hidden (2 %) deals and its unused IDs (about 16 % of a range 1..N is
-absent; each run measures it), time-compressed K times. `deal-export run` runs
-with the same limits, `--time-scale K` and `--strategy get|list|auto`; a fresh simulator serves
-each run. Time is measured on the portal's side, in simulated seconds, from the first `batch` to
-the last (see `bench_ceiling`).
+share of deleted (4 %) and hidden (2 %) deals and its unused IDs, time-compressed K times.
+`deal-export run` runs with the same limits, `--time-scale K` and `--strategy get|list|auto`; a
+fresh simulator serves each run. Time is measured on the portal's side, in simulated seconds,
+from the first `batch` to the last (see `bench_ceiling`).
 
-Minimum per strategy (`bench_ceiling.ideal_schedule`, a perfect client of the portal's exact
-rules): get: one command per ID at 20 ms. list: one command per 50 IDs at 20 + 50 x 2 ms, on
-crm.deal.list's own budget, and in parallel the follow-up gets of the absent IDs on
-crm.deal.get's budget, both sharing one leaky bucket; the minimum is the larger of the two
+Two inputs of N IDs:
+
+* `range`: the range 1..N. About 16 % of it is absent (unused, deleted or hidden; each run
+  measures it), and under list every absent ID costs a follow-up get on crm.deal.get's budget.
+* `existing`: the first N IDs of deals the webhook user can read, as `deal-export ids` lists
+  them (the simulator's layout is deterministic: `bench_peer.visible_ids`); nothing is absent.
+
+Minimum per strategy and input (`bench_ceiling.ideal_schedule`, a perfect client of the
+portal's exact rules): get: one command per ID at 20 ms. list: one command per 50 IDs at 20 +
+50 x 2 ms, on crm.deal.list's own budget, and in parallel the follow-up gets of the absent IDs
+on crm.deal.get's budget, both sharing one leaky bucket; the minimum is the larger of the two
 schedules and of the rate bound of all requests together. auto's minimum is list's (it cannot
 beat the cheaper method) plus its probes, which are not counted.
 
 When N is below the goal's 1,000,000, the 1M figure is extrapolated: each run's ratio to its
 own minimum, times the exact minimum at 1M (computed, not simulated). Says so in the output.
+`--full` measures instead: auto on the existing input at 1,000,000 IDs, written to
+bench/results/bench_strategy_full.json.
 
-    .venv/bin/python -m bench.bench_strategy [--ids 1000000] [--wall-target 240]
+    .venv/bin/python -m bench.bench_strategy [--ids 300000] [--wall-target 90]
+    .venv/bin/python -m bench.bench_strategy --full            # auto, 1M existing IDs, ~5 min
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from bench.bench_e2e import (
     export_command,
     exported_count,
 )
+from bench.bench_peer import SEED, visible_ids
 
 GET_MS = 20.0
 LIST_MS = 20.0
@@ -66,14 +76,22 @@ def minimum_list(ids: int, absent_share: float) -> float:
     return max(by_list, by_get, rate_bound)
 
 
-def one_run(strategy: str, *, ids: int, scale: float, timeout_s: float) -> dict[str, Any]:
-    sim_args = ["--deals", str(ids), "--plan", "standard", "--operating-budget", str(BUDGET_S)]
+def _existing_portal(ids: int) -> int:
+    """A portal size whose readable deals number at least `ids` (2 % are hidden)."""
+    return math.ceil(ids / 0.97) + 100
+
+
+def one_run(
+    strategy: str, *, ids: int, source: str, scale: float, timeout_s: float, portal: int
+) -> dict[str, Any]:
+    sim_args = ["--deals", str(portal), "--seed", str(SEED), "--plan", "standard"]
+    sim_args += ["--operating-budget", str(BUDGET_S)]
     sim_args += ["--processing-ms", str(GET_MS), "--list-processing-ms", str(LIST_MS)]
     sim_args += ["--list-row-processing-ms", str(LIST_ROW_MS), "--time-scale", str(scale)]
     client = ["--plan", "standard", "--operating-budget", str(BUDGET_S)]
     client += ["--time-scale", str(scale), "--strategy", strategy]
     with SimulatorProcess(sim_args) as sim, tempfile.TemporaryDirectory() as tmp:
-        command = export_command(f"1-{ids}", Path(tmp) / "out", client)
+        command = export_command(source, Path(tmp) / "out", client)
         run, span = measure_batch_span(sim, command, timeout_s=timeout_s)
         stats = sim.stats()
     if run.code not in (0, 3):
@@ -98,6 +116,62 @@ def one_run(strategy: str, *, ids: int, scale: float, timeout_s: float) -> dict[
     }
 
 
+def _minimum(strategy: str, ids: int, share: float) -> float:
+    return minimum_get(ids) if strategy == "get" else minimum_list(ids, share)
+
+
+def measure(
+    strategy: str,
+    kind: str,
+    *,
+    ids: int,
+    source: str,
+    portal: int,
+    share: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One strategy on one input, against its exact minimum and with its 1M estimate."""
+    scale = args.time_scale or min(
+        MAX_SCALE, max(1.0, _minimum(strategy, ids, share) / args.wall_target)
+    )
+    run: dict[str, Any] = {"input": kind}
+    run.update(
+        one_run(
+            strategy,
+            ids=ids,
+            source=source,
+            scale=round(scale, 1),
+            timeout_s=args.timeout,
+            portal=portal,
+        )
+    )
+    run["time_scale"] = round(scale, 1)
+    # Every ID the run did not export was absent: one follow-up get each under list.
+    share = (ids - run["exported"]) / ids if ids else 0.0
+    run["absent_share"] = round(share, 4)
+    low, at_1m = _minimum(strategy, ids, share), _minimum(strategy, TARGET_IDS, share)
+    run["minimum_s"] = round(low, 1)
+    # Below the limits (a small N fits the burst and one budget) the minimum is 0: no ratio,
+    # and the 1M estimate falls back to the minimum plus the measured overshoot.
+    run["ratio"] = round(run["elapsed_sim_s"] / low, 3) if low > 0 else None
+    run["minimum_1m_s"] = round(at_1m, 1)
+    run["estimate_1m_s"] = (
+        run["elapsed_sim_s"]
+        if ids == TARGET_IDS
+        else round(
+            run["ratio"] * at_1m if run["ratio"] is not None else at_1m + run["elapsed_sim_s"], 1
+        )
+    )
+    run["blocked"] = run["http_503"] + run["http_429"] + run["http_429_commands"]
+    return run
+
+
+def _meets(run: dict[str, Any] | None) -> bool | None:
+    if run is None:
+        return None
+    return bool(run["estimate_1m_s"] < GOAL_S and run["blocked"] == 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ids", type=int, default=TARGET_IDS)
@@ -113,57 +187,75 @@ def main(argv: list[str] | None = None) -> None:
         default=240.0,
         help="real seconds a run should take at its minimum; a lower K keeps CPU from binding",
     )
-    parser.add_argument("--strategies", default="get,list,auto")
+    parser.add_argument("--strategies", default="get,list,auto", help="on the range 1..N")
+    parser.add_argument(
+        "--existing-strategies", default="auto", help="on N IDs of existing deals ('' for none)"
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="auto on 1,000,000 IDs of existing deals, measured, not extrapolated",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="bound on each run, s")
     args = parser.parse_args(argv)
+    if args.full:
+        args.ids, args.strategies, args.existing_strategies = TARGET_IDS, "", "auto"
 
     runs = []
     share = ABSENT_SHARE
-    for strategy in args.strategies.split(","):
-        guess = minimum_get(args.ids) if strategy == "get" else minimum_list(args.ids, share)
-        scale = args.time_scale or min(MAX_SCALE, max(1.0, guess / args.wall_target))
-        run = one_run(strategy, ids=args.ids, scale=round(scale, 1), timeout_s=args.timeout)
-        run["time_scale"] = round(scale, 1)
-        # Every ID the run did not export was absent: one follow-up get each under list.
-        share = (args.ids - run["exported"]) / args.ids if args.ids else 0.0
-        run["absent_share"] = round(share, 4)
-        if strategy == "get":
-            low, at_1m = minimum_get(args.ids), minimum_get(TARGET_IDS)
-        else:
-            low, at_1m = minimum_list(args.ids, share), minimum_list(TARGET_IDS, share)
-        run["minimum_s"] = round(low, 1)
-        # Below the limits (a small N fits the burst and one budget) the minimum is 0: no ratio,
-        # and the 1M estimate falls back to the minimum plus the measured overshoot.
-        run["ratio"] = round(run["elapsed_sim_s"] / low, 3) if low > 0 else None
-        run["minimum_1m_s"] = round(at_1m, 1)
-        run["estimate_1m_s"] = round(
-            run["ratio"] * at_1m if run["ratio"] is not None else at_1m + run["elapsed_sim_s"], 1
+    for strategy in filter(None, args.strategies.split(",")):
+        run = measure(
+            strategy,
+            "range",
+            ids=args.ids,
+            source=f"1-{args.ids}",
+            portal=args.ids,
+            share=share,
+            args=args,
         )
-        run["blocked"] = run["http_503"] + run["http_429"] + run["http_429_commands"]
+        share = run["absent_share"]
         runs.append(run)
-    auto = next((r for r in runs if r["strategy"] == "auto"), None)
+    existing = [s for s in args.existing_strategies.split(",") if s]
+    with tempfile.TemporaryDirectory(prefix="bench_strategy_ids_") as tmp:
+        if existing:
+            portal = _existing_portal(args.ids)
+            ids_file = Path(tmp) / "ids.txt"
+            ids_file.write_text("\n".join(map(str, visible_ids(portal, args.ids, SEED)[0])) + "\n")
+        for strategy in existing:
+            runs.append(
+                measure(
+                    strategy,
+                    "existing",
+                    ids=args.ids,
+                    source=str(ids_file),
+                    portal=portal,
+                    share=0.0,
+                    args=args,
+                )
+            )
+    auto = {r["input"]: r for r in runs if r["strategy"] == "auto"}
     result = {
         "bench": "bench_strategy",
         "ids": args.ids,
         "extrapolated_to_1m": args.ids != TARGET_IDS,
-        "simulator": f"deal-export simulate --port 0 --deals {args.ids} --plan standard "
+        "simulator": f"deal-export simulate --port 0 --deals D --seed {SEED} --plan standard "
         f"--operating-budget {BUDGET_S:g} --processing-ms {GET_MS:g} --list-processing-ms "
-        f"{LIST_MS:g} --list-row-processing-ms {LIST_ROW_MS:g} --time-scale K",
-        "command": f"deal-export run --ids 1-{args.ids} --ids-format range --out DIR "
-        f"--no-progress --plan standard --operating-budget {BUDGET_S:g} "
-        "--time-scale K --strategy get|list|auto (K per run: runs[].time_scale)",
+        f"{LIST_MS:g} --list-row-processing-ms {LIST_ROW_MS:g} --time-scale K (D = N for the "
+        f"range input, ceil(N / 0.97) + 100 for the existing one)",
+        "command": f"deal-export run --ids 1-{args.ids} --ids-format range | --ids FILE "
+        f"--out DIR --no-progress --plan standard --operating-budget {BUDGET_S:g} "
+        "--time-scale K --strategy get|list|auto (K per run: runs[].time_scale; FILE: the "
+        "first N readable deal IDs, one a line)",
         "model": {
             "get_ms": GET_MS,
             "list_ms": LIST_MS,
             "list_row_ms": LIST_ROW_MS,
         },
         "goal": "auto < 3600 simulated s for 1,000,000 IDs, 0 blocked calls",
-        "meets_goal": None
-        if auto is None
-        else auto["estimate_1m_s"] < GOAL_S and auto["blocked"] == 0,
+        "meets_goal": {kind: _meets(auto.get(kind)) for kind in ("range", "existing")},
         "runs": runs,
     }
-    write_result("bench_strategy", result)
+    write_result("bench_strategy_full" if args.full else "bench_strategy", result)
 
 
 if __name__ == "__main__":

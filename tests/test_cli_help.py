@@ -6,12 +6,15 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import COMMANDS, cli
+from tests.conftest import SimulatorFactory
+from tests.e2e.helpers import FAST, cli_env, run_cli
 
 
 def _commands() -> list[tuple[str, click.Command]]:
@@ -104,3 +107,28 @@ def test_main_sets_allocator_defaults_but_keeps_the_users(given: str | None, exp
         env=env,
     )
     assert done.stdout.strip().splitlines()[-1] == expected
+
+
+def _imported_packages(stderr: str) -> set[str]:
+    """Top-level packages a child run with PYTHONPROFILEIMPORTTIME=1 imported (its stderr)."""
+    names = (line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines())
+    return {name.split(".")[0] for name in names if name}
+
+
+@pytest.mark.parametrize("table_format", ["parquet", "delta"])
+async def test_only_a_delta_run_imports_deltalake(
+    simulator: SimulatorFactory, tmp_path: Path, table_format: str
+) -> None:
+    # deltalake and its arro3 cost ~18 MB and ~0.1 s of a run's fixed startup; a folder output
+    # never needs them. The delta run shows the check sees the import when it happens.
+    sim = await simulator(deals=5, seed=1)
+    args = ["run", "--ids", "1-5", "--ids-format", "range", "--out", "out", *FAST]
+    done = await run_cli(
+        [*args, "--table-format", table_format],
+        env=cli_env(sim, PYTHONPROFILEIMPORTTIME="1"),
+        cwd=tmp_path,
+    )
+    assert done.code == 0, done.stderr[-2000:]
+    imported = _imported_packages(done.stderr)
+    assert "pyarrow" in imported
+    assert ("deltalake" in imported) == (table_format == "delta")

@@ -18,14 +18,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable
-from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from pipeline.errors import OutputError
+from pipeline.output.delta.table import delta_error
+
+# `run` imports this module (through `reconcile`) for every sink; deltalake loads at the first
+# Delta operation (see `pipeline.output.delta.table`).
+if TYPE_CHECKING:
+    from deltalake import CommitProperties, DeltaTable
 
 ID: Final = "ID"
 DELETED_AT: Final = "_deleted_at"
@@ -58,6 +62,9 @@ class AppliedDeletions:
 
 def open_table(uri: str, storage_options: Mapping[str, str] | None = None) -> DeltaTable:
     """The Delta table at `uri`, or an OutputError saying why deletions cannot be tracked."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
     options = dict(storage_options or {})
     try:
         table = DeltaTable(uri, storage_options=options or None)
@@ -67,7 +74,7 @@ def open_table(uri: str, storage_options: Mapping[str, str] | None = None) -> De
             "sink (deal-export run --table-format delta --out ...); a folder export keeps each "
             "run's rows as they were"
         ) from None
-    except (DeltaError, OSError) as exc:
+    except (delta_error(), OSError) as exc:
         raise OutputError(f"cannot open the Delta table {uri}: {_first_line(exc)}") from None
     _check_columns(uri, table)
     return table
@@ -129,7 +136,7 @@ def apply_deletions(
         predicate=f'{_TARGET}."{ID}" = {_SOURCE}."{ID}"',
         source_alias=_SOURCE,
         target_alias=_TARGET,
-        commit_properties=CommitProperties(custom_metadata=metadata),
+        commit_properties=_commit_properties(metadata),
     )
     if hard:
         merger = merger.when_matched_delete(predicate=f"{_SOURCE}.{_DELETE}")
@@ -145,9 +152,15 @@ def apply_deletions(
     )
     try:
         metrics = merger.execute()
-    except (DeltaError, OSError) as exc:
+    except (delta_error(), OSError) as exc:
         raise OutputError(f"cannot apply deletions to {uri}: {_first_line(exc)}") from None
     return _applied(metrics, hard, len(restored), table.version())
+
+
+def _commit_properties(metadata: dict[str, Any]) -> CommitProperties:
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata=metadata)
 
 
 def _source(deleted: Sequence[int], restored: Sequence[int], now: datetime) -> pa.Table:

@@ -11,15 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError
-
 from pipeline.errors import OutputError
 from pipeline.output.delta.commits import last_completed, ours
 from pipeline.output.delta.contract import CONTRACTS
 from pipeline.output.delta.location import DeltaLocation, errors_table_uri, locate
 from pipeline.output.delta.sink import DeltaSink, entity_of, read_watermark_of
-from pipeline.output.delta.table import delta_errors, open_table
+from pipeline.output.delta.table import delta_error, delta_errors, open_table
 
 
 def is_delta_output(root: str) -> bool:
@@ -27,10 +24,12 @@ def is_delta_output(root: str) -> bool:
     including a root deltalake cannot open (a folder output's messages then apply)."""
     if "://" not in root:
         return os.path.isdir(os.path.join(os.path.expanduser(root), "_delta_log"))
+    from deltalake import DeltaTable
+
     try:
         where = locate(root)
         return bool(DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options))
-    except (OutputError, DeltaError, OSError):
+    except (OutputError, delta_error(), OSError):
         return False
 
 

@@ -5,23 +5,35 @@ Each commit replaces, in one Delta commit (an overwrite with a predicate, deltal
 accounted for by the chunk's new rows: a deal that now arrives leaves the table, one that fails
 again keeps its `first_seen` and adds up its `attempts`. Rows of stage `input` (lines of the ID
 input that are not IDs) belong to the latest run that read an input, so they are replaced too.
-Replaying a commit (a resumed chunk) gives the same table, apart from `attempts`.
+Replaying a commit (a resumed chunk) gives the same table, apart from `attempts`. A local
+table is written without deltalake's writer (`files`): appended to, or rewritten whole when
+rows of its current failures are replaced.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
 
+from pipeline.output.delta.files import ParquetOptions, write_files
 from pipeline.output.delta.location import DeltaLocation
+from pipeline.output.delta.table import arrow_schema, same_columns
 from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, fetch_rows
+
+# Loaded at the first Delta operation, not by a folder-sink run (see `table`).
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+    from deltalake.transaction import AddAction, RemoveAction
+
+_FILES = ParquetOptions("zstd", 64 * 1024)
 
 
 def _open(where: DeltaLocation) -> DeltaTable | None:
+    from deltalake import DeltaTable
+
     if not DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options):
         return None
     return DeltaTable(where.uri, storage_options=where.storage_options)
@@ -88,13 +100,52 @@ def replace_failures(where: DeltaLocation, covered: Iterable[int], rows: pa.Tabl
     table = _open(where)
     if table is None:
         if rows.num_rows:
-            write_deltalake(where.uri, rows, mode="append", storage_options=where.storage_options)
+            _create(where, rows)
         return
     predicate = _predicate(ids, replace_input)
     if not predicate:
         return
     rows = _carry_over(table, rows)
+    if where.local and same_columns(rows.schema, arrow_schema(table)):
+        _replace_local(where, table, ids, replace_input, rows)
+        return
+    from deltalake import write_deltalake
+
     write_deltalake(table, rows, mode="overwrite", predicate=predicate)
+
+
+def _create(where: DeltaLocation, rows: pa.Table) -> None:
+    if not where.local:
+        from deltalake import write_deltalake
+
+        write_deltalake(where.uri, rows, mode="append", storage_options=where.storage_options)
+        return
+    from deltalake import Schema
+    from deltalake.transaction import create_table_with_add_actions
+
+    added = write_files(where.uri, rows, [], _FILES)
+    create_table_with_add_actions(where.uri, Schema.from_arrow(rows.schema), added, mode="append")
+
+
+def _replace_local(
+    where: DeltaLocation, table: DeltaTable, ids: set[int], replace_input: bool, rows: pa.Table
+) -> None:
+    """The predicate overwrite of `replace_failures` without deltalake's writer (see `files`):
+    when no current row is replaced (a backfill's chunks cover new IDs) the new rows are
+    appended; otherwise the table, small (current failures only), is rewritten whole."""
+    replaced = pc.field("id").isin(pa.array(sorted(ids), pa.int64()))
+    if replace_input:
+        replaced = replaced | (pc.field("stage") == "input")
+    dataset = table.to_pyarrow_dataset()
+    if dataset.count_rows(filter=replaced) == 0:
+        if rows.num_rows:
+            added: list[AddAction | RemoveAction] = [*write_files(where.uri, rows, [], _FILES)]
+            table.create_write_transaction(added, mode="append", schema=table.schema())
+        return
+    kept = dataset.to_table(filter=~replaced | replaced.is_null())
+    rewritten = pa.concat_tables([conform(kept), rows])
+    whole: list[AddAction | RemoveAction] = [*write_files(where.uri, rewritten, [], _FILES)]
+    table.create_write_transaction(whole, mode="overwrite", schema=table.schema())
 
 
 __all__ = ["read_errors", "replace_failures", "retryable_ids"]

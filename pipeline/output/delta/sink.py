@@ -69,7 +69,7 @@ class DeltaSink:
         self._schema_unrecorded = False
         self._retry_seq = 0
         self._closed = False
-        self._writer = table.writer_properties(config.compression, config.max_rows_per_group)
+        self._writer = table.Writer(config.compression, config.max_rows_per_group)
         current = table.open_table(where)
         self._check_layout(current)
         self._commits = commits.ours(current.history()) if current is not None else []

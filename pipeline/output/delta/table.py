@@ -5,20 +5,35 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import DeltaError
 
 from pipeline.errors import OutputError
 from pipeline.output.delta.commits import encode
+from pipeline.output.delta.files import ParquetOptions, write_files
 from pipeline.output.delta.location import DeltaLocation
+
+# deltalake (and the arro3 it loads) costs ~18 MB and ~0.1 s to import: a run to a folder output
+# imports this module yet never writes Delta, so deltalake loads at the first Delta operation.
+if TYPE_CHECKING:
+    from deltalake import CommitProperties, DeltaTable, WriterProperties
+    from deltalake.transaction import AddAction, RemoveAction
 
 ID_COLUMN = "ID"
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def delta_error() -> type[Exception]:
+    """deltalake's base exception, importing deltalake (for an `except` clause, which evaluates
+    it only when something was raised)."""
+    from deltalake.exceptions import DeltaError
+
+    return DeltaError
 
 
 def delta_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -29,7 +44,7 @@ def delta_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return fn(*args, **kwargs)
-        except (DeltaError, OSError) as exc:
+        except (delta_error(), OSError) as exc:
             text = " ".join(str(exc).split())[:400]
             raise OutputError(f"Delta table write failed: {type(exc).__name__}: {text}") from exc
 
@@ -49,13 +64,33 @@ _CODECS: dict[str, Any] = {
 def writer_properties(compression: str, max_rows_per_group: int) -> WriterProperties:
     """The Parquet settings of the folder sink (`output.compression`, row group size), for the
     files Delta writes."""
+    from deltalake import WriterProperties
+
     return WriterProperties(
         compression=_CODECS.get(compression, "ZSTD"), max_row_group_size=max_rows_per_group
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """The Parquet settings of the data files, for either writer: pyarrow's (`files`, local
+    appends) or deltalake's (`properties()`, merges and remote tables)."""
+
+    compression: str
+    max_rows_per_group: int
+
+    @property
+    def files(self) -> ParquetOptions:
+        return ParquetOptions(self.compression, self.max_rows_per_group)
+
+    def properties(self) -> WriterProperties:
+        return writer_properties(self.compression, self.max_rows_per_group)
+
+
 def open_table(where: DeltaLocation) -> DeltaTable | None:
     """The table, or None when there is none at `where` yet."""
+    from deltalake import DeltaTable
+
     if not DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options):
         return None
     return DeltaTable(where.uri, storage_options=where.storage_options)
@@ -66,6 +101,8 @@ def arrow_schema(table: DeltaTable) -> pa.Schema:
 
 
 def _props(record: Mapping[str, Any]) -> CommitProperties:
+    from deltalake import CommitProperties
+
     return CommitProperties(custom_metadata=encode(record))
 
 
@@ -74,18 +111,47 @@ def create(
     rows: pa.Table,
     partition_by: list[str],
     record: Mapping[str, Any],
-    writer: WriterProperties,
+    writer: Writer,
 ) -> None:
     """The table's first commit: its rows, partitioning and the run state together."""
+    if where.local:
+        from deltalake import Schema
+        from deltalake.transaction import create_table_with_add_actions
+
+        create_table_with_add_actions(
+            where.uri,
+            Schema.from_arrow(rows.schema),
+            write_files(where.uri, rows, partition_by, writer.files),
+            mode="append",
+            partition_by=partition_by or None,
+            commit_properties=_props(record),
+        )
+        return
+    from deltalake import write_deltalake
+
     write_deltalake(
         where.uri,
         rows,
         mode="append",
         partition_by=partition_by or None,
         storage_options=where.storage_options,
-        writer_properties=writer,
+        writer_properties=writer.properties(),
         commit_properties=_props(record),
     )
+
+
+def _local_root(table: DeltaTable) -> str | None:
+    """The directory of a table on the local filesystem; None for an object store."""
+    uri = table.table_uri
+    if not uri.startswith("file://"):
+        return None if "://" in uri else uri
+    return unquote(urlsplit(uri).path)
+
+
+def same_columns(rows: pa.Schema, table: pa.Schema) -> bool:
+    """True when `rows` has exactly the table's columns and types (in any order)."""
+    have = {f.name: f.type for f in rows}
+    return len(have) == len(table) and all(have.get(f.name) == f.type for f in table)
 
 
 def append(
@@ -94,15 +160,33 @@ def append(
     record: Mapping[str, Any],
     *,
     new_columns: bool,
-    writer: WriterProperties,
+    writer: Writer,
 ) -> None:
-    """Rows no version of the table holds yet (the first load): a plain append."""
+    """Rows no version of the table holds yet (the first load): a plain append. Into a local
+    table with the same columns, as pyarrow-written files (`files`); a change of columns goes
+    through deltalake's writer, which evolves the table's schema."""
+    from deltalake import write_deltalake
+
+    root = _local_root(table)
+    if root is not None and same_columns(rows.schema, arrow_schema(table)):
+        partition_by = list(table.metadata().partition_columns)
+        added: list[AddAction | RemoveAction] = [
+            *write_files(root, rows, partition_by, writer.files)
+        ]
+        table.create_write_transaction(
+            added,
+            mode="append",
+            schema=table.schema(),
+            partition_by=partition_by or None,
+            commit_properties=_props(record),
+        )
+        return
     write_deltalake(
         table,
         rows,
         mode="append",
         schema_mode="merge" if new_columns else None,
-        writer_properties=writer,
+        writer_properties=writer.properties(),
         commit_properties=_props(record),
     )
 
@@ -113,7 +197,7 @@ def upsert(
     record: Mapping[str, Any],
     *,
     new_columns: bool,
-    writer: WriterProperties,
+    writer: Writer,
 ) -> None:
     """Update the deals whose ID the table holds, insert the others: replaying it is harmless."""
     (
@@ -123,7 +207,7 @@ def upsert(
             source_alias="s",
             target_alias="t",
             merge_schema=new_columns,
-            writer_properties=writer,
+            writer_properties=writer.properties(),
             commit_properties=_props(record),
         )
         .when_matched_update_all()
@@ -148,29 +232,34 @@ def rewrite(
     table: DeltaTable,
     rows: pa.Table,
     record: Mapping[str, Any],
-    writer: WriterProperties,
+    writer: Writer,
 ) -> None:
     """Replace the whole table with `rows` and their schema (schema evolution of a type)."""
+    from deltalake import write_deltalake
+
     write_deltalake(
         table,
         rows,
         mode="overwrite",
         schema_mode="overwrite",
         partition_by=list(table.metadata().partition_columns) or None,
-        writer_properties=writer,
+        writer_properties=writer.properties(),
         commit_properties=_props(record),
     )
 
 
 __all__ = [
     "ID_COLUMN",
+    "Writer",
     "append",
     "arrow_schema",
     "create",
+    "delta_error",
     "delta_errors",
     "mark",
     "open_table",
     "rewrite",
+    "same_columns",
     "upsert",
     "writer_properties",
 ]

@@ -41,7 +41,9 @@ async def test_first_load_appends_and_a_second_run_merges_the_latest_version(
     visible = sorted(sim.portal.visible_ids)
     table = rows(root)
     assert table.column("ID").to_pylist() == visible
-    assert set(operations(root)) == {"WRITE"}, "the first load of an empty table appends"
+    # The first commit creates the table with the chunk's files (pyarrow-written, committed as
+    # add actions), later chunks append them: no MERGE, no rewrite.
+    assert set(operations(root)) == {"CREATE TABLE", "WRITE"}, "the first load appends"
     assert {"_run_id", "_extracted_at", "_deleted_at", "DATE_CREATE_month"} <= set(
         table.column_names
     )

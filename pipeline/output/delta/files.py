@@ -1,0 +1,124 @@
+"""Data files of a local Delta table written by pyarrow, committed as `add` actions.
+
+deltalake's own writer (`write_deltalake`) runs every write through DataFusion: one tiny write
+makes the process touch some 45 MB more of deltalake's library code and its working memory, so
+a run to the Delta sink peaked at twice the folder sink's memory. Writing a chunk's Parquet
+files with pyarrow (already loaded for the folder sink) and committing them with
+`create_write_transaction` / `create_table_with_add_actions` (deltalake's "bring your own
+files" API) keeps only the log code of deltalake in use. Remote tables keep deltalake's writer:
+these files are written through the local filesystem only.
+
+Layout follows delta-rs: `<key>=<value>/part-<n>-<uuid>-c000.<codec>.parquet`, the value
+percent-encoded in the directory name (null: `__HIVE_DEFAULT_PARTITION__`). The add action takes
+that on-disk relative path as is: deltalake percent-encodes it once more for the log, whose
+`add.path` is a URI (delta-io/delta PROTOCOL.md, "Add File and Remove File": "The path is a URI
+as specified by RFC 2396 URI Generic Syntax").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from deltalake.transaction import AddAction
+
+#: Delta's name for the partition of null values (the Hive convention delta-rs writes).
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+#: Columns whose min/max go into each file's stats: the merge key, so a later MERGE on `ID`
+#: can skip files whose ID range misses the source.
+STATS_COLUMNS = ("ID",)
+
+
+@dataclass(frozen=True, slots=True)
+class ParquetOptions:
+    """What the files are written with: `output.compression` and the row group size."""
+
+    compression: str
+    max_rows_per_group: int
+
+    @property
+    def codec(self) -> str | None:
+        return None if self.compression == "none" else self.compression
+
+
+def _dir_name(key: str, value: str | None) -> str:
+    return f"{key}={NULL_PARTITION if value is None else quote(value, safe='')}"
+
+
+def _stats(rows: pa.Table) -> str:
+    """Delta file statistics: the row count, and min/max/null count of STATS_COLUMNS."""
+    found: dict[str, Any] = {"numRecords": rows.num_rows}
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in STATS_COLUMNS:
+        if name not in rows.column_names or not pa.types.is_integer(rows.schema.field(name).type):
+            continue
+        column = rows.column(name)
+        bounds = pc.min_max(column).as_py()
+        nulls[name] = column.null_count
+        if bounds["min"] is not None:
+            lows[name], highs[name] = bounds["min"], bounds["max"]
+    if nulls:
+        found.update(minValues=lows, maxValues=highs, nullCount=nulls)
+    return orjson.dumps(found).decode()
+
+
+def _split(rows: pa.Table, key: str | None) -> list[tuple[str | None, pa.Table]]:
+    """The rows per partition value (the partition column dropped), or all of them."""
+    if key is None:
+        return [(None, rows)]
+    column = rows.column(key)
+    parts: list[tuple[str | None, pa.Table]] = []
+    for value in pc.unique(column).to_pylist():
+        mask = pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
+        parts.append((value, rows.filter(mask).drop_columns([key])))
+    return parts
+
+
+def write_files(
+    root: str, rows: pa.Table, partition_by: list[str], options: ParquetOptions
+) -> list[AddAction]:
+    """Write `rows` under the local table directory `root`, one file per partition value, and
+    return the `add` actions that make them part of the table once committed."""
+    from deltalake.transaction import AddAction
+
+    key = partition_by[0] if partition_by else None
+    suffix = f"{options.codec or 'uncompressed'}.parquet"
+    actions: list[AddAction] = []
+    for n, (value, part) in enumerate(_split(rows, key)):
+        folder = "" if key is None else _dir_name(key, value)
+        name = f"part-{n:05d}-{uuid.uuid4()}-c000.{suffix}"
+        relative = f"{folder}/{name}" if folder else name
+        path = os.path.join(root, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        pq.write_table(
+            part,
+            path,
+            compression=options.codec,
+            row_group_size=options.max_rows_per_group,
+        )
+        actions.append(
+            AddAction(
+                path=relative,
+                size=os.path.getsize(path),
+                partition_values={} if key is None else {key: value},
+                modification_time=int(time.time() * 1000),
+                data_change=True,
+                stats=_stats(part),
+            )
+        )
+    return actions
+
+
+__all__ = ["NULL_PARTITION", "ParquetOptions", "write_files"]
