@@ -1,6 +1,7 @@
 """The fetch stage: an async stream of deal IDs in, exactly one outcome per ID out.
 
     fetch_deals(ids, client, config) -> AsyncIterator[DealFetched | DealFailed]
+    fetch_batches(ids, client, config) -> AsyncIterator[FetchedBatch]   (one per answer)
 
 Shape of the machinery (all bounded):
 
@@ -11,7 +12,11 @@ Shape of the machinery (all bounded):
 
 * The dispatcher takes a concurrency slot BEFORE spawning a batch task, fills the batch from the
   retry deque first, then from the input; it stops pulling input while `max_active` IDs are
-  being worked on, so memory does not grow with the number of IDs.
+  being worked on, so memory does not grow with the number of IDs. It also takes a credit per ID
+  the answer may carry (PAYLOAD_CREDITS), given back when the consumer has taken that answer:
+  payloads in flight and waiting are bounded, whatever the portal's speed or the consumer's.
+* Outcomes are handed over one FetchedBatch per answered request (one queue operation per
+  answer, not per ID).
 * What happens to an ID after each answer is decided by the pure core `pipeline.fetch.decide`;
   this module drives it (queues, backoff sleeps, pacer signals, outcomes). Per ID: a success, a
   permanent error (`Not found`, ...) or a spent attempt budget (`RetryBudget`) ends it.
@@ -62,7 +67,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,6 +101,7 @@ from pipeline.fetch.decide import (
     needs_probe,
 )
 from pipeline.fetch.listing import (
+    LIST_BATCH_COMMANDS,
     LIST_PAGE,
     FieldForm,
     ListReply,
@@ -104,7 +111,7 @@ from pipeline.fetch.listing import (
     user_field_forms,
 )
 from pipeline.fetch.strategy import Chooser, Mode, Pick, strategy_line
-from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+from pipeline.outcomes import DealFailed, FetchedBatch, FetchOutcome
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +120,33 @@ log = logging.getLogger(__name__)
 
 #: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
 RECENT_WINDOW = 10_000
+
+#: Payloads that may be alive at once between the portal and the consumer: a batch takes a credit
+#: per ID it may answer before it is sent, and gives them back once the consumer has taken its
+#: answer. A decoded deal costs ~7 kB of Python objects (simulator deals, 62 fields), so this
+#: bounds answers in flight and waiting to ~15 MB, whatever the number of IDs.
+PAYLOAD_CREDITS = 2_000
+
+
+class _Credits:
+    """A counting semaphore whose holders take and give back many units at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = limit
+        self._changed = asyncio.Event()
+
+    async def take(self, count: int) -> None:
+        count = min(count, self.limit)
+        while self._free < count:
+            self._changed.clear()
+            await self._changed.wait()
+        self._free -= count
+
+    def give(self, count: int) -> None:
+        if count:
+            self._free += min(count, self.limit)
+            self._changed.set()
 
 
 @dataclass(slots=True)
@@ -157,7 +191,7 @@ class _Engine:
         ids: AsyncIterable[int],
         client: PortalClient,
         config: FetchConfig,
-        out: asyncio.Queue[FetchOutcome | _End],
+        out: asyncio.Queue[tuple[FetchedBatch, int] | _End],
     ) -> None:
         self._ids = ids
         self._client = client
@@ -174,10 +208,14 @@ class _Engine:
         self._recent_set: set[int] = set()
         self._wake = asyncio.Event()
         self._chooser = _chooser(client, config)
-        self._list_capacity = config.batch_size * LIST_PAGE
+        self._list_capacity = min(config.batch_size, LIST_BATCH_COMMANDS) * LIST_PAGE
         self._max_active = config.batch_size * config.concurrency * 4
         if self._chooser.strategy != "get":
             self._max_active = max(self._max_active, self._list_capacity * config.concurrency * 2)
+        # Room for the largest batch and its meter, or the dispatcher would wait forever.
+        self.credits = _Credits(
+            max(PAYLOAD_CREDITS, self._list_capacity + 1, config.batch_size + 1)
+        )
         #: The list commands' `select` part and the user fields' forms (from crm.<entity>.fields).
         self._list_setup: tuple[str, dict[str, FieldForm]] | None = None
         self._list_setup_lock = asyncio.Lock()
@@ -203,22 +241,26 @@ class _Engine:
         source = aiter(self._ids)
         input_done = False
         size = self._config.batch_size
+        credits = self.credits
         while True:
             await slot.acquire()
             if self._groups:
                 group = self._groups.popleft()
                 if group.mode == "list" and self._chooser.list_off:
                     group.mode = "get"
-                tg.create_task(self._run_batch(group.items, slot, group.mode, group))
+                await self._spawn(tg, slot, group.items, group.mode, group)
                 continue
             if len(self._followup) >= size:
                 # Follow-ups go in full batches: a request is what the rate limit counts.
-                tg.create_task(self._run_batch(self._followups(size), slot, "get"))
+                await self._spawn(tg, slot, self._followups(size), "get")
                 continue
             pick = self._chooser.next_batch(self._client.clock.now())
             capacity = self._capacity(pick)
             batch: list[_Item] = []
             try:
+                # Credits before IDs: an ID taken from the input is an ID in flight.
+                meter = int(pick.mode == "get")
+                await credits.take(capacity + meter)
                 while len(batch) < capacity:
                     if self._retry:
                         batch.append(self._retry.popleft())
@@ -233,20 +275,26 @@ class _Engine:
                     if deal_id in self._active or deal_id in self._recent_set:
                         continue
                     if isinstance(deal_id, bool) or not isinstance(deal_id, int) or deal_id <= 0:
-                        await self._emit(self._invalid(deal_id))
+                        await self._out.put((FetchedBatch(failed=[self._invalid(deal_id)]), 0))
                         continue
                     self._active.add(deal_id)
                     batch.append(_Item(deal_id))
             except BaseException:
                 slot.release()
                 raise
+            # One credit per ID the answer may carry (and one for a get batch's meter).
+            credits.give(capacity - len(batch))
             if batch:
-                tg.create_task(self._run_batch(batch, slot, pick.mode, probe=pick.probe))
+                task = self._run_batch(
+                    batch, slot, pick.mode, probe=pick.probe, credits=len(batch) + meter
+                )
+                tg.create_task(task)
                 continue
+            credits.give(meter)
             self._chooser.cancel(pick)
             if self._followup:
                 # Nothing else to send: the last follow-ups go in a batch of their own.
-                tg.create_task(self._run_batch(self._followups(size), slot, "get"))
+                await self._spawn(tg, slot, self._followups(size), "get")
                 continue
             slot.release()
             if input_done and not self._active:
@@ -261,6 +309,23 @@ class _Engine:
             ):
                 continue
             await self._wake.wait()
+
+    async def _spawn(
+        self,
+        tg: asyncio.TaskGroup,
+        slot: asyncio.Semaphore,
+        items: list[_Item],
+        mode: Mode,
+        group: _Group | None = None,
+    ) -> None:
+        """Start a batch of IDs already in flight, once the credits for its answer are free."""
+        credits = len(items) + int(mode == "get")
+        try:
+            await self.credits.take(credits)
+        except BaseException:
+            slot.release()
+            raise
+        tg.create_task(self._run_batch(items, slot, mode, group, credits=credits))
 
     def _capacity(self, pick: Pick) -> int:
         """IDs in the next batch: one per get command, up to LIST_PAGE per list command; a
@@ -295,9 +360,6 @@ class _Engine:
             error_class="permanent",
         )
 
-    async def _emit(self, outcome: FetchOutcome) -> None:
-        await self._out.put(outcome)
-
     # -- one batch ---------------------------------------------------------------------------
 
     async def _run_batch(
@@ -308,17 +370,27 @@ class _Engine:
         group: _Group | None = None,
         *,
         probe: bool = False,
+        credits: int = 0,
     ) -> None:
         backoff: list[_Item] = []
         regroup: list[_Group] = []
+        got = FetchedBatch()
         try:
             if mode == "list":
-                await self._attempt_list(items, backoff, group, regroup, probe)
+                await self._attempt_list(items, backoff, group, regroup, probe, got)
             else:
-                await self._attempt(items, backoff, group, regroup)
+                await self._attempt(items, backoff, group, regroup, got)
+        except BaseException:
+            self.credits.give(credits)
+            raise
         finally:
             slot.release()
             self._wake.set()
+        if got.ids or got.failed:
+            # The consumer gives the credits back once it has taken the answer.
+            await self._out.put((got, credits))
+        else:
+            self.credits.give(credits)
         if backoff or regroup:
             waiting = backoff + [item for g in regroup for item in g.items]
             # A strike spends no attempt, yet the same set must not be sent again at once.
@@ -335,6 +407,7 @@ class _Engine:
         backoff: list[_Item],
         group: _Group | None,
         regroup: list[_Group],
+        got: FetchedBatch,
     ) -> None:
         client = self._client
         if len(items) > 1:
@@ -358,20 +431,17 @@ class _Engine:
             # The client already told the pacer; each ID waits without spending an attempt.
             answer = answer_of(exc)
             for item in items:
-                await self._apply(item, decide(item.state, answer, self._budget), backoff)
+                await self._apply(item, decide(item.state, answer, self._budget), backoff, got)
             return
         except TransientError as exc:
-            await self._whole_fault(items, answer_of(exc), group, backoff, regroup)
+            await self._whole_fault(items, answer_of(exc), group, backoff, regroup, got)
             if self._config.batch_size > 1:
                 self._chooser.settled("get", measured=False)
             return
         if self._config.batch_size > 1:
             self._chooser.observed("get", reply.cost_s, reply.costed)
         by_id = {item.id: item for item in items}
-        for deal_id, payload in reply.deals.items():
-            item = by_id[deal_id]
-            await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
-            self._stats.deals_fetched += 1
+        self._fetched(reply.deals, by_id, got)
         fatal: FatalPortalError | None = None
         # One answer is one signal: per-command refusals pause the method (or the client)
         # once, or 50 refused commands would count as 50 strikes and log 50 warnings.
@@ -392,7 +462,7 @@ class _Engine:
                     code=err.code,
                 )
                 continue
-            await self._apply(by_id[deal_id], decision, backoff)
+            await self._apply(by_id[deal_id], decision, backoff, got)
         if fatal is not None:
             raise fatal
         for deal_id in reply.missing:
@@ -400,7 +470,7 @@ class _Engine:
             # portal that keeps skipping it cannot loop us forever.
             self._stats.missing_commands += 1
             item = by_id[deal_id]
-            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
+            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
 
     # -- the list strategy -------------------------------------------------------------------
 
@@ -411,6 +481,7 @@ class _Engine:
         group: _Group | None,
         regroup: list[_Group],
         probe: bool,
+        got: FetchedBatch,
     ) -> None:
         """One batch of `crm.<entity>.list` calls for `items` (at most LIST_PAGE IDs per call)."""
         select_part, forms = await self._ensure_list_setup()
@@ -422,7 +493,7 @@ class _Engine:
             self._chooser.settled("list", measured=False)
             answer = answer_of(exc)
             for item in items:
-                await self._apply(item, decide(item.state, answer, self._budget), backoff)
+                await self._apply(item, decide(item.state, answer, self._budget), backoff, got)
             return
         except TransientError as exc:
             # A poison deal spoils the whole answer: the same isolation as for get, with the
@@ -439,27 +510,24 @@ class _Engine:
                 self._groups.append(_Group(items, strikes, mark, "get"))
                 self._wake.set()
                 return
-            await self._whole_fault(items, answer, group, backoff, regroup, "list")
+            await self._whole_fault(items, answer, group, backoff, regroup, got, "list")
             return
         if reply.stray:
             self._disagreement(items, reply.stray)
             return
         answered = len(reply.deals) + len(reply.absent)
         self._chooser.observed("list", cost, answered, len(reply.absent))
-        await self._take_list_reply(items, reply, backoff)
+        await self._take_list_reply(items, reply, backoff, got)
 
     async def _take_list_reply(
-        self, items: list[_Item], reply: ListReply, backoff: list[_Item]
+        self, items: list[_Item], reply: ListReply, backoff: list[_Item], got: FetchedBatch
     ) -> None:
         by_id = {item.id: item for item in items}
         stats = self._stats
         stats.list_rows += len(reply.deals)
         if reply.deals:
             self._meter_id = max(reply.deals)
-        for deal_id, payload in reply.deals.items():
-            item = by_id[deal_id]
-            await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
-            stats.deals_fetched += 1
+        self._fetched(reply.deals, by_id, got)
         # Silently absent (deleted, hidden, never existed): a get names the reason. A list call
         # refused for a reason that would end the ID or the run is asked again the same way:
         # get answers per ID (`Not found`, `Access denied`) or refuses the run itself.
@@ -477,7 +545,7 @@ class _Engine:
             if decision.learn not in learnt:
                 learnt.add(decision.learn)
                 self._learn(decision.learn, err.code, self._client.entity.list_method)
-            await self._apply(item, decision, backoff)
+            await self._apply(item, decision, backoff, got)
         for item in followups:
             item.via_get = True
         stats.list_followups += len(followups)
@@ -485,7 +553,7 @@ class _Engine:
         for deal_id in reply.missing:
             stats.missing_commands += 1
             item = by_id[deal_id]
-            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
+            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
 
     def _fit_list(self, items: list[_Item]) -> list[_Item]:
         """Trim a list batch to what the operating window affords now and to what fits the
@@ -567,6 +635,7 @@ class _Engine:
         group: _Group | None,
         backoff: list[_Item],
         regroup: list[_Group],
+        got: FetchedBatch,
         mode: Mode = "get",
     ) -> None:
         """A whole request failed with a fault: retry each ID, or (when one command may be the
@@ -587,7 +656,7 @@ class _Engine:
             return
         survivors: list[_Item] = []
         for item, decision in zip(items, decisions, strict=True):
-            await self._apply(item, decision, survivors)
+            await self._apply(item, decision, survivors, got)
         if verdict is Next.REGROUP and survivors:
             regroup.append(_Group(survivors, strikes, group.mark, group.mode))
         else:
@@ -634,15 +703,31 @@ class _Engine:
 
     # -- per-ID bookkeeping ------------------------------------------------------------------
 
-    async def _done(self, item: _Item, outcome: FetchOutcome) -> None:
-        self._active.discard(item.id)
-        self._recent.append(item.id)
-        self._recent_set.add(item.id)
-        if len(self._recent) > RECENT_WINDOW:
-            self._recent_set.discard(self._recent.popleft())
-        await self._emit(outcome)
+    def _fetched(
+        self, deals: dict[int, dict[str, Any]], by_id: dict[int, _Item], got: FetchedBatch
+    ) -> None:
+        """An answer's deals end their IDs: handed over in one go, in request order."""
+        if not deals:
+            return
+        ids = list(deals)
+        got.ids.extend(ids)
+        got.payloads.extend(deals.values())
+        got.attempts.extend([by_id[i].state.attempts + 1 for i in ids])
+        self._stats.deals_fetched += len(ids)
+        self._settle(ids)
 
-    async def _apply(self, item: _Item, decision: Decision, backoff: list[_Item]) -> None:
+    def _settle(self, ids: list[int]) -> None:
+        """`ids` have their outcome: no longer in flight, remembered for a while."""
+        self._active.difference_update(ids)
+        recent, recent_set = self._recent, self._recent_set
+        recent.extend(ids)
+        recent_set.update(ids)
+        while len(recent) > RECENT_WINDOW:
+            recent_set.discard(recent.popleft())
+
+    async def _apply(
+        self, item: _Item, decision: Decision, backoff: list[_Item], got: FetchedBatch
+    ) -> None:
         """Carry out the core's decision for one ID (ABORT and SPLIT are the caller's)."""
         item.state = decision.state
         if decision.next in (Next.RETRY, Next.REGROUP):
@@ -653,8 +738,7 @@ class _Engine:
             assert decision.failure is not None
             failure = decision.failure
             self._stats.deals_failed += 1
-            await self._done(
-                item,
+            got.failed.append(
                 DealFailed(
                     id=item.id,
                     code=failure.code,
@@ -663,8 +747,9 @@ class _Engine:
                     attempts=item.attempts,
                     retryable=failure.retryable,
                     error_class=failure.error_class,
-                ),
+                )
             )
+            self._settle([item.id])
 
 
 def _chooser(client: PortalClient, config: FetchConfig) -> Chooser:
@@ -719,13 +804,33 @@ async def fetch_deals(
 ) -> AsyncIterator[FetchOutcome]:
     """Fetch every ID in `ids`; yield exactly one DealFetched or DealFailed per distinct ID.
 
-    `client` must be open (`async with client:`). `buffer` bounds the outcomes waiting for the
-    consumer (default: one batch per concurrency slot). Raises FatalPortalError when the portal
-    refuses the run, UsageError for bad configuration.
+    `client` must be open (`async with client:`). `buffer` bounds the answers waiting for the
+    consumer (default: two per concurrency slot). Raises FatalPortalError when the portal
+    refuses the run, UsageError for bad configuration. `fetch_batches` hands the same outcomes
+    over an answer at a time, which costs less per ID.
+    """
+    async with aclosing(fetch_batches(ids, client, config, buffer=buffer)) as batches:
+        async for got in batches:
+            for outcome in got.outcomes():
+                yield outcome
+
+
+async def fetch_batches(
+    ids: AsyncIterable[int],
+    client: PortalClient,
+    config: FetchConfig | None = None,
+    *,
+    buffer: int | None = None,
+) -> AsyncGenerator[FetchedBatch, None]:
+    """Fetch every ID in `ids`; yield one FetchedBatch per answered request, so that every
+    distinct ID has exactly one outcome in exactly one of them.
+
+    The payloads of a batch count against the engine's PAYLOAD_CREDITS until the consumer asks
+    for the next one: take (convert, copy) what you need from a batch before that.
     """
     config = config or client.fetch
-    queue: asyncio.Queue[FetchOutcome | _End] = asyncio.Queue(
-        maxsize=buffer or config.batch_size * config.concurrency
+    queue: asyncio.Queue[tuple[FetchedBatch, int] | _End] = asyncio.Queue(
+        maxsize=buffer or 2 * config.concurrency
     )
     engine = _Engine(ids, client, config, queue)
 
@@ -747,7 +852,9 @@ async def fetch_deals(
                 if item.error is not None:
                     raise item.error
                 return
-            yield item
+            got, credits = item
+            yield got
+            engine.credits.give(credits)
     finally:
         if not runner.done():
             runner.cancel()
@@ -822,5 +929,6 @@ __all__ = [
     "LIMIT_RETRIES_EXHAUSTED",
     "RETRIES_EXHAUSTED",
     "discover_modified_ids",
+    "fetch_batches",
     "fetch_deals",
 ]

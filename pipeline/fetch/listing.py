@@ -36,6 +36,14 @@ from pipeline.fetch.batch import CommandError, as_section, parse_error
 #: Rows per list page, and so IDs per `@ID` filter (REST docs `crm-deal-list.md`: 50 per page).
 LIST_PAGE = 50
 
+#: List commands per `batch` (at most; fewer when the operating window or the 60 s cap says so).
+#: Not the 50 a batch allows: orjson decodes an answer through a buffer ~15 times its size, so a
+#: 2,500-row answer (~5.5 MB of JSON) peaks at ~80 MB while it is parsed, a 500-row one at ~16
+#: MB. Ten commands still carry 500 rows per request, so the request rate (2 per second on
+#: standard plans, REST docs `limits.md`) affords 1,000 rows/s, more than the operating budget
+#: lets list calls fetch.
+LIST_BATCH_COMMANDS = 10
+
 
 @dataclass(frozen=True, slots=True)
 class FieldForm:
@@ -185,6 +193,7 @@ def to_get_form(row: dict[str, Any], forms: Mapping[str, FieldForm]) -> dict[str
 
 
 __all__ = [
+    "LIST_BATCH_COMMANDS",
     "LIST_PAGE",
     "FieldForm",
     "ListReply",

@@ -9,6 +9,7 @@ import pytest
 from pipeline.clock import VirtualClock
 from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
 from pipeline.fetch import PortalClient
+from pipeline.fetch.listing import LIST_BATCH_COMMANDS
 from pipeline.fetch.pacing import REQUEST_CAP_S, REQUEST_CAP_SHARE
 from pipeline.fetch.wire import HttpResponse
 from pipeline.outcomes import DealFailed, DealFetched
@@ -77,7 +78,10 @@ async def test_list_at_the_operating_limit_is_near_optimal_never_blocked_and_cap
     assert ideal > 100  # the budget binds: one window must pass
     # Virtual time, so the schedule is exact: what the first window's budget affords goes at
     # once, the rest waits until the spent budget comes back (at 601 s).
-    schedule = [0.0] * 12 + [601.0, 601.0]
+    # Ten list calls per request at most (LIST_BATCH_COMMANDS, which bounds an answer's size):
+    # 50 calls fit the first window, the other 10 go in one request at 601 s.
+    assert max(sizes) <= LIST_BATCH_COMMANDS
+    schedule = [0.0] * 9 + [601.0]
     assert http.times("batch") == pytest.approx(schedule)
     assert elapsed == pytest.approx(schedule[-1])
     assert schedule[-1] <= 1.1 * ideal, f"{schedule[-1]:.1f}s vs ideal {ideal:.1f}s"
