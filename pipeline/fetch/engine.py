@@ -411,10 +411,16 @@ class _Engine:
     ) -> None:
         client = self._client
         if len(items) > 1:
-            fits = client.pacer.budget(client.entity.get_method).affordable(len(items))
-            if 0 < fits < len(items):
-                # Spend what is left of the operating window now; the rest goes back first
-                # in line (no attempt spent) and waits for the window to move.
+            budget = client.pacer.budget(client.entity.get_method)
+            fits = budget.affordable(len(items))
+            if not 0 < fits < len(items):
+                fits = len(items)
+            # Spend what is left of the operating window now, and no more than fits well
+            # inside the cloud's 60 s per request by measured cost (REST docs `limits.md`);
+            # a get is cheap until measured otherwise, so the first batch goes whole. The
+            # rest goes back first in line (no attempt spent).
+            fits = budget.within_request_cap(fits, unmeasured=fits)
+            if fits < len(items):
                 self._requeue(items[fits:], front=True)
                 items = items[:fits]
         meter = self._meter_for(items)

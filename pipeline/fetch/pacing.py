@@ -501,11 +501,11 @@ class OperatingBudget:
         room = self._limit - self.operating - self._reserved
         return max(0, min(commands, int(room / self.cost)))
 
-    def within_request_cap(self, commands: int) -> int:
+    def within_request_cap(self, commands: int, unmeasured: int = FIRST_BATCH_COMMANDS) -> int:
         """How many of `commands` calls one request may carry so that the measured cost stays
-        well inside the cloud's 60 s cap (at least one; FIRST_BATCH_COMMANDS while unmeasured)."""
+        well inside the cloud's 60 s cap (at least one; `unmeasured` while no cost is known)."""
         if self.cost <= 0:
-            return min(commands, FIRST_BATCH_COMMANDS)
+            return min(commands, unmeasured)
         return max(1, min(commands, int(REQUEST_CAP_S * REQUEST_CAP_SHARE / self.cost)))
 
     def _hold(self, cost: float, commands: int) -> Reservation:
