@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
@@ -236,6 +236,16 @@ class _Chunks:
                 if done is None or deal_id not in done:
                     yield deal_id
 
+    def plain(self) -> Iterator[int]:
+        """`stream`, as a plain iterator (cheaper per ID for the fetch engine)."""
+        for index in self.pending:
+            done = self.pieces.get(index)
+            ids = self.ids_of(index).to_pylist()
+            if done is None:
+                yield from ids
+            else:
+                yield from (deal_id for deal_id in ids if deal_id not in done)
+
 
 @dataclass(frozen=True, slots=True)
 class ResolvedIds:
@@ -439,7 +449,7 @@ class _Exporter:
             buf.since = since
 
     async def _fetch(self, queue: asyncio.Queue[_Unit | None]) -> None:
-        async with contextlib.aclosing(fetch_batches(self.chunks.stream(), self.client)) as got:
+        async with contextlib.aclosing(fetch_batches(self.chunks.plain(), self.client)) as got:
             async for batch in got:
                 await self._take(batch, queue)
         self._report()

@@ -67,10 +67,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from pipeline.config import FetchConfig
@@ -121,6 +122,9 @@ log = logging.getLogger(__name__)
 #: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
 RECENT_WINDOW = 10_000
 
+#: Distinct error texts whose masked form is remembered (constant memory).
+MASKED_TEXTS = 256
+
 #: Payloads that may be alive at once between the portal and the consumer: a batch takes a credit
 #: per ID it may answer before it is sent, and gives them back once the consumer has taken its
 #: answer. A decoded deal costs ~7 kB of Python objects (simulator deals, 62 fields), so this
@@ -149,12 +153,16 @@ class _Credits:
             self._changed.set()
 
 
+_FRESH = IdState()
+
+
 @dataclass(slots=True)
 class _Item:
     """One requested ID on its way to its single outcome."""
 
     id: int
-    state: IdState = field(default_factory=IdState)
+    #: Frozen, so every new ID can share the one fresh state.
+    state: IdState = _FRESH
     #: Asked for by a list call and not returned: fetched with `crm.<entity>.get` for its reason.
     via_get: bool = False
 
@@ -188,7 +196,7 @@ class _End:
 class _Engine:
     def __init__(
         self,
-        ids: AsyncIterable[int],
+        ids: AsyncIterable[int] | Iterable[int],
         client: PortalClient,
         config: FetchConfig,
         out: asyncio.Queue[tuple[FetchedBatch, int] | _End],
@@ -226,6 +234,7 @@ class _Engine:
         self._probe_failed_at: int | None = None
         #: One probe at a time: groups that need one at once share its result.
         self._probe_lock = asyncio.Lock()
+        self._masked: dict[str, str] = {}
 
     # -- dispatcher --------------------------------------------------------------------------
 
@@ -238,7 +247,14 @@ class _Engine:
 
     async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
         slot = asyncio.Semaphore(self._config.concurrency)
-        source = aiter(self._ids)
+        # A plain iterable costs a `next()` per ID instead of an await.
+        ids = self._ids
+        plain: Iterator[Any] | None = None
+        source: AsyncIterator[Any] | None = None
+        if isinstance(ids, AsyncIterable):
+            source = aiter(ids)
+        else:
+            plain = iter(ids)
         input_done = False
         size = self._config.batch_size
         credits = self.credits
@@ -267,6 +283,10 @@ class _Engine:
                         continue
                     if input_done or len(self._active) >= self._max_active:
                         break
+                    if plain is not None:
+                        input_done = await self._take_plain(plain, batch, capacity)
+                        continue
+                    assert source is not None
                     try:
                         deal_id = await anext(source)
                     except StopAsyncIteration:
@@ -309,6 +329,23 @@ class _Engine:
             ):
                 continue
             await self._wake.wait()
+
+    async def _take_plain(self, plain: Iterator[Any], batch: list[_Item], capacity: int) -> bool:
+        """Fill `batch` from a plain ID source in one slice (what the retry deque and the
+        in-flight bound leave room for); True when the source is exhausted."""
+        room = min(capacity - len(batch), self._max_active - len(self._active))
+        taken = list(islice(plain, room))
+        active, recent = self._active, self._recent_set
+        for deal_id in taken:
+            if deal_id in active or deal_id in recent:
+                continue
+            # `type() is int` first: the common case, and no bool passes it.
+            if (type(deal_id) is not int or deal_id <= 0) and _invalid_id(deal_id):
+                await self._out.put((FetchedBatch(failed=[self._invalid(deal_id)]), 0))
+                continue
+            active.add(deal_id)
+            batch.append(_Item(deal_id))
+        return len(taken) < room
 
     async def _spawn(
         self,
@@ -380,6 +417,9 @@ class _Engine:
                 await self._attempt_list(items, backoff, group, regroup, probe, got)
             else:
                 await self._attempt(items, backoff, group, regroup, got)
+            if got.failed:
+                # Before the slot is free: the dispatcher ends when nothing is in flight.
+                self._settle([failure.id for failure in got.failed])
         except BaseException:
             self.credits.give(credits)
             raise
@@ -437,7 +477,7 @@ class _Engine:
             # The client already told the pacer; each ID waits without spending an attempt.
             answer = answer_of(exc)
             for item in items:
-                await self._apply(item, decide(item.state, answer, self._budget), backoff, got)
+                self._apply(item, decide(item.state, answer, self._budget), backoff, got)
             return
         except TransientError as exc:
             await self._whole_fault(items, answer_of(exc), group, backoff, regroup, got)
@@ -446,6 +486,7 @@ class _Engine:
             return
         if self._config.batch_size > 1:
             self._chooser.observed("get", reply.cost_s, reply.costed)
+        self._masked.clear()
         by_id = {item.id: item for item in items}
         self._fetched(reply.deals, by_id, got)
         fatal: FatalPortalError | None = None
@@ -468,7 +509,7 @@ class _Engine:
                     code=err.code,
                 )
                 continue
-            await self._apply(by_id[deal_id], decision, backoff, got)
+            self._apply(by_id[deal_id], decision, backoff, got)
         if fatal is not None:
             raise fatal
         for deal_id in reply.missing:
@@ -476,7 +517,7 @@ class _Engine:
             # portal that keeps skipping it cannot loop us forever.
             self._stats.missing_commands += 1
             item = by_id[deal_id]
-            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
+            self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
 
     # -- the list strategy -------------------------------------------------------------------
 
@@ -499,7 +540,7 @@ class _Engine:
             self._chooser.settled("list", measured=False)
             answer = answer_of(exc)
             for item in items:
-                await self._apply(item, decide(item.state, answer, self._budget), backoff, got)
+                self._apply(item, decide(item.state, answer, self._budget), backoff, got)
             return
         except TransientError as exc:
             # A poison deal spoils the whole answer: the same isolation as for get, with the
@@ -528,6 +569,7 @@ class _Engine:
     async def _take_list_reply(
         self, items: list[_Item], reply: ListReply, backoff: list[_Item], got: FetchedBatch
     ) -> None:
+        self._masked.clear()
         by_id = {item.id: item for item in items}
         stats = self._stats
         stats.list_rows += len(reply.deals)
@@ -551,7 +593,7 @@ class _Engine:
             if decision.learn not in learnt:
                 learnt.add(decision.learn)
                 self._learn(decision.learn, err.code, self._client.entity.list_method)
-            await self._apply(item, decision, backoff, got)
+            self._apply(item, decision, backoff, got)
         for item in followups:
             item.via_get = True
         stats.list_followups += len(followups)
@@ -559,7 +601,7 @@ class _Engine:
         for deal_id in reply.missing:
             stats.missing_commands += 1
             item = by_id[deal_id]
-            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
+            self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
 
     def _fit_list(self, items: list[_Item]) -> list[_Item]:
         """Trim a list batch to what the operating window affords now and to what fits the
@@ -622,8 +664,18 @@ class _Engine:
             del items[self._config.batch_size - 1 :]
         return self._meter_id
 
+    def _mask(self, text: str) -> str:
+        """The client's masking, remembered for one answer (its per-ID errors repeat the same
+        few texts); each answer starts afresh, since a token rotated meanwhile is a new secret."""
+        masked = self._masked.get(text)
+        if masked is None:
+            masked = self._client.mask(text)
+            if len(self._masked) < MASKED_TEXTS:
+                self._masked[text] = masked
+        return masked
+
     def _command_answer(self, err: CommandError) -> AnswerClass:
-        message = self._client.mask(f"{err.code or '(no code)'}: {err.description}")
+        message = self._mask(f"{err.code or '(no code)'}: {err.description}")
         return AnswerClass("command", err.code, err.description, err.http_status, message)
 
     def _learn(self, learn: Learn, code: str, method: str) -> None:
@@ -648,6 +700,7 @@ class _Engine:
         cause) send the same set again or split it, as the core decides."""
         group = group or _Group(items, mark=self._client.answered, mode=mode)
         view = await self._view(group, len(items), answer)
+        self._masked.clear()
         states = [item.state for item in items]
         verdict, decisions, strikes = decide_group(states, answer, self._budget, view)
         if verdict is Next.SPLIT:
@@ -662,7 +715,7 @@ class _Engine:
             return
         survivors: list[_Item] = []
         for item, decision in zip(items, decisions, strict=True):
-            await self._apply(item, decision, survivors, got)
+            self._apply(item, decision, survivors, got)
         if verdict is Next.REGROUP and survivors:
             regroup.append(_Group(survivors, strikes, group.mark, group.mode))
         else:
@@ -731,7 +784,7 @@ class _Engine:
         while len(recent) > RECENT_WINDOW:
             recent_set.discard(recent.popleft())
 
-    async def _apply(
+    def _apply(
         self, item: _Item, decision: Decision, backoff: list[_Item], got: FetchedBatch
     ) -> None:
         """Carry out the core's decision for one ID (ABORT and SPLIT are the caller's)."""
@@ -748,14 +801,17 @@ class _Engine:
                 DealFailed(
                     id=item.id,
                     code=failure.code,
-                    message=self._client.mask(failure.message),
+                    message=self._mask(failure.message),
                     http_status=failure.status,
                     attempts=item.attempts,
                     retryable=failure.retryable,
                     error_class=failure.error_class,
                 )
             )
-            self._settle([item.id])
+
+
+def _invalid_id(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int) or value <= 0
 
 
 def _chooser(client: PortalClient, config: FetchConfig) -> Chooser:
@@ -822,14 +878,14 @@ async def fetch_deals(
 
 
 async def fetch_batches(
-    ids: AsyncIterable[int],
+    ids: AsyncIterable[int] | Iterable[int],
     client: PortalClient,
     config: FetchConfig | None = None,
     *,
     buffer: int | None = None,
 ) -> AsyncGenerator[FetchedBatch, None]:
-    """Fetch every ID in `ids`; yield one FetchedBatch per answered request, so that every
-    distinct ID has exactly one outcome in exactly one of them.
+    """Fetch every ID in `ids` (an async or a plain iterable); yield one FetchedBatch per
+    answered request, so that every distinct ID has exactly one outcome in exactly one of them.
 
     The payloads of a batch count against the engine's PAYLOAD_CREDITS until the consumer asks
     for the next one: take (convert, copy) what you need from a batch before that.
