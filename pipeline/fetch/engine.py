@@ -221,9 +221,10 @@ class _Engine:
         if self._chooser.strategy != "get":
             self._max_active = max(self._max_active, self._list_capacity * config.concurrency * 2)
         # Room for the largest batch and its meter, or the dispatcher would wait forever.
-        self.credits = _Credits(
-            max(PAYLOAD_CREDITS, self._list_capacity + 1, config.batch_size + 1)
-        )
+        largest = config.batch_size + 1
+        if self._chooser.strategy != "get":
+            largest = max(largest, self._list_capacity)
+        self.credits = _Credits(max(PAYLOAD_CREDITS, largest))
         #: The list commands' `select` part and the user fields' forms (from crm.<entity>.fields).
         self._list_setup: tuple[str, dict[str, FieldForm]] | None = None
         self._list_setup_lock = asyncio.Lock()
