@@ -218,26 +218,12 @@ class _Chunks:
     def index_of(self, deal_id: int) -> int:
         return bisect.bisect_right(self._starts, deal_id) - 1
 
-    def holds(self, index: int, deal_id: int) -> bool:
-        """Whether `deal_id` falls in chunk `index` (cheaper than `index_of` for the common
-        case of consecutive outcomes of one chunk)."""
-        starts = self._starts
-        return starts[index] <= deal_id and (
-            index + 1 == len(starts) or deal_id < starts[index + 1]
-        )
-
     def ids_of(self, index: int) -> pa.Array:
         return self.ids.slice(index * self.size, self.size)
 
-    async def stream(self) -> AsyncIterator[int]:
-        for index in self.pending:
-            done = self.pieces.get(index)
-            for deal_id in self.ids_of(index).to_pylist():
-                if done is None or deal_id not in done:
-                    yield deal_id
-
-    def plain(self) -> Iterator[int]:
-        """`stream`, as a plain iterator (cheaper per ID for the fetch engine)."""
+    def stream(self) -> Iterator[int]:
+        """The IDs still to fetch, chunk by chunk; a plain iterator, which the fetch engine
+        takes a slice at a time (an async one costs an await per ID)."""
         for index in self.pending:
             done = self.pieces.get(index)
             ids = self.ids_of(index).to_pylist()
@@ -449,7 +435,7 @@ class _Exporter:
             buf.since = since
 
     async def _fetch(self, queue: asyncio.Queue[_Unit | None]) -> None:
-        async with contextlib.aclosing(fetch_batches(self.chunks.plain(), self.client)) as got:
+        async with contextlib.aclosing(fetch_batches(self.chunks.stream(), self.client)) as got:
             async for batch in got:
                 await self._take(batch, queue)
         self._report()
