@@ -79,10 +79,11 @@ async def test_list_at_the_operating_limit_is_near_optimal_never_blocked_and_cap
     assert ideal > 100  # the budget binds: one window must pass
     # Virtual time, so the schedule is exact: what the first window's budget affords goes at
     # once, the rest waits until the spent budget comes back (at 601 s).
-    # Ten list calls per request at most (LIST_BATCH_COMMANDS, which bounds an answer's size):
-    # 50 calls fit the first window, the other 10 go in one request at 601 s.
+    # At most LIST_BATCH_COMMANDS list calls per request (which bounds an answer's size), and
+    # here the 60 s cap's 15: 50 calls fit the first window, the other 10 go in one request at
+    # 601 s.
     assert max(sizes) <= LIST_BATCH_COMMANDS
-    schedule = [0.0] * 9 + [601.0]
+    schedule = [0.0] * 6 + [601.0]
     assert http.times("batch") == pytest.approx(schedule)
     assert elapsed == pytest.approx(schedule[-1])
     assert schedule[-1] <= 1.1 * ideal, f"{schedule[-1]:.1f}s vs ideal {ideal:.1f}s"
