@@ -1,7 +1,8 @@
 """One export run, end to end: the only module that knows every stage.
 
     IDs (file / ranges / stdin / discovery) ─> chunks of `output.chunk_size` sorted unique IDs
-      ─> fetch_deals (one continuous stream, so the portal stays busy across chunk borders)
+      ─> fetch_batches (one continuous stream, so the portal stays busy across chunk borders;
+         one handover per answered request)
       ─> per-chunk buffers ─(bounded queue)─> writer task: normalise + write_chunk (checkpoint)
       ─> finalize (manifest, _SUCCESS, watermark) ─> RunResult (counts, exit code)
 
@@ -14,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import logging
+import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 
@@ -31,12 +35,18 @@ from pipeline.config import OutputConfig, RunConfig
 from pipeline.config_load import IdsConfig, effective_config_dict
 from pipeline.entity import DEAL, Entity, entity_named
 from pipeline.errors import OutputError, PipelineError, UsageError
-from pipeline.fetch import FetchStats, PortalClient, discover_modified_ids, fetch_deals
+from pipeline.fetch import (
+    FetchStats,
+    PortalClient,
+    discover_modified_ids,
+    fetch_batches,
+    fetch_deals,
+)
 from pipeline.fetch.auth import TokenSink, TokensRotated
 from pipeline.ids import IdSet, load_ids
 from pipeline.ids.idset import IdCollector
 from pipeline.normalise import EntitySchema, SchemaDrift, TableBuilder, compare_snapshots
-from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+from pipeline.outcomes import DealFailed, DealFetched, FetchedBatch
 from pipeline.output import (
     OutputRoot,
     PartitionSpec,
@@ -48,21 +58,17 @@ from pipeline.output import (
     read_watermark,
     record_error_row,
 )
-from pipeline.output.delta import (
-    DeltaSink,
-    delta_entity,
-    delta_watermark,
-    is_delta_output,
-    locate,
-)
 from pipeline.output.layout import MANIFEST_FILE
 from pipeline.output.lineage import with_lineage
 from pipeline.output.partition import partition_problem
 from pipeline.output.sink import Sink
 from pipeline.output.store import Store
 from pipeline.progress import Progress
-from pipeline.reconcile import ReconcileResult, detect_and_apply_deletes
 from pipeline.summary import RunCounts, exit_code_for
+
+if TYPE_CHECKING:
+    from pipeline.output.delta import DeltaSink
+    from pipeline.reconcile import ReconcileResult
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,9 @@ NORMALISE_EVERY = 500
 
 #: Outcomes counted before the progress display hears of them (it takes a lock and the clock).
 PROGRESS_EVERY = 50
+
+#: An answer with at least this many deals is converted at once, so its dicts die with it.
+CONVERT_AT_ONCE = 250
 
 #: Work is committed at least this often (run's clock, seconds): a chunk not complete by then
 #: is committed as a piece, so a crash on a slow portal loses at most a minute of its budget.
@@ -104,6 +113,22 @@ class RunResult:
     deletions: dict[str, Any] = field(default_factory=dict)
 
 
+def _delta() -> ModuleType:
+    """The Delta sink, imported when a run needs it: deltalake adds ~30 MB to the process,
+    which a folder export never needs."""
+    import pipeline.output.delta as delta
+
+    return delta
+
+
+def is_delta_output(root: str) -> bool:
+    """`pipeline.output.delta.is_delta_output`, without importing deltalake for a local root
+    (the same test: the root holds a `_delta_log` folder)."""
+    if "://" not in root:
+        return os.path.isdir(os.path.join(os.path.expanduser(root), "_delta_log"))
+    return bool(_delta().is_delta_output(root))
+
+
 def new_run_id(now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"
@@ -121,7 +146,9 @@ class _ChunkBuffer:
     index: int
     expected: int
     builder: TableBuilder
-    pending: list[DealFetched] = field(default_factory=list)
+    #: Deals not converted yet: requested IDs and their payloads, position by position.
+    pending_ids: list[int] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
     failed: list[DealFailed] = field(default_factory=list)
     received: int = 0
     since: float | None = None
@@ -130,16 +157,19 @@ class _ChunkBuffer:
     def complete(self) -> bool:
         return self.received == self.expected
 
-    def add(self, outcome: FetchOutcome) -> None:
-        self.received += 1
-        if isinstance(outcome, DealFetched):
-            self.pending.append(outcome)
-        else:
-            self.failed.append(outcome)
+    def add_deals(self, ids: list[int], payloads: list[dict[str, Any]]) -> None:
+        self.received += len(ids)
+        self.pending_ids.extend(ids)
+        self.pending.extend(payloads)
 
-    def take_pending(self) -> list[DealFetched]:
-        pending, self.pending = self.pending, []
-        return pending
+    def add_failed(self, failed: list[DealFailed]) -> None:
+        self.received += len(failed)
+        self.failed.extend(failed)
+
+    def take_pending(self) -> tuple[list[int], list[dict[str, Any]]]:
+        taken = self.pending_ids, self.pending
+        self.pending_ids, self.pending = [], []
+        return taken
 
     def take_piece(self) -> _ChunkBuffer | None:
         """What the buffer holds so far, as a piece to commit (None when it holds nothing);
@@ -147,9 +177,11 @@ class _ChunkBuffer:
         if not (self.builder.rows or self.pending or self.failed):
             return None
         held = len(self.pending) + len(self.failed) + self.builder.rows
-        piece = _ChunkBuffer(self.index, held, self.builder, self.pending, self.failed, held)
+        piece = _ChunkBuffer(
+            self.index, held, self.builder, self.pending_ids, self.pending, self.failed, held
+        )
         self.builder = TableBuilder(self.builder.schema)
-        self.pending, self.failed, self.since = [], [], None
+        self.pending_ids, self.pending, self.failed, self.since = [], [], [], None
         return piece
 
 
@@ -186,23 +218,19 @@ class _Chunks:
     def index_of(self, deal_id: int) -> int:
         return bisect.bisect_right(self._starts, deal_id) - 1
 
-    def holds(self, index: int, deal_id: int) -> bool:
-        """Whether `deal_id` falls in chunk `index` (cheaper than `index_of` for the common
-        case of consecutive outcomes of one chunk)."""
-        starts = self._starts
-        return starts[index] <= deal_id and (
-            index + 1 == len(starts) or deal_id < starts[index + 1]
-        )
-
     def ids_of(self, index: int) -> pa.Array:
         return self.ids.slice(index * self.size, self.size)
 
-    async def stream(self) -> AsyncIterator[int]:
+    def stream(self) -> Iterator[int]:
+        """The IDs still to fetch, chunk by chunk; a plain iterator, which the fetch engine
+        takes a slice at a time (an async one costs an await per ID)."""
         for index in self.pending:
             done = self.pieces.get(index)
-            for deal_id in self.ids_of(index).to_pylist():
-                if done is None or deal_id not in done:
-                    yield deal_id
+            ids = self.ids_of(index).to_pylist()
+            if done is None:
+                yield from ids
+            else:
+                yield from (deal_id for deal_id in ids if deal_id not in done)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,17 +272,20 @@ def _watermark(output_root: str) -> Any:
     (read first on an object store, where asking for a Delta log costs a request)."""
     if "://" not in output_root:
         if is_delta_output(output_root):
-            return delta_watermark(output_root)
+            return _delta().delta_watermark(output_root)
         return read_watermark(output_root)
     found = read_watermark(output_root)
     if found is None and is_delta_output(output_root):
-        return delta_watermark(output_root)
+        return _delta().delta_watermark(output_root)
     return found
 
 
 def _open_sink(output: OutputConfig, run_id: str, fingerprint: str, entity: str) -> Sink:
     if output.table_format == "delta":
-        return DeltaSink.open(output, run_id, input_fingerprint=fingerprint, entity=entity)
+        sink: Sink = _delta().DeltaSink.open(
+            output, run_id, input_fingerprint=fingerprint, entity=entity
+        )
+        return sink
     if "://" not in output.root and is_delta_output(output.root):
         raise UsageError(
             f"{output.root} holds a Delta table: add --table-format delta (or choose another "
@@ -404,37 +435,64 @@ class _Exporter:
             buf.since = since
 
     async def _fetch(self, queue: asyncio.Queue[_Unit | None]) -> None:
-        chunks = self.chunks
-        buf: _ChunkBuffer | None = None
-        async for outcome in fetch_deals(chunks.stream(), self.client):
-            if buf is None or not chunks.holds(buf.index, outcome.id):
-                buf = self._buffer(chunks.index_of(outcome.id))
-            buf.add(outcome)
+        async with contextlib.aclosing(fetch_batches(self.chunks.stream(), self.client)) as got:
+            async for batch in got:
+                await self._take(batch, queue)
+        self._report()
+
+    async def _take(self, batch: FetchedBatch, queue: asyncio.Queue[_Unit | None]) -> None:
+        """One answer's outcomes into their chunks' buffers; its payloads are converted before
+        the next answer is asked for when there are many of them (the engine's credits)."""
+        touched: list[_ChunkBuffer] = []
+        ids = batch.ids
+        if ids:
+            for index, lo, hi in self._runs(ids):
+                buf = self._buffer(index)
+                buf.add_deals(ids[lo:hi], batch.payloads[lo:hi])
+                touched.append(buf)
+        for failure in batch.failed:
+            buf = self._buffer(self.chunks.index_of(failure.id))
+            buf.add_failed([failure])
+            self._count_failure(failure)
+            touched.append(buf)
+        self._unreported += len(batch)
+        if self._unreported >= PROGRESS_EVERY:
+            self._report()
+        big = len(ids) >= CONVERT_AT_ONCE
+        for buf in {b.index: b for b in touched}.values():
             if buf.since is None:
                 self._started(buf)
-            if isinstance(outcome, DealFailed):
-                self._count_failure(outcome)
-            self._unreported += 1
-            if self._unreported >= PROGRESS_EVERY:
-                self._report()
             if buf.complete:
                 self._report()
                 del self.buffers[buf.index]
                 await self._put_chunk(queue, buf)
-                buf = None
-            elif len(buf.pending) >= NORMALISE_EVERY:
+            elif len(buf.pending) >= NORMALISE_EVERY or (big and buf.pending):
                 await self._convert(buf)
-        self._report()
+
+    def _runs(self, ids: list[int]) -> list[tuple[int, int, int]]:
+        """(chunk index, start, end) of the consecutive stretches of `ids` in one chunk; an
+        answer nearly always falls in one chunk, which costs two look-ups."""
+        chunks = self.chunks
+        first = chunks.index_of(min(ids))
+        if first == chunks.index_of(max(ids)):
+            return [(first, 0, len(ids))]
+        runs: list[tuple[int, int, int]] = []
+        start, current = 0, chunks.index_of(ids[0])
+        for position in range(1, len(ids)):
+            index = chunks.index_of(ids[position])
+            if index != current:
+                runs.append((current, start, position))
+                start, current = position, index
+        runs.append((current, start, len(ids)))
+        return runs
 
     async def _convert(self, buf: _ChunkBuffer) -> None:
         """Turn the buffer's payloads into a typed part in a worker thread (the fetch goes on
-        meanwhile), so no chunk holds more than NORMALISE_EVERY payload dicts."""
+        meanwhile), so no chunk holds more than NORMALISE_EVERY payload dicts. The builder
+        orders the chunk by ID when it finishes, so parts need not be sorted."""
         since = buf.since
-        part = buf.take_pending()
-        ordered = sorted(part, key=_fetched_id)
-        converted = await asyncio.to_thread(
-            buf.builder.convert, [f.payload for f in ordered], [f.id for f in ordered]
-        )
+        ids, payloads = buf.take_pending()
+        converted = await asyncio.to_thread(buf.builder.convert, payloads, ids)
         # A piece cut meanwhile did not take this part: it is still as old as it was.
         buf.builder.append(converted)
         self._started(buf, since)
@@ -459,7 +517,7 @@ class _Exporter:
                 return
             buf = unit.buf
             if unit.piece:
-                ids = buf.builder.requested_ids() + [f.id for f in buf.pending]
+                ids = buf.builder.requested_ids() + buf.pending_ids
                 ids += [f.id for f in buf.failed]
                 table, rows = await asyncio.to_thread(self._prepare, buf, piece=True)
                 await self.out.awrite_piece(
@@ -477,9 +535,10 @@ class _Exporter:
     ) -> tuple[pa.Table, list[dict[str, Any]]]:
         seen = datetime.now(UTC)
         run_id = self.out.run_id
-        table, rows = _chunk_tables(
-            buf.take_pending(), buf.failed, self.schema, run_id, seen, builder=buf.builder
-        )
+        ids, payloads = buf.take_pending()
+        if ids:
+            buf.builder.add(payloads, ids)
+        table, rows = _chunk_tables([], buf.failed, self.schema, run_id, seen, builder=buf.builder)
         if buf.index == 0 and self._input_rows_pending and not piece:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
             # (and replaced on a rewrite) together with real work.
@@ -502,8 +561,9 @@ def _chunk_tables(
     Every row carries its lineage: the run that extracted it and when (`seen`, one value per
     chunk: the moment its last deal had arrived)."""
     builder = builder or TableBuilder(schema)
-    ordered = sorted(fetched, key=_fetched_id)
-    builder.add([f.payload for f in ordered], [f.id for f in ordered])
+    if fetched:
+        ordered = sorted(fetched, key=_fetched_id)
+        builder.add([f.payload for f in ordered], [f.id for f in ordered])
     table, record_errors = builder.finish()
     table = with_lineage(table, run_id, seen)
     rows: list[dict[str, Any]] = [
@@ -646,8 +706,11 @@ async def _detect_deletes(output: OutputConfig, client: PortalClient, run: RunRe
     deleted, refresh the ones it listed late, and record the rows left undecided (`Access
     denied` keeps the row) in the errors table; the run's verdict takes the worse exit code.
     The output's lock is held again throughout, so no other run writes in between."""
-    where = locate(output.root)
-    out = await asyncio.to_thread(DeltaSink.open_existing, output.root, run.run_id)
+    from pipeline.reconcile import detect_and_apply_deletes
+
+    delta = _delta()
+    where = delta.locate(output.root)
+    out = await asyncio.to_thread(delta.DeltaSink.open_existing, output.root, run.run_id)
     with out:
         try:
             found = await detect_and_apply_deletes(
@@ -830,7 +893,7 @@ async def retry_failed(
     run_id = run_id or new_run_id()
     stats = FetchStats()
     opened: Sink = (
-        DeltaSink.open_existing(root, run_id)
+        _delta().DeltaSink.open_existing(root, run_id)
         if is_delta_output(root)
         else OutputRoot.open_existing(root, run_id)
     )
@@ -907,7 +970,7 @@ def _entity_of_output(root: str, shown: str, wanted: str | None) -> Entity:
     """The entity a finished output was exported from (its manifest's configuration; outputs
     written before entities existed hold deals), checked against the one the caller asked for."""
     # A Delta output records its entity in its commits, not in a manifest.
-    recorded = delta_entity(root) if is_delta_output(root) else None
+    recorded = _delta().delta_entity(root) if is_delta_output(root) else None
     manifest = (
         {"config": {"entity": recorded}}
         if recorded is not None

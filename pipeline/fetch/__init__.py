@@ -12,7 +12,7 @@ Modules, one job each:
                 operating budget per method; live wait figures; all on the injected clock
     client      PortalClient: one attempt end to end; `call()` with retries; takes any
                 HttpTransport (`http=`, the aiohttp one by default)
-    engine      fetch_deals / discover_modified_ids
+    engine      fetch_deals / fetch_batches / discover_modified_ids
     stats       counters for the run summary
 
 Example:
@@ -31,6 +31,7 @@ from pipeline.fetch.engine import (
     LIMIT_RETRIES_EXHAUSTED,
     RETRIES_EXHAUSTED,
     discover_modified_ids,
+    fetch_batches,
     fetch_deals,
 )
 from pipeline.fetch.stats import FetchStats
@@ -41,5 +42,6 @@ __all__ = [
     "FetchStats",
     "PortalClient",
     "discover_modified_ids",
+    "fetch_batches",
     "fetch_deals",
 ]

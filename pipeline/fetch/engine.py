@@ -1,6 +1,7 @@
 """The fetch stage: an async stream of deal IDs in, exactly one outcome per ID out.
 
     fetch_deals(ids, client, config) -> AsyncIterator[DealFetched | DealFailed]
+    fetch_batches(ids, client, config) -> AsyncIterator[FetchedBatch]   (one per answer)
 
 Shape of the machinery (all bounded):
 
@@ -11,7 +12,11 @@ Shape of the machinery (all bounded):
 
 * The dispatcher takes a concurrency slot BEFORE spawning a batch task, fills the batch from the
   retry deque first, then from the input; it stops pulling input while `max_active` IDs are
-  being worked on, so memory does not grow with the number of IDs.
+  being worked on, so memory does not grow with the number of IDs. It also takes a credit per ID
+  the answer may carry (PAYLOAD_CREDITS), given back when the consumer has taken that answer:
+  payloads in flight and waiting are bounded, whatever the portal's speed or the consumer's.
+* Outcomes are handed over one FetchedBatch per answered request (one queue operation per
+  answer, not per ID).
 * What happens to an ID after each answer is decided by the pure core `pipeline.fetch.decide`;
   this module drives it (queues, backoff sleeps, pacer signals, outcomes). Per ID: a success, a
   permanent error (`Not found`, ...) or a spent attempt budget (`RetryBudget`) ends it.
@@ -62,9 +67,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from pipeline.config import FetchConfig
@@ -95,6 +102,7 @@ from pipeline.fetch.decide import (
     needs_probe,
 )
 from pipeline.fetch.listing import (
+    LIST_BATCH_COMMANDS,
     LIST_PAGE,
     FieldForm,
     ListReply,
@@ -104,7 +112,7 @@ from pipeline.fetch.listing import (
     user_field_forms,
 )
 from pipeline.fetch.strategy import Chooser, Mode, Pick, strategy_line
-from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
+from pipeline.outcomes import DealFailed, FetchedBatch, FetchOutcome
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +122,47 @@ log = logging.getLogger(__name__)
 #: How many finished IDs are remembered to collapse near duplicates in the input (constant memory).
 RECENT_WINDOW = 10_000
 
+#: Distinct error texts whose masked form is remembered (constant memory).
+MASKED_TEXTS = 256
+
+#: Payloads that may be alive at once between the portal and the consumer: a batch takes a credit
+#: per ID it may answer before it is sent, and gives them back once the consumer has taken its
+#: answer. A decoded deal costs ~7 kB of Python objects (simulator deals, 62 fields), so this
+#: bounds answers in flight and waiting to ~15 MB, whatever the number of IDs.
+PAYLOAD_CREDITS = 2_000
+
+
+class _Credits:
+    """A counting semaphore whose holders take and give back many units at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = limit
+        self._changed = asyncio.Event()
+
+    async def take(self, count: int) -> None:
+        count = min(count, self.limit)
+        while self._free < count:
+            self._changed.clear()
+            await self._changed.wait()
+        self._free -= count
+
+    def give(self, count: int) -> None:
+        if count:
+            self._free += min(count, self.limit)
+            self._changed.set()
+
+
+_FRESH = IdState()
+
 
 @dataclass(slots=True)
 class _Item:
     """One requested ID on its way to its single outcome."""
 
     id: int
-    state: IdState = field(default_factory=IdState)
+    #: Frozen, so every new ID can share the one fresh state.
+    state: IdState = _FRESH
     #: Asked for by a list call and not returned: fetched with `crm.<entity>.get` for its reason.
     via_get: bool = False
 
@@ -154,10 +196,10 @@ class _End:
 class _Engine:
     def __init__(
         self,
-        ids: AsyncIterable[int],
+        ids: AsyncIterable[int] | Iterable[int],
         client: PortalClient,
         config: FetchConfig,
-        out: asyncio.Queue[FetchOutcome | _End],
+        out: asyncio.Queue[tuple[FetchedBatch, int] | _End],
     ) -> None:
         self._ids = ids
         self._client = client
@@ -174,10 +216,15 @@ class _Engine:
         self._recent_set: set[int] = set()
         self._wake = asyncio.Event()
         self._chooser = _chooser(client, config)
-        self._list_capacity = config.batch_size * LIST_PAGE
+        self._list_capacity = min(config.batch_size, LIST_BATCH_COMMANDS) * LIST_PAGE
         self._max_active = config.batch_size * config.concurrency * 4
         if self._chooser.strategy != "get":
             self._max_active = max(self._max_active, self._list_capacity * config.concurrency * 2)
+        # Room for the largest batch and its meter, or the dispatcher would wait forever.
+        largest = config.batch_size + 1
+        if self._chooser.strategy != "get":
+            largest = max(largest, self._list_capacity)
+        self.credits = _Credits(max(PAYLOAD_CREDITS, largest))
         #: The list commands' `select` part and the user fields' forms (from crm.<entity>.fields).
         self._list_setup: tuple[str, dict[str, FieldForm]] | None = None
         self._list_setup_lock = asyncio.Lock()
@@ -188,6 +235,7 @@ class _Engine:
         self._probe_failed_at: int | None = None
         #: One probe at a time: groups that need one at once share its result.
         self._probe_lock = asyncio.Lock()
+        self._masked: dict[str, str] = {}
 
     # -- dispatcher --------------------------------------------------------------------------
 
@@ -200,31 +248,46 @@ class _Engine:
 
     async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
         slot = asyncio.Semaphore(self._config.concurrency)
-        source = aiter(self._ids)
+        # A plain iterable costs a `next()` per ID instead of an await.
+        ids = self._ids
+        plain: Iterator[Any] | None = None
+        source: AsyncIterator[Any] | None = None
+        if isinstance(ids, AsyncIterable):
+            source = aiter(ids)
+        else:
+            plain = iter(ids)
         input_done = False
         size = self._config.batch_size
+        credits = self.credits
         while True:
             await slot.acquire()
             if self._groups:
                 group = self._groups.popleft()
                 if group.mode == "list" and self._chooser.list_off:
                     group.mode = "get"
-                tg.create_task(self._run_batch(group.items, slot, group.mode, group))
+                await self._spawn(tg, slot, group.items, group.mode, group)
                 continue
             if len(self._followup) >= size:
                 # Follow-ups go in full batches: a request is what the rate limit counts.
-                tg.create_task(self._run_batch(self._followups(size), slot, "get"))
+                await self._spawn(tg, slot, self._followups(size), "get")
                 continue
             pick = self._chooser.next_batch(self._client.clock.now())
             capacity = self._capacity(pick)
             batch: list[_Item] = []
             try:
+                # Credits before IDs: an ID taken from the input is an ID in flight.
+                meter = int(pick.mode == "get")
+                await credits.take(capacity + meter)
                 while len(batch) < capacity:
                     if self._retry:
                         batch.append(self._retry.popleft())
                         continue
                     if input_done or len(self._active) >= self._max_active:
                         break
+                    if plain is not None:
+                        input_done = await self._take_plain(plain, batch, capacity)
+                        continue
+                    assert source is not None
                     try:
                         deal_id = await anext(source)
                     except StopAsyncIteration:
@@ -233,20 +296,26 @@ class _Engine:
                     if deal_id in self._active or deal_id in self._recent_set:
                         continue
                     if isinstance(deal_id, bool) or not isinstance(deal_id, int) or deal_id <= 0:
-                        await self._emit(self._invalid(deal_id))
+                        await self._out.put((FetchedBatch(failed=[self._invalid(deal_id)]), 0))
                         continue
                     self._active.add(deal_id)
                     batch.append(_Item(deal_id))
             except BaseException:
                 slot.release()
                 raise
+            # One credit per ID the answer may carry (and one for a get batch's meter).
+            credits.give(capacity - len(batch))
             if batch:
-                tg.create_task(self._run_batch(batch, slot, pick.mode, probe=pick.probe))
+                task = self._run_batch(
+                    batch, slot, pick.mode, probe=pick.probe, credits=len(batch) + meter
+                )
+                tg.create_task(task)
                 continue
+            credits.give(meter)
             self._chooser.cancel(pick)
             if self._followup:
                 # Nothing else to send: the last follow-ups go in a batch of their own.
-                tg.create_task(self._run_batch(self._followups(size), slot, "get"))
+                await self._spawn(tg, slot, self._followups(size), "get")
                 continue
             slot.release()
             if input_done and not self._active:
@@ -261,6 +330,40 @@ class _Engine:
             ):
                 continue
             await self._wake.wait()
+
+    async def _take_plain(self, plain: Iterator[Any], batch: list[_Item], capacity: int) -> bool:
+        """Fill `batch` from a plain ID source in one slice (what the retry deque and the
+        in-flight bound leave room for); True when the source is exhausted."""
+        room = min(capacity - len(batch), self._max_active - len(self._active))
+        taken = list(islice(plain, room))
+        active, recent = self._active, self._recent_set
+        for deal_id in taken:
+            if deal_id in active or deal_id in recent:
+                continue
+            # `type() is int` first: the common case, and no bool passes it.
+            if (type(deal_id) is not int or deal_id <= 0) and _invalid_id(deal_id):
+                await self._out.put((FetchedBatch(failed=[self._invalid(deal_id)]), 0))
+                continue
+            active.add(deal_id)
+            batch.append(_Item(deal_id))
+        return len(taken) < room
+
+    async def _spawn(
+        self,
+        tg: asyncio.TaskGroup,
+        slot: asyncio.Semaphore,
+        items: list[_Item],
+        mode: Mode,
+        group: _Group | None = None,
+    ) -> None:
+        """Start a batch of IDs already in flight, once the credits for its answer are free."""
+        credits = len(items) + int(mode == "get")
+        try:
+            await self.credits.take(credits)
+        except BaseException:
+            slot.release()
+            raise
+        tg.create_task(self._run_batch(items, slot, mode, group, credits=credits))
 
     def _capacity(self, pick: Pick) -> int:
         """IDs in the next batch: one per get command, up to LIST_PAGE per list command; a
@@ -295,9 +398,6 @@ class _Engine:
             error_class="permanent",
         )
 
-    async def _emit(self, outcome: FetchOutcome) -> None:
-        await self._out.put(outcome)
-
     # -- one batch ---------------------------------------------------------------------------
 
     async def _run_batch(
@@ -308,17 +408,30 @@ class _Engine:
         group: _Group | None = None,
         *,
         probe: bool = False,
+        credits: int = 0,
     ) -> None:
         backoff: list[_Item] = []
         regroup: list[_Group] = []
+        got = FetchedBatch()
         try:
             if mode == "list":
-                await self._attempt_list(items, backoff, group, regroup, probe)
+                await self._attempt_list(items, backoff, group, regroup, probe, got)
             else:
-                await self._attempt(items, backoff, group, regroup)
+                await self._attempt(items, backoff, group, regroup, got)
+            if got.failed:
+                # Before the slot is free: the dispatcher ends when nothing is in flight.
+                self._settle([failure.id for failure in got.failed])
+        except BaseException:
+            self.credits.give(credits)
+            raise
         finally:
             slot.release()
             self._wake.set()
+        if got.ids or got.failed:
+            # The consumer gives the credits back once it has taken the answer.
+            await self._out.put((got, credits))
+        else:
+            self.credits.give(credits)
         if backoff or regroup:
             waiting = backoff + [item for g in regroup for item in g.items]
             # A strike spends no attempt, yet the same set must not be sent again at once.
@@ -335,13 +448,20 @@ class _Engine:
         backoff: list[_Item],
         group: _Group | None,
         regroup: list[_Group],
+        got: FetchedBatch,
     ) -> None:
         client = self._client
         if len(items) > 1:
-            fits = client.pacer.budget(client.entity.get_method).affordable(len(items))
-            if 0 < fits < len(items):
-                # Spend what is left of the operating window now; the rest goes back first
-                # in line (no attempt spent) and waits for the window to move.
+            budget = client.pacer.budget(client.entity.get_method)
+            fits = budget.affordable(len(items))
+            if not 0 < fits < len(items):
+                fits = len(items)
+            # Spend what is left of the operating window now, and no more than fits well
+            # inside the cloud's 60 s per request by measured cost (REST docs `limits.md`);
+            # a get is cheap until measured otherwise, so the first batch goes whole. The
+            # rest goes back first in line (no attempt spent).
+            fits = budget.within_request_cap(fits, unmeasured=fits)
+            if fits < len(items):
                 self._requeue(items[fits:], front=True)
                 items = items[:fits]
         meter = self._meter_for(items)
@@ -358,20 +478,18 @@ class _Engine:
             # The client already told the pacer; each ID waits without spending an attempt.
             answer = answer_of(exc)
             for item in items:
-                await self._apply(item, decide(item.state, answer, self._budget), backoff)
+                self._apply(item, decide(item.state, answer, self._budget), backoff, got)
             return
         except TransientError as exc:
-            await self._whole_fault(items, answer_of(exc), group, backoff, regroup)
+            await self._whole_fault(items, answer_of(exc), group, backoff, regroup, got)
             if self._config.batch_size > 1:
                 self._chooser.settled("get", measured=False)
             return
         if self._config.batch_size > 1:
             self._chooser.observed("get", reply.cost_s, reply.costed)
+        self._masked.clear()
         by_id = {item.id: item for item in items}
-        for deal_id, payload in reply.deals.items():
-            item = by_id[deal_id]
-            await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
-            self._stats.deals_fetched += 1
+        self._fetched(reply.deals, by_id, got)
         fatal: FatalPortalError | None = None
         # One answer is one signal: per-command refusals pause the method (or the client)
         # once, or 50 refused commands would count as 50 strikes and log 50 warnings.
@@ -392,7 +510,7 @@ class _Engine:
                     code=err.code,
                 )
                 continue
-            await self._apply(by_id[deal_id], decision, backoff)
+            self._apply(by_id[deal_id], decision, backoff, got)
         if fatal is not None:
             raise fatal
         for deal_id in reply.missing:
@@ -400,7 +518,7 @@ class _Engine:
             # portal that keeps skipping it cannot loop us forever.
             self._stats.missing_commands += 1
             item = by_id[deal_id]
-            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
+            self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
 
     # -- the list strategy -------------------------------------------------------------------
 
@@ -411,6 +529,7 @@ class _Engine:
         group: _Group | None,
         regroup: list[_Group],
         probe: bool,
+        got: FetchedBatch,
     ) -> None:
         """One batch of `crm.<entity>.list` calls for `items` (at most LIST_PAGE IDs per call)."""
         select_part, forms = await self._ensure_list_setup()
@@ -422,7 +541,7 @@ class _Engine:
             self._chooser.settled("list", measured=False)
             answer = answer_of(exc)
             for item in items:
-                await self._apply(item, decide(item.state, answer, self._budget), backoff)
+                self._apply(item, decide(item.state, answer, self._budget), backoff, got)
             return
         except TransientError as exc:
             # A poison deal spoils the whole answer: the same isolation as for get, with the
@@ -439,27 +558,25 @@ class _Engine:
                 self._groups.append(_Group(items, strikes, mark, "get"))
                 self._wake.set()
                 return
-            await self._whole_fault(items, answer, group, backoff, regroup, "list")
+            await self._whole_fault(items, answer, group, backoff, regroup, got, "list")
             return
         if reply.stray:
             self._disagreement(items, reply.stray)
             return
         answered = len(reply.deals) + len(reply.absent)
         self._chooser.observed("list", cost, answered, len(reply.absent))
-        await self._take_list_reply(items, reply, backoff)
+        await self._take_list_reply(items, reply, backoff, got)
 
     async def _take_list_reply(
-        self, items: list[_Item], reply: ListReply, backoff: list[_Item]
+        self, items: list[_Item], reply: ListReply, backoff: list[_Item], got: FetchedBatch
     ) -> None:
+        self._masked.clear()
         by_id = {item.id: item for item in items}
         stats = self._stats
         stats.list_rows += len(reply.deals)
         if reply.deals:
             self._meter_id = max(reply.deals)
-        for deal_id, payload in reply.deals.items():
-            item = by_id[deal_id]
-            await self._done(item, DealFetched(deal_id, payload, item.attempts + 1))
-            stats.deals_fetched += 1
+        self._fetched(reply.deals, by_id, got)
         # Silently absent (deleted, hidden, never existed): a get names the reason. A list call
         # refused for a reason that would end the ID or the run is asked again the same way:
         # get answers per ID (`Not found`, `Access denied`) or refuses the run itself.
@@ -477,7 +594,7 @@ class _Engine:
             if decision.learn not in learnt:
                 learnt.add(decision.learn)
                 self._learn(decision.learn, err.code, self._client.entity.list_method)
-            await self._apply(item, decision, backoff)
+            self._apply(item, decision, backoff, got)
         for item in followups:
             item.via_get = True
         stats.list_followups += len(followups)
@@ -485,7 +602,7 @@ class _Engine:
         for deal_id in reply.missing:
             stats.missing_commands += 1
             item = by_id[deal_id]
-            await self._apply(item, decide(item.state, _MISSING, self._budget), backoff)
+            self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
 
     def _fit_list(self, items: list[_Item]) -> list[_Item]:
         """Trim a list batch to what the operating window affords now and to what fits the
@@ -548,8 +665,18 @@ class _Engine:
             del items[self._config.batch_size - 1 :]
         return self._meter_id
 
+    def _mask(self, text: str) -> str:
+        """The client's masking, remembered for one answer (its per-ID errors repeat the same
+        few texts); each answer starts afresh, since a token rotated meanwhile is a new secret."""
+        masked = self._masked.get(text)
+        if masked is None:
+            masked = self._client.mask(text)
+            if len(self._masked) < MASKED_TEXTS:
+                self._masked[text] = masked
+        return masked
+
     def _command_answer(self, err: CommandError) -> AnswerClass:
-        message = self._client.mask(f"{err.code or '(no code)'}: {err.description}")
+        message = self._mask(f"{err.code or '(no code)'}: {err.description}")
         return AnswerClass("command", err.code, err.description, err.http_status, message)
 
     def _learn(self, learn: Learn, code: str, method: str) -> None:
@@ -567,12 +694,14 @@ class _Engine:
         group: _Group | None,
         backoff: list[_Item],
         regroup: list[_Group],
+        got: FetchedBatch,
         mode: Mode = "get",
     ) -> None:
         """A whole request failed with a fault: retry each ID, or (when one command may be the
         cause) send the same set again or split it, as the core decides."""
         group = group or _Group(items, mark=self._client.answered, mode=mode)
         view = await self._view(group, len(items), answer)
+        self._masked.clear()
         states = [item.state for item in items]
         verdict, decisions, strikes = decide_group(states, answer, self._budget, view)
         if verdict is Next.SPLIT:
@@ -587,7 +716,7 @@ class _Engine:
             return
         survivors: list[_Item] = []
         for item, decision in zip(items, decisions, strict=True):
-            await self._apply(item, decision, survivors)
+            self._apply(item, decision, survivors, got)
         if verdict is Next.REGROUP and survivors:
             regroup.append(_Group(survivors, strikes, group.mark, group.mode))
         else:
@@ -634,15 +763,31 @@ class _Engine:
 
     # -- per-ID bookkeeping ------------------------------------------------------------------
 
-    async def _done(self, item: _Item, outcome: FetchOutcome) -> None:
-        self._active.discard(item.id)
-        self._recent.append(item.id)
-        self._recent_set.add(item.id)
-        if len(self._recent) > RECENT_WINDOW:
-            self._recent_set.discard(self._recent.popleft())
-        await self._emit(outcome)
+    def _fetched(
+        self, deals: dict[int, dict[str, Any]], by_id: dict[int, _Item], got: FetchedBatch
+    ) -> None:
+        """An answer's deals end their IDs: handed over in one go, in request order."""
+        if not deals:
+            return
+        ids = list(deals)
+        got.ids.extend(ids)
+        got.payloads.extend(deals.values())
+        got.attempts.extend([by_id[i].state.attempts + 1 for i in ids])
+        self._stats.deals_fetched += len(ids)
+        self._settle(ids)
 
-    async def _apply(self, item: _Item, decision: Decision, backoff: list[_Item]) -> None:
+    def _settle(self, ids: list[int]) -> None:
+        """`ids` have their outcome: no longer in flight, remembered for a while."""
+        self._active.difference_update(ids)
+        recent, recent_set = self._recent, self._recent_set
+        recent.extend(ids)
+        recent_set.update(ids)
+        while len(recent) > RECENT_WINDOW:
+            recent_set.discard(recent.popleft())
+
+    def _apply(
+        self, item: _Item, decision: Decision, backoff: list[_Item], got: FetchedBatch
+    ) -> None:
         """Carry out the core's decision for one ID (ABORT and SPLIT are the caller's)."""
         item.state = decision.state
         if decision.next in (Next.RETRY, Next.REGROUP):
@@ -653,18 +798,21 @@ class _Engine:
             assert decision.failure is not None
             failure = decision.failure
             self._stats.deals_failed += 1
-            await self._done(
-                item,
+            got.failed.append(
                 DealFailed(
                     id=item.id,
                     code=failure.code,
-                    message=self._client.mask(failure.message),
+                    message=self._mask(failure.message),
                     http_status=failure.status,
                     attempts=item.attempts,
                     retryable=failure.retryable,
                     error_class=failure.error_class,
-                ),
+                )
             )
+
+
+def _invalid_id(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int) or value <= 0
 
 
 def _chooser(client: PortalClient, config: FetchConfig) -> Chooser:
@@ -719,13 +867,33 @@ async def fetch_deals(
 ) -> AsyncIterator[FetchOutcome]:
     """Fetch every ID in `ids`; yield exactly one DealFetched or DealFailed per distinct ID.
 
-    `client` must be open (`async with client:`). `buffer` bounds the outcomes waiting for the
-    consumer (default: one batch per concurrency slot). Raises FatalPortalError when the portal
-    refuses the run, UsageError for bad configuration.
+    `client` must be open (`async with client:`). `buffer` bounds the answers waiting for the
+    consumer (default: two per concurrency slot). Raises FatalPortalError when the portal
+    refuses the run, UsageError for bad configuration. `fetch_batches` hands the same outcomes
+    over an answer at a time, which costs less per ID.
+    """
+    async with aclosing(fetch_batches(ids, client, config, buffer=buffer)) as batches:
+        async for got in batches:
+            for outcome in got.outcomes():
+                yield outcome
+
+
+async def fetch_batches(
+    ids: AsyncIterable[int] | Iterable[int],
+    client: PortalClient,
+    config: FetchConfig | None = None,
+    *,
+    buffer: int | None = None,
+) -> AsyncGenerator[FetchedBatch, None]:
+    """Fetch every ID in `ids` (an async or a plain iterable); yield one FetchedBatch per
+    answered request, so that every distinct ID has exactly one outcome in exactly one of them.
+
+    The payloads of a batch count against the engine's PAYLOAD_CREDITS until the consumer asks
+    for the next one: take (convert, copy) what you need from a batch before that.
     """
     config = config or client.fetch
-    queue: asyncio.Queue[FetchOutcome | _End] = asyncio.Queue(
-        maxsize=buffer or config.batch_size * config.concurrency
+    queue: asyncio.Queue[tuple[FetchedBatch, int] | _End] = asyncio.Queue(
+        maxsize=buffer or 2 * config.concurrency
     )
     engine = _Engine(ids, client, config, queue)
 
@@ -747,7 +915,9 @@ async def fetch_deals(
                 if item.error is not None:
                     raise item.error
                 return
-            yield item
+            got, credits = item
+            yield got
+            engine.credits.give(credits)
     finally:
         if not runner.done():
             runner.cancel()
@@ -822,5 +992,6 @@ __all__ = [
     "LIMIT_RETRIES_EXHAUSTED",
     "RETRIES_EXHAUSTED",
     "discover_modified_ids",
+    "fetch_batches",
     "fetch_deals",
 ]

@@ -36,6 +36,15 @@ from pipeline.fetch.batch import CommandError, as_section, parse_error
 #: Rows per list page, and so IDs per `@ID` filter (REST docs `crm-deal-list.md`: 50 per page).
 LIST_PAGE = 50
 
+#: List commands per `batch` (at most; fewer when the operating window or the 60 s cap says so).
+#: Not the 50 a batch allows: orjson decodes an answer through a buffer ~15 times its size, so a
+#: 2,500-row answer (~5.5 MB of JSON) peaks at ~80 MB while it is parsed, a 1,000-row one at ~33
+#: MB (10 commands: ~16 MB, but ~15% more CPU a deal: smaller parts to normalise, more
+#: requests). Twenty commands still carry 1,000 rows per request, so the request rate (2 per
+#: second on standard plans, REST docs `limits.md`) affords far more rows than the operating
+#: budget lets list calls fetch.
+LIST_BATCH_COMMANDS = 20
+
 
 @dataclass(frozen=True, slots=True)
 class FieldForm:
@@ -115,9 +124,10 @@ def parse_list_batch(
     results = as_section(body.get("result"), keys)
     errors = as_section(body.get("result_error"), keys)
     reply = ListReply()
+    plan = RowForms.of(forms)
     for key, chunk in zip(keys, chunks, strict=True):
         if key in results:
-            _take_rows(results[key], chunk, forms, reply)
+            _take_rows(results[key], chunk, plan, reply)
         elif key in errors:
             error = parse_error(errors[key])
             for deal_id in chunk:
@@ -127,9 +137,7 @@ def parse_list_batch(
     return reply
 
 
-def _take_rows(
-    rows: Any, chunk: Sequence[int], forms: Mapping[str, FieldForm], reply: ListReply
-) -> None:
+def _take_rows(rows: Any, chunk: Sequence[int], forms: RowForms, reply: ListReply) -> None:
     if isinstance(rows, dict):
         rows = list(rows.values()) if rows else []  # PHP's empty array, or an odd PHP list
     if not isinstance(rows, list):
@@ -157,37 +165,75 @@ def _row_id(raw: Any) -> int | None:
     if isinstance(raw, bool):
         return None
     try:
-        return int(str(raw))
+        # IDs arrive as strings (REST docs `crm-deal-get.md`): no str() copy for those.
+        return int(raw if type(raw) is str else str(raw))
     except ValueError:
         return None
 
 
-def to_get_form(row: dict[str, Any], forms: Mapping[str, FieldForm]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RowForms:
+    """The user fields grouped by what `to_get_form` does to them, computed once per answer so
+    that a row costs one dict look-up per user field."""
+
+    #: Multiple fields: `null` becomes get's form of a NULL multiple column, `false`.
+    multiple: tuple[str, ...]
+    #: Single file fields: get leaves an empty one out.
+    files: tuple[str, ...]
+    #: Every other single field: `null` becomes `""`.
+    single: tuple[str, ...]
+    #: Boolean fields: JSON `true`/`false` become `"1"`/`"0"`.
+    booleans: tuple[str, ...]
+
+    @classmethod
+    def of(cls, forms: Mapping[str, FieldForm]) -> RowForms:
+        items = forms.items()
+        return cls(
+            multiple=tuple(n for n, f in items if f.multiple),
+            files=tuple(n for n, f in items if not f.multiple and f.kind == "file"),
+            single=tuple(n for n, f in items if not f.multiple and f.kind != "file"),
+            booleans=tuple(n for n, f in items if f.kind == "boolean"),
+        )
+
+
+_ABSENT = object()
+
+
+def to_get_form(row: dict[str, Any], forms: Mapping[str, FieldForm] | RowForms) -> dict[str, Any]:
     """A list row with its user fields in `crm.<entity>.get`'s form (see the module docstring).
 
     Only the forms list methods are known to change are rewritten; anything else passes as is,
-    so a value get would reject is rejected the same way.
+    so a value get would reject is rejected the same way. Pass a RowForms when rewriting many
+    rows.
     """
-    for name, form in forms.items():
-        if name not in row:
-            continue
-        value = row[name]
-        if value is None:
-            if form.multiple:
-                row[name] = False  # get's form of a NULL multiple column
-            elif form.kind == "file":
-                del row[name]  # get leaves an empty single file field out
-            else:
-                row[name] = ""
-        elif form.kind == "boolean" and isinstance(value, bool):
-            row[name] = "1" if value else "0"
+    plan = forms if isinstance(forms, RowForms) else RowForms.of(forms)
+    get = row.get
+    # Booleans first: the `false` a NULL multiple column becomes below is get's, not list's.
+    for name in plan.booleans:
+        value = get(name)
+        # `is`, not `==`: only JSON booleans are list's form (1 == True would match too).
+        if value is True:
+            row[name] = "1"
+        elif value is False:
+            row[name] = "0"
+    for name in plan.multiple:
+        if get(name, _ABSENT) is None:
+            row[name] = False
+    for name in plan.single:
+        if get(name, _ABSENT) is None:
+            row[name] = ""
+    for name in plan.files:
+        if get(name, _ABSENT) is None:
+            del row[name]
     return row
 
 
 __all__ = [
+    "LIST_BATCH_COMMANDS",
     "LIST_PAGE",
     "FieldForm",
     "ListReply",
+    "RowForms",
     "build_list_batch",
     "chunk_ids",
     "list_command",

@@ -354,17 +354,25 @@ def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
     resets: list[float] = []
     costs: list[float] = []
     finishes: list[float] = []
+    # One pass, floats taken as they are: a batch answer carries 50 of these entries.
     for t in timings:
-        fin = _num(t.get("finish"))
-        if fin is not None:
+        get = t.get
+        fin = get("finish")
+        if fin is not None and (type(fin) is float or (fin := _num(fin)) is not None):
             finishes.append(fin)
-        op = _num(t.get("operating"))
-        if op is not None:
+        op = get("operating")
+        if op is not None and (type(op) is float or (op := _num(op)) is not None):
             ops.append(op)
-        ra = _num(t.get("operating_reset_at"))
-        if ra is not None:
+        ra = get("operating_reset_at")
+        if ra is not None and (type(ra) is float or (ra := _num(ra)) is not None):
             resets.append(ra)
-        per = max(_num(t.get("processing")) or 0.0, _num(t.get("duration")) or 0.0)
+        pr = get("processing")
+        if type(pr) is not float:
+            pr = _num(pr) or 0.0
+        du = get("duration")
+        if type(du) is not float:
+            du = _num(du) or 0.0
+        per = pr if pr > du else du
         if per > 0:
             costs.append(per)
     cost: float | None = sum(costs) / len(costs) if costs else None
@@ -501,11 +509,11 @@ class OperatingBudget:
         room = self._limit - self.operating - self._reserved
         return max(0, min(commands, int(room / self.cost)))
 
-    def within_request_cap(self, commands: int) -> int:
+    def within_request_cap(self, commands: int, unmeasured: int = FIRST_BATCH_COMMANDS) -> int:
         """How many of `commands` calls one request may carry so that the measured cost stays
-        well inside the cloud's 60 s cap (at least one; FIRST_BATCH_COMMANDS while unmeasured)."""
+        well inside the cloud's 60 s cap (at least one; `unmeasured` while no cost is known)."""
         if self.cost <= 0:
-            return min(commands, FIRST_BATCH_COMMANDS)
+            return min(commands, unmeasured)
         return max(1, min(commands, int(REQUEST_CAP_S * REQUEST_CAP_SHARE / self.cost)))
 
     def _hold(self, cost: float, commands: int) -> Reservation:

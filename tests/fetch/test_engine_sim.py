@@ -13,8 +13,9 @@ import pytest
 from pipeline.clock import ScaledClock
 from pipeline.config import FetchConfig, LimitsConfig, OAuthAuth, WebhookAuth
 from pipeline.errors import FatalPortalError
-from pipeline.fetch import PortalClient, discover_modified_ids, fetch_deals
-from pipeline.outcomes import DealFailed, DealFetched
+from pipeline.fetch import PortalClient, discover_modified_ids, fetch_batches, fetch_deals
+from pipeline.fetch import engine as engine_module
+from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.simulator import FaultConfig, SimulatorConfig, running_simulator
 
 from .helpers import aiter_ids, client_sockets_to, fetch_all, fetch_tasks
@@ -259,3 +260,32 @@ async def test_discover_modified_ids_keyset_paging() -> None:
         assert found == expected
         assert set(touched) & set(sim.portal.visible_ids) <= set(found)
         assert len(found) > 50  # more than one page
+
+
+async def test_batches_hand_over_each_id_once_and_bound_the_payloads_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A slow consumer: the engine may not run ahead of it by more than its payload credits,
+    # however many IDs are left (get commands executed by the portal, less the outcomes taken).
+    monkeypatch.setattr(engine_module, "PAYLOAD_CREDITS", 120)
+    cfg = SimulatorConfig(deals=900, seed=5)
+    async with running_simulator(cfg) as sim:
+        hidden.clear()
+        hidden.update(sim.portal.hidden_ids)
+        requested = list(range(1, 901))
+        client = PortalClient(WebhookAuth(sim.webhook_url), limits=UNLIMITED)
+        outcomes: list[FetchOutcome] = []
+        ahead: list[int] = []
+        async with client, aclosing(fetch_batches(requested, client)) as batches:
+            async for batch in batches:
+                assert batch.ids == sorted(batch.ids)  # request order (the input ascends)
+                assert len(batch.payloads) == len(batch.attempts) == len(batch.ids)
+                assert len(batch) > 0
+                outcomes += batch.outcomes()
+                await asyncio.sleep(0.01)  # the engine works meanwhile
+                ahead.append(sim.stats()["deal_gets"] - len(outcomes))
+        check_outcomes(sim, requested, outcomes)
+    # Credits are taken before a batch is sent and given back once the next batch is asked
+    # for: at most the credits' worth of commands answered and not yet taken.
+    assert max(ahead) <= 120
+    assert len(ahead) >= 900 // 50

@@ -1,5 +1,6 @@
 """The list strategy against the simulator on virtual time: paced within crm.deal.list's own
-operating budget and the cloud's 60 s cap per request, never blocked, each ID fetched once."""
+operating budget and the cloud's 60 s cap per request, never blocked, each ID fetched once
+(and get batches held to the same 60 s cap)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from pipeline.clock import VirtualClock
 from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
 from pipeline.fetch import PortalClient
+from pipeline.fetch.listing import LIST_BATCH_COMMANDS
 from pipeline.fetch.pacing import REQUEST_CAP_S, REQUEST_CAP_SHARE
 from pipeline.fetch.wire import HttpResponse
 from pipeline.outcomes import DealFailed, DealFetched
@@ -77,7 +79,11 @@ async def test_list_at_the_operating_limit_is_near_optimal_never_blocked_and_cap
     assert ideal > 100  # the budget binds: one window must pass
     # Virtual time, so the schedule is exact: what the first window's budget affords goes at
     # once, the rest waits until the spent budget comes back (at 601 s).
-    schedule = [0.0] * 12 + [601.0, 601.0]
+    # At most LIST_BATCH_COMMANDS list calls per request (which bounds an answer's size), and
+    # here the 60 s cap's 15: 50 calls fit the first window, the other 10 go in one request at
+    # 601 s.
+    assert max(sizes) <= LIST_BATCH_COMMANDS
+    schedule = [0.0] * 6 + [601.0]
     assert http.times("batch") == pytest.approx(schedule)
     assert elapsed == pytest.approx(schedule[-1])
     assert schedule[-1] <= 1.1 * ideal, f"{schedule[-1]:.1f}s vs ideal {ideal:.1f}s"
@@ -146,3 +152,30 @@ async def test_follow_up_gets_of_absent_ids_are_paced_against_gets_own_budget() 
     assert {o.id for o in outcomes if isinstance(o, DealFetched)} == visible & set(ids)
     assert stats["deal_gets"] * 0.02 > 20.0  # the follow-ups alone overrun one window
     assert stats["operating_limited"] == stats["operating_limited_commands"] == 0, stats
+
+
+async def test_get_batches_are_capped_to_the_request_cap_by_measured_cost() -> None:
+    # 3 s a get: 50 in one request would take 150 s, past the cloud's 60 s per request.
+    cfg = SimulatorConfig(deals=400, seed=4, processing_ms=3000.0, hidden_fraction=0.0,
+                          deleted_fraction=0.0)  # fmt: skip
+    clock = VirtualClock()
+    async with clock.autojump(), running_simulator(cfg, clock=clock) as sim:
+        ids = sim.portal.visible_ids[:300]
+        http = CountingTransport(clock, pool_size=8)
+        client = PortalClient(
+            WebhookAuth(sim.webhook_url),
+            limits=LimitsConfig(rate=0, operating_budget_s=None),
+            fetch=FetchConfig(strategy="get", concurrency=1),
+            clock=clock,
+            http=http,
+        )
+        async with client:
+            outcomes = await fetch_all(client, ids)
+    assert sorted(o.id for o in outcomes) == sorted(ids)
+    assert all(isinstance(o, DealFetched) and o.attempts == 1 for o in outcomes)
+    sizes = [n for method, n in http.commands if method == "crm.deal.get"]
+    cap = int(REQUEST_CAP_S * REQUEST_CAP_SHARE / 3.0)
+    assert sizes[0] == 50  # nothing measured yet: a get is taken to be cheap
+    assert len(sizes) > 1
+    assert max(sizes[1:]) <= cap
+    assert sum(sizes) == len(ids)
