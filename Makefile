@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
+	# An editable install leaves our own modules uncompiled; with PYTHONDONTWRITEBYTECODE set
+	# (as on some CI images) every `deal-export` process would compile ~75 modules again.
+	$(BIN)/python -m compileall -q pipeline
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP)

@@ -17,7 +17,7 @@ The slowest ceiling binds. The per-deal cost is an assumption (`--ms-per-deal`):
 it as `time.operating` in each response, so measure it on a small run and plan with that.
 
 The list strategy (`estimate_list`) is the same arithmetic with other units: one request carries
-`batch_size` crm.<entity>.list calls of up to 50 IDs each, and one call costs a base plus a part per
+up to 20 crm.<entity>.list calls of up to 50 IDs each, and one call costs a base plus a part per
 row (assumptions too: no official figure exists; `auto` measures both on the portal). Its calls
 are charged to crm.<entity>.list's own budget.
 """
@@ -42,6 +42,11 @@ DEFAULT_LIST_MS: Final = 20.0
 DEFAULT_LIST_ROW_MS: Final = 2.0
 #: IDs per list call (one page).
 LIST_PAGE: Final = 50
+#: List calls per `batch` request: the engine's `LIST_BATCH_COMMANDS` (`pipeline.fetch.listing`),
+#: which this pure module does not import (that would load the HTTP client for `plan`); a test
+#: keeps the two equal. Fewer than batch's 50 because a 2,500-row answer briefly takes ~80 MB to
+#: decode.
+LIST_CALLS_PER_REQUEST: Final = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +174,12 @@ def estimate_list(
     list_ms: float = DEFAULT_LIST_MS,
     row_ms: float = DEFAULT_LIST_ROW_MS,
 ) -> PlanEstimate:
-    """The same estimate for the list strategy: `batch_size` list calls of LIST_PAGE IDs per
-    request, each costing `list_ms + LIST_PAGE * row_ms` (deals a list call does not return
+    """The same estimate for the list strategy: up to LIST_CALLS_PER_REQUEST list calls of
+    LIST_PAGE IDs per request, each costing `list_ms + LIST_PAGE * row_ms` (deals a list call does not return
     cost one crm.<entity>.get more each; not modelled here)."""
     per_deal = (list_ms + LIST_PAGE * row_ms) / LIST_PAGE
-    return estimate(replace(inputs, batch_size=inputs.batch_size * LIST_PAGE, ms_per_deal=per_deal))
+    calls = min(inputs.batch_size, LIST_CALLS_PER_REQUEST)
+    return estimate(replace(inputs, batch_size=calls * LIST_PAGE, ms_per_deal=per_deal))
 
 
 def auto_pick(get: PlanEstimate, listed: PlanEstimate) -> Literal["get", "list"]:
