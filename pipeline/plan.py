@@ -175,8 +175,8 @@ def estimate_list(
     row_ms: float = DEFAULT_LIST_ROW_MS,
 ) -> PlanEstimate:
     """The same estimate for the list strategy: up to LIST_CALLS_PER_REQUEST list calls of
-    LIST_PAGE IDs per request, each costing `list_ms + LIST_PAGE * row_ms` (deals a list call does not return
-    cost one crm.<entity>.get more each; not modelled here)."""
+    LIST_PAGE IDs per request, each costing `list_ms + LIST_PAGE * row_ms` (deals a list call
+    does not return cost one crm.<entity>.get more each; not modelled here)."""
     per_deal = (list_ms + LIST_PAGE * row_ms) / LIST_PAGE
     calls = min(inputs.batch_size, LIST_CALLS_PER_REQUEST)
     return estimate(replace(inputs, batch_size=calls * LIST_PAGE, ms_per_deal=per_deal))
