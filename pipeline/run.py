@@ -18,15 +18,13 @@ import bisect
 import contextlib
 import dataclasses
 import logging
-import os
 import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -58,17 +56,21 @@ from pipeline.output import (
     read_watermark,
     record_error_row,
 )
+from pipeline.output.delta import (
+    DeltaSink,
+    delta_entity,
+    delta_watermark,
+    is_delta_output,
+    locate,
+)
 from pipeline.output.layout import MANIFEST_FILE
 from pipeline.output.lineage import with_lineage
 from pipeline.output.partition import partition_problem
 from pipeline.output.sink import Sink
 from pipeline.output.store import Store
 from pipeline.progress import Progress
+from pipeline.reconcile import ReconcileResult, detect_and_apply_deletes
 from pipeline.summary import RunCounts, exit_code_for
-
-if TYPE_CHECKING:
-    from pipeline.output.delta import DeltaSink
-    from pipeline.reconcile import ReconcileResult
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +113,6 @@ class RunResult:
     #: `--detect-deletes`: the reconciliation's figures (`ReconcileResult.fields`) and its
     #: sentence under "summary"; empty when deletions were not looked for.
     deletions: dict[str, Any] = field(default_factory=dict)
-
-
-def _delta() -> ModuleType:
-    """The Delta sink, imported when a run needs it: deltalake adds ~30 MB to the process,
-    which a folder export never needs."""
-    import pipeline.output.delta as delta
-
-    return delta
-
-
-def is_delta_output(root: str) -> bool:
-    """`pipeline.output.delta.is_delta_output`, without importing deltalake for a local root
-    (the same test: the root holds a `_delta_log` folder)."""
-    if "://" not in root:
-        return os.path.isdir(os.path.join(os.path.expanduser(root), "_delta_log"))
-    return bool(_delta().is_delta_output(root))
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -272,20 +258,17 @@ def _watermark(output_root: str) -> Any:
     (read first on an object store, where asking for a Delta log costs a request)."""
     if "://" not in output_root:
         if is_delta_output(output_root):
-            return _delta().delta_watermark(output_root)
+            return delta_watermark(output_root)
         return read_watermark(output_root)
     found = read_watermark(output_root)
     if found is None and is_delta_output(output_root):
-        return _delta().delta_watermark(output_root)
+        return delta_watermark(output_root)
     return found
 
 
 def _open_sink(output: OutputConfig, run_id: str, fingerprint: str, entity: str) -> Sink:
     if output.table_format == "delta":
-        sink: Sink = _delta().DeltaSink.open(
-            output, run_id, input_fingerprint=fingerprint, entity=entity
-        )
-        return sink
+        return DeltaSink.open(output, run_id, input_fingerprint=fingerprint, entity=entity)
     if "://" not in output.root and is_delta_output(output.root):
         raise UsageError(
             f"{output.root} holds a Delta table: add --table-format delta (or choose another "
@@ -706,11 +689,8 @@ async def _detect_deletes(output: OutputConfig, client: PortalClient, run: RunRe
     deleted, refresh the ones it listed late, and record the rows left undecided (`Access
     denied` keeps the row) in the errors table; the run's verdict takes the worse exit code.
     The output's lock is held again throughout, so no other run writes in between."""
-    from pipeline.reconcile import detect_and_apply_deletes
-
-    delta = _delta()
-    where = delta.locate(output.root)
-    out = await asyncio.to_thread(delta.DeltaSink.open_existing, output.root, run.run_id)
+    where = locate(output.root)
+    out = await asyncio.to_thread(DeltaSink.open_existing, output.root, run.run_id)
     with out:
         try:
             found = await detect_and_apply_deletes(
@@ -893,7 +873,7 @@ async def retry_failed(
     run_id = run_id or new_run_id()
     stats = FetchStats()
     opened: Sink = (
-        _delta().DeltaSink.open_existing(root, run_id)
+        DeltaSink.open_existing(root, run_id)
         if is_delta_output(root)
         else OutputRoot.open_existing(root, run_id)
     )
@@ -970,7 +950,7 @@ def _entity_of_output(root: str, shown: str, wanted: str | None) -> Entity:
     """The entity a finished output was exported from (its manifest's configuration; outputs
     written before entities existed hold deals), checked against the one the caller asked for."""
     # A Delta output records its entity in its commits, not in a manifest.
-    recorded = _delta().delta_entity(root) if is_delta_output(root) else None
+    recorded = delta_entity(root) if is_delta_output(root) else None
     manifest = (
         {"config": {"entity": recorded}}
         if recorded is not None
