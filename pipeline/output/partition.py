@@ -102,10 +102,14 @@ def partition_problem(
 
 def partition_dir(spec: PartitionSpec, value: str | None) -> str:
     """The relative directory for one key value (`""` when unpartitioned)."""
-    if spec.key is None:
-        return ""
+    return "" if spec.key is None else key_dir(spec.key, value)
+
+
+def key_dir(key: str, value: str | None) -> str:
+    """`key=value`, the value percent-encoded; null or empty: NULL_PARTITION (the folder sink's
+    directories and a Delta table's data files alike)."""
     text = NULL_PARTITION if value is None or value == "" else quote(value, safe="")
-    return f"{spec.key}={text}"
+    return f"{key}={text}"
 
 
 def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
@@ -133,4 +137,11 @@ def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
     return [(d, table.take(pa.array(groups[d], pa.int64()))) for d in sorted(groups)]
 
 
-__all__ = ["NULL_PARTITION", "PartitionSpec", "partition_dir", "partition_problem", "split"]
+__all__ = [
+    "NULL_PARTITION",
+    "PartitionSpec",
+    "key_dir",
+    "partition_dir",
+    "partition_problem",
+    "split",
+]

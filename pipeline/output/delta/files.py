@@ -22,18 +22,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.output.partition import key_dir
+
 if TYPE_CHECKING:
     from deltalake.transaction import AddAction
 
-#: Delta's name for the partition of null values (the Hive convention delta-rs writes).
-NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 #: Columns whose min/max go into each file's stats: the merge key, so a later MERGE on `ID`
 #: can skip files whose ID range misses the source.
 STATS_COLUMNS = ("ID",)
@@ -49,10 +48,6 @@ class ParquetOptions:
     @property
     def codec(self) -> str | None:
         return None if self.compression == "none" else self.compression
-
-
-def _dir_name(key: str, value: str | None) -> str:
-    return f"{key}={NULL_PARTITION if value is None else quote(value, safe='')}"
 
 
 def _stats(rows: pa.Table) -> str:
@@ -97,7 +92,7 @@ def write_files(
     suffix = f"{options.codec or 'uncompressed'}.parquet"
     actions: list[AddAction] = []
     for n, (value, part) in enumerate(_split(rows, key)):
-        folder = "" if key is None else _dir_name(key, value)
+        folder = "" if key is None else key_dir(key, value)
         name = f"part-{n:05d}-{uuid.uuid4()}-c000.{suffix}"
         relative = f"{folder}/{name}" if folder else name
         path = os.path.join(root, relative)
@@ -121,4 +116,4 @@ def write_files(
     return actions
 
 
-__all__ = ["NULL_PARTITION", "ParquetOptions", "write_files"]
+__all__ = ["ParquetOptions", "write_files"]
