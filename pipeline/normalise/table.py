@@ -39,16 +39,74 @@ def _extra(payload: Mapping[str, Any], known: frozenset[str]) -> str:
     return json_text({k: v for k, v in payload.items() if k not in known})
 
 
-def _extra_column(payloads: Sequence[Mapping[str, Any]], known: frozenset[str]) -> pa.Array:
-    """`_extra` for each payload: null unless it carries keys without a column."""
-    # One union of all keys first: a C loop over each dict's stored hashes, ~3x cheaper than a
-    # subset test per payload, and a part almost never has an unknown key.
+def _key_union(payloads: Sequence[Mapping[str, Any]]) -> set[str]:
+    # A C loop over each dict's stored hashes, ~3x cheaper than a subset test per payload.
     keys: set[str] = set()
     keys.update(*payloads)
+    return keys
+
+
+def _extra_column(
+    payloads: Sequence[Mapping[str, Any]], known: frozenset[str], keys: set[str]
+) -> pa.Array:
+    """`_extra` for each payload: null unless it carries keys without a column (`keys`: the
+    union of the payloads' keys; a part almost never has an unknown key)."""
     if keys <= known:
         return pa.nulls(len(payloads), pa.string())
     texts = [None if p.keys() <= known else _extra(p, known) for p in payloads]
     return pa.array(texts, type=pa.string())
+
+
+#: The empty list a list method's null multiple field stands for; shared, nothing mutates it.
+_NO_ITEMS: list[Any] = []
+_EMPTY_TEXT = pa.scalar("", pa.string())
+
+
+class _Empties:
+    """Reads list methods' empty user fields as the get method's (`pipeline.fetch.listing`): a
+    null that a payload carries is `""` in a single text field and no items in a multiple one.
+    An absent key stays null: the portal said nothing about the field. A payload carrying
+    every column (every list row does: `select` names every field) needs no look-up."""
+
+    __slots__ = ("complete", "payloads")
+
+    def __init__(self, payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, keys: set[str]):
+        self.payloads = payloads
+        known = schema.known
+        self.complete = keys <= known and set(map(len, payloads)) <= {len(known)}
+
+    def texts(self, values: ColumnValues, name: str) -> ColumnValues:
+        if isinstance(values, pa.Array):
+            if not values.null_count:
+                return values
+            if self.complete:
+                return pc.fill_null(values, _EMPTY_TEXT)
+            mask = [False] * len(values)
+            payloads = self.payloads
+            for i in pc.indices_nonzero(values.is_null()).to_pylist():
+                mask[i] = name in payloads[i]
+            return pc.if_else(pa.array(mask, pa.bool_()), _EMPTY_TEXT, values)
+        return self._python(values, name, "")
+
+    def lists(self, values: ColumnValues, name: str) -> ColumnValues:
+        assert not isinstance(values, pa.Array)
+        return self._python(values, name, _NO_ITEMS)
+
+    def _python(self, values: Sequence[Any], name: str, empty: Any) -> Sequence[Any]:
+        if None not in values:
+            return values
+        if self.complete:
+            return [empty if value is None else value for value in values]
+        pairs = zip(values, self.payloads, strict=True)
+        return [empty if value is None and name in p else value for value, p in pairs]
+
+    def absorb(self, columns: list[ColumnValues], schema: EntitySchema) -> None:
+        """Apply both rules to the wire columns at `columns` (by position)."""
+        names = schema.column_names
+        for position in schema.list_empty_texts:
+            columns[position] = self.texts(columns[position], names[position])
+        for position in schema.list_empty_lists:
+            columns[position] = self.lists(columns[position], names[position])
 
 
 def _payload_id(payload: Mapping[str, Any], id_field: str) -> int:
@@ -117,10 +175,12 @@ def _normalise(
     if ids is not None and len(ids) != len(payloads):
         raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
     columns, _ = _wire_columns(payloads, schema, fast)
+    keys = _key_union(payloads)
+    _Empties(payloads, schema, keys).absorb(columns, schema)
     failures: Failures = []
     groups = schema.groups if grouped else [(c.kind, (n,)) for n, c in enumerate(schema.columns)]
     arrays = _type_columns(groups, columns, failures, len(payloads))
-    arrays.append(_extra_column(payloads, schema.known))
+    arrays.append(_extra_column(payloads, schema.known, keys))
     table = pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
     if ids is None:
         id_field = schema.entity.id_field
@@ -233,16 +293,31 @@ class Part(NamedTuple):
     errors: list[RecordError]
 
 
-def _wire_struct(payloads: Sequence[Mapping[str, Any]], schema: EntitySchema) -> pa.Array | None:
+def _wire_struct(
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, empties: _Empties
+) -> pa.Array | None:
     """The string-valued columns as one struct array (see `_arrow_columns`), or None."""
     try:
-        return pa.array(payloads, type=schema.fast_type)
+        struct = pa.array(payloads, type=schema.fast_type)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
+    if not schema.list_empty_texts:
+        return struct
+    children = struct.flatten()
+    names = schema.fast_type.names
+    changed = False
+    for index in schema.list_empty_text_fields:
+        child = children[index]
+        if child.null_count:
+            children[index] = empties.texts(child, names[index])
+            changed = True
+    if not changed:
+        return struct
+    return pa.StructArray.from_arrays(children, fields=list(schema.fast_type))
 
 
 def _stage(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, empties: _Empties
 ) -> tuple[list[pa.Array], Failures] | None:
     """The part's other columns in `schema.other_positions` order: staged ones in their wire
     form, structured ones typed (with their failures); None when some column refuses its
@@ -252,6 +327,8 @@ def _stage(
     for position in schema.other_positions:
         name = names[position]
         columns[position] = [p.get(name) for p in payloads]
+    for position in schema.list_empty_lists:
+        columns[position] = empties.lists(columns[position], names[position])
     failures: Failures = []
     arrays = _type_columns(schema.structured_groups, columns, failures, len(payloads))
     for kind, positions in schema.staged_groups:
@@ -304,15 +381,18 @@ class TableBuilder:
             # smaller than wire strings.
             table, errors = _normalise(payloads, schema, ids, fast=True)
             return Part(table, pa.array(ids, type=pa.int64()), errors)
-        wire = _wire_struct(payloads, schema)
-        staged = None if wire is None else _stage(payloads, schema)
+        keys = _key_union(payloads)
+        empties = _Empties(payloads, schema, keys)
+        wire = _wire_struct(payloads, schema, empties)
+        staged = None if wire is None else _stage(payloads, schema, empties)
         if wire is None or staged is None:
             # Some value needs its per-value converter (a JSON number, say): type the part now.
             table, errors = _normalise(payloads, schema, ids, fast=wire is not None)
             return Part(table, pa.array(ids, type=pa.int64()), errors)
         arrays, failures = staged
         table = pa.Table.from_arrays(
-            [wire, *arrays, _extra_column(payloads, schema.known)], schema=schema.staged_schema
+            [wire, *arrays, _extra_column(payloads, schema.known, keys)],
+            schema=schema.staged_schema,
         )
         errors = _record_errors(failures, schema, ids.__getitem__)
         return Part(table, pa.array(ids, type=pa.int64()), errors)
