@@ -180,33 +180,6 @@ def scrub_urls(value: Any) -> Any:
     return value
 
 
-# The portal's own form of a tokenised URL (`?auth=<token>&...`, see `strip_auth`), for the
-# vectorised cut: the same conditions as strip_auth's first branch (no "?" before the token, no
-# "#" anywhere, something after it).
-_AUTH_FIRST_RE = r"^(?P<before>[^?#]*)\?auth=[^&#]*&(?P<rest>[^#]+)$"
-_QUESTION = pa.scalar("?", pa.string())
-
-
-def strip_auth_array(urls: pa.Array) -> pa.Array:
-    """`strip_auth` of every string in `urls` (nulls stay null): one regex pass for the portal's
-    own form, Python only for the other URLs that mention `auth`."""
-    hit = pc.match_substring(urls, _AUTH)
-    if not hit.true_count:
-        return urls
-    parts = pc.extract_regex(urls, pattern=_AUTH_FIRST_RE)
-    before, rest = parts.flatten()
-    # Kleene: a URL the regex does not match has a null `rest`, and is simply not simple.
-    simple = pc.and_kleene(parts.is_valid(), pc.invert(pc.match_substring(rest, _AUTH)))
-    stripped = pc.if_else(simple, pc.binary_join_element_wise(before, _QUESTION, rest, ""), urls)
-    odd = pc.and_kleene(hit, pc.invert(simple))
-    if not odd.true_count:
-        return stripped
-    texts = stripped.to_pylist()
-    for i in pc.indices_nonzero(odd).to_pylist():
-        texts[i] = strip_auth(texts[i])
-    return pa.array(texts, type=pa.string())
-
-
 def _dumps(value: Any) -> str:
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -701,40 +674,6 @@ def _file_url(url: Any) -> str:
 def _plain_files(values: ColumnValues) -> pa.Array | None:
     """The column when every value is a plain file object (int id, string URLs) or empty, URLs
     without `auth`; None when some value needs `convert_file`'s checks."""
-    if isinstance(values, pa.Array):
-        return None
-    if set(map(type, values)) <= _DICT_OR_NONE:
-        return _plain_file_objects(values)
-    return _plain_file_rows(values)
-
-
-_DICT_OR_NONE = frozenset({dict, type(None)})
-_INT_OR_NONE = frozenset({int, type(None)})
-_FILE_URLS = pa.struct([("showUrl", pa.string()), ("downloadUrl", pa.string())])
-
-
-def _plain_file_objects(values: Sequence[Any]) -> pa.Array | None:
-    """`_plain_files` for file objects and nulls only: pyarrow reads the URLs out of the dicts,
-    so only the ids take a Python pass (pyarrow would truncate a float id, which is an error)."""
-    ids = [None if value is None else value.get("id") for value in values]
-    if not set(map(type, ids)) <= _INT_OR_NONE:
-        return None
-    try:
-        id_array = pa.array(ids, type=pa.int64())
-        # A URL that is not a string (a number, a boolean, an object) fails the conversion.
-        urls = pa.array(values, type=_FILE_URLS)
-    except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        return None
-    show, download = urls.flatten()
-    return pa.StructArray.from_arrays(
-        [id_array, strip_auth_array(show), strip_auth_array(download)],
-        fields=list(FILE_TYPE),
-        mask=urls.is_null(),
-    )
-
-
-def _plain_file_rows(values: Sequence[Any]) -> pa.Array | None:
-    """`_plain_files` value by value, for a column that also holds other values (`""`, say)."""
     rows: list[tuple[int | None, str | None, str | None] | None] = []
     for value in values:
         if type(value) is dict:
@@ -1029,6 +968,5 @@ __all__ = [
     "scalar_money",
     "scrub_urls",
     "strip_auth",
-    "strip_auth_array",
     "takes_fast_path",
 ]

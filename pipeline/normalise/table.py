@@ -298,7 +298,14 @@ def _wire_struct(
 ) -> pa.Array | None:
     """The string-valued columns as one struct array (see `_arrow_columns`), or None."""
     try:
-        struct = pa.array(payloads, type=schema.fast_type)
+        if empties.complete:
+            # Every payload has every key: pyarrow fills a struct from tuples by position,
+            # ~40% faster than by a look-up per field name, and one itemgetter call per
+            # payload makes the tuple.
+            rows: Sequence[Any] = list(map(schema.fast_getter, payloads))
+        else:
+            rows = payloads
+        struct = pa.array(rows, type=schema.fast_type)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
     if not schema.list_empty_texts:

@@ -150,3 +150,14 @@ def test_a_column_of_json_booleans_is_read_as_it_is() -> None:
     assert table.column("UF_B").to_pylist() == [True, False, None]
     assert table.schema.field("UF_B").type == pa.bool_()
     assert errors == []
+
+
+def test_complete_rows_of_a_one_string_column_schema() -> None:
+    # Rows carrying every column take the by-position struct conversion; with one string
+    # column its tuples have one value.
+    schema = DealSchema.from_fields({"ID": {"type": "integer", "isMultiple": False}})
+    builder = TableBuilder(schema)
+    builder.add([{"ID": "2"}, {"ID": "1"}], [2, 1])
+    table, errors = builder.finish()
+    assert table.column("ID").to_pylist() == [1, 2]
+    assert errors == []
