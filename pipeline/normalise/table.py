@@ -117,15 +117,17 @@ def _payload_id(payload: Mapping[str, Any], id_field: str) -> int:
 
 
 def _arrow_columns(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, complete: bool = False
 ) -> dict[str, pa.Array] | None:
     """Fast path: pyarrow reads the string-valued columns out of the dicts in one C++ pass.
 
     It refuses any value that is not a string or null (a JSON number, an object, ...); then the
-    whole chunk takes the per-column Python path instead.
+    whole chunk takes the per-column Python path instead. `complete`: every payload carries
+    every column (see `_wire_struct`).
     """
     try:
-        struct = pa.array(payloads, type=schema.fast_type)
+        rows = list(map(schema.fast_getter, payloads)) if complete else payloads
+        struct = pa.array(rows, type=schema.fast_type)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
     return dict(zip(schema.fast_type.names, struct.flatten(), strict=True))
@@ -174,9 +176,10 @@ def _normalise(
 ) -> tuple[pa.Table, list[RecordError]]:
     if ids is not None and len(ids) != len(payloads):
         raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
-    columns, _ = _wire_columns(payloads, schema, fast)
     keys = _key_union(payloads)
-    _Empties(payloads, schema, keys).absorb(columns, schema)
+    empties = _Empties(payloads, schema, keys)
+    columns, _ = _wire_columns(payloads, schema, fast, empties.complete)
+    empties.absorb(columns, schema)
     failures: Failures = []
     groups = schema.groups if grouped else [(c.kind, (n,)) for n, c in enumerate(schema.columns)]
     arrays = _type_columns(groups, columns, failures, len(payloads))
@@ -191,10 +194,10 @@ def _normalise(
 
 
 def _wire_columns(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, fast: bool
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, fast: bool, complete: bool
 ) -> tuple[list[ColumnValues], bool]:
     """Each column's wire values, and whether the string-valued ones are Arrow strings."""
-    fast_columns = _arrow_columns(payloads, schema) if fast else None
+    fast_columns = _arrow_columns(payloads, schema, complete) if fast else None
     if fast_columns is None:
         return list(_python_columns(payloads, schema.column_names)), False
     columns: list[ColumnValues] = [
@@ -280,6 +283,20 @@ def _ascending(ids: pa.Array) -> bool:
     return bool(pc.all(pc.greater(ids[1:], ids[:-1])).as_py())
 
 
+def _sorted(tables: list[pa.Table], order: pa.Array) -> pa.Table:
+    """`concat_tables(tables).take(order)`, a column at a time, each column freed once it is
+    taken (`tables` is emptied), so the copy costs one column on top of the chunk, not a second
+    chunk."""
+    table = pa.concat_tables(tables)
+    tables.clear()
+    schema = table.schema
+    taken: list[pa.ChunkedArray] = []
+    for _ in range(table.num_columns):
+        taken.append(table.column(0).take(order))
+        table = table.remove_column(0)
+    return pa.Table.from_arrays(taken, schema=schema)
+
+
 class Part(NamedTuple):
     """Some deals of a chunk: their rows, requested IDs (row by row) and record errors.
 
@@ -348,10 +365,14 @@ def _stage(
     return [arrays[position] for position in schema.other_positions], failures
 
 
-# Staged parts are typed in runs of about this many rows (and a part this large at once):
-# enough that the compute calls' fixed cost is small per record, few enough that a run's wire
-# values (~1 kB a record) stay small next to the chunk.
+# Staged parts are typed in runs of about this many rows: enough that the compute calls' fixed
+# cost is small per record, few enough that a run's wire values (~1 kB a record) stay small
+# next to the chunk.
 _TYPE_ROWS = 2_000
+# A part this large is typed at once: a list answer (`pipeline.fetch.listing`, 1,000 rows);
+# typing it costs the same per record as in a run (measured), and its typed columns take ~12%
+# less memory than its wire strings.
+_TYPE_AT_ONCE = 1_000
 
 
 def _is_staged(table: pa.Table) -> bool:
@@ -383,9 +404,9 @@ class TableBuilder:
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
         schema = self.schema
-        if len(payloads) >= _TYPE_ROWS:
+        if len(payloads) >= _TYPE_AT_ONCE:
             # Large enough to type at once for little more per record, and typed columns are
-            # smaller than wire strings.
+            # smaller than wire strings (and need no second copy when the builder finishes).
             table, errors = _normalise(payloads, schema, ids, fast=True)
             return Part(table, pa.array(ids, type=pa.int64()), errors)
         keys = _key_union(payloads)
@@ -429,10 +450,12 @@ class TableBuilder:
         parts = deque(zip(tables, ids, strict=True))
         tables.clear()  # `parts` alone holds them now, so each goes as soon as it is typed
         typed = self._typed(parts, errors)
-        table = typed[0] if len(typed) == 1 else pa.concat_tables(typed)
-        if not _ascending(all_ids):
-            # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy.
-            table = table.take(pc.sort_indices(all_ids))
+        if _ascending(all_ids):
+            table = typed[0] if len(typed) == 1 else pa.concat_tables(typed)
+        else:
+            # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy
+            # (list answers do: the follow-up gets of their absent IDs come later).
+            table = _sorted(typed, pc.sort_indices(all_ids))
         if errors:
             position = {name: n for n, name in enumerate(self.schema.column_names)}
             errors.sort(key=lambda e: (e.id, position.get(e.field, len(position))))
