@@ -19,6 +19,7 @@ import pyarrow as pa
 from pipeline.normalise.convert import (
     DECIMAL_TYPE,
     FILE_TYPE,
+    FLAG_STAGING,
     MONEY_TYPE,
     MULTIFIELD_TYPE,
     TIMESTAMP_TYPE,
@@ -66,7 +67,7 @@ FLOAT = Kind(pa.float64(), convert_float)
 BOOLEAN = Kind(pa.bool_(), convert_bool)
 # A boolean user field: `"1"`/`"0"` from the get method, JSON `true`/`false` from list methods
 # (REST docs `api-reference/crm/leads/crm-lead-list.md` example), so not a string column.
-FLAG = Kind(pa.bool_(), convert_flag, strings=False)
+FLAG = Kind(pa.bool_(), convert_flag, FLAG_STAGING, strings=False)
 DATE = Kind(pa.date32(), convert_date)
 DATETIME = Kind(TIMESTAMP_TYPE, convert_datetime)
 TEXT = Kind(pa.string(), convert_text)

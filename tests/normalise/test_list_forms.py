@@ -161,3 +161,21 @@ def test_complete_rows_of_a_one_string_column_schema() -> None:
     table, errors = builder.finish()
     assert table.column("ID").to_pylist() == [1, 2]
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["1", "0", "", "x"], [True, False, None], ["1", True, False, "0", "Y", None]],
+    ids=["get", "list", "both"],
+)
+def test_a_boolean_user_field_staged_in_parts_types_as_at_once(values: list[Any]) -> None:
+    schema = _schema()
+    rows = [{"ID": str(n + 1), "UF_B": value} for n, value in enumerate(values)]
+    ids = [int(r["ID"]) for r in rows]
+    builder = TableBuilder(schema)
+    for n in range(len(rows)):
+        builder.add(rows[n : n + 1], ids[n : n + 1])
+    staged = builder.finish()
+    at_once = normalise_deals(rows, schema)
+    assert staged[0].equals(at_once[0])
+    assert _errors(staged[1]) == _errors(at_once[1])
