@@ -317,8 +317,8 @@ def _wire_struct(
     try:
         if empties.complete:
             # Every payload has every key: pyarrow fills a struct from tuples by position,
-            # ~40% faster than by a look-up per field name, and one itemgetter call per
-            # payload makes the tuple.
+            # ~35% faster than by a look-up per field name; one itemgetter call per payload
+            # makes the tuple (~13% faster in all, measured on 1,000 list rows).
             rows: Sequence[Any] = list(map(schema.fast_getter, payloads))
         else:
             rows = payloads
@@ -369,9 +369,9 @@ def _stage(
 # cost is small per record, few enough that a run's wire values (~1 kB a record) stay small
 # next to the chunk.
 _TYPE_ROWS = 2_000
-# A part this large is typed at once: a list answer (`pipeline.fetch.listing`, 1,000 rows);
-# typing it costs the same per record as in a run (measured), and its typed columns take ~12%
-# less memory than its wire strings.
+# A part this large is typed at once: a full list answer (`pipeline.fetch.listing`, 1,000
+# rows; one with absent IDs is staged like any part). Typing it costs the same per record as
+# in a run (measured), and its typed columns take ~12% less memory than its wire strings.
 _TYPE_AT_ONCE = 1_000
 
 
