@@ -20,8 +20,8 @@ List rows show user fields in other forms than `crm.<entity>.get` (both run crm 
 boolean one JSON `true`/`false` instead of `"1"`/`"0"` (REST docs `crm-lead-list.md` example;
 main `booleantype.php`), an empty single file field `null` where get leaves the key out. Rows
 are handed on as they come: the normaliser reads both forms alike (`pipeline.normalise`: a null
-user field a payload carries is get's empty form, `convert_flag` takes JSON booleans), which
-costs a few vectorised calls per answer instead of a rewrite of every row.
+user field a payload carries is get's empty form, a boolean user field takes JSON booleans),
+which costs a few vectorised calls per answer instead of a rewrite of every row.
 """
 
 from __future__ import annotations
