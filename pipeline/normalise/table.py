@@ -335,7 +335,7 @@ def _wire_struct(
             fixes[index] = empties.texts(child, schema.fast_type[index].name)
     if not fixes:
         return struct
-    children = [fixes.get(n) or struct.field(n) for n in range(struct.type.num_fields)]
+    children = [fixes[n] if n in fixes else struct.field(n) for n in range(struct.type.num_fields)]
     return pa.StructArray.from_arrays(children, fields=list(schema.fast_type))
 
 
