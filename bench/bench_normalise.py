@@ -1,7 +1,7 @@
 """Benchmark: JSON `batch` bodies -> typed Arrow -> Parquet (zstd), on one core.
 
     .venv/bin/python -m bench.bench_normalise [--deals 20000] [--chunk 5000] [--rounds 5]
-        [--parts 50,500,10000]
+        [--parts 50,500,10000] [--form get|list]
 
 The bodies are the simulator's real `batch` answers (50 `crm.deal.get` per body, fetched once
 over HTTP from a local simulator with no rate limit), for a portal with 15 user fields. The timed
@@ -15,6 +15,12 @@ machine does not inflate.
 answer) is parsed and handed to `TableBuilder.convert` as it arrives, and the builder finishes
 once per chunk (at least one part); `parts_cpu_us_per_deal` has the best round's CPU per stage
 for each part size. Prints one JSON line and writes it to bench/results/bench_normalise.json.
+
+`--form list` takes the `list` strategy's answers instead: `batch` bodies of
+`LIST_BATCH_COMMANDS` `crm.deal.list` commands of `LIST_PAGE` IDs each (1,000 deals a body), as
+`pipeline.fetch.listing` builds them, split per ID by `parse_list_batch` (part of `parse`) and
+handed to the normaliser in list methods' own forms; parts are then whole bodies. The result
+goes to bench/results/bench_normalise_list.json.
 """
 
 from __future__ import annotations
@@ -35,6 +41,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import write_result
+from pipeline.fetch.listing import (
+    LIST_BATCH_COMMANDS,
+    LIST_PAGE,
+    build_list_batch,
+    chunk_ids,
+    list_select,
+    parse_list_batch,
+    select_query,
+)
 from pipeline.normalise import DealSchema, TableBuilder, normalise_deals
 from pipeline.outcomes import RecordError
 from pipeline.simulator import SimulatorConfig, running_simulator
@@ -61,34 +76,55 @@ USER_FIELDS = (
 )
 
 
-async def fetch_bodies(deals: int) -> tuple[list[bytes], dict[str, Any]]:
+#: One answer's bytes and, for a list answer, the IDs each of its commands asked for.
+Body = tuple[bytes, list[list[int]] | None]
+
+
+async def fetch_bodies(deals: int, form: str = "get") -> tuple[list[Body], dict[str, Any]]:
     """The raw `batch` response bodies for the first `deals` existing deals, plus the fields."""
     config = SimulatorConfig(
         deals=deals + deals // 10, seed=7, rate=0.0, user_fields=USER_FIELDS, server_tz="-05:00"
     )
-    bodies: list[bytes] = []
+    bodies: list[Body] = []
     async with running_simulator(config) as sim, aiohttp.ClientSession() as session:
         ids = list(sim.portal.visible_ids)[:deals]
         async with session.post(sim.webhook_url + "crm.deal.fields", json={}) as resp:
             fields = orjson.loads(await resp.read())["result"]
-        for start in range(0, len(ids), BATCH):
-            cmd = {f"d{i}": f"crm.deal.get?id={i}" for i in ids[start : start + BATCH]}
-            request = {"halt": 0, "cmd": cmd}
+        select = select_query(list_select(fields))
+        step = per_body(form)
+        for start in range(0, len(ids), step):
+            some = ids[start : start + step]
+            chunks: list[list[int]] | None = None
+            if form == "list":
+                chunks = chunk_ids(some)
+                request = build_list_batch(chunks, select)
+            else:
+                cmd = {f"d{i}": f"crm.deal.get?id={i}" for i in some}
+                request = {"halt": 0, "cmd": cmd}
             async with session.post(sim.webhook_url + "batch", json=request) as resp:
                 resp.raise_for_status()
-                bodies.append(await resp.read())
+                bodies.append((await resp.read(), chunks))
     return bodies, fields
 
 
-def deals_of(body: bytes) -> tuple[list[dict[str, Any]], list[int]]:
+def per_body(form: str) -> int:
+    """Deals per answer: 50 gets, or LIST_BATCH_COMMANDS lists of LIST_PAGE IDs."""
+    return LIST_BATCH_COMMANDS * LIST_PAGE if form == "list" else BATCH
+
+
+def deals_of(body: Body) -> tuple[list[dict[str, Any]], list[int]]:
     """The deals of one batch body (PHP may serialise `result` as a list or an object)."""
-    result = orjson.loads(body)["result"]["result"]
+    raw, chunks = body
+    if chunks is not None:
+        reply = parse_list_batch(orjson.loads(raw)["result"], chunks)
+        return list(reply.deals.values()), list(reply.deals)
+    result = orjson.loads(raw)["result"]["result"]
     deals = list(result.values()) if isinstance(result, dict) else list(result)
     return deals, [int(deal["ID"]) for deal in deals]
 
 
 def one_round(
-    bodies: list[bytes], schema: DealSchema, chunk_bodies: int, path: Path, part_bodies: int = 0
+    bodies: list[Body], schema: DealSchema, chunk_bodies: int, path: Path, part_bodies: int = 0
 ) -> dict[str, Any]:
     """One pass over all bodies; `part_bodies` > 0 converts them part by part (TableBuilder)."""
     parse = normalise = write = 0.0
@@ -138,7 +174,7 @@ def one_round(
 
 
 def _by_parts(
-    chunk: list[bytes], schema: DealSchema, part_bodies: int
+    chunk: list[Body], schema: DealSchema, part_bodies: int
 ) -> tuple[pa.Table, list[RecordError], tuple[float, float]]:
     """One chunk parsed and converted part by part, then finished; the parse time (wall, CPU)
     is returned apart so that the caller books everything else to normalise."""
@@ -179,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         default="50,500,10000",
         help="comma-separated deals per TableBuilder.convert call ('' for none)",
     )
+    parser.add_argument("--form", choices=("get", "list"), default="get", help="answers' method")
     args = parser.parse_args(argv)
     parts = [int(p) for p in args.parts.split(",") if p.strip()]
+    step = per_body(args.form)
 
-    bodies, fields = asyncio.run(fetch_bodies(args.deals))
+    bodies, fields = asyncio.run(fetch_bodies(args.deals, args.form))
     # One core: pin the process and keep Arrow's own thread pools to one thread.
     pinned = False
     if hasattr(os, "sched_setaffinity"):
@@ -192,14 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     pa.set_io_thread_count(1)
 
     schema = DealSchema.from_fields(fields)
-    chunk_bodies = max(1, args.chunk // BATCH)
+    chunk_bodies = max(1, args.chunk // step)
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(max(1, args.rounds)):
             rounds.append(one_round(bodies, schema, chunk_bodies, Path(tmp) / f"round{n}.parquet"))
         by_part: dict[str, dict[str, float]] = {}
         for part in parts:
-            part_bodies = max(1, part // BATCH)
+            part_bodies = max(1, part // step)
             # A chunk holds at least one whole part, as a run's chunk holds its answers.
             part_chunk = max(chunk_bodies, part_bodies)
             part_rounds = [
@@ -208,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for n in range(max(1, args.rounds))
             ]
-            by_part[str(min(part_bodies, len(bodies)) * BATCH)] = _us_per_deal(part_rounds)
+            by_part[str(min(part_bodies, len(bodies)) * step)] = _us_per_deal(part_rounds)
     rates = [r["rows"] / r["seconds"] for r in rounds]
     cpu_rates = [r["rows"] / r["cpu_seconds"] for r in rounds]
     best = rounds[rates.index(max(rates))]
@@ -218,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "bench_normalise",
         "deals": deals,
         "batch_bodies": len(bodies),
-        "body_bytes_per_deal": round(sum(map(len, bodies)) / max(1, deals)),
+        "body_bytes_per_deal": round(sum(len(raw) for raw, _ in bodies) / max(1, deals)),
         "user_fields": len(USER_FIELDS),
         "columns": len(schema.columns),
-        "chunk_deals": chunk_bodies * BATCH,
+        "form": args.form,
+        "chunk_deals": chunk_bodies * step,
         "rounds": len(rounds),
         "deals_per_s": round(max(rates)),
         "deals_per_s_median": round(statistics.median(rates)),
@@ -248,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "pyarrow": pa.__version__,
     }
-    write_result("bench_normalise", result)
+    write_result("bench_normalise" if args.form == "get" else "bench_normalise_list", result)
     return 0
 
 

@@ -18,9 +18,10 @@ List rows show user fields in other forms than `crm.<entity>.get` (both run crm 
 `externalizeFields`, but get reads user fields through main's `CUserTypeManager` and adds
 `?? ''`, list reads the joined columns): an empty user field is `null` instead of `""`, a
 boolean one JSON `true`/`false` instead of `"1"`/`"0"` (REST docs `crm-lead-list.md` example;
-main `booleantype.php`), an empty single file field `null` where get leaves the key out.
-`to_get_form` turns a row into get's form, so that both strategies hand the normaliser, and the
-sidecar, the very same values.
+main `booleantype.php`), an empty single file field `null` where get leaves the key out. Rows
+are handed on as they come: the normaliser reads both forms alike (`pipeline.normalise`: a null
+user field a payload carries is get's empty form, a boolean user field takes JSON booleans),
+which costs a few vectorised calls per answer instead of a rewrite of every row.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ LIST_BATCH_COMMANDS = 20
 
 @dataclass(frozen=True, slots=True)
 class FieldForm:
-    """What `to_get_form` needs to know about one user field."""
+    """One user field: multiple or not, and its type."""
 
     multiple: bool
     kind: str
@@ -116,18 +117,18 @@ class ListReply:
 
 
 def parse_list_batch(
-    result: Any, chunks: Sequence[Sequence[int]], forms: Mapping[str, FieldForm]
+    result: Any, chunks: Sequence[Sequence[int]], forms: Mapping[str, FieldForm] | None = None
 ) -> ListReply:
-    """Split the top-level `result` of a list batch answer into per-ID outcomes."""
+    """Split the top-level `result` of a list batch answer into per-ID outcomes. `forms` is
+    not needed any more (rows keep list's form, see the module docstring)."""
     keys = [list_key(n) for n in range(len(chunks))]
     body = result if isinstance(result, dict) else {}
     results = as_section(body.get("result"), keys)
     errors = as_section(body.get("result_error"), keys)
     reply = ListReply()
-    plan = RowForms.of(forms)
     for key, chunk in zip(keys, chunks, strict=True):
         if key in results:
-            _take_rows(results[key], chunk, plan, reply)
+            _take_rows(results[key], chunk, reply)
         elif key in errors:
             error = parse_error(errors[key])
             for deal_id in chunk:
@@ -137,7 +138,7 @@ def parse_list_batch(
     return reply
 
 
-def _take_rows(rows: Any, chunk: Sequence[int], forms: RowForms, reply: ListReply) -> None:
+def _take_rows(rows: Any, chunk: Sequence[int], reply: ListReply) -> None:
     if isinstance(rows, dict):
         rows = list(rows.values()) if rows else []  # PHP's empty array, or an odd PHP list
     if not isinstance(rows, list):
@@ -152,13 +153,14 @@ def _take_rows(rows: Any, chunk: Sequence[int], forms: RowForms, reply: ListRepl
             reply.stray.append(str(raw)[:40])
             continue
         assert isinstance(row, dict)
-        found.setdefault(deal_id, to_get_form(row, forms))
+        found.setdefault(deal_id, row)
+    deals = reply.deals
     for deal_id in chunk:
         payload = found.get(deal_id)
         if payload is None:
             reply.absent.append(deal_id)
         else:
-            reply.deals[deal_id] = payload
+            deals[deal_id] = payload
 
 
 def _row_id(raw: Any) -> int | None:
@@ -171,69 +173,11 @@ def _row_id(raw: Any) -> int | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class RowForms:
-    """The user fields grouped by what `to_get_form` does to them, computed once per answer so
-    that a row costs one dict look-up per user field."""
-
-    #: Multiple fields: `null` becomes get's form of a NULL multiple column, `false`.
-    multiple: tuple[str, ...]
-    #: Single file fields: get leaves an empty one out.
-    files: tuple[str, ...]
-    #: Every other single field: `null` becomes `""`.
-    single: tuple[str, ...]
-    #: Boolean fields: JSON `true`/`false` become `"1"`/`"0"`.
-    booleans: tuple[str, ...]
-
-    @classmethod
-    def of(cls, forms: Mapping[str, FieldForm]) -> RowForms:
-        items = forms.items()
-        return cls(
-            multiple=tuple(n for n, f in items if f.multiple),
-            files=tuple(n for n, f in items if not f.multiple and f.kind == "file"),
-            single=tuple(n for n, f in items if not f.multiple and f.kind != "file"),
-            booleans=tuple(n for n, f in items if f.kind == "boolean"),
-        )
-
-
-_ABSENT = object()
-
-
-def to_get_form(row: dict[str, Any], forms: Mapping[str, FieldForm] | RowForms) -> dict[str, Any]:
-    """A list row with its user fields in `crm.<entity>.get`'s form (see the module docstring).
-
-    Only the forms list methods are known to change are rewritten; anything else passes as is,
-    so a value get would reject is rejected the same way. Pass a RowForms when rewriting many
-    rows.
-    """
-    plan = forms if isinstance(forms, RowForms) else RowForms.of(forms)
-    get = row.get
-    # Booleans first: the `false` a NULL multiple column becomes below is get's, not list's.
-    for name in plan.booleans:
-        value = get(name)
-        # `is`, not `==`: only JSON booleans are list's form (1 == True would match too).
-        if value is True:
-            row[name] = "1"
-        elif value is False:
-            row[name] = "0"
-    for name in plan.multiple:
-        if get(name, _ABSENT) is None:
-            row[name] = False
-    for name in plan.single:
-        if get(name, _ABSENT) is None:
-            row[name] = ""
-    for name in plan.files:
-        if get(name, _ABSENT) is None:
-            del row[name]
-    return row
-
-
 __all__ = [
     "LIST_BATCH_COMMANDS",
     "LIST_PAGE",
     "FieldForm",
     "ListReply",
-    "RowForms",
     "build_list_batch",
     "chunk_ids",
     "list_command",
@@ -241,6 +185,5 @@ __all__ = [
     "list_select",
     "parse_list_batch",
     "select_query",
-    "to_get_form",
     "user_field_forms",
 ]

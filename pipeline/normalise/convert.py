@@ -630,6 +630,42 @@ convert_date: Converter = string_column(_date_vector, scalar_date, pa.date32())
 convert_money: Converter = string_column(_money_vector, scalar_money, MONEY_TYPE)
 
 
+_BOOL_OR_NONE = frozenset({bool, type(None)})
+_STR_OR_NONE = frozenset({str, type(None)})
+_FLAG_WIRE = frozenset({bool, str, type(None)})
+
+
+def convert_flag(values: ColumnValues) -> Converted:
+    """`convert_bool` for a boolean user field, which arrives in two forms: `"1"`/`"0"` from the
+    get method and JSON `true`/`false` from list methods (see `pipeline.fetch.listing`). A
+    column of JSON booleans (and nulls) is read as it is; anything else takes convert_bool,
+    which gives JSON booleans the same values."""
+    if not isinstance(values, pa.Array) and set(map(type, values)) <= _BOOL_OR_NONE:
+        return pa.array(values, type=pa.bool_()), []
+    return convert_bool(values)
+
+
+def _stage_flags(values: Sequence[Any]) -> pa.Array | None:
+    """A boolean user field's values as wire strings, JSON booleans as `"true"`/`"false"`
+    (which convert_bool reads as it reads the booleans); None for any other kind of value."""
+    if isinstance(values, pa.Array):
+        return None
+    kinds = set(map(type, values))
+    if kinds <= _STR_OR_NONE:
+        return pa.array(values, type=pa.string())
+    if kinds <= _BOOL_OR_NONE:
+        return pc.cast(pa.array(values, type=pa.bool_()), pa.string())
+    if kinds <= _FLAG_WIRE:  # a part with rows of both methods
+        texts = [("true" if v else "false") if type(v) is bool else v for v in values]
+        return pa.array(texts, type=pa.string())
+    return None
+
+
+#: A boolean user field held as wire strings until its chunk is typed: one compute pass per
+#: run of parts instead of several per part.
+FLAG_STAGING = Staging(pa.string(), _stage_flags, convert_bool)
+
+
 def convert_text(values: ColumnValues) -> Converted:
     """Text is kept verbatim (`""` stays `""`); objects, arrays and numbers become JSON text."""
     if isinstance(values, pa.Array):
@@ -920,6 +956,7 @@ def _list_converters(element: Converter, element_type: pa.DataType) -> ListConve
 __all__ = [
     "DECIMAL_TYPE",
     "FILE_TYPE",
+    "FLAG_STAGING",
     "MONEY_TYPE",
     "MULTIFIELD_TYPE",
     "TIMESTAMP_TYPE",
@@ -933,6 +970,7 @@ __all__ = [
     "convert_datetime",
     "convert_decimal",
     "convert_file",
+    "convert_flag",
     "convert_float",
     "convert_int",
     "convert_money",

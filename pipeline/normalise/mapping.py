@@ -19,6 +19,7 @@ import pyarrow as pa
 from pipeline.normalise.convert import (
     DECIMAL_TYPE,
     FILE_TYPE,
+    FLAG_STAGING,
     MONEY_TYPE,
     MULTIFIELD_TYPE,
     TIMESTAMP_TYPE,
@@ -29,6 +30,7 @@ from pipeline.normalise.convert import (
     convert_datetime,
     convert_decimal,
     convert_file,
+    convert_flag,
     convert_float,
     convert_int,
     convert_money,
@@ -51,6 +53,9 @@ class Kind:
     arrow_type: pa.DataType
     convert: Converter
     staging: Staging | None = None
+    #: Whether the wire values are strings, so that pyarrow may read them out of the payload
+    #: dicts as strings (`convert.takes_fast_path`); a column that is not is typed per part.
+    strings: bool = True
 
 
 INTEGER = Kind(pa.int64(), convert_int)
@@ -60,6 +65,9 @@ REFERENCE = Kind(pa.int64(), convert_reference)
 DECIMAL = Kind(DECIMAL_TYPE, convert_decimal)
 FLOAT = Kind(pa.float64(), convert_float)
 BOOLEAN = Kind(pa.bool_(), convert_bool)
+# A boolean user field: `"1"`/`"0"` from the get method, JSON `true`/`false` from list methods
+# (REST docs `api-reference/crm/leads/crm-lead-list.md` example), so not a string column.
+FLAG = Kind(pa.bool_(), convert_flag, FLAG_STAGING, strings=False)
 DATE = Kind(pa.date32(), convert_date)
 DATETIME = Kind(TIMESTAMP_TYPE, convert_datetime)
 TEXT = Kind(pa.string(), convert_text)
@@ -85,7 +93,7 @@ BITRIX24_TYPES: dict[str, Kind] = {
     "crm_entity": REFERENCE,
     "double": FLOAT,
     "char": BOOLEAN,
-    "boolean": BOOLEAN,
+    "boolean": FLAG,
     "date": DATE,
     "datetime": DATETIME,
     "money": MONEY,

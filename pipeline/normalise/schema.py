@@ -16,7 +16,8 @@ always-null column would read as "no contacts"); if a payload ever carries it, i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +26,12 @@ import pyarrow as pa
 
 from pipeline.entity import DEAL, Entity
 from pipeline.errors import FatalPortalError
-from pipeline.normalise.convert import takes_fast_path
+from pipeline.normalise.convert import convert_text, convert_unknown, takes_fast_path
 from pipeline.normalise.mapping import Kind, kind_for
 
 EXTRA_COLUMN = "_extra"
+#: Converters that keep text: `""` and null differ there, for every other kind both are null.
+_TEXT_CONVERTERS = (convert_text, convert_unknown)
 SNAPSHOT_FORMAT = "deal-export.schema/1"
 #: Schema metadata key of a table whose string-valued columns are not typed yet.
 STAGED_KEY = b"deal-export.staged"
@@ -114,6 +117,18 @@ def _enumeration(info: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
+def _tuple_getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """`operator.itemgetter` that always makes a tuple (itemgetter of one name does not)."""
+    if len(names) > 1:
+        return operator.itemgetter(*names)
+    return lambda payload: tuple(payload[name] for name in names)
+
+
+def string_valued(kind: Kind) -> bool:
+    """Whether a column of this kind is read out of the payload dicts as Arrow strings."""
+    return kind.strings and takes_fast_path(kind.arrow_type)
+
+
 def _staged_field(column: Column) -> pa.Field:
     """The field of a structured column in a part `TableBuilder` has not typed yet."""
     if column.kind.staging is not None:
@@ -132,10 +147,14 @@ class EntitySchema:
         "columns",
         "entity",
         "enumerations",
+        "fast_getter",
         "fast_type",
         "fingerprint",
         "groups",
         "known",
+        "list_empty_lists",
+        "list_empty_text_fields",
+        "list_empty_texts",
         "other_positions",
         "staged_groups",
         "staged_schema",
@@ -155,8 +174,10 @@ class EntitySchema:
         )
         # The string-valued columns, for pyarrow's own dict-to-Arrow conversion (fast path).
         self.fast_type: pa.DataType = pa.struct(
-            [pa.field(c.name, pa.string()) for c in columns if takes_fast_path(c.kind.arrow_type)]
+            [pa.field(c.name, pa.string()) for c in columns if string_valued(c.kind)]
         )
+        #: A payload's values of `fast_type`'s fields, as a tuple (every key must be present).
+        self.fast_getter = _tuple_getter(self.fast_type.names)
         # Column positions by kind: one converter call per kind, not per column, since each
         # call has a fixed cost that dominates for parts of a few dozen records.
         by_kind: dict[Kind, list[int]] = {}
@@ -167,7 +188,7 @@ class EntitySchema:
         )
         # How TableBuilder holds a part: string-valued columns as wire strings, columns with a
         # `Kind.staging` in its wire form (both typed once per chunk), the rest typed per part.
-        self.string_groups = tuple(g for g in self.groups if takes_fast_path(g[0].arrow_type))
+        self.string_groups = tuple(g for g in self.groups if string_valued(g[0]))
         self.staged_groups = tuple(
             g for g in self.groups if g[0].staging is not None and g not in self.string_groups
         )
@@ -186,6 +207,18 @@ class EntitySchema:
             metadata={STAGED_KEY: b"true"},
         )
         self._names = tuple(column.name for column in columns)
+        # User fields whose empty value list methods send as null where the get method sends
+        # `""` (single text fields) or `false` (multiple fields): see `pipeline.fetch.listing`.
+        user_fields = [(n, c) for n, c in enumerate(columns) if c.name.startswith("UF_")]
+        self.list_empty_texts = tuple(
+            n for n, c in user_fields if not c.is_multiple and c.kind.convert in _TEXT_CONVERTERS
+        )
+        self.list_empty_lists = tuple(n for n, c in user_fields if c.is_multiple)
+        fast_names = self.fast_type.names
+        #: The same single text fields, as indexes into `fast_type`.
+        self.list_empty_text_fields = tuple(
+            fast_names.index(columns[n].name) for n in self.list_empty_texts
+        )
         #: Every column name, for telling a payload's unknown keys.
         self.known = frozenset(self._names)
         self.enumerations: dict[str, dict[str, str]] = {}

@@ -39,16 +39,74 @@ def _extra(payload: Mapping[str, Any], known: frozenset[str]) -> str:
     return json_text({k: v for k, v in payload.items() if k not in known})
 
 
-def _extra_column(payloads: Sequence[Mapping[str, Any]], known: frozenset[str]) -> pa.Array:
-    """`_extra` for each payload: null unless it carries keys without a column."""
-    # One union of all keys first: a C loop over each dict's stored hashes, ~3x cheaper than a
-    # subset test per payload, and a part almost never has an unknown key.
+def _key_union(payloads: Sequence[Mapping[str, Any]]) -> set[str]:
+    # A C loop over each dict's stored hashes, ~3x cheaper than a subset test per payload.
     keys: set[str] = set()
     keys.update(*payloads)
+    return keys
+
+
+def _extra_column(
+    payloads: Sequence[Mapping[str, Any]], known: frozenset[str], keys: set[str]
+) -> pa.Array:
+    """`_extra` for each payload: null unless it carries keys without a column (`keys`: the
+    union of the payloads' keys; a part almost never has an unknown key)."""
     if keys <= known:
         return pa.nulls(len(payloads), pa.string())
     texts = [None if p.keys() <= known else _extra(p, known) for p in payloads]
     return pa.array(texts, type=pa.string())
+
+
+#: The empty list a list method's null multiple field stands for; shared, nothing mutates it.
+_NO_ITEMS: list[Any] = []
+_EMPTY_TEXT = pa.scalar("", pa.string())
+
+
+class _Empties:
+    """Reads list methods' empty user fields as the get method's (`pipeline.fetch.listing`): a
+    null that a payload carries is `""` in a single text field and no items in a multiple one.
+    An absent key stays null: the portal said nothing about the field. A payload carrying
+    every column (every list row does: `select` names every field) needs no look-up."""
+
+    __slots__ = ("complete", "payloads")
+
+    def __init__(self, payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, keys: set[str]):
+        self.payloads = payloads
+        known = schema.known
+        self.complete = keys <= known and set(map(len, payloads)) <= {len(known)}
+
+    def texts(self, values: ColumnValues, name: str) -> ColumnValues:
+        if isinstance(values, pa.Array):
+            if not values.null_count:
+                return values
+            if self.complete:
+                return pc.fill_null(values, _EMPTY_TEXT)
+            mask = [False] * len(values)
+            payloads = self.payloads
+            for i in pc.indices_nonzero(values.is_null()).to_pylist():
+                mask[i] = name in payloads[i]
+            return pc.if_else(pa.array(mask, pa.bool_()), _EMPTY_TEXT, values)
+        return self._python(values, name, "")
+
+    def lists(self, values: ColumnValues, name: str) -> ColumnValues:
+        assert not isinstance(values, pa.Array)
+        return self._python(values, name, _NO_ITEMS)
+
+    def _python(self, values: Sequence[Any], name: str, empty: Any) -> Sequence[Any]:
+        if None not in values:
+            return values
+        if self.complete:
+            return [empty if value is None else value for value in values]
+        pairs = zip(values, self.payloads, strict=True)
+        return [empty if value is None and name in p else value for value, p in pairs]
+
+    def absorb(self, columns: list[ColumnValues], schema: EntitySchema) -> None:
+        """Apply both rules to the wire columns at `columns` (by position)."""
+        names = schema.column_names
+        for position in schema.list_empty_texts:
+            columns[position] = self.texts(columns[position], names[position])
+        for position in schema.list_empty_lists:
+            columns[position] = self.lists(columns[position], names[position])
 
 
 def _payload_id(payload: Mapping[str, Any], id_field: str) -> int:
@@ -59,15 +117,17 @@ def _payload_id(payload: Mapping[str, Any], id_field: str) -> int:
 
 
 def _arrow_columns(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, complete: bool = False
 ) -> dict[str, pa.Array] | None:
     """Fast path: pyarrow reads the string-valued columns out of the dicts in one C++ pass.
 
     It refuses any value that is not a string or null (a JSON number, an object, ...); then the
-    whole chunk takes the per-column Python path instead.
+    whole chunk takes the per-column Python path instead. `complete`: every payload carries
+    every column (see `_wire_struct`).
     """
     try:
-        struct = pa.array(payloads, type=schema.fast_type)
+        rows = list(map(schema.fast_getter, payloads)) if complete else payloads
+        struct = pa.array(rows, type=schema.fast_type)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
     return dict(zip(schema.fast_type.names, struct.flatten(), strict=True))
@@ -116,11 +176,14 @@ def _normalise(
 ) -> tuple[pa.Table, list[RecordError]]:
     if ids is not None and len(ids) != len(payloads):
         raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
-    columns, _ = _wire_columns(payloads, schema, fast)
+    keys = _key_union(payloads)
+    empties = _Empties(payloads, schema, keys)
+    columns, _ = _wire_columns(payloads, schema, fast, empties.complete)
+    empties.absorb(columns, schema)
     failures: Failures = []
     groups = schema.groups if grouped else [(c.kind, (n,)) for n, c in enumerate(schema.columns)]
     arrays = _type_columns(groups, columns, failures, len(payloads))
-    arrays.append(_extra_column(payloads, schema.known))
+    arrays.append(_extra_column(payloads, schema.known, keys))
     table = pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
     if ids is None:
         id_field = schema.entity.id_field
@@ -131,10 +194,10 @@ def _normalise(
 
 
 def _wire_columns(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, fast: bool
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, fast: bool, complete: bool
 ) -> tuple[list[ColumnValues], bool]:
     """Each column's wire values, and whether the string-valued ones are Arrow strings."""
-    fast_columns = _arrow_columns(payloads, schema) if fast else None
+    fast_columns = _arrow_columns(payloads, schema, complete) if fast else None
     if fast_columns is None:
         return list(_python_columns(payloads, schema.column_names)), False
     columns: list[ColumnValues] = [
@@ -220,6 +283,20 @@ def _ascending(ids: pa.Array) -> bool:
     return bool(pc.all(pc.greater(ids[1:], ids[:-1])).as_py())
 
 
+def _sorted(tables: list[pa.Table], order: pa.Array) -> pa.Table:
+    """`concat_tables(tables).take(order)`, a column at a time, each column freed once it is
+    taken (`tables` is emptied), so the copy costs one column on top of the chunk, not a second
+    chunk."""
+    table = pa.concat_tables(tables)
+    tables.clear()
+    schema = table.schema
+    taken: list[pa.ChunkedArray] = []
+    for _ in range(table.num_columns):
+        taken.append(table.column(0).take(order))
+        table = table.remove_column(0)
+    return pa.Table.from_arrays(taken, schema=schema)
+
+
 class Part(NamedTuple):
     """Some deals of a chunk: their rows, requested IDs (row by row) and record errors.
 
@@ -233,16 +310,37 @@ class Part(NamedTuple):
     errors: list[RecordError]
 
 
-def _wire_struct(payloads: Sequence[Mapping[str, Any]], schema: EntitySchema) -> pa.Array | None:
+def _wire_struct(
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, empties: _Empties
+) -> pa.Array | None:
     """The string-valued columns as one struct array (see `_arrow_columns`), or None."""
     try:
-        return pa.array(payloads, type=schema.fast_type)
+        if empties.complete:
+            # Every payload has every key: pyarrow fills a struct from tuples by position,
+            # ~35% faster than by a look-up per field name; one itemgetter call per payload
+            # makes the tuple (~13% faster in all, measured on 1,000 list rows).
+            rows: Sequence[Any] = list(map(schema.fast_getter, payloads))
+        else:
+            rows = payloads
+        struct = pa.array(rows, type=schema.fast_type)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
+    # Only the user text fields' children are looked at (get answers never hold a null there),
+    # and the struct is rebuilt only when one changes: flattening every child costs a few
+    # microseconds a column, which adds up for small parts.
+    fixes: dict[int, ColumnValues] = {}
+    for index in schema.list_empty_text_fields:
+        child = struct.field(index)
+        if child.null_count:
+            fixes[index] = empties.texts(child, schema.fast_type[index].name)
+    if not fixes:
+        return struct
+    children = [fixes[n] if n in fixes else struct.field(n) for n in range(struct.type.num_fields)]
+    return pa.StructArray.from_arrays(children, fields=list(schema.fast_type))
 
 
 def _stage(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, empties: _Empties
 ) -> tuple[list[pa.Array], Failures] | None:
     """The part's other columns in `schema.other_positions` order: staged ones in their wire
     form, structured ones typed (with their failures); None when some column refuses its
@@ -252,6 +350,8 @@ def _stage(
     for position in schema.other_positions:
         name = names[position]
         columns[position] = [p.get(name) for p in payloads]
+    for position in schema.list_empty_lists:
+        columns[position] = empties.lists(columns[position], names[position])
     failures: Failures = []
     arrays = _type_columns(schema.structured_groups, columns, failures, len(payloads))
     for kind, positions in schema.staged_groups:
@@ -264,10 +364,14 @@ def _stage(
     return [arrays[position] for position in schema.other_positions], failures
 
 
-# Staged parts are typed in runs of about this many rows (and a part this large at once):
-# enough that the compute calls' fixed cost is small per record, few enough that a run's wire
-# values (~1 kB a record) stay small next to the chunk.
+# Staged parts are typed in runs of about this many rows: enough that the compute calls' fixed
+# cost is small per record, few enough that a run's wire values (~1 kB a record) stay small
+# next to the chunk.
 _TYPE_ROWS = 2_000
+# A part this large is typed at once: a full list answer (`pipeline.fetch.listing`, 1,000
+# rows; one with absent IDs is staged like any part). Typing it costs the same per record as
+# in a run (measured), and its typed columns take ~12% less memory than its wire strings.
+_TYPE_AT_ONCE = 1_000
 
 
 def _is_staged(table: pa.Table) -> bool:
@@ -299,20 +403,23 @@ class TableBuilder:
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
         schema = self.schema
-        if len(payloads) >= _TYPE_ROWS:
+        if len(payloads) >= _TYPE_AT_ONCE:
             # Large enough to type at once for little more per record, and typed columns are
-            # smaller than wire strings.
+            # smaller than wire strings (and need no second copy when the builder finishes).
             table, errors = _normalise(payloads, schema, ids, fast=True)
             return Part(table, pa.array(ids, type=pa.int64()), errors)
-        wire = _wire_struct(payloads, schema)
-        staged = None if wire is None else _stage(payloads, schema)
+        keys = _key_union(payloads)
+        empties = _Empties(payloads, schema, keys)
+        wire = _wire_struct(payloads, schema, empties)
+        staged = None if wire is None else _stage(payloads, schema, empties)
         if wire is None or staged is None:
             # Some value needs its per-value converter (a JSON number, say): type the part now.
             table, errors = _normalise(payloads, schema, ids, fast=wire is not None)
             return Part(table, pa.array(ids, type=pa.int64()), errors)
         arrays, failures = staged
         table = pa.Table.from_arrays(
-            [wire, *arrays, _extra_column(payloads, schema.known)], schema=schema.staged_schema
+            [wire, *arrays, _extra_column(payloads, schema.known, keys)],
+            schema=schema.staged_schema,
         )
         errors = _record_errors(failures, schema, ids.__getitem__)
         return Part(table, pa.array(ids, type=pa.int64()), errors)
@@ -342,10 +449,12 @@ class TableBuilder:
         parts = deque(zip(tables, ids, strict=True))
         tables.clear()  # `parts` alone holds them now, so each goes as soon as it is typed
         typed = self._typed(parts, errors)
-        table = typed[0] if len(typed) == 1 else pa.concat_tables(typed)
-        if not _ascending(all_ids):
-            # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy.
-            table = table.take(pc.sort_indices(all_ids))
+        if _ascending(all_ids):
+            table = typed[0] if len(typed) == 1 else pa.concat_tables(typed)
+        else:
+            # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy
+            # (list answers do: the follow-up gets of their absent IDs come later).
+            table = _sorted(typed, pc.sort_indices(all_ids))
         if errors:
             position = {name: n for n, name in enumerate(self.schema.column_names)}
             errors.sort(key=lambda e: (e.id, position.get(e.field, len(position))))

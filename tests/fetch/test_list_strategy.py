@@ -9,13 +9,11 @@ import pytest
 from pipeline.fetch.listing import (
     LIST_PAGE,
     FieldForm,
-    RowForms,
     build_list_batch,
     chunk_ids,
     list_select,
     parse_list_batch,
     select_query,
-    to_get_form,
     user_field_forms,
 )
 from pipeline.fetch.strategy import Chooser, choose
@@ -133,14 +131,16 @@ def test_a_list_command_names_every_field_and_asks_for_exactly_its_ids() -> None
     assert len(chunk_ids(list(range(2 * LIST_PAGE + 1)))) == 3
 
 
-def test_list_rows_take_gets_form() -> None:
+def test_list_rows_are_handed_on_as_they_came() -> None:
+    # The normaliser reads list's forms itself (tests/normalise/test_list_forms.py): a row is
+    # neither rewritten nor copied.
     forms = user_field_forms(FIELDS)
     assert forms["UF_FLAG"] == FieldForm(False, "boolean")
     row = {"ID": "7", "UF_FLAG": True, "UF_TAGS": None, "UF_TEXT": None, "UF_FILE": None}
-    assert to_get_form(row, forms) == {"ID": "7", "UF_FLAG": "1", "UF_TAGS": False, "UF_TEXT": ""}
-    assert to_get_form({"UF_FLAG": False}, forms) == {"UF_FLAG": "0"}
-    # A value list methods are not known to change passes as it is.
-    assert to_get_form({"UF_FLAG": "Y", "UF_TEXT": "x"}, forms) == {"UF_FLAG": "Y", "UF_TEXT": "x"}
+    sent = dict(row)
+    reply = parse_list_batch({"result": {"l0": [row]}}, [[7]], forms)
+    assert reply.deals[7] is row
+    assert row == sent
 
 
 def test_a_list_answer_is_split_per_requested_id() -> None:
@@ -181,42 +181,3 @@ async def test_a_batch_is_sized_to_half_the_60_s_cap_by_measured_cost() -> None:
     reservation = await budget.reserve(1)
     budget.release(reservation, Observation(operating=4.0, reset_at=None, per_command_s=90.0))
     assert budget.within_request_cap(50) == 1  # never zero
-
-
-def test_row_forms_rewrite_exactly_as_field_by_field() -> None:
-    # The precomputed plan must give the very rows the field-by-field rules give, for every
-    # form a user field can arrive in (a multiple boolean is impossible on a portal, but the
-    # rule "null first, then JSON booleans" must hold for it too).
-    forms = {
-        "UF_B": FieldForm(False, "boolean"),
-        "UF_MB": FieldForm(True, "boolean"),
-        "UF_M": FieldForm(True, "string"),
-        "UF_F": FieldForm(False, "file"),
-        "UF_MF": FieldForm(True, "file"),
-        "UF_S": FieldForm(False, "string"),
-    }
-    plan = RowForms.of(forms)
-
-    def by_rule(row: dict[str, object]) -> dict[str, object]:
-        out = dict(row)
-        for name, form in forms.items():
-            if name not in out:
-                continue
-            value = out[name]
-            if value is None:
-                if form.multiple:
-                    out[name] = False
-                elif form.kind == "file":
-                    del out[name]
-                else:
-                    out[name] = ""
-            elif form.kind == "boolean" and isinstance(value, bool):
-                out[name] = "1" if value else "0"
-        return out
-
-    values: list[object] = [None, True, False, "", "1", 0, 1, [], ["a"], {"id": 1}]
-    for value in values:
-        for name in forms:
-            row = {"ID": "1", name: value, "TITLE": None}
-            assert to_get_form(dict(row), plan) == by_rule(row), (name, value)
-            assert to_get_form(dict(row), forms) == by_rule(row), (name, value)

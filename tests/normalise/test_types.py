@@ -283,7 +283,9 @@ TEXT_TYPES = ["string", "url", "address", "location", "crm_status", "crm_currenc
         ("Другое 🚀 ✈️", "Другое 🚀 ✈️"),
         ("  пробелы  ", "  пробелы  "),
         ("", ""),  # text keeps the empty string
-        (None, None),
+        # A user field's null is a list method's empty value, which the get method sends as ""
+        # (pipeline.fetch.listing); see test_a_standard_fields_null_stays_null.
+        (None, ""),
         (ABSENT, None),
         ("D_1", "D_1"),
         ("T80_6", "T80_6"),
@@ -298,6 +300,13 @@ TEXT_TYPES = ["string", "url", "address", "location", "crm_status", "crm_currenc
 @pytest.mark.parametrize("bitrix_type", TEXT_TYPES)
 def test_text_types(bitrix_type: str, wire: Any, expected: Any) -> None:
     check(bitrix_type, wire, expected)
+
+
+@pytest.mark.parametrize("bitrix_type", TEXT_TYPES)
+def test_a_standard_fields_null_stays_null(bitrix_type: str) -> None:
+    """Only user fields have a list form of their empty value; a standard field's null (the get
+    method's own empty, REST docs `crm-deal-get.md` example `"LEAD_ID": null`) stays null."""
+    check(bitrix_type, None, None, name="COMMENTS_X")
 
 
 def money(amount: str | None, currency: str | None) -> dict[str, Any]:
@@ -365,7 +374,7 @@ FILE_B = {"id": 2, "showUrl": "/b", "downloadUrl": "/b?d"}
         ("enumeration", {"0": "91", "2": "93"}, [91, 93], 0),  # PHP array with gaps
         ("enumeration", ["91", "x", "93"], [91, None, 93], 1),
         ("enumeration", [], [], 0),
-        ("enumeration", None, None, 0),
+        ("enumeration", None, [], 0),  # a list method's empty (the get method sends false)
         ("enumeration", "", [], 0),  # "" is one of the portal's empty forms (false, "", [])
         ("enumeration", False, [], 0),
         ("enumeration", ABSENT, None, 0),
