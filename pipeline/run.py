@@ -48,13 +48,14 @@ from pipeline.outcomes import DealFailed, DealFetched, FetchedBatch
 from pipeline.output import (
     OutputRoot,
     PartitionSpec,
-    failed_row,
+    failed_table,
     fingerprint_ids,
     holds_retryable_failures,
     invalid_input_row,
     read_pending_input,
     read_watermark,
     record_error_row,
+    with_rows,
 )
 from pipeline.output.delta import (
     DeltaSink,
@@ -513,9 +514,7 @@ class _Exporter:
             self.written += 1
             self._slots.release()
 
-    def _prepare(
-        self, buf: _ChunkBuffer, *, piece: bool = False
-    ) -> tuple[pa.Table, list[dict[str, Any]]]:
+    def _prepare(self, buf: _ChunkBuffer, *, piece: bool = False) -> tuple[pa.Table, pa.Table]:
         seen = datetime.now(UTC)
         run_id = self.out.run_id
         ids, payloads = buf.take_pending()
@@ -525,7 +524,9 @@ class _Exporter:
         if buf.index == 0 and self._input_rows_pending and not piece:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
             # (and replaced on a rewrite) together with real work.
-            rows.extend(invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
+            rows = with_rows(
+                rows, (invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
+            )
         return table, rows
 
 
@@ -537,7 +538,7 @@ def _chunk_tables(
     seen: datetime,
     *,
     builder: TableBuilder | None = None,
-) -> tuple[pa.Table, list[dict[str, Any]]]:
+) -> tuple[pa.Table, pa.Table]:
     """A chunk's data table and sidecar rows, in ID order: export and retry build them alike.
     `builder` holds the chunk's deals already converted; `fetched` are the rest.
 
@@ -549,10 +550,11 @@ def _chunk_tables(
         builder.add([f.payload for f in ordered], [f.id for f in ordered])
     table, record_errors = builder.finish()
     table = with_lineage(table, run_id, seen)
-    rows: list[dict[str, Any]] = [
-        failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)
-    ]
-    rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+    rows = failed_table(sorted(failed, key=_id), run_id=run_id, seen=seen)
+    if record_errors:
+        rows = with_rows(
+            rows, (record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+        )
     return table, rows
 
 

@@ -56,7 +56,8 @@ class PartitionSpec:
         return {"partition_by": self.column, "partition_transform": self.transform}
 
 
-def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> list[str | None]:
+def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> pa.Array:
+    """Each row's key value as text (null where the row has none), one array."""
     typ = column.type
     if spec.transform in _FORMATS:
         if not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
@@ -64,12 +65,46 @@ def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> list[str | None]:
                 f"partition transform {spec.transform!r} needs a date or timestamp column, "
                 f"but {spec.column} is {typ}; use partition_transform 'value' or 'none'"
             )
-        return list(pc.strftime(column, format=_FORMATS[spec.transform]).to_pylist())
-    if pa.types.is_boolean(typ):
-        return [None if v is None else ("true" if v else "false") for v in column.to_pylist()]
-    if pa.types.is_nested(typ):
+        keys = pc.strftime(column, format=_FORMATS[spec.transform])
+    elif pa.types.is_nested(typ):
         raise OutputError(f"cannot partition by {spec.column}: {typ} is not a scalar type")
-    return list(pc.cast(column, pa.string()).to_pylist())
+    else:
+        # Arrow spells booleans `true`/`false`, as the directory names always have.
+        keys = pc.cast(column, pa.string())
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+
+
+def _groups(keys: pa.Array, key: str) -> tuple[list[str], pa.Array]:
+    """The distinct directories in order, and each row's position in that list.
+
+    Directory names are made once per distinct value, not per row; a null and an empty value
+    share NULL_PARTITION, so two values may map to one directory."""
+    encoded = pc.dictionary_encode(keys)
+    names = [key_dir(key, value) for value in encoded.dictionary.to_pylist()]
+    null_name = key_dir(key, None)
+    distinct = sorted(set(names) | ({null_name} if encoded.null_count else set()))
+    rank = {name: n for n, name in enumerate(distinct)}
+    # The entry after the dictionary's is for nulls (0 when there are none: nothing points there).
+    lookup = pa.array([rank[name] for name in names] + [rank.get(null_name, 0)], pa.int32())
+    indices = pc.fill_null(encoded.indices, len(names))
+    return distinct, pc.take(lookup, indices)
+
+
+def _sizes(codes: pa.Array, groups: int) -> list[int]:
+    """Rows per group position."""
+    sizes = [0] * groups
+    counted = pc.value_counts(codes)
+    for value, count in zip(
+        counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+    ):
+        sizes[value] = count
+    return sizes
+
+
+def _ascending(codes: pa.Array) -> bool:
+    """True when the rows already come group by group, in directory order."""
+    n = len(codes)
+    return n < 2 or bool(pc.all(pc.less_equal(codes.slice(0, n - 1), codes.slice(1))).as_py())
 
 
 def partition_problem(
@@ -129,12 +164,20 @@ def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
             f"partition key {spec.key} clashes with a data column of the same name; "
             "choose another partition column or transform"
         )
-    groups: dict[str, list[int]] = {}
-    for i, value in enumerate(_keys(table.column(spec.column), spec)):
-        groups.setdefault(partition_dir(spec, value), []).append(i)
-    if len(groups) == 1:
-        return [(next(iter(groups)), table)]
-    return [(d, table.take(pa.array(groups[d], pa.int64()))) for d in sorted(groups)]
+    directories, codes = _groups(_keys(table.column(spec.column), spec), spec.key or "")
+    if len(directories) == 1:
+        return [(directories[0], table)]
+    if not _ascending(codes):
+        # One take of the whole table, in a stable order (Arrow's sort_indices is stable, so a
+        # group keeps the input order); a take per group would concatenate every chunk each
+        # time. Each group is then a zero-copy slice.
+        table = table.take(pc.sort_indices(codes))
+    out: list[tuple[str, pa.Table]] = []
+    start = 0
+    for directory, size in zip(directories, _sizes(codes, len(directories)), strict=True):
+        out.append((directory, table.slice(start, size)))
+        start += size
+    return out
 
 
 __all__ = [
