@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipeline.config import OutputConfig
@@ -104,18 +105,18 @@ def test_bad_partition_columns_are_clear_errors() -> None:
 
 
 def _split_row_by_row(table: pa.Table, spec: PartitionSpec) -> dict[str, list[int]]:
-    """The rule `split` implements, one row at a time: directory -> IDs in input order."""
-    keys = table.column(spec.column or "").to_pylist()
+    """The rule `split` implements, one row at a time: directory -> IDs in input order (each
+    row's date key formatted by Arrow's strftime in the column's own time zone)."""
+    column = table.column(spec.column or "")
+    if spec.transform in ("year", "month", "day"):
+        fmt = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}[spec.transform]
+        keys = pc.strftime(column, format=fmt).to_pylist()
+    else:
+        keys = column.to_pylist()
     groups: dict[str, list[int]] = {}
     for row_id, value in zip(table.column("ID").to_pylist(), keys, strict=True):
         if isinstance(value, bool):
             text: str | None = "true" if value else "false"
-        elif isinstance(value, datetime):
-            text = value.strftime(
-                {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}.get(
-                    spec.transform, "%Y-%m-%d %H:%M:%S"
-                )
-            )
         else:
             text = None if value is None else str(value)
         groups.setdefault(partition_dir(spec, text), []).append(row_id)
@@ -176,3 +177,26 @@ def test_rows_already_grouped_are_sliced_without_a_copy() -> None:
     for _, part in groups:
         for chunk in part.column("ID").chunks:
             assert chunk.buffers()[1].address in source
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Europe/Moscow", "Asia/Kolkata"])
+@pytest.mark.parametrize("transform", ["year", "month", "day"])
+def test_date_keys_are_taken_in_the_columns_own_zone(zone: str, transform: str) -> None:
+    import random
+
+    rng = random.Random(7)
+    start = datetime(1, 1, 1, tzinfo=UTC)
+    # Years 1..3000 (strftime pads them to four digits) and local midnights around DST gaps.
+    moments = [start.replace(year=rng.randrange(1, 3000)) for _ in range(200)]
+    moments += [datetime(1981, 3, 31, 20, 59, 59, tzinfo=UTC), datetime(2024, 3, 10, 7, tzinfo=UTC)]
+    table = pa.table(
+        {
+            "ID": pa.array(range(len(moments) + 2), pa.int64()),
+            "AT": pa.array([*moments, None, moments[0]], pa.timestamp("us", tz=zone)),
+            "DAY": pa.array([m.date() for m in moments] + [None, moments[0].date()], pa.date32()),
+        }
+    )
+    for column in ("AT", "DAY"):
+        spec = PartitionSpec(column, transform)  # type: ignore[arg-type]
+        groups = split(table, spec)
+        assert {d: t.column("ID").to_pylist() for d, t in groups} == _split_row_by_row(table, spec)
