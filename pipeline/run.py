@@ -508,11 +508,14 @@ class _Exporter:
                     buf.index, table, tuple(ids), rows, {"fetched": table.num_rows}
                 )
                 self.pieces += 1
-                continue
-            table, rows = await asyncio.to_thread(self._prepare, buf)
-            await self.out.awrite_chunk(buf.index, table, rows, {"fetched": table.num_rows})
-            self.written += 1
-            self._slots.release()
+            else:
+                table, rows = await asyncio.to_thread(self._prepare, buf)
+                await self.out.awrite_chunk(buf.index, table, rows, {"fetched": table.num_rows})
+                self.written += 1
+                self._slots.release()
+            # Committed: let the chunk's table go now, not when the next one is ready (it would
+            # otherwise stay alive through the next chunk's fetch and typing).
+            del unit, buf, table, rows
 
     def _prepare(self, buf: _ChunkBuffer, *, piece: bool = False) -> tuple[pa.Table, pa.Table]:
         seen = datetime.now(UTC)
@@ -520,6 +523,8 @@ class _Exporter:
         ids, payloads = buf.take_pending()
         if ids:
             buf.builder.add(payloads, ids)
+        # The payloads are typed: free their dicts before the chunk is typed as a whole.
+        del ids, payloads
         table, rows = _chunk_tables([], buf.failed, self.schema, run_id, seen, builder=buf.builder)
         if buf.index == 0 and self._input_rows_pending and not piece:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
