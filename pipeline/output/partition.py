@@ -182,9 +182,10 @@ def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
     if len(directories) == 1:
         return [(directories[0], table)]
     if not _ascending(codes):
-        # One take of the whole table, in a stable order (Arrow's sort_indices is stable, so a
-        # group keeps the input order); a take per group would concatenate every chunk each
-        # time. Each group is then a zero-copy slice.
+        # One take of the whole table, in a stable order (sort_indices "computes an array of
+        # indices that define a stable sort", arrow.apache.org/docs/python/generated/
+        # pyarrow.compute.sort_indices.html, so a group keeps the input order); a take per
+        # group would concatenate every chunk each time. Each group is then a zero-copy slice.
         table = table.take(pc.sort_indices(codes))
     out: list[tuple[str, pa.Table]] = []
     start = 0
