@@ -36,7 +36,7 @@ class Encoding:
             # No dictionary pages: a file holds one chunk's rows of one partition (hundreds),
             # where most columns are near-unique and the codec already folds repeated values,
             # so dictionaries only cost a second page to encode and compress per column (a
-            # third of the time of a small file) and made files no smaller. Readers decode
+            # fifth of the time of a file here) and made files no smaller. Readers decode
             # values the same either way (PLAIN, the encoding defined for every physical type:
             # github.com/apache/parquet-format, Encodings.md; same schema, codec, statistics).
             use_dictionary=False,
