@@ -48,13 +48,14 @@ from pipeline.outcomes import DealFailed, DealFetched, FetchedBatch
 from pipeline.output import (
     OutputRoot,
     PartitionSpec,
-    failed_row,
+    failed_table,
     fingerprint_ids,
     holds_retryable_failures,
     invalid_input_row,
     read_pending_input,
     read_watermark,
     record_error_row,
+    with_rows,
 )
 from pipeline.output.delta import (
     DeltaSink,
@@ -507,25 +508,30 @@ class _Exporter:
                     buf.index, table, tuple(ids), rows, {"fetched": table.num_rows}
                 )
                 self.pieces += 1
-                continue
-            table, rows = await asyncio.to_thread(self._prepare, buf)
-            await self.out.awrite_chunk(buf.index, table, rows, {"fetched": table.num_rows})
-            self.written += 1
-            self._slots.release()
+            else:
+                table, rows = await asyncio.to_thread(self._prepare, buf)
+                await self.out.awrite_chunk(buf.index, table, rows, {"fetched": table.num_rows})
+                self.written += 1
+                self._slots.release()
+            # Committed: let the chunk's table go now, not when the next one is ready (it would
+            # otherwise stay alive through the next chunk's fetch and typing).
+            del unit, buf, table, rows
 
-    def _prepare(
-        self, buf: _ChunkBuffer, *, piece: bool = False
-    ) -> tuple[pa.Table, list[dict[str, Any]]]:
+    def _prepare(self, buf: _ChunkBuffer, *, piece: bool = False) -> tuple[pa.Table, pa.Table]:
         seen = datetime.now(UTC)
         run_id = self.out.run_id
         ids, payloads = buf.take_pending()
         if ids:
             buf.builder.add(payloads, ids)
+        # The payloads are typed: free their dicts before the chunk is typed as a whole.
+        del ids, payloads
         table, rows = _chunk_tables([], buf.failed, self.schema, run_id, seen, builder=buf.builder)
         if buf.index == 0 and self._input_rows_pending and not piece:
             # Invalid input lines belong to no chunk; chunk 0 carries them so they are committed
             # (and replaced on a rewrite) together with real work.
-            rows.extend(invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
+            rows = with_rows(
+                rows, (invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
+            )
         return table, rows
 
 
@@ -537,7 +543,7 @@ def _chunk_tables(
     seen: datetime,
     *,
     builder: TableBuilder | None = None,
-) -> tuple[pa.Table, list[dict[str, Any]]]:
+) -> tuple[pa.Table, pa.Table]:
     """A chunk's data table and sidecar rows, in ID order: export and retry build them alike.
     `builder` holds the chunk's deals already converted; `fetched` are the rest.
 
@@ -549,10 +555,11 @@ def _chunk_tables(
         builder.add([f.payload for f in ordered], [f.id for f in ordered])
     table, record_errors = builder.finish()
     table = with_lineage(table, run_id, seen)
-    rows: list[dict[str, Any]] = [
-        failed_row(f, run_id=run_id, seen=seen) for f in sorted(failed, key=_id)
-    ]
-    rows.extend(record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+    rows = failed_table(sorted(failed, key=_id), run_id=run_id, seen=seen)
+    if record_errors:
+        rows = with_rows(
+            rows, (record_error_row(e, run_id=run_id, seen=seen) for e in record_errors)
+        )
     return table, rows
 
 

@@ -86,9 +86,11 @@ from pipeline.output.root import (
 from pipeline.output.sidecar import (
     SIDECAR_SCHEMA,
     failed_row,
+    failed_table,
     invalid_input_row,
     record_error_row,
     sidecar_table,
+    with_rows,
 )
 from pipeline.output.sink import Sink
 from pipeline.output.state import StateStore
@@ -106,6 +108,7 @@ __all__ = [
     "Store",
     "dataset_glob",
     "failed_row",
+    "failed_table",
     "fingerprint_ids",
     "holds_retryable_failures",
     "invalid_input_row",
@@ -118,4 +121,5 @@ __all__ = [
     "set_watermark",
     "sidecar_table",
     "snapshot_fingerprint",
+    "with_rows",
 ]

@@ -25,9 +25,10 @@ def with_lineage(table: pa.Table, run_id: str, extracted_at: datetime) -> pa.Tab
     """`table` with the two lineage columns appended (replaced if already there)."""
     at = extracted_at.astimezone(UTC)
     n = table.num_rows
+    # One value per table: repeated in C++, not converted once per row from Python objects.
     columns = {
-        RUN_ID_COLUMN: pa.array([run_id] * n, pa.string()),
-        EXTRACTED_AT_COLUMN: pa.array([at] * n, EXTRACTED_AT_TYPE),
+        RUN_ID_COLUMN: pa.repeat(pa.scalar(run_id, pa.string()), n),
+        EXTRACTED_AT_COLUMN: pa.repeat(pa.scalar(at, EXTRACTED_AT_TYPE), n),
     }
     for field in LINEAGE_FIELDS:
         if field.name in table.column_names:

@@ -56,7 +56,9 @@ class PartitionSpec:
         return {"partition_by": self.column, "partition_transform": self.transform}
 
 
-def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> list[str | None]:
+def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> tuple[pa.Array, list[str | None]]:
+    """Each row's key as a position in a list of the chunk's distinct key texts (a null
+    position where the row has no value)."""
     typ = column.type
     if spec.transform in _FORMATS:
         if not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
@@ -64,12 +66,58 @@ def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> list[str | None]:
                 f"partition transform {spec.transform!r} needs a date or timestamp column, "
                 f"but {spec.column} is {typ}; use partition_transform 'value' or 'none'"
             )
-        return list(pc.strftime(column, format=_FORMATS[spec.transform]).to_pylist())
-    if pa.types.is_boolean(typ):
-        return [None if v is None else ("true" if v else "false") for v in column.to_pylist()]
+        return _date_keys(column.combine_chunks(), spec.transform)
     if pa.types.is_nested(typ):
         raise OutputError(f"cannot partition by {spec.column}: {typ} is not a scalar type")
-    return list(pc.cast(column, pa.string()).to_pylist())
+    # Arrow spells booleans `true`/`false`, as the directory names always have.
+    encoded = pc.dictionary_encode(pc.cast(column, pa.string()).combine_chunks())
+    return encoded.indices, encoded.dictionary.to_pylist()
+
+
+def _date_keys(column: pa.Array, transform: str) -> tuple[pa.Array, list[str | None]]:
+    """`_keys` of a date or timestamp column: its date parts in the column's own time zone as
+    one integer per row (about a tenth of the cost of formatting each row), and the text of
+    each distinct one formatted from a row that has it, so the texts are exactly strftime's."""
+    key = pc.year(column)
+    if transform != "year":
+        key = pc.add(pc.multiply(key, 100), pc.month(column))
+    if transform == "day":
+        key = pc.add(pc.multiply(key, 100), pc.day(column))
+    encoded = pc.dictionary_encode(key)
+    first = [pc.index(encoded.indices, n).as_py() for n in range(len(encoded.dictionary))]
+    texts = pc.strftime(column.take(pa.array(first, pa.int64())), format=_FORMATS[transform])
+    return encoded.indices, texts.to_pylist()
+
+
+def _groups(indices: pa.Array, texts: list[str | None], key: str) -> tuple[list[str], pa.Array]:
+    """The distinct directories in order, and each row's position in that list.
+
+    Directory names are made once per distinct value, not per row; a null and an empty value
+    share NULL_PARTITION, so two values may map to one directory."""
+    names = [key_dir(key, value) for value in texts]
+    null_name = key_dir(key, None)
+    distinct = sorted(set(names) | ({null_name} if indices.null_count else set()))
+    rank = {name: n for n, name in enumerate(distinct)}
+    # The entry after the texts' is for nulls (0 when there are none: nothing points there).
+    lookup = pa.array([rank[name] for name in names] + [rank.get(null_name, 0)], pa.int32())
+    return distinct, pc.take(lookup, pc.fill_null(indices, len(names)))
+
+
+def _sizes(codes: pa.Array, groups: int) -> list[int]:
+    """Rows per group position."""
+    sizes = [0] * groups
+    counted = pc.value_counts(codes)
+    for value, count in zip(
+        counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+    ):
+        sizes[value] = count
+    return sizes
+
+
+def _ascending(codes: pa.Array) -> bool:
+    """True when the rows already come group by group, in directory order."""
+    n = len(codes)
+    return n < 2 or bool(pc.all(pc.less_equal(codes.slice(0, n - 1), codes.slice(1))).as_py())
 
 
 def partition_problem(
@@ -129,12 +177,22 @@ def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
             f"partition key {spec.key} clashes with a data column of the same name; "
             "choose another partition column or transform"
         )
-    groups: dict[str, list[int]] = {}
-    for i, value in enumerate(_keys(table.column(spec.column), spec)):
-        groups.setdefault(partition_dir(spec, value), []).append(i)
-    if len(groups) == 1:
-        return [(next(iter(groups)), table)]
-    return [(d, table.take(pa.array(groups[d], pa.int64()))) for d in sorted(groups)]
+    indices, texts = _keys(table.column(spec.column), spec)
+    directories, codes = _groups(indices, texts, spec.key or "")
+    if len(directories) == 1:
+        return [(directories[0], table)]
+    if not _ascending(codes):
+        # One take of the whole table, in a stable order (sort_indices "computes an array of
+        # indices that define a stable sort", arrow.apache.org/docs/python/generated/
+        # pyarrow.compute.sort_indices.html, so a group keeps the input order); a take per
+        # group would concatenate every chunk each time. Each group is then a zero-copy slice.
+        table = table.take(pc.sort_indices(codes))
+    out: list[tuple[str, pa.Table]] = []
+    start = 0
+    for directory, size in zip(directories, _sizes(codes, len(directories)), strict=True):
+        out.append((directory, table.slice(start, size)))
+        start += size
+    return out
 
 
 __all__ = [

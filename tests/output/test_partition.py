@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipeline.config import OutputConfig
@@ -101,3 +102,101 @@ def test_bad_partition_columns_are_clear_errors() -> None:
     clash = _table().append_column("STAGE_ID_value", pa.array(["x"] * 4))
     with pytest.raises(OutputError, match="clashes"):
         split(clash, PartitionSpec("STAGE_ID", "value"))
+
+
+def _split_row_by_row(table: pa.Table, spec: PartitionSpec) -> dict[str, list[int]]:
+    """The rule `split` implements, one row at a time: directory -> IDs in input order (each
+    row's date key formatted by Arrow's strftime in the column's own time zone)."""
+    column = table.column(spec.column or "")
+    if spec.transform in ("year", "month", "day"):
+        fmt = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}[spec.transform]
+        keys = pc.strftime(column, format=fmt).to_pylist()
+    else:
+        keys = column.to_pylist()
+    groups: dict[str, list[int]] = {}
+    for row_id, value in zip(table.column("ID").to_pylist(), keys, strict=True):
+        if isinstance(value, bool):
+            text: str | None = "true" if value else "false"
+        else:
+            text = None if value is None else str(value)
+        groups.setdefault(partition_dir(spec, text), []).append(row_id)
+    return groups
+
+
+def _many_chunks(rows: int, chunks: int, seed: int) -> pa.Table:
+    import random
+
+    rng = random.Random(seed)
+    months = [datetime(2024, m, 28, 23, 59, tzinfo=UTC) for m in range(1, 13)]
+    stages = ["C1:WON", "NEW", "", None, "a b/ü", "LOSE"]
+    ids = rng.sample(range(1, rows * 10), rows)
+    table = pa.table(
+        {
+            "ID": pa.array(ids, pa.int64()),
+            "DATE_CREATE": pa.array(
+                [rng.choice([*months, None]) for _ in ids], pa.timestamp("us", tz="UTC")
+            ),
+            "STAGE_ID": pa.array([rng.choice(stages) for _ in ids], pa.string()),
+            "CLOSED": pa.array([rng.choice([True, False, None]) for _ in ids], pa.bool_()),
+        }
+    )
+    step = -(-rows // chunks)
+    return pa.concat_tables([table.slice(i, step) for i in range(0, rows, step)])
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "spec",
+    [
+        PartitionSpec("DATE_CREATE", "month"),
+        PartitionSpec("DATE_CREATE", "year"),
+        PartitionSpec("STAGE_ID", "value"),
+        PartitionSpec("CLOSED", "value"),
+    ],
+)
+def test_split_of_a_many_chunk_table_matches_the_row_by_row_rule(
+    spec: PartitionSpec, seed: int
+) -> None:
+    table = _many_chunks(2_000, 9, seed)
+    assert table.column("ID").num_chunks == 9
+    groups = split(table, spec)
+    expected = _split_row_by_row(table, spec)
+    assert [d for d, _ in groups] == sorted(expected)
+    assert {d: t.column("ID").to_pylist() for d, t in groups} == expected
+    assert all(t.schema == table.schema for _, t in groups)
+    assert sum(t.num_rows for _, t in groups) == table.num_rows
+
+
+def test_rows_already_grouped_are_sliced_without_a_copy() -> None:
+    # By month, nulls last: the directory order (NULL_PARTITION sorts after the digits).
+    table = _many_chunks(600, 3, 0).sort_by("DATE_CREATE")
+    groups = split(table, PartitionSpec("DATE_CREATE", "month"))
+    assert len(groups) == 13
+    # Slices of the input: the groups' values live in the input's own buffers.
+    source = {b.address for c in table.column("ID").chunks for b in c.buffers() if b is not None}
+    for _, part in groups:
+        for chunk in part.column("ID").chunks:
+            assert chunk.buffers()[1].address in source
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Europe/Moscow", "Asia/Kolkata"])
+@pytest.mark.parametrize("transform", ["year", "month", "day"])
+def test_date_keys_are_taken_in_the_columns_own_zone(zone: str, transform: str) -> None:
+    import random
+
+    rng = random.Random(7)
+    start = datetime(1, 1, 1, tzinfo=UTC)
+    # Years 1..3000 (strftime pads them to four digits) and local midnights around DST gaps.
+    moments = [start.replace(year=rng.randrange(1, 3000)) for _ in range(200)]
+    moments += [datetime(1981, 3, 31, 20, 59, 59, tzinfo=UTC), datetime(2024, 3, 10, 7, tzinfo=UTC)]
+    table = pa.table(
+        {
+            "ID": pa.array(range(len(moments) + 2), pa.int64()),
+            "AT": pa.array([*moments, None, moments[0]], pa.timestamp("us", tz=zone)),
+            "DAY": pa.array([m.date() for m in moments] + [None, moments[0].date()], pa.date32()),
+        }
+    )
+    for column in ("AT", "DAY"):
+        spec = PartitionSpec(column, transform)  # type: ignore[arg-type]
+        groups = split(table, spec)
+        assert {d: t.column("ID").to_pylist() for d, t in groups} == _split_row_by_row(table, spec)

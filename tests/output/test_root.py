@@ -486,3 +486,31 @@ def test_overwrite_keeps_the_watermark_until_the_new_run_sets_its_own(
         # A run that dies here must still find where the last successful run ended.
         assert out.read_watermark() == "2026-11-26T00:00:00+00:00"
     assert read_watermark(str(tmp_path)) == "2026-11-26T00:00:00+00:00"
+
+
+def test_every_accounting_rule_is_refused_with_its_own_message(
+    tmp_path: Path, synth: ModuleType
+) -> None:
+    data, errors = synth.chunk(0)
+    first = data.column("ID")[0].as_py()
+    fetch = dict(errors[0])
+    no_id = data.set_column(
+        data.schema.get_field_index("ID"),
+        "ID",
+        pa.array([None, *data.column("ID").to_pylist()[1:]], pa.int64()),
+    )
+    cases = [
+        (no_id, errors, "the data has rows without ID"),
+        (data, [dict(fetch, id=None)], "a fetch error row has no id"),
+        (data, [fetch, dict(fetch)], f"deal {fetch['id']} is accounted for twice"),
+        (data, [dict(fetch, id=first)], f"deal {first} is accounted for twice"),
+        (data, [{"stage": "normalise", "id": 10**9}], "normalise error for deal 1000000000 not"),
+    ]
+    with _open(tmp_path) as out:
+        for table, rows, message in cases:
+            with pytest.raises(OutputError, match=message):
+                out.write_chunk(0, table, rows)
+        # The same rules let a sound chunk through: data, its fetch rows and a normalise row.
+        ok = [*errors, {"stage": "normalise", "id": first, "field": "TITLE"}]
+        out.write_chunk(0, data, ok)
+        assert out.committed_chunks() == {0}

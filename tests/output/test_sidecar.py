@@ -11,9 +11,11 @@ from pipeline.output import SIDECAR_SCHEMA, fingerprint_ids, mask_config, schema
 from pipeline.output.sidecar import (
     conform,
     failed_row,
+    failed_table,
     invalid_input_row,
     record_error_row,
     sidecar_table,
+    with_rows,
 )
 
 SEEN = datetime(2024, 9, 1, 12, tzinfo=UTC)
@@ -77,6 +79,35 @@ def test_rows_from_outcomes() -> None:
         "12,5x",
     )
     assert (got[2]["id"], got[2]["line"], got[2]["raw_value"]) == (None, 3, "abc")
+
+
+def test_failed_table_holds_exactly_the_rows_failed_row_makes() -> None:
+    failures = [
+        DealFailed(7, "ACCESS_DENIED", "Access denied", 403, 1, False, "permanent"),
+        DealFailed(9, "", "Not found", None, 2, False, "permanent"),
+        DealFailed(11, "QUERY_LIMIT_EXCEEDED", "Too many requests", 503, 5, True, "limit"),
+    ]
+    table = failed_table(failures, run_id="r", seen=SEEN)
+    expected = sidecar_table(failed_row(f, run_id="r", seen=SEEN) for f in failures)
+    assert table.schema.equals(SIDECAR_SCHEMA, check_metadata=True)
+    assert table.equals(expected)
+    assert conform(table) is table
+    assert failed_table([], run_id="r", seen=SEEN).equals(sidecar_table([]))
+
+
+def test_with_rows_appends_dict_rows_after_a_table() -> None:
+    failure = DealFailed(7, "ACCESS_DENIED", "Access denied", 403, 1, False, "permanent")
+    error = RecordError(7, "OPPORTUNITY", "12,5x", "bad decimal")
+    table = with_rows(
+        failed_table([failure], run_id="r", seen=SEEN),
+        [record_error_row(error, run_id="r", seen=SEEN)],
+    )
+    rows = [
+        failed_row(failure, run_id="r", seen=SEEN),
+        record_error_row(error, run_id="r", seen=SEEN),
+    ]
+    assert table.to_pylist() == sidecar_table(rows).to_pylist()
+    assert table.schema == SIDECAR_SCHEMA
 
 
 def test_conform_rejects_unknown_columns_and_stages() -> None:
