@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -210,14 +211,15 @@ class _Chunks:
 
     def stream(self) -> Iterator[int]:
         """The IDs still to fetch, chunk by chunk; a plain iterator, which the fetch engine
-        takes a slice at a time (an async one costs an await per ID)."""
+        takes a slice at a time (an async one costs an await per ID, a generator a resumption
+        per ID: `chain` walks each chunk's list in C)."""
+        return chain.from_iterable(self._pending_lists())
+
+    def _pending_lists(self) -> Iterator[list[int]]:
         for index in self.pending:
             done = self.pieces.get(index)
             ids = self.ids_of(index).to_pylist()
-            if done is None:
-                yield from ids
-            else:
-                yield from (deal_id for deal_id in ids if deal_id not in done)
+            yield ids if done is None else [deal_id for deal_id in ids if deal_id not in done]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.cli.run import EXPORT_GC_THRESHOLD, collecting_less
 
 WEBHOOK = "https://portal.example.com/rest/1/s3cretvalue42/"
 
@@ -81,3 +83,16 @@ def test_retry_of_a_directory_that_is_no_export_is_fatal(runner: CliRunner, tmp_
     assert result.exit_code == 1
     assert "not a finished deal-export output" in result.output
     assert "s3cretvalue42" not in result.output
+
+
+def test_an_export_collects_less_and_leaves_the_collector_as_it_was() -> None:
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    with collecting_less():
+        assert gc.get_threshold() == (EXPORT_GC_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > frozen
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == frozen
+    with pytest.raises(SystemExit), collecting_less():
+        raise SystemExit(3)  # how run_guarded ends a failed run
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == frozen

@@ -12,6 +12,7 @@ from pipeline.cli._errors import run_guarded
 from pipeline.cli._session import start_output_session
 from pipeline.cli.run import (
     break_lock_option,
+    collecting_less,
     portal_options,
     quiet_progress_option,
     report,
@@ -51,7 +52,8 @@ def retry(output: str, **kw: Any) -> None:
         )
 
     json_logs = config.log_format == "json"
-    result = run_guarded(main, lambda: secrets, json_errors=json_logs)
+    with collecting_less():
+        result = run_guarded(main, lambda: secrets, json_errors=json_logs)
     report(result, json_logs=json_logs, secrets=secrets, retry=True)
     sys.exit(result.exit_code)
 

@@ -337,6 +337,13 @@ class _Engine:
         room = min(capacity - len(batch), self._max_active - len(self._active))
         taken = list(islice(plain, room))
         active, recent = self._active, self._recent_set
+        if taken and set(map(type, taken)) == {int} and min(taken) > 0:
+            # The usual slice: valid IDs only, so no outcome to emit on the way; set operations
+            # and `map` instead of a Python step per ID (order kept, repeats dropped).
+            fresh = [i for i in dict.fromkeys(taken) if i not in active and i not in recent]
+            active.update(fresh)
+            batch.extend(map(_Item, fresh))
+            return len(taken) < room
         for deal_id in taken:
             if deal_id in active or deal_id in recent:
                 continue
@@ -494,9 +501,16 @@ class _Engine:
         # One answer is one signal: per-command refusals pause the method (or the client)
         # once, or 50 refused commands would count as 50 strikes and log 50 warnings.
         learnt: set[Learn] = set()
+        # The follow-ups of a list run are whole batches of `Not found`: one decision serves
+        # every ID with the same error and the same state (the core is pure, both are frozen).
+        decided: dict[tuple[CommandError, IdState], tuple[AnswerClass, Decision]] = {}
         for deal_id, err in reply.errors.items():
-            answer = self._command_answer(err)
-            decision = decide(by_id[deal_id].state, answer, self._budget)
+            key = (err, by_id[deal_id].state)
+            known = decided.get(key)
+            if known is None:
+                answer = self._command_answer(err)
+                known = decided[key] = (answer, decide(key[1], answer, self._budget))
+            answer, decision = known
             if decision.learn is Learn.OPERATING_LIMITED:
                 self._stats.operating_limited_commands += 1
             if decision.learn not in learnt:
@@ -782,8 +796,10 @@ class _Engine:
         recent, recent_set = self._recent, self._recent_set
         recent.extend(ids)
         recent_set.update(ids)
-        while len(recent) > RECENT_WINDOW:
-            recent_set.discard(recent.popleft())
+        excess = len(recent) - RECENT_WINDOW
+        if excess > 0:
+            popleft = recent.popleft
+            recent_set.difference_update([popleft() for _ in range(excess)])
 
     def _apply(
         self, item: _Item, decision: Decision, backoff: list[_Item], got: FetchedBatch

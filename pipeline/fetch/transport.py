@@ -18,17 +18,48 @@ Messages carry masked URLs only (`pipeline.redact`).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit, urlunsplit
-
-import aiohttp
 
 from pipeline.config import TransportConfig
 from pipeline.errors import FatalPortalError, TransientError, UsageError
 from pipeline.fetch.wire import HttpResponse
 from pipeline.redact import mask_text
 from pipeline.urls import check_url, is_loopback_host
+
+
+@contextmanager
+def _ca_store_not_loaded() -> Iterator[None]:
+    """While aiohttp is first imported, SSL contexts skip loading the system CA store.
+
+    aiohttp's `connector.py` builds two default contexts at import time (`_SSL_CONTEXT_VERIFIED`,
+    `_SSL_CONTEXT_UNVERIFIED`), each reading the whole CA store: about 40 ms of CPU apiece, a
+    sixth of a small run. This transport never uses them: an https request gets the context of
+    `Transport._tls` (built once, on the first https request) and plain http needs none. Without
+    CAs, the verified one trusts nothing, so a request that used it by mistake would fail
+    verification: closed, never unverified.
+    """
+    if "aiohttp" in sys.modules:
+        yield
+        return
+    cls = ssl.SSLContext
+    shadowed = "set_default_verify_paths" in cls.__dict__
+    original = cls.__dict__.get("set_default_verify_paths")
+    setattr(cls, "set_default_verify_paths", lambda self: None)  # noqa: B010
+    try:
+        yield
+    finally:
+        if shadowed:
+            setattr(cls, "set_default_verify_paths", original)  # noqa: B010
+        else:
+            delattr(cls, "set_default_verify_paths")
+
+
+with _ca_store_not_loaded():
+    import aiohttp
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
@@ -57,6 +88,7 @@ class Transport:
         self._secrets = tuple(secrets)
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
+        self._tls_context: ssl.SSLContext | None = None
         #: Origins the portal told us moved (old origin -> new origin).
         self._moved: dict[str, str] = {}
         self.redirects_followed = 0
@@ -68,20 +100,30 @@ class Transport:
     def mask(self, text: str) -> str:
         return mask_text(text, self._secrets)
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        cfg = self._config
-        if not cfg.verify_tls:
-            return False
-        ctx = ssl.create_default_context()
-        if cfg.ca_bundle:
-            try:
-                ctx.load_verify_locations(cafile=cfg.ca_bundle)
-            except (OSError, ssl.SSLError) as exc:
-                raise UsageError(
-                    f"cannot load the CA bundle {cfg.ca_bundle!r} (--ca-bundle, [transport] "
-                    f"ca_bundle): {exc.strerror or exc}"
-                ) from None
-        return ctx
+    def _tls(self) -> ssl.SSLContext:
+        """The verifying context of every https request, built once: loading the CA store costs
+        ~40 ms of CPU, which a plain-http run (a loopback simulator) never needs to pay."""
+        if self._tls_context is None:
+            cfg = self._config
+            ctx = ssl.create_default_context()
+            if cfg.ca_bundle:
+                try:
+                    ctx.load_verify_locations(cafile=cfg.ca_bundle)
+                except (OSError, ssl.SSLError) as exc:
+                    raise UsageError(
+                        f"cannot load the CA bundle {cfg.ca_bundle!r} (--ca-bundle, [transport] "
+                        f"ca_bundle): {exc.strerror or exc}"
+                    ) from None
+            ctx.set_alpn_protocols(("http/1.1",))
+            self._tls_context = ctx
+        return self._tls_context
+
+    def _ssl_for(self, url: str) -> ssl.SSLContext | bool:
+        """What aiohttp's `ssl=` gets for `url`: our context for https (or no verification when
+        the operator turned it off), and the default for plain http, which ignores it."""
+        if url[:6].lower() != "https:":
+            return True
+        return self._tls() if self._config.verify_tls else False
 
     async def __aenter__(self) -> Transport:
         self.open()
@@ -100,9 +142,9 @@ class Transport:
         if self._session is not None:
             return
         cfg = self._config
-        connector = aiohttp.TCPConnector(
-            ssl=self._ssl(), limit=self._pool_size, enable_cleanup_closed=False
-        )
+        if cfg.ca_bundle and cfg.verify_tls:
+            self._tls()  # a bad --ca-bundle is a usage error now, before any request
+        connector = aiohttp.TCPConnector(limit=self._pool_size, enable_cleanup_closed=False)
         timeout = aiohttp.ClientTimeout(
             total=cfg.request_timeout_s,
             connect=cfg.connect_timeout_s,
@@ -188,6 +230,7 @@ class Transport:
                 params=params,
                 headers=headers,
                 allow_redirects=False,
+                ssl=self._ssl_for(url),
             ) as resp:
                 data = await resp.read()
                 ctype = resp.headers.get("Content-Type", "")

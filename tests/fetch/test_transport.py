@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,48 @@ async def test_missing_ca_bundle_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="ca_bundle"):
         async with Transport(TransportConfig(ca_bundle=str(tmp_path / "nope.pem"))):
             pass
+
+
+def test_importing_the_transport_loads_no_ca_store_for_aiohttp() -> None:
+    # A fresh interpreter: this test process imported aiohttp long ago. aiohttp's own default
+    # contexts stay empty (fail closed), and every context made afterwards loads the store.
+    code = (
+        "import ssl\n"
+        "import pipeline.fetch.transport\n"
+        "import aiohttp.connector as c\n"
+        "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'],\n"
+        "      'set_default_verify_paths' in ssl.SSLContext.__dict__,\n"
+        "      ssl.create_default_context().cert_store_stats()['x509_ca'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    aiohttp_cas, patched, ours = done.stdout.split()
+    expected = ssl.create_default_context().cert_store_stats()["x509_ca"]
+    assert (int(aiohttp_cas), patched, int(ours)) == (0, "False", expected)
+
+
+async def test_https_gets_a_verifying_context_and_plain_http_none() -> None:
+    transport = Transport()
+    assert transport._ssl_for("http://127.0.0.1:1/rest/") is True
+    ctx = transport._ssl_for("HTTPS://example.bitrix24.com/rest/")
+    assert isinstance(ctx, ssl.SSLContext)
+    assert ctx.verify_mode is ssl.CERT_REQUIRED
+    assert ctx.check_hostname
+    assert ctx.cert_store_stats() == ssl.create_default_context().cert_store_stats()
+    assert transport._ssl_for("https://other.bitrix24.com/rest/") is ctx  # built once
+    unverified = Transport(TransportConfig(verify_tls=False))
+    assert unverified._ssl_for("https://example.bitrix24.com/rest/") is False
+
+
+async def test_a_plain_http_run_builds_no_tls_context() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return ok({"ID": "1"})
+
+    async with serve(handler) as base, Transport() as transport:
+        resp = await transport.post(f"{base}/rest/1/{SECRET}/crm.deal.get", b"{}")
+        assert resp.status == 200
+        assert transport._tls_context is None
 
 
 async def test_per_command_fatal_inside_batch_stops_the_fetch() -> None:
