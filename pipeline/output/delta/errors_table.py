@@ -94,24 +94,85 @@ def _predicate(ids: Iterable[int], replace_input: bool) -> str:
 def replace_failures(where: DeltaLocation, covered: Iterable[int], rows: pa.Table) -> None:
     """Make the failures of the IDs `covered` exactly `rows` (one commit; nothing to do when
     there is neither an old nor a new row)."""
-    rows = conform(rows)
-    replace_input = "input" in set(rows.column("stage").to_pylist())
-    ids = set(covered) | {int(i) for i in rows.column("id").to_pylist() if i is not None}
-    table = _open(where)
-    if table is None:
-        if rows.num_rows:
-            _create(where, rows)
-        return
-    predicate = _predicate(ids, replace_input)
-    if not predicate:
-        return
-    rows = _carry_over(table, rows)
-    if where.local and same_columns(rows.schema, arrow_schema(table)):
-        _replace_local(where, table, ids, replace_input, rows)
-        return
-    from deltalake import write_deltalake
+    Failures(where).replace(covered, rows)
 
-    write_deltalake(table, rows, mode="overwrite", predicate=predicate)
+
+class Failures:
+    """The errors table of one open sink, kept open across its commits, with the IDs its rows
+    hold: a backfill's chunk covers IDs no current failure has, and knowing that without a scan
+    keeps each commit's cost flat as the table grows (a scan opens every file of the table)."""
+
+    def __init__(self, where: DeltaLocation) -> None:
+        self.where = where
+        self._table: DeltaTable | None = None
+        self._version = -1
+        self._held: list[pa.Array] = []
+        self._input = False
+
+    def _current(self) -> DeltaTable | None:
+        """The table at its newest version, indexed again when a commit other than this
+        object's own moved it (its own leave `_version` at the table's version)."""
+        if self._table is None:
+            self._table = _open(self.where)
+        else:
+            self._table.update_incremental()
+        if self._table is not None and self._table.version() != self._version:
+            self._reindex(self._table)
+        return self._table
+
+    def _reindex(self, table: DeltaTable) -> None:
+        """Read which IDs, and whether `input` rows, the table holds (its two small columns)."""
+        self._held, self._input = [], False
+        self._remember(table.to_pyarrow_dataset().to_table(columns=["id", "stage"]))
+        self._version = table.version()
+
+    def _committed(self, table: DeltaTable, rows: pa.Table, *, replaced: bool) -> None:
+        """Bring the index and the object to this object's own commit of `rows`."""
+        table.update_incremental()
+        if replaced:
+            self._reindex(table)
+            return
+        self._remember(rows)
+        self._version = table.version()
+
+    def _remember(self, rows: pa.Table) -> None:
+        ids = pc.drop_null(rows.column("id")).combine_chunks().cast(pa.int64())
+        if len(ids):
+            self._held.append(ids)
+        self._input = self._input or bool(pc.any(pc.equal(rows.column("stage"), "input")).as_py())
+
+    def _holds_any(self, ids: set[int], replace_input: bool) -> bool:
+        """True when a current row is one the commit replaces (`_predicate`'s rows)."""
+        if replace_input and self._input:
+            return True
+        if not ids or not self._held:
+            return False
+        wanted = pa.array(sorted(ids), pa.int64())
+        return any(bool(pc.any(pc.is_in(held, value_set=wanted)).as_py()) for held in self._held)
+
+    def replace(self, covered: Iterable[int], rows: pa.Table) -> None:
+        """`replace_failures` on this table."""
+        rows = conform(rows)
+        replace_input = "input" in set(rows.column("stage").to_pylist())
+        ids = set(covered) | {int(i) for i in rows.column("id").to_pylist() if i is not None}
+        table = self._current()
+        if table is None:
+            if rows.num_rows:
+                _create(self.where, rows)
+            return
+        predicate = _predicate(ids, replace_input)
+        if not predicate:
+            return
+        replaces = self._holds_any(ids, replace_input)
+        if replaces:
+            rows = _carry_over(table, rows)
+        if self.where.local and same_columns(rows.schema, arrow_schema(table)):
+            _replace_local(self.where, table, ids, replace_input, rows, replaces=replaces)
+        else:
+            from deltalake import write_deltalake
+
+            write_deltalake(table, rows, mode="overwrite", predicate=predicate)
+        self._committed(table, rows, replaced=replaces)
 
 
 def _create(where: DeltaLocation, rows: pa.Table) -> None:
@@ -128,24 +189,29 @@ def _create(where: DeltaLocation, rows: pa.Table) -> None:
 
 
 def _replace_local(
-    where: DeltaLocation, table: DeltaTable, ids: set[int], replace_input: bool, rows: pa.Table
+    where: DeltaLocation,
+    table: DeltaTable,
+    ids: set[int],
+    replace_input: bool,
+    rows: pa.Table,
+    *,
+    replaces: bool,
 ) -> None:
     """The predicate overwrite of `replace_failures` without deltalake's writer (see `files`):
     when no current row is replaced (a backfill's chunks cover new IDs) the new rows are
     appended; otherwise the table, small (current failures only), is rewritten whole."""
-    replaced = pc.field("id").isin(pa.array(sorted(ids), pa.int64()))
-    if replace_input:
-        replaced = replaced | (pc.field("stage") == "input")
-    dataset = table.to_pyarrow_dataset()
-    if dataset.count_rows(filter=replaced) == 0:
+    if not replaces:
         if rows.num_rows:
             added: list[AddAction | RemoveAction] = [*write_files(where.uri, rows, [], _FILES)]
             table.create_write_transaction(added, mode="append", schema=table.schema())
         return
-    kept = dataset.to_table(filter=~replaced | replaced.is_null())
+    replaced = pc.field("id").isin(pa.array(sorted(ids), pa.int64()))
+    if replace_input:
+        replaced = replaced | (pc.field("stage") == "input")
+    kept = table.to_pyarrow_dataset().to_table(filter=~replaced | replaced.is_null())
     rewritten = pa.concat_tables([conform(kept), rows])
     whole: list[AddAction | RemoveAction] = [*write_files(where.uri, rewritten, [], _FILES)]
     table.create_write_transaction(whole, mode="overwrite", schema=table.schema())
 
 
-__all__ = ["read_errors", "replace_failures", "retryable_ids"]
+__all__ = ["Failures", "read_errors", "replace_failures", "retryable_ids"]

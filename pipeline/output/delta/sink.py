@@ -72,6 +72,10 @@ class DeltaSink:
         self._writer = table.Writer(config.compression, config.max_rows_per_group)
         current = table.open_table(where)
         self._check_layout(current)
+        #: Both tables stay open for the session and are brought up to date before each use
+        #: (`_current`): reopening one replays its log from the last checkpoint at every commit.
+        self._table = current
+        self._failures: errors_table.Failures | None = None
         self._commits = commits.ours(current.history()) if current is not None else []
         #: Nothing in the table can collide with this session's rows: append, do not merge.
         self._append_ok = current is None or current.count() == 0
@@ -243,11 +247,18 @@ class DeltaSink:
     def retryable_ids(self) -> list[int]:
         return errors_table.retryable_ids(self.errors)
 
+    @property
+    def failures(self) -> errors_table.Failures:
+        """The errors table, opened at the first commit that needs it."""
+        if self._failures is None:
+            self._failures = errors_table.Failures(self.errors)
+        return self._failures
+
     @table.delta_errors
     def settle_failures(self, ids: Iterable[int]) -> None:
         """Drop the errors-table rows of `ids`: deals found deleted are no longer failures
         (their rows are marked, or removed, in the data table)."""
-        errors_table.replace_failures(self.errors, set(ids), as_sidecar(None))
+        self.failures.replace(set(ids), as_sidecar(None))
 
     def apply_retry(
         self, data: pa.Table, errors: Rows = None, stats: Mapping[str, Any] | None = None
@@ -333,11 +344,12 @@ class DeltaSink:
         )
         if schema_fingerprint is not None:
             record["schema_fingerprint"] = schema_fingerprint
-        current = table.open_table(self.where)
+        current = self._current()
         if current is None:
             # Nothing was ever committed (no IDs at all): the run state still needs a table.
             empty = columns.delta_rows(_empty_deals(schema), self.spec, self.run_id, self._now())
             table.create(self.where, empty, self._partition_by(), record, self._writer)
+            self._table = table.open_table(self.where)
         else:
             table.mark(current, record)
         self._remember(record)
@@ -364,6 +376,17 @@ class DeltaSink:
             for c in commits.since_completed(self._commits)
             if c.kind in ("chunk", "piece") and c.record.get("run_id") == self.run_id
         ]
+
+    def _current(self) -> Any:
+        """The data table at its newest version: a commit of our own through
+        `create_write_transaction` leaves the object where it was, and `detect_deletes` commits
+        to the table through an object of its own; `update_incremental` reads only the log
+        entries since the object's version (well under a millisecond when there are none)."""
+        if self._table is None:
+            self._table = table.open_table(self.where)
+        else:
+            self._table.update_incremental()
+        return self._table
 
     def _partition_by(self) -> list[str]:
         return [self.spec.key] if self.spec.key else []
@@ -412,7 +435,7 @@ class DeltaSink:
         fetch = fetch_rows(rows)
         covered = {int(i) for i in data.column(table.ID_COLUMN).to_pylist()}
         covered |= {int(i) for i in fetch.column("id").to_pylist() if i is not None}
-        errors_table.replace_failures(self.errors, covered, rows)
+        self.failures.replace(covered, rows)
         summary = summarise(rows)
         counts = {
             "exported": data.num_rows,
@@ -432,9 +455,10 @@ class DeltaSink:
 
     def _write_deals(self, deals: pa.Table, record: Mapping[str, Any]) -> None:
         new_columns = contract.accepts_new_columns(self.config.schema_contract)
-        current = table.open_table(self.where)
+        current = self._current()
         if current is None:
             table.create(self.where, deals, self._partition_by(), record, self._writer)
+            self._table = table.open_table(self.where)
         elif deals.num_rows == 0:
             table.mark(current, record)
         elif self._append_ok:
@@ -444,7 +468,7 @@ class DeltaSink:
 
     def _evolve_types(self, schema: Mapping[str, Any], names: list[str]) -> None:
         """Rewrite the table once with the changed columns cast to their new types."""
-        current = table.open_table(self.where)
+        current = self._current()
         if current is None:
             return
         wanted = {c.name: c.kind.arrow_type for c in DealSchema.from_snapshot(schema).columns}

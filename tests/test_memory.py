@@ -1,0 +1,36 @@
+"""`pipeline.memory`: the allocator options a run sets, and that deltalake's jemalloc reads them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from pipeline.memory import ALLOCATOR_ENV, configure
+
+
+def test_configure_sets_the_defaults_and_keeps_what_the_user_set() -> None:
+    env: dict[str, str] = {}
+    configure(env)
+    assert env == ALLOCATOR_ENV
+    mine = {"_RJEM_MALLOC_CONF": "narenas:4"}
+    configure(mine)
+    assert mine == {"_RJEM_MALLOC_CONF": "narenas:4"}
+
+
+def test_deltalakes_jemalloc_reads_the_options_set_before_it_loads() -> None:
+    # A misspelt variable would silently do nothing: ask jemalloc to print what it applied.
+    script = (
+        "import os\n"
+        "from pipeline.memory import configure\n"
+        "configure()\n"
+        "os.environ['_RJEM_MALLOC_CONF'] += ',stats_print:true'\n"
+        "import deltalake\n"
+    )
+    env = {"PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout + done.stderr
+    assert "opt.narenas: 1" in printed
+    assert "opt.dirty_decay_ms: 0" in printed
