@@ -18,48 +18,17 @@ Messages carry masked URLs only (`pipeline.redact`).
 from __future__ import annotations
 
 import ssl
-import sys
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import aiohttp
 
 from pipeline.config import TransportConfig
 from pipeline.errors import FatalPortalError, TransientError, UsageError
 from pipeline.fetch.wire import HttpResponse
 from pipeline.redact import mask_text
 from pipeline.urls import check_url, is_loopback_host
-
-
-@contextmanager
-def _ca_store_not_loaded() -> Iterator[None]:
-    """While aiohttp is first imported, SSL contexts skip loading the system CA store.
-
-    aiohttp's `connector.py` builds two default contexts at import time (`_SSL_CONTEXT_VERIFIED`,
-    `_SSL_CONTEXT_UNVERIFIED`), each reading the whole CA store: about 40 ms of CPU apiece, a
-    sixth of a small run. This transport never uses them: an https request gets the context of
-    `Transport._tls` (built once, on the first https request) and plain http needs none. Without
-    CAs, the verified one trusts nothing, so a request that used it by mistake would fail
-    verification: closed, never unverified.
-    """
-    if "aiohttp" in sys.modules:
-        yield
-        return
-    cls = ssl.SSLContext
-    shadowed = "set_default_verify_paths" in cls.__dict__
-    original = cls.__dict__.get("set_default_verify_paths")
-    setattr(cls, "set_default_verify_paths", lambda self: None)  # noqa: B010
-    try:
-        yield
-    finally:
-        if shadowed:
-            setattr(cls, "set_default_verify_paths", original)  # noqa: B010
-        else:
-            delattr(cls, "set_default_verify_paths")
-
-
-with _ca_store_not_loaded():
-    import aiohttp
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5

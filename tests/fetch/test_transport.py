@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import ssl
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -207,25 +206,6 @@ async def test_missing_ca_bundle_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="ca_bundle"):
         async with Transport(TransportConfig(ca_bundle=str(tmp_path / "nope.pem"))):
             pass
-
-
-def test_importing_the_transport_loads_no_ca_store_for_aiohttp() -> None:
-    # A fresh interpreter: this test process imported aiohttp long ago. aiohttp's own default
-    # contexts stay empty (fail closed), and every context made afterwards loads the store.
-    code = (
-        "import ssl\n"
-        "import pipeline.fetch.transport\n"
-        "import aiohttp.connector as c\n"
-        "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'],\n"
-        "      'set_default_verify_paths' in ssl.SSLContext.__dict__,\n"
-        "      ssl.create_default_context().cert_store_stats()['x509_ca'])\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    aiohttp_cas, patched, ours = done.stdout.split()
-    expected = ssl.create_default_context().cert_store_stats()["x509_ca"]
-    assert (int(aiohttp_cas), patched, int(ours)) == (0, "False", expected)
 
 
 async def test_https_gets_a_verifying_context_and_plain_http_none() -> None:
