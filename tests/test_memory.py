@@ -12,9 +12,10 @@ def test_configure_sets_the_defaults_and_keeps_what_the_user_set() -> None:
     env: dict[str, str] = {}
     configure(env)
     assert env == ALLOCATOR_ENV
-    mine = {"_RJEM_MALLOC_CONF": "narenas:4"}
+    assert {"MIMALLOC_PURGE_DELAY", "_RJEM_MALLOC_CONF"} <= set(env)  # pyarrow's and deltalake's
+    mine = {"_RJEM_MALLOC_CONF": "narenas:4", "MIMALLOC_PURGE_DELAY": "10"}
     configure(mine)
-    assert mine == {"_RJEM_MALLOC_CONF": "narenas:4"}
+    assert mine == {**ALLOCATOR_ENV, "_RJEM_MALLOC_CONF": "narenas:4", "MIMALLOC_PURGE_DELAY": "10"}
 
 
 def test_deltalakes_jemalloc_reads_the_options_set_before_it_loads() -> None:

@@ -17,6 +17,7 @@ import click
 
 from pipeline import __version__
 from pipeline.cli._errors import fail, json_wanted
+from pipeline.memory import configure as configure_memory
 from pipeline.summary import EXIT_INTERRUPTED
 
 #: name -> (module, attribute, one-line help). The help line is what `deal-export --help` lists
@@ -141,17 +142,8 @@ def cli() -> None:
     """
 
 
-#: mimalloc (pyarrow's default allocator) keeps freed pages for a second and commits its arenas
-#: eagerly; a run frees a chunk's memory every second or so, so returning pages at once keeps
-#: its peak RSS near what it uses (mimalloc docs, "Environment Options": MIMALLOC_PURGE_DELAY=0
-#: "purges immediately", MIMALLOC_ARENA_EAGER_COMMIT). Read when pyarrow loads, which the lazy
-#: commands delay until after main() starts; a value the user set wins.
-ALLOCATOR_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "0", "MIMALLOC_ARENA_EAGER_COMMIT": "0"}
-
-
 def main() -> None:
-    for name, value in ALLOCATOR_ENV.items():
-        os.environ.setdefault(name, value)
+    configure_memory()
     if not json_wanted(sys.argv[1:], os.environ):
         cli(prog_name="deal-export")
         return

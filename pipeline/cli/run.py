@@ -24,7 +24,6 @@ from pipeline.entity import entity_named
 from pipeline.errors import UsageError
 from pipeline.fetch.strategy import strategy_line
 from pipeline.logs import LEVELS, json_record, log_event, parse_level, set_run_id, setup_logging
-from pipeline.memory import configure as configure_memory
 from pipeline.output.lock import break_lock
 from pipeline.progress import DisplayStream, Mode, Progress
 from pipeline.redact import mask_text
@@ -242,7 +241,6 @@ def run(**kw: Any) -> None:
       deal-export run --ids ids.txt --out ./deals
       deal-export run --since-last-run --out ./deals --config configs/nightly.toml
     """
-    configure_memory()
     partition_by = kw.get("output_partition_by")
     extra: dict[str, object] = {"ids.column": kw.get("ids_column") or kw.get("id_column_alias")}
     if partition_by is not None and partition_by.lower() == "none":
