@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
 from pipeline.output.delta import table
@@ -88,3 +89,24 @@ def test_errors_table_appends_new_ids_and_replaces_the_covered_ones(tmp_path: Pa
     after = read_errors(where).sort_by("id")
     assert after.column("id").to_pylist() == [2, 5]
     assert after.column("attempts").to_pylist() == [2, 1]
+
+
+def test_a_many_chunk_table_is_grouped_per_value_in_input_order(tmp_path: Path) -> None:
+    # Parts of a chunk arrive as a table of many chunks, values interleaved: each file holds
+    # exactly its value's rows in input order, null included, one file per value.
+    values = ["B", None, "A", "B", "A", None, "C", "B"]
+    parts = [_rows([i], [v]) for i, v in enumerate(values, start=1)]
+    rows = pa.concat_tables(parts)
+    assert rows.column(KEY).num_chunks == len(values)
+    where = locate(str(tmp_path / "t"))
+    table.create(where, rows, [KEY], {"kind": "chunk"}, table.Writer("zstd", 1000))
+    current = DeltaTable(where.uri)
+    actions = pa.table(current.get_add_actions(flatten=True)).to_pylist()
+    by_value = {a[f"partition.{KEY}"]: a for a in actions}
+    assert sorted(by_value, key=str) == sorted({"A", "B", "C", None}, key=str)
+    for value in ("A", "B", "C", None):
+        expected = [i for i, v in enumerate(values, start=1) if v == value]
+        assert by_value[value]["num_records"] == len(expected)
+        kept = pq.read_table(Path(where.uri) / by_value[value]["path"])
+        assert kept.column("ID").to_pylist() == expected
+        assert kept.column("TITLE").to_pylist() == [f"deal {i}" for i in expected]
