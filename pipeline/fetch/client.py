@@ -47,7 +47,7 @@ from pipeline.fetch.decide import (
     decide_call,
     learn_for,
 )
-from pipeline.fetch.listing import FieldForm, ListReply, build_list_batch, parse_list_batch
+from pipeline.fetch.listing import ListReply, build_list_batch, parse_list_batch
 from pipeline.fetch.pacing import Observation, Pacer, observe
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.stats import FetchStats
@@ -355,7 +355,7 @@ class PortalClient:
         return reply
 
     async def batch_list(
-        self, chunks: Sequence[Sequence[int]], select_part: str, forms: dict[str, FieldForm]
+        self, chunks: Sequence[Sequence[int]], select_part: str
     ) -> tuple[ListReply, float]:
         """One attempt of `batch` with one list command per chunk of at most 50 IDs;
         returns the split answer and the operating seconds its commands report."""
@@ -368,7 +368,7 @@ class PortalClient:
         result = answer.body.get("result")
         self.stats.list_commands += len(chunks)
         cost, _ = batch_cost(result)
-        return parse_list_batch(result, chunks, forms), cost
+        return parse_list_batch(result, chunks), cost
 
     async def get_deal(self, deal_id: int) -> dict[str, Any]:
         """One attempt of a plain get (portals that forbid batch).

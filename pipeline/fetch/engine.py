@@ -104,12 +104,10 @@ from pipeline.fetch.decide import (
 from pipeline.fetch.listing import (
     LIST_BATCH_COMMANDS,
     LIST_PAGE,
-    FieldForm,
     ListReply,
     chunk_ids,
     list_select,
     select_query,
-    user_field_forms,
 )
 from pipeline.fetch.strategy import Chooser, Mode, Pick, strategy_line
 from pipeline.outcomes import DealFailed, FetchedBatch, FetchOutcome
@@ -225,8 +223,8 @@ class _Engine:
         if self._chooser.strategy != "get":
             largest = max(largest, self._list_capacity)
         self.credits = _Credits(max(PAYLOAD_CREDITS, largest))
-        #: The list commands' `select` part and the user fields' forms (from crm.<entity>.fields).
-        self._list_setup: tuple[str, dict[str, FieldForm]] | None = None
+        #: The list commands' `select` part (from crm.<entity>.fields).
+        self._list_setup: str | None = None
         self._list_setup_lock = asyncio.Lock()
         #: A deal this run fetched by list: the meter of follow-up batches (see `_meter_for`).
         self._meter_id: int | None = None
@@ -546,11 +544,11 @@ class _Engine:
         got: FetchedBatch,
     ) -> None:
         """One batch of `crm.<entity>.list` calls for `items` (at most LIST_PAGE IDs per call)."""
-        select_part, forms = await self._ensure_list_setup()
+        select_part = await self._ensure_list_setup()
         items = self._fit_list(items)
         chunks = chunk_ids([item.id for item in items])
         try:
-            reply, cost = await self._client.batch_list(chunks, select_part, forms)
+            reply, cost = await self._client.batch_list(chunks, select_part)
         except (RateLimited, OperatingLimited) as exc:
             self._chooser.settled("list", measured=False)
             answer = answer_of(exc)
@@ -651,8 +649,8 @@ class _Engine:
             self._chooser.fall_back(why)
         self._requeue(items)
 
-    async def _ensure_list_setup(self) -> tuple[str, dict[str, FieldForm]]:
-        """The `select` naming every described field, and the user fields' forms (once)."""
+    async def _ensure_list_setup(self) -> str:
+        """The `select` naming every described field (once)."""
         async with self._list_setup_lock:
             if self._list_setup is None:
                 fields = await self._client.call(self._client.entity.fields_method)
@@ -663,7 +661,7 @@ class _Engine:
                         "cannot name the fields of a list call",
                         code="BAD_FIELDS",
                     )
-                self._list_setup = (select_query(list_select(fields)), user_field_forms(fields))
+                self._list_setup = select_query(list_select(fields))
             return self._list_setup
 
     def _meter_for(self, items: list[_Item]) -> int | None:

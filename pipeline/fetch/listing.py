@@ -47,24 +47,6 @@ LIST_PAGE = 50
 LIST_BATCH_COMMANDS = 20
 
 
-@dataclass(frozen=True, slots=True)
-class FieldForm:
-    """One user field: multiple or not, and its type."""
-
-    multiple: bool
-    kind: str
-
-
-def user_field_forms(fields: Mapping[str, Any]) -> dict[str, FieldForm]:
-    """The user fields of a `crm.<entity>.fields` answer (name -> multiple, type)."""
-    forms: dict[str, FieldForm] = {}
-    for name, meta in fields.items():
-        if not str(name).startswith("UF_") or not isinstance(meta, Mapping):
-            continue
-        forms[str(name)] = FieldForm(bool(meta.get("isMultiple")), str(meta.get("type", "")))
-    return forms
-
-
 def list_select(fields: Mapping[str, Any]) -> list[str]:
     """Every field the fields method describes, ID first, named one by one."""
     names = [str(name) for name in fields]
@@ -121,11 +103,9 @@ class ListReply:
     stray: list[str] = field(default_factory=list)
 
 
-def parse_list_batch(
-    result: Any, chunks: Sequence[Sequence[int]], forms: Mapping[str, FieldForm] | None = None
-) -> ListReply:
-    """Split the top-level `result` of a list batch answer into per-ID outcomes. `forms` is
-    not needed any more (rows keep list's form, see the module docstring)."""
+def parse_list_batch(result: Any, chunks: Sequence[Sequence[int]]) -> ListReply:
+    """Split the top-level `result` of a list batch answer into per-ID outcomes (rows keep
+    list's form, see the module docstring)."""
     keys = [list_key(n) for n in range(len(chunks))]
     body = result if isinstance(result, dict) else {}
     results = as_section(body.get("result"), keys)
@@ -181,7 +161,6 @@ def _row_id(raw: Any) -> int | None:
 __all__ = [
     "LIST_BATCH_COMMANDS",
     "LIST_PAGE",
-    "FieldForm",
     "ListReply",
     "build_list_batch",
     "chunk_ids",
@@ -190,5 +169,4 @@ __all__ = [
     "list_select",
     "parse_list_batch",
     "select_query",
-    "user_field_forms",
 ]

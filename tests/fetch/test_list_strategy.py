@@ -8,13 +8,11 @@ import pytest
 
 from pipeline.fetch.listing import (
     LIST_PAGE,
-    FieldForm,
     build_list_batch,
     chunk_ids,
     list_select,
     parse_list_batch,
     select_query,
-    user_field_forms,
 )
 from pipeline.fetch.strategy import Chooser, choose
 from pipeline.simulator.php import as_list, parse_str
@@ -134,11 +132,9 @@ def test_a_list_command_names_every_field_and_asks_for_exactly_its_ids() -> None
 def test_list_rows_are_handed_on_as_they_came() -> None:
     # The normaliser reads list's forms itself (tests/normalise/test_list_forms.py): a row is
     # neither rewritten nor copied.
-    forms = user_field_forms(FIELDS)
-    assert forms["UF_FLAG"] == FieldForm(False, "boolean")
     row = {"ID": "7", "UF_FLAG": True, "UF_TAGS": None, "UF_TEXT": None, "UF_FILE": None}
     sent = dict(row)
-    reply = parse_list_batch({"result": {"l0": [row]}}, [[7]], forms)
+    reply = parse_list_batch({"result": {"l0": [row]}}, [[7]])
     assert reply.deals[7] is row
     assert row == sent
 
@@ -150,20 +146,20 @@ def test_a_list_answer_is_split_per_requested_id() -> None:
         "result_error": {"l2": {"error": "", "error_description": "Access denied."}},
         "result_time": {"l0": {"processing": 0.1}},
     }
-    reply = parse_list_batch(result, chunks, {})
+    reply = parse_list_batch(result, chunks)
     assert sorted(reply.deals) == [1, 3]
     assert reply.absent == [2, 4, 5]
     assert list(reply.errors) == [6]
     assert reply.missing == []
     assert reply.stray == []
-    missing = parse_list_batch({"result": {"l0": []}}, chunks, {})
+    missing = parse_list_batch({"result": {"l0": []}}, chunks)
     assert missing.missing == [4, 5, 6]
 
 
 def test_rows_that_were_not_asked_for_are_a_disagreement() -> None:
-    reply = parse_list_batch({"result": {"l0": [{"ID": "1"}, {"ID": "99"}]}}, [[1, 2]], {})
+    reply = parse_list_batch({"result": {"l0": [{"ID": "1"}, {"ID": "99"}]}}, [[1, 2]])
     assert reply.stray == ["99"]
-    assert parse_list_batch({"result": {"l0": [{"TITLE": "x"}]}}, [[1]], {}).stray == ["None"]
+    assert parse_list_batch({"result": {"l0": [{"TITLE": "x"}]}}, [[1]]).stray == ["None"]
 
 
 async def test_a_batch_is_sized_to_half_the_60_s_cap_by_measured_cost() -> None:
