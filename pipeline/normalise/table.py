@@ -125,12 +125,27 @@ def _arrow_columns(
     whole chunk takes the per-column Python path instead. `complete`: every payload carries
     every column (see `_wire_struct`).
     """
-    try:
-        rows = list(map(schema.fast_getter, payloads)) if complete else payloads
-        struct = pa.array(rows, type=schema.fast_type)
-    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+    struct = _string_struct(payloads, schema, complete)
+    if struct is None:
         return None
     return dict(zip(schema.fast_type.names, struct.flatten(), strict=True))
+
+
+def _string_struct(
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, complete: bool
+) -> pa.Array | None:
+    """The string-valued columns as one struct array, or None when pyarrow refuses a value."""
+    try:
+        if complete:
+            # Every payload has every key: pyarrow fills a struct from tuples by position,
+            # ~35% faster than by a look-up per field name; one itemgetter call per payload
+            # makes the tuple (~13% faster in all, measured on 1,000 list rows).
+            rows: Sequence[Any] = list(map(schema.fast_getter, payloads))
+        else:
+            rows = payloads
+        return pa.array(rows, type=schema.fast_type)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
 
 
 def _python_columns(payloads: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[list[Any]]:
@@ -313,17 +328,10 @@ class Part(NamedTuple):
 def _wire_struct(
     payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, empties: _Empties
 ) -> pa.Array | None:
-    """The string-valued columns as one struct array (see `_arrow_columns`), or None."""
-    try:
-        if empties.complete:
-            # Every payload has every key: pyarrow fills a struct from tuples by position,
-            # ~35% faster than by a look-up per field name; one itemgetter call per payload
-            # makes the tuple (~13% faster in all, measured on 1,000 list rows).
-            rows: Sequence[Any] = list(map(schema.fast_getter, payloads))
-        else:
-            rows = payloads
-        struct = pa.array(rows, type=schema.fast_type)
-    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+    """The string-valued columns as one struct array (see `_arrow_columns`), list methods'
+    empty text fields read as get's, or None."""
+    struct = _string_struct(payloads, schema, empties.complete)
+    if struct is None:
         return None
     # Only the user text fields' children are looked at (get answers never hold a null there),
     # and the struct is rebuilt only when one changes: flattening every child costs a few

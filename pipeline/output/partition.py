@@ -115,7 +115,7 @@ def _sizes(codes: pa.Array, groups: int) -> list[int]:
 
 
 def _ascending(codes: pa.Array) -> bool:
-    """True when the rows already come group by group, in directory order."""
+    """True when the rows already come group by group, in group order."""
     n = len(codes)
     return n < 2 or bool(pc.all(pc.less_equal(codes.slice(0, n - 1), codes.slice(1))).as_py())
 
@@ -181,16 +181,24 @@ def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
     directories, codes = _groups(indices, texts, spec.key or "")
     if len(directories) == 1:
         return [(directories[0], table)]
+    return list(zip(directories, grouped(table, codes, len(directories)), strict=True))
+
+
+def grouped(table: pa.Table, codes: pa.Array, groups: int) -> list[pa.Table]:
+    """The rows of `table` per group position `codes` gives each row (0..groups-1), in input
+    order within a group.
+
+    One take of the whole table, in a stable order (sort_indices "computes an array of indices
+    that define a stable sort", arrow.apache.org/docs/python/generated/
+    pyarrow.compute.sort_indices.html), and none when the rows already come group by group; a
+    take or filter per group would read every chunk each time. Each group is then a zero-copy
+    slice."""
     if not _ascending(codes):
-        # One take of the whole table, in a stable order (sort_indices "computes an array of
-        # indices that define a stable sort", arrow.apache.org/docs/python/generated/
-        # pyarrow.compute.sort_indices.html, so a group keeps the input order); a take per
-        # group would concatenate every chunk each time. Each group is then a zero-copy slice.
         table = table.take(pc.sort_indices(codes))
-    out: list[tuple[str, pa.Table]] = []
+    out: list[pa.Table] = []
     start = 0
-    for directory, size in zip(directories, _sizes(codes, len(directories)), strict=True):
-        out.append((directory, table.slice(start, size)))
+    for size in _sizes(codes, groups):
+        out.append(table.slice(start, size))
         start += size
     return out
 
@@ -198,6 +206,7 @@ def split(table: pa.Table, spec: PartitionSpec) -> list[tuple[str, pa.Table]]:
 __all__ = [
     "NULL_PARTITION",
     "PartitionSpec",
+    "grouped",
     "key_dir",
     "partition_dir",
     "partition_problem",

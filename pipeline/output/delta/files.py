@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.output.partition import key_dir
+from pipeline.output.partition import grouped, key_dir
 
 if TYPE_CHECKING:
     from deltalake.transaction import AddAction
@@ -71,10 +71,7 @@ def _stats(rows: pa.Table) -> str:
 
 def _split(rows: pa.Table, key: str | None) -> list[tuple[str | None, pa.Table]]:
     """The rows per partition value (the partition column dropped), values in the order they
-    first appear and each group's rows in input order; or all of them.
-
-    One stable sort and one take, then zero-copy slices: a filter per value would read every
-    column of the whole chunk once per partition."""
+    first appear and each group's rows in input order; or all of them."""
     if key is None:
         return [(None, rows)]
     # null_encoding="encode": null is a dictionary value like any other (its own partition).
@@ -83,21 +80,7 @@ def _split(rows: pa.Table, key: str | None) -> list[tuple[str | None, pa.Table]]
     data = rows.drop_columns([key])
     if len(values) == 1:
         return [(values[0], data)]
-    codes = encoded.indices
-    counts = pc.value_counts(codes)
-    sizes = dict(
-        zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
-    )
-    # sort_indices "computes an array of indices that define a stable sort"
-    # (arrow.apache.org/docs/python/generated/pyarrow.compute.sort_indices.html).
-    grouped = data.take(pc.sort_indices(codes))
-    parts: list[tuple[str | None, pa.Table]] = []
-    start = 0
-    for code, value in enumerate(values):
-        size = sizes[code]
-        parts.append((value, grouped.slice(start, size)))
-        start += size
-    return parts
+    return list(zip(values, grouped(data, encoded.indices, len(values)), strict=True))
 
 
 def write_files(
