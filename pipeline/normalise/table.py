@@ -291,18 +291,35 @@ def _ascending(ids: pa.Array) -> bool:
     return bool(pc.all(pc.greater(ids[1:], ids[:-1])).as_py())
 
 
-def _sorted(tables: list[pa.Table], order: pa.Array) -> pa.Table:
-    """`concat_tables(tables).take(order)`, a column at a time, each column freed once it is
-    taken (`tables` is emptied), so the copy costs one column on top of the chunk, not a second
-    chunk."""
+def _sorted(tables: list[pa.Table], order: pa.Array, positions: Sequence[int]) -> pa.Table:
+    """`concat_tables(tables).take(order)`, a column at a time in the order of `positions`, each
+    column freed once it is taken (`tables` is emptied), so the copy costs about one column on
+    top of the chunk, not a second chunk.
+
+    The columns of one kind are typed together, so they share their buffers (slices of one
+    array): `positions` takes such columns one after another, so that their buffers go when the
+    last of them is taken, not at the very end.
+    """
     table = pa.concat_tables(tables)
     tables.clear()
     schema = table.schema
-    taken: list[pa.ChunkedArray] = []
-    for _ in range(table.num_columns):
-        taken.append(table.column(0).take(order))
-        table = table.remove_column(0)
-    return pa.Table.from_arrays(taken, schema=schema)
+    columns = dict(enumerate(table.columns))
+    del table
+    taken: dict[int, pa.Array] = {}
+    for position in positions:
+        # `ChunkedArray.take` joins the chunks into one array and keeps it, and the chunks, until
+        # its copy is made. Joined here, the chunks can go before the take: for a 10,000-row
+        # chunk's list of files (its largest column) ~3.9 MB above the chunk instead of ~7.7.
+        whole = columns.pop(position).combine_chunks()
+        taken[position] = whole.take(order)
+        del whole
+    return pa.Table.from_arrays([taken[n] for n in range(len(taken))], schema=schema)
+
+
+def _take_order(schema: EntitySchema) -> tuple[int, ...]:
+    """Every column position of a typed table, the columns of a kind together (see `_sorted`),
+    `_extra` last."""
+    return (*(p for _, positions in schema.groups for p in positions), len(schema.columns))
 
 
 class Part(NamedTuple):
@@ -455,7 +472,7 @@ class TableBuilder:
         else:
             # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy
             # (list answers do: the follow-up gets of their absent IDs come later).
-            table = _sorted(typed, pc.sort_indices(all_ids))
+            table = _sorted(typed, pc.sort_indices(all_ids), _take_order(self.schema))
         if errors:
             position = {name: n for n, name in enumerate(self.schema.column_names)}
             errors.sort(key=lambda e: (e.id, position.get(e.field, len(position))))
