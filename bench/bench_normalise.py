@@ -16,6 +16,10 @@ answer) is parsed and handed to `TableBuilder.convert` as it arrives, and the bu
 once per chunk (at least one part); `parts_cpu_us_per_deal` has the best round's CPU per stage
 for each part size. Prints one JSON line and writes it to bench/results/bench_normalise.json.
 
+`arrow_pool_mb` is the Arrow memory one chunk's TableBuilder holds once every part is converted
+(`held`, one part per body) and the pool's peak while the chunk is built and finished (`peak`),
+with the parts in arrival order and reversed (then `finish` sorts the chunk by ID).
+
 `--form list` takes the `list` strategy's answers instead: `batch` bodies of
 `LIST_BATCH_COMMANDS` `crm.deal.list` commands of `LIST_PAGE` IDs each (1,000 deals a body), as
 `pipeline.fetch.listing` builds them, split per ID by `parse_list_batch` (part of `parse`) and
@@ -196,6 +200,34 @@ def _by_parts(
     return table, record_errors, (parse_wall, parse_cpu)
 
 
+def arrow_pool(bodies: list[Body], schema: DealSchema, chunk_bodies: int) -> dict[str, Any]:
+    """Arrow bytes held by one chunk's builder before `finish`, and the pool's peak up to the end
+    of `finish`, for parts in order and reversed; a proxy pool per case counts only its own."""
+    chunk = bodies[:chunk_bodies]
+    figures: dict[str, Any] = {}
+    for name, parts in (("in_order", chunk), ("reversed", chunk[::-1])):
+        previous = pa.default_memory_pool()
+        pool = pa.proxy_memory_pool(previous)
+        pa.set_memory_pool(pool)
+        try:
+            builder = TableBuilder(schema)
+            for body in parts:
+                deals, ids = deals_of(body)
+                builder.append(builder.convert(deals, ids))
+            rows, held = builder.rows, pool.bytes_allocated()
+            table, _ = builder.finish()
+            figures[name] = {
+                "rows": rows,
+                "held": round(held / 1e6, 2),
+                "peak": round(pool.max_memory() / 1e6, 2),
+                "table": round(table.nbytes / 1e6, 2),
+            }
+            del table
+        finally:
+            pa.set_memory_pool(previous)
+    return figures
+
+
 def _us_per_deal(rounds: list[dict[str, Any]]) -> dict[str, float]:
     """CPU µs per deal per stage of the round with the least CPU."""
     best = min(rounds, key=lambda r: r["cpu_seconds"] / max(1, r["rows"]))
@@ -247,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 for n in range(max(1, args.rounds))
             ]
             by_part[str(min(part_bodies, len(bodies)) * step)] = _us_per_deal(part_rounds)
+        pool_figures = arrow_pool(bodies, schema, chunk_bodies)
     rates = [r["rows"] / r["seconds"] for r in rounds]
     cpu_rates = [r["rows"] / r["cpu_seconds"] for r in rounds]
     best = rounds[rates.index(max(rates))]
@@ -279,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         # TableBuilder, part by part, as the pipeline converts: {deals per part: {stage: µs}}.
         "parts_cpu_us_per_deal": by_part,
+        # One chunk's builder: Arrow MB held before finish, pool peak, finished table.
+        "arrow_pool_mb": pool_figures,
         "parquet_bytes_per_deal": round(best["bytes"] / max(1, deals), 1),
         "record_errors": best["errors"],
         "one_core": pinned,

@@ -39,6 +39,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import accumulate, chain
 from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import unquote
 
@@ -863,6 +864,23 @@ def _stage_list(values: Sequence[Any]) -> pa.Array | None:
         return None
 
 
+def _flat_lists(values: ColumnValues) -> tuple[pa.Array, list[Any], pa.Array | None] | None:
+    """The offsets, elements and null mask (None: no nulls) of a column of JSON arrays and nulls
+    only, flattened by C loops (~4x cheaper than one Python step per value: a column of file
+    lists); None for any other column."""
+    if isinstance(values, pa.Array):
+        return None
+    kinds = set(map(type, values))
+    if not kinds <= _LIST_OR_NONE:
+        return None
+    missing = None
+    if type(None) in kinds:
+        missing = pa.array([value is None for value in values], pa.bool_())
+        values = [_NO_ITEMS if value is None else value for value in values]
+    offsets = pa.array([0, *accumulate(map(len, values))], pa.int32())
+    return offsets, list(chain.from_iterable(values)), missing
+
+
 def list_of(element: Converter, element_type: pa.DataType) -> Converter:
     """A converter for an `isMultiple` field: flatten, convert the elements as one column, refold.
 
@@ -909,6 +927,9 @@ def _list_converters(element: Converter, element_type: pa.DataType) -> ListConve
         return checked(values)
 
     def checked(values: ColumnValues) -> Converted:
+        lists = _flat_lists(values)
+        if lists is not None:
+            return _refold(*lists)
         flat: list[Any] = []
         offsets = [0]
         missing: list[bool] = []
@@ -936,7 +957,7 @@ def _list_converters(element: Converter, element_type: pa.DataType) -> ListConve
         elements = staged.values.slice(first, last - first)
         return _refold(offsets, elements, staged.is_null())
 
-    def _refold(offsets_array: pa.Array, flat: ColumnValues, missing: pa.Array) -> Converted:
+    def _refold(offsets_array: pa.Array, flat: ColumnValues, missing: pa.Array | None) -> Converted:
         elements, element_failures = element(flat)
         result = pa.ListArray.from_arrays(offsets_array, elements, type=arrow_type, mask=missing)
         failures: list[Failure] = []

@@ -16,8 +16,7 @@ always-null column would read as "no contacts"); if a payload ever carries it, i
 from __future__ import annotations
 
 import hashlib
-import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,13 +116,6 @@ def _enumeration(info: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
-def _tuple_getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """`operator.itemgetter` that always makes a tuple (itemgetter of one name does not)."""
-    if len(names) > 1:
-        return operator.itemgetter(*names)
-    return lambda payload: tuple(payload[name] for name in names)
-
-
 def string_valued(kind: Kind) -> bool:
     """Whether a column of this kind is read out of the payload dicts as Arrow strings."""
     return kind.strings and takes_fast_path(kind.arrow_type)
@@ -147,7 +139,6 @@ class EntitySchema:
         "columns",
         "entity",
         "enumerations",
-        "fast_getter",
         "fast_type",
         "fingerprint",
         "groups",
@@ -176,8 +167,6 @@ class EntitySchema:
         self.fast_type: pa.DataType = pa.struct(
             [pa.field(c.name, pa.string()) for c in columns if string_valued(c.kind)]
         )
-        #: A payload's values of `fast_type`'s fields, as a tuple (every key must be present).
-        self.fast_getter = _tuple_getter(self.fast_type.names)
         # Column positions by kind: one converter call per kind, not per column, since each
         # call has a fixed cost that dominates for parts of a few dozen records.
         by_kind: dict[Kind, list[int]] = {}

@@ -117,33 +117,26 @@ def _payload_id(payload: Mapping[str, Any], id_field: str) -> int:
 
 
 def _arrow_columns(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, complete: bool = False
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema
 ) -> dict[str, pa.Array] | None:
     """Fast path: pyarrow reads the string-valued columns out of the dicts in one C++ pass.
 
     It refuses any value that is not a string or null (a JSON number, an object, ...); then the
-    whole chunk takes the per-column Python path instead. `complete`: every payload carries
-    every column (see `_wire_struct`).
+    whole chunk takes the per-column Python path instead.
     """
-    struct = _string_struct(payloads, schema, complete)
+    struct = _string_struct(payloads, schema)
     if struct is None:
         return None
     return dict(zip(schema.fast_type.names, struct.flatten(), strict=True))
 
 
-def _string_struct(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, complete: bool
-) -> pa.Array | None:
+def _string_struct(payloads: Sequence[Mapping[str, Any]], schema: EntitySchema) -> pa.Array | None:
     """The string-valued columns as one struct array, or None when pyarrow refuses a value."""
     try:
-        if complete:
-            # Every payload has every key: pyarrow fills a struct from tuples by position,
-            # ~35% faster than by a look-up per field name; one itemgetter call per payload
-            # makes the tuple (~13% faster in all, measured on 1,000 list rows).
-            rows: Sequence[Any] = list(map(schema.fast_getter, payloads))
-        else:
-            rows = payloads
-        return pa.array(rows, type=schema.fast_type)
+        # From the dicts themselves: pyarrow's look-up per field name costs less than making a
+        # tuple per payload for it to read by position (5-12% less for the whole call, measured on
+        # 1,000-row list and get parts with pyarrow 26).
+        return pa.array(payloads, type=schema.fast_type)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
 
@@ -193,7 +186,7 @@ def _normalise(
         raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
     keys = _key_union(payloads)
     empties = _Empties(payloads, schema, keys)
-    columns, _ = _wire_columns(payloads, schema, fast, empties.complete)
+    columns, _ = _wire_columns(payloads, schema, fast)
     empties.absorb(columns, schema)
     failures: Failures = []
     groups = schema.groups if grouped else [(c.kind, (n,)) for n, c in enumerate(schema.columns)]
@@ -209,10 +202,10 @@ def _normalise(
 
 
 def _wire_columns(
-    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, fast: bool, complete: bool
+    payloads: Sequence[Mapping[str, Any]], schema: EntitySchema, fast: bool
 ) -> tuple[list[ColumnValues], bool]:
     """Each column's wire values, and whether the string-valued ones are Arrow strings."""
-    fast_columns = _arrow_columns(payloads, schema, complete) if fast else None
+    fast_columns = _arrow_columns(payloads, schema) if fast else None
     if fast_columns is None:
         return list(_python_columns(payloads, schema.column_names)), False
     columns: list[ColumnValues] = [
@@ -298,18 +291,35 @@ def _ascending(ids: pa.Array) -> bool:
     return bool(pc.all(pc.greater(ids[1:], ids[:-1])).as_py())
 
 
-def _sorted(tables: list[pa.Table], order: pa.Array) -> pa.Table:
-    """`concat_tables(tables).take(order)`, a column at a time, each column freed once it is
-    taken (`tables` is emptied), so the copy costs one column on top of the chunk, not a second
-    chunk."""
+def _sorted(tables: list[pa.Table], order: pa.Array, positions: Sequence[int]) -> pa.Table:
+    """`concat_tables(tables).take(order)`, a column at a time in the order of `positions`, each
+    column freed once it is taken (`tables` is emptied), so the copy costs about one column on
+    top of the chunk, not a second chunk.
+
+    The columns of one kind are typed together, so they share their buffers (slices of one
+    array): `positions` takes such columns one after another, so that their buffers go when the
+    last of them is taken, not at the very end.
+    """
     table = pa.concat_tables(tables)
     tables.clear()
     schema = table.schema
-    taken: list[pa.ChunkedArray] = []
-    for _ in range(table.num_columns):
-        taken.append(table.column(0).take(order))
-        table = table.remove_column(0)
-    return pa.Table.from_arrays(taken, schema=schema)
+    columns = dict(enumerate(table.columns))
+    del table
+    taken: dict[int, pa.Array] = {}
+    for position in positions:
+        # `ChunkedArray.take` joins the chunks into one array and keeps it, and the chunks, until
+        # its copy is made. Joined here, the chunks can go before the take: for a 10,000-row
+        # chunk's list of files (its largest column) ~3.9 MB above the chunk instead of ~7.7.
+        whole = columns.pop(position).combine_chunks()
+        taken[position] = whole.take(order)
+        del whole
+    return pa.Table.from_arrays([taken[n] for n in range(len(taken))], schema=schema)
+
+
+def _take_order(schema: EntitySchema) -> tuple[int, ...]:
+    """Every column position of a typed table, the columns of a kind together (see `_sorted`),
+    `_extra` last."""
+    return (*(p for _, positions in schema.groups for p in positions), len(schema.columns))
 
 
 class Part(NamedTuple):
@@ -330,7 +340,7 @@ def _wire_struct(
 ) -> pa.Array | None:
     """The string-valued columns as one struct array (see `_arrow_columns`), list methods'
     empty text fields read as get's, or None."""
-    struct = _string_struct(payloads, schema, empties.complete)
+    struct = _string_struct(payloads, schema)
     if struct is None:
         return None
     # Only the user text fields' children are looked at (get answers never hold a null there),
@@ -462,7 +472,7 @@ class TableBuilder:
         else:
             # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy
             # (list answers do: the follow-up gets of their absent IDs come later).
-            table = _sorted(typed, pc.sort_indices(all_ids))
+            table = _sorted(typed, pc.sort_indices(all_ids), _take_order(self.schema))
         if errors:
             position = {name: n for n, name in enumerate(self.schema.column_names)}
             errors.sort(key=lambda e: (e.id, position.get(e.field, len(position))))

@@ -146,6 +146,25 @@ def test_staged_lists_equal_the_checked_pass(bitrix_type: str, values: list[Any]
     _same(lists.convert(values), lists.checked(values))
 
 
+JSON_LISTS = st.lists(
+    st.one_of(st.none(), st.lists(st.one_of(SCALARS, FILES), max_size=4)), max_size=8
+)
+
+
+@RELAXED
+@given(st.sampled_from((*LIST_ELEMENT_TYPES, "file")), JSON_LISTS)
+def test_lists_flattened_at_once_equal_the_per_value_pass(
+    bitrix_type: str, values: list[Any]
+) -> None:
+    """A column of JSON arrays and nulls only is flattened by C loops; one `false` more (an
+    empty list, last) makes the same column take the per-value pass."""
+    kind = BITRIX24_TYPES[bitrix_type]
+    lists = _list_converters(kind.convert, kind.arrow_type)
+    array, failures = lists.checked([*values, False])
+    expected = (array.slice(0, len(values)), [f for f in failures if f.row < len(values)])
+    _same(lists.checked(values), expected)
+
+
 NEGATIVE_WIRE = ["-5", "+5", "-0", "-00", "--1", "-", "- 1", "-9223372036854775808",
                  "-9223372036854775809", "-1.5", "-0x1F", "12", "", None]  # fmt: skip
 
