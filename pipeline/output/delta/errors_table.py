@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline.output.delta.files import ParquetOptions, write_files
 from pipeline.output.delta.location import DeltaLocation
-from pipeline.output.delta.table import arrow_schema, same_columns
+from pipeline.output.delta.table import arrow_schema, refreshed, same_columns
 from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, fetch_rows
 
 # Loaded at the first Delta operation, not by a folder-sink run (see `table`).
@@ -106,6 +106,8 @@ class Failures:
         self.where = where
         self._table: DeltaTable | None = None
         self._version = -1
+        #: The version this object last checkpointed at (`refreshed`).
+        self._checked = 0
         self._held: list[pa.Array] = []
         self._input = False
 
@@ -114,8 +116,9 @@ class Failures:
         object's own moved it (its own leave `_version` at the table's version)."""
         if self._table is None:
             self._table = _open(self.where)
+            self._checked = self._table.version() if self._table is not None else 0
         else:
-            self._table.update_incremental()
+            self._table, self._checked = refreshed(self._table, self.where, self._checked)
         if self._table is not None and self._table.version() != self._version:
             self._reindex(self._table)
         return self._table
