@@ -150,8 +150,9 @@ class Failures:
             return True
         if not ids or not self._held:
             return False
-        wanted = pa.array(sorted(ids), pa.int64())
-        return any(bool(pc.any(pc.is_in(held, value_set=wanted)).as_py()) for held in self._held)
+        # One lookup over every chunk's IDs hashes `ids` once, not once per committed chunk.
+        held = pa.chunked_array(self._held, pa.int64())
+        return bool(pc.any(pc.is_in(held, value_set=pa.array(ids, pa.int64()))).as_py())
 
     def replace(self, covered: Iterable[int], rows: pa.Table) -> None:
         """`replace_failures` on this table."""
@@ -163,9 +164,8 @@ class Failures:
             if rows.num_rows:
                 _create(self.where, rows)
             return
-        predicate = _predicate(ids, replace_input)
-        if not predicate:
-            return
+        if not ids and not replace_input:
+            return  # `_predicate` would match no row
         replaces = self._holds_any(ids, replace_input)
         if replaces:
             rows = _carry_over(table, rows)
@@ -174,7 +174,7 @@ class Failures:
         else:
             from deltalake import write_deltalake
 
-            write_deltalake(table, rows, mode="overwrite", predicate=predicate)
+            write_deltalake(table, rows, mode="overwrite", predicate=_predicate(ids, replace_input))
         self._committed(table, rows, replaced=replaces)
 
 
