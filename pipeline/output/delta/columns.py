@@ -28,11 +28,12 @@ def with_lineage(table: pa.Table, run_id: str, extracted_at: datetime) -> pa.Tab
     """`table` with `_run_id` and `_extracted_at` (kept if present) and a null `_deleted_at`."""
     rows = table.num_rows
     if RUN_ID not in table.column_names:
+        # One scalar repeated: a list of `rows` Python objects converts each one (~3 ms a chunk).
         table = table.append_column(
-            pa.field(RUN_ID, pa.string()), pa.array([run_id] * rows, pa.string())
+            pa.field(RUN_ID, pa.string()), pa.repeat(pa.scalar(run_id, pa.string()), rows)
         )
     if EXTRACTED_AT not in table.column_names:
-        stamp = pa.array([extracted_at] * rows, UTC_US)
+        stamp = pa.repeat(pa.scalar(extracted_at, UTC_US), rows)
         table = table.append_column(pa.field(EXTRACTED_AT, UTC_US), stamp)
     else:
         index = table.column_names.index(EXTRACTED_AT)
