@@ -17,6 +17,15 @@ at once keeps it flat; Delta commits are few (two per chunk or piece), so the ex
 calls cost little. jemalloc reads the variable
 when the library first allocates, which the lazy import of deltalake delays until the first
 Delta operation of the run. A value the user set wins.
+
+glibc's own malloc is left as it is: on a 30,000-deal run to the folder sink, mallopt at CLI
+start with M_ARENA_MAX=1 lowered peak RSS by no more than run-to-run noise, a fixed
+M_MMAP_THRESHOLD (128 KiB to 4 MiB, with or without M_TRIM_THRESHOLD) or a malloc_trim every
+0.2 s saved 3-10 MB but added 0.1-0.2 CPU-s of system time (mallopt(3): a fixed threshold turns
+off glibc's dynamic mmap and trim thresholds, so the heap top is returned and refaulted far
+more often). MIMALLOC_PURGE_DELAY: 0 and 10 peak alike, 100 or mimalloc's own default 6-20 MB
+higher; 0 costs no CPU beyond noise (some 130 more madvise calls and 3% more minor faults a
+run than 10).
 """
 
 from __future__ import annotations

@@ -28,11 +28,12 @@ def with_lineage(table: pa.Table, run_id: str, extracted_at: datetime) -> pa.Tab
     """`table` with `_run_id` and `_extracted_at` (kept if present) and a null `_deleted_at`."""
     rows = table.num_rows
     if RUN_ID not in table.column_names:
+        # One scalar repeated: a list of `rows` Python objects converts each one (~3 ms a chunk).
         table = table.append_column(
-            pa.field(RUN_ID, pa.string()), pa.array([run_id] * rows, pa.string())
+            pa.field(RUN_ID, pa.string()), pa.repeat(pa.scalar(run_id, pa.string()), rows)
         )
     if EXTRACTED_AT not in table.column_names:
-        stamp = pa.array([extracted_at] * rows, UTC_US)
+        stamp = pa.repeat(pa.scalar(extracted_at, UTC_US), rows)
         table = table.append_column(pa.field(EXTRACTED_AT, UTC_US), stamp)
     else:
         index = table.column_names.index(EXTRACTED_AT)
@@ -50,7 +51,7 @@ def partition_values(column: pa.ChunkedArray, spec: PartitionSpec) -> pa.Array:
     if spec.transform in _FORMATS:
         if not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
             raise OutputError(f"partition transform {spec.transform!r} needs a date or time column")
-        values = pc.strftime(column, format=_FORMATS[spec.transform])
+        values = pa.chunked_array([_date_texts(column.combine_chunks(), spec.transform)])
     elif pa.types.is_boolean(typ):
         values = pc.if_else(column, "true", "false")
     elif pa.types.is_nested(typ):
@@ -61,6 +62,21 @@ def partition_values(column: pa.ChunkedArray, spec: PartitionSpec) -> pa.Array:
     return pc.if_else(
         pc.fill_null(empty, False), pa.scalar(None, pa.string()), values
     ).combine_chunks()
+
+
+def _date_texts(column: pa.Array, transform: str) -> pa.Array:
+    """strftime's text of each row's date part (in the column's own time zone), formatted once
+    per distinct value from a row that has it: the parts as one integer per row cost about a
+    tenth of formatting every row (the folder sink's directories are named the same way)."""
+    key = pc.year(column)
+    if transform != "year":
+        key = pc.add(pc.multiply(key, 100), pc.month(column))
+    if transform == "day":
+        key = pc.add(pc.multiply(key, 100), pc.day(column))
+    encoded = pc.dictionary_encode(key)
+    first = [pc.index(encoded.indices, n).as_py() for n in range(len(encoded.dictionary))]
+    texts = pc.strftime(column.take(pa.array(first, pa.int64())), format=_FORMATS[transform])
+    return pc.take(texts, encoded.indices)
 
 
 def with_partition_column(table: pa.Table, spec: PartitionSpec) -> pa.Table:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline.output.delta.files import ParquetOptions, write_files
 from pipeline.output.delta.location import DeltaLocation
-from pipeline.output.delta.table import arrow_schema, same_columns
+from pipeline.output.delta.table import arrow_schema, refreshed, same_columns
 from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, fetch_rows
 
 # Loaded at the first Delta operation, not by a folder-sink run (see `table`).
@@ -106,6 +106,8 @@ class Failures:
         self.where = where
         self._table: DeltaTable | None = None
         self._version = -1
+        #: The version this object last checkpointed at (`refreshed`).
+        self._checked = 0
         self._held: list[pa.Array] = []
         self._input = False
 
@@ -114,8 +116,9 @@ class Failures:
         object's own moved it (its own leave `_version` at the table's version)."""
         if self._table is None:
             self._table = _open(self.where)
+            self._checked = self._table.version() if self._table is not None else 0
         else:
-            self._table.update_incremental()
+            self._table, self._checked = refreshed(self._table, self.where, self._checked)
         if self._table is not None and self._table.version() != self._version:
             self._reindex(self._table)
         return self._table
@@ -147,8 +150,9 @@ class Failures:
             return True
         if not ids or not self._held:
             return False
-        wanted = pa.array(sorted(ids), pa.int64())
-        return any(bool(pc.any(pc.is_in(held, value_set=wanted)).as_py()) for held in self._held)
+        # One lookup over every chunk's IDs hashes `ids` once, not once per committed chunk.
+        held = pa.chunked_array(self._held, pa.int64())
+        return bool(pc.any(pc.is_in(held, value_set=pa.array(ids, pa.int64()))).as_py())
 
     def replace(self, covered: Iterable[int], rows: pa.Table) -> None:
         """`replace_failures` on this table."""
@@ -160,9 +164,8 @@ class Failures:
             if rows.num_rows:
                 _create(self.where, rows)
             return
-        predicate = _predicate(ids, replace_input)
-        if not predicate:
-            return
+        if not ids and not replace_input:
+            return  # `_predicate` would match no row
         replaces = self._holds_any(ids, replace_input)
         if replaces:
             rows = _carry_over(table, rows)
@@ -171,7 +174,7 @@ class Failures:
         else:
             from deltalake import write_deltalake
 
-            write_deltalake(table, rows, mode="overwrite", predicate=predicate)
+            write_deltalake(table, rows, mode="overwrite", predicate=_predicate(ids, replace_input))
         self._committed(table, rows, replaced=replaces)
 
 

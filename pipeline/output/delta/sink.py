@@ -75,6 +75,8 @@ class DeltaSink:
         #: Both tables stay open for the session and are brought up to date before each use
         #: (`_current`): reopening one replays its log from the last checkpoint at every commit.
         self._table = current
+        #: The version the session last checkpointed at (`table.refreshed`).
+        self._checked = current.version() if current is not None else 0
         self._failures: errors_table.Failures | None = None
         self._commits = commits.ours(current.history()) if current is not None else []
         #: Nothing in the table can collide with this session's rows: append, do not merge.
@@ -385,7 +387,7 @@ class DeltaSink:
         if self._table is None:
             self._table = table.open_table(self.where)
         else:
-            self._table.update_incremental()
+            self._table, self._checked = table.refreshed(self._table, self.where, self._checked)
         return self._table
 
     def _partition_by(self) -> list[str]:

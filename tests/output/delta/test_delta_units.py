@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipeline.errors import OutputError
 from pipeline.normalise import SchemaDrift, TypeChange
 from pipeline.output.delta import contract
-from pipeline.output.delta.columns import delta_rows
+from pipeline.output.delta.columns import delta_rows, partition_values
 from pipeline.output.delta.commits import encode, open_chunks, ours, run_totals
 from pipeline.output.delta.location import errors_table_uri, locate
 from pipeline.output.partition import PartitionSpec
@@ -80,6 +81,30 @@ def test_rows_get_lineage_a_null_deleted_at_and_the_partition_key() -> None:
         out.drop_columns(["DATE_CREATE_month"]), PartitionSpec(None, "none"), "x", seen
     )
     assert kept.column("_run_id").to_pylist() == ["run-1", "run-1"], "upstream lineage is kept"
+
+
+@pytest.mark.parametrize("transform", ["year", "month", "day"])
+@pytest.mark.parametrize(
+    "typ", [pa.timestamp("us", tz="UTC"), pa.timestamp("us", tz="Europe/Moscow"), pa.date32()]
+)
+def test_date_partition_values_are_strftimes_text_of_each_row(
+    transform: str, typ: pa.DataType
+) -> None:
+    moments = [
+        datetime(2024, 12, 31, 22, 30, tzinfo=UTC),  # 2025-01-01 in Moscow
+        None,
+        datetime(1999, 2, 3, tzinfo=UTC),
+        datetime(2024, 12, 31, 22, 30, tzinfo=UTC),
+        datetime(2024, 1, 15, tzinfo=UTC),
+        None,
+    ]
+    raw = pa.array(moments, pa.timestamp("us", tz="UTC")).cast(typ)
+    column = pa.chunked_array([raw.slice(0, 2), raw.slice(2)])
+    spec = PartitionSpec("DATE_CREATE", transform)  # type: ignore[arg-type]
+    fmt = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}[transform]
+    expected = pc.strftime(column, format=fmt).combine_chunks()
+    assert partition_values(column, spec).equals(expected)
+    assert partition_values(pa.chunked_array([], typ), spec).to_pylist() == []
 
 
 def test_the_contract_decides_which_drift_stops_a_run() -> None:
