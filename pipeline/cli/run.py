@@ -157,10 +157,10 @@ def load(
 #: could free (refcounting frees them): at 700 a 30,000-deal run spent ~0.23 CPU-s in ~440
 #: young and 3 full collections, at 10,000 with the startup objects frozen ~0.05 s, nearly all
 #: in the few young collections that found a decoded answer alive (one answer of list rows is
-#: over 10,000 containers, and each collection walks every field of every row). At 100,000 the
-#: count of live containers an export allocates never reaches the threshold between answers
-#: (~0.007 s, peak RSS the same). Cycles (an exception's traceback, asyncio's futures) are still
-#: collected, later.
+#: over 10,000 containers, and each collection walks every field of every row). At 30,000 or
+#: 100,000 that run made no young collection at all (the live containers never reach the
+#: threshold between answers; peak RSS the same). Cycles (an exception's traceback, asyncio's
+#: futures) are still collected, later.
 EXPORT_GC_THRESHOLD = 100_000
 
 
