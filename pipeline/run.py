@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 
@@ -71,8 +71,10 @@ from pipeline.output.partition import partition_problem
 from pipeline.output.sink import Sink
 from pipeline.output.store import Store
 from pipeline.progress import Progress
-from pipeline.reconcile import ReconcileResult, detect_and_apply_deletes
 from pipeline.summary import RunCounts, exit_code_for
+
+if TYPE_CHECKING:
+    from pipeline.reconcile import ReconcileResult
 
 log = logging.getLogger(__name__)
 
@@ -698,6 +700,10 @@ async def _detect_deletes(output: OutputConfig, client: PortalClient, run: RunRe
     deleted, refresh the ones it listed late, and record the rows left undecided (`Access
     denied` keeps the row) in the errors table; the run's verdict takes the worse exit code.
     The output's lock is held again throughout, so no other run writes in between."""
+    # Imported here: the deletion check and the ~10 modules it needs cost an export that does
+    # not ask for it ~5 ms of start-up.
+    from pipeline.reconcile import detect_and_apply_deletes
+
     where = locate(output.root)
     out = await asyncio.to_thread(DeltaSink.open_existing, output.root, run.run_id)
     with out:

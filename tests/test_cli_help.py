@@ -132,3 +132,17 @@ async def test_only_a_delta_run_imports_deltalake(
     imported = _imported_packages(done.stderr)
     assert "pyarrow" in imported
     assert ("deltalake" in imported) == (table_format == "delta")
+
+
+async def test_a_run_without_detect_deletes_imports_no_deletion_check(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    # The deletion check (pipeline.reconcile and what it needs) is start-up cost a run pays only
+    # with --detect-deletes, which needs a Delta output: a folder run never imports it.
+    sim = await simulator(deals=5, seed=1)
+    args = ["run", "--ids", "1-5", "--ids-format", "range", "--out", "out", *FAST]
+    done = await run_cli(args, env=cli_env(sim, PYTHONPROFILEIMPORTTIME="1"), cwd=tmp_path)
+    assert done.code == 0, done.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "pipeline.run" in modules
+    assert not modules & {"pipeline.reconcile", "pipeline.deletes", "pipeline.output.delta_deletes"}
