@@ -43,7 +43,7 @@ from pipeline.output.layout import (
 )
 from pipeline.output.lineage import without_lineage
 from pipeline.output.manifest import schema_fingerprint
-from pipeline.output.partition import PartitionSpec, split
+from pipeline.output.partition import PartitionSpec, iter_split
 from pipeline.output.records import Checkpoint, ErrorRecord, FileRecord
 from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, summarise
 from pipeline.output.store import Store, display_uri
@@ -256,12 +256,14 @@ class Chunks:
         moves: list[tuple[str, str]] = []
         error_record: ErrorRecord | None = None
         try:
-            for n, (directory, part) in enumerate(split(unit.data, self.spec)):
+            for n, (directory, part) in enumerate(iter_split(unit.data, self.spec)):
                 name = data_name(unit.key, n)
                 rel = f"{directory}/{name}" if directory else name
                 staged = staged_path(unit.key, name)
                 files.append(self._write_data(staged, rel, part, directory))
                 moves.append((staged, rel))
+                # Before the next group is copied (`iter_split`): one group's rows at a time.
+                del part
             if unit.errors.num_rows:
                 final = sidecar_path(unit.key)
                 staged = staged_path(unit.key, final.rsplit("/", 1)[-1])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
@@ -8,7 +9,14 @@ import pytest
 
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
-from pipeline.output.partition import NULL_PARTITION, PartitionSpec, partition_dir, split
+from pipeline.output import partition
+from pipeline.output.partition import (
+    NULL_PARTITION,
+    PartitionSpec,
+    iter_split,
+    partition_dir,
+    split,
+)
 
 
 def _table() -> pa.Table:
@@ -177,6 +185,54 @@ def test_rows_already_grouped_are_sliced_without_a_copy() -> None:
     for _, part in groups:
         for chunk in part.column("ID").chunks:
             assert chunk.buffers()[1].address in source
+
+
+@pytest.mark.parametrize("slab_bytes", [1, 2_000, 20_000, 1 << 30])
+@pytest.mark.parametrize(
+    "spec", [PartitionSpec("DATE_CREATE", "month"), PartitionSpec("STAGE_ID", "value")]
+)
+def test_iter_split_gives_splits_groups_whatever_the_slab(
+    spec: PartitionSpec, slab_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # From one group per take (1 byte) to one take of the whole table.
+    monkeypatch.setattr(partition, "SLAB_BYTES", slab_bytes)
+    table = _many_chunks(2_000, 9, 3)
+    groups = list(iter_split(table, spec))
+    expected = _split_row_by_row(table, spec)
+    assert [d for d, _ in groups] == sorted(expected)
+    assert {d: t.column("ID").to_pylist() for d, t in groups} == expected
+    assert all(t.schema == table.schema for _, t in groups)
+
+
+def test_iter_split_copies_a_slab_at_a_time_not_the_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _many_chunks(20_000, 9, 1)
+    # Rows as wide as deals are (hundreds of bytes), next to which the row keys are small.
+    text = pa.array([f"{n:0200d}" for n in range(table.num_rows)], pa.string())
+    table = table.append_column("COMMENTS", pa.chunked_array([text]))
+    spec = PartitionSpec("DATE_CREATE", "month")
+    monkeypatch.setattr(partition, "SLAB_BYTES", table.nbytes // 8)
+
+    def most_allocated(groups: Callable[[], Iterator[tuple[str, pa.Table]]]) -> int:
+        base = pa.total_allocated_bytes()
+        most = rows = 0
+        # As the commit does: done with a group before asking for the next one.
+        for _, part in groups():
+            most = max(most, pa.total_allocated_bytes() - base)
+            rows += part.num_rows
+            del part
+        assert rows == table.num_rows
+        return most
+
+    # Both hold the row keys and their order; `split` also a copy of every row at once.
+    sliced = most_allocated(lambda: iter_split(table, spec))
+    whole = most_allocated(lambda: iter(split(table, spec)))
+    assert whole - sliced > table.nbytes // 2
+
+
+def test_iter_split_refuses_a_bad_spec_before_the_first_group() -> None:
+    with pytest.raises(OutputError, match="not in the data"):
+        iter_split(_table(), PartitionSpec("NOPE", "value"))
+    assert list(iter_split(_table().slice(0, 0), PartitionSpec("STAGE_ID", "value"))) == []
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Europe/Moscow", "Asia/Kolkata"])
