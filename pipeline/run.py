@@ -520,6 +520,7 @@ class _Exporter:
             # Committed: let the chunk's table go now, not when the next one is ready (it would
             # otherwise stay alive through the next chunk's fetch and typing).
             del unit, buf, table, rows
+            await asyncio.to_thread(_release_arrow_memory)
 
     def _prepare(self, buf: _ChunkBuffer, *, piece: bool = False) -> tuple[pa.Table, pa.Table]:
         seen = datetime.now(UTC)
@@ -537,6 +538,20 @@ class _Exporter:
                 rows, (invalid_input_row(i, run_id=run_id, seen=seen) for i in self.idset.invalid)
             )
         return table, rows
+
+
+def _release_arrow_memory() -> None:
+    """Hand back to the OS the pages Arrow's pool still holds once a chunk's tables are gone.
+
+    Between commits the resident pages of pyarrow's default pool (mimalloc) ran 15-65 MB above
+    the bytes Arrow had allocated (/proc smaps of its arena against `total_allocated_bytes`),
+    and the longer a run, the higher the peak of that slack it met. One collection per commit,
+    from a worker thread like the ones that typed and wrote the chunk, measured peak RSS at
+    100k IDs 216 -> 205 MB (median of 6 runs) and at 1M 242 -> 234 MB (one run each), CPU
+    within noise. pyarrow's docs call `MemoryPool.release_unused` possibly expensive: once per
+    chunk of 10,000 deals it is not.
+    """
+    pa.default_memory_pool().release_unused()
 
 
 def _chunk_tables(
