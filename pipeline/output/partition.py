@@ -35,7 +35,7 @@ NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 #: a take per group (dozens of files per chunk) about twice the time of the one.
 SLAB_BYTES = 4 << 20
 
-_FORMATS = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
+DATE_FORMATS = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> tuple[pa.Array, list[
     """Each row's key as a position in a list of the chunk's distinct key texts (a null
     position where the row has no value)."""
     typ = column.type
-    if spec.transform in _FORMATS:
+    if spec.transform in DATE_FORMATS:
         if not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
             raise OutputError(
                 f"partition transform {spec.transform!r} needs a date or timestamp column, "
@@ -81,9 +81,17 @@ def _keys(column: pa.ChunkedArray, spec: PartitionSpec) -> tuple[pa.Array, list[
 
 
 def _date_keys(column: pa.Array, transform: str) -> tuple[pa.Array, list[str | None]]:
-    """`_keys` of a date or timestamp column: its date parts in the column's own time zone as
-    one integer per row (about a tenth of the cost of formatting each row), and the text of
-    each distinct one formatted from a row that has it, so the texts are exactly strftime's."""
+    """`_keys` of a date or timestamp column (see `date_parts`)."""
+    indices, texts = date_parts(column, transform)
+    return indices, texts.to_pylist()
+
+
+def date_parts(column: pa.Array, transform: str) -> tuple[pa.Array, pa.Array]:
+    """Each row's index into the texts of the distinct date parts (year, month or day, in the
+    column's own time zone), and those texts. The parts are one integer per row (about a tenth
+    of the cost of formatting each row); each text is formatted from a row that has it, so the
+    texts are exactly strftime's. The folder sink names directories and the Delta sink fills
+    its partition column from this."""
     key = pc.year(column)
     if transform != "year":
         key = pc.add(pc.multiply(key, 100), pc.month(column))
@@ -91,8 +99,9 @@ def _date_keys(column: pa.Array, transform: str) -> tuple[pa.Array, list[str | N
         key = pc.add(pc.multiply(key, 100), pc.day(column))
     encoded = pc.dictionary_encode(key)
     first = [pc.index(encoded.indices, n).as_py() for n in range(len(encoded.dictionary))]
-    texts = pc.strftime(column.take(pa.array(first, pa.int64())), format=_FORMATS[transform])
-    return encoded.indices, texts.to_pylist()
+    firsts = column.take(pa.array(first, pa.int64()))
+    texts = pc.strftime(firsts, format=DATE_FORMATS[transform])
+    return encoded.indices, texts
 
 
 def _groups(indices: pa.Array, texts: list[str | None], key: str) -> tuple[list[str], pa.Array]:
@@ -142,7 +151,7 @@ def partition_problem(
         close = difflib.get_close_matches(spec.column, list(columns), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
         return f"{spec.column!r} is not a {noun} field of this portal{hint}"
-    if spec.transform in _FORMATS and not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
+    if spec.transform in DATE_FORMATS and not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
         return (
             f"transform {spec.transform!r} needs a date or time field, but {spec.column} is "
             f"{typ}; use the transform 'value' (or 'none')"
@@ -262,8 +271,10 @@ def _slices(table: pa.Table, sizes: list[int]) -> Iterator[pa.Table]:
 
 
 __all__ = [
+    "DATE_FORMATS",
     "NULL_PARTITION",
     "PartitionSpec",
+    "date_parts",
     "grouped",
     "iter_grouped",
     "iter_split",
