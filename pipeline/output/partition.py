@@ -206,25 +206,16 @@ def iter_split(table: pa.Table, spec: PartitionSpec) -> Iterator[tuple[str, pa.T
     return zip(directories, iter_grouped(table, codes, len(directories)), strict=True)
 
 
-def grouped(table: pa.Table, codes: pa.Array, groups: int) -> list[pa.Table]:
-    """The rows of `table` per group position `codes` gives each row (0..groups-1), in input
-    order within a group.
-
-    One take of the whole table, in a stable order (sort_indices "computes an array of indices
-    that define a stable sort", arrow.apache.org/docs/python/generated/
-    pyarrow.compute.sort_indices.html), and none when the rows already come group by group; a
-    take or filter per group would read every chunk each time. Each group is then a zero-copy
-    slice."""
-    if not _ascending(codes):
-        table = table.take(pc.sort_indices(codes))
-    return list(_slices(table, _sizes(codes, groups)))
-
-
 def iter_grouped(table: pa.Table, codes: pa.Array, groups: int) -> Iterator[pa.Table]:
-    """`grouped`'s tables one at a time, copying about SLAB_BYTES of rows (whole groups) per
-    take instead of the whole table: while a caller works on one group, the chunk and at most
-    one slab of copied rows are alive, not a second copy of the chunk. Rows that already come
-    group by group are zero-copy slices, as in `grouped`."""
+    """The rows of `table` per group position `codes` gives each row (0..groups-1), in input
+    order within a group, one group at a time.
+
+    The order is one stable sort (sort_indices "computes an array of indices that define a
+    stable sort", arrow.apache.org/docs/python/generated/pyarrow.compute.sort_indices.html),
+    and the rows are copied about SLAB_BYTES (whole groups) per take instead of the whole table
+    at once: while a caller works on one group, the chunk and at most one slab of copied rows
+    are alive, not a second copy of the chunk. A take or filter per group would read every
+    chunk each time. Rows that already come group by group are zero-copy slices."""
     sizes = _sizes(codes, groups)
     if _ascending(codes):
         yield from _slices(table, sizes)
@@ -275,7 +266,6 @@ __all__ = [
     "NULL_PARTITION",
     "PartitionSpec",
     "date_parts",
-    "grouped",
     "iter_grouped",
     "iter_split",
     "key_dir",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.output.partition import grouped, key_dir
+from pipeline.output.partition import iter_grouped, key_dir
 
 if TYPE_CHECKING:
     from deltalake.transaction import AddAction
@@ -69,18 +70,19 @@ def _stats(rows: pa.Table) -> str:
     return orjson.dumps(found).decode()
 
 
-def _split(rows: pa.Table, key: str | None) -> list[tuple[str | None, pa.Table]]:
+def _split(rows: pa.Table, key: str | None) -> Iterator[tuple[str | None, pa.Table]]:
     """The rows per partition value (the partition column dropped), values in the order they
-    first appear and each group's rows in input order; or all of them."""
+    first appear and each group's rows in input order; or all of them. One group at a time, as
+    the folder sink's (`iter_grouped`): a group is written before the next is copied."""
     if key is None:
-        return [(None, rows)]
+        return iter([(None, rows)])
     # null_encoding="encode": null is a dictionary value like any other (its own partition).
     encoded = pc.dictionary_encode(rows.column(key), null_encoding="encode").combine_chunks()
     values = encoded.dictionary.to_pylist()
     data = rows.drop_columns([key])
     if len(values) == 1:
-        return [(values[0], data)]
-    return list(zip(values, grouped(data, encoded.indices, len(values)), strict=True))
+        return iter([(values[0], data)])
+    return zip(values, iter_grouped(data, encoded.indices, len(values)), strict=True)
 
 
 def write_files(
