@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline.output.delta.files import ParquetOptions, write_files
 from pipeline.output.delta.location import DeltaLocation
-from pipeline.output.delta.table import arrow_schema, refreshed, same_columns
+from pipeline.output.delta.table import OpenTable, arrow_schema, open_table, same_columns
 from pipeline.output.sidecar import SIDECAR_SCHEMA, conform, fetch_rows
 
 # Loaded at the first Delta operation, not by a folder-sink run (see `table`).
@@ -31,17 +31,9 @@ if TYPE_CHECKING:
 _FILES = ParquetOptions("zstd", 64 * 1024)
 
 
-def _open(where: DeltaLocation) -> DeltaTable | None:
-    from deltalake import DeltaTable
-
-    if not DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options):
-        return None
-    return DeltaTable(where.uri, storage_options=where.storage_options)
-
-
 def read_errors(where: DeltaLocation) -> pa.Table:
     """The whole errors table (empty when there is none yet)."""
-    table = _open(where)
+    table = open_table(where)
     if table is None:
         return SIDECAR_SCHEMA.empty_table()
     return conform(table.to_pyarrow_table())
@@ -104,24 +96,18 @@ class Failures:
 
     def __init__(self, where: DeltaLocation) -> None:
         self.where = where
-        self._table: DeltaTable | None = None
+        self._open = OpenTable(where)
         self._version = -1
-        #: The version this object last checkpointed at (`refreshed`).
-        self._checked = 0
         self._held: list[pa.Array] = []
         self._input = False
 
     def _current(self) -> DeltaTable | None:
         """The table at its newest version, indexed again when a commit other than this
         object's own moved it (its own leave `_version` at the table's version)."""
-        if self._table is None:
-            self._table = _open(self.where)
-            self._checked = self._table.version() if self._table is not None else 0
-        else:
-            self._table, self._checked = refreshed(self._table, self.where, self._checked)
-        if self._table is not None and self._table.version() != self._version:
-            self._reindex(self._table)
-        return self._table
+        table = self._open.current()
+        if table is not None and table.version() != self._version:
+            self._reindex(table)
+        return table
 
     def _reindex(self, table: DeltaTable) -> None:
         """Read which IDs, and whether `input` rows, the table holds (its two small columns)."""

@@ -72,11 +72,8 @@ class DeltaSink:
         self._writer = table.Writer(config.compression, config.max_rows_per_group)
         current = table.open_table(where)
         self._check_layout(current)
-        #: Both tables stay open for the session and are brought up to date before each use
-        #: (`_current`): reopening one replays its log from the last checkpoint at every commit.
-        self._table = current
-        #: The version the session last checkpointed at (`table.refreshed`).
-        self._checked = current.version() if current is not None else 0
+        #: Both tables stay open for the session (`table.OpenTable`).
+        self._data = table.OpenTable(where, current)
         self._failures: errors_table.Failures | None = None
         self._commits = commits.ours(current.history()) if current is not None else []
         #: Nothing in the table can collide with this session's rows: append, do not merge.
@@ -351,7 +348,7 @@ class DeltaSink:
             # Nothing was ever committed (no IDs at all): the run state still needs a table.
             empty = columns.delta_rows(_empty_deals(schema), self.spec, self.run_id, self._now())
             table.create(self.where, empty, self._partition_by(), record, self._writer)
-            self._table = table.open_table(self.where)
+            self._data.reopen()
         else:
             table.mark(current, record)
         self._remember(record)
@@ -382,13 +379,8 @@ class DeltaSink:
     def _current(self) -> Any:
         """The data table at its newest version: a commit of our own through
         `create_write_transaction` leaves the object where it was, and `detect_deletes` commits
-        to the table through an object of its own; `update_incremental` reads only the log
-        entries since the object's version (well under a millisecond when there are none)."""
-        if self._table is None:
-            self._table = table.open_table(self.where)
-        else:
-            self._table, self._checked = table.refreshed(self._table, self.where, self._checked)
-        return self._table
+        to the table through an object of its own."""
+        return self._data.current()
 
     def _partition_by(self) -> list[str]:
         return [self.spec.key] if self.spec.key else []
@@ -460,7 +452,7 @@ class DeltaSink:
         current = self._current()
         if current is None:
             table.create(self.where, deals, self._partition_by(), record, self._writer)
-            self._table = table.open_table(self.where)
+            self._data.reopen()
         elif deals.num_rows == 0:
             table.mark(current, record)
         elif self._append_ok:

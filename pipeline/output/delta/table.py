@@ -108,18 +108,41 @@ def open_table(where: DeltaLocation) -> DeltaTable | None:
 CHECKPOINT_EVERY = 10
 
 
-def refreshed(table: DeltaTable, where: DeltaLocation, since: int) -> tuple[DeltaTable, int]:
-    """`table` at its newest version, with the version of the last checkpoint this session
-    relies on (`since`): once CHECKPOINT_EVERY versions have passed it, a checkpoint is written
-    and the table opened again from it, as only a freshly loaded object starts from one."""
-    table.update_incremental()
-    version = table.version()
-    if version - since < CHECKPOINT_EVERY:
-        return table, since
-    table.create_checkpoint()
-    from deltalake import DeltaTable
+class OpenTable:
+    """One Delta table kept open across a session's commits: reopening it at every commit
+    would replay its log from the last checkpoint each time. `current` brings it up to date
+    (`update_incremental` reads only the log entries since the object's version), and once
+    CHECKPOINT_EVERY versions have passed the last checkpoint this session relies on, writes
+    one and loads the table again from it, as only a freshly loaded object starts from one."""
 
-    return DeltaTable(where.uri, storage_options=where.storage_options), version
+    def __init__(self, where: DeltaLocation, table: DeltaTable | None = None) -> None:
+        self.where = where
+        self._table = table
+        self._checked = table.version() if table is not None else 0
+
+    def current(self) -> DeltaTable | None:
+        """The table at its newest version, or None while there is none at `where`."""
+        table = self._table
+        if table is None:
+            return self.reopen()
+        table.update_incremental()
+        version = table.version()
+        if version - self._checked >= CHECKPOINT_EVERY:
+            table.create_checkpoint()
+            self._table = self._load()
+            self._checked = version
+        return self._table
+
+    def reopen(self) -> DeltaTable | None:
+        """The table loaded afresh (after it was created through another object)."""
+        self._table = open_table(self.where)
+        self._checked = self._table.version() if self._table is not None else 0
+        return self._table
+
+    def _load(self) -> DeltaTable:
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.where.uri, storage_options=self.where.storage_options)
 
 
 def arrow_schema(table: DeltaTable) -> pa.Schema:
@@ -277,6 +300,7 @@ def rewrite(
 __all__ = [
     "CHECKPOINT_EVERY",
     "ID_COLUMN",
+    "OpenTable",
     "Writer",
     "append",
     "arrow_schema",
@@ -285,7 +309,6 @@ __all__ = [
     "delta_errors",
     "mark",
     "open_table",
-    "refreshed",
     "rewrite",
     "same_columns",
     "upsert",
