@@ -201,12 +201,18 @@ def test_s3_holder_refreshes_its_heartbeat_and_notices_a_takeover(
         else:
             pytest.fail("the heartbeat was never refreshed")
         # Another run takes over (as --break-lock then acquire would, in one step here so that
-        # the beat cannot fall between the two and find no lock at all).
+        # the beat cannot fall between the two and find no lock at all). A beat that read the
+        # lock just before the takeover writes its own over it (an object store has no
+        # compare-and-swap here); a real taker sees that when it reads its lock back after
+        # settling and tries again, as this one does, until a beat reads the foreign token.
         _write_lock(fs, uri, run_id="breaker", heartbeat=time.time(), token="theirs")
         for _ in range(100):  # bounded: the next beat sees the foreign token
             time.sleep(0.05)
             if lock._lost is not None:
                 break
+            current = store.read_json("_lock")
+            if current is not None and current.get("token") != "theirs":
+                _write_lock(fs, uri, run_id="breaker", heartbeat=time.time(), token="theirs")
         with pytest.raises(OutputError, match=r"lost the lock .* breaker"):
             lock.heartbeat()
     finally:
