@@ -31,11 +31,17 @@ $(DEV_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(DEV_STAMP)
 
+# The suite runs on every core (at most 4 workers): most tests wait on a simulator, a CLI
+# subprocess or S3, and one process left the second core idle (about 13 minutes on 2 cores, too
+# close to CI's limit). `loadgroup` keeps the tests that share one expensive module fixture
+# (the chaos suite) on one worker, so that fixture runs once.
+XDIST := -n auto --maxprocesses 4 --dist loadgroup
+
 test: $(DEV_STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(XDIST)
 
 test-fast: $(DEV_STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q $(XDIST) -m "not slow"
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check pipeline tests bench

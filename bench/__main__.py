@@ -53,9 +53,9 @@ class Bench:
 
 
 SUITE = (
-    Bench("bench_simulator", (), ("--seconds", "3", "--deals", "100000"), 120),
+    Bench("bench_simulator", (), ("--seconds", "1", "--deals", "100000"), 120),
     Bench("bench_normalise", (), ("--deals", "5000", "--rounds", "2"), 180),
-    Bench("bench_fetch", (), ("--sizes", "10000,50000"), 420),
+    Bench("bench_fetch", (), ("--sizes", "5000,25000"), 420),
     Bench("bench_ids", (), ("--ids", "1000000"), 240),
     Bench("bench_e2e", (), ("--ids", "20000"), 240),
     Bench(
@@ -70,7 +70,7 @@ SUITE = (
         ("--ids", "1500", "--time-scale", "100"),
         3600,
     ),
-    Bench("bench_scale", (), ("--sizes", "30000,90000"), 900),
+    Bench("bench_scale", (), ("--sizes", "20000,60000"), 900),
     Bench("bench_delta", (), ("--quick",), 900),
     Bench(
         "bench_peer",

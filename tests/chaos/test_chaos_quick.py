@@ -17,6 +17,9 @@ from bench.chaos.runner import SuiteResult, run_suite
 
 QUICK = all_scenarios(quick=True)
 
+#: Every test here reads the one run of the suite (the module fixture): on one worker it runs once.
+pytestmark = pytest.mark.xdist_group("chaos")
+
 #: Scenario name -> the pipeline bug it exposes, while that bug is open (strict xfail: once the
 #: bug is fixed the test XPASSes and fails, so an entry cannot outlive its bug). The first two,
 #: a traceback on a revoked webhook and a hang on a full disk, were fixed in ec22900.

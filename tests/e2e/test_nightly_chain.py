@@ -226,6 +226,7 @@ async def test_ten_nights_leave_the_portal_s_current_deals(
     await _bounded(lambda: _nights(sim, root, tmp_path))
 
 
+@pytest.mark.timeout(330)  # the chain's own hang guard (_bounded) is 300 s
 async def test_ten_nights_on_s3(
     simulator: SimulatorFactory,
     tmp_path: Path,
