@@ -24,6 +24,7 @@ from pipeline.entity import entity_named
 from pipeline.errors import UsageError
 from pipeline.fetch.strategy import strategy_line
 from pipeline.logs import LEVELS, json_record, log_event, parse_level, set_run_id, setup_logging
+from pipeline.memory import one_worker
 from pipeline.output.lock import break_lock
 from pipeline.progress import DisplayStream, Mode, Progress
 from pipeline.redact import mask_text
@@ -275,6 +276,9 @@ def run(**kw: Any) -> None:
         return progress
 
     async def main() -> RunResult:
+        # One worker thread for the whole run: its Arrow pages are then returned after every
+        # commit (see pipeline.memory). asyncio.run shuts it down at the end.
+        asyncio.get_running_loop().set_default_executor(one_worker())
         if kw.get("break_lock"):
             await asyncio.to_thread(break_lock, config.output.root)
         return await export(
