@@ -30,7 +30,7 @@ import logging
 import operator
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, SupportsIndex
 
 from pipeline.entity import EntityName
 from pipeline.errors import UsageError
+from pipeline.memory import one_worker
 
 if TYPE_CHECKING:
     from pipeline.config import Auth
@@ -410,8 +411,16 @@ def _run_sync(fn: Callable[..., Any], **kwargs: Any) -> ExportResult:
         # asyncio.run would fail with a bare RuntimeError after creating the coroutine.
         name = fn.__name__.removesuffix("_async")
         raise UsageError(f"{name}() cannot run inside an event loop; await {fn.__name__}() instead")
-    result: ExportResult = asyncio.run(fn(**kwargs))
+    result: ExportResult = asyncio.run(_on_one_worker(fn(**kwargs)))
     return result
+
+
+async def _on_one_worker(work: Awaitable[ExportResult]) -> ExportResult:
+    """The loop `_run_sync` made is ours: give it one worker thread, as the CLI does, so the
+    Arrow pages of a chunk are returned after its commit (`pipeline.memory.one_worker`). An
+    `*_async` call keeps its caller's executor."""
+    asyncio.get_running_loop().set_default_executor(one_worker())
+    return await work
 
 
 def _id_overrides(
