@@ -230,11 +230,11 @@ def _wire_columns(
 ) -> tuple[list[ColumnValues], bool]:
     """Each column's wire values, and whether the string-valued ones are Arrow strings."""
     fast_columns = _arrow_columns(payloads, schema) if fast else None
+    keys = _own_keys(payloads, schema.column_names)
     if fast_columns is None:
-        return list(_python_columns(payloads, schema.column_names)), False
+        return list(_python_columns(payloads, keys)), False
     columns: list[ColumnValues] = [
-        fast_columns[name] if name in fast_columns else [p.get(name) for p in payloads]
-        for name in schema.column_names
+        fast_columns[key] if key in fast_columns else [p.get(key) for p in payloads] for key in keys
     ]
     return columns, True
 
