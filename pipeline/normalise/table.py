@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -130,13 +131,36 @@ def _arrow_columns(
     return dict(zip(schema.fast_type.names, struct.flatten(), strict=True))
 
 
+def _own_keys(payloads: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[str]:
+    """`names` as the first payload's own key objects, where it has them.
+
+    orjson hands every dict of an answer the same string object for a key (seen for all
+    payloads of the simulator's list and get answers), so a look-up with that very object
+    matches by identity, where an equal but distinct string (the schema's) is compared
+    character by character on every look-up: ~10% of the instructions of typing a list part
+    (callgrind). Only the speed depends on it: a look-up by an equal string finds the same
+    entry."""
+    if not payloads:
+        return list(names)
+    own = {key: key for key in payloads[0]}
+    return [own.get(name, name) for name in names]
+
+
 def _string_struct(payloads: Sequence[Mapping[str, Any]], schema: EntitySchema) -> pa.Array | None:
     """The string-valued columns as one struct array, or None when pyarrow refuses a value."""
+    names = schema.fast_type.names
     try:
-        # From the dicts themselves: pyarrow's look-up per field name costs less than making a
-        # tuple per payload for it to read by position (5-12% less for the whole call, measured on
-        # 1,000-row list and get parts with pyarrow 26).
-        return pa.array(payloads, type=schema.fast_type)
+        if len(names) > 1:
+            # A tuple per payload (itemgetter, with the payloads' own key objects), which
+            # pyarrow reads by position: ~20% cheaper than pyarrow's own look-up per field name
+            # in each dict (measured on 850-row list parts with pyarrow 26).
+            rows = list(map(itemgetter(*_own_keys(payloads, names)), payloads))
+        else:
+            rows = list(payloads)  # a payload without some key: pyarrow reads it as null
+    except KeyError:
+        rows = list(payloads)
+    try:
+        return pa.array(rows, type=schema.fast_type)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
 
@@ -206,11 +230,11 @@ def _wire_columns(
 ) -> tuple[list[ColumnValues], bool]:
     """Each column's wire values, and whether the string-valued ones are Arrow strings."""
     fast_columns = _arrow_columns(payloads, schema) if fast else None
+    keys = _own_keys(payloads, schema.column_names)
     if fast_columns is None:
-        return list(_python_columns(payloads, schema.column_names)), False
+        return list(_python_columns(payloads, keys)), False
     columns: list[ColumnValues] = [
-        fast_columns[name] if name in fast_columns else [p.get(name) for p in payloads]
-        for name in schema.column_names
+        fast_columns[key] if key in fast_columns else [p.get(key) for p in payloads] for key in keys
     ]
     return columns, True
 
@@ -365,9 +389,9 @@ def _stage(
     staged form."""
     names = schema.column_names
     columns: list[ColumnValues] = [()] * len(names)
-    for position in schema.other_positions:
-        name = names[position]
-        columns[position] = [p.get(name) for p in payloads]
+    keys = _own_keys(payloads, [names[position] for position in schema.other_positions])
+    for position, key in zip(schema.other_positions, keys, strict=True):
+        columns[position] = [p.get(key) for p in payloads]
     for position in schema.list_empty_lists:
         columns[position] = empties.lists(columns[position], names[position])
     failures: Failures = []

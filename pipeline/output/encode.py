@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.output.layout import dumps
+from pipeline.output.lineage import RUN_ID_COLUMN
 
 #: The schema-metadata key of the pending input (`_deal_export/input.parquet`) that says how
 #: its IDs were obtained.
@@ -40,8 +41,42 @@ class Encoding:
             # values the same either way (PLAIN, the encoding defined for every physical type:
             # github.com/apache/parquet-format, Encodings.md; same schema, codec, statistics).
             use_dictionary=False,
+            write_statistics=statistics_columns(table.schema),
+            # Version 2 data pages keep the repetition and definition levels outside the
+            # compressed section (github.com/apache/parquet-format, src/main/thrift/
+            # parquet.thrift, DataPageHeaderV2 `is_compressed`), so the codec reads only the
+            # values: ~4.5% fewer instructions to write a chunk's files (callgrind, 56 files of
+            # 26k rows) and files no larger. pyarrow, DuckDB and Polars read them
+            # (tests/output/test_normalised_roundtrip.py).
+            data_page_version="2.0",
         )
         return sink.getvalue()
+
+
+def _text(typ: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_binary(typ)
+        or pa.types.is_large_binary(typ)
+    )
+
+
+def statistics_columns(schema: pa.Schema) -> list[str]:
+    """The columns a data file keeps min/max statistics for: every top-level column of a
+    scalar, non-text type (IDs, numbers, flags, dates and times: what range filters and
+    partition pruning read), plus the lineage run ID, which is one value per file.
+
+    Text and nested columns go without: in a file of one chunk's rows of one partition (a few
+    hundred) their min and max bound almost nothing (titles, comments, URLs, list elements),
+    yet computing and storing them was ~5% of the instructions of writing the files
+    (callgrind) and ~4% of their bytes.
+    """
+    return [
+        f.name
+        for f in schema
+        if f.name == RUN_ID_COLUMN or not (pa.types.is_nested(f.type) or _text(f.type))
+    ]
 
 
 def sha256(buf: pa.Buffer) -> str:
