@@ -12,6 +12,7 @@ once per chunk, when it finishes; only the few structured columns are typed per 
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
@@ -149,16 +150,14 @@ def _own_keys(payloads: Sequence[Mapping[str, Any]], names: Sequence[str]) -> li
 def _string_struct(payloads: Sequence[Mapping[str, Any]], schema: EntitySchema) -> pa.Array | None:
     """The string-valued columns as one struct array, or None when pyarrow refuses a value."""
     names = schema.fast_type.names
-    try:
-        if len(names) > 1:
-            # A tuple per payload (itemgetter, with the payloads' own key objects), which
-            # pyarrow reads by position: ~20% cheaper than pyarrow's own look-up per field name
-            # in each dict (measured on 850-row list parts with pyarrow 26).
+    rows: Sequence[Any] = payloads
+    if len(names) > 1:
+        # A tuple per payload (itemgetter, with the payloads' own key objects), which pyarrow
+        # reads by position: ~20% cheaper than pyarrow's own look-up per field name in each
+        # dict (measured on 850-row list parts with pyarrow 26). A part with a payload that
+        # lacks some key is read from the dicts, where pyarrow takes the missing field as null.
+        with contextlib.suppress(KeyError):
             rows = list(map(itemgetter(*_own_keys(payloads, names)), payloads))
-        else:
-            rows = list(payloads)  # a payload without some key: pyarrow reads it as null
-    except KeyError:
-        rows = list(payloads)
     try:
         return pa.array(rows, type=schema.fast_type)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
