@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +31,12 @@ class Encoding:
         # Built in memory: one chunk is bounded (chunk_size rows), and a whole buffer is what
         # makes an object-store upload all-or-nothing.
         sink = pa.BufferOutputStream()
-        pq.write_table(
-            table,
+        schema = table.schema
+        footer = _footer_metadata(schema)
+        with pq.ParquetWriter(
             sink,
+            schema,
             compression=self.compression,
-            row_group_size=self.row_group_size,
             # No dictionary pages: a file holds one chunk's rows of one partition (hundreds),
             # where most columns are near-unique and the codec already folds repeated values,
             # so dictionaries only cost a second page to encode and compress per column (a
@@ -41,13 +44,50 @@ class Encoding:
             # values the same either way (PLAIN, the encoding defined for every physical type:
             # github.com/apache/parquet-format, Encodings.md; same schema, codec, statistics).
             use_dictionary=False,
-            write_statistics=statistics_columns(table.schema),
+            write_statistics=statistics_columns(schema),
             # Data pages stay version 1 (pyarrow's default): version 2 pages saved ~4.5% of the
             # instructions of writing a chunk's files, but they are not read by every engine a
             # warehouse load may go through (parquet.apache.org, "Implementation status": V2
             # data pages "not widely adopted"; StarRocks and Snowflake-side readers lacked them).
-        )
+            # The Arrow schema goes into the footer below, serialised once per schema rather
+            # than once per file.
+            store_schema=footer is None,
+        ) as writer:
+            writer.write_table(table, row_group_size=self.row_group_size)
+            if footer is not None:
+                writer.add_key_value_metadata(footer)
         return sink.getvalue()
+
+
+#: The key under which Arrow keeps a file's Arrow schema in the Parquet footer.
+_ARROW_SCHEMA_KEY = b"ARROW:schema"
+#: Recent schemas and their footer metadata. A run writes one data schema (plus the sidecar's),
+#: and serialising it was ~0.1 ms of every file of a few hundred rows; a schema's hash costs
+#: more than that, so the cache is a short list compared with `equals`.
+_FOOTERS: list[tuple[pa.Schema, dict[bytes, bytes]]] = []
+_FOOTERS_LOCK = threading.Lock()
+_FOOTERS_KEPT = 4
+
+
+def _footer_metadata(schema: pa.Schema) -> dict[bytes, bytes] | None:
+    """The key-value metadata `write_table` (store_schema=True) puts in a file's footer: the
+    schema's own metadata, then `ARROW:schema`, the base64 of the IPC-serialised schema (Arrow
+    C++ `parquet/arrow/writer.cc`, GetSchemaMetadata), so the files are byte for byte those
+    `write_table` makes. None for a schema whose metadata already holds that key (Arrow then
+    writes it twice, which a dict cannot say): such a file is left to Arrow."""
+    metadata = schema.metadata or {}
+    if _ARROW_SCHEMA_KEY in metadata:
+        return None
+    with _FOOTERS_LOCK:
+        for known, footer in _FOOTERS:
+            if known.equals(schema, check_metadata=True):
+                return footer
+    footer = dict(metadata)
+    footer[_ARROW_SCHEMA_KEY] = base64.b64encode(schema.serialize().to_pybytes())
+    with _FOOTERS_LOCK:
+        _FOOTERS.insert(0, (schema, footer))
+        del _FOOTERS[_FOOTERS_KEPT:]
+    return footer
 
 
 def _bounds_a_range(typ: pa.DataType) -> bool:

@@ -79,6 +79,35 @@ def test_unknown_keys_are_kept_in_extra_as_json() -> None:
     assert orjson.loads(extra[2]) == {"UF_CRM_OBJ": {"a": [1, None]}}
 
 
+def test_an_unknown_key_in_place_of_a_column_is_kept_in_extra() -> None:
+    """Payloads with as many keys as there are columns, one of them unknown and a column
+    missing: `_extra` keeps the unknown key however the wire values are read; so it does in
+    a part where every payload holds every column and one has a key more."""
+    fields = {**FIELDS, "UF_CRM_2": {"type": "string", "isMultiple": True, "title": "Теги"}}
+    schema = DealSchema.from_fields(fields)
+    full = {"TITLE": "t", "OPPORTUNITY": "1.5", "UF_CRM_1": "2024-08-30", "UF_CRM_2": ["a"]}
+    deals: list[dict[str, Any]] = [{"ID": str(i), **full} for i in range(1, 5)]
+    deals[1] = {k: v for k, v in deals[1].items() if k != "UF_CRM_2"} | {"UF_CRM_NEW": 7}
+    deals[2] = {k: v for k, v in deals[2].items() if k != "TITLE"} | {"UF_CRM_OLD": "x"}
+    assert len({len(deal) for deal in deals}) == 1
+    table, errors = normalise_deals(deals, schema)
+    assert errors == []
+    extra = table.column(EXTRA_COLUMN).to_pylist()
+    assert [None if e is None else orjson.loads(e) for e in extra] == [
+        None,
+        {"UF_CRM_NEW": 7},
+        {"UF_CRM_OLD": "x"},
+        None,
+    ]
+    assert table.column("UF_CRM_2").to_pylist() == [["a"], None, ["a"], ["a"]]
+    assert table.column("TITLE").to_pylist() == ["t", "t", None, "t"]
+
+    every = [{"ID": str(i), **full} for i in range(1, 4)]
+    every[2]["UF_CRM_MORE"] = 1
+    table, _ = normalise_deals(every, schema)
+    assert table.column(EXTRA_COLUMN).to_pylist() == [None, None, '{"UF_CRM_MORE":1}']
+
+
 def test_empty_chunk() -> None:
     schema = DealSchema.from_fields(FIELDS)
     table, errors = normalise_deals([], schema)

@@ -8,8 +8,11 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.normalise import DealSchema, normalise_deals
 from pipeline.output.encode import Encoding, statistics_columns
 from pipeline.output.lineage import with_lineage
+from pipeline.output.sidecar import conform
+from pipeline.simulator import SimulatorConfig, running_simulator
 
 
 def _table() -> pa.Table:
@@ -54,3 +57,52 @@ def test_encoded_file_round_trips_with_id_min_max() -> None:
     assert by_path["_run_id"].statistics.min == "run-1"
     assert by_path["TITLE"].statistics is None
     assert by_path["TAGS.list.element"].statistics is None
+
+
+def _write_table(table: pa.Table) -> bytes:
+    """The file `pq.write_table` makes with `Encoding`'s settings (its Arrow schema stored by
+    Arrow itself): what `Encoding.encode` must reproduce byte for byte."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        row_group_size=65536,
+        use_dictionary=False,
+        write_statistics=statistics_columns(table.schema),
+    )
+    return bytes(sink.getvalue())
+
+
+def _sidecar() -> pa.Table:
+    rows = [
+        {"id": 7, "stage": "fetch", "code": "NOT_FOUND", "message": "gone"},
+        {"id": 9, "stage": "normalise", "field": "OPPORTUNITY", "raw_value": '"x"'},
+    ]
+    return conform(pa.Table.from_pylist(rows))
+
+
+def test_encoded_files_are_those_write_table_makes() -> None:
+    encoding = Encoding("zstd", 65536)
+    with_meta = _table().replace_schema_metadata({b"owner": b"us", b"z": b"1"})
+    for table in (_table(), with_meta, _sidecar(), _table().slice(0, 0), _table()):
+        assert bytes(encoding.encode(table)) == _write_table(table)
+    read = pq.read_table(pa.BufferReader(encoding.encode(with_meta)))
+    assert read.schema.metadata == {b"owner": b"us", b"z": b"1"}
+
+
+def test_a_schema_that_carries_an_arrow_schema_key_is_left_to_arrow() -> None:
+    table = _table().replace_schema_metadata({b"ARROW:schema": b"stale"})
+    assert bytes(Encoding("zstd", 65536).encode(table)) == _write_table(table)
+
+
+async def test_normalised_deals_encode_as_write_table_does() -> None:
+    async with running_simulator(SimulatorConfig(deals=120, seed=5)) as sim:
+        schema = DealSchema.from_fields(sim.portal.fields())
+        ids = list(sim.portal.visible_ids)[:100]
+        payloads = [sim.portal.deal_wire(i) for i in ids]
+    table, _ = normalise_deals(payloads, schema, ids=ids)
+    table = with_lineage(table, "run-2", dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    encoding = Encoding("zstd", 65536)
+    for part in (table, table.slice(0, 1), table.slice(40, 30)):
+        assert bytes(encoding.encode(part)) == _write_table(part)
