@@ -7,6 +7,7 @@ Modules, one job each:
     auth        webhook URL or OAuth pair (single-flight refresh, rotated tokens handed back)
     classify    pure: an error answer -> what to do next
     batch       pure: batch request building and answer splitting
+    sections    pure: a list batch answer decoded one command's section at a time
     retry       pure: backoff policy
     pacing      rate limit (leaky bucket, shared 503 back-off, adapts to a shared bucket) and
                 operating budget per method; live wait figures; all on the injected clock

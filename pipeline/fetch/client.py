@@ -50,6 +50,7 @@ from pipeline.fetch.decide import (
 from pipeline.fetch.listing import ListReply, build_list_batch, parse_list_batch
 from pipeline.fetch.pacing import Observation, Pacer, observe
 from pipeline.fetch.retry import RetryPolicy
+from pipeline.fetch.sections import loads_batch
 from pipeline.fetch.stats import FetchStats
 from pipeline.fetch.strategy import Chooser
 from pipeline.fetch.transport import Transport
@@ -174,11 +175,16 @@ class PortalClient:
         budget_method: str | None = None,
         commands: int = 1,
         context: Context = "top",
+        loads: Callable[[bytes], Any] = orjson.loads,
     ) -> Answer:
-        """One logical attempt of `method` (OAuth refreshes repeat it without counting)."""
+        """One logical attempt of `method` (OAuth refreshes repeat it without counting).
+        `loads` decodes the body: `orjson.loads`, or a decoder that returns the same value
+        and raises the same error (`pipeline.fetch.sections.loads_batch`)."""
         for _ in range(self.retry_budget.auth_refreshes + 1):
             try:
-                return await self._send(method, params, budget_method or method, commands, context)
+                return await self._send(
+                    method, params, budget_method or method, commands, context, loads
+                )
             except _AuthExpired as exc:
                 await self.signer.refresh(self.transport, exc.used)
                 self.stats.token_refreshes = getattr(self.signer, "refreshes", 0)
@@ -196,6 +202,7 @@ class PortalClient:
         budget_method: str,
         commands: int,
         context: Context,
+        loads: Callable[[bytes], Any],
     ) -> Answer:
         budget = self.pacer.budget(budget_method)
         reservation = await self.pacer.acquire(budget_method, commands)
@@ -208,7 +215,7 @@ class PortalClient:
             resp = await self.transport.post(self.signer.url_for(method), orjson.dumps(payload))
             self.stats.redirects += self.transport.redirects_followed - redirects_before
             answer = self._decode(
-                method, resp, used, context, reservation.generation, budget_method
+                method, resp, used, context, reservation.generation, budget_method, loads
             )
             if method == "batch":
                 entries = batch_timings(answer.body.get("result"))
@@ -234,6 +241,7 @@ class PortalClient:
         context: Context,
         generation: int,
         budget_method: str,
+        loads: Callable[[bytes], Any],
     ) -> Answer:
         where = f"{self.portal}{method}"
         status = resp.status
@@ -253,7 +261,7 @@ class PortalClient:
                 http_status=status,
             )
         try:
-            body = orjson.loads(resp.body)
+            body = loads(resp.body)
         except orjson.JSONDecodeError:
             self.stats.http_errors += 1
             raise TransientError(
@@ -364,6 +372,8 @@ class PortalClient:
             build_list_batch(chunks, select_part, self.entity.list_method),
             budget_method=self.entity.list_method,
             commands=len(chunks),
+            # A list answer carries up to 1,000 rows; decoded whole, its buffer sets the heap.
+            loads=loads_batch,
         )
         result = answer.body.get("result")
         self.stats.list_commands += len(chunks)

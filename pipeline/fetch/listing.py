@@ -38,10 +38,12 @@ from pipeline.fetch.batch import CommandError, as_section, parse_error
 LIST_PAGE = 50
 
 #: List commands per `batch` (at most; fewer when the operating window or the 60 s cap says so).
-#: Not the 50 a batch allows: orjson decodes an answer through a buffer ~15 times its size, so a
-#: 2,500-row answer (~5.5 MB of JSON) peaks at ~80 MB while it is parsed, a 1,000-row one at ~33
-#: MB (10 commands: ~16 MB, but ~15% more CPU a deal: smaller parts to normalise, more
-#: requests). Twenty commands still carry 1,000 rows per request, so the request rate (2 per
+#: Not the 50 a batch allows: orjson decodes through a buffer ~12-15 times its input, and a
+#: 2,500-row answer (~5.5 MB of JSON) decoded whole peaked at ~80 MB, a 1,000-row one at ~33 MB
+#: (10 commands: ~16 MB, but ~15% more CPU a deal: smaller parts to normalise, more requests).
+#: A list answer is now decoded a command's section at a time (`pipeline.fetch.sections`), which
+#: bounds that buffer whatever the count; the answer's decoded rows (~7 kB a deal) still grow
+#: with it. Twenty commands still carry 1,000 rows per request, so the request rate (2 per
 #: second on standard plans, REST docs `limits.md`) affords far more rows than the operating
 #: budget lets list calls fetch.
 LIST_BATCH_COMMANDS = 20
