@@ -377,7 +377,9 @@ def rows_scale(r: dict[str, Any]) -> list[Row]:
             (
                 "scale",
                 f"{sink} sink: time ~ N^b: b (1 = linear); CPU exponent",
-                f"{f['time_exponent']:.2f}; {f['cpu_exponent']:.2f}",
+                "one size, no fit"
+                if f["time_exponent"] is None
+                else f"{f['time_exponent']:.2f}; {f['cpu_exponent']:.2f}",
                 "",
             ),
         ]

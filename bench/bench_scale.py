@@ -40,8 +40,11 @@ def _sink_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "within_goal": all(r["exporter_peak_rss_mb"] <= PEAK_RSS_GOAL_MB for r in runs),
         "wall_s": {str(r["ids"]): r["wall_s"] for r in runs},
         "time_ratio": round(time_ratio, 2),
-        "time_exponent": round(math.log(time_ratio) / math.log(n_ratio), 3),
-        "cpu_exponent": round(math.log(cpu_ratio) / math.log(n_ratio), 3),
+        # One size alone has no growth to fit.
+        "time_exponent": round(math.log(time_ratio) / math.log(n_ratio), 3)
+        if n_ratio > 1
+        else None,
+        "cpu_exponent": round(math.log(cpu_ratio) / math.log(n_ratio), 3) if n_ratio > 1 else None,
         "runs": runs,
     }
 
