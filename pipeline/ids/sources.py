@@ -27,7 +27,6 @@ from typing import BinaryIO, Final, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from pipeline.errors import UsageError
 from pipeline.ids.idset import IdCollector, IdSet
@@ -306,6 +305,10 @@ def read_parquet(
     columns are validated like text lines. Other column types are a usage error. `line` is the
     1-based row number.
     """
+    # Here, not at the top: `pyarrow.parquet` imports `pyarrow.fs` and its S3 binding (about
+    # 8 MB of resident code), which a run from a text file or a range has no use for.
+    import pyarrow.parquet as pq
+
     _check_file(path)
     collector = IdCollector()
     try:
