@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipeline.errors import UsageError
-from pipeline.ids.idset import IdCollector, IdSet
+from pipeline.ids.idset import IdCollector, IdCounts, IdRuns, IdSet
+from pipeline.ids.invalid import InvalidLines
 from pipeline.ids.validate import (
     MAX_ID,
     MAX_LINE_BYTES,
@@ -424,11 +425,18 @@ def parse_ranges(spec: str) -> list[tuple[int, int]]:
 
 def read_ranges(spec: str) -> IdSet:
     """The IDs of `parse_ranges(spec)`; overlapping ranges count as duplicates."""
-    collector = IdCollector()
-    for first, last in parse_ranges(spec):
-        collector.values.extend(range(first, last + 1))
-        collector.lines += last - first + 1
-    return collector.finish(f"range {spec}")
+    parts = parse_ranges(spec)
+    members = sum(last - first + 1 for first, last in parts)
+    # Sorted and merged where they overlap or touch: the runs of the sorted unique IDs.
+    runs: list[tuple[int, int]] = []
+    for first, last in sorted(parts):
+        if runs and first <= runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], last))
+        else:
+            runs.append((first, last))
+    ids = IdRuns(runs)
+    counts = IdCounts(lines=members, skipped=0, valid=members, invalid=0, unique=len(ids))
+    return IdSet(source=f"range {spec}", ids=ids, invalid=InvalidLines(), counts=counts)
 
 
 # ------------------------------------------------------------------------------------- shared
