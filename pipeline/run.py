@@ -43,7 +43,7 @@ from pipeline.fetch import (
 )
 from pipeline.fetch.auth import TokenSink, TokensRotated
 from pipeline.ids import IdSet, load_ids
-from pipeline.ids.idset import IdCollector
+from pipeline.ids.idset import IdCollector, IdRuns
 from pipeline.normalise import EntitySchema, SchemaDrift, TableBuilder, compare_snapshots
 from pipeline.outcomes import DealFailed, DealFetched, FetchedBatch
 from pipeline.output import (
@@ -188,7 +188,7 @@ class _Chunks:
 
     def __init__(
         self,
-        ids: pa.Array,
+        ids: pa.Array | IdRuns,
         size: int,
         committed: set[int],
         pieces: Mapping[int, frozenset[int]] | None = None,
@@ -811,7 +811,9 @@ async def _write_export(
     idset, watermark = resolved.idset, resolved.watermark
     with _open_sink(config.output, run_id, fingerprint, config.entity) as out:
         if resolved.discovery is not None and not resolved.reused:
-            out.write_input(idset.ids, {"discovery": resolved.discovery, "watermark": watermark})
+            out.write_input(
+                idset.array(), {"discovery": resolved.discovery, "watermark": watermark}
+            )
         drift = _check_drift(out, schema, on_drift)
         drift_lines = list(drift.get("changes", []))
         out.write_schema(schema.snapshot())

@@ -27,10 +27,10 @@ from typing import BinaryIO, Final, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from pipeline.errors import UsageError
-from pipeline.ids.idset import IdCollector, IdSet
+from pipeline.ids.idset import IdCollector, IdCounts, IdRuns, IdSet
+from pipeline.ids.invalid import InvalidLines
 from pipeline.ids.validate import (
     MAX_ID,
     MAX_LINE_BYTES,
@@ -306,6 +306,10 @@ def read_parquet(
     columns are validated like text lines. Other column types are a usage error. `line` is the
     1-based row number.
     """
+    # Here, not at the top: `pyarrow.parquet` imports `pyarrow.fs` and its S3 binding (about
+    # 8 MB of resident code), which a run from a text file or a range has no use for.
+    import pyarrow.parquet as pq
+
     _check_file(path)
     collector = IdCollector()
     try:
@@ -421,11 +425,18 @@ def parse_ranges(spec: str) -> list[tuple[int, int]]:
 
 def read_ranges(spec: str) -> IdSet:
     """The IDs of `parse_ranges(spec)`; overlapping ranges count as duplicates."""
-    collector = IdCollector()
-    for first, last in parse_ranges(spec):
-        collector.values.extend(range(first, last + 1))
-        collector.lines += last - first + 1
-    return collector.finish(f"range {spec}")
+    parts = parse_ranges(spec)
+    members = sum(last - first + 1 for first, last in parts)
+    # Sorted and merged where they overlap or touch: the runs of the sorted unique IDs.
+    runs: list[tuple[int, int]] = []
+    for first, last in sorted(parts):
+        if runs and first <= runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], last))
+        else:
+            runs.append((first, last))
+    ids = IdRuns(runs)
+    counts = IdCounts(lines=members, skipped=0, valid=members, invalid=0, unique=len(ids))
+    return IdSet(source=f"range {spec}", ids=ids, invalid=InvalidLines(), counts=counts)
 
 
 # ------------------------------------------------------------------------------------- shared

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+# The writer class under `pyarrow.parquet.ParquetWriter`: importing `pyarrow.parquet` imports
+# `pyarrow.fs` and with it the S3 binding (libarrow_s3 and the AWS SDK, about 8 MB of resident
+# code pages) on every run, though a folder's files are encoded into memory buffers here.
+# tests/output/test_encode.py checks the bytes equal those of `pyarrow.parquet.ParquetWriter`.
+from pyarrow._parquet import ParquetWriter
 
 from pipeline.output.layout import dumps
 from pipeline.output.lineage import RUN_ID_COLUMN
@@ -33,7 +38,7 @@ class Encoding:
         sink = pa.BufferOutputStream()
         schema = table.schema
         footer = _footer_metadata(schema)
-        with pq.ParquetWriter(
+        writer = ParquetWriter(
             sink,
             schema,
             compression=self.compression,
@@ -45,17 +50,27 @@ class Encoding:
             # github.com/apache/parquet-format, Encodings.md; same schema, codec, statistics).
             use_dictionary=False,
             write_statistics=statistics_columns(schema),
+            # What `pyarrow.parquet.ParquetWriter` passes by default (pyarrow
+            # `python/pyarrow/parquet/core.py`); the class below it leaves them to Arrow C++.
+            version="2.6",
+            use_deprecated_int96_timestamps=False,
+            writer_engine_version="V2",
             # Data pages stay version 1 (pyarrow's default): version 2 pages saved ~4.5% of the
             # instructions of writing a chunk's files, but they are not read by every engine a
             # warehouse load may go through (parquet.apache.org, "Implementation status": V2
             # data pages "not widely adopted"; StarRocks and Snowflake-side readers lacked them).
+            data_page_version="1.0",
+            use_compliant_nested_type=True,
             # The Arrow schema goes into the footer below, serialised once per schema rather
             # than once per file.
             store_schema=footer is None,
-        ) as writer:
+        )
+        try:
             writer.write_table(table, row_group_size=self.row_group_size)
             if footer is not None:
                 writer.add_key_value_metadata(footer)
+        finally:
+            writer.close()
         return sink.getvalue()
 
 
@@ -120,6 +135,8 @@ def sha256(buf: pa.Buffer) -> str:
 
 
 def decode(raw: bytes) -> pa.Table:
+    import pyarrow.parquet as pq  # only a resume or a retry reads files back: see the top
+
     return pq.read_table(pa.BufferReader(raw))
 
 
@@ -128,6 +145,8 @@ def encode_input(ids: pa.Array, meta: Mapping[str, Any]) -> pa.Buffer:
     table = pa.table({"ID": ids.cast(pa.int64())}).replace_schema_metadata(
         {INPUT_META_KEY: dumps(dict(meta))}
     )
+    import pyarrow.parquet as pq  # an incremental run's input only: see the top
+
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import pyarrow.fs as pafs
-
 from pipeline.config import OutputConfig
 from pipeline.output.layout import RUN_FILE, dumps
 from pipeline.output.lock import LOCK_NAME, RunLock
@@ -20,6 +18,8 @@ from pipeline.output.state import FolderState
 from pipeline.output.store import Store, os_errors
 
 if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
     from pipeline.output.root import OutputRoot
 
 

@@ -16,9 +16,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import OutputConfig
 from pipeline.errors import OutputError
@@ -45,6 +43,9 @@ from pipeline.output.lock import LOCK_NAME
 from pipeline.output.partition import PartitionSpec
 from pipeline.output.records import Checkpoint, Manifest, RunMeta
 from pipeline.output.store import Store, display_uri, is_temp_name
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 #: What a resume must share with the run it continues. chunk_size decides which IDs a chunk
 #: index stands for: resuming with another size would skip or double IDs.

@@ -17,10 +17,9 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from pipeline.errors import OutputError
 from pipeline.output.encode import INPUT_META_KEY, decode, encode_input
@@ -38,6 +37,9 @@ from pipeline.output.layout import (
 )
 from pipeline.output.lock import RunLock
 from pipeline.output.store import Store, display_uri, json_object, os_errors
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 #: 2: the state is written after `_SUCCESS` and carries the run's schema snapshot.
 STATE_FORMAT = 2

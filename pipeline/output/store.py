@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
-import pyarrow.fs as pafs
+
+# `pyarrow.fs` also imports the S3, GCS, Azure and HDFS bindings, and the S3 one loads
+# libarrow_s3 with the AWS SDK: about 8 MB of resident code pages on a run that writes to a
+# local folder. Its classes are those of `pyarrow._fs` (pyarrow `python/pyarrow/fs.py` imports
+# them from there), so local roots need only that; `pyarrow.fs` is imported for a URI root.
+import pyarrow._fs as pafs
 
 from pipeline.errors import OutputError
 
@@ -99,6 +104,10 @@ class Store:
         if "://" not in root:
             path = os.path.abspath(os.path.expanduser(root))
             return cls(pafs.LocalFileSystem(), path, uri=path)
+        # As pyarrow.fs is imported, it registers the S3 finalizer pyarrow runs at exit
+        # (`ensure_s3_finalized`, GH-38364); an object-store root gets that as before.
+        import pyarrow.fs  # noqa: F401
+
         try:
             fs, path = pafs.FileSystem.from_uri(root)
         except (ValueError, OSError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) here

@@ -23,6 +23,7 @@ from pipeline.ids import (
     parse_ranges,
     read_text,
 )
+from pipeline.ids.idset import IdRuns
 from pipeline.ids.sources import GARBAGE_PROBE_LINES, MAX_RANGE_IDS
 from pipeline.ids.validate import MAX_LINE_BYTES, MAX_RAW_CHARS, is_skippable
 
@@ -347,6 +348,40 @@ def test_ranges() -> None:
     assert ids.ids.to_pylist() == [1, 2, 3, 4, 5, 6, 9]
     assert ids.counts.duplicates == 2
     assert not ids.invalid
+
+
+def _dense(spec: str) -> list[int]:
+    return sorted({i for first, last in parse_ranges(spec) for i in range(first, last + 1)})
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 300), st.integers(0, 40)), min_size=1, max_size=6).map(
+        lambda parts: ",".join(f"{a}-{a + n}" for a, n in parts)
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_ranges_read_as_their_sorted_unique_ids(spec: str) -> None:
+    dense = _dense(spec)
+    ids = load_ids(spec, fmt="range")
+    assert len(ids) == len(dense) == ids.counts.unique
+    assert ids.counts.valid == ids.counts.lines == sum(b - a + 1 for a, b in parse_ranges(spec))
+    assert ids.ids.to_pylist() == dense
+    assert ids.array().to_pylist() == dense
+    assert ids.ids[0].as_py() == dense[0]
+    assert ids.ids[-1].as_py() == dense[-1]
+    for size in (1, 3, 7, 50):
+        assert [i for batch in ids.batches(size) for i in batch] == dense
+        for start in range(0, len(dense) + 2, size):
+            got = ids.ids.slice(start, size)
+            assert got.type == pa.int64()
+            assert got.to_pylist() == dense[start : start + size]
+
+
+def test_a_range_is_held_as_runs_not_an_array() -> None:
+    ids = load_ids("1-1000000,2000001-3000000", fmt="range")
+    assert isinstance(ids.ids, IdRuns)
+    assert len(ids) == 2_000_000
+    assert ids.ids.slice(999_999, 3).to_pylist() == [1_000_000, 2_000_001, 2_000_002]
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.output.partition import iter_grouped, key_dir
 
@@ -90,6 +89,9 @@ def write_files(
 ) -> list[AddAction]:
     """Write `rows` under the local table directory `root`, one file per partition value, and
     return the `add` actions that make them part of the table once committed."""
+    # Imported with deltalake, not with this package: `pyarrow.parquet` imports `pyarrow.fs`
+    # and its S3 binding (about 8 MB of resident code), which a folder run never uses.
+    import pyarrow.parquet as pq
     from deltalake.transaction import AddAction
 
     key = partition_by[0] if partition_by else None
