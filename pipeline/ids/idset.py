@@ -101,7 +101,8 @@ class IdRuns:
         return self.slice(index % self._length, 1)[0]
 
     def to_pylist(self) -> list[int]:
-        return list(self.slice().to_pylist())
+        ids: list[int] = self.slice().to_pylist()
+        return ids
 
 
 @dataclass(frozen=True, slots=True)

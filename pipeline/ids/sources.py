@@ -306,8 +306,7 @@ def read_parquet(
     columns are validated like text lines. Other column types are a usage error. `line` is the
     1-based row number.
     """
-    # Here, not at the top: `pyarrow.parquet` imports `pyarrow.fs` and its S3 binding (about
-    # 8 MB of resident code), which a run from a text file or a range has no use for.
+    # Here, not at the top: it loads pyarrow's S3 binding (see pipeline/output/store.py).
     import pyarrow.parquet as pq
 
     _check_file(path)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
-# The writer class under `pyarrow.parquet.ParquetWriter`: importing `pyarrow.parquet` imports
-# `pyarrow.fs` and with it the S3 binding (libarrow_s3 and the AWS SDK, about 8 MB of resident
-# code pages) on every run, though a folder's files are encoded into memory buffers here.
+# The writer class under `pyarrow.parquet.ParquetWriter`: `pyarrow.parquet` imports
+# `pyarrow.fs` and its S3 binding (see pipeline/output/store.py), and files are encoded into
+# memory buffers here.
 # tests/output/test_encode.py checks the bytes equal those of `pyarrow.parquet.ParquetWriter`.
 from pyarrow._parquet import ParquetWriter
 

@@ -89,8 +89,8 @@ def write_files(
 ) -> list[AddAction]:
     """Write `rows` under the local table directory `root`, one file per partition value, and
     return the `add` actions that make them part of the table once committed."""
-    # Imported with deltalake, not with this package: `pyarrow.parquet` imports `pyarrow.fs`
-    # and its S3 binding (about 8 MB of resident code), which a folder run never uses.
+    # Imported with deltalake, not with this package: it loads pyarrow's S3 binding, which a
+    # folder run never uses (see pipeline/output/store.py).
     import pyarrow.parquet as pq
     from deltalake.transaction import AddAction
 
