@@ -8,6 +8,7 @@ dataclass built directly (the Python API, tests) is checked exactly as a loaded 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -137,6 +138,26 @@ class FetchConfig:
             raise UsageError("fetch.strategy = list needs batch (fetch.batch_size > 1)")
 
 
+#: `name:` at the start of a root: a URI scheme, which needs `//` after it (RFC 3986 §3.2 for the
+#: schemes pyarrow opens: `s3://`, `gs://`, `file://` ...). One letter is a drive, not a scheme.
+_SCHEME_PREFIX: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def check_root_scheme(root: str) -> None:
+    """Refuse a root that starts like a URI but is not one (`delta:/tmp/x`, `s3:bucket/p`):
+    taken as a local path, it would quietly become a folder named `delta:` in the working
+    directory. A local folder whose name has a colon can still be named as `./name:...`."""
+    match = _SCHEME_PREFIX.match(root)
+    if match is None or root[match.end() :].startswith("//"):
+        return
+    scheme = match.group(1)
+    raise UsageError(
+        f"output root {root!r} starts with {scheme + ':'!r} but is not a URI "
+        f"(expected {scheme}://...); a Delta table is chosen with --table-format delta, and a "
+        f"local folder whose name holds a colon is written ./{root}"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
     """Where and how the dataset is written (names follow pyarrow's `write_dataset`)."""
@@ -156,6 +177,7 @@ class OutputConfig:
     def __post_init__(self) -> None:
         if not self.root:
             raise UsageError("output.root must not be empty")
+        check_root_scheme(self.root)
         check_fields("output", self)
         if self.partition_by is None and self.partition_transform != "none":
             object.__setattr__(self, "partition_transform", "none")
