@@ -547,7 +547,8 @@ class _Exporter:
 def _release_arrow_memory() -> None:
     """Hand back to the OS the pages Arrow's pool still holds once a chunk's tables are gone.
 
-    Between commits the resident pages of pyarrow's default pool (mimalloc) ran 15-65 MB above
+    Between commits the resident pages of pyarrow's default pool (then mimalloc; on Linux now
+    jemalloc, `pipeline.memory`) ran 15-65 MB above
     the bytes Arrow had allocated (/proc smaps of its arena against `total_allocated_bytes`),
     and the longer a run, the higher the peak of that slack it met. One collection per commit,
     from a worker thread (on a CLI run the one that typed and wrote the chunk, whose mimalloc
