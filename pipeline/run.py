@@ -170,7 +170,7 @@ class _ChunkBuffer:
         piece = _ChunkBuffer(
             self.index, held, self.builder, self.pending_ids, self.pending, self.failed, held
         )
-        self.builder = TableBuilder(self.builder.schema)
+        self.builder = self.builder.fresh()
         self.pending_ids, self.pending, self.failed, self.since = [], [], [], None
         return piece
 
@@ -357,11 +357,15 @@ class _Exporter:
         # Invalid input lines ride with chunk 0; once chunk 0 is committed they are recorded.
         self._input_rows_pending = 0 not in committed and (bool(idset.invalid) or not chunks.count)
 
+    def _builder(self) -> TableBuilder:
+        # In the sink's file order, so that a commit writes each file from a slice of the chunk.
+        return TableBuilder(self.schema, self.out.file_groups)
+
     def _buffer(self, index: int) -> _ChunkBuffer:
         buf = self.buffers.get(index)
         if buf is None:
             expected = self.chunks.remaining(index)
-            buf = self.buffers[index] = _ChunkBuffer(index, expected, TableBuilder(self.schema))
+            buf = self.buffers[index] = _ChunkBuffer(index, expected, self._builder())
         return buf
 
     async def run(self) -> None:
@@ -374,7 +378,7 @@ class _Exporter:
                 ticker = tg.create_task(self._ticker(queue), name="piece-ticker")
                 if self._input_rows_pending and not self.chunks.pending:
                     # Only invalid lines (or nothing) to record: they still need their sidecar.
-                    await self._put_chunk(queue, _ChunkBuffer(0, 0, TableBuilder(self.schema)))
+                    await self._put_chunk(queue, _ChunkBuffer(0, 0, self._builder()))
                 for index in self.chunks.pending:
                     if not self.chunks.remaining(index):
                         # Its pieces hold every ID: only the chunk's own commit is missing.
@@ -543,7 +547,8 @@ class _Exporter:
 def _release_arrow_memory() -> None:
     """Hand back to the OS the pages Arrow's pool still holds once a chunk's tables are gone.
 
-    Between commits the resident pages of pyarrow's default pool (mimalloc) ran 15-65 MB above
+    Between commits the resident pages of pyarrow's default pool (then mimalloc; on Linux now
+    jemalloc, `pipeline.memory`) ran 15-65 MB above
     the bytes Arrow had allocated (/proc smaps of its arena against `total_allocated_bytes`),
     and the longer a run, the higher the peak of that slack it met. One collection per commit,
     from a worker thread (on a CLI run the one that typed and wrote the chunk, whose mimalloc

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.memory import ALLOCATOR_ENV, configure
 
 
@@ -35,3 +37,25 @@ def test_deltalakes_jemalloc_reads_the_options_set_before_it_loads() -> None:
     printed = done.stdout + done.stderr
     assert "opt.narenas: 1" in printed
     assert "opt.dirty_decay_ms: 0" in printed
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="jemalloc is pyarrow's pool on Linux only")
+def test_pyarrows_pool_is_jemalloc_with_the_options_set_before_it_loads() -> None:
+    script = (
+        "import os\n"
+        "from pipeline.memory import configure\n"
+        "configure()\n"
+        "os.environ['JE_ARROW_MALLOC_CONF'] += ',stats_print:true'\n"
+        "import pyarrow as pa\n"
+        "print(pa.default_memory_pool().backend_name)\n"
+        "pa.allocate_buffer(1 << 20)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[0] == "jemalloc"
+    printed = done.stdout + done.stderr
+    assert "opt.oversize_threshold: 65536" in printed
+    assert "opt.narenas: 1" in printed

@@ -352,6 +352,11 @@ def _ascending(ids: pa.Array) -> bool:
     return bool(pc.all(pc.greater(ids[1:], ids[:-1])).as_py())
 
 
+def _non_decreasing(values: pa.Array) -> bool:
+    n = len(values)
+    return n < 2 or bool(pc.all(pc.less_equal(values.slice(0, n - 1), values.slice(1))).as_py())
+
+
 def _sorted(tables: list[pa.Table], order: pa.Array, positions: Sequence[int]) -> pa.Table:
     """`concat_tables(tables).take(order)`, a column at a time in the order of `positions`, each
     column freed once it is taken (`tables` is emptied), so the copy costs about one column on
@@ -458,19 +463,30 @@ def _is_staged(table: pa.Table) -> bool:
     return bool(metadata) and STAGED_KEY in metadata
 
 
+#: Each row's group (0, 1, ...) of a typed table, or None for no groups: see `TableBuilder`.
+Grouping = Callable[[pa.Table], pa.Array | None]
+
+
 class TableBuilder:
-    """One chunk's table, normalised a part at a time; `finish` returns it in ID order.
+    """One chunk's table, normalised a part at a time; `finish` returns it in ID order, or
+    group by group and in ID order within a group when given a `group` function.
 
     The result equals `normalise_deals` over all payloads sorted by ID: the same rows and values
     (every converter is per value), and the same record errors in the same order (by row, then
-    column). Parts may be of any size: a small part's string-valued and multiple columns stay
-    in their wire form (~1 kB a record, some 30% more than typed) and are typed together with
-    the other parts' when the builder finishes, so the cost per part is small even for 50
-    records.
+    column); with `group`, the same rows in that order. Parts may be of any size: a small
+    part's string-valued and multiple columns stay in their wire form (~1 kB a record, some 30%
+    more than typed) and are typed together with the other parts' when the builder finishes,
+    so the cost per part is small even for 50 records.
+
+    `group` is how a consumer that writes a chunk's rows group by group (a sink's files) has
+    them built in its order: the chunk is copied into order once here anyway, so the consumer
+    need not copy its groups out of an ID-ordered table again. It gets the typed rows, in no
+    particular order, and returns each row's group (ascending: the order wanted) or None.
     """
 
-    def __init__(self, schema: EntitySchema) -> None:
+    def __init__(self, schema: EntitySchema, group: Grouping | None = None) -> None:
         self.schema = schema
+        self.group = group
         self._tables: list[pa.Table] = []
         self._ids: list[pa.Array] = []
         self._errors: list[RecordError] = []
@@ -511,6 +527,10 @@ class TableBuilder:
         self._errors.extend(part.errors)
         self.rows += part.table.num_rows
 
+    def fresh(self) -> TableBuilder:
+        """An empty builder of the same schema and order."""
+        return TableBuilder(self.schema, self.group)
+
     def add(self, payloads: Sequence[Mapping[str, Any]], ids: Sequence[int]) -> None:
         self.append(self.convert(payloads, ids))
 
@@ -519,7 +539,8 @@ class TableBuilder:
         return [i for ids in self._ids for i in ids.to_pylist()]
 
     def finish(self) -> tuple[pa.Table, list[RecordError]]:
-        """The rows added so far, ordered by ID, and their record errors; resets the builder."""
+        """The rows added so far, ordered by ID (by group, then ID: see the class), and their
+        record errors (by ID); resets the builder."""
         tables, ids, errors = self._tables, self._ids, self._errors
         self._tables, self._ids, self._errors, self.rows = [], [], [], 0
         if not tables:
@@ -528,16 +549,28 @@ class TableBuilder:
         parts = deque(zip(tables, ids, strict=True))
         tables.clear()  # `parts` alone holds them now, so each goes as soon as it is typed
         typed = self._typed(parts, errors)
-        if _ascending(all_ids):
+        order = self._order(typed, all_ids)
+        if order is None:
             table = typed[0] if len(typed) == 1 else pa.concat_tables(typed)
         else:
-            # Answers arrive nearly in order; only a chunk whose parts overlap pays for a copy
-            # (list answers do: the follow-up gets of their absent IDs come later).
-            table = _sorted(typed, pc.sort_indices(all_ids), _take_order(self.schema))
+            table = _sorted(typed, order, _take_order(self.schema))
         if errors:
             position = {name: n for n, name in enumerate(self.schema.column_names)}
             errors.sort(key=lambda e: (e.id, position.get(e.field, len(position))))
         return table, errors
+
+    def _order(self, typed: list[pa.Table], ids: pa.Array) -> pa.Array | None:
+        """The indices that put the rows of `typed` (end to end; `ids` row by row) in order,
+        or None when they already are. Answers arrive nearly in order; only a chunk whose
+        parts overlap pays for a copy (list answers do: the follow-up gets of their absent IDs
+        come later), or one whose groups do."""
+        groups = None if self.group is None else self.group(pa.concat_tables(typed))
+        if groups is None:
+            return None if _ascending(ids) else pc.sort_indices(ids)
+        if _ascending(ids) and _non_decreasing(groups):
+            return None
+        keys = pa.table({"group": groups, "id": ids})
+        return pc.sort_indices(keys, sort_keys=[("group", "ascending"), ("id", "ascending")])
 
     def _typed(
         self, parts: deque[tuple[pa.Table, pa.Array]], errors: list[RecordError]
@@ -600,4 +633,4 @@ class TableBuilder:
         return pa.Table.from_arrays(arrays, schema=schema.arrow_schema)
 
 
-__all__ = ["Part", "TableBuilder", "normalise_deals"]
+__all__ = ["Grouping", "Part", "TableBuilder", "normalise_deals"]

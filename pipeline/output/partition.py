@@ -199,11 +199,32 @@ def iter_split(table: pa.Table, spec: PartitionSpec) -> Iterator[tuple[str, pa.T
             f"partition key {spec.key} clashes with a data column of the same name; "
             "choose another partition column or transform"
         )
-    indices, texts = _keys(table.column(spec.column), spec)
-    directories, codes = _groups(indices, texts, spec.key or "")
+    directories, codes = _directories(table, spec)
     if len(directories) == 1:
         return iter([(directories[0], table)])
     return zip(directories, iter_grouped(table, codes, len(directories)), strict=True)
+
+
+def _directories(table: pa.Table, spec: PartitionSpec) -> tuple[list[str], pa.Array]:
+    indices, texts = _keys(table.column(spec.column), spec)
+    return _groups(indices, texts, spec.key or "")
+
+
+def directory_codes(table: pa.Table, spec: PartitionSpec) -> pa.Array | None:
+    """Each row's position among the directories `iter_split` writes `table` to, in that
+    order; None when every row goes to one directory, or when `iter_split` would refuse the
+    table (it says why). A table ordered by these codes, and by ID within a code, comes out
+    of `iter_split` as zero-copy slices, each the rows an ID-ordered table of the same rows
+    yields for that directory, in the same order."""
+    if (
+        table.num_rows == 0
+        or spec.column is None
+        or spec.column not in table.column_names
+        or spec.key in table.column_names
+    ):
+        return None
+    directories, codes = _directories(table, spec)
+    return None if len(directories) == 1 else codes
 
 
 def iter_grouped(table: pa.Table, codes: pa.Array, groups: int) -> Iterator[pa.Table]:
@@ -266,6 +287,7 @@ __all__ = [
     "NULL_PARTITION",
     "PartitionSpec",
     "date_parts",
+    "directory_codes",
     "iter_grouped",
     "iter_split",
     "key_dir",

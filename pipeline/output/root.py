@@ -33,7 +33,7 @@ from pipeline.output.layout import (
 from pipeline.output.lock import RunLock
 from pipeline.output.manifest import mask_config
 from pipeline.output.opening import open_finished, open_root
-from pipeline.output.partition import PartitionSpec
+from pipeline.output.partition import PartitionSpec, directory_codes
 from pipeline.output.records import RunMeta
 from pipeline.output.recovery import holds_retryable_failures
 from pipeline.output.retry_merge import cleanup_after_retry, retry_unit, retryable_index
@@ -203,6 +203,12 @@ class OutputRoot:
     def committed_pieces(self) -> dict[int, frozenset[int]]:
         """For each chunk not committed whole: the IDs its committed pieces account for."""
         return self._chunks.piece_ids()
+
+    def file_groups(self, data: pa.Table) -> pa.Array | None:
+        """Each row's partition directory, by position in the order they are written (see
+        `Sink.file_groups`): a commit copied the rows of an ID-ordered chunk group by group,
+        up to SLAB_BYTES at a time, which was alive at the commit's peak next to the chunk."""
+        return directory_codes(data, self.spec)
 
     def _commit(self, unit: ChunkUnit) -> dict[str, Any]:
         """The one commit path of export and retry chunks."""

@@ -80,6 +80,15 @@ class Sink(Protocol):
         """`write_chunk` from async code (see `in_thread`)."""
         ...
 
+    def file_groups(self, data: pa.Table) -> pa.Array | None:
+        """Each row's position among the files a commit of `data` writes (0, 1, ... in the
+        order it writes them), or None when the sink has no use for an order other than by ID.
+
+        A run builds its chunks in this order (by ID within a file, `TableBuilder`'s `group`),
+        so a commit writes each file from a zero-copy slice instead of copying its rows out of
+        an ID-ordered chunk. Any order of the rows commits the same files."""
+        ...
+
     def committed_pieces(self) -> dict[int, frozenset[int]]:
         """For each chunk not committed whole: the IDs its committed pieces account for (a
         resume fetches only the chunk's other IDs)."""

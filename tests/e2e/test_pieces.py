@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
+from pipeline import run as run_module
 from pipeline.clock import VirtualClock
 from pipeline.config import FetchConfig, LimitsConfig, OutputConfig, RunConfig, WebhookAuth
 from pipeline.config_load import IdsConfig
-from pipeline.normalise import DealSchema
+from pipeline.normalise import DealSchema, TableBuilder
 from pipeline.run import PIECE_EVERY_S, export
 from pipeline.simulator import FaultConfig, RunningSimulator
 from tests.e2e.helpers import accounted, read_data, wait_until
@@ -57,12 +60,8 @@ def _deal_columns(root: Path) -> pa.Table:
     return read_data(root).select(names).sort_by("ID")
 
 
-async def test_a_minute_old_chunk_is_committed_as_a_piece_and_a_resume_skips_it(
-    simulator, tmp_path: Path
-) -> None:
-    sim = await simulator(deals=700, seed=3, faults=SLOW)
-    ids, wanted = _ids(tmp_path, sim)
-    root = tmp_path / "out"
+async def _crash_after_a_piece(sim: RunningSimulator, root: Path, ids: IdsConfig) -> Path:
+    """Run until chunk 0 is committed as a piece, then die; the piece's checkpoint."""
     vclock = VirtualClock()
     run = asyncio.create_task(export(_config(sim, root, "error"), ids, clock=vclock))
     await wait_until(lambda: sim.stats()["deal_gets"] >= 100, "the first deals")
@@ -77,6 +76,16 @@ async def test_a_minute_old_chunk_is_committed_as_a_piece_and_a_resume_skips_it(
         pass
     else:
         raise AssertionError("the export finished before it could be stopped")
+    return piece_file
+
+
+async def test_a_minute_old_chunk_is_committed_as_a_piece_and_a_resume_skips_it(
+    simulator, tmp_path: Path
+) -> None:
+    sim = await simulator(deals=700, seed=3, faults=SLOW)
+    ids, wanted = _ids(tmp_path, sim)
+    root = tmp_path / "out"
+    piece_file = await _crash_after_a_piece(sim, root, ids)
 
     piece = json.loads(piece_file.read_text())
     held = set(piece["ids"])
@@ -122,3 +131,33 @@ async def test_no_piece_while_every_chunk_completes_within_the_minute(
     assert not [k for k in _checkpoints(root) if "-p" in k]
     data_ids, fetch_ids = accounted(root)
     assert set(data_ids) | set(fetch_ids) == wanted
+
+
+async def test_a_resume_takes_a_piece_whose_rows_were_committed_in_id_order(
+    simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs built their chunks in ID order before they were built in the folder sink's file
+    order. Nothing committed records the rows' order (a piece lists its IDs ascending, files
+    hold their rows in ID order either way), so an older run's piece resumes like any."""
+    sim = await simulator(deals=700, seed=3, faults=SLOW)
+    ids, wanted = _ids(tmp_path, sim)
+    root = tmp_path / "out"
+    with monkeypatch.context() as older:
+        older.setattr(run_module._Exporter, "_builder", lambda self: TableBuilder(self.schema))
+        piece_file = await _crash_after_a_piece(sim, root, ids)
+    held = json.loads(piece_file.read_text())["ids"]
+    assert held == sorted(held)
+
+    result = await export(_config(sim, root, "resume"), ids)
+    assert result.exit_code in (0, 2), result
+    data_ids, fetch_ids = accounted(root)
+    assert sorted(data_ids + fetch_ids) == sorted(wanted)
+    clean = tmp_path / "clean"
+    again = await export(_config(sim, clean, "error"), ids)
+    assert _deal_columns(root).equals(_deal_columns(clean))
+    files = sorted(p for p in root.rglob("*.parquet") if not p.parts[-2].startswith("_"))
+    assert len({p.parent for p in files}) > 3
+    for path in files:
+        file_ids = pq.read_table(path, columns=["ID"]).column("ID").to_pylist()
+        assert file_ids == sorted(file_ids), path
+    assert again.exit_code == result.exit_code

@@ -5,7 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pyarrow as pa
+import pytest
+
 from pipeline.normalise import DealSchema, TableBuilder, normalise_deals
+from pipeline.normalise import table as table_module
 
 FIELDS: dict[str, Any] = {
     "ID": {"type": "integer", "isMultiple": False, "title": "ID"},
@@ -64,3 +68,49 @@ def test_an_empty_builder_finishes_with_an_empty_table() -> None:
     assert table.num_rows == 0
     assert table.schema.equals(schema.arrow_schema)
     assert errors == []
+
+
+def test_a_grouping_orders_the_rows_by_group_then_id() -> None:
+    schema = DealSchema.from_fields(FIELDS)
+    ids = list(range(1, 301))
+    by_id, expected_errors = normalise_deals([_deal(i) for i in ids], schema, ids=ids)
+    shuffled = ids[:]
+    random.Random(7).shuffle(shuffled)
+    seen: list[list[int]] = []
+
+    def group(rows: pa.Table) -> pa.Array:
+        row_ids = rows.column("ID").to_pylist()
+        seen.append(row_ids)
+        return pa.array([(2 - i % 3) for i in row_ids], pa.int32())
+
+    builder = TableBuilder(schema, group)
+    for start in range(0, len(shuffled), 64):
+        part = shuffled[start : start + 64]
+        builder.add([_deal(i) for i in part], part)
+    table, errors = builder.finish()
+    # Asked once, with the rows as they were added.
+    assert seen == [shuffled]
+    wanted = sorted(ids, key=lambda i: (2 - i % 3, i))
+    assert table.column("ID").to_pylist() == wanted
+    assert table.equals(by_id.take(pa.array([i - 1 for i in wanted])))
+    # Record errors stay by ID, whatever the rows' order.
+    assert errors == expected_errors
+    assert builder.fresh().group is group
+
+
+def test_a_grouping_that_declines_keeps_id_order_and_ordered_rows_are_not_copied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schema = DealSchema.from_fields(FIELDS)
+    builder = TableBuilder(schema, lambda rows: None)
+    for part in ([5, 6], [1, 2]):
+        builder.add([_deal(i) for i in part], part)
+    table, _ = builder.finish()
+    assert table.column("ID").to_pylist() == [1, 2, 5, 6]
+    # Already by group, then ID: kept as they are, not copied into order.
+    monkeypatch.setattr(table_module, "_sorted", None)
+    builder = TableBuilder(schema, lambda rows: pa.array([0, 0, 1, 1], pa.int32()))
+    for part in ([1, 2], [5, 6]):
+        builder.add([_deal(i) for i in part], part)
+    table, _ = builder.finish()
+    assert table.column("ID").to_pylist() == [1, 2, 5, 6]

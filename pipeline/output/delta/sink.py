@@ -179,6 +179,11 @@ class DeltaSink:
                 found.setdefault(int(index), set()).update(int(i) for i in c.record["ids"])
         return {index: frozenset(ids) for index, ids in found.items()}
 
+    def file_groups(self, data: pa.Table) -> pa.Array | None:
+        """None: a Delta commit keeps ID order (its merge and its files' numbering take the
+        rows as given)."""
+        return None
+
     def write_piece(
         self,
         chunk_index: int,
