@@ -86,6 +86,8 @@ class Answer:
 
     body: dict[str, Any]
     status: int
+    #: What its timings told the pacer (None: they carried none).
+    observation: Observation | None = None
 
 
 class _AuthExpired(Exception):
@@ -234,7 +236,7 @@ class PortalClient:
                 observation = observe([answer.body["time"]])
             self.answered += 1
             self.pacer.rate.on_success()
-            return answer
+            return Answer(answer.body, answer.status, observation)
         except (RateLimited, OperatingLimited):
             raise
         except TransientError:
@@ -395,7 +397,7 @@ class PortalClient:
         )
         result = answer.body.get("result")
         reply = parse_batch(result, [*sent, *extra], entity)
-        reply.cost_s, reply.costed = batch_cost(result)
+        reply.cost_s, reply.costed = _cost(result, answer.observation)
         return reply
 
     async def batch_list(
@@ -429,7 +431,7 @@ class PortalClient:
         )
         result = answer.body.get("result")
         self.stats.list_commands += len(sent)
-        cost, _ = batch_cost(result)
+        cost, _ = _cost(result, answer.observation)
         return parse_list_batch(result, sent), cost
 
     async def get_deal(self, deal_id: int) -> dict[str, Any]:
@@ -479,6 +481,16 @@ class PortalClient:
                     code=exc.code,
                     http_status=exc.http_status,
                 ) from None
+
+
+def _cost(result: Any, observation: Observation | None) -> tuple[float, int]:
+    """(operating seconds, commands) a batch answer reports, for the strategy: the pacer's
+    per-command estimate (`pacing.observe`: the rise of `operating`, else `processing`) times
+    the commands that reported timings, so that the strategy and the pacer count the same."""
+    total, commands = batch_cost(result)
+    if observation is not None and observation.per_command_s is not None and commands:
+        return observation.per_command_s * commands, commands
+    return total, commands
 
 
 def answer_of(exc: TransientError) -> AnswerClass:

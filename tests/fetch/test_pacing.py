@@ -283,6 +283,34 @@ async def test_a_batch_sized_while_another_is_in_flight_sends_what_fits_when_it_
         ]
 
 
+async def test_waiters_are_served_in_arrival_order_and_a_cancelled_one_leaves_the_line() -> None:
+    clock = FakeClock()
+    async with clock.autojump():
+        budget = OperatingBudget(limits(100.0), clock, FetchStats())
+        budget.release(
+            await budget.reserve(1), Observation(operating=60.0, reset_at=1_600, per_command_s=1.0)
+        )
+        held = await budget.reserve(40)
+        first = asyncio.create_task(budget.reserve(30, at_least=1))
+        second = asyncio.create_task(budget.reserve(30, at_least=1))
+        await clock.sleep(1.0)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        # A newcomer does not overtake the one still waiting.
+        third = asyncio.create_task(budget.reserve(5))
+        await clock.sleep(1.0)
+        assert not second.done()
+        assert not third.done()
+        budget.release(held, Observation(operating=80.0, reset_at=1_600, per_command_s=1.0))
+        part = await second
+        assert part.commands == 20
+        assert clock.t == 1_002.0
+        assert not third.done()  # 100 used or held: it waits for the reset
+        budget.release(part, Observation(operating=100.0, reset_at=1_600, per_command_s=1.0))
+        budget.release(await asyncio.wait_for(third, 700), None)
+        assert clock.t == pytest.approx(1_600 + RESET_MARGIN_S)
+
+
 async def test_reserve_without_a_minimum_keeps_a_batch_whole() -> None:
     clock = FakeClock()
     async with clock.autojump():

@@ -161,3 +161,75 @@ async def test_trimmed_ids_go_back_once_when_the_part_sent_fails() -> None:
     assert all(o.attempts == 1 for o in outcomes if isinstance(o, DealFetched))
     assert portal.peak == 20.0
     assert client.stats.operating_limited == 0
+
+
+class ListPortal:
+    """A portal answering `crm.deal.fields` and `batch` of `crm.deal.list` calls with an
+    `@ID` filter (every asked deal exists), each list call charged LIST_CALL_S."""
+
+    LIST_CALL_S = 1.0
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self.operating = 0.0
+        self.peak = 0.0
+        self.window_start: float | None = None
+        #: (send time, the ID chunks of its list calls) per batch request.
+        self.sent: list[tuple[float, list[list[int]]]] = []
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        now = self.clock.now()
+        top = {"start": now, "finish": now, "duration": 0.0, "processing": 0.0}
+        if request.api_method == "crm.deal.fields":
+            return json_response(200, {"result": {"ID": {"type": "integer"}}, "time": top})
+        chunks = [
+            [int(v) for v in parse_qs(c.split("?", 1)[1])["filter[@ID][]"]]
+            for c in request.json()["cmd"].values()
+        ]
+        self.sent.append((now, chunks))
+        if self.window_start is None or now >= self.window_start + WINDOW_S:
+            self.window_start, self.operating = now, 0.0
+        reset_at = int(self.window_start + WINDOW_S)
+        await self.clock.sleep(LATENCY_S)
+        result: dict[str, Any] = {}
+        times: dict[str, Any] = {}
+        for n, chunk in enumerate(chunks):
+            self.operating += self.LIST_CALL_S
+            self.peak = max(self.peak, self.operating)
+            result[f"l{n}"] = [{"ID": str(i)} for i in chunk]
+            times[f"l{n}"] = {
+                "processing": self.LIST_CALL_S,
+                "duration": self.LIST_CALL_S,
+                "operating": self.operating,
+                "operating_reset_at": reset_at,
+            }
+        body = {"result": result, "result_error": [], "result_time": times}
+        return json_response(200, {"result": body, "time": top})
+
+
+async def test_a_list_batch_is_trimmed_to_whole_calls_of_fifty_ids() -> None:
+    # Budget 10 s at 1 s per list call. 1000: one call measures the cost (1-50). 1002: the
+    # other 550 IDs are 11 calls; 9 fit: 51-500 go, 501-600 go back in line, whole calls of
+    # 50, and wait for the reset as one batch of 2 calls.
+    clock = VirtualClock(start=START)
+    portal = ListPortal(clock)
+    client = PortalClient(
+        WebhookAuth("https://portal.example/rest/1/s3cr3tw3bh00k/"),
+        limits=LimitsConfig(rate=0, operating_budget_s=10.0, operating_headroom=0.0),
+        fetch=FetchConfig(batch_size=50, concurrency=1, strategy="list", max_attempts=3),
+        clock=clock,
+        http=MockTransport(portal),
+        rand=lambda: 0.5,
+    )
+    async with clock.autojump(), client:
+        outcomes = await fetch_all(client, range(1, 601))
+    pages = [list(range(i, i + 50)) for i in range(1, 601, 50)]
+    assert portal.sent == [
+        (START, pages[:1]),
+        (1_002, pages[1:10]),
+        (START + WINDOW_S + RESET_MARGIN_S, pages[10:]),
+    ]
+    assert sorted(o.id for o in outcomes) == list(range(1, 601))
+    assert all(isinstance(o, DealFetched) and o.attempts == 1 for o in outcomes)
+    assert portal.peak == 10.0
+    assert client.stats.operating_limited == 0
