@@ -50,13 +50,14 @@ Shape of the machinery (all bounded):
   cancelled. Closing the iterator early (or cancelling its consumer) cancels everything too;
   use `contextlib.aclosing` when you may stop early.
 * Strategy (`fetch.strategy`, `pipeline.fetch.strategy` decides): a batch is either up to
-  `batch_size` `crm.<entity>.get` commands or up to `batch_size` `crm.<entity>.list` commands
-  with an `@ID` filter of up to 50 IDs each (`pipeline.fetch.listing`), trimmed to the operating
-  window and, by measured cost, to well inside the cloud's 60 s cap per request. IDs a list call
-  does not return (deleted, hidden) are fetched again with `crm.<entity>.get`, so each ends with the
-  portal's own reason; a list answer with rows that were not asked for makes `auto` fetch the
-  rest with get and fails a `list` run. Poison isolation splits list batches the same way; an ID
-  isolated alone goes on as a get, so it ends exactly as under the get strategy.
+  `batch_size` `crm.<entity>.get` commands or up to `batch_size` `crm.<entity>.list` commands with
+  an `@ID` filter of up to 50 IDs each (`pipeline.fetch.listing`), trimmed by measured cost to well
+  inside the cloud's 60 s cap per request, and to the operating window when the pacer admits it (the
+  client sends the commands admitted; the IDs left over go back first in line). IDs a list call does
+  not return (deleted, hidden) are fetched again with `crm.<entity>.get`, so each ends with the
+  portal's own reason; a list answer with rows that were not asked for makes `auto` fetch the rest
+  with get and fails a `list` run. Poison isolation splits list batches the same way; an ID isolated
+  alone goes on as a get, so it ends exactly as under the get strategy.
 * Duplicates: an ID that arrives while the same ID is still being worked on, or among the last
   RECENT_WINDOW finished IDs, is dropped (one outcome serves both). Global de-duplication is the
   ID source's job: remembering every ID ever seen would make memory grow with the input.

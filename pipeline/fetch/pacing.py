@@ -10,16 +10,19 @@ growing by 1.5x on repeated 503s, and our bucket restarts full so that we resume
 rate instead of with a burst. Repeated refusals of requests our own model admitted mean the
 bucket is shared: our rate and burst come down, and grow back slowly (see RateGate).
 
-Operating budget (§2): per method, the portal accumulates execution time over a sliding
-10-minute window and blocks the method's next call once it passed the budget. Each answer tells
-us `operating` (seconds used) and `operating_reset_at` (when the oldest minute drops out). We
-admit a request only while `operating + in-flight reservations + its own cost` stays under
-`budget * (1 - operating_headroom)`; otherwise we wait for answers in flight, or until
-`operating_reset_at` (+ margin). After a reset, or before the first answer, exactly one request
-probes the new value. Answers without these fields (on-premise) switch pacing off for that
-method. A 429 `OPERATION_TIME_LIMIT` (or a 429 without a known code) pauses the method until
-the last known reset (at least 10 s when unknown), as the docs advise; the refusals of requests
-in flight when a pause begins belong to that pause (one log line, no longer pause).
+Operating budget (§2): per method, the portal accumulates execution time over a sliding 10-minute
+window and blocks the method's next call once it passed the budget. Each answer tells us `operating`
+(seconds used) and `operating_reset_at` (when the oldest minute drops out). We admit a request only
+while `operating + in-flight reservations + its own cost` stays under `budget * (1 -
+operating_headroom)`; otherwise we wait for answers in flight, or until `operating_reset_at` (+
+margin). A batch may be admitted in part: once no answer in flight can change the picture, it gets
+as many commands as fit (`reserve(commands, at_least)`), decided at admission rather than when it
+was put together; requests are served in arrival order. The cost of a command is what `operating`
+grows by (see `observe`). After a reset, or before the first answer, exactly one request probes the
+new value. Answers without these fields (on-premise) switch pacing off for that method. A 429
+`OPERATION_TIME_LIMIT` (or a 429 without a known code) pauses the method until the last known reset
+(at least 10 s when unknown), as the docs advise; the refusals of requests in flight when a pause
+begins belong to that pause (one log line, no longer pause).
 """
 
 from __future__ import annotations
@@ -358,10 +361,10 @@ def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
     Concurrent calls of the same method by this webhook add to the rises, so the figure errs
     high, never low. With one entry only, it is `processing`: the docs' `time` example
     (`api-reference/data-types.md#time`) shows the first call of a window with `operating`
-    0.67263 s for `processing` 0.67265 s, while `duration` (0.694 s there, 0.620 s against
-    0.032 s of processing in `limits.md`'s example) also counts time outside the method
-    (queueing, the REST module's own work) and, under the simulator's time compression, the
-    test machine's wall time. `duration` is kept apart (`wall_s`) for the 60 s request cap.
+    0.67263 s for `processing` 0.67265 s, while `duration`, the request's `finish - start`
+    (0.694 s there, 0.620 s against 0.032 s of processing in `limits.md`'s example), is more
+    than the portal charges; under the simulator's time compression it also carries the test
+    machine's wall time. `duration` is kept apart (`wall_s`) for the 60 s request cap.
     """
     ops: list[float] = []
     #: The `operating_reset_at` each `ops` value belongs to (None: not given).
