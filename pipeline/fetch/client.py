@@ -86,6 +86,8 @@ class Answer:
 
     body: dict[str, Any]
     status: int
+    #: What its timings told the pacer (None: they carried none).
+    observation: Observation | None = None
 
 
 class _AuthExpired(Exception):
@@ -170,20 +172,25 @@ class PortalClient:
     async def attempt(
         self,
         method: str,
-        params: dict[str, Any],
+        params: dict[str, Any] | Callable[[int], dict[str, Any]],
         *,
         budget_method: str | None = None,
         commands: int = 1,
+        at_least: int | None = None,
         context: Context = "top",
         loads: Callable[[bytes], Any] = orjson.loads,
     ) -> Answer:
         """One logical attempt of `method` (OAuth refreshes repeat it without counting).
         `loads` decodes the body: `orjson.loads`, or a decoder that returns the same value
-        and raises the same error (`pipeline.fetch.sections.loads_batch`)."""
+        and raises the same error (`pipeline.fetch.sections.loads_batch`).
+
+        `params` may be a function of the number of commands the operating budget admitted
+        (between `at_least` and `commands`, see `OperatingBudget.reserve`), called once per
+        admission, right before sending: the request then carries only what fits."""
         for _ in range(self.retry_budget.auth_refreshes + 1):
             try:
                 return await self._send(
-                    method, params, budget_method or method, commands, context, loads
+                    method, params, budget_method or method, commands, at_least, context, loads
                 )
             except _AuthExpired as exc:
                 await self.signer.refresh(self.transport, exc.used)
@@ -198,19 +205,24 @@ class PortalClient:
     async def _send(
         self,
         method: str,
-        params: dict[str, Any],
+        params: dict[str, Any] | Callable[[int], dict[str, Any]],
         budget_method: str,
         commands: int,
+        at_least: int | None,
         context: Context,
         loads: Callable[[bytes], Any],
     ) -> Answer:
         budget = self.pacer.budget(budget_method)
-        reservation = await self.pacer.acquire(budget_method, commands)
+        reservation = await self.pacer.acquire(
+            budget_method, commands, at_least if callable(params) else None
+        )
         observation: Observation | None = None
         try:
+            if callable(params):
+                params = params(reservation.commands)
             payload, used = self.signer.sign(params)
             self.stats.requests += 1
-            self.stats.commands += commands
+            self.stats.commands += reservation.commands
             redirects_before = self.transport.redirects_followed
             resp = await self.transport.post(self.signer.url_for(method), orjson.dumps(payload))
             self.stats.redirects += self.transport.redirects_followed - redirects_before
@@ -224,7 +236,7 @@ class PortalClient:
                 observation = observe([answer.body["time"]])
             self.answered += 1
             self.pacer.rate.on_success()
-            return answer
+            return Answer(answer.body, answer.status, observation)
         except (RateLimited, OperatingLimited):
             raise
         except TransientError:
@@ -351,34 +363,76 @@ class PortalClient:
 
     # -- the batch path ------------------------------------------------------------------------
 
-    async def batch_get(self, ids: Sequence[int]) -> BatchReply:
-        """One attempt of `batch` with one get command per ID (distinct, 1..50)."""
+    async def batch_get(
+        self,
+        ids: Sequence[int],
+        *,
+        meter: int | None = None,
+        at_least: int | None = None,
+        trimmed: Callable[[int], None] | None = None,
+    ) -> BatchReply:
+        """One attempt of `batch` with one get command per ID (distinct, 1..50), and one for
+        `meter` last if given. With `at_least`, the operating budget may admit fewer: only the
+        first of `ids` are sent (`meter` always), and `trimmed(n)` is told, at once and before
+        anything is sent, that only the first `n` of `ids` go (the caller puts the rest back in
+        line); the answer covers the IDs sent."""
         entity = self.entity
+        sent = list(ids)
+        extra = [] if meter is None else [meter]
+
+        def build(admitted: int) -> dict[str, Any]:
+            keep = max(1, admitted - len(extra))
+            if keep < len(sent):
+                del sent[keep:]
+                if trimmed is not None:
+                    trimmed(keep)
+            return build_batch([*sent, *extra], entity)
+
         answer = await self.attempt(
-            "batch", build_batch(ids, entity), budget_method=entity.get_method, commands=len(ids)
+            "batch",
+            build,
+            budget_method=entity.get_method,
+            commands=len(sent) + len(extra),
+            at_least=None if at_least is None else at_least + len(extra),
         )
         result = answer.body.get("result")
-        reply = parse_batch(result, ids, entity)
-        reply.cost_s, reply.costed = batch_cost(result)
+        reply = parse_batch(result, [*sent, *extra], entity)
+        reply.cost_s, reply.costed = _cost(result, answer.observation)
         return reply
 
     async def batch_list(
-        self, chunks: Sequence[Sequence[int]], select_part: str
+        self,
+        chunks: Sequence[Sequence[int]],
+        select_part: str,
+        *,
+        at_least: int | None = None,
+        trimmed: Callable[[int], None] | None = None,
     ) -> tuple[ListReply, float]:
         """One attempt of `batch` with one list command per chunk of at most 50 IDs;
-        returns the split answer and the operating seconds its commands report."""
+        returns the split answer and the operating seconds its commands report. `at_least`
+        and `trimmed` as for `batch_get`, counted in chunks."""
+        sent = list(chunks)
+
+        def build(admitted: int) -> dict[str, Any]:
+            if admitted < len(sent):
+                del sent[admitted:]
+                if trimmed is not None:
+                    trimmed(admitted)
+            return build_list_batch(sent, select_part, self.entity.list_method)
+
         answer = await self.attempt(
             "batch",
-            build_list_batch(chunks, select_part, self.entity.list_method),
+            build,
             budget_method=self.entity.list_method,
-            commands=len(chunks),
+            commands=len(sent),
+            at_least=at_least,
             # A list answer carries up to 1,000 rows; decoded whole, its buffer sets the heap.
             loads=loads_batch,
         )
         result = answer.body.get("result")
-        self.stats.list_commands += len(chunks)
-        cost, _ = batch_cost(result)
-        return parse_list_batch(result, chunks), cost
+        self.stats.list_commands += len(sent)
+        cost, _ = _cost(result, answer.observation)
+        return parse_list_batch(result, sent), cost
 
     async def get_deal(self, deal_id: int) -> dict[str, Any]:
         """One attempt of a plain get (portals that forbid batch).
@@ -427,6 +481,16 @@ class PortalClient:
                     code=exc.code,
                     http_status=exc.http_status,
                 ) from None
+
+
+def _cost(result: Any, observation: Observation | None) -> tuple[float, int]:
+    """(operating seconds, commands) a batch answer reports, for the strategy: the pacer's
+    per-command estimate (`pacing.observe`: the rise of `operating`, else `processing`) times
+    the commands that reported timings, so that the strategy and the pacer count the same."""
+    total, commands = batch_cost(result)
+    if observation is not None and observation.per_command_s is not None and commands:
+        return observation.per_command_s * commands, commands
+    return total, commands
 
 
 def answer_of(exc: TransientError) -> AnswerClass:

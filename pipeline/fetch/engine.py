@@ -50,13 +50,14 @@ Shape of the machinery (all bounded):
   cancelled. Closing the iterator early (or cancelling its consumer) cancels everything too;
   use `contextlib.aclosing` when you may stop early.
 * Strategy (`fetch.strategy`, `pipeline.fetch.strategy` decides): a batch is either up to
-  `batch_size` `crm.<entity>.get` commands or up to `batch_size` `crm.<entity>.list` commands
-  with an `@ID` filter of up to 50 IDs each (`pipeline.fetch.listing`), trimmed to the operating
-  window and, by measured cost, to well inside the cloud's 60 s cap per request. IDs a list call
-  does not return (deleted, hidden) are fetched again with `crm.<entity>.get`, so each ends with the
-  portal's own reason; a list answer with rows that were not asked for makes `auto` fetch the
-  rest with get and fails a `list` run. Poison isolation splits list batches the same way; an ID
-  isolated alone goes on as a get, so it ends exactly as under the get strategy.
+  `batch_size` `crm.<entity>.get` commands or up to `batch_size` `crm.<entity>.list` commands with
+  an `@ID` filter of up to 50 IDs each (`pipeline.fetch.listing`), trimmed by measured cost to well
+  inside the cloud's 60 s cap per request, and to the operating window when the pacer admits it (the
+  client sends the commands admitted; the IDs left over go back first in line). IDs a list call does
+  not return (deleted, hidden) are fetched again with `crm.<entity>.get`, so each ends with the
+  portal's own reason; a list answer with rows that were not asked for makes `auto` fetch the rest
+  with get and fails a `list` run. Poison isolation splits list batches the same way; an ID isolated
+  alone goes on as a get, so it ends exactly as under the get strategy.
 * Duplicates: an ID that arrives while the same ID is still being worked on, or among the last
   RECENT_WINDOW finished IDs, is dropped (one outcome serves both). Global de-duplication is the
   ID source's job: remembering every ID ever seen would make memory grow with the input.
@@ -67,7 +68,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -458,27 +466,26 @@ class _Engine:
         client = self._client
         if len(items) > 1:
             budget = client.pacer.budget(client.entity.get_method)
-            fits = budget.affordable(len(items))
-            if not 0 < fits < len(items):
-                fits = len(items)
-            # Spend what is left of the operating window now, and no more than fits well
-            # inside the cloud's 60 s per request by measured cost (REST docs `limits.md`);
-            # a get is cheap until measured otherwise, so the first batch goes whole. The
-            # rest goes back first in line (no attempt spent).
-            fits = budget.within_request_cap(fits, unmeasured=fits)
+            # No more than fits well inside the cloud's 60 s per request by measured cost
+            # (REST docs `limits.md`); a get is cheap until measured otherwise, so the first
+            # batch goes whole. The rest goes back first in line (no attempt spent).
+            fits = budget.within_request_cap(len(items), unmeasured=len(items))
             if fits < len(items):
                 self._requeue(items[fits:], front=True)
-                items = items[:fits]
+                del items[fits:]
         meter = self._meter_for(items)
         ids = [item.id for item in items]
         try:
             if self._config.batch_size == 1:
                 reply = await self._single(ids[0])
-            elif meter is not None:
-                reply = await client.batch_get([*ids, meter])
-                _drop(reply, meter)
             else:
-                reply = await client.batch_get(ids)
+                # What is left of the operating window is spent now: the budget may admit
+                # fewer commands than asked, and the trimmer puts the rest back first in line.
+                reply = await client.batch_get(
+                    ids, meter=meter, at_least=1, trimmed=self._trimmer(items)
+                )
+                if meter is not None:
+                    _drop(reply, meter)
         except (RateLimited, OperatingLimited) as exc:
             # The client already told the pacer; each ID waits without spending an attempt.
             answer = answer_of(exc)
@@ -545,10 +552,13 @@ class _Engine:
     ) -> None:
         """One batch of `crm.<entity>.list` calls for `items` (at most LIST_PAGE IDs per call)."""
         select_part = await self._ensure_list_setup()
-        items = self._fit_list(items)
+        self._fit_list(items)
         chunks = chunk_ids([item.id for item in items])
+        trim = self._trimmer(items)
         try:
-            reply, cost = await self._client.batch_list(chunks, select_part)
+            reply, cost = await self._client.batch_list(
+                chunks, select_part, at_least=1, trimmed=lambda n: trim(n * LIST_PAGE)
+            )
         except (RateLimited, OperatingLimited) as exc:
             self._chooser.settled("list", measured=False)
             answer = answer_of(exc)
@@ -616,19 +626,30 @@ class _Engine:
             item = by_id[deal_id]
             self._apply(item, decide(item.state, _MISSING, self._budget), backoff, got)
 
-    def _fit_list(self, items: list[_Item]) -> list[_Item]:
-        """Trim a list batch to what the operating window affords now and to what fits the
-        cloud's 60 s cap per request by measured cost; the rest goes back first in line."""
+    def _fit_list(self, items: list[_Item]) -> None:
+        """Trim a list batch (in place) to what fits the cloud's 60 s cap per request by
+        measured cost; the rest goes back first in line. What the operating window affords is
+        decided when the request is admitted (`_trimmer`)."""
         budget = self._client.pacer.budget(self._client.entity.list_method)
         commands = -(-len(items) // LIST_PAGE)
-        fits = budget.affordable(commands)
-        if not 0 < fits < commands:
-            fits = commands
-        fits = budget.within_request_cap(fits)
+        fits = budget.within_request_cap(commands)
         if fits < commands:
             self._requeue(items[fits * LIST_PAGE :], front=True)
-            items = items[: fits * LIST_PAGE]
-        return items
+            del items[fits * LIST_PAGE :]
+
+    def _trimmer(self, items: list[_Item]) -> Callable[[int], None]:
+        """For the client: the operating budget admitted the first `n` of `items` only. The
+        others go back first in line at that moment, once (nothing was sent for them, so no
+        attempt is spent), and leave `items`, so that the answer, a failure or a cancellation
+        of the request concerns only the IDs sent."""
+
+        def trim(n: int) -> None:
+            if n < len(items):
+                log.debug("operating budget admits %d of %d IDs of this batch", n, len(items))
+                self._requeue(items[n:], front=True)
+                del items[n:]
+
+        return trim
 
     def _disagreement(self, items: list[_Item], stray: list[str]) -> None:
         """A list answer carried deals that were not asked for: the portal did not apply the

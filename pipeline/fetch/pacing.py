@@ -10,25 +10,30 @@ growing by 1.5x on repeated 503s, and our bucket restarts full so that we resume
 rate instead of with a burst. Repeated refusals of requests our own model admitted mean the
 bucket is shared: our rate and burst come down, and grow back slowly (see RateGate).
 
-Operating budget (§2): per method, the portal accumulates execution time over a sliding
-10-minute window and blocks the method's next call once it passed the budget. Each answer tells
-us `operating` (seconds used) and `operating_reset_at` (when the oldest minute drops out). We
-admit a request only while `operating + in-flight reservations + its own cost` stays under
-`budget * (1 - operating_headroom)`; otherwise we wait for answers in flight, or until
-`operating_reset_at` (+ margin). After a reset, or before the first answer, exactly one request
-probes the new value. Answers without these fields (on-premise) switch pacing off for that
-method. A 429 `OPERATION_TIME_LIMIT` (or a 429 without a known code) pauses the method until
-the last known reset (at least 10 s when unknown), as the docs advise; the refusals of requests
-in flight when a pause begins belong to that pause (one log line, no longer pause).
+Operating budget (§2): per method, the portal accumulates execution time over a sliding 10-minute
+window and blocks the method's next call once it passed the budget. Each answer tells us `operating`
+(seconds used) and `operating_reset_at` (when the oldest minute drops out). We admit a request only
+while `operating + in-flight reservations + its own cost` stays under `budget * (1 -
+operating_headroom)`; otherwise we wait for answers in flight, or until `operating_reset_at` (+
+margin). A batch may be admitted in part: once no answer in flight can change the picture, it gets
+as many commands as fit (`reserve(commands, at_least)`), decided at admission rather than when it
+was put together; requests are served in arrival order. The cost of a command is what `operating`
+grows by (see `observe`). After a reset, or before the first answer, exactly one request probes the
+new value. Answers without these fields (on-premise) switch pacing off for that method. A 429
+`OPERATION_TIME_LIMIT` (or a 429 without a known code) pauses the method until the last known reset
+(at least 10 s when unknown), as the docs advise; the refusals of requests in flight when a pause
+begins belong to that pause (one log line, no longer pause).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -335,24 +340,40 @@ class Observation:
 
     operating: float | None
     reset_at: float | None
+    #: Operating seconds the portal charges per command (see `observe`).
     per_command_s: float | None
     #: How many commands reported `operating` (>= 2: the spacing measured the cost directly).
     entries: int = 1
     #: The portal's clock when it finished the answer (`finish`), to relate its reset times
     #: to ours: a client clock off by a minute would otherwise probe a minute early or late.
     server_time: float | None = None
+    #: Wall seconds per command (the larger of `duration` and `processing`): what counts
+    #: towards the cloud's 60 s cap per request, as opposed to what the budget is charged.
+    wall_s: float | None = None
 
 
 def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
     """Fold `result_time` entries (or one top-level `time`) into one observation.
 
-    The per-command cost is the largest of the reported processing/duration and the spacing of
-    cumulative `operating` values between commands of one batch: over- rather than under-
-    estimating keeps us below the budget.
+    The per-command cost is what `operating` grows by. With two or more commands reporting it,
+    that growth is measured directly: the mean rise of the cumulative value from one command
+    to the next, in answer order (not across a bucket's reset, where the value also drops).
+    Concurrent calls of the same method by this webhook add to the rises, so the figure errs
+    high, never low. With one entry only, it is `processing`: the docs' `time` example
+    (`api-reference/data-types.md#time`) shows the first call of a window with `operating`
+    0.67263 s for `processing` 0.67265 s, while `duration`, the request's `finish - start`
+    (0.694 s there, 0.620 s against 0.032 s of processing in `limits.md`'s example), is more
+    than the portal charges; under the simulator's time compression it also carries the test
+    machine's wall time. `duration` is kept apart (`wall_s`) for the 60 s request cap.
     """
     ops: list[float] = []
+    #: The `operating_reset_at` each `ops` value belongs to (None: not given).
+    windows: list[float | None] = []
     resets: list[float] = []
-    costs: list[float] = []
+    processing = 0.0
+    processed = 0
+    walls = 0.0
+    walled = 0
     finishes: list[float] = []
     # One pass, floats taken as they are: a batch answer carries 50 of these entries.
     for t in timings:
@@ -360,31 +381,49 @@ def observe(timings: Iterable[Mapping[str, Any]]) -> Observation:
         fin = get("finish")
         if fin is not None and (type(fin) is float or (fin := _num(fin)) is not None):
             finishes.append(fin)
-        op = get("operating")
-        if op is not None and (type(op) is float or (op := _num(op)) is not None):
-            ops.append(op)
         ra = get("operating_reset_at")
         if ra is not None and (type(ra) is float or (ra := _num(ra)) is not None):
             resets.append(ra)
+        op = get("operating")
+        if op is not None and (type(op) is float or (op := _num(op)) is not None):
+            ops.append(op)
+            windows.append(ra)
         pr = get("processing")
         if type(pr) is not float:
             pr = _num(pr) or 0.0
         du = get("duration")
         if type(du) is not float:
             du = _num(du) or 0.0
-        per = pr if pr > du else du
-        if per > 0:
-            costs.append(per)
-    cost: float | None = sum(costs) / len(costs) if costs else None
+        if pr > 0:
+            processing += pr
+            processed += 1
+        wall = pr if pr > du else du
+        if wall > 0:
+            walls += wall
+            walled += 1
+    cost: float | None = None
     if len(ops) >= 2:
-        spacing = (max(ops) - min(ops)) / (len(ops) - 1)
-        cost = max(cost or 0.0, spacing)
+        rises = [
+            b - a
+            for (a, wa), (b, wb) in itertools.pairwise(zip(ops, windows, strict=True))
+            if wa == wb and b >= a
+        ]
+        if rises:
+            cost = sum(rises) / len(rises)
+    if cost is None and processed:
+        cost = processing / processed
+    wall_s = walls / walled if walled else None
+    if cost is None:
+        # No counter and no `processing` (an older or a stripped answer): the wall time is
+        # the only figure, and it can only be too high.
+        cost = wall_s
     return Observation(
         operating=max(ops) if ops else None,
         reset_at=max(resets) if resets else None,
         per_command_s=cost,
         entries=len(ops),
         server_time=max(finishes) if finishes else None,
+        wall_s=wall_s,
     )
 
 
@@ -430,12 +469,17 @@ class OperatingBudget:
         self.mode = "unknown" if self._limit is not None else "off"
         self.operating: float | None = None
         self.reset_at: float | None = None
+        #: Operating seconds charged per command (what the budget pays).
         self.cost = 0.0
+        #: Wall seconds per command (what the 60 s cap per request counts).
+        self.wall = 0.0
         self._reserved = 0.0
         self._in_flight = 0
         self._stale = False
         self._blocked_until = 0.0
         self._changed = asyncio.Event()
+        #: Requests waiting in `reserve`, in arrival order (the first is served first).
+        self._line: deque[object] = deque()
         #: Commands answered since `operating` last rose: the divisor of the rise.
         self._done_since = 0
         self._limited_strikes = 0
@@ -453,33 +497,74 @@ class OperatingBudget:
     def _portal_now(self) -> float:
         return self._clock.now() + self._offset
 
-    async def reserve(self, commands: int) -> Reservation:
-        """Wait until `commands` calls of this method fit the budget; hold their cost."""
-        while True:
-            now = self._portal_now()
-            if now < self._blocked_until:
-                await self._wait(self._blocked_until - now)
-                continue
-            if self.mode == "off":
-                return Reservation(0.0, counted=False, commands=commands)
-            cost = commands * self.cost
-            if self.mode == "unknown" or self._stale or self.operating is None:
-                if self._in_flight == 0:
-                    return self._hold(cost, commands)
-                await self._wait_change()
-                continue
-            assert self._limit is not None
-            if self.operating + self._reserved + cost <= self._limit:
-                return self._hold(cost, commands)
-            if self._in_flight > 0:
-                await self._wait_change()
-                continue
-            wake = max((self.reset_at or now) + RESET_MARGIN_S, now + RESET_MARGIN_S)
-            if wake != self._announced_wake:
-                self._announced_wake = wake
-                self._announce(wake - now)
-            await self._wait(wake - now)
-            self._stale = True
+    async def reserve(self, commands: int, at_least: int | None = None) -> Reservation:
+        """Wait until calls of this method fit the budget; hold their cost. Returns how many
+        were admitted (`Reservation.commands`): all `commands` once they fit, else, once no
+        answer in flight can change the picture, as many as fit if that is at least
+        `at_least` (default: all of them). The caller sends exactly that many.
+
+        The amount is decided here, at admission, not when the batch was put together: a batch
+        sized while another request held a reservation would otherwise go whole and wait for
+        the next minute to leave the window, although part of it fits once that answer lands.
+        """
+        least = commands if at_least is None else max(1, min(at_least, commands))
+        ticket = object()
+        self._line.append(ticket)
+        try:
+            while True:
+                now = self._portal_now()
+                if now < self._blocked_until:
+                    await self._wait(self._blocked_until - now)
+                    continue
+                if self.mode == "off":
+                    return Reservation(0.0, counted=False, commands=commands)
+                if self._line[0] is not ticket:
+                    # First come, first served: room that an answer frees goes to the request
+                    # that has waited for it, not to one put together since.
+                    await self._wait_change()
+                    continue
+                if self.mode == "unknown" or self._stale or self.operating is None:
+                    if self._in_flight == 0:
+                        return self._hold(commands * self.cost, commands)
+                    await self._wait_change()
+                    continue
+                assert self._limit is not None
+                if self.operating + self._reserved + commands * self.cost <= self._limit:
+                    return self._hold(commands * self.cost, commands)
+                if self._in_flight > 0:
+                    # Its answer frees its reservation (usually more than it was charged).
+                    await self._wait_change()
+                    continue
+                fit = self._fit(commands - 1)
+                if fit >= least:
+                    return self._hold(fit * self.cost, fit)
+                wake = max((self.reset_at or now) + RESET_MARGIN_S, now + RESET_MARGIN_S)
+                if wake != self._announced_wake:
+                    self._announced_wake = wake
+                    self._announce(wake - now)
+                await self._wait(wake - now)
+                self._stale = True
+        finally:
+            self._line.remove(ticket)
+            if self._line:
+                self._changed.set()
+
+    def _fit(self, commands: int) -> int:
+        """How many of `commands` calls fit the room left (mode on, cost and value known)."""
+        assert self._limit is not None
+        assert self.operating is not None
+        room = self._limit - self.operating - self._reserved
+        if room < 0:
+            return 0
+        if self.cost <= 0:
+            return commands
+        fit = min(commands, int(room / self.cost))
+        # The division may land a hair below a whole number that does fit.
+        if fit < commands and self.operating + self._reserved + (fit + 1) * self.cost <= (
+            self._limit
+        ):
+            fit += 1
+        return fit
 
     def _announce(self, seconds: float) -> None:
         assert self.operating is not None
@@ -493,11 +578,9 @@ class OperatingBudget:
         )
 
     def affordable(self, commands: int) -> int:
-        """How many of `commands` calls fit the budget right now (`commands` when unknown).
-
-        Lets the engine send a smaller batch instead of leaving the rest of a window unused.
-        Returns 0 when not even one fits (the caller then sends the whole batch, which waits).
-        """
+        """How many of `commands` calls fit the budget right now (`commands` when unknown),
+        0 when not even one does. A forecast for display and planning: what is sent is decided
+        by `reserve` at admission."""
         if (
             self.mode != "on"
             or self._stale
@@ -506,15 +589,15 @@ class OperatingBudget:
             or self.cost <= 0
         ):
             return commands
-        room = self._limit - self.operating - self._reserved
-        return max(0, min(commands, int(room / self.cost)))
+        return self._fit(commands)
 
     def within_request_cap(self, commands: int, unmeasured: int = FIRST_BATCH_COMMANDS) -> int:
         """How many of `commands` calls one request may carry so that the measured cost stays
         well inside the cloud's 60 s cap (at least one; `unmeasured` while no cost is known)."""
-        if self.cost <= 0:
+        per = max(self.cost, self.wall)
+        if per <= 0:
             return min(commands, unmeasured)
-        return max(1, min(commands, int(REQUEST_CAP_S * REQUEST_CAP_SHARE / self.cost)))
+        return max(1, min(commands, int(REQUEST_CAP_S * REQUEST_CAP_SHARE / per)))
 
     def _hold(self, cost: float, commands: int) -> Reservation:
         self._in_flight += 1
@@ -562,6 +645,9 @@ class OperatingBudget:
         if per is not None:
             self.cost = per if self.cost == 0 else 0.7 * self.cost + 0.3 * per
             self.cost = max(self.cost, per * 0.5)
+        if obs.wall_s is not None:
+            wall = obs.wall_s
+            self.wall = wall if self.wall == 0 else max(0.7 * self.wall + 0.3 * wall, wall * 0.5)
         if obs.operating is not None and (
             self.operating is None
             or obs.operating > self.operating
@@ -648,9 +734,10 @@ class Pacer:
             )
         return b
 
-    async def acquire(self, method: str, commands: int) -> Reservation:
-        """Operating budget first (it may wait minutes), then one token of the rate limit."""
-        reservation = await self.budget(method).reserve(commands)
+    async def acquire(self, method: str, commands: int, at_least: int | None = None) -> Reservation:
+        """Operating budget first (it may wait minutes), then one token of the rate limit.
+        `reservation.commands` says how many of `commands` were admitted (see `reserve`)."""
+        reservation = await self.budget(method).reserve(commands, at_least)
         try:
             reservation.generation = await self.rate.acquire()
         except BaseException:

@@ -4,9 +4,11 @@ Pure (no asyncio, no I/O; the caller passes the clock's `now`).
     choose(get_cost, list_cost, current, margin) -> (mode, reason)     the truth table
     Chooser(strategy)                                                  the run's state around it
 
-Cost is the operating time a method spends per requested deal on THIS portal, measured from
-the `processing` figures its answers carry (what `operating` accumulates, REST docs
-`limits.md`, "Ограничения на ресурсоемкость"). A list call's cost per deal includes the
+Cost is the operating time a method spends per requested deal on THIS portal, measured as the
+pacer measures it (`pipeline.fetch.pacing.observe`): what the cumulative `operating` of its
+answers grows by per command, or the `processing` figure where a single command reports it
+(which the docs' `time` example shows equal to what `operating` accumulates, REST docs
+`api-reference/data-types.md#time`, `limits.md`). A list call's cost per deal includes the
 follow-up `crm.<entity>.get` that every absent ID (deleted, hidden) costs. No official figure
 compares one list of 50 with 50 gets, so `auto` measures both: one small probe batch of each
 method first, the cheaper method afterwards, and a small probe of the other method every

@@ -22,6 +22,7 @@ from pipeline.fetch.pacing import (
     OperatingBudget,
     Pacer,
     RateGate,
+    Reservation,
     WaitMeter,
     observe,
 )
@@ -58,8 +59,63 @@ def test_observe_folds_a_batch() -> None:
     bare = observe([{"start": 1.0, "duration": 0.2, "processing": 0.1}])
     assert bare.operating is None
     assert bare.reset_at is None
-    assert bare.per_command_s == pytest.approx(0.2)
+    # `operating` accrues `processing`; `duration` also counts time outside the method and
+    # is kept for the 60 s request cap only (see test_cost_estimate_is_what_operating_grows_by).
+    assert bare.per_command_s == pytest.approx(0.1)
+    assert bare.wall_s == pytest.approx(0.2)
     assert observe([{"operating": "3.5", "operating_reset_at": True}]).operating == 3.5
+
+
+def test_cost_estimate_is_what_operating_grows_by() -> None:
+    # The docs' own `time` block (REST docs `api-reference/data-types.md#time`): the first call
+    # of a window, `operating` equal to `processing` to 1e-5 s, `duration` larger.
+    docs = observe(
+        [
+            {
+                "start": 1757424671.509725,
+                "finish": 1757424672.203906,
+                "duration": 0.694180965423584,
+                "processing": 0.6726489067077637,
+                "operating_reset_at": 1757425271,
+                "operating": 0.6726338863372803,
+            }
+        ]
+    )
+    assert docs.per_command_s == pytest.approx(0.6726489067077637)
+    assert docs.wall_s == pytest.approx(0.694180965423584)
+    # A batch of list calls under a time-compressed simulator: each charged 20 ms + 2 ms x 50
+    # rows, while `processing`/`duration` carry the test machine's wall time, scaled up. The
+    # estimate is the charge (it was 0.42 s, 3.5 times too high, with processing in the max).
+    batch = [
+        {"operating": 100.0 + 0.12 * i, "operating_reset_at": 1_600, "processing": 0.42}
+        for i in range(50)
+    ]
+    listed = observe(batch)
+    assert listed.per_command_s == pytest.approx(0.12)
+    assert listed.wall_s == pytest.approx(0.42)
+    # The oldest minute dropped out between two commands: that step is no measure of cost.
+    reset = [
+        {"operating": 300.0, "operating_reset_at": 1_600},
+        {"operating": 300.5, "operating_reset_at": 1_600},
+        {"operating": 40.5, "operating_reset_at": 1_660},
+        {"operating": 41.0, "operating_reset_at": 1_660},
+    ]
+    assert observe(reset).per_command_s == pytest.approx(0.5)
+    # Another request of the same method ran on the portal between two of ours: the rise
+    # includes it, so the figure errs high, never low.
+    shared = [{"operating": 10.0}, {"operating": 10.5}, {"operating": 12.0}]
+    assert observe(shared).per_command_s == pytest.approx(1.0)
+    # The budget paces on the charge; the 60 s cap per request on the wall time.
+    budget = OperatingBudget(limits(480.0), FakeClock(), FetchStats())
+    budget.release(Reservation(0.0, counted=False, commands=50), listed)
+    assert budget.cost == pytest.approx(0.12)
+    assert budget.within_request_cap(50) == 50  # 30 s / 0.42 s = 71
+    slow = [{"operating": 1.0 + i, "duration": 3.0} for i in range(10)]
+    budget.release(Reservation(0.0, counted=False, commands=10), observe(slow))
+    # cost 0.7 * 0.12 + 0.3 * 1.0 -> at least half the new 1.0: 0.5; wall likewise 1.5 s
+    assert budget.cost == pytest.approx(0.5)
+    assert budget.wall == pytest.approx(1.5)
+    assert budget.within_request_cap(50) == 20  # 30 s / 1.5 s: the wall time binds
 
 
 def limits(budget: float | None = 100.0, headroom: float = 0.0) -> LimitsConfig:
@@ -188,6 +244,103 @@ async def test_affordable_lets_a_smaller_batch_use_the_rest_of_the_window() -> N
 
 
 # -- live wait figures, episodes, adaptation (issues 10 and 14) -------------------------------
+
+
+async def test_a_batch_sized_while_another_is_in_flight_sends_what_fits_when_it_lands(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    caplog.set_level(logging.INFO, logger="pipeline.fetch.pacing")
+    async with clock.autojump():
+        budget = OperatingBudget(limits(100.0), clock, FetchStats(), "crm.deal.list")
+        budget.release(
+            await budget.reserve(1), Observation(operating=60.0, reset_at=1_600, per_command_s=1.0)
+        )
+        first = await budget.reserve(40, at_least=1)  # 60 + 40 <= 100: all of it
+        assert first.commands == 40
+        # Sized now, the second batch sees no room at all: 60 used + 40 held.
+        assert budget.affordable(50) == 0
+        second = asyncio.create_task(budget.reserve(50, at_least=1))
+        await clock.sleep(3.0)
+        assert not second.done()
+        # The first answer lands: it was charged 25 s of the 40 held, so 15 commands fit.
+        budget.release(first, Observation(operating=85.0, reset_at=1_600, per_command_s=1.0))
+        part = await second
+        assert part.commands == 15
+        assert clock.t == 1_003.0  # at that very moment, not a minute later
+        # The rest (35) does not fit even one command now: it waits for the oldest minute.
+        rest = asyncio.create_task(budget.reserve(35, at_least=1))
+        await asyncio.sleep(0)
+        budget.release(part, Observation(operating=100.0, reset_at=1_600, per_command_s=1.0))
+        after = await rest
+        assert clock.t == pytest.approx(1_600 + RESET_MARGIN_S)
+        assert after.commands == 35  # the probe after a reset goes whole, as before
+        # One wait, announced once, with the window really spent.
+        waits = [r.getMessage() for r in caplog.records if "nearly spent" in r.getMessage()]
+        assert waits == [
+            "operating budget of crm.deal.list nearly spent (100.0 of 100.0 s): waiting 598 s "
+            "for the oldest minute to leave the window"
+        ]
+
+
+async def test_waiters_are_served_in_arrival_order_and_a_cancelled_one_leaves_the_line() -> None:
+    clock = FakeClock()
+    async with clock.autojump():
+        budget = OperatingBudget(limits(100.0), clock, FetchStats())
+        budget.release(
+            await budget.reserve(1), Observation(operating=60.0, reset_at=1_600, per_command_s=1.0)
+        )
+        held = await budget.reserve(40)
+        first = asyncio.create_task(budget.reserve(30, at_least=1))
+        second = asyncio.create_task(budget.reserve(30, at_least=1))
+        await clock.sleep(1.0)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        # A newcomer does not overtake the one still waiting.
+        third = asyncio.create_task(budget.reserve(5))
+        await clock.sleep(1.0)
+        assert not second.done()
+        assert not third.done()
+        budget.release(held, Observation(operating=80.0, reset_at=1_600, per_command_s=1.0))
+        part = await second
+        assert part.commands == 20
+        assert clock.t == 1_002.0
+        assert not third.done()  # 100 used or held: it waits for the reset
+        budget.release(part, Observation(operating=100.0, reset_at=1_600, per_command_s=1.0))
+        budget.release(await asyncio.wait_for(third, 700), None)
+        assert clock.t == pytest.approx(1_600 + RESET_MARGIN_S)
+
+
+async def test_reserve_without_a_minimum_keeps_a_batch_whole() -> None:
+    clock = FakeClock()
+    async with clock.autojump():
+        budget = OperatingBudget(limits(100.0), clock, FetchStats())
+        budget.release(
+            await budget.reserve(1), Observation(operating=90.0, reset_at=1_600, per_command_s=1.0)
+        )
+        assert (await budget.reserve(20)).commands == 20  # 10 fit, but all or nothing
+        assert clock.t == pytest.approx(1_600 + RESET_MARGIN_S)
+
+
+async def test_partial_admission_never_overfills_the_window() -> None:
+    clock = FakeClock()
+    async with clock.autojump():
+        budget = OperatingBudget(limits(10.0), clock, FetchStats())
+        budget.release(
+            await budget.reserve(1), Observation(operating=7.0, reset_at=1_600, per_command_s=0.1)
+        )
+        # 3.0 s of room at 0.1 s: 30 commands exactly (3.0 / 0.1 is 29.999... in floats).
+        assert budget.affordable(50) == 30
+        held = await budget.reserve(50, at_least=1)
+        assert held.commands == 30
+        assert clock.t == 1_000.0
+        budget.release(held, None)
+        budget.release(
+            await budget.reserve(1), Observation(operating=9.95, reset_at=1_600, per_command_s=0.1)
+        )
+        # Less than one command's room and nothing in flight: wait, even with a minimum of 1.
+        held = await budget.reserve(50, at_least=1)
+        assert clock.t == pytest.approx(1_600 + RESET_MARGIN_S)
 
 
 def test_wait_meter_accrues_while_waits_overlap() -> None:
