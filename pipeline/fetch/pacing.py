@@ -577,20 +577,6 @@ class OperatingBudget:
             seconds,
         )
 
-    def affordable(self, commands: int) -> int:
-        """How many of `commands` calls fit the budget right now (`commands` when unknown),
-        0 when not even one does. A forecast for display and planning: what is sent is decided
-        by `reserve` at admission."""
-        if (
-            self.mode != "on"
-            or self._stale
-            or self.operating is None
-            or self._limit is None
-            or self.cost <= 0
-        ):
-            return commands
-        return self._fit(commands)
-
     def within_request_cap(self, commands: int, unmeasured: int = FIRST_BATCH_COMMANDS) -> int:
         """How many of `commands` calls one request may carry so that the measured cost stays
         well inside the cloud's 60 s cap (at least one; `unmeasured` while no cost is known)."""

@@ -227,20 +227,19 @@ async def test_rate_gate_blocks_all_acquirers() -> None:
         assert clock.t == pytest.approx(1_000 + pause)  # all five go together once it ends
 
 
-async def test_affordable_lets_a_smaller_batch_use_the_rest_of_the_window() -> None:
-    budget = OperatingBudget(limits(100.0), FakeClock(), FetchStats())
-    assert budget.affordable(50) == 50  # nothing known yet: no shrinking
+async def test_a_smaller_batch_uses_the_rest_of_the_window() -> None:
+    clock = FakeClock()
+    budget = OperatingBudget(limits(100.0), clock, FetchStats())
+    whole = await budget.reserve(50, at_least=1)
+    assert whole.commands == 50  # nothing known yet: no shrinking
+    budget.release(whole, None)
     budget.release(
         await budget.reserve(1), Observation(operating=90.0, reset_at=1_600, per_command_s=0.5)
     )
-    assert budget.affordable(50) == 20
-    held = await budget.reserve(10)
-    assert budget.affordable(50) == 10
-    budget.release(held, None)
-    budget.release(
-        await budget.reserve(1), Observation(operating=100.0, reset_at=1_600, per_command_s=0.5)
-    )
-    assert budget.affordable(50) == 0
+    part = await budget.reserve(50, at_least=1)  # 10 s of room at 0.5 s a command
+    assert part.commands == 20
+    assert clock.t == 1_000.0
+    budget.release(part, None)
 
 
 # -- live wait figures, episodes, adaptation (issues 10 and 14) -------------------------------
@@ -258,8 +257,7 @@ async def test_a_batch_sized_while_another_is_in_flight_sends_what_fits_when_it_
         )
         first = await budget.reserve(40, at_least=1)  # 60 + 40 <= 100: all of it
         assert first.commands == 40
-        # Sized now, the second batch sees no room at all: 60 used + 40 held.
-        assert budget.affordable(50) == 0
+        # Sized now, the second batch would see no room at all: 60 used + 40 held.
         second = asyncio.create_task(budget.reserve(50, at_least=1))
         await clock.sleep(3.0)
         assert not second.done()
@@ -330,7 +328,6 @@ async def test_partial_admission_never_overfills_the_window() -> None:
             await budget.reserve(1), Observation(operating=7.0, reset_at=1_600, per_command_s=0.1)
         )
         # 3.0 s of room at 0.1 s: 30 commands exactly (3.0 / 0.1 is 29.999... in floats).
-        assert budget.affordable(50) == 30
         held = await budget.reserve(50, at_least=1)
         assert held.commands == 30
         assert clock.t == 1_000.0
