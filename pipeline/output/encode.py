@@ -37,11 +37,11 @@ class Encoding:
         # makes an object-store upload all-or-nothing.
         sink = pa.BufferOutputStream()
         schema = table.schema
-        footer = _footer_metadata(schema)
+        plan = _plan(schema, self.compression)
         writer = ParquetWriter(
             sink,
             schema,
-            compression=self.compression,
+            compression=plan.codecs(self.compression, table.num_rows),
             # No dictionary pages: a file holds one chunk's rows of one partition (hundreds),
             # where most columns are near-unique and the codec already folds repeated values,
             # so dictionaries only cost a second page to encode and compress per column (a
@@ -49,7 +49,7 @@ class Encoding:
             # values the same either way (PLAIN, the encoding defined for every physical type:
             # github.com/apache/parquet-format, Encodings.md; same schema, codec, statistics).
             use_dictionary=False,
-            write_statistics=statistics_columns(schema),
+            write_statistics=plan.statistics,
             # What `pyarrow.parquet.ParquetWriter` passes by default (pyarrow
             # `python/pyarrow/parquet/core.py`); the class below it leaves them to Arrow C++.
             version="2.6",
@@ -63,25 +63,119 @@ class Encoding:
             use_compliant_nested_type=True,
             # The Arrow schema goes into the footer below, serialised once per schema rather
             # than once per file.
-            store_schema=footer is None,
+            store_schema=plan.footer is None,
         )
         try:
             writer.write_table(table, row_group_size=self.row_group_size)
-            if footer is not None:
-                writer.add_key_value_metadata(footer)
+            if plan.footer is not None:
+                writer.add_key_value_metadata(plan.footer)
         finally:
             writer.close()
         return sink.getvalue()
 
+    def codecs(self, table: pa.Table) -> str | dict[str, str]:
+        """The `compression` argument `encode` gives the writer for `table` (see `_Plan`)."""
+        return _plan(table.schema, self.compression).codecs(self.compression, table.num_rows)
+
+
+#: At most this many rows, a boolean column's values take at most 128 bytes (PLAIN bit-packs
+#: them, parquet-format Encodings.md), too few for a codec to pay: with zstd such a column chunk
+#: came out no smaller (105 bytes plain, 104-114 compressed, 477-row files), while each
+#: compress call costs a context set-up (~13 us on the build VM) whatever its size.
+SMALL_BOOLEAN_ROWS = 1024
+#: The codec names that mean no compression (pyarrow `_parquet.pyx`, compression_from_name).
+_UNCOMPRESSED = frozenset({"none", "uncompressed"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What encoding a file needs from its schema alone, worked out once per schema: the
+    footer metadata (`_footer_metadata`), the statistics columns (`statistics_columns`) and
+    the Parquet leaf paths of its columns, for a codec per column chunk."""
+
+    footer: dict[bytes, bytes] | None
+    statistics: list[str]
+    #: A small file's codec per leaf path; None when it has no boolean column, or some type's
+    #: leaf paths are not spelt out here (then every column chunk takes the one codec).
+    small: dict[str, str] | None
+
+    def codecs(self, compression: str, rows: int) -> str | dict[str, str]:
+        """One codec for every column chunk, except that a small file's boolean columns are
+        stored uncompressed (Parquet keeps a codec per column chunk, ColumnMetaData.codec in
+        parquet-format's parquet.thrift, and readers decompress each chunk by its own)."""
+        if self.small is None or rows > SMALL_BOOLEAN_ROWS or compression.lower() in _UNCOMPRESSED:
+            return compression
+        return self.small
+
+
+#: Recent schemas and their plans. A run writes one data schema (plus the sidecar's), and
+#: serialising it was ~0.1 ms of every file of a few hundred rows, finding its statistics
+#: columns ~45 us; a schema's hash costs more than that, so the cache is a short list compared
+#: with `equals`.
+_PLANS: list[tuple[pa.Schema, str, _Plan]] = []
+_PLANS_LOCK = threading.Lock()
+_PLANS_KEPT = 4
+
+
+def _plan(schema: pa.Schema, compression: str) -> _Plan:
+    with _PLANS_LOCK:
+        for known, codec, plan in _PLANS:
+            if codec == compression and known.equals(schema, check_metadata=True):
+                return plan
+    leaves = _boolean_leaves(schema)
+    small = None
+    if leaves is not None and any(leaves.values()):
+        small = {path: "none" if boolean else compression for path, boolean in leaves.items()}
+    plan = _Plan(_footer_metadata(schema), statistics_columns(schema), small)
+    with _PLANS_LOCK:
+        _PLANS.insert(0, (schema, compression, plan))
+        del _PLANS[_PLANS_KEPT:]
+    return plan
+
+
+def _boolean_leaves(schema: pa.Schema) -> dict[str, bool] | None:
+    leaves: dict[str, bool] = {}
+    for field in schema:
+        paths = _leaf_paths(field.name, field.type)
+        if paths is None:
+            return None
+        for path in paths:
+            if path in leaves:  # two columns of one name: which codec is whose is unclear
+                return None
+            leaves[path] = pa.types.is_boolean(field.type)
+    return leaves
+
+
+def _leaf_paths(name: str, typ: pa.DataType) -> list[str] | None:
+    """The dotted Parquet paths of a column's leaves as Arrow writes them with compliant nested
+    types (a list's item is `<name>.list.element`: parquet-format LogicalTypes.md, Lists); None
+    for a type not spelt out here, or a name with a dot (ambiguous in a dotted path)."""
+    if "." in name:
+        return None
+    inner = _inner_paths(typ)
+    return None if inner is None else [f"{name}{path}" for path in inner]
+
+
+def _inner_paths(typ: pa.DataType) -> list[str] | None:
+    """`_leaf_paths` below a column of type `typ`, each starting with its dot ("" for a leaf)."""
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        inner = _inner_paths(typ.value_type)
+        return None if inner is None else [f".list.element{path}" for path in inner]
+    if pa.types.is_struct(typ):
+        paths: list[str] = []
+        for child in typ:
+            leaves = _leaf_paths(child.name, child.type)
+            if leaves is None:
+                return None
+            paths.extend(f".{path}" for path in leaves)
+        return paths or None
+    if pa.types.is_primitive(typ) or pa.types.is_string(typ) or pa.types.is_decimal(typ):
+        return [""]
+    return None
+
 
 #: The key under which Arrow keeps a file's Arrow schema in the Parquet footer.
 _ARROW_SCHEMA_KEY = b"ARROW:schema"
-#: Recent schemas and their footer metadata. A run writes one data schema (plus the sidecar's),
-#: and serialising it was ~0.1 ms of every file of a few hundred rows; a schema's hash costs
-#: more than that, so the cache is a short list compared with `equals`.
-_FOOTERS: list[tuple[pa.Schema, dict[bytes, bytes]]] = []
-_FOOTERS_LOCK = threading.Lock()
-_FOOTERS_KEPT = 4
 
 
 def _footer_metadata(schema: pa.Schema) -> dict[bytes, bytes] | None:
@@ -93,15 +187,8 @@ def _footer_metadata(schema: pa.Schema) -> dict[bytes, bytes] | None:
     metadata = schema.metadata or {}
     if _ARROW_SCHEMA_KEY in metadata:
         return None
-    with _FOOTERS_LOCK:
-        for known, footer in _FOOTERS:
-            if known.equals(schema, check_metadata=True):
-                return footer
     footer = dict(metadata)
     footer[_ARROW_SCHEMA_KEY] = base64.b64encode(schema.serialize().to_pybytes())
-    with _FOOTERS_LOCK:
-        _FOOTERS.insert(0, (schema, footer))
-        del _FOOTERS[_FOOTERS_KEPT:]
     return footer
 
 

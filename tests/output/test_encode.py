@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.normalise import DealSchema, normalise_deals
-from pipeline.output.encode import Encoding, statistics_columns
+from pipeline.output.encode import SMALL_BOOLEAN_ROWS, Encoding, statistics_columns
 from pipeline.output.lineage import with_lineage
 from pipeline.output.sidecar import conform
 from pipeline.simulator import SimulatorConfig, running_simulator
@@ -66,7 +66,7 @@ def _write_table(table: pa.Table) -> bytes:
     pq.write_table(
         table,
         sink,
-        compression="zstd",
+        compression=Encoding("zstd", 65536).codecs(table),
         row_group_size=65536,
         use_dictionary=False,
         write_statistics=statistics_columns(table.schema),
@@ -106,3 +106,54 @@ async def test_normalised_deals_encode_as_write_table_does() -> None:
     encoding = Encoding("zstd", 65536)
     for part in (table, table.slice(0, 1), table.slice(40, 30)):
         assert bytes(encoding.encode(part)) == _write_table(part)
+
+
+def _codecs(buf: pa.Buffer) -> dict[str, str]:
+    meta = pq.read_metadata(pa.BufferReader(buf))
+    return {
+        meta.row_group(g).column(n).path_in_schema: meta.row_group(g).column(n).compression
+        for g in range(meta.num_row_groups)
+        for n in range(meta.num_columns)
+    }
+
+
+async def test_a_small_files_boolean_columns_are_stored_uncompressed_the_rest_zstd() -> None:
+    async with running_simulator(SimulatorConfig(deals=120, seed=5)) as sim:
+        schema = DealSchema.from_fields(sim.portal.fields())
+        ids = list(sim.portal.visible_ids)[:100]
+        payloads = [sim.portal.deal_wire(i) for i in ids]
+    table, _ = normalise_deals(payloads, schema, ids=ids)
+    table = with_lineage(table, "run-3", dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
+    booleans = {f.name for f in table.schema if pa.types.is_boolean(f.type)}
+    assert booleans
+    encoding = Encoding("zstd", 65536)
+    buf = encoding.encode(table)
+    codecs = _codecs(buf)
+    # Every leaf of the file is named by the per-column codecs (none left to the default).
+    assert set(codecs) == set(encoding.codecs(table))
+    assert {p for p, c in codecs.items() if c == "UNCOMPRESSED"} == booleans
+    assert {c for p, c in codecs.items() if p not in booleans} == {"ZSTD"}
+    assert pq.read_table(pa.BufferReader(buf)).equals(table)
+
+
+def test_a_file_beyond_the_small_bound_compresses_every_column() -> None:
+    rows = SMALL_BOOLEAN_ROWS + 1
+    table = pa.table({"ID": pa.array(range(rows), pa.int64()), "OPENED": [False] * rows})
+    assert set(_codecs(Encoding("zstd", 65536).encode(table)).values()) == {"ZSTD"}
+    small = table.slice(0, SMALL_BOOLEAN_ROWS)
+    assert _codecs(Encoding("zstd", 65536).encode(small)) == {
+        "ID": "ZSTD",
+        "OPENED": "UNCOMPRESSED",
+    }
+    assert set(_codecs(Encoding("snappy", 65536).encode(small)).values()) == {
+        "SNAPPY",
+        "UNCOMPRESSED",
+    }
+    assert set(_codecs(Encoding("none", 65536).encode(small)).values()) == {"UNCOMPRESSED"}
+
+
+def test_a_schema_with_types_not_spelt_out_takes_one_codec() -> None:
+    typ = pa.map_(pa.string(), pa.int64())
+    table = pa.table({"OPENED": [True, False], "M": pa.array([[("a", 1)], None], typ)})
+    assert Encoding("zstd", 65536).codecs(table) == "zstd"
+    assert set(_codecs(Encoding("zstd", 65536).encode(table)).values()) == {"ZSTD"}
