@@ -50,7 +50,6 @@ from pipeline.output import (
     OutputRoot,
     PartitionSpec,
     failed_table,
-    fingerprint_ids,
     holds_retryable_failures,
     invalid_input_row,
     read_pending_input,
@@ -67,6 +66,7 @@ from pipeline.output.delta import (
 )
 from pipeline.output.layout import MANIFEST_FILE
 from pipeline.output.lineage import with_lineage
+from pipeline.output.manifest import fingerprint_id_arrays
 from pipeline.output.partition import partition_problem
 from pipeline.output.sink import Sink
 from pipeline.output.store import Store
@@ -658,7 +658,9 @@ async def export(
             resolved = await resolve_ids(ids, client, config.output.root, stdin=stdin)
         fingerprint = client.entity.tag_fingerprint(
             await asyncio.to_thread(
-                fingerprint_ids, _iter_ids(resolved.idset), chunk_size=config.output.chunk_size
+                fingerprint_id_arrays,
+                _id_arrays(resolved.idset),
+                chunk_size=config.output.chunk_size,
             )
         )
         # A Delta output converges by itself: the same command re-merges every ID.
@@ -1067,9 +1069,11 @@ def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0] if leaves else group
 
 
-def _iter_ids(idset: IdSet) -> Any:
-    for batch in idset.batches(65536):
-        yield from batch
+def _id_arrays(idset: IdSet) -> Iterator[pa.Array]:
+    """The run's IDs as int64 arrays of at most 65,536 (an `IdRuns` is made whole a slice at a
+    time, never all at once)."""
+    for start in range(0, len(idset.ids), 65536):
+        yield idset.ids.slice(start, 65536)
 
 
 def _check_drift(

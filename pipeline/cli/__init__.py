@@ -7,6 +7,7 @@ and `import pipeline.cli` do not pay for pyarrow or aiohttp.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -143,7 +144,21 @@ def cli() -> None:
 
 
 def main() -> None:
+    """The `deal-export` process: the command, then the interpreter's exit."""
     configure_memory()
+    try:
+        _command()
+    finally:
+        # Only the exit is left: at shutdown the cyclic collector walks every container still
+        # alive (modules, classes, functions: what the command imported) once more and frees
+        # nothing the process's end would not. Frozen objects are out of its reach (Python
+        # docs, `gc.freeze`): a one-ID export 0.355 -> 0.322 s CPU (min of 10, interleaved).
+        # Only here, in the process's own entry point: a test process that invokes `cli`
+        # goes on collecting as before.
+        gc.freeze()
+
+
+def _command() -> None:
     if not json_wanted(sys.argv[1:], os.environ):
         cli(prog_name="deal-export")
         return

@@ -46,9 +46,7 @@ def fingerprint_ids(ids: Iterable[int], *, chunk_size: int | None = None) -> str
     constant memory; a run that cannot list its IDs up front may fingerprint its input instead
     (file content hash, discovery filter), as long as the chunking it leads to is the same.
     """
-    digest = hashlib.sha256()
-    if chunk_size is not None:
-        digest.update(f"chunk_size={chunk_size};".encode())
+    digest = _id_digest(chunk_size)
     buf = array("q")
     for i in ids:
         buf.append(i)
@@ -57,6 +55,30 @@ def fingerprint_ids(ids: Iterable[int], *, chunk_size: int | None = None) -> str
             del buf[:]
     digest.update(buf.tobytes())
     return "sha256:" + digest.hexdigest()
+
+
+def fingerprint_id_arrays(arrays: Iterable[pa.Array], *, chunk_size: int | None = None) -> str:
+    """`fingerprint_ids` of the IDs of int64 arrays without nulls, in order (the same value):
+    their data buffers are hashed as they are, not rebuilt an ID at a time (1M IDs: ~90 ms of
+    Python ints and appends to ~6 ms). The hash reads the IDs as 8-byte native-order integers
+    either way: `array("q")` and Arrow's int64 buffers alike (Arrow columnar format spec,
+    "Fixed-size primitive layout": values stored contiguously, native endianness)."""
+    digest = _id_digest(chunk_size)
+    for values in arrays:
+        if values.type != pa.int64() or values.null_count:
+            raise ValueError("fingerprint_id_arrays takes int64 arrays without nulls")
+        if len(values):
+            data = values.buffers()[1]
+            assert data is not None
+            digest.update(memoryview(data)[values.offset * 8 : (values.offset + len(values)) * 8])
+    return "sha256:" + digest.hexdigest()
+
+
+def _id_digest(chunk_size: int | None) -> hashlib._Hash:
+    digest = hashlib.sha256()
+    if chunk_size is not None:
+        digest.update(f"chunk_size={chunk_size};".encode())
+    return digest
 
 
 def schema_fingerprint(schema: pa.Schema) -> str:
@@ -83,4 +105,10 @@ def snapshot_fingerprint(snapshot: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-__all__ = ["fingerprint_ids", "mask_config", "schema_fingerprint", "snapshot_fingerprint"]
+__all__ = [
+    "fingerprint_id_arrays",
+    "fingerprint_ids",
+    "mask_config",
+    "schema_fingerprint",
+    "snapshot_fingerprint",
+]
