@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from pipeline.logs import json_record
 from pipeline.redact import mask_text
 
 if TYPE_CHECKING:
+    from pipeline.output.lock import RunLock
     from pipeline.reconcile import ReconcileResult
 
 _EPILOG = """\b
@@ -72,14 +74,34 @@ def reconcile(output: str, **kw: Any) -> None:
             stats=FetchStats(),
         )
         async with client:
-            return await detect_and_apply_deletes(
-                client, output, run_id=run_id, clock=clock, hard=bool(kw.get("hard_delete"))
-            )
+            lock = await asyncio.to_thread(_lock_table, output, run_id)
+            try:
+                return await detect_and_apply_deletes(
+                    client, output, run_id=run_id, clock=clock, hard=bool(kw.get("hard_delete"))
+                )
+            finally:
+                if lock is not None:
+                    await asyncio.to_thread(lock.release)
 
     json_logs = config.log_format == "json"
     result = run_guarded(main, lambda: secrets, json_errors=json_logs)
     _report(result, json_logs=json_logs, secrets=secrets)
     sys.exit(result.exit_code)
+
+
+def _lock_table(output: str, run_id: str) -> RunLock | None:
+    """The output's run lock, held from reading the table to committing the marks, as `run`
+    and `compact` hold it: a run that merged rows between reconcile's read and its commit
+    would have them judged on a stale listing, so the two are refused rather than
+    interleaved. None when `output` holds no Delta table: `detect_and_apply_deletes` then
+    says so, and no lock file is left in a folder that is not ours."""
+    from pipeline.output.delta import table
+    from pipeline.output.delta.location import locate
+    from pipeline.output.delta.sink import lock_root
+
+    if table.open_table(locate(output)) is None:
+        return None
+    return lock_root(output, run_id)
 
 
 def _report(result: ReconcileResult, *, json_logs: bool, secrets: Iterable[str]) -> None:

@@ -106,3 +106,32 @@ def test_a_folder_output_is_a_clear_error(tmp_path: Path, json_logs: bool) -> No
     assert "needs the Delta sink" in result.output
     assert "Traceback" not in result.output
     assert "s3cretvalue42" not in result.output
+
+
+def test_a_table_another_run_holds_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """A run (or compact) holding the output's lock: reconcile says so and changes nothing,
+    without asking the portal; once the lock is free the same command goes through."""
+    from pipeline.output.delta.sink import lock_root
+
+    config = SimulatorConfig(deals=60, seed=5, hidden_fraction=0.0, deleted_fraction=0.0)
+    with threaded_simulator(config) as sim:
+        visible = sim.portal.visible_ids
+        uri = make_table(tmp_path / "deals", sorted(visible))
+        sim.sim.portal.delete(visible[:2])
+        env = {"BITRIX24_WEBHOOK_URL": sim.webhook_url}
+        held = lock_root(uri, "another-run")
+        asked = sim.sim.stats()["requests"]
+        try:
+            refused = CliRunner().invoke(cli, ["reconcile", uri, *ARGS], env=env)
+        finally:
+            held.release()
+        assert refused.exit_code == 1, refused.output
+        assert "is locked by" in refused.output
+        assert sim.sim.stats()["requests"] == asked
+        assert "Traceback" not in refused.output
+        assert all(mark is None for mark in rows_by_id(uri).values())
+        done = CliRunner().invoke(cli, ["reconcile", uri, *ARGS], env=env)
+    assert done.exit_code == 0, done.output
+    marked = sorted(i for i, mark in rows_by_id(uri).items() if mark is not None)
+    assert marked == sorted(visible[:2])
+    assert not (tmp_path / "deals" / "_lock").exists()
