@@ -179,8 +179,12 @@ async def test_interrupt_exits_130_and_leaves_no_partial_file(
         str(out),
         "--chunk-size",
         "100",
+        # get: 40 requests at 10/s, so the run is still going when the first chunk is committed
+        # (list would fetch all 2,000 IDs in two requests and could finish before the signal).
+        "--strategy",
+        "get",
         "--rate",
-        "20",
+        "10",
         "--burst",
         "2",
         "--headroom",
@@ -196,6 +200,7 @@ async def test_interrupt_exits_130_and_leaves_no_partial_file(
         if checkpoints.exists() and any(checkpoints.glob("*.json")):
             break
         await asyncio.sleep(0.05)
+    assert proc.returncode is None, "the export finished before it could be interrupted"
     proc.send_signal(stop)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130, err.decode()
