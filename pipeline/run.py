@@ -659,7 +659,7 @@ async def export(
         fingerprint = client.entity.tag_fingerprint(
             await asyncio.to_thread(
                 fingerprint_id_arrays,
-                _id_arrays(resolved.idset),
+                resolved.idset.arrays(65536),
                 chunk_size=config.output.chunk_size,
             )
         )
@@ -1067,13 +1067,6 @@ def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:
             if isinstance(exc, wanted):
                 return exc
     return leaves[0] if leaves else group
-
-
-def _id_arrays(idset: IdSet) -> Iterator[pa.Array]:
-    """The run's IDs as int64 arrays of at most 65,536 (an `IdRuns` is made whole a slice at a
-    time, never all at once)."""
-    for start in range(0, len(idset.ids), 65536):
-        yield idset.ids.slice(start, 65536)
 
 
 def _check_drift(

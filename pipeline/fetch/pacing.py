@@ -449,6 +449,14 @@ class Reservation:
     generation: int = -1
 
 
+def _smoothed(estimate: float, seen: float) -> float:
+    """A per-command estimate after one more answer: the first answer sets it, later ones move
+    it 30% of the way, and it never stays below half of what was just seen (costs can jump)."""
+    if estimate == 0:
+        return seen
+    return max(0.7 * estimate + 0.3 * seen, seen * 0.5)
+
+
 class OperatingBudget:
     """Pacing of one method against its operating-time budget (see the module docstring)."""
 
@@ -629,11 +637,9 @@ class OperatingBudget:
             rise = (obs.operating - self.operating) / self._done_since
             per = max(per or 0.0, rise)
         if per is not None:
-            self.cost = per if self.cost == 0 else 0.7 * self.cost + 0.3 * per
-            self.cost = max(self.cost, per * 0.5)
+            self.cost = _smoothed(self.cost, per)
         if obs.wall_s is not None:
-            wall = obs.wall_s
-            self.wall = wall if self.wall == 0 else max(0.7 * self.wall + 0.3 * wall, wall * 0.5)
+            self.wall = _smoothed(self.wall, obs.wall_s)
         if obs.operating is not None and (
             self.operating is None
             or obs.operating > self.operating

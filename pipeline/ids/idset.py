@@ -124,10 +124,16 @@ class IdSet:
 
     def batches(self, size: int) -> Iterator[list[int]]:
         """The IDs in order, `size` at a time, as Python ints (materialised one batch at a time)."""
+        for ids in self.arrays(size):
+            yield ids.to_pylist()
+
+    def arrays(self, size: int) -> Iterator[pa.Array]:
+        """The IDs in order, `size` at a time, as int64 arrays (a range is made whole one slice
+        at a time, never all at once)."""
         if size < 1:
             raise ValueError("batch size must be >= 1")
         for start in range(0, len(self.ids), size):
-            yield self.ids.slice(start, size).to_pylist()
+            yield self.ids.slice(start, size)
 
 
 class IdCollector:

@@ -41,7 +41,7 @@ class Encoding:
         writer = ParquetWriter(
             sink,
             schema,
-            compression=plan.codecs(self.compression, table.num_rows),
+            compression=plan.codecs(table.num_rows),
             # No dictionary pages: a file holds one chunk's rows of one partition (hundreds),
             # where most columns are near-unique and the codec already folds repeated values,
             # so dictionaries only cost a second page to encode and compress per column (a
@@ -75,7 +75,7 @@ class Encoding:
 
     def codecs(self, table: pa.Table) -> str | dict[str, str]:
         """The `compression` argument `encode` gives the writer for `table` (see `_Plan`)."""
-        return _plan(table.schema, self.compression).codecs(self.compression, table.num_rows)
+        return _plan(table.schema, self.compression).codecs(table.num_rows)
 
 
 #: At most this many rows, a boolean column's values take at most 128 bytes (PLAIN bit-packs
@@ -93,18 +93,21 @@ class _Plan:
     footer metadata (`_footer_metadata`), the statistics columns (`statistics_columns`) and
     the Parquet leaf paths of its columns, for a codec per column chunk."""
 
+    #: The configured codec (`Encoding.compression`), which the plan was made for.
+    compression: str
     footer: dict[bytes, bytes] | None
     statistics: list[str]
-    #: A small file's codec per leaf path; None when it has no boolean column, or some type's
-    #: leaf paths are not spelt out here (then every column chunk takes the one codec).
+    #: A small file's codec per leaf path; None when it has no boolean column, the codec is
+    #: none anyway, or some type's leaf paths are not spelt out here (then every column chunk
+    #: takes the one codec).
     small: dict[str, str] | None
 
-    def codecs(self, compression: str, rows: int) -> str | dict[str, str]:
+    def codecs(self, rows: int) -> str | dict[str, str]:
         """One codec for every column chunk, except that a small file's boolean columns are
         stored uncompressed (Parquet keeps a codec per column chunk, ColumnMetaData.codec in
         parquet-format's parquet.thrift, and readers decompress each chunk by its own)."""
-        if self.small is None or rows > SMALL_BOOLEAN_ROWS or compression.lower() in _UNCOMPRESSED:
-            return compression
+        if self.small is None or rows > SMALL_BOOLEAN_ROWS:
+            return self.compression
         return self.small
 
 
@@ -122,11 +125,11 @@ def _plan(schema: pa.Schema, compression: str) -> _Plan:
         for known, codec, plan in _PLANS:
             if codec == compression and known.equals(schema, check_metadata=True):
                 return plan
-    leaves = _boolean_leaves(schema)
+    leaves = None if compression.lower() in _UNCOMPRESSED else _boolean_leaves(schema)
     small = None
     if leaves is not None and any(leaves.values()):
         small = {path: "none" if boolean else compression for path, boolean in leaves.items()}
-    plan = _Plan(_footer_metadata(schema), statistics_columns(schema), small)
+    plan = _Plan(compression, _footer_metadata(schema), statistics_columns(schema), small)
     with _PLANS_LOCK:
         _PLANS.insert(0, (schema, compression, plan))
         del _PLANS[_PLANS_KEPT:]
