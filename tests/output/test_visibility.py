@@ -154,9 +154,11 @@ async def test_sigkill_around_the_first_commit_leaves_no_readable_row(
     assert not (out / "_staging").exists()
     if kill_at == "first-move":
         # The killed run's chunk was committed: the next open moved its files into place
-        # instead of fetching it again (its rows keep the killed run's id). Which chunk came
-        # first depends on the fetch order (auto strategy probes), not on the sink.
-        assert [p.name for p in committed] in (["chunk-000000.json"], ["chunk-000001.json"])
+        # instead of fetching it again (its rows keep the killed run's id). Chunks are fetched
+        # side by side and commit as they finish, so any one of the three can be first (the
+        # third, with its ten missing IDs, once was): exactly one was committed.
+        assert len(committed) == 1, committed
+        assert committed[0].name in {f"chunk-{n:06d}.json" for n in range(3)}
         table = ds.dataset(out, format="parquet", partitioning="hive").to_table()
         runs = Counter(table.column("_run_id").to_pylist())
         assert len(runs) == 2
