@@ -136,6 +136,13 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
     "false, some '' and []), or false, empty_string or empty_list for every one.",
 )
 @click.option(
+    "--comment-bytes",
+    type=click.IntRange(min=0),
+    default=SimulatorConfig.comment_bytes,
+    show_default=True,
+    help="Make every deal's COMMENTS about this many bytes long (wide deals; 0 = short notes).",
+)
+@click.option(
     "--no-deal-permission",
     is_flag=True,
     help="The webhook user may not read deals at all (Access denied).",
@@ -170,7 +177,8 @@ def simulate(host: str, port: int, deals: int, leads: int, seed: int, plan: str 
              list_processing_ms: float | None, list_row_processing_ms: float,
              list_ignores_id_filter: bool, time_scale: float, secret: str | None,
              server_tz: str, deleted_fraction: float,
-             hidden_fraction: float, empty_multiple: EmptyMultiple, no_deal_permission: bool,
+             hidden_fraction: float, empty_multiple: EmptyMultiple, comment_bytes: int,
+             no_deal_permission: bool,
              fault_500: float, fault_502: float, fault_503: float, fault_504: float,
              fault_reset: float, fault_truncated: float, fault_slow: float,
              fault_no_time: float, slow_s: float) -> None:  # fmt: skip
@@ -207,6 +215,7 @@ def simulate(host: str, port: int, deals: int, leads: int, seed: int, plan: str 
             deleted_fraction=deleted_fraction,
             hidden_fraction=hidden_fraction,
             empty_multiple=empty_multiple,
+            comment_bytes=comment_bytes,
             faults=faults,
             secret=secret or DEFAULT_SECRET,
         )

@@ -161,6 +161,9 @@ class SimulatorConfig:
     * `list_ignores_id_filter`: `crm.deal.list` ignores an `@ID` filter (as a portal that
       does not know the operator would): it answers the first readable deals in ID order. A
       test lever for a client that must notice rows it did not ask for.
+    * `comment_bytes`: every deal's COMMENTS is a text of about this many bytes (UTF-8), as on
+      portals whose deals carry long notes or pasted e-mails: wide deals, for memory bounds
+      that must hold by bytes rather than by deal count. 0 (default): the usual short notes.
     """
 
     deals: int = 1000
@@ -191,6 +194,7 @@ class SimulatorConfig:
     cache_size: int = 10_000
     empty_multiple: EmptyMultiple = "mix"
     list_ignores_id_filter: bool = False
+    comment_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.deals < 0 or self.leads < 0:
@@ -223,6 +227,8 @@ class SimulatorConfig:
             raise ValueError("denied_status must be a 4xx status")
         if not self.secret or "/" in self.secret:
             raise ValueError("secret must be a non-empty path segment")
+        if self.comment_bytes < 0:
+            raise ValueError("comment_bytes must be >= 0")
         if self.empty_multiple not in EMPTY_MULTIPLE_FORMS:
             raise ValueError(
                 f"empty_multiple must be one of {', '.join(EMPTY_MULTIPLE_FORMS)}, "

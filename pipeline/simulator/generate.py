@@ -130,8 +130,10 @@ class DealFactory:
     DROPPED_WHEN_EMPTY: tuple[str, ...] = ()
 
     def __init__(self, seed: int, zone: ServerZone, user_fields: tuple[UserField, ...],
-                 max_id: int, empty_multiple: EmptyMultiple = "mix") -> None:  # fmt: skip
+                 max_id: int, empty_multiple: EmptyMultiple = "mix",
+                 comment_bytes: int = 0) -> None:  # fmt: skip
         self.seed = seed
+        self.comment_bytes = comment_bytes
         self.zone = zone
         self.user_fields = user_fields
         self.max_id = max(1, max_id)
@@ -215,6 +217,21 @@ class DealFactory:
             values[name] = forms[mix64(salt ^ deal_id) % len(forms)] if len(forms) > 1 else forms[0]
         return values
 
+    def _comment(self, note: str, k: int) -> str:
+        """A short note, or with `comment_bytes` a long one: the note, then numbered lines of
+        text up to about that many UTF-8 bytes (the archetype's own, so deals differ)."""
+        if not self.comment_bytes:
+            return note
+        lines = [note]
+        size = len(note.encode())
+        n = 0
+        while size < self.comment_bytes:
+            n += 1
+            line = f"\r\n{n}. Переписка с клиентом, шаблон {k}: обсудили условия поставки."
+            lines.append(line)
+            size += len(line.encode())
+        return "".join(lines)
+
     def empty_forms(self, uf: UserField) -> tuple[Any, ...]:
         """The wire forms an empty multiple `uf` is drawn from."""
         if self.empty_multiple != "mix":
@@ -277,7 +294,9 @@ class DealFactory:
             "CLOSEDATE": "",  # an empty date field is "" (CRestUtil::ConvertDate)
             "OPENED": "Y" if r() < 0.8 else "N",
             "CLOSED": closed,
-            "COMMENTS": _COMMENTS[int(r() * len(_COMMENTS))] if r() < 0.6 else None,
+            "COMMENTS": self._comment(_COMMENTS[int(r() * len(_COMMENTS))], k)
+            if r() < 0.6
+            else None,
             "ASSIGNED_BY_ID": user,
             "CREATED_BY_ID": str(1 + int(r() * 40)),
             "MODIFY_BY_ID": user,

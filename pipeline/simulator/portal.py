@@ -44,7 +44,8 @@ class Portal:
     def __init__(self, *, deals: int, seed: int, zone: ServerZone,
                  user_fields: tuple[UserField, ...], hidden_fraction: float,
                  deleted_fraction: float, cache_size: int,
-                 empty_multiple: EmptyMultiple = "mix", kind: Kind = "deal") -> None:  # fmt: skip
+                 empty_multiple: EmptyMultiple = "mix", kind: Kind = "deal",
+                 comment_bytes: int = 0) -> None:  # fmt: skip
         self.seed = seed
         self.zone = zone
         self.user_fields = user_fields
@@ -53,8 +54,12 @@ class Portal:
         self._ids = array("q")  # existing (visible + hidden), ascending
         layout_seed = seed if kind == "deal" else seed * 0x10001 + _LEAD_LAYOUT_SALT
         self._layout(deals, layout_seed, hidden_fraction, deleted_fraction)
-        factory = DealFactory if kind == "deal" else LeadFactory
-        self._factory = factory(seed, zone, user_fields, len(self._status) - 1, empty_multiple)
+        max_id = len(self._status) - 1
+        self._factory: DealFactory = (
+            DealFactory(seed, zone, user_fields, max_id, empty_multiple, comment_bytes)
+            if kind == "deal"
+            else LeadFactory(seed, zone, user_fields, max_id, empty_multiple)
+        )
         self._modified: dict[int, int] = {}
         # FIFO eviction via OrderedDict: popping the front of a plain dict rescans the holes
         # left by earlier deletions and turns quadratic on a full cache.

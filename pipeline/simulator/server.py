@@ -62,6 +62,7 @@ class Simulator:
             deleted_fraction=config.deleted_fraction,
             cache_size=config.cache_size,
             empty_multiple=config.empty_multiple,
+            comment_bytes=config.comment_bytes,
         )
         self.leads = Portal(
             deals=config.leads,

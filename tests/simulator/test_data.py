@@ -349,3 +349,29 @@ async def test_file_urls_carry_the_callers_token(
     assert _file_values(single["result"], fields) == _file_values(
         app["result"]["result"][f"d{ids[0]}"], fields
     )
+
+
+def test_comment_bytes_makes_wide_deals_and_changes_nothing_else() -> None:
+    plain = Simulator(SimulatorConfig(deals=300, seed=4)).portal
+    wide = Simulator(SimulatorConfig(deals=300, seed=4, comment_bytes=20_000)).portal
+    assert plain.visible_ids == wide.visible_ids
+    commented = 0
+    for deal_id in plain.visible_ids:
+        short, long = plain.deal_wire(deal_id), wide.deal_wire(deal_id)
+        assert short is not None
+        assert long is not None
+        assert {k: v for k, v in short.items() if k != "COMMENTS"} == {
+            k: v for k, v in long.items() if k != "COMMENTS"
+        }
+        if short["COMMENTS"] is None:
+            assert long["COMMENTS"] is None
+            continue
+        commented += 1
+        assert long["COMMENTS"].startswith(short["COMMENTS"])
+        assert 20_000 <= len(long["COMMENTS"].encode()) < 20_200
+    assert commented > 100
+
+
+def test_comment_bytes_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="comment_bytes"):
+        SimulatorConfig(comment_bytes=-1)
