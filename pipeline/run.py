@@ -96,6 +96,12 @@ CONVERT_AT_ONCE = 250
 #: is committed as a piece, so a crash on a slow portal loses at most a minute of its budget.
 PIECE_EVERY_S = 60.0
 
+#: A chunk whose typed parts reach this many Arrow bytes before it is complete is committed as
+#: a piece, so memory is bounded by bytes, not by deals: a chunk of 10,000 simulator deals
+#: (~2 kB of JSON each) holds ~12.9 MB and is never cut, while deals of 20 kB (long notes,
+#: pasted e-mails) would hold ~150 MB per chunk. Such pieces take a write slot like a chunk.
+PIECE_BYTES = 16 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
@@ -177,10 +183,12 @@ class _ChunkBuffer:
 
 @dataclass(frozen=True, slots=True)
 class _Unit:
-    """A write for the writer task: a complete chunk, or a piece of one."""
+    """A write for the writer task: a complete chunk, or a piece of one (`sized`: cut for
+    its bytes, holding a write slot, as a chunk does; a piece cut for its age holds none)."""
 
     buf: _ChunkBuffer
     piece: bool = False
+    sized: bool = False
 
 
 class _Chunks:
@@ -460,6 +468,19 @@ class _Exporter:
                 await self._put_chunk(queue, buf)
             elif len(buf.pending) >= NORMALISE_EVERY or (big and buf.pending):
                 await self._convert(buf)
+                if buf.builder.nbytes >= PIECE_BYTES:
+                    await self._put_sized_piece(queue, buf)
+
+    async def _put_sized_piece(self, queue: asyncio.Queue[_Unit | None], buf: _ChunkBuffer) -> None:
+        """Commit what `buf` holds as a piece (PIECE_BYTES), once the writer has room: the
+        fetch waits meanwhile, so pieces do not pile up in memory ahead of a slow store."""
+        await self._slots.acquire()
+        # Cut only now: the ticker may have taken the buffer's work as a piece meanwhile.
+        piece = buf.take_piece()
+        if piece is None:
+            self._slots.release()
+            return
+        queue.put_nowait(_Unit(piece, piece=True, sized=True))
 
     def _runs(self, ids: list[int]) -> list[tuple[int, int, int]]:
         """(chunk index, start, end) of the consecutive stretches of `ids` in one chunk; an
@@ -516,6 +537,8 @@ class _Exporter:
                     buf.index, table, tuple(ids), rows, {"fetched": table.num_rows}
                 )
                 self.pieces += 1
+                if unit.sized:
+                    self._slots.release()
             else:
                 table, rows = await asyncio.to_thread(self._prepare, buf)
                 await self.out.awrite_chunk(buf.index, table, rows, {"fetched": table.num_rows})

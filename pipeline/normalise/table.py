@@ -491,6 +491,8 @@ class TableBuilder:
         self._ids: list[pa.Array] = []
         self._errors: list[RecordError] = []
         self.rows = 0
+        #: The Arrow bytes of the parts added so far (their buffers, as `pa.Table.nbytes`).
+        self.nbytes = 0
 
     def convert(self, payloads: Sequence[Mapping[str, Any]], ids: Sequence[int]) -> Part:
         """Normalise one part (`ids[i]` is the requested ID of `payloads[i]`) without adding it:
@@ -526,6 +528,7 @@ class TableBuilder:
         self._ids.append(part.ids)
         self._errors.extend(part.errors)
         self.rows += part.table.num_rows
+        self.nbytes += part.table.nbytes
 
     def fresh(self) -> TableBuilder:
         """An empty builder of the same schema and order."""
@@ -542,7 +545,7 @@ class TableBuilder:
         """The rows added so far, ordered by ID (by group, then ID: see the class), and their
         record errors (by ID); resets the builder."""
         tables, ids, errors = self._tables, self._ids, self._errors
-        self._tables, self._ids, self._errors, self.rows = [], [], [], 0
+        self._tables, self._ids, self._errors, self.rows, self.nbytes = [], [], [], 0, 0
         if not tables:
             return self.schema.arrow_schema.empty_table(), []
         all_ids = ids[0] if len(ids) == 1 else pa.concat_arrays(ids)
