@@ -234,3 +234,25 @@ async def test_credits_a_take_larger_than_the_limit_waits_for_all_and_follows_th
         credits.give(1)
     with pytest.raises(ValueError, match="at least 1"):
         credits.resize(0)
+
+
+# -- the width --------------------------------------------------------------------------------
+
+
+def test_row_width_follows_wider_rows_at_once_and_narrower_ones_slowly() -> None:
+    width = RowWidth()
+    width.observe(5_000, 0)  # no rows: nothing learnt
+    assert width.per_row is None
+    width.observe(2_000 * 1000, 1000)
+    assert width.per_row == pytest.approx(2_000)
+    width.observe(20_000 * 400, 400)  # wider: the next batch is sized for it at once
+    assert width.per_row == pytest.approx(20_000)
+    width.observe(5_000, 0)
+    assert width.per_row == pytest.approx(20_000)
+    width.observe(2_000 * 400, 400)  # narrower: the decaying average still remembers
+    narrowed = width.per_row
+    assert narrowed is not None
+    assert 2_000 < narrowed < 20_000
+    for _ in range(30):
+        width.observe(2_000 * 400, 400)
+    assert width.per_row == pytest.approx(2_000, rel=0.01)
