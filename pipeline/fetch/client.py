@@ -47,7 +47,7 @@ from pipeline.fetch.decide import (
     decide_call,
     learn_for,
 )
-from pipeline.fetch.listing import ListReply, build_list_batch, parse_list_batch
+from pipeline.fetch.listing import ListReply, RowWidth, build_list_batch, parse_list_batch
 from pipeline.fetch.pacing import Observation, Pacer, observe
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.sections import loads_batch
@@ -88,6 +88,8 @@ class Answer:
     status: int
     #: What its timings told the pacer (None: they carried none).
     observation: Observation | None = None
+    #: Bytes of the HTTP body it was decoded from.
+    size: int = 0
 
 
 class _AuthExpired(Exception):
@@ -143,6 +145,8 @@ class PortalClient:
         self.answered = 0
         #: Which method fetches deals, and why (`pipeline.fetch.strategy`); the engine drives it.
         self.strategy = Chooser(self.fetch.strategy)
+        #: Wire bytes per row of list answers: the engine sizes list batches by it.
+        self.list_width = RowWidth()
 
     async def __aenter__(self) -> PortalClient:
         self.transport.open()
@@ -236,7 +240,7 @@ class PortalClient:
                 observation = observe([answer.body["time"]])
             self.answered += 1
             self.pacer.rate.on_success()
-            return Answer(answer.body, answer.status, observation)
+            return Answer(answer.body, answer.status, observation, len(resp.body))
         except (RateLimited, OperatingLimited):
             raise
         except TransientError:
@@ -431,8 +435,11 @@ class PortalClient:
         )
         result = answer.body.get("result")
         self.stats.list_commands += len(sent)
+        self.stats.list_answer_bytes += answer.size
         cost, _ = _cost(result, answer.observation)
-        return parse_list_batch(result, sent), cost
+        reply = parse_list_batch(result, sent)
+        self.list_width.observe(answer.size, len(reply.deals))
+        return reply, cost
 
     async def get_deal(self, deal_id: int) -> dict[str, Any]:
         """One attempt of a plain get (portals that forbid batch).

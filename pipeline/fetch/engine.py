@@ -15,6 +15,9 @@ Shape of the machinery (all bounded):
   being worked on, so memory does not grow with the number of IDs. It also takes a credit per ID
   the answer may carry (PAYLOAD_CREDITS), given back when the consumer has taken that answer:
   payloads in flight and waiting are bounded, whatever the portal's speed or the consumer's.
+  Once list answers tell how wide rows are on the wire (`PortalClient.list_width`), the bound
+  holds by bytes too: a list batch asks for LIST_ANSWER_BYTES of rows at most, and the credits'
+  limit shrinks to PAYLOAD_BYTES of them (wide deals: long comments, pasted e-mails).
 * Outcomes are handed over one FetchedBatch per answered request (one queue operation per
   answer, not per ID).
 * What happens to an ID after each answer is decided by the pure core `pipeline.fetch.decide`;
@@ -137,25 +140,64 @@ MASKED_TEXTS = 256
 #: bounds answers in flight and waiting to ~15 MB, whatever the number of IDs.
 PAYLOAD_CREDITS = 2_000
 
+#: Wire bytes a list answer may carry, once list rows' width is known (`RowWidth`): a list batch
+#: then asks for at most this many bytes' worth of rows, in whole list calls. Deals are not all
+#: alike: long COMMENTS or pasted e-mails make rows of 20 kB and more, and a full batch of them
+#: (1,000 rows) is a 20 MB body plus its decoded objects. Simulator deals are ~2.2 kB a row on
+#: the wire (a 1,000-row answer is ~2.2 MB, `pipeline.fetch.sections`), so 8 MiB affords ~3,800
+#: of them: more than a batch carries (LIST_BATCH_COMMANDS calls of LIST_PAGE), and batches of
+#: usual deals keep their size.
+LIST_ANSWER_BYTES = 8 * 1024 * 1024
+
+#: Wire bytes of payloads alive at once, by the same width: two full list answers, as
+#: PAYLOAD_CREDITS is two full list batches of usual deals (which it still bounds: 16 MiB of
+#: ~2.2 kB rows is ~7,600 of them).
+PAYLOAD_BYTES = 2 * LIST_ANSWER_BYTES
+
 
 class _Credits:
-    """A counting semaphore whose holders take and give back many units at once."""
+    """A counting semaphore whose holders take and give back many units at once, under a limit
+    that may move while units are out (`resize`). A holder gives back what `take` returned,
+    never more; a lower limit holds new takers back until enough has come back."""
 
     def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a credit limit is at least 1")
         self.limit = limit
-        self._free = limit
+        self._out = 0
         self._changed = asyncio.Event()
 
-    async def take(self, count: int) -> None:
-        count = min(count, self.limit)
-        while self._free < count:
+    @property
+    def free(self) -> int:
+        """Units a taker may have now (0 while more are out than a lowered limit allows)."""
+        return max(0, self.limit - self._out)
+
+    async def take(self, count: int) -> int:
+        """Wait for `count` units (at most the limit, so a batch larger than the limit goes
+        once nothing else is out) and hold them; returns the units taken."""
+        while True:
+            # Re-read each time: the limit may have moved while this waited.
+            want = min(count, self.limit)
+            if self._out + want <= self.limit:
+                break
             self._changed.clear()
             await self._changed.wait()
-        self._free -= count
+        self._out += want
+        return want
 
     def give(self, count: int) -> None:
         if count:
-            self._free += min(count, self.limit)
+            if not 0 < count <= self._out:
+                raise ValueError(f"giving back {count} credits, {self._out} out")
+            self._out -= count
+            self._changed.set()
+
+    def resize(self, limit: int) -> None:
+        """A new limit for takes from now on; units already out stay out until given back."""
+        if limit < 1:
+            raise ValueError("a credit limit is at least 1")
+        if limit != self.limit:
+            self.limit = limit
             self._changed.set()
 
 
@@ -226,11 +268,9 @@ class _Engine:
         self._max_active = config.batch_size * config.concurrency * 4
         if self._chooser.strategy != "get":
             self._max_active = max(self._max_active, self._list_capacity * config.concurrency * 2)
-        # Room for the largest batch and its meter, or the dispatcher would wait forever.
-        largest = config.batch_size + 1
-        if self._chooser.strategy != "get":
-            largest = max(largest, self._list_capacity)
-        self.credits = _Credits(max(PAYLOAD_CREDITS, largest))
+        self.credits = _Credits(max(PAYLOAD_CREDITS, self._largest()))
+        # A client that fetched before knows its list rows' width already.
+        self._fit_credits()
         #: The list commands' `select` part (from crm.<entity>.fields).
         self._list_setup: str | None = None
         self._list_setup_lock = asyncio.Lock()
@@ -283,7 +323,9 @@ class _Engine:
             try:
                 # Credits before IDs: an ID taken from the input is an ID in flight.
                 meter = int(pick.mode == "get")
-                await credits.take(capacity + meter)
+                taken = await credits.take(capacity + meter)
+                # A list answer may have told wider rows while this waited.
+                capacity = min(capacity, self._capacity(pick))
                 while len(batch) < capacity:
                     if self._retry:
                         batch.append(self._retry.popleft())
@@ -310,14 +352,13 @@ class _Engine:
                 slot.release()
                 raise
             # One credit per ID the answer may carry (and one for a get batch's meter).
-            credits.give(capacity - len(batch))
+            keep = min(taken, len(batch) + meter)
+            credits.give(taken - keep)
             if batch:
-                task = self._run_batch(
-                    batch, slot, pick.mode, probe=pick.probe, credits=len(batch) + meter
-                )
+                task = self._run_batch(batch, slot, pick.mode, probe=pick.probe, credits=keep)
                 tg.create_task(task)
                 continue
-            credits.give(meter)
+            credits.give(keep)
             self._chooser.cancel(pick)
             if self._followup:
                 # Nothing else to send: the last follow-ups go in a batch of their own.
@@ -370,9 +411,8 @@ class _Engine:
         group: _Group | None = None,
     ) -> None:
         """Start a batch of IDs already in flight, once the credits for its answer are free."""
-        credits = len(items) + int(mode == "get")
         try:
-            await self.credits.take(credits)
+            credits = await self.credits.take(len(items) + int(mode == "get"))
         except BaseException:
             slot.release()
             raise
@@ -383,7 +423,35 @@ class _Engine:
         probe of list carries one command."""
         if pick.mode == "get":
             return self._config.batch_size
-        return LIST_PAGE if pick.probe else self._list_capacity
+        return LIST_PAGE if pick.probe else self._list_rows()
+
+    def _list_rows(self) -> int:
+        """IDs a list batch may ask for: LIST_ANSWER_BYTES of rows as wide as measured, in
+        whole list calls (one at least), at most a full batch; a full batch while no list
+        answer has been measured (the first list request is one call anyway: the 60 s cap's
+        FIRST_BATCH_COMMANDS, see `_fit_list`)."""
+        width = self._client.list_width.per_row
+        if width is None:
+            return self._list_capacity
+        calls = int(LIST_ANSWER_BYTES // (width * LIST_PAGE))
+        return max(LIST_PAGE, min(self._list_capacity, calls * LIST_PAGE))
+
+    def _largest(self) -> int:
+        """Credits of the largest batch the dispatcher may form now, its meter included."""
+        largest = self._config.batch_size + 1
+        if self._chooser.strategy != "get":
+            largest = max(largest, self._list_rows())
+        return largest
+
+    def _fit_credits(self) -> None:
+        """The credits' limit for rows as wide as measured: PAYLOAD_BYTES of them, at most
+        PAYLOAD_CREDITS. Room for the largest batch and its meter always, or the dispatcher
+        would wait forever."""
+        width = self._client.list_width.per_row
+        if width is None:
+            return
+        by_bytes = min(PAYLOAD_CREDITS, int(PAYLOAD_BYTES // width))
+        self.credits.resize(max(by_bytes, self._largest()))
 
     def _followups(self, size: int) -> list[_Item]:
         return [self._followup.popleft() for _ in range(min(size, len(self._followup)))]
@@ -582,6 +650,7 @@ class _Engine:
                 return
             await self._whole_fault(items, answer, group, backoff, regroup, got, "list")
             return
+        self._fit_credits()
         if reply.stray:
             self._disagreement(items, reply.stray)
             return
@@ -628,11 +697,12 @@ class _Engine:
 
     def _fit_list(self, items: list[_Item]) -> None:
         """Trim a list batch (in place) to what fits the cloud's 60 s cap per request by
-        measured cost; the rest goes back first in line. What the operating window affords is
-        decided when the request is admitted (`_trimmer`)."""
+        measured cost, and to LIST_ANSWER_BYTES of rows as wide as measured (a batch formed
+        before a list answer told that width); the rest goes back first in line. What the
+        operating window affords is decided when the request is admitted (`_trimmer`)."""
         budget = self._client.pacer.budget(self._client.entity.list_method)
         commands = -(-len(items) // LIST_PAGE)
-        fits = budget.within_request_cap(commands)
+        fits = min(budget.within_request_cap(commands), self._list_rows() // LIST_PAGE)
         if fits < commands:
             self._requeue(items[fits * LIST_PAGE :], front=True)
             del items[fits * LIST_PAGE :]

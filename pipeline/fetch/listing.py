@@ -50,6 +50,42 @@ LIST_PAGE = 50
 LIST_BATCH_COMMANDS = 20
 
 
+#: Weight of older answers per new one in `RowWidth` (as the strategy's cost average).
+WIDTH_DECAY = 0.7
+
+
+@dataclass(slots=True)
+class RowWidth:
+    """Wire bytes per row of the list answers of one run: the body as the client holds it,
+    divided by the rows it carried (the per-command `time` blocks and absent IDs included, so
+    a mostly-absent answer reads a little wide, the safe side).
+
+    `per_row` is the larger of the latest answer's figure and a decaying average over the
+    answers before it (weighted by rows): when deals get wider, the next batch is sized for
+    them at once, since an answer sized for narrow deals may be many times the bound; when
+    they get narrower, it grows back over a few answers, so one answer of short deals between
+    wide ones does not make the next batch full size. An answer without rows says nothing
+    about width and is left out."""
+
+    bytes: float = 0.0
+    rows: float = 0.0
+    latest: float | None = None
+
+    def observe(self, size: int, rows: int) -> None:
+        if rows <= 0:
+            return
+        self.bytes = self.bytes * WIDTH_DECAY + size
+        self.rows = self.rows * WIDTH_DECAY + rows
+        self.latest = size / rows
+
+    @property
+    def per_row(self) -> float | None:
+        """Bytes per row to size the next list batch by (None: no answer with rows yet)."""
+        if self.latest is None:
+            return None
+        return max(self.latest, self.bytes / self.rows)
+
+
 def list_select(fields: Mapping[str, Any]) -> list[str]:
     """Every field the fields method describes, ID first, named one by one."""
     names = [str(name) for name in fields]
@@ -210,6 +246,7 @@ __all__ = [
     "LIST_BATCH_COMMANDS",
     "LIST_PAGE",
     "ListReply",
+    "RowWidth",
     "build_list_batch",
     "chunk_ids",
     "list_command",

@@ -40,6 +40,8 @@ class FetchStats:
     list_commands: int = 0
     list_rows: int = 0
     list_followups: int = 0
+    #: Body bytes of the list answers (as decoded from HTTP, the size held in memory).
+    list_answer_bytes: int = 0
 
     @property
     def limit_wait_s(self) -> float:
