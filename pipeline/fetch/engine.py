@@ -144,14 +144,16 @@ PAYLOAD_CREDITS = 2_000
 #: then asks for at most this many bytes' worth of rows, in whole list calls. Deals are not all
 #: alike: long COMMENTS or pasted e-mails make rows of 20 kB and more, and a full batch of them
 #: (1,000 rows) is a 20 MB body plus its decoded objects. Simulator deals are ~2.2 kB a row on
-#: the wire (a 1,000-row answer is ~2.2 MB, `pipeline.fetch.sections`), so 8 MiB affords ~3,800
+#: the wire (a 1,000-row answer is ~2.2 MB, `pipeline.fetch.sections`), so 4 MiB affords ~1,900
 #: of them: more than a batch carries (LIST_BATCH_COMMANDS calls of LIST_PAGE), and batches of
-#: usual deals keep their size.
-LIST_ANSWER_BYTES = 8 * 1024 * 1024
+#: deals up to ~4 kB keep their size. With 20,000-byte comments (simulator --comment-bytes,
+#: ~16 kB a row) 8 MiB here peaked at 202 MB and 4 MiB at 198 MB (20,000 IDs); with 4,000-byte
+#: comments (~6 kB a row), at 165 and 159 MB.
+LIST_ANSWER_BYTES = 4 * 1024 * 1024
 
 #: Wire bytes of payloads alive at once, by the same width: two full list answers, as
-#: PAYLOAD_CREDITS is two full list batches of usual deals (which it still bounds: 16 MiB of
-#: ~2.2 kB rows is ~7,600 of them).
+#: PAYLOAD_CREDITS is two full list batches of usual deals (which it still bounds: 8 MiB of
+#: ~2.2 kB rows is ~3,800 of them).
 PAYLOAD_BYTES = 2 * LIST_ANSWER_BYTES
 
 
