@@ -7,9 +7,16 @@ off [--table-format delta]` in its own process, reaped with `wait4` for its peak
 (`ru_maxrss`) and CPU. Memory must not grow with N: on each sink the largest run's peak stays
 within 20% of the smallest's, and every peak is at most PEAK_RSS_GOAL_MB at the default chunk
 size. Time growth is reported as the exponent b of time ~ N^b between the smallest and largest
-size (1.0 = linear). Prints one JSON line and writes bench/results/bench_scale.json.
+size (1.0 = linear).
+
+Wide deals: the same runs to the folder sink for WIDE_SIZES, against simulators whose deals carry
+long comments (`--comment-bytes`, default 4,000 and 20,000 bytes: about 6 and 16 kB a deal on
+the wire, against about 2 kB), where memory is bounded by bytes rather than by deal count
+(pieces of PIECE_BYTES, list answers of LIST_ANSWER_BYTES). Reported, not held to the goal.
+Prints one JSON line and writes bench/results/bench_scale.json.
 
     .venv/bin/python -m bench.bench_scale [--sizes 20000,100000,1000000] [--sinks parquet,delta]
+        [--wide 4000,20000]   (--wide '' for none)
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ FLAT_WITHIN = 0.20
 #: The memory bound of issue 13, for any N from 20,000 to 1,000,000 IDs.
 PEAK_RSS_GOAL_MB = 150.0
 SINKS = ("parquet", "delta")
+WIDE_SIZES = (20_000, 100_000)
 
 
 def _sink_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="20000,100000,1000000")
     parser.add_argument("--sinks", default=",".join(SINKS), help="parquet, delta or both")
     parser.add_argument("--timeout", type=float, default=420.0, help="bound on each run, seconds")
+    parser.add_argument("--wide", default="4000,20000", help="comment bytes of wide-deal runs")
     args = parser.parse_args(argv)
+    wides = [int(w) for w in args.wide.split(",") if w]
     sizes = sorted(int(s) for s in args.sizes.split(","))
     sinks = [s for s in args.sinks.split(",") if s]
     if not sinks or set(sinks) - set(SINKS):
@@ -68,6 +78,16 @@ def main(argv: list[str] | None = None) -> None:
                 run = measure_export(sim, f"1-{n}", n, extra, timeout_s=args.timeout)
                 by_sink[sink].append({"sink": sink, **run})
     figures = {sink: _sink_figures(runs) for sink, runs in by_sink.items()}
+    wide: dict[str, Any] = {}
+    for comment_bytes in wides:
+        portal = ["--deals", str(max(WIDE_SIZES)), "--comment-bytes", str(comment_bytes)]
+        with SimulatorProcess(portal) as sim:
+            runs = []
+            for n in WIDE_SIZES:
+                extra = [*LIMITS_OFF, "--table-format", "parquet"]
+                run = measure_export(sim, f"1-{n}", n, extra, timeout_s=args.timeout)
+                runs.append({"sink": "parquet", "comment_bytes": comment_bytes, **run})
+        wide[str(comment_bytes)] = _sink_figures(runs)
     every = [f for f in figures.values()]
     result = {
         "bench": "bench_scale",
@@ -81,6 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         "within_goal": all(f["within_goal"] for f in every),
         "peak_rss_mb": {sink: f["peak_rss_mb"] for sink, f in figures.items()},
         "by_sink": figures,
+        "wide_simulator": f"deal-export simulate --port 0 --deals {max(WIDE_SIZES)} "
+        "--comment-bytes B",
+        "wide_peak_rss_mb": {b: f["peak_rss_mb"] for b, f in wide.items()},
+        "wide": wide,
     }
     write_result("bench_scale", result)
 
