@@ -383,6 +383,18 @@ def rows_scale(r: dict[str, Any]) -> list[Row]:
                 "",
             ),
         ]
+    for comment_bytes, f in (r.get("wide") or {}).items():
+        rss = f["peak_rss_mb"]
+        sizes = " vs ".join(f"{int(k):,}" for k in rss)
+        rows.append(
+            (
+                "scale",
+                f"wide deals ({int(comment_bytes):,}-byte comments), parquet sink: peak RSS MB, "
+                f"{sizes} IDs",
+                " vs ".join(_fmt(v, 1) for v in rss.values()),
+                "within 20%" + _verdict(f["memory_flat"]),
+            )
+        )
     return rows
 
 
@@ -576,6 +588,9 @@ shared and noisy: compare ratios taken within one run rather than absolute figur
   limits off, on each sink (Parquet folder, `--table-format delta`); b is the exponent in
   time ~ N^b between the smallest and largest size. A Delta run also maps deltalake's library
   (some 60 MB of its code resident once a table is opened), which the folder sink never loads.
+  The wide rows are the folder sink against portals whose deals carry long comments
+  (`simulate --comment-bytes B`: about 6 and 16 kB a deal on the wire against about 2 kB), where
+  a run bounds memory by bytes (pieces of 16 MiB, list answers of 4 MiB) rather than by deals.
 * **bench_delta**: the Delta sink. A sample of real normalised deals is tiled into a
   1,000,000-row Delta table (not timed); a child process then commits one 10,000-deal chunk
   through `DeltaSink` (80% IDs the table holds, 20% new), one MERGE on `ID`: its seconds and peak
