@@ -47,7 +47,13 @@ from pipeline.fetch.decide import (
     decide_call,
     learn_for,
 )
-from pipeline.fetch.listing import ListReply, RowWidth, build_list_batch, parse_list_batch
+from pipeline.fetch.listing import (
+    ListReply,
+    RowWidth,
+    build_list_batch,
+    parse_list_batch,
+    rows_size,
+)
 from pipeline.fetch.pacing import Observation, Pacer, observe
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.sections import loads_batch
@@ -438,7 +444,7 @@ class PortalClient:
         self.stats.list_answer_bytes += answer.size
         cost, _ = _cost(result, answer.observation)
         reply = parse_list_batch(result, sent)
-        self.list_width.observe(answer.size, len(reply.deals))
+        self.list_width.observe(rows_size(answer.size, answer.body), len(reply.deals))
         return reply, cost
 
     async def get_deal(self, deal_id: int) -> dict[str, Any]:

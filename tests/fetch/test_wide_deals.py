@@ -6,6 +6,7 @@ Real HTTP against the simulator, on virtual time."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from pipeline.clock import VirtualClock
 from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
 from pipeline.fetch import PortalClient, fetch_batches
 from pipeline.fetch.engine import LIST_ANSWER_BYTES, PAYLOAD_BYTES, PAYLOAD_CREDITS
-from pipeline.fetch.listing import LIST_BATCH_COMMANDS, LIST_PAGE, RowWidth
+from pipeline.fetch.listing import LIST_BATCH_COMMANDS, LIST_PAGE, RowWidth, rows_size
 from pipeline.fetch.wire import HttpResponse
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.simulator import SimulatorConfig, running_simulator
@@ -34,6 +35,8 @@ class ListAnswer:
     calls: int
     size: int
     rows: int
+    #: The bytes of its rows alone (`rows_size`), what the width is measured by.
+    rows_size: int
 
 
 class AnswerLog(BusyTransport):
@@ -46,9 +49,11 @@ class AnswerLog(BusyTransport):
         if url.rstrip("/").endswith("batch"):
             cmd = orjson.loads(body)["cmd"]
             if next(iter(cmd.values())).startswith("crm.deal.list?"):
-                sections = orjson.loads(resp.body)["result"]["result"]
-                rows = sum(len(section) for section in sections.values())
-                entry = ListAnswer(len(cmd), len(resp.body), rows)
+                answer = orjson.loads(resp.body)
+                rows = sum(len(section) for section in answer["result"]["result"].values())
+                entry = ListAnswer(
+                    len(cmd), len(resp.body), rows, rows_size(len(resp.body), answer)
+                )
                 self.lists = [*getattr(self, "lists", []), entry]
         return resp
 
@@ -62,7 +67,13 @@ class Run:
     ahead: list[int] = field(default_factory=list)
 
 
-async def _run(comment_bytes: int, *, concurrency: int = 1, slow: bool = False) -> Run:
+async def _run(
+    comment_bytes: int,
+    *,
+    concurrency: int = 1,
+    slow: bool = False,
+    ids: Sequence[int] = range(1, DEALS + 1),
+) -> Run:
     cfg = SimulatorConfig(deals=DEALS, seed=3, comment_bytes=comment_bytes)
     clock = VirtualClock()
     async with clock.autojump(), running_simulator(cfg, clock=clock) as sim:
@@ -72,7 +83,7 @@ async def _run(comment_bytes: int, *, concurrency: int = 1, slow: bool = False) 
             WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=clock, http=http
         )
         run = Run([], [], client)
-        async with client, aclosing(fetch_batches(range(1, DEALS + 1), client)) as batches:
+        async with client, aclosing(fetch_batches(ids, client)) as batches:
             taken = 0
             async for got in batches:
                 run.ahead.append(sim.stats()["deals_served"] - taken)
@@ -117,18 +128,20 @@ def test_wide_list_batches_carry_the_bytes_bound_in_whole_calls(runs: dict[int, 
     # Before any list answer is measured: the 60 s cap's one-call probe.
     assert lists[0].calls == 1
     width = RowWidth()
-    width.observe(lists[0].size, lists[0].rows)
+    width.observe(lists[0].rows_size, lists[0].rows)
     remaining = -(-DEALS // LIST_PAGE) - 1
     for answer in lists[1:]:
         bound = _bound(width, full * LIST_PAGE)
         assert answer.calls == min(bound, remaining), (answer, bound)
-        # Each answer sized by the measured width keeps within the bound.
-        assert answer.size <= LIST_ANSWER_BYTES
+        # Each answer sized by the measured width keeps its rows within the bound; the rest
+        # of it is a few hundred bytes per call.
+        assert answer.rows_size <= LIST_ANSWER_BYTES
+        assert answer.size - answer.rows_size < 500 * answer.calls
         remaining -= answer.calls
-        width.observe(answer.size, answer.rows)
+        width.observe(answer.rows_size, answer.rows)
     assert remaining == 0  # every ID was asked for by a list call exactly once
     # The bound binds here: a full batch of these rows would be far over it.
-    per_row = lists[0].size / lists[0].rows
+    per_row = lists[0].rows_size / lists[0].rows
     assert per_row * full * LIST_PAGE > 1.5 * LIST_ANSWER_BYTES
     assert max(a.calls for a in lists) < full
     assert run.client.stats.list_answer_bytes == sum(a.size for a in lists)
@@ -146,7 +159,7 @@ def test_usual_deals_keep_full_list_batches(runs: dict[int, Run]) -> None:
     assert [a.calls for a in lists] == expected
     # Why nothing changes: LIST_ANSWER_BYTES affords more such rows than a full batch carries,
     # and PAYLOAD_BYTES more than PAYLOAD_CREDITS, even at the widest measured answer.
-    widest = max(a.size / a.rows for a in lists)
+    widest = max(a.rows_size / a.rows for a in lists)
     assert LIST_ANSWER_BYTES / widest >= full * LIST_PAGE
     assert PAYLOAD_BYTES / widest >= PAYLOAD_CREDITS
     assert runs[0].client.list_width.per_row is not None
@@ -162,13 +175,37 @@ def test_every_id_ends_once_and_as_with_usual_deals(runs: dict[int, Run]) -> Non
     assert len(runs[WIDE].lists) > len(runs[0].lists)
 
 
+async def test_mostly_absent_ids_keep_full_list_batches() -> None:
+    # One deal the portal has per 1,000 IDs asked for, the rest past its last deal: each
+    # answer carries one row and twenty calls' fixed parts, which must not read as the row's
+    # width. Then a stretch of deals the portal has, in the same run.
+    present = [1, 1001, 2001]
+    sparse = [
+        i
+        for k, first in enumerate(present)
+        for i in (first, *range(10**6 + k * 999, 10**6 + (k + 1) * 999))
+    ]
+    run = await _run(0, ids=[*sparse, *range(2, 1001)])
+    full = LIST_BATCH_COMMANDS
+    calls = [a.calls for a in run.lists]
+    # The one-call probe, then full batches but the last, whatever the answers held.
+    assert calls[0] == 1
+    assert all(c == full for c in calls[1:-1]), calls
+    assert sum(calls) == -(-(len(sparse) + 999) // LIST_PAGE)
+    assert min(a.rows for a in run.lists) <= 2  # the sparse answers were measured too
+    per_row = run.client.list_width.per_row
+    assert per_row is not None
+    assert per_row < 3_000  # the width of the deals themselves (about 2.2 kB)
+    assert sorted(o.id for o in run.outcomes) == sorted([*sparse, *range(2, 1001)])
+
+
 async def test_credits_bound_wide_payloads_ahead_of_a_slow_consumer() -> None:
     run = await _run(WIDE, concurrency=4, slow=True)
     assert sorted(o.id for o in run.outcomes) == list(range(1, DEALS + 1))
     # Credits are per requested ID and the limit follows the widest estimate, which is at
     # least the narrowest answer's width: rows answered and not taken stay within
     # PAYLOAD_BYTES of that width, well under the count bound of usual deals.
-    narrowest = min(a.size / a.rows for a in run.lists if a.rows)
+    narrowest = min(a.rows_size / a.rows for a in run.lists if a.rows)
     bound = int(PAYLOAD_BYTES // narrowest)
     assert bound < PAYLOAD_CREDITS
     assert max(run.ahead) <= bound
