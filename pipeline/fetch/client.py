@@ -47,19 +47,14 @@ from pipeline.fetch.decide import (
     decide_call,
     learn_for,
 )
-from pipeline.fetch.listing import (
-    ListReply,
-    RowWidth,
-    build_list_batch,
-    parse_list_batch,
-    rows_size,
-)
+from pipeline.fetch.listing import ListReply, build_list_batch, parse_list_batch
 from pipeline.fetch.pacing import Observation, Pacer, observe
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.sections import loads_batch
 from pipeline.fetch.stats import FetchStats
 from pipeline.fetch.strategy import Chooser
 from pipeline.fetch.transport import Transport
+from pipeline.fetch.width import RowWidth, rows_size
 from pipeline.fetch.wire import HttpResponse, HttpTransport
 
 _JSON_TYPES = ("application/json", "text/json", "text/javascript")
@@ -151,8 +146,11 @@ class PortalClient:
         self.answered = 0
         #: Which method fetches deals, and why (`pipeline.fetch.strategy`); the engine drives it.
         self.strategy = Chooser(self.fetch.strategy)
-        #: Wire bytes per row of list answers: the engine sizes list batches by it.
+        #: Wire bytes per deal of list answers and of get answers, apart: a list run's get
+        #: batches are follow-ups whose one deal is often the meter, the same deal each time.
+        #: The engine sizes list batches by the first and its payload credits by both.
         self.list_width = RowWidth()
+        self.get_width = RowWidth()
 
     async def __aenter__(self) -> PortalClient:
         self.transport.open()
@@ -408,6 +406,7 @@ class PortalClient:
         result = answer.body.get("result")
         reply = parse_batch(result, [*sent, *extra], entity)
         reply.cost_s, reply.costed = _cost(result, answer.observation)
+        self.get_width.observe(rows_size(answer.size, answer.body), len(reply.deals))
         return reply
 
     async def batch_list(

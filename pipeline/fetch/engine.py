@@ -15,9 +15,10 @@ Shape of the machinery (all bounded):
   being worked on, so memory does not grow with the number of IDs. It also takes a credit per ID
   the answer may carry (PAYLOAD_CREDITS), given back when the consumer has taken that answer:
   payloads in flight and waiting are bounded, whatever the portal's speed or the consumer's.
-  Once list answers tell how wide rows are on the wire (`PortalClient.list_width`), the bound
-  holds by bytes too: a list batch asks for LIST_ANSWER_BYTES of rows at most, and the credits'
-  limit shrinks to PAYLOAD_BYTES of them (wide deals: long comments, pasted e-mails).
+  Once answers tell how wide deals are on the wire (`PortalClient.list_width`, `get_width`),
+  the bound holds by bytes too: a list batch asks for LIST_ANSWER_BYTES of rows at most, and the
+  credits' limit shrinks to PAYLOAD_BYTES of deals (wide deals: long comments, pasted e-mails),
+  under either strategy.
 * Outcomes are handed over one FetchedBatch per answered request (one queue operation per
   answer, not per ID).
 * What happens to an ID after each answer is decided by the pure core `pipeline.fetch.decide`;
@@ -140,7 +141,7 @@ MASKED_TEXTS = 256
 #: bounds answers in flight and waiting to ~15 MB, whatever the number of IDs.
 PAYLOAD_CREDITS = 2_000
 
-#: Wire bytes a list answer may carry, once list rows' width is known (`RowWidth`): a list batch
+#: Wire bytes a list answer may carry, once deals' width is known (`RowWidth`): a list batch
 #: then asks for at most this many bytes' worth of rows, in whole list calls. Deals are not all
 #: alike: long COMMENTS or pasted e-mails make rows of 20 kB and more, and a full batch of them
 #: (1,000 rows) is a 20 MB body plus its decoded objects. Simulator deals are ~2.2 kB a row on
@@ -446,12 +447,14 @@ class _Engine:
         return largest
 
     def _fit_credits(self) -> None:
-        """The credits' limit for rows as wide as measured: PAYLOAD_BYTES of them, at most
+        """The credits' limit for deals as wide as measured (the wider of list rows and get
+        results): PAYLOAD_BYTES of them, at most
         PAYLOAD_CREDITS. Room for the largest batch and its meter always, or the dispatcher
         would wait forever."""
-        width = self._client.list_width.per_row
-        if width is None:
+        widths = [w for w in (self._client.list_width.per_row, self._client.get_width.per_row) if w]
+        if not widths:
             return
+        width = max(widths)
         by_bytes = min(PAYLOAD_CREDITS, int(PAYLOAD_BYTES // width))
         self.credits.resize(max(by_bytes, self._largest()))
 
@@ -569,6 +572,7 @@ class _Engine:
             return
         if self._config.batch_size > 1:
             self._chooser.observed("get", reply.cost_s, reply.costed)
+        self._fit_credits()
         self._masked.clear()
         by_id = {item.id: item for item in items}
         self._fetched(reply.deals, by_id, got)

@@ -32,8 +32,6 @@ from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from pipeline.entity import DEAL
 from pipeline.fetch.batch import CommandError, as_section, parse_error
 
@@ -50,54 +48,6 @@ LIST_PAGE = 50
 #: second on standard plans, REST docs `limits.md`) affords far more rows than the operating
 #: budget lets list calls fetch.
 LIST_BATCH_COMMANDS = 20
-
-
-#: Weight of older answers per new one in `RowWidth` (as the strategy's cost average).
-WIDTH_DECAY = 0.7
-
-
-@dataclass(slots=True)
-class RowWidth:
-    """Wire bytes per row of the list answers of one run: the bytes of an answer's rows
-    (`rows_size`) divided by the rows it carried.
-
-    `per_row` is the larger of the latest answer's figure and a decaying average over the
-    answers before it (weighted by rows): when deals get wider, the next batch is sized for
-    them at once, since an answer sized for narrow deals may be many times the bound; when
-    they get narrower, it grows back over a few answers, so one answer of short deals between
-    wide ones does not make the next batch full size. An answer without rows says nothing
-    about width and is left out."""
-
-    bytes: float = 0.0
-    rows: float = 0.0
-    latest: float | None = None
-
-    def observe(self, size: int, rows: int) -> None:
-        if rows <= 0:
-            return
-        self.bytes = self.bytes * WIDTH_DECAY + size
-        self.rows = self.rows * WIDTH_DECAY + rows
-        self.latest = size / rows
-
-    @property
-    def per_row(self) -> float | None:
-        """Bytes per row to size the next list batch by (None: no answer with rows yet)."""
-        if self.latest is None:
-            return None
-        return max(self.latest, self.bytes / self.rows)
-
-
-def rows_size(size: int, body: Mapping[str, Any]) -> int:
-    """Bytes of a list answer's rows: the body's `size` less its other parts encoded again
-    (each call's `result_time` entry, `result_total`, `result_next`, errors, the request's
-    `time`). Those parts are a few hundred bytes per call whatever it returns, so counted as
-    rows they made a mostly-absent answer (1 row in 1,000 IDs asked for) read 4-6 kB a row
-    for deals of 2 kB, and the next batches shrink for nothing."""
-    result = body.get("result")
-    parts: list[Any] = [body.get("time")]
-    if isinstance(result, Mapping):
-        parts.extend(value for key, value in result.items() if key != "result")
-    return max(0, size - sum(len(orjson.dumps(part)) for part in parts))
 
 
 def list_select(fields: Mapping[str, Any]) -> list[str]:
@@ -260,13 +210,11 @@ __all__ = [
     "LIST_BATCH_COMMANDS",
     "LIST_PAGE",
     "ListReply",
-    "RowWidth",
     "build_list_batch",
     "chunk_ids",
     "list_command",
     "list_key",
     "list_select",
     "parse_list_batch",
-    "rows_size",
     "select_query",
 ]

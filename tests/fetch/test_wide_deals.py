@@ -18,7 +18,8 @@ from pipeline.clock import VirtualClock
 from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
 from pipeline.fetch import PortalClient, fetch_batches
 from pipeline.fetch.engine import LIST_ANSWER_BYTES, PAYLOAD_BYTES, PAYLOAD_CREDITS
-from pipeline.fetch.listing import LIST_BATCH_COMMANDS, LIST_PAGE, RowWidth, rows_size
+from pipeline.fetch.listing import LIST_BATCH_COMMANDS, LIST_PAGE
+from pipeline.fetch.width import RowWidth, rows_size
 from pipeline.fetch.wire import HttpResponse
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.simulator import SimulatorConfig, running_simulator
@@ -43,18 +44,27 @@ class AnswerLog(BusyTransport):
     """Also records every list `batch`: its commands, its answer's body bytes and rows."""
 
     lists: list[ListAnswer]
+    #: Every get `batch` that returned deals, in the same form (rows: the deals it returned).
+    gets: list[ListAnswer]
 
     async def post(self, url: str, body: bytes) -> HttpResponse:
         resp = await super().post(url, body)
         if url.rstrip("/").endswith("batch"):
             cmd = orjson.loads(body)["cmd"]
-            if next(iter(cmd.values())).startswith("crm.deal.list?"):
-                answer = orjson.loads(resp.body)
+            answer = orjson.loads(resp.body)
+            first = next(iter(cmd.values()))
+            if first.startswith("crm.deal.list?"):
                 rows = sum(len(section) for section in answer["result"]["result"].values())
                 entry = ListAnswer(
                     len(cmd), len(resp.body), rows, rows_size(len(resp.body), answer)
                 )
                 self.lists = [*getattr(self, "lists", []), entry]
+            elif first.startswith("crm.deal.get?") and answer["result"]["result"]:
+                rows = len(answer["result"]["result"])
+                entry = ListAnswer(
+                    len(cmd), len(resp.body), rows, rows_size(len(resp.body), answer)
+                )
+                self.gets = [*getattr(self, "gets", []), entry]
         return resp
 
 
@@ -63,6 +73,7 @@ class Run:
     outcomes: list[FetchOutcome]
     lists: list[ListAnswer]
     client: PortalClient
+    gets: list[ListAnswer] = field(default_factory=list)
     #: Deals the portal served that the consumer had not yet taken, before each answer it took.
     ahead: list[int] = field(default_factory=list)
 
@@ -73,11 +84,12 @@ async def _run(
     concurrency: int = 1,
     slow: bool = False,
     ids: Sequence[int] = range(1, DEALS + 1),
+    strategy: str = "list",
 ) -> Run:
     cfg = SimulatorConfig(deals=DEALS, seed=3, comment_bytes=comment_bytes)
     clock = VirtualClock()
     async with clock.autojump(), running_simulator(cfg, clock=clock) as sim:
-        fetch = FetchConfig(strategy="list", concurrency=concurrency)
+        fetch = FetchConfig(strategy=strategy, concurrency=concurrency)  # type: ignore[arg-type]
         http = AnswerLog(clock, pool_size=concurrency + 2)
         client = PortalClient(
             WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=clock, http=http
@@ -92,7 +104,8 @@ async def _run(
                 if slow:
                     # A slow consumer: the engine works ahead as far as its credits let it.
                     await clock.sleep(5.0)
-        run.lists = http.lists
+        run.lists = getattr(http, "lists", [])
+        run.gets = getattr(http, "gets", [])
     return run
 
 
@@ -210,6 +223,23 @@ async def test_credits_bound_wide_payloads_ahead_of_a_slow_consumer() -> None:
     assert bound < PAYLOAD_CREDITS
     assert max(run.ahead) <= bound
     assert max(a.calls for a in run.lists[1:]) * LIST_PAGE * narrowest <= LIST_ANSWER_BYTES
+
+
+async def test_credits_bound_wide_payloads_by_bytes_under_the_get_strategy() -> None:
+    run = await _run(WIDE, concurrency=4, slow=True, strategy="get")
+    assert sorted(o.id for o in run.outcomes) == list(range(1, DEALS + 1))
+    assert not run.lists
+    # The same bound from get answers' width: deals answered and not taken stay within
+    # PAYLOAD_BYTES of the narrowest answer's width (plus the batches in flight when the first
+    # answer told it), far under the count bound (about 40 MB of such deals).
+    narrowest = min(a.rows_size / a.rows for a in run.gets)
+    bound = int(PAYLOAD_BYTES // narrowest)
+    assert bound < PAYLOAD_CREDITS / 2
+    first_flight = 4 * max(a.calls for a in run.gets)
+    assert max(run.ahead[2:]) <= bound
+    assert max(run.ahead) <= max(bound, first_flight)
+    assert run.client.get_width.per_row is not None
+    assert run.client.list_width.per_row is None
 
 
 # -- the credits ------------------------------------------------------------------------------
