@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipeline.normalise import DealSchema
 from pipeline.simulator import RunningSimulator
 
 #: No client-side pacing: these tests are about correctness, not limits.
@@ -94,6 +97,18 @@ def accounted(root: Path) -> tuple[list[int], list[int]]:
         if s == "fetch"
     ]
     return data_ids, fetch_ids
+
+
+def checkpoints(root: Path) -> dict[str, dict[str, Any]]:
+    """An output root's committed checkpoints by name (`chunk-000000`, `chunk-000000-p000`)."""
+    return {p.stem: json.loads(p.read_text()) for p in (root / "_checkpoints").glob("*.json")}
+
+
+def deal_columns(root: Path) -> pa.Table:
+    """The dataset's portal-field columns, sorted by ID: lineage columns differ between runs."""
+    snapshot = json.loads((root / "_schema.json").read_text())
+    names = list(DealSchema.from_snapshot(snapshot).column_names)
+    return read_data(root).select(names).sort_by("ID")
 
 
 def visible_junk(root: Path) -> list[Path]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,10 +17,10 @@ from pipeline import run as run_module
 from pipeline.clock import VirtualClock
 from pipeline.config import FetchConfig, LimitsConfig, OutputConfig, RunConfig, WebhookAuth
 from pipeline.config_load import IdsConfig
-from pipeline.normalise import DealSchema, TableBuilder
+from pipeline.normalise import TableBuilder
 from pipeline.run import PIECE_EVERY_S, export
 from pipeline.simulator import FaultConfig, RunningSimulator
-from tests.e2e.helpers import accounted, read_data, wait_until
+from tests.e2e.helpers import accounted, checkpoints, deal_columns, wait_until
 
 CHUNK = 300
 # Every answer a little late (real time), so the test can act while chunk 0 is being fetched.
@@ -47,17 +45,6 @@ def _ids(tmp_path: Path, sim: RunningSimulator) -> tuple[IdsConfig, set[int]]:
     path = tmp_path / "ids.txt"
     path.write_text("\n".join(map(str, sorted(wanted))) + "\n")
     return IdsConfig(source=str(path)), wanted
-
-
-def _checkpoints(root: Path) -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text()) for p in (root / "_checkpoints").glob("*.json")}
-
-
-def _deal_columns(root: Path) -> pa.Table:
-    # What the portal's fields describe (lineage columns, if any, differ from run to run).
-    snapshot = json.loads((root / "_schema.json").read_text())
-    names = list(DealSchema.from_snapshot(snapshot).column_names)
-    return read_data(root).select(names).sort_by("ID")
 
 
 async def _crash_after_a_piece(sim: RunningSimulator, root: Path, ids: IdsConfig) -> Path:
@@ -93,7 +80,7 @@ async def test_a_minute_old_chunk_is_committed_as_a_piece_and_a_resume_skips_it(
     assert piece["chunk"] == 0
     assert 50 <= len(held) < CHUNK
     assert held <= set(range(1, CHUNK + 1))  # chunk 0's IDs only: the boundaries stay
-    assert "chunk-000000" not in _checkpoints(root)
+    assert "chunk-000000" not in checkpoints(root)
 
     before = sim.stats()["deal_gets"]
     result = await export(_config(sim, root, "resume"), ids)
@@ -106,17 +93,17 @@ async def test_a_minute_old_chunk_is_committed_as_a_piece_and_a_resume_skips_it(
     assert len(fetch_ids) == len(set(fetch_ids))
     assert not set(data_ids) & set(fetch_ids)
     assert set(data_ids) | set(fetch_ids) == wanted
-    checkpoints = _checkpoints(root)
+    committed = checkpoints(root)
     chunks = (len(wanted) + CHUNK - 1) // CHUNK
-    assert {f"chunk-{i:06d}" for i in range(chunks)} <= set(checkpoints)
-    assert set(checkpoints["chunk-000000-p000"]["ids"]) == held
+    assert {f"chunk-{i:06d}" for i in range(chunks)} <= set(committed)
+    assert set(committed["chunk-000000-p000"]["ids"]) == held
     assert result.manifest["counts"]["exported"] == len(data_ids)
 
     # The same dataset as one uninterrupted run of the same input.
     clean = tmp_path / "clean"
     again = await export(_config(sim, clean, "error"), ids)
     assert again.exit_code == result.exit_code
-    assert _deal_columns(root).equals(_deal_columns(clean))
+    assert deal_columns(root).equals(deal_columns(clean))
     assert sorted(accounted(root)[1]) == sorted(accounted(clean)[1])
 
 
@@ -128,7 +115,7 @@ async def test_no_piece_while_every_chunk_completes_within_the_minute(
     root = tmp_path / "out"
     result = await export(_config(sim, root, "error"), ids, clock=VirtualClock())
     assert result.exit_code in (0, 2)
-    assert not [k for k in _checkpoints(root) if "-p" in k]
+    assert not [k for k in checkpoints(root) if "-p" in k]
     data_ids, fetch_ids = accounted(root)
     assert set(data_ids) | set(fetch_ids) == wanted
 
@@ -154,7 +141,7 @@ async def test_a_resume_takes_a_piece_whose_rows_were_committed_in_id_order(
     assert sorted(data_ids + fetch_ids) == sorted(wanted)
     clean = tmp_path / "clean"
     again = await export(_config(sim, clean, "error"), ids)
-    assert _deal_columns(root).equals(_deal_columns(clean))
+    assert deal_columns(root).equals(deal_columns(clean))
     files = sorted(p for p in root.rglob("*.parquet") if not p.parts[-2].startswith("_"))
     assert len({p.parent for p in files}) > 3
     for path in files:
