@@ -98,7 +98,8 @@ PIECE_EVERY_S = 60.0
 
 #: A chunk whose typed parts reach this many Arrow bytes before it is complete is committed as
 #: a piece, so memory is bounded by bytes, not by deals: a chunk of 10,000 simulator deals
-#: (~2 kB of JSON each) holds ~12.9 MB and is never cut, while deals of 20 kB (long notes,
+#: (~2 kB of JSON each) holds ~12.8 MB from list answers, ~14.3 MB from get answers (typed in
+#: smaller parts), and is never cut, while deals of 20 kB (long notes,
 #: pasted e-mails) would hold ~150 MB per chunk. Such pieces take a write slot like a chunk.
 PIECE_BYTES = 16 * 1024 * 1024
 
