@@ -406,7 +406,11 @@ class PortalClient:
         result = answer.body.get("result")
         reply = parse_batch(result, [*sent, *extra], entity)
         reply.cost_s, reply.costed = _cost(result, answer.observation)
-        self.get_width.observe(rows_size(answer.size, answer.body), len(reply.deals))
+        if meter is None:
+            # A batch with a meter is a list run's follow-up: its deal is mostly the meter,
+            # the same one each time, and dropped by the engine, so it says nothing about
+            # the payloads the credits bound.
+            self.get_width.observe(rows_size(answer.size, answer.body), len(reply.deals))
         return reply
 
     async def batch_list(

@@ -23,15 +23,15 @@ class RowWidth:
     answers before it (weighted by deals): when deals get wider, the next batch is sized for
     them at once, since an answer sized for narrow deals may be many times the bound; when
     they get narrower, it grows back over a few answers, so one answer of short deals between
-    wide ones does not make the next batch full size. An answer without deals says nothing
-    about width and is left out."""
+    wide ones does not make the next batch full size. An answer without deals (or without a
+    size) says nothing about width and is left out, so `per_row` is never 0."""
 
     bytes: float = 0.0
     rows: float = 0.0
     latest: float | None = None
 
     def observe(self, size: int, rows: int) -> None:
-        if rows <= 0:
+        if rows <= 0 or size <= 0:
             return
         self.bytes = self.bytes * WIDTH_DECAY + size
         self.rows = self.rows * WIDTH_DECAY + rows
@@ -56,7 +56,11 @@ def rows_size(size: int, body: Mapping[str, Any]) -> int:
     parts: list[Any] = [body.get("time")]
     if isinstance(result, Mapping):
         parts.extend(value for key, value in result.items() if key != "result")
-    return max(0, size - sum(len(orjson.dumps(part)) for part in parts))
+    try:
+        other = sum(len(orjson.dumps(part)) for part in parts)
+    except TypeError:  # JSONEncodeError: nested deeper than orjson encodes (it decodes more)
+        return size
+    return max(0, size - other)
 
 
 __all__ = ["WIDTH_DECAY", "RowWidth", "rows_size"]

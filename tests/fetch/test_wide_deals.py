@@ -186,6 +186,10 @@ def test_every_id_ends_once_and_as_with_usual_deals(runs: dict[int, Run]) -> Non
     assert (fetched, failed) == _ends(runs[0].outcomes)
     assert failed  # deleted and hidden deals: their reasons from follow-up gets
     assert len(runs[WIDE].lists) > len(runs[0].lists)
+    for run in runs.values():
+        # The follow-ups carried the meter deal, the same one each time: not a width.
+        assert run.gets
+        assert run.client.get_width.per_row is None
 
 
 async def test_mostly_absent_ids_keep_full_list_batches() -> None:
@@ -309,6 +313,7 @@ async def test_credits_a_take_larger_than_the_limit_waits_for_all_and_follows_th
 def test_row_width_follows_wider_rows_at_once_and_narrower_ones_slowly() -> None:
     width = RowWidth()
     width.observe(5_000, 0)  # no rows: nothing learnt
+    width.observe(0, 50)  # no size either (never 0 a row: batches are sized by dividing)
     assert width.per_row is None
     width.observe(2_000 * 1000, 1000)
     assert width.per_row == pytest.approx(2_000)
@@ -323,3 +328,27 @@ def test_row_width_follows_wider_rows_at_once_and_narrower_ones_slowly() -> None
     for _ in range(30):
         width.observe(2_000 * 400, 400)
     assert width.per_row == pytest.approx(2_000, rel=0.01)
+
+
+def test_rows_size_leaves_out_what_is_not_a_deal_and_takes_odd_bodies() -> None:
+    rows = {"l0": [{"ID": "1", "TITLE": "x" * 100}]}
+    rest = {
+        "result_error": [],
+        "result_total": {"l0": 1},
+        "result_next": [],
+        "result_time": {"l0": {"start": 1.5, "operating": 0.25}},
+    }
+    body = {"result": {"result": rows, **rest}, "time": {"start": 1.0, "finish": 2.0}}
+    size = len(orjson.dumps(body))
+    framing = len(b'{"result":{"result":,,,,},"time":}') + sum(
+        len(orjson.dumps(key)) + 1 for key in rest
+    )
+    assert rows_size(size, body) == len(orjson.dumps(rows)) + framing
+    # Bodies of other shapes: nothing to leave out but what is there, never below 0.
+    assert rows_size(10, {"result": [1, 2]}) == 10 - len(b"null")
+    assert rows_size(3, body) == 0
+    # Nested deeper than orjson encodes (it decodes 1,024 levels, encodes 254): the whole.
+    deep: object = []
+    for _ in range(300):
+        deep = [deep]
+    assert rows_size(size, {"result": {"result": rows, "result_error": deep}}) == size
