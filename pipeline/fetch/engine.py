@@ -448,13 +448,12 @@ class _Engine:
 
     def _fit_credits(self) -> None:
         """The credits' limit for deals as wide as measured (the wider of list rows and get
-        results): PAYLOAD_BYTES of them, at most
-        PAYLOAD_CREDITS. Room for the largest batch and its meter always, or the dispatcher
-        would wait forever."""
-        widths = [w for w in (self._client.list_width.per_row, self._client.get_width.per_row) if w]
-        if not widths:
+        results): PAYLOAD_BYTES of them, at most PAYLOAD_CREDITS. Room for the largest batch
+        and its meter always, or the dispatcher would wait forever."""
+        client = self._client
+        width = max(client.list_width.per_row or 0.0, client.get_width.per_row or 0.0)
+        if not width:
             return
-        width = max(widths)
         by_bytes = min(PAYLOAD_CREDITS, int(PAYLOAD_BYTES // width))
         self.credits.resize(max(by_bytes, self._largest()))
 
