@@ -99,6 +99,15 @@ def accounted(root: Path) -> tuple[list[int], list[int]]:
     return data_ids, fetch_ids
 
 
+def assert_each_once(root: Path, wanted: set[int]) -> None:
+    """Every wanted ID ends exactly once: in the data or in a fetch row of the sidecar."""
+    data_ids, fetch_ids = accounted(root)
+    assert len(data_ids) == len(set(data_ids)), "a deal was written twice"
+    assert len(fetch_ids) == len(set(fetch_ids)), "a failure was recorded twice"
+    assert not set(data_ids) & set(fetch_ids)
+    assert set(data_ids) | set(fetch_ids) == wanted
+
+
 def checkpoints(root: Path) -> dict[str, dict[str, Any]]:
     """An output root's committed checkpoints by name (`chunk-000000`, `chunk-000000-p000`)."""
     return {p.stem: json.loads(p.read_text()) for p in (root / "_checkpoints").glob("*.json")}

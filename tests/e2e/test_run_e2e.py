@@ -20,6 +20,7 @@ from pipeline.simulator import FaultConfig, RunningSimulator
 from tests.e2e.helpers import (
     FAST,
     accounted,
+    assert_each_once,
     cli_env,
     files_containing,
     read_data,
@@ -60,11 +61,8 @@ async def test_run_under_faults_accounts_every_id_once_and_values_round_trip(
         cwd=tmp_path,
     )
     assert done.code == 0, done.stderr
-    data_ids, fetch_ids = accounted(out)
-    assert len(data_ids) == len(set(data_ids)), "a deal was written twice"
-    assert len(fetch_ids) == len(set(fetch_ids)), "a failure was recorded twice"
-    assert not set(data_ids) & set(fetch_ids)
-    assert set(data_ids) | set(fetch_ids) == wanted
+    assert_each_once(out, wanted)
+    data_ids, _ = accounted(out)
     assert set(data_ids) == set(sim.portal.visible_ids) & wanted
 
     side = read_sidecar(out)

@@ -22,7 +22,13 @@ from pipeline.fetch.engine import PAYLOAD_CREDITS
 from pipeline.output.root import OutputRoot
 from pipeline.run import PIECE_BYTES, export
 from pipeline.simulator import RunningSimulator
-from tests.e2e.helpers import accounted, checkpoints, deal_columns, wait_until
+from tests.e2e.helpers import (
+    accounted,
+    assert_each_once,
+    checkpoints,
+    deal_columns,
+    wait_until,
+)
 
 CHUNK = 1_000
 WIDE = 10_000  # bytes of COMMENTS per commented deal
@@ -84,10 +90,7 @@ async def test_wide_chunks_are_committed_in_pieces_of_bounded_bytes(
         assert set(piece["ids"]) <= set(range(chunk * CHUNK + 1, (chunk + 1) * CHUNK + 1))
     assert {f"chunk-{i:06d}" for i in range(chunks)} <= set(committed)
 
-    data_ids, fetch_ids = accounted(root)
-    assert len(data_ids) == len(set(data_ids)), "a deal was written twice"
-    assert not set(data_ids) & set(fetch_ids)
-    assert set(data_ids) | set(fetch_ids) == wanted
+    assert_each_once(root, wanted)
     assert deal_columns(root).equals(deal_columns(clean))
     assert sorted(accounted(root)[1]) == sorted(accounted(clean)[1])
     assert cut.manifest["counts"] == whole.manifest["counts"]
@@ -120,10 +123,7 @@ async def test_a_run_that_dies_after_sized_pieces_resumes_to_the_same_dataset(
     result = await export(_config(sim, root, behavior="resume"), ids)
     assert result.exit_code in (0, 2), result
     assert set(pieces) <= set(checkpoints(root)), "a resume keeps what the pieces hold"
-    data_ids, fetch_ids = accounted(root)
-    assert len(data_ids) == len(set(data_ids)), "a deal was written twice"
-    assert not set(data_ids) & set(fetch_ids)
-    assert set(data_ids) | set(fetch_ids) == wanted
+    assert_each_once(root, wanted)
     assert deal_columns(root).equals(deal_columns(clean))
 
 
