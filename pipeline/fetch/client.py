@@ -54,7 +54,7 @@ from pipeline.fetch.sections import loads_batch
 from pipeline.fetch.stats import FetchStats
 from pipeline.fetch.strategy import Chooser
 from pipeline.fetch.transport import Transport
-from pipeline.fetch.width import RowWidth, rows_size
+from pipeline.fetch.width import RowWidth, result_size, rows_size
 from pipeline.fetch.wire import HttpResponse, HttpTransport
 
 _JSON_TYPES = ("application/json", "text/json", "text/javascript")
@@ -465,6 +465,8 @@ class PortalClient:
             raise TransientError(
                 f"{method} for {deal_id} answered ID {result[id_field]!r}", code="BAD_PAYLOAD"
             )
+        # One deal an answer, never a meter: it bounds the payload credits as get batches do.
+        self.get_width.observe(result_size(answer.size, answer.body), 1)
         return result
 
     # -- single calls with retries ---------------------------------------------------------------

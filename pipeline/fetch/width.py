@@ -63,4 +63,15 @@ def rows_size(size: int, body: Mapping[str, Any]) -> int:
     return max(0, size - other)
 
 
-__all__ = ["WIDTH_DECAY", "RowWidth", "rows_size"]
+def result_size(size: int, body: Mapping[str, Any]) -> int:
+    """Bytes of a plain call's `result` (one deal, for a plain `crm.deal.get`): the body's
+    `size` less its `time` encoded again. Not `rows_size`: here `result` is the deal itself,
+    whose fields are no framing."""
+    try:
+        other = len(orjson.dumps(body.get("time")))
+    except TypeError:  # as in rows_size
+        return size
+    return max(0, size - other)
+
+
+__all__ = ["WIDTH_DECAY", "RowWidth", "result_size", "rows_size"]

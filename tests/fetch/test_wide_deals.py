@@ -6,6 +6,7 @@ Real HTTP against the simulator, on virtual time."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pipeline.config import FetchConfig, LimitsConfig, WebhookAuth
 from pipeline.fetch import PortalClient, fetch_batches
 from pipeline.fetch.engine import LIST_ANSWER_BYTES, PAYLOAD_BYTES, PAYLOAD_CREDITS
 from pipeline.fetch.listing import LIST_BATCH_COMMANDS, LIST_PAGE
-from pipeline.fetch.width import RowWidth, rows_size
+from pipeline.fetch.width import RowWidth, result_size, rows_size
 from pipeline.fetch.wire import HttpResponse
 from pipeline.outcomes import DealFailed, DealFetched, FetchOutcome
 from pipeline.simulator import SimulatorConfig, running_simulator
@@ -65,6 +66,11 @@ class AnswerLog(BusyTransport):
                     len(cmd), len(resp.body), rows, rows_size(len(resp.body), answer)
                 )
                 self.gets = [*getattr(self, "gets", []), entry]
+        elif url.rstrip("/").endswith("crm.deal.get"):
+            answer = orjson.loads(resp.body)
+            if isinstance(answer.get("result"), dict):
+                entry = ListAnswer(1, len(resp.body), 1, result_size(len(resp.body), answer))
+                self.gets = [*getattr(self, "gets", []), entry]
         return resp
 
 
@@ -85,11 +91,17 @@ async def _run(
     slow: bool = False,
     ids: Sequence[int] = range(1, DEALS + 1),
     strategy: str = "list",
+    batch_size: int | None = None,
 ) -> Run:
     cfg = SimulatorConfig(deals=DEALS, seed=3, comment_bytes=comment_bytes)
     clock = VirtualClock()
     async with clock.autojump(), running_simulator(cfg, clock=clock) as sim:
-        fetch = FetchConfig(strategy=strategy, concurrency=concurrency)  # type: ignore[arg-type]
+        sizing = {} if batch_size is None else {"batch_size": batch_size}
+        fetch = FetchConfig(
+            strategy=strategy,  # type: ignore[arg-type]
+            concurrency=concurrency,
+            **sizing,
+        )
         http = AnswerLog(clock, pool_size=concurrency + 2)
         client = PortalClient(
             WebhookAuth(sim.webhook_url), limits=UNLIMITED, fetch=fetch, clock=clock, http=http
@@ -246,6 +258,26 @@ async def test_credits_bound_wide_payloads_by_bytes_under_the_get_strategy() -> 
     assert run.client.list_width.per_row is None
 
 
+async def test_credits_bound_wide_payloads_by_bytes_with_plain_gets() -> None:
+    # A portal that forbids batch (fetch.batch_size = 1): one deal per answer, bounded the same.
+    ids = range(1, 1201)
+    run = await _run(WIDE, concurrency=4, slow=True, strategy="get", batch_size=1, ids=ids)
+    assert sorted(o.id for o in run.outcomes) == list(ids)
+    assert not run.lists
+    # One answer per deal served; the missing and hidden deals' error answers carry none.
+    assert len(run.gets) == sum(isinstance(o, DealFetched) for o in run.outcomes)
+    # A tenth of these deals carry a short comment (about 2 kB against 23 kB); the width the
+    # credits follow averages over recent answers, so the bound is PAYLOAD_BYTES of deals of
+    # the median width, well under the IDs asked for, which the count bound alone lets run
+    # ahead (1,000 and more before plain gets were measured).
+    median = statistics.median(a.rows_size for a in run.gets)
+    bound = int(PAYLOAD_BYTES // median)
+    assert bound < len(ids) / 3
+    # The gets in flight when the first answer told the width come on top of it.
+    assert max(run.ahead) <= bound + 4
+    assert run.client.get_width.per_row is not None
+
+
 # -- the credits ------------------------------------------------------------------------------
 
 
@@ -352,3 +384,15 @@ def test_rows_size_leaves_out_what_is_not_a_deal_and_takes_odd_bodies() -> None:
     for _ in range(300):
         deep = [deep]
     assert rows_size(size, {"result": {"result": rows, "result_error": deep}}) == size
+
+
+def test_result_size_is_the_deal_of_a_plain_answer() -> None:
+    deal = {"ID": "1", "TITLE": "x" * 100, "result": "a field of this name is still the deal"}
+    body = {"result": deal, "time": {"start": 1.0, "finish": 2.0}}
+    size = len(orjson.dumps(body))
+    assert result_size(size, body) == len(orjson.dumps(deal)) + len(b'{"result":,"time":}')
+    assert result_size(3, body) == 0
+    deep: object = []
+    for _ in range(300):
+        deep = [deep]
+    assert result_size(size, {"result": deal, "time": deep}) == size
