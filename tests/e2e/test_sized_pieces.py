@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import pipeline.fetch.engine as engine_module
 from pipeline import run as run_module
 from pipeline.clock import VirtualClock
 from pipeline.config import FetchConfig, LimitsConfig, OutputConfig, RunConfig, WebhookAuth
@@ -168,6 +169,15 @@ async def test_a_sized_piece_holds_a_write_slot_so_the_fetch_waits_for_a_slow_st
         handed.append(len(batch.ids))
         await real_take(self, batch, queue)
 
+    # Every limit the payload credits took: wide deals are bounded by bytes, below the count.
+    limits: list[int] = []
+    real_resize = engine_module._Credits.resize
+
+    def resize(self: Any, limit: int) -> None:
+        limits.append(limit)
+        real_resize(self, limit)
+
+    monkeypatch.setattr(engine_module._Credits, "resize", resize)
     monkeypatch.setattr(OutputRoot, "awrite_piece", write_piece)
     monkeypatch.setattr(run_module, "_Unit", unit)
     monkeypatch.setattr(run_module._Exporter, "_put_sized_piece", put_sized)
@@ -185,6 +195,8 @@ async def test_a_sized_piece_holds_a_write_slot_so_the_fetch_waits_for_a_slow_st
         )
         served = sim.stats()["deals_served"]
         taken = len(handed)
+        assert limits, "the credits never followed the deals' width"
+        widest_limit = max(limits)
         # Long enough for a fetch that did not wait to show it: it has every deal at hand.
         for _ in range(50):
             # The writer prepares the piece in a thread: its write may start after the next
@@ -194,10 +206,12 @@ async def test_a_sized_piece_holds_a_write_slot_so_the_fetch_waits_for_a_slow_st
             assert len(handed) == taken, "the fetch took another answer without a slot"
             # The engine may still fill its payload credits, never more: none come back while
             # the answer in hand waits.
-            assert sim.stats()["deals_served"] <= served + PAYLOAD_CREDITS
+            widest_limit = max(limits)
+            assert sim.stats()["deals_served"] <= served + widest_limit
             assert not run.done()
             await asyncio.sleep(0.01)
-        assert served + PAYLOAD_CREDITS < total, "the bound would not show a fetch running ahead"
+        assert widest_limit < PAYLOAD_CREDITS, "wide deals' credits are bounded by bytes"
+        assert served + widest_limit < total, "the bound would not show a fetch running ahead"
     finally:
         gate.set()
     async with asyncio.timeout(60):
