@@ -5,8 +5,10 @@ makes the process touch some 45 MB more of deltalake's library code and its work
 a run to the Delta sink peaked at twice the folder sink's memory. Writing a chunk's Parquet
 files with pyarrow (already loaded for the folder sink) and committing them with
 `create_write_transaction` / `create_table_with_add_actions` (deltalake's "bring your own
-files" API) keeps only the log code of deltalake in use. Remote tables keep deltalake's writer:
-these files are written through the local filesystem only.
+files" API) keeps only the log code of deltalake in use. The files are encoded as the folder
+sink's are (`pipeline.output.encode.Encoding`), into memory, without `pyarrow.parquet`: that
+module imports `pyarrow.fs` and its S3 binding, 2.7 MB more resident for a local table. Remote
+tables keep deltalake's writer: these files are written through the local filesystem only.
 
 Layout follows delta-rs: `<key>=<value>/part-<n>-<uuid>-c000.<codec>.parquet`, the value
 percent-encoded in the directory name (null: `__HIVE_DEFAULT_PARTITION__`). The add action takes
@@ -28,6 +30,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.output.encode import Encoding
 from pipeline.output.partition import iter_grouped, key_dir
 
 if TYPE_CHECKING:
@@ -89,13 +92,11 @@ def write_files(
 ) -> list[AddAction]:
     """Write `rows` under the local table directory `root`, one file per partition value, and
     return the `add` actions that make them part of the table once committed."""
-    # Imported with deltalake, not with this package: it loads pyarrow's S3 binding, which a
-    # folder run never uses (see pipeline/output/store.py).
-    import pyarrow.parquet as pq
     from deltalake.transaction import AddAction
 
     key = partition_by[0] if partition_by else None
     suffix = f"{options.codec or 'uncompressed'}.parquet"
+    encoding = Encoding(options.compression, options.max_rows_per_group)
     actions: list[AddAction] = []
     for n, (value, part) in enumerate(_split(rows, key)):
         folder = "" if key is None else key_dir(key, value)
@@ -103,16 +104,14 @@ def write_files(
         relative = f"{folder}/{name}" if folder else name
         path = os.path.join(root, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        pq.write_table(
-            part,
-            path,
-            compression=options.codec,
-            row_group_size=options.max_rows_per_group,
-        )
+        data = encoding.encode(part)
+        # Not atomic: a file is part of the table only once a commit adds it.
+        with open(path, "wb") as out:
+            out.write(data)
         actions.append(
             AddAction(
                 path=relative,
-                size=os.path.getsize(path),
+                size=data.size,
                 partition_values={} if key is None else {key: value},
                 modification_time=int(time.time() * 1000),
                 data_change=True,
