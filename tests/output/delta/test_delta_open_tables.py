@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable
 
 from pipeline.output.delta.errors_table import Failures, read_errors, replace_failures
@@ -75,3 +76,29 @@ def test_input_rows_are_replaced_by_the_next_input_rows(tmp_path: Path) -> None:
     found = read_errors(locate(str(root)))
     stages, lines = found.column("stage").to_pylist(), found.column("line").to_pylist()
     assert sorted(zip(stages, lines, strict=True)) == [("fetch", None), ("input", 7)]
+
+
+def test_the_table_a_commit_created_is_indexed_from_its_rows_not_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "_errors"
+    failures = Failures(locate(str(root)))
+    reads: list[int] = []
+    real_reindex = Failures._reindex
+
+    def reindex(self: Failures, table: DeltaTable) -> None:
+        reads.append(table.version())
+        real_reindex(self, table)
+
+    monkeypatch.setattr(Failures, "_reindex", reindex)
+    failures.replace(range(10), _failures(_failure(3, 1), _failure(None, 1, stage="input")))
+    failures.replace(range(10, 20), _failures(_failure(13, 1)))
+    assert reads == [], "a backfill's first commits read nothing back"
+    # What the index says is right: 3 is held, so it is replaced, and so are the input rows.
+    failures.replace({3}, _failures(_failure(3, 1), _failure(None, 1, stage="input")))
+    assert _by_id(root) == {3: 2, 13: 1, None: 1}
+    # A version this object did not make (3, by another writer) is still read.
+    replace_failures(locate(str(root)), {42}, _failures(_failure(42, 1)))
+    failures.replace({42}, _failures(_failure(42, 1)))
+    assert 3 in reads
+    assert _by_id(root) == {3: 2, 13: 1, None: 1, 42: 2}
