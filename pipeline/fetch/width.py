@@ -64,7 +64,7 @@ def rows_size(size: int, body: Mapping[str, Any]) -> int:
 
 
 def result_size(size: int, body: Mapping[str, Any]) -> int:
-    """Bytes of a plain call's `result` (one deal, for a plain `crm.deal.get`): the body's
+    """Bytes of a plain call's `result` (one record, for a plain get): the body's
     `size` less its `time` encoded again. Not `rows_size`: here `result` is the deal itself,
     whose fields are no framing."""
     try:
