@@ -19,6 +19,7 @@ as specified by RFC 2396 URI Generic Syntax").
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -39,6 +40,12 @@ if TYPE_CHECKING:
 #: Columns whose min/max go into each file's stats: the merge key, so a later MERGE on `ID`
 #: can skip files whose ID range misses the source.
 STATS_COLUMNS = ("ID",)
+#: The table property that tells readers which columns the file stats cover (delta-io/delta
+#: PROTOCOL.md, "Per-file Statistics": `delta.dataSkippingStatsColumns`). Without it a reader
+#: assumes the first 32 columns, and deltalake's `to_pyarrow_dataset` then turned the missing
+#: min/max of `TITLE` into a condition no row meets: a filter on it read 0 rows (deltalake
+#: 1.6.6; Polars read them).
+STATS_PROPERTIES = {"delta.dataSkippingStatsColumns": ",".join(STATS_COLUMNS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +110,17 @@ def write_files(
         name = f"part-{n:05d}-{uuid.uuid4()}-c000.{suffix}"
         relative = f"{folder}/{name}" if folder else name
         path = os.path.join(root, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         data = encoding.encode(part)
-        # Not atomic: a file is part of the table only once a commit adds it.
-        with open(path, "wb") as out:
-            out.write(data)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # A file is part of the table only once a commit adds it; one cut short (a full disk,
+        # Ctrl-C) is removed rather than left in the table's folder.
+        try:
+            with open(path, "wb") as out:
+                out.write(data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            raise
         actions.append(
             AddAction(
                 path=relative,
@@ -121,4 +134,4 @@ def write_files(
     return actions
 
 
-__all__ = ["ParquetOptions", "write_files"]
+__all__ = ["STATS_COLUMNS", "STATS_PROPERTIES", "ParquetOptions", "write_files"]

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from pipeline.errors import OutputError
 from pipeline.output.delta.commits import encode
-from pipeline.output.delta.files import ParquetOptions, write_files
+from pipeline.output.delta.files import STATS_PROPERTIES, ParquetOptions, write_files
 from pipeline.output.delta.location import DeltaLocation
 
 # deltalake (and the arro3 it loads) costs ~18 MB and ~0.1 s to import: a run to a folder output
@@ -173,6 +173,7 @@ def create(
             write_files(where.uri, rows, partition_by, writer.files),
             mode="append",
             partition_by=partition_by or None,
+            configuration=STATS_PROPERTIES,
             commit_properties=_props(record),
         )
         return
@@ -185,6 +186,7 @@ def create(
         partition_by=partition_by or None,
         storage_options=where.storage_options,
         writer_properties=writer.properties(),
+        configuration=STATS_PROPERTIES,
         commit_properties=_props(record),
     )
 

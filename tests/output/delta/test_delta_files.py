@@ -110,3 +110,29 @@ def test_a_many_chunk_table_is_grouped_per_value_in_input_order(tmp_path: Path) 
         kept = pq.read_table(Path(where.uri) / by_value[value]["path"])
         assert kept.column("ID").to_pylist() == expected
         assert kept.column("TITLE").to_pylist() == [f"deal {i}" for i in expected]
+
+
+def test_a_filter_on_a_column_without_file_stats_finds_its_rows(tmp_path: Path) -> None:
+    """The stats cover ID only and the table says so; without the property deltalake's dataset
+    read 0 rows for a filter on TITLE, and so did DuckDB over that dataset."""
+    import duckdb
+    import polars as pl
+
+    amounts = pa.array([1.5, 2.5, None], pa.float64())
+    rows = _rows([1, 2, 3], ["WON", "WON", None]).append_column("AMOUNT", amounts)
+    more = _rows([4], ["LOSE"]).append_column("AMOUNT", pa.array([9.0], pa.float64()))
+    writer = table.Writer("zstd", 1000)
+    where = locate(str(tmp_path / "deals"))
+    table.create(where, rows, [KEY], {"kind": "chunk"}, writer)
+    current = table.open_table(where)
+    assert current is not None
+    table.append(current, more, {"kind": "chunk"}, new_columns=False, writer=writer)
+    deals = DeltaTable(where.uri)
+    assert deals.metadata().configuration == {"delta.dataSkippingStatsColumns": "ID"}
+    assert deals.to_pyarrow_table(filters=[("TITLE", "=", "deal 2")]).num_rows == 1
+    assert deals.to_pyarrow_table(filters=[("AMOUNT", ">", 2.0)]).num_rows == 2
+    relation = duckdb.from_arrow(deals.to_pyarrow_dataset())
+    assert relation.filter("TITLE = 'deal 4'").select("ID").fetchall() == [(4,)]
+    assert pl.scan_delta(where.uri).filter(pl.col("TITLE") == "deal 1").collect().height == 1
+    # The ID range still prunes: the log holds it for every file.
+    assert deals.to_pyarrow_table(filters=[("ID", ">", 3)]).column("ID").to_pylist() == [4]
