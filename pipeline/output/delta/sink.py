@@ -76,6 +76,10 @@ class DeltaSink:
         self._data = table.OpenTable(where, current)
         self._failures: errors_table.Failures | None = None
         self._commits = commits.ours(current.history()) if current is not None else []
+        if current is not None and self._commits:
+            # A table an earlier version of this tool made: readers need to know its file
+            # stats cover ID only (`files.STATS_PROPERTIES`).
+            table.declare_stats(current)
         #: Nothing in the table can collide with this session's rows: append, do not merge.
         self._append_ok = current is None or current.count() == 0
         self._previous = commits.last_completed(self._commits)

@@ -191,6 +191,17 @@ def create(
     )
 
 
+def declare_stats(table: DeltaTable) -> bool:
+    """Give a table made before its creation set STATS_PROPERTIES that property (one metadata
+    commit), so readers stop taking the missing min/max of other columns as a range no row
+    falls in (see `files.STATS_PROPERTIES`). True when it committed."""
+    configuration = table.metadata().configuration or {}
+    if all(configuration.get(key) == value for key, value in STATS_PROPERTIES.items()):
+        return False
+    table.alter.set_table_properties(dict(STATS_PROPERTIES), raise_if_not_exists=False)
+    return True
+
+
 def _local_root(table: DeltaTable) -> str | None:
     """The directory of a table on the local filesystem; None for an object store."""
     uri = table.table_uri
@@ -307,6 +318,7 @@ __all__ = [
     "append",
     "arrow_schema",
     "create",
+    "declare_stats",
     "delta_error",
     "delta_errors",
     "mark",

@@ -259,3 +259,26 @@ async def test_no_webhook_secret_in_any_file_of_the_table(simulator, tmp_path: P
     leaked = [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaked == []
     assert any((root / "_delta_log").glob("*.json"))
+
+
+async def test_a_table_made_without_the_stats_property_gets_it_at_the_next_run(
+    simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.output.delta import table as delta_table
+
+    sim = await simulator(deals=60, seed=4)
+    root = tmp_path / "deals"
+    # As an earlier version of this tool made tables: file stats for ID only, nothing saying so.
+    with monkeypatch.context() as patch:
+        patch.setattr(delta_table, "STATS_PROPERTIES", {})
+        assert (await export(delta_config(sim, root), SINCE_LAST)).exit_code == 0
+    title = rows(root).column("TITLE")[0].as_py()
+    assert table_of(root).to_pyarrow_table(filters=[("TITLE", "=", title)]).num_rows == 0
+
+    again = await export(delta_config(sim, root), SINCE_LAST)
+    assert again.exit_code == 0
+    deals = table_of(root)
+    assert deals.metadata().configuration == {"delta.dataSkippingStatsColumns": "ID"}
+    assert deals.to_pyarrow_table(filters=[("TITLE", "=", title)]).num_rows >= 1
+    assert rows(root).column("ID").to_pylist() == sorted(sim.portal.visible_ids)
+    assert {c.kind for c in our_commits(root)} >= {"chunk", "finalize"}
