@@ -1,5 +1,6 @@
-"""How wide deals are on the wire, from the `batch` answers of one run: what bounds list
-batches and the payload credits by bytes rather than by deals. Pure."""
+"""How wide deals are on the wire, from the answers of one run (`batch` answers, and plain
+gets where batch is forbidden): what bounds list batches and the payload credits by bytes
+rather than by deals. Pure."""
 
 from __future__ import annotations
 
@@ -56,20 +57,21 @@ def rows_size(size: int, body: Mapping[str, Any]) -> int:
     parts: list[Any] = [body.get("time")]
     if isinstance(result, Mapping):
         parts.extend(value for key, value in result.items() if key != "result")
-    try:
-        other = sum(len(orjson.dumps(part)) for part in parts)
-    except TypeError:  # JSONEncodeError: nested deeper than orjson encodes (it decodes more)
-        return size
-    return max(0, size - other)
+    return _less(size, parts)
 
 
 def result_size(size: int, body: Mapping[str, Any]) -> int:
-    """Bytes of a plain call's `result` (one record, for a plain get): the body's
-    `size` less its `time` encoded again. Not `rows_size`: here `result` is the deal itself,
-    whose fields are no framing."""
+    """Bytes of a plain get's `result`, its one record (for an entity whose answer wraps the
+    record, the wrapper's few bytes too): the body's `size` less its `time` encoded again. Not
+    `rows_size`: here the fields under `result` are the record's, not framing."""
+    return _less(size, [body.get("time")])
+
+
+def _less(size: int, parts: list[Any]) -> int:
+    """`size` less the bytes of `parts` encoded again, never below 0."""
     try:
-        other = len(orjson.dumps(body.get("time")))
-    except TypeError:  # as in rows_size
+        other = sum(len(orjson.dumps(part)) for part in parts)
+    except TypeError:  # JSONEncodeError: nested deeper than orjson encodes (it decodes more)
         return size
     return max(0, size - other)
 

@@ -111,9 +111,15 @@ class Failures:
 
     def _reindex(self, table: DeltaTable) -> None:
         """Read which IDs, and whether `input` rows, the table holds (its two small columns)."""
+        self._index_from(
+            table.to_pyarrow_dataset().to_table(columns=["id", "stage"]), table.version()
+        )
+
+    def _index_from(self, rows: pa.Table, version: int) -> None:
+        """The index of a table version that holds exactly `rows`."""
         self._held, self._input = [], False
-        self._remember(table.to_pyarrow_dataset().to_table(columns=["id", "stage"]))
-        self._version = table.version()
+        self._remember(rows)
+        self._version = version
 
     def _committed(self, table: DeltaTable, rows: pa.Table, *, replaced: bool) -> None:
         """Bring the index and the object to this object's own commit of `rows`."""
@@ -152,9 +158,7 @@ class Failures:
                 # Its first version holds exactly `rows`: indexed from them rather than read
                 # back, which would load pyarrow's dataset, Acero and S3 code (3.8 MB more
                 # resident) for IDs already at hand. Another version found later is read.
-                self._held, self._input = [], False
-                self._remember(rows)
-                self._version = 0
+                self._index_from(rows, 0)
             return
         if not ids and not replace_input:
             return  # `_predicate` would match no row

@@ -97,6 +97,7 @@ def test_the_table_a_commit_created_is_indexed_from_its_rows_not_read_back(
     # What the index says is right: 3 is held, so it is replaced, and so are the input rows.
     failures.replace({3}, _failures(_failure(3, 1), _failure(None, 1, stage="input")))
     assert _by_id(root) == {3: 2, 13: 1, None: 1}
+    assert read_errors(locate(str(root))).num_rows == 3, "one row per failure"
     # A version this object did not make (3, by another writer) is still read.
     replace_failures(locate(str(root)), {42}, _failures(_failure(42, 1)))
     failures.replace({42}, _failures(_failure(42, 1)))
