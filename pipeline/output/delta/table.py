@@ -191,15 +191,13 @@ def create(
     )
 
 
-def declare_stats(table: DeltaTable) -> bool:
+def declare_stats(table: DeltaTable) -> None:
     """Give a table made before its creation set STATS_PROPERTIES that property (one metadata
     commit), so readers stop taking the missing min/max of other columns as a range no row
-    falls in (see `files.STATS_PROPERTIES`). True when it committed."""
+    falls in (see `files.STATS_PROPERTIES`)."""
     configuration = table.metadata().configuration or {}
-    if all(configuration.get(key) == value for key, value in STATS_PROPERTIES.items()):
-        return False
-    table.alter.set_table_properties(dict(STATS_PROPERTIES), raise_if_not_exists=False)
-    return True
+    if any(configuration.get(key) != value for key, value in STATS_PROPERTIES.items()):
+        table.alter.set_table_properties(dict(STATS_PROPERTIES), raise_if_not_exists=False)
 
 
 def _local_root(table: DeltaTable) -> str | None:

@@ -12,7 +12,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from pipeline.output.delta import table
 from pipeline.output.delta.errors_table import read_errors, replace_failures
-from pipeline.output.delta.location import locate
+from pipeline.output.delta.location import DeltaLocation, locate
 from pipeline.output.sidecar import SIDECAR_SCHEMA
 
 KEY = "STAGE_ID_part"
@@ -28,6 +28,15 @@ def _rows(ids: list[int], stages: list[str | None]) -> pa.Table:
     )
 
 
+def _create_then_append(where: DeltaLocation, first: pa.Table, second: pa.Table) -> None:
+    """A table made as the sink makes it: `first` creates it, `second` is appended."""
+    writer = table.Writer("zstd", 1000)
+    table.create(where, first, [KEY], {"kind": "chunk"}, writer)
+    current = table.open_table(where)
+    assert current is not None
+    table.append(current, second, {"kind": "chunk"}, new_columns=True, writer=writer)
+
+
 def _sorted(data: pa.Table) -> pa.Table:
     return data.select(["ID", "TITLE", KEY]).sort_by("ID")
 
@@ -35,12 +44,8 @@ def _sorted(data: pa.Table) -> pa.Table:
 def test_pyarrow_files_read_back_like_deltalakes_own_writes(tmp_path: Path) -> None:
     stages = ["C1:NEW", "x y/z", None, "100%", "WON"]
     first, second = _rows([1, 2, 3, 4, 5], stages), _rows([6, 7], ["WON", None])
-    writer = table.Writer("zstd", 1000)
     ours = locate(str(tmp_path / "ours"))
-    table.create(ours, first, [KEY], {"kind": "chunk"}, writer)
-    current = table.open_table(ours)
-    assert current is not None
-    table.append(current, second, {"kind": "chunk"}, new_columns=True, writer=writer)
+    _create_then_append(ours, first, second)
 
     theirs = str(tmp_path / "theirs")
     write_deltalake(theirs, first, partition_by=[KEY])
@@ -121,12 +126,8 @@ def test_a_filter_on_a_column_without_file_stats_finds_its_rows(tmp_path: Path) 
     amounts = pa.array([1.5, 2.5, None], pa.float64())
     rows = _rows([1, 2, 3], ["WON", "WON", None]).append_column("AMOUNT", amounts)
     more = _rows([4], ["LOSE"]).append_column("AMOUNT", pa.array([9.0], pa.float64()))
-    writer = table.Writer("zstd", 1000)
     where = locate(str(tmp_path / "deals"))
-    table.create(where, rows, [KEY], {"kind": "chunk"}, writer)
-    current = table.open_table(where)
-    assert current is not None
-    table.append(current, more, {"kind": "chunk"}, new_columns=False, writer=writer)
+    _create_then_append(where, rows, more)
     deals = DeltaTable(where.uri)
     assert deals.metadata().configuration == {"delta.dataSkippingStatsColumns": "ID"}
     assert deals.to_pyarrow_table(filters=[("TITLE", "=", "deal 2")]).num_rows == 1
