@@ -72,6 +72,7 @@ SUITE = (
     ),
     Bench("bench_scale", (), ("--sizes", "20000,60000"), 900),
     Bench("bench_delta", (), ("--quick",), 900),
+    Bench("bench_files", (), ("--ids", "5000", "--rounds", "1"), 300),
     Bench(
         "bench_peer",
         (),
@@ -507,6 +508,39 @@ def rows_delta(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rows_files(r: dict[str, Any]) -> list[Row]:
+    default_codec = r["default_codec"]
+    main = r["codecs"][default_codec]
+    others = " / ".join(
+        f"{codec} {c['us_per_deal_as_laid_out']:.1f} µs, {c['mb_as_laid_out']:.1f} MB"
+        for codec, c in r["codecs"].items()
+        if codec != default_codec
+    )
+    return [
+        (
+            "files",
+            f"{r['deals']:,} deals as the run lays them out: files × median rows; columns",
+            f"{r['files']:,} × {r['median_rows_per_file']:,.0f}; {r['columns']}",
+            "",
+        ),
+        (
+            "files",
+            f"{default_codec}: write CPU µs per deal, as laid out / as one file; fixed ms a file",
+            f"{main['us_per_deal_as_laid_out']:.1f} / {main['us_per_deal_one_file']:.1f}; "
+            f"{main['fixed_ms_per_file']:.2f}",
+            "",
+        ),
+        (
+            "files",
+            "same: MB as laid out / as one file; whole run's CPU µs per deal (startup included)",
+            f"{main['mb_as_laid_out']:.2f} / {main['mb_one_file']:.2f}; "
+            f"{r['run_cpu_us_per_deal']:.1f}",
+            "",
+        ),
+        ("files", "other codecs, as laid out: write CPU µs per deal, MB", others, ""),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "bench_simulator": rows_simulator,
     "bench_normalise": rows_normalise,
@@ -518,6 +552,7 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "bench_scale": rows_scale,
     "bench_peer": rows_peer,
     "bench_delta": rows_delta,
+    "bench_files": rows_files,
 }
 
 
@@ -596,6 +631,13 @@ shared and noisy: compare ratios taken within one run rather than absolute figur
   through `DeltaSink` (80% IDs the table holds, 20% new), one MERGE on `ID`: its seconds and peak
   RSS. Then a 100,000-ID `deal-export run` per sink (default settings) and `deal-export compact`
   of the Delta output: how many data files a reader meets, and their median size.
+* **bench_files**: what a data file costs to write. The peer comparison's portal (36,100 deals
+  over 68 months) is exported by `deal-export run` (30,000 readable IDs, limits off) to a folder,
+  one file per chunk and `DATE_CREATE` month; each file is read back and encoded again by the
+  run's own encoder on this thread's CPU clock (best of 5), then the same rows as one file. The
+  difference over the number of files is a file's fixed cost (Arrow's Parquet writer sets up,
+  writes and closes every column of every file); per deal it is what the partitioned layout
+  costs beyond the bytes. lz4 and no codec are shown for bytes against CPU.
 * **bench_peer**: fast-bitrix24's `BitrixAsync.get_by_ID("crm.deal.get", ids)` then
   `pa.Table.from_pylist(...)` and `pq.write_table`, on the same simulator, same IDs, same run, each
   tool in its own process. The peer takes the simulator's http webhook URL as is (it only checks
