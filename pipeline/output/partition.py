@@ -98,10 +98,22 @@ def date_parts(column: pa.Array, transform: str) -> tuple[pa.Array, pa.Array]:
     if transform == "day":
         key = pc.add(pc.multiply(key, 100), pc.day(column))
     encoded = pc.dictionary_encode(key)
-    first = [pc.index(encoded.indices, n).as_py() for n in range(len(encoded.dictionary))]
-    firsts = column.take(pa.array(first, pa.int64()))
-    texts = pc.strftime(firsts, format=DATE_FORMATS[transform])
+    texts = pc.strftime(column.take(_first_rows(encoded.indices)), format=DATE_FORMATS[transform])
     return encoded.indices, texts
+
+
+def _first_rows(codes: pa.Array) -> pa.Array:
+    """The row where each dictionary code first occurs, in code order.
+
+    `dictionary_encode` numbers the distinct values in the order they first occur (Arrow's
+    hash kernels insert into the memo table as they scan), so a code's first row is where the
+    running maximum of the codes rises to it: one pass, where a search per code made a chunk
+    of many distinct days (a day partition) cost ~30 ms per 10,000 rows."""
+    if not len(codes):
+        return pa.array([], pa.int64())
+    running = pc.cumulative_max(pc.fill_null(codes, -1))
+    before = pa.concat_arrays([pa.array([-1], running.type), running.slice(0, len(running) - 1)])
+    return pc.indices_nonzero(pc.greater(running, before))
 
 
 def _groups(indices: pa.Array, texts: list[str | None], key: str) -> tuple[list[str], pa.Array]:

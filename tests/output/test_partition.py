@@ -256,3 +256,18 @@ def test_date_keys_are_taken_in_the_columns_own_zone(zone: str, transform: str) 
         spec = PartitionSpec(column, transform)  # type: ignore[arg-type]
         groups = split(table, spec)
         assert {d: t.column("ID").to_pylist() for d, t in groups} == _split_row_by_row(table, spec)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_first_rows_are_each_codes_first_occurrence(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    values = [rng.choice([None, *range(rng.randrange(1, 400))]) for _ in range(3_000)]
+    codes = pc.dictionary_encode(pa.array(values, pa.int64())).indices
+    seen: dict[int, int] = {}
+    for row, code in enumerate(codes.to_pylist()):
+        if code is not None:
+            seen.setdefault(code, row)
+    assert partition._first_rows(codes).to_pylist() == [seen[c] for c in range(len(seen))]
+    assert partition._first_rows(codes.slice(0, 0)).to_pylist() == []
