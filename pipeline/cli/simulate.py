@@ -11,9 +11,11 @@ import click
 
 from pipeline.simulator import FaultConfig, SimulatorConfig, running_simulator
 from pipeline.simulator.config import (
+    BATCH_BILLINGS,
     DEFAULT_SECRET,
     EMPTY_MULTIPLE_FORMS,
     PLANS,
+    BatchBilling,
     EmptyMultiple,
 )
 
@@ -143,6 +145,15 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
     help="Make every deal's COMMENTS about this many bytes long (wide deals; 0 = short notes).",
 )
 @click.option(
+    "--batch-billing",
+    type=click.Choice(BATCH_BILLINGS),
+    default=SimulatorConfig.batch_billing,
+    show_default=True,
+    help="Who a batch's operating time is charged to: nested (as the REST docs say: each "
+    "command's own method) or batch (as measured by the official JS SDK: the method batch, "
+    "every command's result_time showing one and the same counter).",
+)
+@click.option(
     "--no-deal-permission",
     is_flag=True,
     help="The webhook user may not read deals at all (Access denied).",
@@ -178,7 +189,7 @@ def simulate(host: str, port: int, deals: int, leads: int, seed: int, plan: str 
              list_ignores_id_filter: bool, time_scale: float, secret: str | None,
              server_tz: str, deleted_fraction: float,
              hidden_fraction: float, empty_multiple: EmptyMultiple, comment_bytes: int,
-             no_deal_permission: bool,
+             batch_billing: BatchBilling, no_deal_permission: bool,
              fault_500: float, fault_502: float, fault_503: float, fault_504: float,
              fault_reset: float, fault_truncated: float, fault_slow: float,
              fault_no_time: float, slow_s: float) -> None:  # fmt: skip
@@ -216,6 +227,7 @@ def simulate(host: str, port: int, deals: int, leads: int, seed: int, plan: str 
             hidden_fraction=hidden_fraction,
             empty_multiple=empty_multiple,
             comment_bytes=comment_bytes,
+            batch_billing=batch_billing,
             faults=faults,
             secret=secret or DEFAULT_SECRET,
         )

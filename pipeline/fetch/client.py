@@ -48,7 +48,7 @@ from pipeline.fetch.decide import (
     learn_for,
 )
 from pipeline.fetch.listing import ListReply, build_list_batch, parse_list_batch
-from pipeline.fetch.pacing import Observation, Pacer, observe
+from pipeline.fetch.pacing import Observation, Pacer, batch_envelope, observe
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.sections import loads_batch
 from pipeline.fetch.stats import FetchStats
@@ -220,11 +220,14 @@ class PortalClient:
         context: Context,
         loads: Callable[[bytes], Any],
     ) -> Answer:
-        budget = self.pacer.budget(budget_method)
         reservation = await self.pacer.acquire(
-            budget_method, commands, at_least if callable(params) else None
+            budget_method,
+            commands,
+            at_least if callable(params) else None,
+            batch=method == "batch",
         )
         observation: Observation | None = None
+        envelope: Observation | None = None
         try:
             if callable(params):
                 params = params(reservation.commands)
@@ -240,6 +243,7 @@ class PortalClient:
             if method == "batch":
                 entries = batch_timings(answer.body.get("result"))
                 observation = observe(entries) if entries else None
+                envelope = batch_envelope(answer.body.get("time"), reservation.commands)
             else:
                 observation = observe([answer.body["time"]])
             self.answered += 1
@@ -251,7 +255,7 @@ class PortalClient:
             self.stats.transient_errors += 1
             raise
         finally:
-            budget.release(reservation, observation)
+            self.pacer.release(budget_method, reservation, observation, envelope)
 
     def _decode(
         self,

@@ -46,6 +46,8 @@ DEFAULT_SECRET = "s1mw3bh00ks3cr3t"
 #: How an empty multiple user field is sent: "mix" as on a real portal, or one form for all.
 EmptyMultiple = Literal["mix", "false", "empty_string", "empty_list"]
 EMPTY_MULTIPLE_FORMS: tuple[EmptyMultiple, ...] = ("mix", "false", "empty_string", "empty_list")
+BatchBilling = Literal["nested", "batch"]
+BATCH_BILLINGS: tuple[BatchBilling, ...] = ("nested", "batch")
 
 #: Documented leaky-bucket presets: (drain rate per second, burst).
 PLANS: dict[str, tuple[float, int]] = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
@@ -161,6 +163,13 @@ class SimulatorConfig:
     * `list_ignores_id_filter`: `crm.deal.list` ignores an `@ID` filter (as a portal that
       does not know the operator would): it answers the first readable deals in ID order. A
       test lever for a client that must notice rows it did not ask for.
+    * `batch_billing`: who a `batch` request's operating time is charged to. `"nested"`
+      (default) is what the REST docs say (`limits.md`: the outer `batch` is not counted; each
+      nested call counts against its own method). `"batch"` is what the official JS SDK's
+      maintainers measured on a portal with the limiter on (github.com/bitrix24/b24jssdk pull
+      request 539, issue 459): the whole request is charged to the method `batch` (one budget
+      whatever the nested methods), the envelope's `time` carries that counter, and every
+      nested command's `result_time` entry carries one and the same `operating`.
     * `comment_bytes`: every deal's COMMENTS is a text of about this many bytes (UTF-8), as on
       portals whose deals carry long notes or pasted e-mails: wide deals, for memory bounds
       that must hold by bytes rather than by deal count. 0 (default): the usual short notes.
@@ -195,6 +204,7 @@ class SimulatorConfig:
     empty_multiple: EmptyMultiple = "mix"
     list_ignores_id_filter: bool = False
     comment_bytes: int = 0
+    batch_billing: BatchBilling = "nested"
 
     def __post_init__(self) -> None:
         if self.deals < 0 or self.leads < 0:
@@ -229,6 +239,11 @@ class SimulatorConfig:
             raise ValueError("secret must be a non-empty path segment")
         if self.comment_bytes < 0:
             raise ValueError("comment_bytes must be >= 0")
+        if self.batch_billing not in BATCH_BILLINGS:
+            raise ValueError(
+                f"batch_billing must be one of {', '.join(BATCH_BILLINGS)}, "
+                f"not {self.batch_billing!r}"
+            )
         if self.empty_multiple not in EMPTY_MULTIPLE_FORMS:
             raise ValueError(
                 f"empty_multiple must be one of {', '.join(EMPTY_MULTIPLE_FORMS)}, "
@@ -237,10 +252,12 @@ class SimulatorConfig:
 
 
 __all__ = [
+    "BATCH_BILLINGS",
     "DEFAULT_SECRET",
     "EMPTY_MULTIPLE_FORMS",
     "FAULT_KINDS",
     "PLANS",
+    "BatchBilling",
     "EmptyMultiple",
     "FaultConfig",
     "FaultKind",

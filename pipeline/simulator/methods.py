@@ -122,6 +122,8 @@ class Api:
         # otherwise an empty multiple file UF's `[]` is the crm converter's view of a NULL column.
         self._stored_empty_lists = config.empty_multiple == "empty_list"
         self._file_auth = ""
+        #: The method a nested command's time is charged to instead of its own (`batch_billing`).
+        self._billed_to: str | None = None
         self._plans: dict[tuple[str, ...], ListPlan] = {}
         #: Poison is a deal lever: a lead's get answer is never spoiled.
         self._gets_spoil = portal.kind == "deal"
@@ -180,6 +182,8 @@ class Api:
         self._file_auth = file_auth(params, caller)
         start = self.clock.now()
         if method == "batch":
+            if self.config.batch_billing == "batch":
+                return self._billed_batch(params, caller, start)
             # The outer batch is not charged (Bitrix24 REST docs, `limits.md`); its own counter
             # stays at 0.
             charged_before = self.meter.charged_s
@@ -204,25 +208,56 @@ class Api:
         body["time"] = self.time_block(start, operating, outcome.cost_s)
         return 200, body
 
+    def _billed_batch(
+        self, params: dict[PhpKey, Any], caller: str, start: float
+    ) -> tuple[int, Any]:
+        """`batch` under `batch_billing="batch"` (see `SimulatorConfig`): refused whole once the
+        method `batch` is over budget; its commands' time is charged to `batch`, and every
+        command's `result_time` entry shows the counter the envelope shows."""
+        if self.meter.budget_s is not None and self.meter.blocked(
+            caller, "batch", self.clock.now()
+        ):
+            self.stats.operating_limited += 1
+            return OPERATION_LIMIT.status, OPERATION_LIMIT.body()
+        charged_before = self.meter.charged_s
+        self._billed_to = "batch"
+        try:
+            result = self.batch(params, caller)
+        finally:
+            self._billed_to = None
+        operating = self._charge(caller, "batch", 0.0)
+        nested = self.meter.charged_s - charged_before
+        if operating is not None:
+            times = result["result_time"]
+            for entry in times.values() if isinstance(times, dict) else times:
+                entry["operating"], entry["operating_reset_at"] = operating
+        return 200, {"result": result, "time": self.time_block(start, operating, nested)}
+
     def _run(self, handler: Callable[[dict[PhpKey, Any]], Outcome], method: str,
              params: dict[PhpKey, Any], caller: str
              ) -> tuple[Outcome, tuple[float, int] | None]:  # fmt: skip
         """Check the method's operating budget, run it, charge it; (outcome, operating)."""
-        if self.meter.budget_s is not None and self.meter.blocked(caller, method, self.clock.now()):
+        billed = self._billed_to or method
+        # A billed batch was checked as a whole when it came in (`_billed_batch`).
+        if (
+            self._billed_to is None
+            and self.meter.budget_s is not None
+            and self.meter.blocked(caller, method, self.clock.now())
+        ):
             raise OPERATION_LIMIT
         try:
             outcome = handler(params)
         except MethodError as exc:
             # The failed call still ran on the server, so it still costs operating time.
             if _handled(exc).status == 400:
-                self._charge(caller, method, self._cost(method))
+                self._charge(caller, billed, self._cost(method))
             refusal = self._refusals.get(exc, exc)  # the configured code/status of a refusal
             if refusal is exc:
                 raise
             raise refusal from None
         if outcome.spoils and any(map(self.poisoned, outcome.spoils)):
             self.unencodable = True
-        operating = self._charge(caller, method, outcome.cost_s)
+        operating = self._charge(caller, billed, outcome.cost_s)
         self.stats.deals_served += outcome.deals
         return outcome, operating
 

@@ -24,6 +24,7 @@ from pipeline.fetch.pacing import (
     RateGate,
     Reservation,
     WaitMeter,
+    batch_envelope,
     observe,
 )
 from pipeline.fetch.stats import FetchStats
@@ -64,6 +65,36 @@ def test_observe_folds_a_batch() -> None:
     assert bare.per_command_s == pytest.approx(0.1)
     assert bare.wall_s == pytest.approx(0.2)
     assert observe([{"operating": "3.5", "operating_reset_at": True}]).operating == 3.5
+
+
+def test_counters_that_never_rise_measure_nothing() -> None:
+    # A portal that bills the whole request to `batch` stamps every command with the same
+    # figure (b24jssdk pull request 539): that is no sign the commands cost nothing.
+    flat = observe(
+        [{"operating": 7.25, "operating_reset_at": 1600, "processing": 0.04} for _ in range(50)]
+    )
+    assert flat.operating == 7.25
+    assert flat.per_command_s == pytest.approx(0.04)
+    # Counters that rise somewhere still measure the cost by their spacing.
+    stepped = observe(
+        [
+            {"operating": 7.0, "operating_reset_at": 1600, "processing": 0.001},
+            {"operating": 7.0, "operating_reset_at": 1600, "processing": 0.001},
+            {"operating": 7.6, "operating_reset_at": 1600, "processing": 0.001},
+        ]
+    )
+    assert stepped.per_command_s == pytest.approx(0.3)
+
+
+def test_a_batch_envelope_is_spread_over_its_commands() -> None:
+    envelope = {"operating": 12.0, "operating_reset_at": 1600, "processing": 2.5, "finish": 9.0}
+    seen = batch_envelope(envelope, 50)
+    assert seen is not None
+    assert (seen.operating, seen.reset_at, seen.server_time) == (12.0, 1600, 9.0)
+    assert seen.per_command_s == pytest.approx(0.05)
+    assert seen.entries == 1  # so the budget also learns from how `operating` rises
+    assert batch_envelope(None, 50) is None
+    assert batch_envelope([], 50) is None
 
 
 def test_cost_estimate_is_what_operating_grows_by() -> None:
