@@ -24,6 +24,8 @@ from pipeline.redact import MASK, mask_url
 
 _WEBHOOK_PATH: Final = re.compile(r"/rest/(\d+)/([^/\s?#]+)(/.*)?")
 _SHAPE: Final = "expected https://<portal>/rest/<user_id>/<secret>/"
+#: Whitespace and control characters: no part of a webhook URL holds them.
+_BLANKS: Final = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -73,6 +75,14 @@ def validate_webhook_url(url: str, *, origin: str = "webhook URL") -> str:
     only for loopback hosts.
     """
     url = url.strip()
+    if _BLANKS.search(url):
+        # URL parsers drop tabs and line breaks (WHATWG URL; Python's urlsplit, bpo-43882), so
+        # such a URL still reaches the portal, but a secret cut by one is masked only up to the
+        # cut wherever it is shown: refused, shown with the blanks taken out.
+        raise UsageError(
+            f"{origin} contains a space, tab or line break (a URL wrapped or pasted in pieces?): "
+            f"{show_url(_BLANKS.sub('', url))}"
+        )
     parts = _split(url, f"{origin} is not a valid URL ({_SHAPE}): {show_url(url)}")
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import io
 import os
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -19,6 +20,7 @@ import click
 from pipeline import __version__
 from pipeline.cli._errors import fail, json_wanted
 from pipeline.memory import configure as configure_memory
+from pipeline.redact import mask_text
 from pipeline.summary import EXIT_INTERRUPTED
 
 #: name -> (module, attribute, one-line help). The help line is what `deal-export --help` lists
@@ -159,17 +161,24 @@ def main() -> None:
 
 
 def _command() -> None:
-    if not json_wanted(sys.argv[1:], os.environ):
-        cli(prog_name="deal-export")
-        return
-    # In JSON mode even click's own usage errors (unknown option, bad choice) must be a JSON
-    # record like every other line, so click must not print them itself.
+    as_json = json_wanted(sys.argv[1:], os.environ)
+    # click must not print its own usage errors (unknown option, bad choice, extra argument):
+    # they quote the argument as given, a webhook URL with its secret included, and in JSON
+    # mode they must be a JSON record like every other line.
     try:
         code = cli.main(prog_name="deal-export", standalone_mode=False)
     except click.ClickException as exc:
-        fail(exc.format_message(), exc.exit_code, as_json=True)
+        if as_json:
+            fail(mask_text(exc.format_message(), ()), exc.exit_code, as_json=True)
+        shown = io.StringIO()
+        exc.show(file=shown)
+        sys.stderr.write(mask_text(shown.getvalue(), ()))
+        sys.exit(exc.exit_code)
     except click.Abort:
-        fail("interrupted", EXIT_INTERRUPTED, as_json=True)
+        if as_json:
+            fail("interrupted", EXIT_INTERRUPTED, as_json=True)
+        click.echo("Aborted!", err=True)  # what click's standalone mode prints
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

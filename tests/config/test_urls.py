@@ -96,6 +96,22 @@ def test_webhook_normal_form_and_secret() -> None:
     assert show_url(url) == "https://p.bitrix24.com/rest/1/***"
 
 
+@pytest.mark.parametrize("blank", ["\n", "\r\n", "\t", " ", "\x00", "\x7f"])
+@pytest.mark.parametrize("cut", [1, len(SECRET) // 2, len(SECRET) - 1])
+def test_a_webhook_url_with_a_blank_inside_is_refused_with_the_secret_masked(
+    blank: str, cut: int
+) -> None:
+    # URL parsers drop tabs and line breaks, so the portal would take it, while a mask that
+    # ends at the blank would show the rest of the secret in every message and file.
+    url = f"https://p.bitrix24.com/rest/1/{SECRET[:cut]}{blank}{SECRET[cut:]}/"
+    with pytest.raises(UsageError, match="space, tab or line break") as refused:
+        validate_webhook_url(url)
+    assert str(refused.value) == (
+        "webhook URL contains a space, tab or line break (a URL wrapped or pasted in pieces?): "
+        "https://p.bitrix24.com/rest/1/***/"
+    )
+
+
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [
