@@ -68,6 +68,7 @@ from pipeline.output.layout import MANIFEST_FILE
 from pipeline.output.lineage import with_lineage
 from pipeline.output.manifest import fingerprint_id_arrays
 from pipeline.output.partition import partition_problem
+from pipeline.output.placement import check_placement
 from pipeline.output.sink import Sink
 from pipeline.output.store import Store
 from pipeline.progress import Progress
@@ -281,13 +282,9 @@ def _watermark(output_root: str) -> Any:
 
 
 def _open_sink(output: OutputConfig, run_id: str, fingerprint: str, entity: str) -> Sink:
+    check_placement(output.root, output.table_format)
     if output.table_format == "delta":
         return DeltaSink.open(output, run_id, input_fingerprint=fingerprint, entity=entity)
-    if "://" not in output.root and is_delta_output(output.root):
-        raise UsageError(
-            f"{output.root} holds a Delta table: add --table-format delta (or choose another "
-            "--out for a folder export)"
-        )
     return OutputRoot.open(output, run_id, input_fingerprint=fingerprint)
 
 
