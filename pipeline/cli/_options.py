@@ -60,8 +60,25 @@ def setting_option(key: str, *, help: str | None = None) -> Decorator:
         # default None: "not given", so the config file and environment still apply.
         return click.option(*spec.flags, spec.dest, is_flag=True, default=None, help=text)
     return click.option(
-        *spec.flags, spec.dest, type=_click_type(spec), metavar=spec.metavar, help=text
+        *spec.flags,
+        spec.dest,
+        type=_click_type(spec),
+        metavar=spec.metavar,
+        help=text,
+        multiple=True,
+        callback=_given_once,
     )
+
+
+def _given_once(ctx: click.Context, param: click.Parameter, values: tuple[Any, ...]) -> Any:
+    """The option's one value (None: not given). click keeps the last of a repeated option, so
+    `--ids a.txt --ids b.txt` would drop a.txt's IDs without a word: two different values are
+    a usage error."""
+    distinct = list(dict.fromkeys(values))
+    if len(distinct) > 1:
+        shown = ", ".join(repr(str(v)) for v in distinct)
+        raise click.BadParameter(f"given {len(values)} times ({shown}); give it once", ctx, param)
+    return distinct[0] if distinct else None
 
 
 def setting_options(*keys: str, help: Mapping[str, str] | None = None) -> Decorator:
