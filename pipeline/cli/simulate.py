@@ -39,7 +39,13 @@ Control routes (for scripts and tests; not part of the Bitrix24 API):
 
 @click.command(epilog=_CONTROL_ROUTES)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=int, default=0, show_default=True, help="Port (0 = any free port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port (0 = any free port).",
+)
 @click.option(
     "--deals",
     type=click.IntRange(min=0),

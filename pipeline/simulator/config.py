@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipeline.simulator.timefmt import check_zone
+
 FaultKind = Literal[
     "error_500",
     "html_502",
@@ -237,6 +239,7 @@ class SimulatorConfig:
             raise ValueError("denied_status must be a 4xx status")
         if not self.secret or "/" in self.secret:
             raise ValueError("secret must be a non-empty path segment")
+        check_zone(self.server_tz)
         if self.comment_bytes < 0:
             raise ValueError("comment_bytes must be >= 0")
         if self.batch_billing not in BATCH_BILLINGS:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _FIXED = re.compile(r"([+-])(\d\d):(\d\d)\Z")
 _EPOCH_DATE = dt.date(1970, 1, 1)
@@ -21,6 +21,18 @@ _EPOCH_DATE = dt.date(1970, 1, 1)
 #: of the cost of formatting three numbers, and every deal carries four datetimes.
 _CLOCK_MINUTES = tuple(f"T{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
 _CLOCK_SECONDS = tuple(f"{s:02d}" for s in range(60))
+
+
+def check_zone(spec: str) -> None:
+    """Raise ValueError unless `spec` is a fixed offset (`+03:00`) or an IANA zone name."""
+    if _FIXED.match(spec):
+        return
+    try:
+        ZoneInfo(spec)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"server_tz {spec!r} is neither an offset like +03:00 nor a known IANA zone name"
+        ) from None
 
 
 class ServerZone:

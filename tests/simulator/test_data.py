@@ -375,3 +375,15 @@ def test_comment_bytes_makes_wide_deals_and_changes_nothing_else() -> None:
 def test_comment_bytes_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="comment_bytes"):
         SimulatorConfig(comment_bytes=-1)
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "../etc", "+3:00", ""])
+def test_server_tz_must_be_an_offset_or_a_known_zone(zone: str) -> None:
+    with pytest.raises(ValueError, match="neither an offset like"):
+        SimulatorConfig(server_tz=zone)
+
+
+@pytest.mark.parametrize("batch_billing", ["per-call", ""])
+def test_batch_billing_option_is_validated(batch_billing: str) -> None:
+    with pytest.raises(ValueError, match="batch_billing"):
+        SimulatorConfig(batch_billing=batch_billing)  # type: ignore[arg-type]
