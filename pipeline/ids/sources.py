@@ -319,6 +319,12 @@ def read_parquet(
         if column not in schema.names:
             names = ", ".join(repr(n) for n in schema.names) or "none"
             raise UsageError(f"{path} has no column {column!r}; columns: {names}")
+        if schema.names.count(column) > 1:
+            # Which of them holds the IDs is not for us to guess.
+            raise UsageError(
+                f"{path} has {schema.names.count(column)} columns named {column!r}; "
+                "give the IDs one column (or name another with --ids-column)"
+            )
         col_type = schema.field(column).type
         if pa.types.is_dictionary(col_type):
             col_type = col_type.value_type

@@ -337,6 +337,10 @@ def test_parquet_errors(tmp_path: Path) -> None:
     fake.write_bytes(b"1\n2\n3\n")
     with pytest.raises(UsageError, match="not a readable Parquet file"):
         load_ids(str(fake))
+    twice = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], ["ID", "ID"]), twice)
+    with pytest.raises(UsageError, match="has 2 columns named 'ID'"):
+        load_ids(str(twice))
 
 
 # --------------------------------------------------------------------------------- ranges

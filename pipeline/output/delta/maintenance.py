@@ -74,6 +74,7 @@ def _compact_one(
     return Compacted(name, added, removed, len(vacuumed), current.version())
 
 
+@table.delta_errors
 def compact(
     root: str,
     *,

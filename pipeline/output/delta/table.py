@@ -4,6 +4,7 @@ is one Delta commit carrying the run state (`commits.encode`)."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -45,10 +46,22 @@ def delta_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         try:
             return fn(*args, **kwargs)
         except (delta_error(), OSError) as exc:
-            text = " ".join(str(exc).split())[:400]
-            raise OutputError(f"Delta table write failed: {type(exc).__name__}: {text}") from exc
+            raise OutputError(f"Delta table operation failed: {_one_line(exc)}") from exc
 
     return wrapper
+
+
+#: Terminal colours deltalake's error chains carry (`↳` lines in red).
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Where the native stack trace deltalake's kernel errors append begins (its frame 0).
+_FRAMES = re.compile(r"\n\s*(?:Stack backtrace:|0: )")
+
+
+def _one_line(exc: BaseException) -> str:
+    """`exc` as one line: without terminal colours or the native stack trace, and at most 400
+    characters."""
+    text = _FRAMES.split(_ANSI.sub("", str(exc)), maxsplit=1)[0]
+    return f"{type(exc).__name__}: {' '.join(text.split())[:400]}"
 
 
 _CODECS: dict[str, Any] = {

@@ -59,6 +59,22 @@ async def test_compact_merges_small_files_and_vacuum_keeps_a_safe_retention(
     assert fetch_failures(root) == failures
 
 
+def test_compact_of_a_file_or_a_broken_log_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    result = CliRunner().invoke(cli, ["compact", str(a_file)])
+    assert result.exit_code == 1
+    assert "Delta table operation failed: OSError" in result.output
+    broken = tmp_path / "broken" / "_delta_log"
+    broken.mkdir(parents=True)
+    (broken / "00000000000000000000.json").write_text('{"commitInfo":{"timestamp":17')
+    result = CliRunner().invoke(cli, ["compact", str(broken.parent)])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1, result.output  # no native stack trace under it
+    assert "Traceback" not in result.output
+    assert "\x1b[" not in result.output
+
+
 def test_compact_refuses_a_folder_output(tmp_path: Path) -> None:
     (tmp_path / "part-000000-0.parquet").write_bytes(b"")
     result = CliRunner().invoke(cli, ["compact", str(tmp_path)])
