@@ -74,7 +74,8 @@ def validate_webhook_url(url: str, *, origin: str = "webhook URL") -> str:
     Accepted: `https://<host>/rest/<user_id>/<secret>/` (trailing slash optional); plain `http`
     only for loopback hosts.
     """
-    url = url.strip()
+    # A byte-order mark that an editor put in front of a webhook file's text is no part of it.
+    url = url.strip().removeprefix("\ufeff").strip()
     if _BLANKS.search(url):
         # URL parsers drop tabs and line breaks (WHATWG URL; Python's urlsplit, bpo-43882), so
         # such a URL still reaches the portal, but a secret cut by one is masked only up to the

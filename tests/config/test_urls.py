@@ -90,6 +90,7 @@ def test_the_display_form_never_shows_the_secret(url: str) -> None:
 def test_webhook_normal_form_and_secret() -> None:
     url = f"https://p.bitrix24.com/rest/1/{SECRET}"
     assert validate_webhook_url(f"  {url} ") == url + "/"
+    assert validate_webhook_url(f"\ufeff{url}\n") == url + "/"  # a file saved with a BOM
     assert webhook_secret(url) == SECRET
     assert webhook_secret("https://p.bitrix24.com/rest/") is None
     assert WebhookSigner(WebhookAuth(url)).secrets == (SECRET,)
