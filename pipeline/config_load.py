@@ -546,16 +546,18 @@ def _secret(values: dict[str, object], merged: dict[str, _Value], key: str) -> s
         return None
     path = cast(str, values[file_key])
     item = merged[file_key]
+    # "environment variable X" names the setting already; a file or option adds its key.
+    named = item.origin if item.origin.startswith("environment") else f"{item.origin}: {item.label}"
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise UsageError(f"{item.origin}: {item.label}: file not found: {path}") from None
+        raise UsageError(f"{named}: file not found: {path}") from None
     except IsADirectoryError:
-        raise UsageError(f"{item.origin}: {item.label}: {path} is a directory") from None
+        raise UsageError(f"{named}: {path} is a directory") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{item.origin}: {item.label}: cannot read {path}: {exc}") from None
+        raise UsageError(f"{named}: cannot read {path}: {exc}") from None
     if not text:
-        raise UsageError(f"{item.origin}: {item.label}: {path} is empty")
+        raise UsageError(f"{named}: {path} is empty")
     return text
 
 

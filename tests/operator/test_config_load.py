@@ -257,7 +257,10 @@ def test_webhook_file_problems(tmp_path: Path) -> None:
     assert missing in msg
     empty = tmp_path / "empty"
     empty.write_text("\n")
-    assert "is empty" in usage_error(env={"BITRIX24_WEBHOOK_URL_FILE": str(empty)})
+    # The variable named once, not once as the origin and again as the key.
+    assert usage_error(env={"BITRIX24_WEBHOOK_URL_FILE": str(empty)}).endswith(
+        f"environment variable BITRIX24_WEBHOOK_URL_FILE: {empty} is empty"
+    )
 
 
 @pytest.mark.parametrize(
