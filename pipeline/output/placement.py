@@ -12,16 +12,16 @@ from __future__ import annotations
 import os
 
 from pipeline.errors import UsageError
+from pipeline.output.delta import is_delta_output
 from pipeline.output.layout import CHECKPOINT_DIR, MANIFEST_FILE
 
-#: What marks a folder export's root and a Delta table's root.
+#: What marks a folder export's root (a Delta table's is its log: `is_delta_output`).
 _FOLDER_MARKS = (MANIFEST_FILE, CHECKPOINT_DIR)
-_DELTA_MARK = "_delta_log"
 
 
 def _marks(directory: str) -> str | None:
-    """ "folder" or "delta" when `directory` is an export's root, else None."""
-    if os.path.isdir(os.path.join(directory, _DELTA_MARK)):
+    """The kind of export ("folder" or "delta") whose root the local `directory` is, if any."""
+    if is_delta_output(directory):
         return "delta"
     if any(os.path.exists(os.path.join(directory, mark)) for mark in _FOLDER_MARKS):
         return "folder"

@@ -182,15 +182,7 @@ class Api:
         self._file_auth = file_auth(params, caller)
         start = self.clock.now()
         if method == "batch":
-            if self.config.batch_billing == "batch":
-                return self._billed_batch(params, caller, start)
-            # The outer batch is not charged (Bitrix24 REST docs, `limits.md`); its own counter
-            # stays at 0.
-            charged_before = self.meter.charged_s
-            result = self.batch(params, caller)
-            operating = self._charge(caller, method, 0.0)
-            nested = self.meter.charged_s - charged_before
-            return 200, {"result": result, "time": self.time_block(start, operating, nested)}
+            return self._batch_call(params, caller, start)
         handler = self._methods.get(method)
         if handler is None:
             return METHOD_NOT_FOUND.status, METHOD_NOT_FOUND.body()
@@ -208,26 +200,26 @@ class Api:
         body["time"] = self.time_block(start, operating, outcome.cost_s)
         return 200, body
 
-    def _billed_batch(
-        self, params: dict[PhpKey, Any], caller: str, start: float
-    ) -> tuple[int, Any]:
-        """`batch` under `batch_billing="batch"` (see `SimulatorConfig`): refused whole once the
-        method `batch` is over budget; its commands' time is charged to `batch`, and every
+    def _batch_call(self, params: dict[PhpKey, Any], caller: str, start: float) -> tuple[int, Any]:
+        """A top-level `batch`. As the REST docs say (`limits.md`), the outer batch is not
+        charged (its own counter stays at 0) and each command is charged to its own method.
+        Under `batch_billing="batch"` (see `SimulatorConfig`) the request is refused whole once
+        the method `batch` is over budget, its commands' time is charged to `batch`, and every
         command's `result_time` entry shows the counter the envelope shows."""
-        if self.meter.budget_s is not None and self.meter.blocked(
-            caller, "batch", self.clock.now()
-        ):
+        billed = self.config.batch_billing == "batch"
+        budgeted = self.meter.budget_s is not None
+        if billed and budgeted and self.meter.blocked(caller, "batch", self.clock.now()):
             self.stats.operating_limited += 1
             return OPERATION_LIMIT.status, OPERATION_LIMIT.body()
         charged_before = self.meter.charged_s
-        self._billed_to = "batch"
+        self._billed_to = "batch" if billed else None
         try:
             result = self.batch(params, caller)
         finally:
             self._billed_to = None
         operating = self._charge(caller, "batch", 0.0)
         nested = self.meter.charged_s - charged_before
-        if operating is not None:
+        if billed and operating is not None:
             times = result["result_time"]
             for entry in times.values() if isinstance(times, dict) else times:
                 entry["operating"], entry["operating_reset_at"] = operating
